@@ -1,0 +1,3 @@
+from inbox_poller.cli import main
+
+raise SystemExit(main())

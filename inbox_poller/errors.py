@@ -1,0 +1,111 @@
+"""The exception tree: one root, one subclass per edge or concern.
+
+Edges translate library exceptions (``IMAPClientError``, ``OSError``,
+``requests.RequestException``, ``sqlite3.Error``) into these with
+``raise ... from exc``. Whether an error is worth retrying is a class
+attribute, never decided by matching message text.
+"""
+
+from __future__ import annotations
+
+
+class InboxPollerError(Exception):
+    """Root of every error inbox-poller raises on purpose."""
+
+    retryable: bool = False
+
+
+class ConfigError(InboxPollerError):
+    """Raised when the configuration file is missing, unreadable or invalid."""
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+        self.path = path
+        self.key = key
+        where = path or "<config>"
+        if key:
+            where = f"{where}: {key}"
+        super().__init__(f"{where}: {message}")
+
+
+class StoreError(InboxPollerError):
+    """Raised when the ledger cannot be opened, migrated or written."""
+
+
+class IllegalTransition(StoreError):
+    """Raised when a state change does not start from an allowed state."""
+
+    def __init__(self, export_id: int, current: str, wanted: str) -> None:
+        self.export_id = export_id
+        self.current = current
+        self.wanted = wanted
+        super().__init__(f"export {export_id}: cannot go from {current} to {wanted}")
+
+
+class MailboxError(InboxPollerError):
+    """Raised when the IMAP server cannot be reached, refuses us, or misbehaves."""
+
+    retryable = True
+
+
+class MailboxLoginError(MailboxError):
+    """Raised when the IMAP server rejects the configured credentials."""
+
+    retryable = False
+
+
+class ApiError(InboxPollerError):
+    """Raised when a Pinpointe API call fails.
+
+    ``definitive`` is true when Pinpointe answered and said no (FAILED/ERROR,
+    HTTP 400/401): the request certainly did not create an export. It is false
+    when the outcome is unknown (timeout, connection lost, unreadable answer):
+    the export may exist, so it must never be submitted again blindly.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, definitive: bool = True) -> None:
+        self.status = status
+        self.definitive = definitive
+        super().__init__(message)
+
+
+class ApiAuthError(ApiError):
+    """Raised when Pinpointe rejects the username or token (HTTP 401)."""
+
+
+class DownloadError(InboxPollerError):
+    """Raised when a payload cannot be downloaded or is not acceptable."""
+
+
+class DownloadRefused(DownloadError):
+    """Raised before any connection when a URL or the address it resolves to is not allowed."""
+
+
+class LinkExpired(DownloadError):
+    """Raised when the download link answers 403, 404 or 410."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        super().__init__(f"the download link answered HTTP {status}: treated as expired")
+
+
+class PayloadInvalid(DownloadError):
+    """Raised when the downloaded bytes are not one complete, valid JSON document."""
+
+
+class PayloadTooLarge(DownloadError):
+    """Raised when the payload (declared or decoded) exceeds ``download.max_bytes``."""
+
+
+class DownloadTransient(DownloadError):
+    """Raised when a download failed for a reason that may go away (5xx, 429, reset, timeout,
+    truncated body) and the retries of this attempt are used up."""
+
+    retryable = True
+
+
+class ArchiveError(InboxPollerError):
+    """Raised when the archive directory cannot be written safely."""
+
+
+class ExtractError(InboxPollerError):
+    """Raised when a mail cannot be parsed at all."""

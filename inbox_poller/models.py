@@ -1,0 +1,305 @@
+"""Value types shared by the core and the edges. Stdlib only, no I/O."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+
+CONTACT_DATA_METHOD = "GetNewsletterContactDataSummaryAsync"
+"""The only export method inbox-poller submits today."""
+
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+"""What a Pinpointe job ID may look like before it is stored or put in a path."""
+
+STAT_ID_RE = re.compile(r"^[0-9]{1,18}$")
+DATE_RE = re.compile(r"^[0-9]{8}$")
+
+
+def utc_now() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+class ExportState(str, Enum):
+    """Where one export is in its life. Persisted by value."""
+
+    SUBMITTING = "submitting"
+    """The ledger row exists; the submit POST is about to be sent (or its outcome was lost)."""
+    SUBMITTED = "submitted"
+    """Pinpointe returned a job ID; waiting for the notification mail."""
+    NOTIFIED = "notified"
+    """A notification mail was matched and its download link stored."""
+    DOWNLOADING = "downloading"
+    """A download is under way (or was interrupted and will restart)."""
+    VERIFIED = "verified"
+    """The payload is complete, valid and fsynced under a temporary name; its size, SHA-256
+    and final path are recorded. A restart finishes the rename instead of downloading again."""
+    ARCHIVED = "archived"
+    """The payload is durable on disk and in the manifest; the mail is not yet acknowledged."""
+    ACKNOWLEDGED = "acknowledged"
+    """The notification mail was keyworded or moved. Final."""
+    SUBMIT_FAILED = "submit_failed"
+    """Pinpointe refused the request. Final."""
+    SUBMIT_UNKNOWN = "submit_unknown"
+    """The submit POST was sent but its answer was lost; the job may exist. Needs an operator
+    unless a notification reveals the job ID."""
+    LINK_EXPIRED = "link_expired"
+    """The download link answered 403/404/410. Final for this export."""
+    FAILED = "failed"
+    """The download or its payload failed for good (see the reason). Final."""
+
+
+FINAL_STATES = frozenset(
+    {
+        ExportState.ACKNOWLEDGED,
+        ExportState.SUBMIT_FAILED,
+        ExportState.LINK_EXPIRED,
+        ExportState.FAILED,
+    }
+)
+
+AWAITING_NOTIFICATION = frozenset({ExportState.SUBMITTED})
+
+ALLOWED_TRANSITIONS: dict[ExportState, frozenset[ExportState]] = {
+    ExportState.SUBMITTING: frozenset(
+        {
+            ExportState.SUBMITTED,
+            ExportState.SUBMIT_FAILED,
+            ExportState.SUBMIT_UNKNOWN,
+            # a crash after the POST: the notification itself reveals the job ID
+            ExportState.NOTIFIED,
+        }
+    ),
+    ExportState.SUBMIT_UNKNOWN: frozenset({ExportState.NOTIFIED, ExportState.SUBMIT_FAILED}),
+    ExportState.SUBMITTED: frozenset({ExportState.NOTIFIED, ExportState.FAILED}),
+    ExportState.NOTIFIED: frozenset(
+        {
+            ExportState.DOWNLOADING,
+            ExportState.LINK_EXPIRED,
+            ExportState.FAILED,
+            # a later notification may carry a better link after a refused one
+            ExportState.NOTIFIED,
+        }
+    ),
+    ExportState.DOWNLOADING: frozenset(
+        {
+            ExportState.VERIFIED,
+            ExportState.NOTIFIED,  # a transient failure: try again on a later pass
+            ExportState.LINK_EXPIRED,
+            ExportState.FAILED,
+            ExportState.DOWNLOADING,  # restart after a crash
+        }
+    ),
+    ExportState.VERIFIED: frozenset(
+        {
+            ExportState.ARCHIVED,
+            ExportState.DOWNLOADING,  # the verified file vanished: download again
+        }
+    ),
+    ExportState.ARCHIVED: frozenset({ExportState.ACKNOWLEDGED}),
+    ExportState.ACKNOWLEDGED: frozenset(),
+    ExportState.SUBMIT_FAILED: frozenset(),
+    ExportState.LINK_EXPIRED: frozenset(),
+    ExportState.FAILED: frozenset(),
+}
+
+
+def can_transition(current: ExportState, wanted: ExportState) -> bool:
+    """Return whether the state machine allows going from *current* to *wanted*."""
+    return wanted in ALLOWED_TRANSITIONS[current]
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What to ask Pinpointe for. Dates are YYYYMMDD strings exactly as sent."""
+
+    stat: str
+    startdate: str | None = None
+    enddate: str | None = None
+    method: str = CONTACT_DATA_METHOD
+
+
+@dataclass(frozen=True)
+class MailKey:
+    """The identity of one message: (mailbox, UIDVALIDITY, UID), RFC 3501 2.3.1.1."""
+
+    mailbox: str
+    uidvalidity: int
+    uid: int
+
+    def __str__(self) -> str:
+        return f"{self.mailbox}/{self.uidvalidity}/{self.uid}"
+
+
+@dataclass(frozen=True)
+class ArchivedFile:
+    """What the archive reports about one durable payload."""
+
+    path: str
+    """Relative to the archive directory."""
+    bytes: int
+    sha256: str
+    records: int | None
+
+
+@dataclass(frozen=True)
+class Export:
+    """One ledger row: one export request and everything that happened to it."""
+
+    export_id: int
+    request: ExportRequest
+    state: ExportState
+    created_at: datetime
+    updated_at: datetime
+    job_id: str | None = None
+    reason: str | None = None
+    submitted_at: datetime | None = None
+    notified_at: datetime | None = None
+    archived_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    download_url: str | None = None
+    message_id: str | None = None
+    mail: MailKey | None = None
+    attempts: int = 0
+    archived: ArchivedFile | None = None
+
+
+@dataclass(frozen=True)
+class Link:
+    """A URL found in a mail, with the words that surround or label it."""
+
+    url: str
+    text: str = ""
+    source: str = "text"
+    """``href`` (an HTML anchor), ``text`` (a bare URL in a text part) or ``unwrapped``
+    (the target of a tracking redirect found inside another link)."""
+
+
+@dataclass(frozen=True)
+class Notification:
+    """Everything the extractor read out of one mail, without any judgement."""
+
+    message_id: str | None
+    sender: str | None
+    subject: str
+    texts: tuple[str, ...]
+    """The decoded text of every text part (HTML reduced to its text)."""
+    links: tuple[Link, ...]
+    candidate_job_ids: tuple[str, ...] = ()
+    """Tokens the mail labels as a job ID ("Job ID: 123", ``?jobid=123``)."""
+    defects: tuple[str, ...] = ()
+
+
+class MailOutcome(str, Enum):
+    """What became of one mail. Persisted by value."""
+
+    MATCHED = "matched"
+    """It is the notification of an export; its link was stored."""
+    DUPLICATE = "duplicate"
+    """Another notification for an export that already has one; acknowledged once that
+    export is archived, never downloaded again."""
+    UNMATCHED = "unmatched"
+    """No export it belongs to (yet). Left in place; re-matched on later passes."""
+    REFUSED = "refused"
+    """It named an export but cannot be acted on (no or several acceptable links, too large,
+    unreadable). Left in place."""
+
+
+@dataclass(frozen=True)
+class LinkVerdict:
+    """Whether one link may be the download link, and why."""
+
+    url: str
+    kept: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Match:
+    """The pure decision about one mail against the known exports."""
+
+    outcome: MailOutcome
+    reason: str
+    job_ids: tuple[str, ...] = ()
+    """Job IDs found in the mail: known job IDs it mentions, then labelled candidates."""
+    links: tuple[LinkVerdict, ...] = ()
+    export_id: int | None = None
+    job_id: str | None = None
+    download_url: str | None = None
+
+
+@dataclass(frozen=True)
+class MailRecord:
+    """One ledger row about one mail."""
+
+    key: MailKey
+    message_id: str | None
+    outcome: MailOutcome
+    reason: str
+    seen_at: datetime
+    export_id: int | None = None
+    job_ids: tuple[str, ...] = ()
+    acknowledged_at: datetime | None = None
+
+
+@dataclass
+class CycleReport:
+    """What one pass did, for the CLI and the logs."""
+
+    submitted: list[str] = field(default_factory=list)
+    mails_seen: int = 0
+    matched: list[str] = field(default_factory=list)
+    unmatched: int = 0
+    refused: list[str] = field(default_factory=list)
+    archived: list[str] = field(default_factory=list)
+    acknowledged: int = 0
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@dataclass(frozen=True)
+class MailboxStatus:
+    """What the selected folder and the server offer, read at SELECT time."""
+
+    folder: str
+    uidvalidity: int
+    uidnext: int
+    keywords_allowed: bool
+    """PERMANENTFLAGS contains ``\\*``: a custom keyword can be stored."""
+    can_move: bool
+    has_uidplus: bool
+    has_idle: bool
+
+
+@dataclass(frozen=True)
+class FetchedMail:
+    """One new message as the mailbox hands it to the core."""
+
+    key: MailKey
+    size: int
+    raw: bytes | None
+    """The whole message, or None when it is larger than ``imap.max_message_bytes`` (then the
+    body was never retrieved)."""
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """What a completed, validated download wrote into its sink."""
+
+    bytes: int
+    """Decoded bytes written (what is archived)."""
+    sha256: str
+    records: int | None
+    """Items in the payload's main array, when it has one."""
+    top_level: str
+    """``array``, ``object`` or the scalar's type."""
+    final_url: str
+    """The last URL fetched after redirects, redacted (scheme://host/path)."""
+    attempts: int
+    elapsed_s: float
