@@ -24,6 +24,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from inbox_poller.errors import ConfigError
 from inbox_poller.urlpolicy import HostRule, parse_host_rule
@@ -103,7 +104,9 @@ def _one_secret(values: dict[str, Any], name: str) -> dict[str, Any]:
     has_file = values.get(f"{name}_file") is not None
     has_env = values.get(f"{name}_env") is not None
     if has_file == has_env:
-        raise ValueError(f"give exactly one of {name}_file (a path) or {name}_env (a variable name)")
+        raise ValueError(
+            f"give exactly one of {name}_file (a path) or {name}_env (a variable name)"
+        )
     return values
 
 
@@ -158,7 +161,7 @@ class ImapConfig(_Section):
     def _plain_only_on_loopback(self) -> ImapConfig:
         if self.security == "plain" and not is_loopback_host(self.host):
             raise ValueError(
-                "security = \"plain\" is only allowed to a loopback host; use \"tls\" or \"starttls\""
+                'security = "plain" is only allowed to a loopback host; use "tls" or "starttls"'
             )
         if self.processed_folder is not None and self.processed_folder == self.folder:
             raise ValueError("processed_folder must differ from folder")
@@ -266,7 +269,7 @@ def resolve_config_path(cli_path: str | None) -> Path:
     return Path(cli_path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
 
 
-def _describe(error: dict[str, Any]) -> tuple[str, str]:
+def _describe(error: ErrorDetails) -> tuple[str, str]:
     key = ".".join(str(part) for part in error["loc"])
     message = str(error["msg"])
     if message.startswith("Value error, "):
@@ -285,7 +288,9 @@ def load_config(path: Path) -> Config:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError("no such file (use -c PATH or $INBOX_POLLER_CONFIG)", path=str(path))
+        raise ConfigError(
+            "no such file (use -c PATH or $INBOX_POLLER_CONFIG)", path=str(path)
+        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", path=str(path)) from None
     try:

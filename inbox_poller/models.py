@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 
 CONTACT_DATA_METHOD = "GetNewsletterContactDataSummaryAsync"
 """The only export method inbox-poller submits today."""
@@ -22,7 +22,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class ExportState(str, Enum):
+class ExportState(StrEnum):
     """Where one export is in its life. Persisted by value."""
 
     SUBMITTING = "submitting"
@@ -142,6 +142,10 @@ class ArchivedFile:
     bytes: int
     sha256: str
     records: int | None
+    top_level: str = "unknown"
+    """``array``, ``object`` or the scalar type of the JSON document."""
+    source: str = ""
+    """Where it was downloaded from, redacted to scheme://host/path."""
 
 
 @dataclass(frozen=True)
@@ -192,7 +196,7 @@ class Notification:
     defects: tuple[str, ...] = ()
 
 
-class MailOutcome(str, Enum):
+class MailOutcome(StrEnum):
     """What became of one mail. Persisted by value."""
 
     MATCHED = "matched"
