@@ -218,8 +218,9 @@ class Archive:
     def final_path(self, archived: ArchivedFile) -> Path:
         return self._final(archived.path)
 
-    def append_manifest(self, line: ManifestLine) -> None:
-        """Append *line* unless the manifest already has it (a resumed crash); fsync."""
+    def append_manifest(self, export: Export, archived: ArchivedFile, now: datetime) -> None:
+        """Append *export*'s line unless the manifest already has it (a resumed crash); fsync."""
+        line = manifest_line(export, archived, now)
         manifest = self.root / MANIFEST_NAME
         if self._manifest_has(manifest, line.job_id, line.sha256):
             return

@@ -7,16 +7,51 @@ one of them; tests substitute fakes that implement the same Protocols.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
+from inbox_poller.crashpoints import crash_point
+from inbox_poller.errors import (
+    ApiError,
+    ArchiveError,
+    DownloadError,
+    ExtractError,
+    InboxPollerError,
+    LinkExpired,
+    MailboxError,
+    StoreError,
+)
+from inbox_poller.extract import extract
+from inbox_poller.match import match_notification
 from inbox_poller.models import (
+    ArchivedFile,
+    CycleReport,
     DownloadResult,
+    Export,
     ExportRequest,
+    ExportState,
     FetchedMail,
+    Link,
     MailboxStatus,
     MailKey,
+    MailOutcome,
+    MailRecord,
+    Match,
+    Notification,
+    utc_now,
 )
+from inbox_poller.urlpolicy import HostRule, redact_url
+
+if TYPE_CHECKING:
+    from inbox_poller.archive import Archive
+    from inbox_poller.store import Store
+
+logger = logging.getLogger(__name__)
 
 
 class Mailbox(Protocol):
@@ -103,3 +138,421 @@ class Downloader(Protocol):
         :raises DownloadTransient: 5xx/429/reset/timeout/truncation after the retries.
         """
         ...
+
+
+# ---- the core loop -------------------------------------------------------------
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,63}")
+_MAX_SUMMARY_TOKENS = 5000
+DEFAULT_REMATCH_WINDOW = timedelta(days=7)
+"""How long an unmatched mail is kept for re-matching (its export may not be known yet)."""
+
+
+def summarize(notification: Notification) -> dict[str, Any]:
+    """Keep what re-matching an unmatched mail needs, bounded in size.
+
+    Matching looks for known job IDs as whole tokens, so the distinct tokens
+    that contain a digit are enough; the body itself is never stored.
+    """
+    tokens: dict[str, None] = {}
+    for text in (notification.subject, *notification.texts):
+        for token in _TOKEN_RE.findall(text):
+            if any(ch.isdigit() for ch in token):
+                tokens.setdefault(token.rstrip("._-"), None)
+            if len(tokens) >= _MAX_SUMMARY_TOKENS:
+                break
+    return {
+        "message_id": notification.message_id,
+        "sender": notification.sender,
+        "subject": notification.subject[:500],
+        "tokens": list(tokens),
+        "links": [[link.url, link.text[:200], link.source] for link in notification.links[:200]],
+        "candidates": list(notification.candidate_job_ids),
+    }
+
+
+def notification_from_summary(summary: dict[str, Any]) -> Notification:
+    """Rebuild a matchable ``Notification`` from :func:`summarize`'s output."""
+    return Notification(
+        message_id=summary.get("message_id"),
+        sender=summary.get("sender"),
+        subject=summary.get("subject", ""),
+        texts=(" ".join(summary.get("tokens", [])),),
+        links=tuple(Link(url, text, source) for url, text, source in summary.get("links", [])),
+        candidate_job_ids=tuple(summary.get("candidates", [])),
+    )
+
+
+@dataclass(frozen=True)
+class PollerSettings:
+    """The few knobs the core loop needs, sliced from the configuration."""
+
+    rules: tuple[HostRule, ...]
+    keyword: str = "$ExportArchived"
+    max_download_attempts: int = 5
+    rematch_window: timedelta = DEFAULT_REMATCH_WINDOW
+
+
+class Poller:
+    """One pass of the loop over injected edges. ``cli.py`` builds it; tests use fakes."""
+
+    def __init__(
+        self,
+        store: Store,
+        archive: Archive,
+        settings: PollerSettings,
+        *,
+        mailbox: Mailbox | None = None,
+        api: ExportApi | None = None,
+        downloader: Downloader | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.store = store
+        self.archive = archive
+        self.settings = settings
+        self.mailbox = mailbox
+        self.api = api
+        self.downloader = downloader
+        self.clock = clock
+
+    # ---- submit ------------------------------------------------------------
+
+    def submit(self, request: ExportRequest) -> Export:
+        """Record the export, POST it once, and record the job ID (or why there is none).
+
+        :raises ApiError: after the export is marked ``submit_failed`` or ``submit_unknown``.
+        """
+        if self.api is None:
+            raise InboxPollerError("no Pinpointe API configured")
+        export = self.store.create_export(request, self.clock())
+        logger.info(
+            "export %d: submitting %s stat=%s start=%s end=%s",
+            export.export_id,
+            request.method,
+            request.stat,
+            request.startdate or "-",
+            request.enddate or "-",
+        )
+        crash_point("submit:before-post")
+        try:
+            job_id = self.api.submit(request)
+        except ApiError as exc:
+            if exc.definitive:
+                self.store.mark_submit_failed(export.export_id, str(exc), self.clock())
+                logger.error("export %d: Pinpointe refused the request: %s", export.export_id, exc)
+            else:
+                self.store.mark_submit_unknown(export.export_id, str(exc), self.clock())
+                logger.error(
+                    "export %d: the outcome of the submit is unknown (not retried, the export"
+                    " may exist; its notification will be adopted if it names one job ID): %s",
+                    export.export_id,
+                    exc,
+                )
+            raise
+        crash_point("submit:after-post")
+        export = self.store.mark_submitted(export.export_id, job_id, f"job {job_id}", self.clock())
+        logger.info("export %d (job %s): submitted", export.export_id, job_id)
+        return export
+
+    # ---- one pass ------------------------------------------------------------
+
+    def run_once(self) -> CycleReport:
+        """Read new mail, download and archive what was notified, acknowledge what is done."""
+        report = CycleReport()
+        self._remove_stale_parts()
+        mailbox_open = self._check_mailbox(report)
+        self._process_downloads(report)
+        if mailbox_open:
+            self._acknowledge(report)
+            assert self.mailbox is not None
+            self.mailbox.close()
+        return report
+
+    def _remove_stale_parts(self) -> None:
+        keep = {
+            Path(path).resolve()
+            for export in self.store.list_exports([ExportState.VERIFIED])
+            if (path := self.store.part_path(export.export_id))
+        }
+        for stale in self.archive.stale_parts(keep):
+            logger.info("archive: removing %s left by an interrupted download", stale.name)
+            stale.unlink(missing_ok=True)
+
+    def _check_mailbox(self, report: CycleReport) -> bool:
+        if self.mailbox is None:
+            return False
+        try:
+            status = self.mailbox.open()
+        except MailboxError as exc:
+            logger.error("mailbox: %s", exc)
+            report.failed.append(f"mailbox: {exc}")
+            return False
+        try:
+            after = self.store.watermark(status.folder, status.uidvalidity)
+            if after == 0 and self.store.watermark_count(status.folder) > 0:
+                logger.warning(
+                    "mailbox %s: UIDVALIDITY is now %d: rescanning; mail already handled is"
+                    " recognised by its Message-ID and not downloaded again",
+                    status.folder,
+                    status.uidvalidity,
+                )
+            for fetched in self.mailbox.fetch_new(after):
+                report.mails_seen += 1
+                try:
+                    self._process_mail(fetched, report)
+                except (ExtractError, StoreError) as exc:
+                    logger.error("uid %s: %s", fetched.key, exc)
+                    report.failed.append(f"mail {fetched.key}: {exc}")
+            self._rematch(report)
+        except MailboxError as exc:
+            logger.error("mailbox: %s", exc)
+            report.failed.append(f"mailbox: {exc}")
+            self.mailbox.close()
+            return False
+        return True
+
+    def _process_mail(self, fetched: FetchedMail, report: CycleReport) -> None:
+        now = self.clock()
+        key = fetched.key
+        if fetched.raw is None:
+            reason = f"{fetched.size} bytes is larger than imap.max_message_bytes; not read"
+            self._record(MailRecord(key, None, MailOutcome.REFUSED, reason, now), report)
+            return
+        try:
+            notification = extract(fetched.raw)
+        except ExtractError as exc:
+            self._record(MailRecord(key, None, MailOutcome.REFUSED, str(exc), now), report)
+            return
+        earlier = self._earlier_copy(notification.message_id, key)
+        if earlier is not None:
+            # the same mail under a new UID (UIDVALIDITY change, or copied back): never
+            # download again; mark it once its export is archived
+            acknowledged = now if self.settings.keyword in fetched.flags else None
+            record = MailRecord(
+                key,
+                notification.message_id,
+                MailOutcome.DUPLICATE,
+                f"same Message-ID as mail {earlier.key}",
+                now,
+                export_id=earlier.export_id,
+                job_ids=earlier.job_ids,
+                acknowledged_at=acknowledged,
+            )
+            self._record(record, report)
+            return
+        match = match_notification(notification, self.store.list_exports(), self.settings.rules)
+        record = MailRecord(
+            key,
+            notification.message_id,
+            match.outcome,
+            match.reason,
+            now,
+            export_id=match.export_id,
+            job_ids=match.job_ids,
+        )
+        summary = summarize(notification) if match.outcome is MailOutcome.UNMATCHED else None
+        self._record(record, report, summary=summary, match=match)
+
+    def _earlier_copy(self, message_id: str | None, key: MailKey) -> MailRecord | None:
+        if not message_id:
+            return None
+        for record in self.store.mail_by_message_id(message_id):
+            if record.key != key and record.export_id is not None:
+                if record.outcome in (MailOutcome.MATCHED, MailOutcome.DUPLICATE):
+                    return record
+        return None
+
+    def _adopted_job_id(self, match: Match) -> str | None:
+        if match.outcome is not MailOutcome.MATCHED or match.export_id is None:
+            return None
+        export = self.store.get_export(match.export_id)
+        return match.job_id if export.job_id is None else None
+
+    def _record(
+        self,
+        record: MailRecord,
+        report: CycleReport,
+        *,
+        summary: dict[str, Any] | None = None,
+        match: Match | None = None,
+        rematch: bool = False,
+    ) -> None:
+        url = match.download_url if match else None
+        adopt = self._adopted_job_id(match) if match else None
+        crash_point("mail:before-record")
+        if rematch:
+            self.store.rematch_mail(record, self.clock(), download_url=url, adopt_job_id=adopt)
+        else:
+            self.store.record_mail(
+                record, self.clock(), summary=summary, download_url=url, adopt_job_id=adopt
+            )
+        crash_point("mail:after-record")
+        self._log_mail(record, match, url, report)
+
+    def _log_mail(
+        self, record: MailRecord, match: Match | None, url: str | None, report: CycleReport
+    ) -> None:
+        job = match.job_id if match and match.job_id else ",".join(record.job_ids) or "-"
+        if record.outcome is MailOutcome.MATCHED:
+            report.matched.append(job)
+            logger.info(
+                "uid %s: notification for export %s (job %s), link %s",
+                record.key,
+                record.export_id,
+                job,
+                redact_url(url or ""),
+            )
+        elif record.outcome is MailOutcome.DUPLICATE:
+            logger.info(
+                "uid %s: duplicate notification for export %s (job %s): %s; it will be"
+                " acknowledged without downloading",
+                record.key,
+                record.export_id,
+                job,
+                record.reason,
+            )
+        elif record.outcome is MailOutcome.UNMATCHED:
+            report.unmatched += 1
+            logger.info("uid %s: left in place, no matching export: %s", record.key, record.reason)
+        else:
+            report.refused.append(f"{record.key}: {record.reason}")
+            logger.warning("uid %s: refused (job %s): %s", record.key, job, record.reason)
+
+    def _rematch(self, report: CycleReport) -> None:
+        waiting = self.store.list_exports(
+            [ExportState.SUBMITTED, ExportState.SUBMITTING, ExportState.SUBMIT_UNKNOWN]
+        )
+        if not waiting:
+            return
+        now = self.clock()
+        exports = self.store.list_exports()
+        for record, summary in self.store.unmatched_mails(now - self.settings.rematch_window):
+            # only exports that existed when the mail arrived may claim it
+            known = [e for e in exports if e.created_at <= record.seen_at]
+            match = match_notification(
+                notification_from_summary(summary), known, self.settings.rules
+            )
+            if match.outcome is MailOutcome.UNMATCHED:
+                continue
+            updated = MailRecord(
+                record.key,
+                record.message_id,
+                match.outcome,
+                f"re-matched: {match.reason}",
+                record.seen_at,
+                export_id=match.export_id,
+                job_ids=match.job_ids,
+            )
+            self._record(updated, report, match=match, rematch=True)
+            exports = self.store.list_exports()
+
+    # ---- downloads -------------------------------------------------------------
+
+    def _process_downloads(self, report: CycleReport) -> None:
+        for export in self.store.list_exports([ExportState.VERIFIED]):
+            self._contained(export, report, self._finish_verified)
+        for export in self.store.list_exports([ExportState.NOTIFIED, ExportState.DOWNLOADING]):
+            self._contained(export, report, self._download)
+
+    def _contained(
+        self, export: Export, report: CycleReport, step: Callable[[Export, CycleReport], None]
+    ) -> None:
+        try:
+            step(export, report)
+        except InboxPollerError as exc:
+            logger.error("export %d (job %s): %s", export.export_id, export.job_id, exc)
+            report.failed.append(f"job {export.job_id}: {exc}")
+
+    def _download(self, export: Export, report: CycleReport) -> None:
+        if self.downloader is None:
+            return
+        assert export.download_url is not None
+        export = self.store.mark_downloading(export.export_id, self.clock())
+        crash_point("download:after-start")
+        logger.info(
+            "export %d (job %s): downloading %s (attempt %d)",
+            export.export_id,
+            export.job_id,
+            redact_url(export.download_url or ""),
+            export.attempts,
+        )
+        part = self.archive.begin(export)
+        try:
+            result = self.downloader.download(export.download_url or "", part)
+            part.seal()
+        except LinkExpired as exc:
+            part.discard()
+            self.store.mark_link_expired(export.export_id, str(exc), self.clock())
+            raise
+        except (DownloadError, ArchiveError) as exc:
+            part.discard()
+            self._download_failed(export, exc)
+            raise
+        except BaseException:
+            part.discard()
+            raise
+        archived = self.archive.describe(export, result)
+        self.store.mark_verified(export.export_id, str(part.path), archived, self.clock())
+        crash_point("download:after-verified")
+        self._publish(export.export_id, part.path, archived, report)
+
+    def _download_failed(self, export: Export, exc: InboxPollerError) -> None:
+        attempts_left = export.attempts < self.settings.max_download_attempts
+        if exc.retryable and attempts_left:
+            self.store.mark_download_retry(export.export_id, str(exc), self.clock())
+        elif exc.retryable:
+            reason = f"{exc} (gave up after {export.attempts} attempts)"
+            self.store.mark_failed(export.export_id, reason, self.clock())
+        else:
+            self.store.mark_failed(export.export_id, str(exc), self.clock())
+
+    def _finish_verified(self, export: Export, report: CycleReport) -> None:
+        """Resume an export that crashed between verification and the ledger's ``archived``."""
+        archived = export.archived
+        assert archived is not None
+        part = self.store.part_path(export.export_id)
+        if self.archive.verify(archived):
+            self._publish(export.export_id, None, archived, report)
+        elif part and self.archive.verify(archived, Path(part)):
+            self._publish(export.export_id, Path(part), archived, report)
+        else:
+            self.store.mark_redownload(
+                export.export_id, "the verified payload is gone; downloading again", self.clock()
+            )
+
+    def _publish(
+        self, export_id: int, part: Path | None, archived: ArchivedFile, report: CycleReport
+    ) -> None:
+        if part is not None:
+            self.archive.publish(part, archived)
+        export = self.store.get_export(export_id)
+        self.archive.append_manifest(export, archived, self.clock())
+        crash_point("download:after-manifest")
+        export = self.store.mark_archived(export_id, self.clock())
+        report.archived.append(str(export.job_id))
+        logger.info(
+            "export %d (job %s): archived %s (%d bytes, %s records, sha256 %s)",
+            export_id,
+            export.job_id,
+            archived.path,
+            archived.bytes,
+            "?" if archived.records is None else archived.records,
+            archived.sha256,
+        )
+
+    # ---- acknowledgement -----------------------------------------------------------
+
+    def _acknowledge(self, report: CycleReport) -> None:
+        assert self.mailbox is not None
+        for mail in self.store.mails_to_acknowledge():
+            try:
+                crash_point("ack:before-mark")
+                result = self.mailbox.acknowledge(mail.key, mail.message_id)
+                crash_point("ack:after-mark")
+                self.store.mark_mail_acknowledged(mail.key, result, self.clock())
+            except MailboxError as exc:
+                logger.error("uid %s: cannot acknowledge: %s", mail.key, exc)
+                report.failed.append(f"mail {mail.key}: {exc}")
+                return
+            report.acknowledged += 1
+            logger.info("uid %s: acknowledged (%s)", mail.key, result)

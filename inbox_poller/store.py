@@ -234,6 +234,9 @@ class Store:
                 raise StoreError(f"ledger {self.path}: cannot start a transaction: {exc}") from exc
             try:
                 yield self._conn
+            except sqlite3.Error as exc:
+                self._conn.execute("ROLLBACK")
+                raise StoreError(f"ledger {self.path}: {exc}") from exc
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
@@ -456,6 +459,11 @@ class Store:
             (mailbox, uidvalidity),
         )
         return int(rows[0]["last_uid"]) if rows else 0
+
+    def watermark_count(self, mailbox: str) -> int:
+        """Return how many UIDVALIDITY values of *mailbox* have a watermark."""
+        rows = self._query("SELECT COUNT(*) AS n FROM watermarks WHERE mailbox = ?", (mailbox,))
+        return int(rows[0]["n"])
 
     def mail_by_message_id(self, message_id: str) -> list[MailRecord]:
         rows = self._query(

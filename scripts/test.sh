@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: everything CI runs. Installs what is missing, then lint, types and
+# the whole suite, integration tests against a real Dovecot included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+export PATH="$PWD/.venv/bin:$PATH:/usr/sbin"
+ruff check .
+ruff format --check .
+mypy
+pytest "$@"

@@ -1,0 +1,146 @@
+"""Fakes implementing the poller's Protocols, for unit tests and fault injection only.
+
+Integration tests use the real edges (Dovecot, the simulator over HTTPS); these
+exist so the core's decisions can be tested fast and so faults a real server
+will not produce on demand can be injected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from inbox_poller.errors import ApiError, DownloadError, MailboxError
+from inbox_poller.models import (
+    DownloadResult,
+    ExportRequest,
+    FetchedMail,
+    MailboxStatus,
+    MailKey,
+)
+from inbox_poller.poller import PayloadSink
+
+
+@dataclass
+class FakeMessage:
+    raw: bytes
+    flags: set[str] = field(default_factory=set)
+    message_id: str | None = None
+
+
+class FakeMailbox:
+    """An in-memory folder with UIDs, UIDVALIDITY, keywords and a processed folder."""
+
+    def __init__(self, folder: str = "INBOX", *, max_message_bytes: int = 1024**2) -> None:
+        self.folder = folder
+        self.uidvalidity = 1000
+        self.messages: dict[int, FakeMessage] = {}
+        self.processed: list[FakeMessage] = []
+        self.next_uid = 1
+        self.max_message_bytes = max_message_bytes
+        self.fail_open: MailboxError | None = None
+        self.acknowledged: list[MailKey] = []
+        self.bodies_fetched: list[int] = []
+        self.move_to_processed = True
+
+    def deliver(self, raw: bytes, message_id: str | None = None) -> int:
+        uid = self.next_uid
+        self.next_uid += 1
+        self.messages[uid] = FakeMessage(raw, message_id=message_id)
+        return uid
+
+    def reset_uidvalidity(self) -> None:
+        """Re-create the folder: same messages, new UIDs, a larger UIDVALIDITY."""
+        old = [self.messages[uid] for uid in sorted(self.messages)]
+        self.uidvalidity += 1
+        self.messages = {}
+        self.next_uid = 1
+        for message in old:
+            uid = self.deliver(message.raw, message.message_id)
+            self.messages[uid].flags = set(message.flags)
+
+    def open(self) -> MailboxStatus:
+        if self.fail_open is not None:
+            raise self.fail_open
+        return MailboxStatus(self.folder, self.uidvalidity, self.next_uid, True, True, True, True)
+
+    def fetch_new(self, after_uid: int) -> Iterator[FetchedMail]:
+        for uid in sorted(u for u in self.messages if u > after_uid):
+            message = self.messages[uid]
+            key = MailKey(self.folder, self.uidvalidity, uid)
+            size = len(message.raw)
+            if size > self.max_message_bytes:
+                yield FetchedMail(key, size, None, tuple(message.flags))
+                continue
+            self.bodies_fetched.append(uid)
+            yield FetchedMail(key, size, message.raw, tuple(message.flags))
+
+    def acknowledge(self, key: MailKey, message_id: str | None) -> str:
+        self.acknowledged.append(key)
+        uid = key.uid
+        if key.uidvalidity != self.uidvalidity:
+            found = [u for u, m in self.messages.items() if m.message_id == message_id]
+            if not found:
+                return "not found"
+            uid = found[0]
+        message = self.messages.get(uid)
+        if message is None:
+            return "not found"
+        message.flags.add("$ExportArchived")
+        if self.move_to_processed:
+            self.processed.append(self.messages.pop(uid))
+            return "keyword, moved"
+        return "keyword"
+
+    def close(self) -> None:
+        pass
+
+
+class FakeApi:
+    """Hands out sequential job IDs, or raises a scripted error."""
+
+    def __init__(self, first_job_id: int = 5000) -> None:
+        self.next_job_id = first_job_id
+        self.submitted: list[ExportRequest] = []
+        self.error: ApiError | None = None
+
+    def submit(self, request: ExportRequest) -> str:
+        self.submitted.append(request)
+        if self.error is not None:
+            raise self.error
+        job_id = str(self.next_job_id)
+        self.next_job_id += 1
+        return job_id
+
+    def check(self) -> str:
+        return "fake account"
+
+
+class FakeDownloader:
+    """Serves payloads by URL; a URL may instead be scripted to raise errors in turn."""
+
+    def __init__(self) -> None:
+        self.payloads: dict[str, bytes] = {}
+        self.errors: dict[str, list[DownloadError]] = {}
+        self.calls: list[str] = []
+
+    def download(self, url: str, sink: PayloadSink) -> DownloadResult:
+        self.calls.append(url)
+        scripted = self.errors.get(url)
+        if scripted:
+            raise scripted.pop(0)
+        body = self.payloads[url]
+        sink.write(body[: len(body) // 2])
+        sink.write(body[len(body) // 2 :])
+        document = json.loads(body)
+        return DownloadResult(
+            bytes=len(body),
+            sha256=hashlib.sha256(body).hexdigest(),
+            records=len(document) if isinstance(document, list) else None,
+            top_level="array" if isinstance(document, list) else "object",
+            final_url=url.split("?")[0],
+            attempts=1,
+            elapsed_s=0.0,
+        )

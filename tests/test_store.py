@@ -1,0 +1,202 @@
+"""The ledger against a real SQLite file: transitions, durability settings, mail records."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from inbox_poller.errors import IllegalTransition, StoreError
+from inbox_poller.models import (
+    ALLOWED_TRANSITIONS,
+    ArchivedFile,
+    ExportRequest,
+    ExportState,
+    MailKey,
+    MailOutcome,
+    MailRecord,
+)
+from inbox_poller.store import SCHEMA_VERSION, Store
+
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "state" / "state.db")
+
+
+def _submitted(store: Store, job_id: str = "1001") -> int:
+    export = store.create_export(ExportRequest("42", "20261001", "20261002"), NOW)
+    store.mark_submitted(export.export_id, job_id, "raw", NOW)
+    return export.export_id
+
+
+def _mail(uid: int, outcome: MailOutcome, export_id: int | None = None) -> MailRecord:
+    return MailRecord(
+        MailKey("INBOX", 7, uid), f"<m{uid}@example.test>", outcome, "why", NOW, export_id
+    )
+
+
+def test_pragmas_and_private_file(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    Store(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_reopen_keeps_data_and_does_not_migrate_twice(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    export_id = _submitted(Store(path))
+    again = Store(path)
+    assert again.get_export(export_id).job_id == "1001"
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store(path)
+
+
+def test_full_life_of_an_export(store: Store) -> None:
+    export_id = _submitted(store)
+    store.record_mail(
+        _mail(5, MailOutcome.MATCHED, export_id), NOW, download_url="https://x.example/f.json"
+    )
+    export = store.get_export(export_id)
+    assert export.state is ExportState.NOTIFIED
+    assert export.mail == MailKey("INBOX", 7, 5)
+    assert export.download_url == "https://x.example/f.json"
+    store.mark_downloading(export_id, NOW)
+    archived = ArchivedFile("a/b.json", 10, "ab" * 32, 3, "array", "https://x.example/f.json")
+    store.mark_verified(export_id, "/tmp/part", archived, NOW)
+    assert store.part_path(export_id) == "/tmp/part"
+    store.mark_archived(export_id, NOW)
+    assert [m.key.uid for m in store.mails_to_acknowledge()] == [5]
+    store.mark_mail_acknowledged(MailKey("INBOX", 7, 5), "keyword", NOW + timedelta(seconds=1))
+    export = store.get_export(export_id)
+    assert export.state is ExportState.ACKNOWLEDGED
+    assert export.archived == archived
+    assert store.mails_to_acknowledge() == []
+    states = [to for _, _, to, _ in store.history(export_id)]
+    assert states == [
+        "submitting",
+        "submitted",
+        "notified",
+        "downloading",
+        "verified",
+        "archived",
+        "acknowledged",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("current", "wanted"),
+    [
+        (current, wanted)
+        for current in ExportState
+        for wanted in ExportState
+        if wanted not in ALLOWED_TRANSITIONS[current]
+    ][:40],
+)
+def test_illegal_transitions_are_refused(
+    store: Store, current: ExportState, wanted: ExportState
+) -> None:
+    export = store.create_export(ExportRequest("1"), NOW)
+    store._conn.execute(
+        "UPDATE exports SET state = ? WHERE export_id = ?", (current.value, export.export_id)
+    )
+    with pytest.raises(IllegalTransition), store._transaction() as conn:
+        store._transition(conn, export.export_id, wanted, NOW, None)
+    assert store.get_export(export.export_id).state is current
+
+
+def test_archived_cannot_be_downloaded_again(store: Store) -> None:
+    export_id = _submitted(store)
+    store.record_mail(_mail(1, MailOutcome.MATCHED, export_id), NOW, download_url="https://a/b")
+    store.mark_downloading(export_id, NOW)
+    store.mark_verified(export_id, "/p", ArchivedFile("p", 1, "00" * 32, None), NOW)
+    store.mark_archived(export_id, NOW)
+    with pytest.raises(IllegalTransition):
+        store.mark_downloading(export_id, NOW)
+
+
+def test_mail_and_watermark_advance_together(store: Store) -> None:
+    assert store.watermark("INBOX", 7) == 0
+    store.record_mail(_mail(3, MailOutcome.UNMATCHED), NOW, summary={"tokens": []})
+    store.record_mail(_mail(9, MailOutcome.REFUSED), NOW)
+    assert store.watermark("INBOX", 7) == 9
+    assert store.watermark("INBOX", 8) == 0
+    assert store.watermark_count("INBOX") == 1
+    with pytest.raises(StoreError):
+        # the same key twice is a bug in the caller, and nothing is half-written
+        store.record_mail(_mail(9, MailOutcome.REFUSED), NOW)
+
+
+def test_failed_notify_rolls_back_the_mail_row(store: Store) -> None:
+    export_id = _submitted(store)
+    store.mark_failed(export_id, "gave up", NOW)
+    with pytest.raises(IllegalTransition):
+        store.record_mail(_mail(4, MailOutcome.MATCHED, export_id), NOW, download_url="https://a")
+    assert store.get_mail(MailKey("INBOX", 7, 4)) is None
+    assert store.watermark("INBOX", 7) == 0
+
+
+def test_adopting_a_job_id_for_an_orphan(store: Store) -> None:
+    export = store.create_export(ExportRequest("42"), NOW)
+    store.record_mail(
+        _mail(2, MailOutcome.MATCHED, export.export_id),
+        NOW,
+        download_url="https://a/b",
+        adopt_job_id="777",
+    )
+    adopted = store.get_export(export.export_id)
+    assert adopted.job_id == "777"
+    assert adopted.state is ExportState.NOTIFIED
+    # the late answer of the POST agrees: recorded, state untouched
+    store.mark_submitted(export.export_id, "777", "raw", NOW)
+    assert store.get_export(export.export_id).state is ExportState.NOTIFIED
+
+
+def test_unmatched_mail_is_kept_for_rematching(store: Store) -> None:
+    store.record_mail(_mail(3, MailOutcome.UNMATCHED), NOW, summary={"tokens": ["555"]})
+    [(record, summary)] = store.unmatched_mails(NOW - timedelta(days=1))
+    assert summary == {"tokens": ["555"]}
+    assert store.unmatched_mails(NOW + timedelta(days=1)) == []
+    export_id = _submitted(store, "555")
+    matched = MailRecord(record.key, record.message_id, MailOutcome.MATCHED, "late", NOW, export_id)
+    store.rematch_mail(matched, NOW, download_url="https://a/b")
+    assert store.get_export(export_id).state is ExportState.NOTIFIED
+    assert store.unmatched_mails(NOW - timedelta(days=1)) == []
+
+
+def test_duplicate_mail_is_acknowledged_with_its_export(store: Store) -> None:
+    export_id = _submitted(store)
+    store.record_mail(_mail(1, MailOutcome.MATCHED, export_id), NOW, download_url="https://a/b")
+    store.record_mail(_mail(2, MailOutcome.DUPLICATE, export_id), NOW)
+    assert store.mails_to_acknowledge() == []  # nothing before the archive is durable
+    store.mark_downloading(export_id, NOW)
+    store.mark_verified(export_id, "/p", ArchivedFile("p", 1, "00" * 32, None), NOW)
+    store.mark_archived(export_id, NOW)
+    assert [m.key.uid for m in store.mails_to_acknowledge()] == [1, 2]
+
+
+def test_job_ids_are_unique(store: Store) -> None:
+    _submitted(store, "1")
+    other = store.create_export(ExportRequest("2"), NOW)
+    with pytest.raises(StoreError):
+        store.mark_submitted(other.export_id, "1", "raw", NOW)
+
+
+def test_naive_datetimes_are_refused(store: Store) -> None:
+    with pytest.raises(StoreError, match="naive"):
+        store.create_export(ExportRequest("1"), datetime(2026, 1, 1))  # noqa: DTZ001
