@@ -48,22 +48,71 @@ def make_local_ca(directory: Path) -> LocalCA:
         return ca
     old_umask = os.umask(0o077)
     try:
-        _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key",
-                 cwd=directory)
-        _openssl("req", "-x509", "-new", "-key", "ca.key", "-sha256", "-days", "3650",
-                 "-subj", "/CN=inbox-poller local test CA", "-out", "ca.pem",
-                 "-addext", "basicConstraints=critical,CA:TRUE",
-                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=directory)
-        _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "server.key",
-                 cwd=directory)
-        _openssl("req", "-new", "-key", "server.key", "-subj", "/CN=localhost",
-                 "-out", "server.csr", cwd=directory)
+        _openssl(
+            "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key", cwd=directory
+        )
+        _openssl(
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca.key",
+            "-sha256",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=inbox-poller local test CA",
+            "-out",
+            "ca.pem",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            cwd=directory,
+        )
+        _openssl(
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "server.key",
+            cwd=directory,
+        )
+        _openssl(
+            "req",
+            "-new",
+            "-key",
+            "server.key",
+            "-subj",
+            "/CN=localhost",
+            "-out",
+            "server.csr",
+            cwd=directory,
+        )
         (directory / "server.ext").write_text(
             f"{_SAN}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n", encoding="ascii"
         )
-        _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "3650", "-sha256", "-extfile", "server.ext",
-                 "-out", "server.pem", cwd=directory)
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-sha256",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+            cwd=directory,
+        )
     finally:
         os.umask(old_umask)
     # the CA certificate is public; readable by the unprivileged Dovecot processes

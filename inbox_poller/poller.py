@@ -356,10 +356,10 @@ class Poller:
     def _earlier_copy(self, message_id: str | None, key: MailKey) -> MailRecord | None:
         if not message_id:
             return None
+        linked = (MailOutcome.MATCHED, MailOutcome.DUPLICATE)
         for record in self.store.mail_by_message_id(message_id):
-            if record.key != key and record.export_id is not None:
-                if record.outcome in (MailOutcome.MATCHED, MailOutcome.DUPLICATE):
-                    return record
+            if record.key != key and record.export_id is not None and record.outcome in linked:
+                return record
         return None
 
     def _adopted_job_id(self, match: Match) -> str | None:

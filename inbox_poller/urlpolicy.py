@@ -42,9 +42,7 @@ class HostRule:
         return host == self.host
 
     def __str__(self) -> str:
-        name = ("." if self.suffix else "") + (
-            f"[{self.host}]" if ":" in self.host else self.host
-        )
+        name = ("." if self.suffix else "") + (f"[{self.host}]" if ":" in self.host else self.host)
         return name if self.port == DEFAULT_HTTPS_PORT else f"{name}:{self.port}"
 
 
