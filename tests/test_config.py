@@ -59,50 +59,47 @@ def test_defaults(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("change", "key", "message"),
+    ("section", "lines", "key", "message"),
     [
-        (("port", "port = 99999\nport_x"), "imap.port", "65535"),
-        (("folder", "folder = 'INBOX'\nfolderx = 1\nfolder"), "imap.folderx", "unknown key"),
-        (('password_env = "PASSWORD_VAR"', ""), "imap", "exactly one of password_file"),
-        (
-            ('password_env = "PASSWORD_VAR"', "password_env = 'X'\npassword_file = '/x'"),
-            "imap",
-            "exactly one",
-        ),
-        (
-            ('host = "imap.example.com"', "host = 'imap.example.com'\nsecurity = 'plain'"),
-            "imap",
-            "loopback",
-        ),
-        (("security", "security = 'ssl'\nsecurityx"), "imap.security", "tls"),
-        (
-            ('notify_email = "box@example.com"', "notify_email = 'nobody'"),
-            "pinpointe.notify_email",
-            "pattern",
-        ),
-        (
-            ("[imap]", "[download]\nallowed_hosts = ['https://x/']\n[imap]"),
-            "download.allowed_hosts",
-            "not a host",
-        ),
-        (
-            ("[imap]", "[download]\nallowed_hosts = []\n[imap]"),
-            "download.allowed_hosts",
-            "at least one",
-        ),
-        (("[imap]", "[download]\nmax_bytes = 'big'\n[imap]"), "download.max_bytes", "integer"),
-        (
-            ("usertoken_env", "api_url = 'http://pinpointe.example.com/'\nusertoken_env"),
-            "pinpointe.api_url",
-            "https",
-        ),
+        ("imap", "port = 99999", "imap.port", "65535"),
+        ("imap", "folderx = 'x'", "imap.folderx", "unknown key"),
+        ("imap", "password_env = None", "imap", "exactly one of password_file"),
+        ("imap", "password_file = '/x'", "imap", "exactly one"),
+        ("imap", "host = '10.0.0.5'\nsecurity = 'plain'", "imap", "loopback"),
+        ("imap", "security = 'ssl'", "imap.security", "tls"),
+        ("imap", "processed_folder = 'INBOX'", "imap", "must differ"),
+        ("pinpointe", "notify_email = 'nobody'", "pinpointe.notify_email", "pattern"),
+        ("pinpointe", "api_url = 'http://pinpointe.example.com/'", "pinpointe.api_url", "https"),
+        ("download", "allowed_hosts = ['https://x/']", "download.allowed_hosts", "not a host"),
+        ("download", "allowed_hosts = []", "download.allowed_hosts", "at least one"),
+        ("download", "max_bytes = 'big'", "download.max_bytes", "integer"),
+        ("download", "retries = -1", "download.retries", "greater than or equal"),
+        ("nonsense", "x = 1", "nonsense", "unknown key"),
     ],
 )
 def test_errors_name_the_file_and_key(
-    tmp_path: Path, change: tuple[str, str], key: str, message: str
+    tmp_path: Path, section: str, lines: str, key: str, message: str
 ) -> None:
-    old, new = change
-    text = MINIMAL.replace(old, new, 1) if old in MINIMAL else MINIMAL + new
+    sections: dict[str, dict[str, str]] = {}
+    current = ""
+    for line in MINIMAL.strip().splitlines():
+        if line.startswith("["):
+            current = line.strip("[]")
+            sections[current] = {}
+        elif "=" in line:
+            name, value = line.split("=", 1)
+            sections[current][name.strip()] = value.strip()
+    for line in lines.splitlines():
+        name, value = line.split("=", 1)
+        sections.setdefault(section, {})
+        if value.strip() == "None":
+            sections[section].pop(name.strip(), None)
+        else:
+            sections[section][name.strip()] = value.strip()
+    text = "\n".join(
+        f"[{name}]\n" + "\n".join(f"{k} = {v}" for k, v in body.items())
+        for name, body in sections.items()
+    )
     path = _write(tmp_path, text)
     with pytest.raises(ConfigError) as caught:
         load_config(path)
