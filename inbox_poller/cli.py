@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -267,38 +267,58 @@ def cmd_exports(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_archive(config: Config) -> str:
+    Archive(config.archive_dir).ensure_writable()
+    return f"{config.archive_dir} is writable"
+
+
+def _check_ledger(config: Config) -> str:
+    counts = Store(config.state_path).counts_by_state()
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "empty"
+    return f"{config.state_path} ({summary})"
+
+
+def _check_secret(secret: Any) -> str:
+    secret.read()
+    return f"readable from {secret.source()}"
+
+
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
     from inbox_poller.api import PinpointeApi
     from inbox_poller.mailbox import ImapMailbox
 
-    results: list[tuple[str, bool, str]] = [("config", True, str(config.path))]
-
-    def probe(name: str, action: Any) -> None:
-        try:
-            results.append((name, True, str(action())))
-        except InboxPollerError as exc:
-            results.append((name, False, str(exc)))
-
-    probe("archive", lambda: Archive(config.archive_dir).ensure_writable() or config.archive_dir)
-    probe("ledger", lambda: Store(config.state_path).counts_by_state() and config.state_path)
-    probe("imap password", lambda: config.imap_password.read() and config.imap_password.source())
-    probe("pinpointe token", lambda: config.usertoken.read() and config.usertoken.source())
+    probes: list[tuple[str, Callable[[], str]]] = [
+        ("archive", lambda: _check_archive(config)),
+        ("ledger", lambda: _check_ledger(config)),
+        ("imap password", lambda: _check_secret(config.imap_password)),
+        ("pinpointe token", lambda: _check_secret(config.usertoken)),
+    ]
     if not args.offline:
-        probe(
-            "imap",
-            lambda: ImapMailbox(
-                config.imap, config.imap_password.read(), ca_file=config.imap_ca
-            ).check(),
+        probes.append(
+            (
+                "imap",
+                lambda: ImapMailbox(
+                    config.imap, config.imap_password.read(), ca_file=config.imap_ca
+                ).check(),
+            )
         )
-        probe(
-            "pinpointe",
-            lambda: PinpointeApi(
-                config.pinpointe, config.usertoken.read(), ca_file=config.pinpointe_ca
-            ).check(),
+        probes.append(
+            (
+                "pinpointe",
+                lambda: PinpointeApi(
+                    config.pinpointe, config.usertoken.read(), ca_file=config.pinpointe_ca
+                ).check(),
+            )
         )
-    for name, ok, detail in results:
-        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
-    return EXIT_OK if all(ok for _, ok, _ in results) else EXIT_FAILURE
+    print(f"ok   config: {config.path}")
+    failures = 0
+    for name, probe in probes:
+        try:
+            print(f"ok   {name}: {probe()}")
+        except InboxPollerError as exc:
+            failures += 1
+            print(f"FAIL {name}: {exc}")
+    return EXIT_OK if failures == 0 else EXIT_FAILURE
 
 
 def _inspection_rules(args: argparse.Namespace) -> tuple[HostRule, ...]:

@@ -46,7 +46,7 @@ def test_every_key_of_the_models_appears_in_the_example() -> None:
     for section, field in _ConfigModel.model_fields.items():
         assert f"[{section}]" in text
         assert field.annotation is not None
-        for key in field.annotation.model_fields:  # type: ignore[union-attr]
+        for key in field.annotation.model_fields:
             assert f"\n{key} = " in text or f"\n# {key} = " in text, f"{section}.{key}"
 
 

@@ -1,0 +1,143 @@
+"""``inspect-email``: the report's keys, the download URL it names, and safe terminal output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inbox_poller.errors import ExtractError
+from inbox_poller.inspection import (
+    format_inspection,
+    inspect_email,
+    outcome_exit_code,
+    pending_exports,
+)
+from inbox_poller.models import ExportState
+from inbox_poller.urlpolicy import HostRule, parse_host_rule
+
+EML_DIR = Path(__file__).parent / "data" / "eml"
+CASES: list[dict[str, Any]] = [
+    case
+    for case in json.loads((EML_DIR / "cases.json").read_text())
+    if "exports" not in case  # ledger states cannot be given on the command line
+]
+RULES: tuple[HostRule, ...] = (parse_host_rule(".mypinpointe.com"),)
+JOB = "482913075"
+DL = (
+    f"https://exports.mypinpointe.com/files/{JOB}/contact-data.json.gz"
+    "?expires=1767225600&sig=Zm9vYmFyYmF6"
+)
+
+
+def _report(name: str, pending: list[str]) -> dict[str, Any]:
+    return inspect_email((EML_DIR / name).read_bytes(), pending, RULES)
+
+
+@pytest.mark.parametrize(
+    "case", CASES, ids=[f"{c['file']}-{'+'.join(c['pending']) or 'none'}" for c in CASES]
+)
+def test_corpus(case: dict[str, Any]) -> None:
+    report = _report(case["file"], case["pending"])
+    assert report["download_url"] == case["download_url"]
+    if case["pending"]:
+        assert report["match"]["outcome"] == case["outcome"]
+    if "job_ids" in case:
+        assert report["job_ids"] == case["job_ids"]
+    json.dumps(report)  # JSON-able as it is
+
+
+def test_the_report_has_every_documented_key() -> None:
+    report = _report("01_multipart_alternative.eml", [JOB])
+    assert {
+        "sender",
+        "subject",
+        "message_id",
+        "job_ids",
+        "links",
+        "match",
+        "download_url",
+        "defects",
+    } <= report.keys()
+    assert report["sender"] == "notifications@na01.mypinpointe.com"
+    assert report["subject"] == f"Your export {JOB} is ready"
+    assert report["message_id"] == "<0001@na01.mypinpointe.com>"
+    assert report["match"] == {
+        "outcome": "matched",
+        "job_id": JOB,
+        "reason": f"job {JOB} (export 1) awaited this notification; the only acceptable link",
+    }
+    assert report["download_url"] == DL
+
+
+def test_every_link_says_why_it_was_kept_or_refused() -> None:
+    links = _report("19_json_gz_and_auxiliary_links.eml", [])["links"]
+    by_url = {link["url"]: link for link in links}
+    assert all(set(link) >= {"url", "kept", "reason"} for link in links)
+    assert [link["url"] for link in links if link["kept"]] == [
+        "https://exports.mypinpointe.com/d/Qk7xR2mZ9pLw/contact-data.json.gz"
+        "?sig=c2VjcmV0LWludmVudGVk"
+    ]
+    assert by_url["https://twitter.com/pinpointe"]["reason"].startswith("host twitter.com")
+    assert by_url["https://app.mypinpointe.com/login.php"]["reason"] == "login link"
+    assert by_url["https://na01.mypinpointe.com/display.php?M=88231&C=4f1e"]["text"] == (
+        "View this email in your browser"
+    )
+
+
+def test_without_pending_ids_the_would_be_link_is_named() -> None:
+    report = _report("15_no_job_id.eml", [])
+    assert report["match"]["outcome"] == "unmatched"
+    assert report["download_url"].startswith("https://exports.mypinpointe.com/d/")
+    assert report["download_reason"] == "the only acceptable link"
+
+
+def test_defects_are_reported() -> None:
+    report = _report("23_malformed_mime.eml", [JOB])
+    assert any("CloseBoundaryNotFound" in d for d in report["defects"])
+    assert report["match"]["outcome"] == "matched"
+
+
+def test_pending_ids_become_submitted_exports_once_each() -> None:
+    exports = pending_exports([" 111 ", "222", "111", ""])
+    assert [(e.export_id, e.job_id, e.state) for e in exports] == [
+        (1, "111", ExportState.SUBMITTED),
+        (2, "222", ExportState.SUBMITTED),
+    ]
+
+
+def test_an_unreadable_mail_is_an_extract_error() -> None:
+    with pytest.raises(ExtractError):
+        inspect_email(b"", [], RULES)
+
+
+def test_the_human_form_names_everything() -> None:
+    text = format_inspection(_report("17_tracking_redirect_once.eml", [JOB]))
+    assert "From:       notifications@na01.mypinpointe.com" in text
+    assert f"Job IDs:    {JOB}" in text
+    assert "tracking redirect; its target is judged instead" in text
+    assert f"Match:      matched (job {JOB}):" in text
+    assert f"Download:   {DL}" in text
+
+
+def test_the_human_form_says_why_there_is_no_download() -> None:
+    text = format_inspection(_report("31_two_links_none_singled_out.eml", [JOB]))
+    assert "Match:      refused (job 482913075)" in text
+    assert "Download:   none (job 482913075 (export 1): 2 acceptable links" in text
+
+
+def test_the_human_form_escapes_terminal_controls_from_the_mail() -> None:
+    raw = (
+        b"From: x@example.org\r\nSubject: =?utf-8?b?G1szMW1yZWQbWzBtIOKArmdub3A=?=\r\n\r\n"
+        b"https://a.mypinpointe.com/f\x1b[2J\r\n"
+    )
+    text = format_inspection(inspect_email(raw, [], RULES))
+    assert "\x1b" not in text and "\u202e" not in text
+    assert "\\x1b[31mred" in text and "\\u202e" in text
+
+
+@pytest.mark.parametrize(("pending", "code"), [([JOB], 0), (["1"], 1), ([], 1)])
+def test_exit_code(pending: list[str], code: int) -> None:
+    assert outcome_exit_code(_report("03_text_only.eml", pending)) == code
