@@ -183,6 +183,25 @@ def notification_from_summary(summary: dict[str, Any]) -> Notification:
     )
 
 
+_MAX_EXPLAINED_LINKS = 3
+
+
+def explain(match: Match) -> str:
+    """Return the match's reason, plus why its links were refused when it was refused."""
+    if match.outcome is not MailOutcome.REFUSED:
+        return match.reason
+    refused = [v for v in match.links if not v.kept]
+    if not refused:
+        return match.reason
+    shown = "; ".join(f"{redact_url(v.url)}: {v.reason}" for v in refused[:_MAX_EXPLAINED_LINKS])
+    more = (
+        f"; and {len(refused) - _MAX_EXPLAINED_LINKS} more"
+        if len(refused) > _MAX_EXPLAINED_LINKS
+        else ""
+    )
+    return f"{match.reason} (refused links: {shown}{more})"
+
+
 @dataclass(frozen=True)
 class PollerSettings:
     """The few knobs the core loop needs, sliced from the configuration."""
@@ -345,7 +364,7 @@ class Poller:
             key,
             notification.message_id,
             match.outcome,
-            match.reason,
+            explain(match),
             now,
             export_id=match.export_id,
             job_ids=match.job_ids,

@@ -10,9 +10,11 @@ from tests.conftest import NonLoopbackConnection
 
 
 def test_connect_to_a_private_address_is_refused_before_connecting() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        with pytest.raises(NonLoopbackConnection):
-            sock.connect(("10.0.0.1", 9))
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock,
+        pytest.raises(NonLoopbackConnection),
+    ):
+        sock.connect(("10.0.0.1", 9))
 
 
 def test_resolving_a_public_name_is_refused() -> None:

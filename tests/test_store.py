@@ -199,4 +199,4 @@ def test_job_ids_are_unique(store: Store) -> None:
 
 def test_naive_datetimes_are_refused(store: Store) -> None:
     with pytest.raises(StoreError, match="naive"):
-        store.create_export(ExportRequest("1"), datetime(2026, 1, 1))  # noqa: DTZ001
+        store.create_export(ExportRequest("1"), datetime(2026, 1, 1))

@@ -1,0 +1,188 @@
+"""The whole loop's test bed: a real Dovecot folder, the simulator, a TOML file and the CLI.
+
+``loop_env`` wires the session Dovecot and a per-test simulator together the way
+a user would: the simulator APPENDs its notification mails into the test's
+folder, and inbox-poller is configured through a real config file with its
+secrets in private files. Tests drive it in-process (``env.poller()``) or as
+real processes (``env.cli(...)``), which is what the crash tests need.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inbox_poller.cli import build_poller
+from inbox_poller.config import Config, load_config
+from inbox_poller.dovecot import DovecotServer
+from inbox_poller.poller import Poller
+from inbox_poller.simulator import PinpointeSimulator
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+CONFIG = """\
+[pinpointe]
+api_url = "{api_url}"
+username = "{api_user}"
+usertoken_file = "secrets/usertoken"
+notify_email = "exports@inbox.example"
+ca_file = "{sim_ca}"
+timeout_s = 10
+
+[imap]
+host = "127.0.0.1"
+port = {imaps_port}
+security = "tls"
+username = "{imap_user}"
+password_file = "secrets/imap-password"
+folder = "{folder}"
+{processed}
+ca_file = "{imap_ca}"
+timeout_s = 10
+
+[download]
+allowed_hosts = ["{host_rule}"]
+allow_private_addresses = true
+ca_file = "{sim_ca}"
+read_timeout_s = 5
+retries = 2
+backoff_s = 0.01
+max_attempts = 2
+{download_extra}
+
+[archive]
+dir = "archive"
+
+[state]
+path = "state/state.db"
+"""
+
+
+@dataclass
+class LoopEnv:
+    """One test's mailbox folder, simulator, configuration and directories."""
+
+    root: Path
+    dovecot: DovecotServer
+    folder: str
+    processed: str
+    sim: PinpointeSimulator
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.root / "archive"
+
+    def write_config(self, *, move: bool = True, download_extra: str = "") -> None:
+        self.config_path.write_text(
+            CONFIG.format(
+                api_url=self.sim.api_url,
+                api_user=self.sim.username,
+                sim_ca=self.sim.ca_file,
+                imaps_port=self.dovecot.imaps_port,
+                imap_user=self.dovecot.user,
+                folder=self.folder,
+                processed=f'processed_folder = "{self.processed}"' if move else "",
+                imap_ca=self.dovecot.ca_file,
+                host_rule=self.sim.host_rule,
+                download_extra=download_extra,
+            ),
+            encoding="utf-8",
+        )
+
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+    def poller(self) -> Poller:
+        return build_poller(self.config())
+
+    def cli(self, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``inbox-poller -c CONFIG ARGS`` as a separate process."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INBOX_POLLER")}
+        env["PYTHONPATH"] = str(REPO_ROOT)
+        if crash_at is not None:
+            env["INBOX_POLLER_CRASH_AT"] = crash_at
+        return subprocess.run(
+            [sys.executable, "-m", "inbox_poller", "-c", str(self.config_path), *args],
+            cwd=self.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def submit(self, stat: str = "4242") -> str:
+        result = self.cli("submit", "--stat", stat, "--start", "20261101", "--end", "20261102")
+        assert result.returncode == 0, result.stderr
+        job_id = result.stdout.strip()
+        self.sim.job(job_id).wait_delivered(30)
+        return job_id
+
+    def archived_files(self) -> list[Path]:
+        if not self.archive_dir.exists():
+            return []
+        return sorted(p for p in self.archive_dir.rglob("*.json") if p.is_file())
+
+    def part_files(self) -> list[Path]:
+        if not self.archive_dir.exists():
+            return []
+        return sorted(self.archive_dir.rglob("*.part"))
+
+    def manifest(self) -> list[dict[str, Any]]:
+        path = self.archive_dir / "manifest.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+    def messages(self, folder: str | None = None) -> dict[int, tuple[bytes, ...]]:
+        """Return UID -> flags of every message in *folder* (default: the test folder)."""
+        client = self.dovecot.client()
+        try:
+            client.select_folder(folder or self.folder, readonly=True)
+            uids = client.search("ALL")
+            if not uids:
+                return {}
+            return {uid: data[b"FLAGS"] for uid, data in client.fetch(uids, ["FLAGS"]).items()}
+        finally:
+            client.logout()
+
+
+def _write_secret(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(value)
+
+
+@pytest.fixture
+def loop_env(
+    tmp_path: Path, dovecot: DovecotServer, imap_folder: str, pinpointe_sim: PinpointeSimulator
+) -> Iterator[LoopEnv]:
+    """A configured inbox-poller against the session Dovecot and a fresh simulator."""
+    processed = f"{imap_folder}-done"
+    dovecot.create_folder(processed)
+
+    def deliver(raw: bytes) -> None:
+        dovecot.append(imap_folder, raw)
+
+    pinpointe_sim.deliver = deliver
+    env = LoopEnv(tmp_path, dovecot, imap_folder, processed, pinpointe_sim)
+    _write_secret(tmp_path / "secrets" / "usertoken", pinpointe_sim.token)
+    _write_secret(tmp_path / "secrets" / "imap-password", dovecot.password)
+    env.write_config()
+    try:
+        yield env
+    finally:
+        dovecot.delete_folder(processed)

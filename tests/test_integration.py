@@ -1,0 +1,282 @@
+"""The whole loop against a real Dovecot and the Pinpointe simulator over verified HTTPS.
+
+Every test here needs Dovecot: without it they are skipped on a developer's
+machine and fail in CI (see tests/plugins/dovecot.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from inbox_poller.crashpoints import CRASH_EXIT_STATUS, POINTS
+from inbox_poller.download import SafeDownloader
+from inbox_poller.models import ExportRequest, ExportState
+from inbox_poller.simulator import Faults
+from inbox_poller.store import Store
+from tests.plugins.loop import LoopEnv
+
+pytestmark = pytest.mark.dovecot
+
+KEYWORD = b"$ExportArchived"
+
+
+def _state(env: LoopEnv, job_id: str) -> ExportState:
+    export = Store(env.root / "state" / "state.db").export_by_job_id(job_id)
+    assert export is not None
+    return export.state
+
+
+def test_full_loop_through_the_cli(loop_env: LoopEnv) -> None:
+    env = loop_env
+    job_id = env.submit()
+    served = env.sim.job(job_id)
+
+    first = env.cli("run", "--once")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "archived 1, acknowledged 1" in first.stdout
+
+    [path] = env.archived_files()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == served.sha256
+    assert path.stat().st_mode & 0o777 == 0o600
+    [line] = env.manifest()
+    assert line["job_id"] == job_id
+    assert line["sha256"] == served.sha256
+    assert line["bytes"] == served.bytes
+    assert line["records"] == served.records
+    assert (line["stat"], line["startdate"], line["enddate"]) == ("4242", "20261101", "20261102")
+    assert line["method"] == "GetNewsletterContactDataSummaryAsync"
+    assert env.archive_dir / line["path"] == path
+    assert line["message_id"].startswith("<export-")
+    for key in ("submitted_at", "archived_at"):
+        assert line[key]
+    # acknowledged last: moved out of the folder, with the keyword, never marked \Seen
+    assert env.messages() == {}
+    [flags] = env.messages(env.processed).values()
+    assert KEYWORD in flags
+    assert b"\\Seen" not in flags
+    assert _state(env, job_id) is ExportState.ACKNOWLEDGED
+
+    second = env.cli("run", "--once")
+    assert second.returncode == 0
+    assert "read 0 mail(s)" in second.stdout
+    assert "archived 0, acknowledged 0" in second.stdout
+    assert len(env.manifest()) == 1
+    assert env.archived_files() == [path]
+
+
+def test_every_notification_style_is_archived(loop_env: LoopEnv) -> None:
+    from inbox_poller.notification_styles import STYLES
+
+    env = loop_env
+    jobs = []
+    for number, style in enumerate(sorted(STYLES)):
+        env.sim.notification_style = style
+        jobs.append((style, env.submit(stat=str(100 + number))))
+    poller = env.poller()
+    report = poller.run_once()
+    archived = set(report.archived)
+    no_job_id_styles = {style for style, _ in jobs if "no_job" in style}
+    expected = {job for style, job in jobs if style not in no_job_id_styles}
+    assert expected <= archived, report
+    for line in env.manifest():
+        assert line["sha256"] == env.sim.job(line["job_id"]).sha256
+
+
+def test_uidvalidity_change_rescans_without_rearchiving(loop_env: LoopEnv) -> None:
+    env = loop_env
+    env.write_config(move=False)
+    job_id = env.submit()
+    assert env.cli("run", "--once").returncode == 0
+    [flags] = env.messages().values()
+    assert KEYWORD in flags
+    raw = env.sim.job(job_id).mail
+    assert raw is not None
+    # delete and re-create the folder: Dovecot gives it a new, larger UIDVALIDITY
+    env.dovecot.delete_folder(env.folder)
+    env.dovecot.create_folder(env.folder)
+    env.dovecot.append(env.folder, raw)
+
+    result = env.cli("run", "--once")
+    assert result.returncode == 0, result.stderr
+    assert "read 1 mail(s)" in result.stdout
+    assert "archived 0, acknowledged 1" in result.stdout
+    assert len(env.archived_files()) == 1
+    assert len(env.manifest()) == 1
+    [flags] = env.messages().values()
+    assert KEYWORD in flags
+
+
+def _hostile(env: LoopEnv, job_id: str, link: str) -> bytes:
+    return (
+        "From: Pinpointe <noreply@mypinpointe.example>\r\n"
+        "To: exports@inbox.example\r\n"
+        f"Subject: Your export {job_id} is ready\r\n"
+        f"Message-ID: <hostile-{abs(hash(link))}@evil.example>\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+        f"Download your file: {link}\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("link", "reason"),
+    [
+        ("https://downloads.evil.example/x.json", "not in download.allowed_hosts"),
+        ("http://localhost:{port}/exports/x.json", "not https"),
+        ("https://user@localhost:{port}/exports/x.json", "user info"),
+        ("https://10.1.2.3/exports/x.json", "IP address"),
+    ],
+)
+def test_hostile_links_are_refused_and_leave_nothing(
+    loop_env: LoopEnv, link: str, reason: str
+) -> None:
+    env = loop_env
+    env.sim.send_notifications = False
+    poller = env.poller()
+    export = poller.submit(ExportRequest("77"))
+    assert export.job_id is not None
+    job_id = export.job_id
+    env.dovecot.append(env.folder, _hostile(env, job_id, link.format(port=env.sim.port)))
+    report = poller.run_once()
+    assert report.archived == []
+    assert len(report.refused) == 1
+    assert reason in report.refused[0]
+    assert env.archived_files() == []
+    assert env.sim.job(job_id).requests == []  # nothing was fetched
+    assert _state(env, job_id) is ExportState.SUBMITTED  # still waiting for the real mail
+    [flags] = env.messages().values()
+    assert KEYWORD not in flags  # left in place, untouched
+
+
+def test_unknown_job_id_is_left_in_place_and_logged_once(loop_env: LoopEnv) -> None:
+    env = loop_env
+    env.submit()
+    stranger = _hostile(env, "31337", f"https://{env.sim.host_rule}/exports/other.json")
+    env.dovecot.append(env.folder, stranger)
+    poller = env.poller()
+    report = poller.run_once()
+    assert report.unmatched == 1
+    assert len(report.archived) == 1
+    assert len(env.messages()) == 1  # the stranger stays, the notification was moved
+    again = poller.run_once()
+    assert (again.mails_seen, again.unmatched) == (0, 0)
+
+
+def test_redirect_to_a_private_address_is_refused_before_connecting(loop_env: LoopEnv) -> None:
+    env = loop_env
+    internal = "metadata.internal.test"
+    env.write_config(download_extra="")
+    config_text = env.config_path.read_text(encoding="utf-8")
+    env.config_path.write_text(
+        config_text.replace(
+            f'allowed_hosts = ["{env.sim.host_rule}"]',
+            f'allowed_hosts = ["{env.sim.host_rule}", "{internal}:{env.sim.port}"]',
+        ),
+        encoding="utf-8",
+    )
+    env.sim.faults_for_next_job(Faults(redirect_to=f"https://{internal}:{env.sim.port}/x.json"))
+    job_id = env.submit()
+    poller = env.poller()
+    looked_up: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        looked_up.append(host)
+        # the cloud metadata address: link-local, refused even with allow_private_addresses
+        return ["169.254.169.254"] if host == internal else ["127.0.0.1"]
+
+    config = env.config()
+    poller.downloader = SafeDownloader(
+        config.download, ca_file=config.download_ca, resolver=resolver
+    )
+    report = poller.run_once()
+    assert report.archived == []
+    assert internal in looked_up
+    assert any("169.254.169.254" in line for line in report.failed), report.failed
+    assert env.archived_files() == []
+    assert env.part_files() == []
+    assert _state(env, job_id) is ExportState.FAILED
+    assert len(env.sim.job(job_id).requests) == 1  # only the first hop was fetched
+
+
+@pytest.mark.parametrize(
+    ("faults", "outcome"),
+    [
+        (Faults(fail_first=1, fail_status=500), ExportState.ACKNOWLEDGED),
+        (Faults(fail_first=1, fail_status=429, retry_after="0"), ExportState.ACKNOWLEDGED),
+        (Faults(truncate_first=1, truncate_at=1000), ExportState.ACKNOWLEDGED),
+        (Faults(gzip=True), ExportState.ACKNOWLEDGED),
+        (Faults(truncate_first=99, truncate_at=1000), ExportState.NOTIFIED),
+        (Faults(invalid_json=True), ExportState.FAILED),
+        (Faults(oversize_bytes=3_000_000), ExportState.FAILED),
+        (Faults(gone_status=410), ExportState.LINK_EXPIRED),
+        (Faults(gone_status=404), ExportState.LINK_EXPIRED),
+    ],
+)
+def test_download_faults(loop_env: LoopEnv, faults: Faults, outcome: ExportState) -> None:
+    env = loop_env
+    env.write_config(download_extra="max_bytes = 2000000")
+    env.sim.faults_for_next_job(faults)
+    job_id = env.submit()
+    served = env.sim.job(job_id)
+    env.poller().run_once()
+    assert _state(env, job_id) is outcome
+    assert env.part_files() == []
+    if outcome is ExportState.ACKNOWLEDGED:
+        [path] = env.archived_files()
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == served.sha256
+        [line] = env.manifest()
+        assert line["sha256"] == served.sha256
+    else:
+        assert env.archived_files() == []
+        assert env.manifest() == []
+        [flags] = env.messages().values()
+        assert KEYWORD not in flags
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_crash_at_every_step_resumes_to_exactly_one_archive(loop_env: LoopEnv, point: str) -> None:
+    env = loop_env
+    submit_args = ("submit", "--stat", "4242", "--start", "20261101", "--end", "20261102")
+    if point.startswith("submit:"):
+        crashed = env.cli(*submit_args, crash_at=point)
+        assert crashed.returncode == CRASH_EXIT_STATUS, crashed.stderr
+        if point == "submit:before-post":
+            # never reached Pinpointe: a visible trace, and nothing else
+            assert env.sim.jobs == {}
+            listing = env.cli("exports")
+            assert "submitting" in listing.stdout
+            assert env.cli("run", "--once").returncode == 0
+            assert env.archived_files() == []
+            return
+        job_id = next(iter(env.sim.jobs))
+        env.sim.job(job_id).wait_delivered(30)
+    else:
+        job_id = env.submit()
+        crashed = env.cli("run", "--once", crash_at=point)
+        assert crashed.returncode == CRASH_EXIT_STATUS, crashed.stdout + crashed.stderr
+
+    for _ in range(3):
+        resumed = env.cli("run", "--once")
+        if _state(env, job_id) is ExportState.ACKNOWLEDGED:
+            break
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert _state(env, job_id) is ExportState.ACKNOWLEDGED
+
+    served = env.sim.job(job_id)
+    [path] = env.archived_files()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == served.sha256
+    [line] = env.manifest()
+    assert line["job_id"] == job_id
+    assert env.part_files() == []
+    downloads = len(served.requests)
+    assert downloads <= 2  # at most the interrupted one and the one that finished
+    assert env.messages() == {}
+    [flags] = env.messages(env.processed).values()
+    assert KEYWORD in flags
+
+    idle = env.cli("run", "--once")
+    assert "read 0 mail(s)" in idle.stdout
+    assert "archived 0, acknowledged 0" in idle.stdout
+    assert len(served.requests) == downloads
+    assert len(env.manifest()) == 1
