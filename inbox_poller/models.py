@@ -168,6 +168,15 @@ class Export:
     mail: MailKey | None = None
     attempts: int = 0
     archived: ArchivedFile | None = None
+    replaces: int | None = None
+    """The export this one resubmitted."""
+    resubmits: int = 0
+    """How many resubmissions led to this export (0 for an original request)."""
+    checked_at: datetime | None = None
+    """When Pinpointe's AsyncJobStatus was last asked about it."""
+    remote_status: str | None = None
+    schedule: str | None = None
+    """The ``[[export]]`` schedule that created it, if any."""
 
 
 @dataclass(frozen=True)

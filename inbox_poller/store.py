@@ -34,7 +34,7 @@ from inbox_poller.models import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -105,6 +105,20 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX events_export ON events(export_id);
     """,
+    # v2: the daemon: resubmission chains, deadline checks, scheduled origin, heartbeat
+    2: """
+    ALTER TABLE exports ADD COLUMN replaces INTEGER REFERENCES exports(export_id);
+    ALTER TABLE exports ADD COLUMN resubmits INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE exports ADD COLUMN checked_at TEXT;
+    ALTER TABLE exports ADD COLUMN remote_status TEXT;
+    ALTER TABLE exports ADD COLUMN schedule TEXT;
+    CREATE INDEX exports_replaces ON exports(replaces);
+
+    CREATE TABLE daemon_state (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 }
 
 
@@ -160,6 +174,11 @@ def _row_to_export(row: sqlite3.Row) -> Export:
         mail=mail,
         attempts=row["attempts"],
         archived=archived,
+        replaces=row["replaces"],
+        resubmits=row["resubmits"],
+        checked_at=_dt(row["checked_at"]),
+        remote_status=row["remote_status"],
+        schedule=row["schedule"],
     )
 
 
@@ -254,12 +273,27 @@ class Store:
 
     # ---- exports -------------------------------------------------------------
 
-    def create_export(self, request: ExportRequest, now: datetime) -> Export:
-        """Insert a new export in ``submitting``: the trace exists before the POST."""
+    def create_export(
+        self,
+        request: ExportRequest,
+        now: datetime,
+        *,
+        replaces: Export | None = None,
+        schedule: str | None = None,
+    ) -> Export:
+        """Insert a new export in ``submitting``: the trace exists before the POST.
+
+        *replaces* is the earlier export this one retries (after a failed job, a lost
+        notification or an expired link); the chain's length is kept in ``resubmits``.
+        """
+        reason = "created" if schedule is None else f"created by schedule {schedule}"
+        if replaces is not None:
+            reason = f"resubmission of export {replaces.export_id}"
         with self._transaction() as conn:
             cursor = conn.execute(
                 "INSERT INTO exports (method, stat, startdate, enddate, state, created_at,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " updated_at, replaces, resubmits, schedule)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     request.method,
                     request.stat,
@@ -268,12 +302,44 @@ class Store:
                     ExportState.SUBMITTING.value,
                     _iso(now),
                     _iso(now),
+                    replaces.export_id if replaces else None,
+                    replaces.resubmits + 1 if replaces else 0,
+                    schedule if replaces is None else replaces.schedule,
                 ),
             )
             export_id = cursor.lastrowid
             assert export_id is not None
-            self._event(conn, export_id, None, ExportState.SUBMITTING, "created", now)
+            self._event(conn, export_id, None, ExportState.SUBMITTING, reason, now)
         return self.get_export(export_id)
+
+    def successor(self, export_id: int) -> Export | None:
+        """Return the export that resubmitted *export_id*, if any."""
+        rows = self._query("SELECT * FROM exports WHERE replaces = ?", (export_id,))
+        return _row_to_export(rows[0]) if rows else None
+
+    def mark_checked(self, export_id: int, remote_status: str, now: datetime) -> None:
+        """Record what Pinpointe said about a job still awaiting its notification."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE exports SET checked_at = ?, remote_status = ? WHERE export_id = ?",
+                (_iso(now), remote_status, export_id),
+            )
+            conn.execute(
+                "INSERT INTO events (at, export_id, from_state, to_state, reason)"
+                " SELECT ?, export_id, state, state, ? FROM exports WHERE export_id = ?",
+                (_iso(now), f"Pinpointe reports the job as {remote_status!r}", export_id),
+            )
+
+    def set_daemon_value(self, key: str, value: str) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO daemon_state (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def daemon_values(self) -> dict[str, str]:
+        return {row["key"]: row["value"] for row in self._query("SELECT * FROM daemon_state")}
 
     def get_export(self, export_id: int) -> Export:
         rows = self._query("SELECT * FROM exports WHERE export_id = ?", (export_id,))

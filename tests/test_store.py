@@ -200,3 +200,40 @@ def test_job_ids_are_unique(store: Store) -> None:
 def test_naive_datetimes_are_refused(store: Store) -> None:
     with pytest.raises(StoreError, match="naive"):
         store.create_export(ExportRequest("1"), datetime(2026, 1, 1))
+
+
+def test_a_version_1_ledger_is_migrated_in_place(tmp_path: Path) -> None:
+    from inbox_poller.store import _MIGRATIONS
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    for statement in _MIGRATIONS[1].split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute(
+        "INSERT INTO exports (method, stat, state, created_at, updated_at, job_id)"
+        " VALUES ('GetNewsletterContactDataSummaryAsync', '9', 'submitted', ?, ?, '55')",
+        (NOW.isoformat(), NOW.isoformat()),
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = Store(path)
+    export = store.export_by_job_id("55")
+    assert export is not None
+    assert (export.state, export.resubmits, export.replaces) == (ExportState.SUBMITTED, 0, None)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_resubmission_chain_and_checks(store: Store) -> None:
+    first_id = _submitted(store, "1")
+    first = store.get_export(first_id)
+    store.mark_checked(first_id, "waiting", NOW)
+    assert store.get_export(first_id).remote_status == "waiting"
+    store.mark_failed(first_id, "Pinpointe reports the job failed", NOW)
+    second = store.create_export(first.request, NOW, replaces=store.get_export(first_id))
+    assert (second.replaces, second.resubmits) == (first_id, 1)
+    assert store.successor(first_id) == second
+    assert store.successor(second.export_id) is None
+    store.set_daemon_value("last_poll_at", NOW.isoformat())
+    assert store.daemon_values() == {"last_poll_at": NOW.isoformat()}
