@@ -1,0 +1,105 @@
+"""Is the daemon doing its job? A pure judgement over the ledger, for STATUS= and ``status``.
+
+"Alive" is not enough (field-notes.md, pain point 1: listeners that look alive
+but process nothing). Healthy means the mailbox was read recently (within three
+poll intervals) and no export has waited past its notification deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from inbox_poller.models import FINAL_STATES, Export, ExportState
+
+STALE_POLL_INTERVALS = 3
+"""The mailbox counts as unread after this many poll intervals without a successful pass."""
+
+
+def format_age(seconds: float) -> str:
+    """Return a short human age: ``45s``, ``12m``, ``3h05m``, ``2d04h``."""
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    minutes, _ = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+@dataclass(frozen=True)
+class Health:
+    """The daemon's state as one judgement."""
+
+    pending: int
+    oldest_pending_age_s: float | None
+    last_poll_age_s: float | None
+    counts: dict[str, int]
+    problems: tuple[str, ...]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def status_line(self) -> str:
+        """One line for systemd's ``STATUS=`` and the first line of ``inbox-poller status``."""
+        parts = [f"{self.pending} pending export{'s' if self.pending != 1 else ''}"]
+        if self.oldest_pending_age_s is not None:
+            parts[0] += f", oldest {format_age(self.oldest_pending_age_s)}"
+        if self.last_poll_age_s is None:
+            parts.append("mailbox not read yet")
+        else:
+            parts.append(f"last poll {format_age(self.last_poll_age_s)} ago")
+        line = "; ".join(parts)
+        if self.problems:
+            line += "; UNHEALTHY: " + "; ".join(self.problems)
+        return line
+
+
+def _waiting_since(export: Export) -> datetime:
+    return export.submitted_at or export.created_at
+
+
+def assess(
+    exports: Iterable[Export],
+    last_poll_at: datetime | None,
+    now: datetime,
+    *,
+    poll_interval_s: float,
+    notify_deadline_s: float,
+) -> Health:
+    """Judge the ledger at *now*: pending work, its age, and what is wrong."""
+    counts: dict[str, int] = {}
+    pending: list[Export] = []
+    overdue: list[str] = []
+    for export in exports:
+        counts[export.state.value] = counts.get(export.state.value, 0) + 1
+        if export.state in FINAL_STATES:
+            continue
+        pending.append(export)
+        waiting = (now - _waiting_since(export)).total_seconds()
+        if export.state is ExportState.SUBMITTED and waiting > notify_deadline_s:
+            overdue.append(export.job_id or str(export.export_id))
+    problems: list[str] = []
+    last_poll_age = (now - last_poll_at).total_seconds() if last_poll_at else None
+    if last_poll_age is None or last_poll_age > STALE_POLL_INTERVALS * poll_interval_s:
+        if last_poll_age is None:
+            problems.append("the mailbox has not been read successfully yet")
+        else:
+            problems.append(f"no successful mailbox poll for {format_age(last_poll_age)}")
+    if overdue:
+        shown = ", ".join(overdue[:5]) + (" …" if len(overdue) > 5 else "")
+        problems.append(f"{len(overdue)} export(s) past the notification deadline (job {shown})")
+    oldest = min((_waiting_since(e) for e in pending), default=None)
+    return Health(
+        pending=len(pending),
+        oldest_pending_age_s=(now - oldest).total_seconds() if oldest else None,
+        last_poll_age_s=last_poll_age,
+        counts=counts,
+        problems=tuple(problems),
+    )
