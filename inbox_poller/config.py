@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -27,6 +29,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from inbox_poller.errors import ConfigError
+from inbox_poller.schedules import ExportSchedule, ExportSchedules
 from inbox_poller.urlpolicy import HostRule, parse_host_rule
 
 DEFAULT_CONFIG_PATH = "/etc/inbox-poller/config.toml"
@@ -112,6 +115,22 @@ def _one_secret(values: dict[str, Any], name: str) -> dict[str, Any]:
 
 PositiveSeconds = Annotated[float, Field(gt=0, le=86400)]
 
+_DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*$")
+_DURATION_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: object) -> object:
+    """Accept seconds as a number, or a string such as ``"90s"``, ``"30m"``, ``"2h"``, ``"1d"``."""
+    if isinstance(value, str):
+        found = _DURATION_RE.match(value)
+        if not found:
+            raise ValueError(f"{value!r} is not a duration: use seconds or '30m', '2h', '1d'")
+        return float(found.group(1)) * _DURATION_UNIT_S[found.group(2)]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration), Field(gt=0, le=366 * 86400)]
+
 
 class PinpointeConfig(_Section):
     api_url: str = "https://na01.mypinpointe.com/apijson.php"
@@ -151,6 +170,8 @@ class ImapConfig(_Section):
     keyword: str = Field(default="$ExportArchived", pattern=r"^\$?[A-Za-z0-9_.-]{1,64}$")
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=1024)
     timeout_s: PositiveSeconds = 30.0
+    poll_interval: Duration = Field(default=60.0, ge=5)
+    """Seconds between scheduled polls, which run even when IDLE pushes new mail."""
 
     @model_validator(mode="before")
     @classmethod
@@ -202,6 +223,17 @@ class DownloadConfig(_Section):
         return tuple(parse_host_rule(entry) for entry in self.allowed_hosts)
 
 
+class ExportsConfig(_Section):
+    notify_deadline: Duration = 7200.0
+    """An export with no notification after this long is checked with AsyncJobStatus."""
+    max_resubmits: int = Field(default=2, ge=0, le=10)
+    """New requests made for one export whose job failed, vanished or whose link expired."""
+
+
+class DaemonConfig(_Section):
+    download_workers: int = Field(default=2, ge=1, le=8)
+
+
 class ArchiveConfig(_Section):
     dir: str = "/var/lib/inbox-poller/archive"
 
@@ -216,6 +248,9 @@ class _ConfigModel(_Section):
     download: DownloadConfig = DownloadConfig()
     archive: ArchiveConfig = ArchiveConfig()
     state: StateConfig = StateConfig()
+    exports: ExportsConfig = ExportsConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    export: ExportSchedules = ()
 
 
 class Config:
@@ -226,6 +261,9 @@ class Config:
         self.pinpointe = model.pinpointe
         self.imap = model.imap
         self.download = model.download
+        self.exports = model.exports
+        self.daemon = model.daemon
+        self.schedules: tuple[ExportSchedule, ...] = model.export
         base = path.parent
         self.archive_dir = (base / Path(model.archive.dir).expanduser()).resolve()
         self.state_path = (base / Path(model.state.path).expanduser()).resolve()
@@ -260,7 +298,8 @@ class Config:
             f"imap {self.imap.security}://{self.imap.host}:{self.imap.effective_port}/"
             f"{self.imap.folder} as {self.imap.username}; "
             f"downloads from {', '.join(self.download.allowed_hosts)}; "
-            f"archive {self.archive_dir}; state {self.state_path}"
+            f"archive {self.archive_dir}; state {self.state_path}; "
+            f"{len(self.schedules)} scheduled export(s)"
         )
 
 

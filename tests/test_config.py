@@ -37,13 +37,23 @@ def test_the_example_documents_a_valid_configuration() -> None:
     assert config.download.max_bytes == 4294967296
     assert [str(r) for r in config.download.host_rules] == [".mypinpointe.com"]
     assert config.archive_dir == Path("/var/lib/inbox-poller/archive")
+    assert config.exports.notify_deadline == 7200
+    assert [schedule.name for schedule in config.schedules] == [
+        "daily-contacts",
+        "weekly-campaigns",
+        "full-snapshot",
+        "q1-2026",
+    ]
 
 
 def test_every_key_of_the_models_appears_in_the_example() -> None:
     from inbox_poller.config import _ConfigModel
 
     text = EXAMPLE.read_text(encoding="utf-8")
+    assert "\n[[export]]\n" in text
     for section, field in _ConfigModel.model_fields.items():
+        if section == "export":
+            continue
         assert f"[{section}]" in text
         assert field.annotation is not None
         for key in field.annotation.model_fields:
@@ -75,6 +85,8 @@ def test_defaults(tmp_path: Path) -> None:
         ("download", "max_bytes = 'big'", "download.max_bytes", "integer"),
         ("download", "retries = -1", "download.retries", "greater than or equal"),
         ("nonsense", "x = 1", "nonsense", "unknown key"),
+        ("exports", "notify_deadline = 'soon'", "exports.notify_deadline", "not a duration"),
+        ("imap", "poll_interval = 1", "imap.poll_interval", "greater than or equal to 5"),
     ],
 )
 def test_errors_name_the_file_and_key(
