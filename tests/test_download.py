@@ -1,0 +1,920 @@
+"""SafeDownloader against real loopback HTTPS servers with scripted faults.
+
+"Public" and "private" hosts are stood in for by an injected resolver; nothing but
+127.0.0.1 is ever connected to (the connect spy and the suite's guard both check).
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import json
+import logging
+import random
+import socket
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import inbox_poller.download as download
+from inbox_poller.config import DownloadConfig
+from inbox_poller.download import SafeDownloader, address_refusal, retry_after_seconds, sniff_shape
+from inbox_poller.errors import (
+    ArchiveError,
+    DownloadError,
+    DownloadRefused,
+    DownloadTransient,
+    LinkExpired,
+    PayloadInvalid,
+    PayloadTooLarge,
+)
+from inbox_poller.models import utc_now
+from inbox_poller.poller import Downloader
+from tests.plugins.https_servers import HttpsServer, Reply, redirect
+
+RECORDS = [
+    {"contactid": 1000 + i, "emailaddress": f"user{i}@example.test", "opens": i % 7}
+    for i in range(500)
+]
+PAYLOAD = json.dumps({"status": "SUCCESS", "data": {"item": RECORDS}}).encode()
+PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+BIG = json.dumps([{"id": i, "pad": "x" * 200} for i in range(15_000)]).encode()
+"""About 3.3 MiB: several network chunks."""
+
+
+class RecordingSink:
+    """A PayloadSink that keeps everything in memory and logs what happened."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.events: list[str] = []
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+        self.events.append("write")
+
+    def restart(self) -> None:
+        self.data.clear()
+        self.events.append("restart")
+
+    @property
+    def restarts(self) -> int:
+        return self.events.count("restart")
+
+
+class FakeResolver:
+    """Answers from a table; a list of answers is used in order, the last one repeating."""
+
+    def __init__(self, table: dict[str, list[Sequence[str]]]) -> None:
+        self.table = table
+        self.calls: list[str] = []
+
+    def __call__(self, host: str, port: int) -> Sequence[str]:
+        self.calls.append(host)
+        answers = self.table.get(host)
+        if not answers:
+            raise socket.gaierror(socket.EAI_NONAME, "unknown host")
+        return answers.pop(0) if len(answers) > 1 else answers[0]
+
+
+@pytest.fixture
+def connects(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every address a TCP connect was attempted to, during the test."""
+    seen: list[Any] = []
+    guarded = socket.socket.connect
+
+    def spy(self: socket.socket, address: Any) -> None:
+        seen.append(address)
+        guarded(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", spy)
+    return seen
+
+
+def make_config(server: HttpsServer | None = None, **overrides: Any) -> DownloadConfig:
+    hosts = [server.host_rule] if server is not None else []
+    hosts += overrides.pop("extra_hosts", [])
+    settings: dict[str, Any] = {
+        "allowed_hosts": tuple(hosts),
+        "allow_private_addresses": True,
+        "connect_timeout_s": 2.0,
+        "read_timeout_s": 2.0,
+        "backoff_s": 0.0,
+        "retries": 3,
+    }
+    settings.update(overrides)
+    return DownloadConfig(**settings)
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def fetch(
+    https_server: HttpsServer, sleeps: list[float]
+) -> Iterator[Callable[..., tuple[Any, RecordingSink]]]:
+    """Download a path of ``https_server``; returns (result, sink) or raises."""
+    made: list[Downloader] = []
+
+    def run(
+        path: str, *, resolver: Any = None, stop: Any = None, ca: Any = "server", **overrides: Any
+    ) -> tuple[Any, RecordingSink]:
+        downloader: Downloader = SafeDownloader(  # mypy: it implements the core's Protocol
+            make_config(https_server, **overrides),
+            ca_file=https_server.ca_file if ca == "server" else ca,
+            resolver=resolver,
+            sleep=sleeps.append,
+            stop=stop,
+        )
+        made.append(downloader)
+        sink = RecordingSink()
+        url = path if path.startswith("https://") else https_server.url(path)
+        return downloader.download(url, sink), sink
+
+    yield run
+    for downloader in made:
+        assert isinstance(downloader, SafeDownloader)
+        downloader.close()
+
+
+# --- refusals before any connection (checklist 27, 28) ------------------------------------
+
+RULES = ("files.example.test", ".cdn.example.test", "alt.example.test:8443")
+
+URL_REFUSALS = [
+    ("http://files.example.test/p", "not https"),
+    ("ftp://files.example.test/p", "not https"),
+    ("//files.example.test/p", "not https"),
+    ("https://user:pw@files.example.test/p", "user info"),
+    ("https://user@files.example.test/p", "user info"),
+    ("https://93.184.216.34/p", "IP address"),
+    ("https://[2606:4700::1111]/p", "IP address"),
+    ("https://127.0.0.1/p", "IP address"),
+    ("https://files.example.test:8443/p", "not in download.allowed_hosts"),
+    ("https://alt.example.test/p", "not in download.allowed_hosts"),
+    ("https://evilfiles.example.test/p", "not in download.allowed_hosts"),
+    ("https://files.example.test.evil.test/p", "not in download.allowed_hosts"),
+    ("https://cdn.example.test/p", "not in download.allowed_hosts"),
+    ("https://xcdn.example.test/p", "not in download.allowed_hosts"),
+    ("https://localhost/p", "not in download.allowed_hosts"),
+    ("https://files.example.test\\@evil.test/p", "backslashes"),
+    ("https://files.example.test /p", "spaces"),
+    ("https://fïles.example.test/p", "plain ASCII"),
+    ("https:///p", "no host"),
+]
+
+
+@pytest.mark.parametrize(("url", "reason"), URL_REFUSALS)
+def test_a_url_outside_the_policy_is_refused_before_resolving(
+    url: str, reason: str, connects: list[Any]
+) -> None:
+    resolver = FakeResolver({})
+    downloader = SafeDownloader(make_config(extra_hosts=list(RULES)), resolver=resolver)
+    sink = RecordingSink()
+    with pytest.raises(DownloadRefused, match=reason):
+        downloader.download(url, sink)
+    assert resolver.calls == []
+    assert connects == []
+    assert sink.events == []
+
+
+ADDRESS_REFUSALS = [
+    (["10.0.0.1"], False, "not a public address"),
+    (["192.168.1.1"], False, "not a public address"),
+    (["172.16.5.4"], False, "not a public address"),
+    (["127.0.0.1"], False, "not a public address"),
+    (["::1"], False, "not a public address"),
+    (["100.64.0.1"], False, "not a public address"),
+    (["fd12:3456::1"], False, "not a public address"),
+    (["::ffff:127.0.0.1"], False, "127.0.0.1 is not a public address"),
+    (["::ffff:10.1.1.1"], False, "10.1.1.1 is not a public address"),
+    (["169.254.169.254"], True, "link-local"),
+    (["::ffff:169.254.169.254"], True, "link-local"),
+    (["2002:a9fe:a9fe::1"], True, "link-local"),  # 6to4 around the metadata address
+    (["64:ff9b::a9fe:a9fe"], True, "link-local"),  # NAT64 around the metadata address
+    (["fe80::1"], True, "link-local"),
+    (["0.0.0.0"], True, "unspecified"),  # noqa: S104 - an answer to refuse, not a bind
+    (["::"], True, "unspecified"),
+    (["224.0.0.1"], True, "multicast"),
+    (["ff02::1"], True, "multicast"),
+    (["fec0::1"], True, "link-local, multicast"),  # deprecated site-local
+    (["::7f00:1"], True, "not a public address"),  # IPv4-compatible, reserved
+    (["240.0.0.1"], True, "not a public address"),
+    (["255.255.255.255"], True, "not a public address"),
+    (["2001:db8::1"], True, "not a public address"),
+    (["93.184.216.34", "10.0.0.1"], False, "10.0.0.1 is not a public address"),
+    (["93.184.216.34", "169.254.169.254"], True, "link-local"),
+]
+
+
+@pytest.mark.parametrize(("answer", "allow_private", "reason"), ADDRESS_REFUSALS)
+def test_a_host_resolving_to_a_forbidden_address_is_refused_before_connecting(
+    answer: list[str], allow_private: bool, reason: str, connects: list[Any]
+) -> None:
+    resolver = FakeResolver({"files.example.test": [answer]})
+    config = make_config(extra_hosts=list(RULES), allow_private_addresses=allow_private)
+    downloader = SafeDownloader(config, resolver=resolver)
+    with pytest.raises(DownloadRefused, match=reason):
+        downloader.download("https://files.example.test/export.json?sig=x", RecordingSink())
+    assert resolver.calls == ["files.example.test"]
+    assert connects == []
+
+
+@pytest.mark.parametrize(
+    ("address", "allow_private"),
+    [
+        ("93.184.216.34", False),
+        ("2606:4700::1111", False),
+        ("64:ff9b::808:808", False),  # NAT64 of a public address
+        ("2002:5db8:d822::1", False),  # 6to4 of a public address
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("10.1.2.3", True),
+        ("100.64.0.1", True),
+        ("fd00::1", True),
+        ("::ffff:192.168.0.1", True),
+    ],
+)
+def test_public_and_opted_in_private_addresses_are_allowed(
+    address: str, allow_private: bool
+) -> None:
+    assert address_refusal(address, allow_private=allow_private) is None
+
+
+# --- the happy path -------------------------------------------------------------------------
+
+
+def test_a_payload_is_streamed_validated_and_hashed(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    https_server.route("/export.json", Reply(body=PAYLOAD))
+    result, sink = fetch("/export.json?sig=s3cr3t")
+    assert bytes(sink.data) == PAYLOAD
+    assert result.bytes == len(PAYLOAD)
+    assert result.sha256 == PAYLOAD_SHA
+    assert (result.records, result.top_level, result.attempts) == (500, "object", 1)
+    assert result.final_url == f"https://localhost:{https_server.port}/export.json?…"
+    [seen] = https_server.requests
+    assert seen.path == "/export.json?sig=s3cr3t"
+    assert seen.server_name == "localhost"
+    assert seen.headers["host"] == f"localhost:{https_server.port}"
+    assert seen.headers["user-agent"].startswith("inbox-poller/")
+    assert "authorization" not in seen.headers
+    assert "cookie" not in seen.headers
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(body=PAYLOAD, length="none"),
+        Reply(body=PAYLOAD, chunked=True),
+        Reply(body=PAYLOAD, gzip=True),
+        Reply(body=PAYLOAD, gzip=True, chunked=True),
+        Reply(body=PAYLOAD, gzip=True, length="none"),
+    ],
+    ids=["close-delimited", "chunked", "gzip", "gzip-chunked", "gzip-close-delimited"],
+)
+def test_every_transfer_form_stores_the_decoded_document(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]], reply: Reply
+) -> None:
+    https_server.route("/p", reply)
+    result, sink = fetch("/p")
+    assert bytes(sink.data) == PAYLOAD
+    assert (result.bytes, result.sha256, result.records) == (len(PAYLOAD), PAYLOAD_SHA, 500)
+
+
+def test_a_large_payload_arrives_whole_in_several_chunks(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]], tmp_path: Path
+) -> None:
+    body = BIG
+    path = tmp_path / "big.json"
+    path.write_bytes(body)
+    https_server.route("/big", Reply(file=path))
+    result, sink = fetch("/big")
+    assert result.bytes == len(body) > 3 * download.CHUNK_BYTES
+    assert result.sha256 == hashlib.sha256(body).hexdigest()
+    assert result.records == 15_000
+    assert sink.events.count("write") >= 3
+
+
+SHAPES = [
+    (b"[1, 2, 3]", "array", 3),
+    (b"[]", "array", 0),
+    (b'[{"a": 1}, [2], "x"]', "array", 3),
+    (b'{"records": [{"a": 1}, {"a": 2}]}', "object", 2),
+    (b'{"status": "SUCCESS", "data": {"item": [{"a": 1}, {"a": 2}, {"a": 3}]}}', "object", 3),
+    (b'{"errormessage": [], "data": {"item": [1, 2]}}', "object", 2),
+    (b'{"errors": [], "warnings": []}', "object", 0),
+    (b'{"a": {"b": {"c": [1, 2]}}}', "object", None),
+    (b'{"a": [[1, 2], [3]]}', "object", 2),
+    (b'{"status": "SUCCESS"}', "object", None),
+    (b'{"a.b": 1, "list": [{"x": [1, 2, 3]}]}', "object", 1),
+    (b'{"meta": {"fields": ["a", "b"]}, "data": {"item": [{"a": 1}]}}', "object", 1),
+    (b'{"tags": ["x", "y", "z"], "n": 1}', "object", 3),
+    (b'{"errors": [], "tags": ["x"], "rows": [[1], [2]]}', "object", 2),
+    (b'"just a string"', "string", None),
+    (b"42", "number", None),
+    (b"true", "boolean", None),
+    (b"null", "null", None),
+]
+
+
+@pytest.mark.parametrize(("body", "top_level", "records"), SHAPES)
+def test_records_count_the_main_array(
+    https_server: HttpsServer,
+    fetch: Callable[..., tuple[Any, RecordingSink]],
+    body: bytes,
+    top_level: str,
+    records: int | None,
+) -> None:
+    https_server.route("/p", Reply(body=body))
+    result, _ = fetch("/p")
+    assert (result.top_level, result.records) == (top_level, records)
+
+
+def test_an_array_beyond_the_head_is_not_the_main_array() -> None:
+    head = b'{"note": "' + b"x" * download.HEAD_BYTES + b'", "items": [1, 2]}'
+    assert sniff_shape(head[: download.HEAD_BYTES]) == ("object", None)
+    assert sniff_shape(b'{"data": {"item": [') == ("object", "data.item.item")
+
+
+def test_a_huge_item_restarts_the_download_without_counting(
+    https_server: HttpsServer,
+    fetch: Callable[..., tuple[Any, RecordingSink]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(download, "MAX_ITEM_BYTES", 256 * 1024)
+    body = json.dumps([{"blob": "x" * 600_000}, 1, 2]).encode()
+    https_server.route("/p", Reply(body=body))
+    result, sink = fetch("/p")
+    assert (result.records, result.top_level) == (None, "array")
+    assert result.sha256 == hashlib.sha256(body).hexdigest()
+    assert bytes(sink.data) == body
+    assert sink.restarts == 1
+    assert https_server.hits("/p") == 2
+
+
+def test_the_json_backend_is_the_c_extension() -> None:
+    assert download.JSON_BACKEND == "yajl2_c"
+    assert download._JSON.backend_name == "yajl2_c"
+
+
+# --- invalid payloads and sizes ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (PAYLOAD[:-40], "premature EOF"),
+        (PAYLOAD + b" {}", "trailing garbage"),
+        (b'{"a": 1}{"b": 2}', "trailing garbage"),
+        (b'["caf\xe9 au lait"]', "invalid bytes in UTF8"),
+        (b"<html><body>Service temporarily unavailable</body></html>", "invalid char"),
+        (b"", "premature EOF"),
+        (b"[NaN]", "invalid char"),
+        (b"[1, 2,]", "unallowed token"),
+    ],
+    ids=["truncated", "trailing", "two-documents", "bad-utf8", "html", "empty", "nan", "comma"],
+)
+def test_an_invalid_document_is_refused_without_retrying(
+    https_server: HttpsServer,
+    fetch: Callable[..., tuple[Any, RecordingSink]],
+    body: bytes,
+    reason: str,
+) -> None:
+    https_server.route("/p", Reply(body=body, headers={"Content-Type": "application/json"}))
+    with pytest.raises(PayloadInvalid, match=reason) as caught:
+        fetch("/p")
+    assert "byte" in str(caught.value)
+    assert "example.test" not in str(caught.value)  # no payload excerpt
+    assert https_server.hits("/p") == 1
+
+
+def test_a_declared_length_over_the_cap_is_refused_before_reading(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    https_server.route("/p", Reply(body=PAYLOAD))
+    with pytest.raises(PayloadTooLarge, match="Content-Length"):
+        fetch("/p", max_bytes=1000)
+    assert https_server.hits("/p") == 1
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "close-delimited"])
+def test_decoded_bytes_over_the_cap_stop_the_download(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]], chunked: bool
+) -> None:
+    https_server.route("/p", Reply(body=PAYLOAD, chunked=chunked, length="none"))
+    with pytest.raises(PayloadTooLarge, match="max_bytes"):
+        fetch("/p", max_bytes=1000)
+
+
+@functools.cache
+def _gzip_bomb(size: int) -> bytes:
+    """A small gzip body that decodes to *size* bytes of a valid-looking JSON array."""
+    return gzip.compress(b"[" + b" " * size, compresslevel=9)
+
+
+def test_a_gzip_bomb_stops_at_the_cap_in_bounded_memory(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    bomb = _gzip_bomb(128 * 1024 * 1024)
+    assert len(bomb) < 200 * 1024
+    https_server.route("/p", Reply(body=bomb, headers={"Content-Encoding": "gzip"}))
+    started = time.monotonic()
+    tracemalloc.start()
+    try:
+        with pytest.raises(PayloadTooLarge):
+            fetch("/p", max_bytes=4 * 1024 * 1024)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 24 * 1024 * 1024
+    assert time.monotonic() - started < 5
+
+
+def test_a_redirect_body_is_never_read(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    bomb = _gzip_bomb(128 * 1024 * 1024)
+    https_server.route("/go", redirect("/p", body=bomb, headers={"Content-Encoding": "gzip"}))
+    https_server.route("/p", Reply(body=PAYLOAD))
+    tracemalloc.start()
+    try:
+        result, _ = fetch("/go")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.sha256 == PAYLOAD_SHA
+    assert peak < 24 * 1024 * 1024
+
+
+def test_an_unsupported_content_encoding_is_refused(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    https_server.route("/p", Reply(body=PAYLOAD, headers={"Content-Encoding": "br"}))
+    with pytest.raises(PayloadInvalid, match="Content-Encoding"):
+        fetch("/p")
+
+
+class FailingSink(RecordingSink):
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def write(self, data: bytes) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error", [ArchiveError("disk full"), OSError(28, "No space left on device")], ids=repr
+)
+def test_a_failing_sink_stops_the_download_without_retrying(
+    https_server: HttpsServer, error: Exception
+) -> None:
+    https_server.route("/big", Reply(body=BIG))
+    downloader = SafeDownloader(make_config(https_server), ca_file=https_server.ca_file)
+    with pytest.raises(ArchiveError, match=r"disk full|No space left"):
+        downloader.download(https_server.url("/big"), FailingSink(error))
+    assert https_server.hits("/big") == 1
+
+
+# --- statuses, retries, truncation, stalls -----------------------------------------------
+
+
+@pytest.mark.parametrize("status", [403, 404, 410])
+def test_an_expired_link_is_reported_at_once(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]], status: int
+) -> None:
+    https_server.route("/p", Reply(status=status, body=b"AccessDenied"))
+    with pytest.raises(LinkExpired) as caught:
+        fetch("/p")
+    assert caught.value.status == status
+    assert https_server.hits("/p") == 1
+
+
+@pytest.mark.parametrize("status", [400, 401, 405, 206])
+def test_other_refusals_are_definitive(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]], status: int
+) -> None:
+    https_server.route("/p", Reply(status=status, body=b"no"))
+    with pytest.raises(DownloadError, match=f"HTTP {status}") as caught:
+        fetch("/p")
+    assert not isinstance(caught.value, LinkExpired | DownloadTransient)
+    assert https_server.hits("/p") == 1
+
+
+def test_server_errors_are_retried_then_the_download_succeeds(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    https_server.route("/p", Reply(status=500), Reply(status=503), Reply(body=PAYLOAD))
+    result, sink = fetch("/p")
+    assert (result.attempts, result.sha256) == (3, PAYLOAD_SHA)
+    assert bytes(sink.data) == PAYLOAD  # equal to an uninterrupted download
+    assert sink.restarts == 2
+
+
+@pytest.mark.parametrize(("pick", "total"), [(min, 0.5 + 1 + 2), (max, 1 + 2 + 4)])
+def test_back_off_doubles_with_jitter(
+    https_server: HttpsServer,
+    fetch: Callable[..., tuple[Any, RecordingSink]],
+    sleeps: list[float],
+    monkeypatch: pytest.MonkeyPatch,
+    pick: Callable[[float, float], float],
+    total: float,
+) -> None:
+    # jitter draws from [delay/2, delay]; pin the draw to either end of the range
+    monkeypatch.setattr(random, "uniform", lambda low, high: low + pick(0, high - low))
+    https_server.route(
+        "/p", Reply(status=502), Reply(status=502), Reply(status=502), Reply(body=PAYLOAD)
+    )
+    result, _ = fetch("/p", backoff_s=1.0)
+    assert result.attempts == 4
+    assert sum(sleeps) == pytest.approx(total)
+    assert max(sleeps) <= download._PAUSE_SLICE_S
+
+
+def test_retries_are_bounded(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    https_server.route("/p", Reply(status=503))
+    with pytest.raises(DownloadTransient, match=r"HTTP 503 \(after 3 failed tries\)") as caught:
+        fetch("/p", retries=2)
+    assert caught.value.retryable
+    assert https_server.hits("/p") == 3
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("7", 7.0),
+        ("in 20 s as an HTTP-date", 20.0),
+        ("100000", download.MAX_RETRY_AFTER_S),
+    ],
+    ids=["seconds", "http-date", "capped"],
+)
+def test_retry_after_is_honoured(
+    https_server: HttpsServer,
+    fetch: Callable[..., tuple[Any, RecordingSink]],
+    sleeps: list[float],
+    header: str,
+    expected: float,
+) -> None:
+    if "HTTP-date" in header:
+        header = format_datetime(utc_now() + timedelta(seconds=20), usegmt=True)
+    https_server.route(
+        "/p", Reply(status=429, headers={"Retry-After": header}), Reply(body=PAYLOAD)
+    )
+    result, _ = fetch("/p")
+    assert result.attempts == 2
+    assert sum(sleeps) == pytest.approx(expected, abs=2.0)
+
+
+def test_a_retry_after_beyond_the_deadline_gives_up_at_once(
+    https_server: HttpsServer,
+    fetch: Callable[..., tuple[Any, RecordingSink]],
+    sleeps: list[float],
+) -> None:
+    https_server.route("/p", Reply(status=503, headers={"Retry-After": "120"}))
+    with pytest.raises(DownloadTransient, match=r"HTTP 503.*deadline"):
+        fetch("/p", deadline_s=60)
+    assert sleeps == []
+    assert https_server.hits("/p") == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, None), ("", None), ("soon", None), ("-3", None), ("12", 12.0)],
+)
+def test_retry_after_parsing(value: str | None, expected: float | None) -> None:
+    assert retry_after_seconds(value) == expected
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_truncated_body_is_retried_and_the_result_is_whole(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]], chunked: bool
+) -> None:
+    https_server.route(
+        "/p", Reply(body=BIG, chunked=chunked, truncate_after=len(BIG) - 100), Reply(body=BIG)
+    )
+    result, sink = fetch("/p")
+    assert (result.attempts, result.sha256) == (2, hashlib.sha256(BIG).hexdigest())
+    assert bytes(sink.data) == BIG
+    first_restart = sink.events.index("restart")
+    assert first_restart > 0  # part of the first try was written, then discarded
+
+
+def test_a_body_that_is_always_truncated_is_never_accepted(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    https_server.route("/p", Reply(body=PAYLOAD, truncate_after=len(PAYLOAD) - 1))
+    with pytest.raises(DownloadTransient, match="ended"):
+        fetch("/p", retries=2)
+    assert https_server.hits("/p") == 3
+
+
+def test_a_stall_mid_body_is_retried_within_the_read_timeout(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    https_server.route("/p", Reply(body=PAYLOAD, stall_after=1000, stall_s=30), Reply(body=PAYLOAD))
+    started = time.monotonic()
+    result, _ = fetch("/p", read_timeout_s=0.3)
+    assert (result.attempts, result.sha256) == (2, PAYLOAD_SHA)
+    assert time.monotonic() - started < 0.3 + 1.0
+
+
+def test_an_unreachable_server_is_transient(
+    fetch: Callable[..., tuple[Any, RecordingSink]], https_server: HttpsServer
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(DownloadTransient, match="cannot connect"):
+        fetch(f"https://localhost:{port}/p", retries=1, extra_hosts=[f"localhost:{port}"])
+
+
+def test_the_deadline_bounds_the_whole_download(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    https_server.route("/p", Reply(body=PAYLOAD, stall_after=1000, stall_s=30))
+    started = time.monotonic()
+    with pytest.raises(DownloadTransient, match="deadline"):
+        fetch("/p", read_timeout_s=20, deadline_s=0.5)
+    assert time.monotonic() - started < 2
+
+
+# --- redirects, pinning, TLS ----------------------------------------------------------------
+
+
+def _localhost_resolver() -> FakeResolver:
+    return FakeResolver({"localhost": [["127.0.0.1"]]})
+
+
+def test_up_to_three_redirects_are_followed_each_one_checked(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    https_server.route("/a", redirect(https_server.url("/b"), status=301))
+    https_server.route("/b", redirect("/dir/c", status=307))
+    https_server.route("/dir/c", redirect("../d?sig=2", status=308))
+    https_server.route("/d", Reply(body=PAYLOAD))
+    resolver = _localhost_resolver()
+    result, _ = fetch("/a?sig=1", resolver=resolver)
+    assert result.sha256 == PAYLOAD_SHA
+    assert result.final_url == f"https://localhost:{https_server.port}/d?…"
+    assert resolver.calls == ["localhost"] * 4
+    assert [seen.path for seen in https_server.requests] == ["/a?sig=1", "/b", "/dir/c", "/d?sig=2"]
+
+
+def test_a_fourth_redirect_is_refused(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    for hop in range(4):
+        https_server.route(f"/{hop}", redirect(f"/{hop + 1}"))
+    https_server.route("/4", Reply(body=PAYLOAD))
+    with pytest.raises(DownloadError, match="more than 3 redirects"):
+        fetch("/0")
+    assert https_server.hits("/4") == 0
+
+
+def test_a_redirect_loop_is_refused(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    https_server.route("/a", redirect("/b"))
+    https_server.route("/b", redirect("/a"))
+    with pytest.raises(DownloadError, match="loop"):
+        fetch("/a")
+
+
+@pytest.mark.parametrize(
+    ("location", "error"),
+    [
+        ("http://localhost:{port}/p", "not https"),
+        ("https://elsewhere.test/p", "not in download.allowed_hosts"),
+        ("https://localhost:1/p", "not in download.allowed_hosts"),
+        ("https://metadata.example.test:{port}/latest", "169.254.169.254 is a link-local"),
+        ("https://mixed.example.test:{port}/p", "169.254.169.254 is a link-local"),
+    ],
+)
+def test_a_redirect_out_of_policy_is_refused_before_connecting(
+    https_server: HttpsServer,
+    fetch: Callable[..., tuple[Any, RecordingSink]],
+    connects: list[Any],
+    location: str,
+    error: str,
+) -> None:
+    https_server.route("/p", redirect(location.format(port=https_server.port)))
+    resolver = FakeResolver(
+        {
+            "localhost": [["127.0.0.1"]],
+            "metadata.example.test": [["169.254.169.254"]],
+            "mixed.example.test": [["127.0.0.1", "169.254.169.254"]],
+        }
+    )
+    with pytest.raises(DownloadRefused, match=error):
+        fetch("/p", resolver=resolver, extra_hosts=[f".example.test:{https_server.port}"])
+    assert {address[0] for address in connects} == {"127.0.0.1"}
+
+
+def test_the_connection_uses_the_validated_address_not_a_second_lookup(
+    https_server: HttpsServer,
+    fetch: Callable[..., tuple[Any, RecordingSink]],
+    connects: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The system would now answer 127.0.0.2, where nothing listens: a client that
+    # resolved the name again at connect time would fail or go elsewhere.
+    system_lookup = socket.getaddrinfo
+
+    def rebound(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        return system_lookup("127.0.0.2" if host == "localhost" else host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebound)
+    https_server.route("/p", Reply(body=PAYLOAD))
+    resolver = _localhost_resolver()
+    result, _ = fetch("/p", resolver=resolver)
+    assert result.sha256 == PAYLOAD_SHA
+    assert resolver.calls == ["localhost"]
+    assert {address[0] for address in connects} == {"127.0.0.1"}
+    assert https_server.requests[0].server_name == "localhost"
+
+
+def test_every_try_resolves_and_checks_again(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    https_server.route("/p", Reply(status=503), Reply(body=PAYLOAD))
+    resolver = FakeResolver({"localhost": [["127.0.0.1"], ["169.254.169.254"]]})
+    with pytest.raises(DownloadRefused, match="link-local"):
+        fetch("/p", resolver=resolver)
+    assert https_server.hits("/p") == 1
+
+
+def test_the_certificate_is_checked_against_the_url_host_name(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    https_server.route("/p", Reply(body=PAYLOAD))
+    name = "files.example.test"
+    resolver = FakeResolver({name: [["127.0.0.1"]]})
+    with pytest.raises(DownloadError, match="certificate check failed") as caught:
+        fetch(
+            f"https://{name}:{https_server.port}/p",
+            resolver=resolver,
+            extra_hosts=[f"{name}:{https_server.port}"],
+        )
+    assert not isinstance(caught.value, DownloadTransient)
+    assert https_server.server_names == [name]  # SNI is the name, never the pinned IP
+    assert https_server.hits("/p") == 0
+
+
+def test_an_unknown_certificate_authority_is_refused(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    https_server.route("/p", Reply(body=PAYLOAD))
+    with pytest.raises(DownloadError, match="certificate check failed"):
+        fetch("/p", ca=None)
+    assert https_server.hits("/p") == 0
+    assert len(https_server.server_names) == 1
+
+
+def test_the_system_resolver_is_used_by_default(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    https_server.route("/p", Reply(body=PAYLOAD))
+    result, _ = fetch("/p")
+    assert result.sha256 == PAYLOAD_SHA
+
+
+# --- no ambient credentials, proxies or cookies (checklist 29) ------------------------------
+
+
+def test_netrc_and_proxy_settings_in_the_environment_are_ignored(
+    https_server: HttpsServer,
+    fetch: Callable[..., tuple[Any, RecordingSink]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine localhost login canary-user password canary-pass\n")
+    netrc.chmod(0o600)
+    proxy = socket.socket()
+    proxy.bind(("127.0.0.1", 0))
+    proxy.listen(5)
+    proxy.settimeout(0.2)
+    proxy_url = f"http://canary:canary@127.0.0.1:{proxy.getsockname()[1]}"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NETRC", str(netrc))
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, proxy_url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    https_server.route("/p", Reply(body=PAYLOAD))
+    try:
+        result, _ = fetch("/p")
+        with pytest.raises(TimeoutError):
+            proxy.accept()
+    finally:
+        proxy.close()
+    assert result.sha256 == PAYLOAD_SHA
+    [seen] = https_server.requests
+    assert "authorization" not in seen.headers
+    assert "proxy-authorization" not in seen.headers
+
+
+def test_cookies_are_never_sent_back(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    https_server.route("/a", redirect("/b", headers={"Set-Cookie": "session=canary; Path=/"}))
+    https_server.route(
+        "/b", Reply(status=503, headers={"Set-Cookie": "other=canary; Path=/"}), Reply(body=PAYLOAD)
+    )
+    result, _ = fetch("/a")
+    assert result.attempts == 2
+    assert all("cookie" not in seen.headers for seen in https_server.requests)
+
+
+# --- stop request and logging --------------------------------------------------------------
+
+
+def test_a_stop_request_aborts_a_stalled_read_promptly(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    https_server.route("/p", Reply(body=PAYLOAD, stall_after=1000, stall_s=30))
+    stop = threading.Event()
+    timer = threading.Timer(0.3, stop.set)
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(DownloadTransient, match="stopped"):
+            fetch("/p", stop=stop, read_timeout_s=20)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_stop_request_interrupts_the_back_off(
+    https_server: HttpsServer, https_ca: Any, tmp_path: Path
+) -> None:
+    https_server.route("/p", Reply(status=503, headers={"Retry-After": "60"}))
+    stop = threading.Event()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        stop.set()
+
+    downloader = SafeDownloader(
+        make_config(https_server), ca_file=https_server.ca_file, sleep=sleep, stop=stop
+    )
+    with pytest.raises(DownloadTransient, match="stopped"):
+        downloader.download(https_server.url("/p"), RecordingSink())
+    assert slept == [download._PAUSE_SLICE_S]
+
+
+def test_a_stop_set_before_starting_connects_nowhere(
+    https_server: HttpsServer,
+    fetch: Callable[..., tuple[Any, RecordingSink]],
+    connects: list[Any],
+) -> None:
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(DownloadTransient, match="stopped"):
+        fetch("/p", stop=stop)
+    assert connects == []
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(body=PAYLOAD),
+        Reply(status=503),
+        Reply(status=404),
+        Reply(body=b"<html>"),
+        Reply(body=PAYLOAD, truncate_after=100),
+    ],
+    ids=["ok", "503", "404", "invalid", "truncated"],
+)
+def test_logs_and_errors_never_show_the_query_string(
+    https_server: HttpsServer,
+    fetch: Callable[..., tuple[Any, RecordingSink]],
+    caplog: pytest.LogCaptureFixture,
+    reply: Reply,
+) -> None:
+    https_server.route("/p", reply)
+    caplog.set_level(logging.DEBUG, logger="inbox_poller")
+    message = ""
+    try:
+        fetch("/p?X-Amz-Signature=CANARY-SIG", retries=1)
+    except DownloadError as exc:
+        message = f"{exc} {exc.__cause__!r}"
+    ours = [record for record in caplog.records if record.name.startswith("inbox_poller")]
+    assert any("starting" in record.getMessage() for record in ours)
+    assert all("CANARY" not in record.getMessage() for record in ours)
+    assert "CANARY" not in message
