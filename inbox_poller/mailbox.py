@@ -16,10 +16,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import select
 import socket
 import ssl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,10 @@ KEEPALIVE_IDLE_S = 60
 KEEPALIVE_INTERVAL_S = 15
 KEEPALIVE_COUNT = 4
 """A silently dead connection (NAT timeout) is noticed after about 2 minutes."""
+
+IDLE_SLICE_S = 0.2
+"""How often an IDLE (or NOOP-polling) wait checks whether it was interrupted: bounds how
+late a stop or wake request is noticed."""
 
 IMAPLIB_LOGGER = "imapclient.imaplib"
 """imaplib's wire log: at DEBUG it contains every server line, message bodies included."""
@@ -94,6 +99,83 @@ def _enable_keepalive(sock: socket.socket) -> None:
         option = getattr(socket, name, None)
         if option is not None:  # not every platform has all three
             sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+def _pause(timeout_s: float, interrupted: Callable[[], bool] | None) -> None:
+    """Sleep *timeout_s*, in slices, returning early once *interrupted()* is true."""
+    deadline = time.monotonic() + timeout_s
+    while (remaining := deadline - time.monotonic()) > 0:
+        if interrupted is not None and interrupted():
+            return
+        time.sleep(min(remaining, IDLE_SLICE_S))
+
+
+def _ends_idle(response: Any) -> bool:
+    """Return whether an IDLE response is worth ending the wait for (new mail, or BYE)."""
+    if not isinstance(response, tuple) or len(response) < 2:
+        return False
+    return response[0] == b"BYE" or response[1] in (b"EXISTS", b"RECENT")
+
+
+def _readable_now(sock: socket.socket) -> bool:
+    """Return whether *sock* has something to read (data, EOF or an error) right now."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
+
+
+def _input_already_read(client: IMAPClient, read_timeout_s: float) -> bool:
+    """Return whether imaplib's reader holds bytes that polling the socket cannot see.
+
+    Dovecot answers IDLE with ``+ idling`` and any change it held back (one that
+    came less than 500 ms before the previous DONE) in one write; imaplib reads
+    both into its buffered reader (``IMAP4.file``) while looking for ``+ idling``,
+    and ``idle_check`` only polls the socket, so that EXISTS would wait for the
+    next DONE. ``peek`` on the non-blocking socket shows the buffer without
+    waiting.
+    """
+    reader = getattr(getattr(client, "_imap", None), "file", None)
+    if reader is None or not hasattr(reader, "peek"):
+        return False  # another imaplib layout: only the IDLE window bounds the delay
+    sock = client.socket()
+    sock.setblocking(False)
+    try:
+        return bool(reader.peek(1))
+    except OSError:  # nothing buffered and nothing to read (would block)
+        return False
+    finally:
+        sock.settimeout(read_timeout_s)
+
+
+def _idle_collect(
+    client: IMAPClient,
+    timeout_s: float,
+    interrupted: Callable[[], bool] | None,
+    read_timeout_s: float,
+) -> list[Any]:
+    """Collect IDLE responses until new mail or BYE, *timeout_s*, or *interrupted()*.
+
+    ``idle_check`` polls the socket for at most its timeout, so each slice is bounded.
+    It swallows an EOF (and a line cut short) and returns ``[]`` at once, even though
+    the socket stays readable; then the wait ends, so ``idle_done`` meets the dead
+    connection now instead of this loop spinning until *timeout_s*. Lines that
+    arrived together with ``+ idling`` also end the wait at once; ``idle_done``
+    returns them.
+    """
+    if _input_already_read(client, read_timeout_s):
+        return []
+    deadline = time.monotonic() + timeout_s
+    collected: list[Any] = []
+    while (remaining := deadline - time.monotonic()) > 0:
+        if interrupted is not None and interrupted():
+            break
+        responses = client.idle_check(timeout=min(remaining, IDLE_SLICE_S))
+        collected.extend(responses)
+        if any(_ends_idle(response) for response in responses):
+            break
+        if not responses and _readable_now(client.socket()):
+            break
+    return collected
 
 
 class ImapMailbox:
@@ -240,25 +322,30 @@ class ImapMailbox:
         finally:
             self.close()
 
-    def idle_wait(self, timeout_s: float) -> bool:
+    def idle_wait(self, timeout_s: float, interrupted: Callable[[], bool] | None = None) -> bool:
         """Wait at most *timeout_s* for the server to report new mail; return whether it did.
 
         Uses IDLE when advertised (RFC 2177 forbids it otherwise); without it, sleeps
-        and sends NOOP. ``True`` means new mail *may* have arrived: run ``fetch_new``.
+        and sends NOOP. The wait ends early once *interrupted()* is true, checked every
+        ``IDLE_SLICE_S``: how a watcher honours a stop or wake request mid-IDLE.
+        ``True`` means new mail *may* have arrived: run ``fetch_new``.
+
+        Bounded even when the server goes silent: IDLE always ends with DONE, and
+        every answer is awaited at most ``timeout_s`` of the config (the socket's read
+        timeout), so a dead connection raises within *timeout_s* + ``config.timeout_s``.
         :raises MailboxError: the connection dropped (BYE, EOF, timeout).
         """
         client, status = self._require_open()
         if not status.has_idle:
-            time.sleep(timeout_s)
+            _pause(timeout_s, interrupted)
             with self._guard("NOOP"):
                 _text_response, responses = client.noop()
             return self._reports_new_mail(responses)
         with self._guard("IDLE"):
             client.idle()
-            try:
-                responses = client.idle_check(timeout=timeout_s)
-            finally:
-                _text_response, after = client.idle_done()
+            responses = _idle_collect(client, timeout_s, interrupted, self._config.timeout_s)
+            # DONE is awaited with the read timeout: this is where a silent server is caught
+            _text_response, after = client.idle_done()
         return self._reports_new_mail([*responses, *after])
 
     # ---- internals --------------------------------------------------------------------

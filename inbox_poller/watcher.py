@@ -1,0 +1,270 @@
+"""The mailbox watcher: push through IDLE, with a scheduled poll as the floor.
+
+``MailboxWatcher.run()`` keeps one IMAP session open and calls the daemon's
+``on_pass`` (the catch-up pass: fetch everything above the ledger's
+watermark) whenever the session (re)opens, the server reports new mail, the
+daemon sets ``wake``, or ``poll_interval_s`` has passed since the last pass.
+
+Every wait is bounded (reliability.md 2.2): IDLE is renewed every
+``idle_timeout_s`` and each answer is awaited at most the socket's read
+timeout, so a silently dead connection raises ``MailboxError`` within
+``idle_timeout_s`` + read timeout and is replaced. Any failure closes the
+session and reconnects after an exponential, jittered back-off that waits on
+``stop``; nothing escapes the loop, and since every session starts with a
+catch-up pass by UID, mail delivered during an outage is processed once.
+
+``on_progress`` is called after each completed wait or pass and while
+backing off: the daemon pings the systemd watchdog from it (reliability.md
+7.2), so a session stuck beyond its timeouts stops the pings.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from inbox_poller.errors import MailboxError, MailboxLoginError
+from inbox_poller.models import MailboxStatus
+
+logger = logging.getLogger(__name__)
+
+IDLE_TIMEOUT_S = 5.0
+"""How long one IDLE lasts before DONE: far inside RFC 2177's 29 minutes, and the bound on
+how long a silently dead connection goes unnoticed (plus the read timeout)."""
+BACKOFF_INITIAL_S = 1.0
+BACKOFF_MAX_S = 300.0
+PROGRESS_EVERY_S = 1.0
+"""How often ``on_progress("backoff")`` is called while waiting to reconnect."""
+WAKE_CHECK_S = 0.1
+"""How often a NOOP-polling wait (no IDLE) looks at ``wake``; ``stop`` ends it at once."""
+REASON_MAX_CHARS = 200
+
+
+class WatchedMailbox(Protocol):
+    """The session the watcher keeps open (``mailbox.ImapMailbox``)."""
+
+    def open(self) -> MailboxStatus:
+        """Start a fresh session (closing any old one): connect, log in, select.
+
+        :raises MailboxLoginError: the credentials are refused.
+        :raises MailboxError: anything else.
+        """
+        ...
+
+    def idle_wait(self, timeout_s: float, interrupted: Callable[[], bool] | None = None) -> bool:
+        """Wait at most *timeout_s* (less once *interrupted()* is true) for new mail.
+
+        Returns whether the server reported new mail. Bounded by *timeout_s* plus
+        the read timeout even when the server goes silent.
+        :raises MailboxError: the connection dropped or timed out.
+        """
+        ...
+
+    def close(self) -> None:
+        """Log out; never raises."""
+        ...
+
+
+def backoff_delay(failures: int, initial_s: float, max_s: float, rng: random.Random) -> float:
+    """Return the wait before reconnect attempt number *failures* (1 for the first).
+
+    The ceiling doubles per failure from *initial_s* up to *max_s*; the delay is
+    drawn uniformly from the upper half of it ("equal jitter"). Unlike full
+    jitter, which may draw ~0, this never retries at once, so even a refused
+    login cannot make a hot loop, while still spreading reconnects out.
+    """
+    if failures < 1:
+        raise ValueError("failures counts from 1")
+    # min() before the power would overflow for a long outage; cap the exponent instead
+    ceiling = min(max_s, initial_s * 2.0 ** min(failures - 1, 64))
+    return rng.uniform(ceiling / 2, ceiling)
+
+
+def _short(exc: BaseException) -> str:
+    """Describe *exc* in one line for the state and STATUS text."""
+    text = str(exc) if isinstance(exc, MailboxError) else f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= REASON_MAX_CHARS else text[: REASON_MAX_CHARS - 1] + "…"
+
+
+class MailboxWatcher:
+    """Keep one session on the mailbox and run ``on_pass`` whenever mail may be new.
+
+    *on_pass* gets the ``MailboxStatus`` of the session just opened (its folder and
+    UIDVALIDITY key the ledger's watermark) and must use the same *mailbox* object.
+    ``stop`` ends ``run()``; ``wake`` asks for a pass soon (a download finished and
+    mail needs acknowledging, or the daemon's own schedule). *clock* is monotonic
+    seconds, used for the poll schedule and ``last_pass_at``.
+
+    Read-only attributes for STATUS lines: ``state`` (``"connecting"``, ``"idle"``,
+    ``"polling"``, ``"backoff: <reason>"``, ``"stopped"``), ``last_pass_at`` (clock
+    value of the last completed pass, or None), ``sessions`` (sessions opened),
+    ``failures`` (consecutive failed sessions).
+    """
+
+    def __init__(
+        self,
+        mailbox: WatchedMailbox,
+        on_pass: Callable[[MailboxStatus], None],
+        *,
+        poll_interval_s: float,
+        stop: threading.Event,
+        wake: threading.Event,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        on_progress: Callable[[str], None] = lambda what: None,
+        backoff_initial_s: float = BACKOFF_INITIAL_S,
+        backoff_max_s: float = BACKOFF_MAX_S,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        for name, value in (
+            ("poll_interval_s", poll_interval_s),
+            ("idle_timeout_s", idle_timeout_s),
+            ("backoff_initial_s", backoff_initial_s),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
+        if backoff_max_s < backoff_initial_s:
+            raise ValueError("backoff_max_s must be at least backoff_initial_s")
+        self._mailbox = mailbox
+        self._on_pass = on_pass
+        self._poll_interval_s = poll_interval_s
+        self._idle_timeout_s = idle_timeout_s
+        self._stop = stop
+        self._wake = wake
+        self._on_progress = on_progress
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self._rng: random.Random = rng or random.SystemRandom()
+        self._clock = clock
+        self.state = "connecting"
+        self.last_pass_at: float | None = None
+        self.sessions = 0
+        self.failures = 0
+
+    def run(self) -> None:
+        """Watch until ``stop`` is set; never raises (except BaseException like SystemExit)."""
+        logger.info(
+            "mailbox watcher: started (poll every %ss, IDLE renewed every %ss)",
+            self._poll_interval_s,
+            self._idle_timeout_s,
+        )
+        while not self._stop.is_set():
+            reason = self._session()
+            self._close()
+            if reason is None or self._stop.is_set():
+                break
+            self._back_off(reason)
+        self.state = "stopped"
+        logger.info("mailbox watcher: stopped")
+
+    # ---- one session ------------------------------------------------------------------
+
+    def _session(self) -> str | None:
+        """Run one session until ``stop`` (return None) or a failure (return why)."""
+        try:
+            self._serve()
+        except MailboxLoginError as exc:
+            logger.error("mailbox watcher: %s", exc)
+            return _short(exc)
+        except MailboxError as exc:
+            logger.warning("mailbox watcher: %s", exc)
+            return _short(exc)
+        except Exception as exc:  # a bug or a failing callback: keep watching, loudly
+            logger.exception("mailbox watcher: unexpected error; reconnecting")
+            return _short(exc)
+        return None
+
+    def _serve(self) -> None:
+        self.state = "connecting"
+        status = self._mailbox.open()
+        self.sessions += 1
+        if self.sessions > 1:
+            logger.info("mailbox watcher: reconnected (session %d)", self.sessions)
+        self._pass(status)  # the catch-up: mail that arrived while we were away
+        healthy = False
+        while not self._stop.is_set():
+            due_s = self._poll_due_in_s()
+            if due_s <= 0 or self._wake.is_set():
+                self._pass(status)
+                continue
+            new_mail = self._wait(status, min(self._idle_timeout_s, due_s))
+            if not healthy:
+                # a session that got through a wait is working: start back-off afresh
+                self.failures = 0
+                healthy = True
+            self._progress("idle")
+            if new_mail and not self._stop.is_set():
+                self._pass(status)
+
+    def _poll_due_in_s(self) -> float:
+        if self.last_pass_at is None:
+            return 0.0
+        return self.last_pass_at + self._poll_interval_s - self._clock()
+
+    def _wait(self, status: MailboxStatus, timeout_s: float) -> bool:
+        """Wait for new mail, ``wake`` or ``stop``, at most *timeout_s* (plus timeouts)."""
+        self.state = "idle"
+        if status.has_idle:
+            return self._mailbox.idle_wait(timeout_s, self._interrupted)
+        # no IDLE: wait on our own events, then ask the server with a NOOP
+        self._wait_for_events(timeout_s)
+        if self._stop.is_set():
+            return False
+        return self._mailbox.idle_wait(0)
+
+    def _interrupted(self) -> bool:
+        return self._stop.is_set() or self._wake.is_set()
+
+    def _wait_for_events(self, timeout_s: float) -> None:
+        """Sleep on ``stop`` (noticed at once) until *timeout_s* passes or ``wake`` is set."""
+        deadline = time.monotonic() + timeout_s
+        while not self._wake.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stop.wait(min(remaining, WAKE_CHECK_S)):
+                return
+
+    def _pass(self, status: MailboxStatus) -> None:
+        self.state = "polling"
+        self._wake.clear()  # before the pass: a request made during it gets its own pass
+        self._on_pass(status)
+        self.last_pass_at = self._clock()
+        self.state = "idle"
+        self._progress("pass")
+
+    # ---- between sessions -------------------------------------------------------------
+
+    def _close(self) -> None:
+        try:
+            self._mailbox.close()
+        except Exception:  # close() promises not to raise; a broken one must not stop us
+            logger.exception("mailbox watcher: closing the session failed")
+
+    def _back_off(self, reason: str) -> None:
+        """Wait before the next attempt, on ``stop``, reporting progress meanwhile."""
+        self.failures += 1
+        delay_s = backoff_delay(
+            self.failures, self._backoff_initial_s, self._backoff_max_s, self._rng
+        )
+        self.state = f"backoff: {reason}"
+        logger.info(
+            "mailbox watcher: reconnecting in %.1fs (failure %d in a row)", delay_s, self.failures
+        )
+        remaining_s = delay_s
+        while remaining_s > 0:
+            # an outage is not a hang: keep the watchdog fed while we wait for the server
+            self._progress("backoff")
+            step_s = min(remaining_s, PROGRESS_EVERY_S)
+            if self._stop.wait(step_s):
+                return
+            remaining_s -= step_s
+
+    def _progress(self, what: str) -> None:
+        try:
+            self._on_progress(what)
+        except Exception:  # a failing ping must not take the watcher down
+            logger.exception("mailbox watcher: on_progress(%r) failed", what)
