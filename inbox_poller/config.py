@@ -70,8 +70,13 @@ class Secret:
         if path.is_absolute():
             return path
         creds = os.environ.get("CREDENTIALS_DIRECTORY")
-        if creds and (Path(creds) / path).exists():
-            return Path(creds) / path
+        if creds:
+            candidate = Path(creds) / path
+            try:
+                if candidate.exists():
+                    return candidate
+            except OSError:
+                return candidate  # unreadable: read() reports it as a configuration error
         return self._base_dir / path
 
     def read(self) -> str:

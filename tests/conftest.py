@@ -67,3 +67,11 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
     monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests that boot a throwaway systemd, so the default run deselects them."""
+    for item in items:
+        if "systemd_box" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.systemd_box)
