@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from inbox_poller.extract import extract
-from inbox_poller.match import choose_download_link, match_notification
+from inbox_poller.match import match_notification
 from inbox_poller.models import Export, ExportRequest, ExportState, MailOutcome
 from inbox_poller.urlpolicy import HostRule
+from inbox_poller.verdicts import choose_download_link
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +61,14 @@ def inspect_email(
         download_url, download_reason = choose_download_link(match.links, only)
     texts = {link.url: link.text for link in reversed(notification.links) if link.text}
     sources: dict[str, list[str]] = {}
+    via: dict[str, list[str]] = {}
     for link in notification.links:
         sources.setdefault(link.url, [])
         if link.source not in sources[link.url]:
             sources[link.url].append(link.source)
+        wrappers = via.setdefault(link.url, [])
+        if link.via is not None and link.via not in wrappers:
+            wrappers.append(link.via)
     return {
         "sender": notification.sender,
         "subject": notification.subject,
@@ -78,6 +83,7 @@ def inspect_email(
                 "reason": verdict.reason,
                 "text": texts.get(verdict.url, ""),
                 "sources": sources.get(verdict.url, []),
+                "via": via.get(verdict.url, []),
             }
             for verdict in match.links
         ],

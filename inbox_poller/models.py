@@ -188,6 +188,9 @@ class Link:
     source: str = "text"
     """``href`` (an HTML anchor), ``text`` (a bare URL in a text part) or ``unwrapped``
     (the target of a tracking redirect found inside another link)."""
+    via: str | None = None
+    """For ``unwrapped`` links: the URL this one was unwrapped from (itself perhaps
+    unwrapped). None for links written in the mail."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,11 @@ class Notification:
     candidate_job_ids: tuple[str, ...] = ()
     """Tokens the mail labels as a job ID ("Job ID: 123", ``?jobid=123``)."""
     defects: tuple[str, ...] = ()
+    auth_results: tuple[str, ...] = ()
+    """The raw ``Authentication-Results`` values (unfolded, not decoded), top-most first."""
+    from_domain: str | None = None
+    """The From domain, lower-cased; None unless there is exactly one From field with
+    exactly one mailbox and no parse defect (``sender.check_sender`` relies on it)."""
 
 
 class MailOutcome(StrEnum):

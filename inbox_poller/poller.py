@@ -166,19 +166,33 @@ def summarize(notification: Notification) -> dict[str, Any]:
         "sender": notification.sender,
         "subject": notification.subject[:500],
         "tokens": list(tokens),
-        "links": [[link.url, link.text[:200], link.source] for link in notification.links[:200]],
+        "links": [
+            [link.url, link.text[:200], link.source, link.via] for link in notification.links[:200]
+        ],
         "candidates": list(notification.candidate_job_ids),
     }
 
 
 def notification_from_summary(summary: dict[str, Any]) -> Notification:
-    """Rebuild a matchable ``Notification`` from :func:`summarize`'s output."""
+    """Rebuild a matchable ``Notification`` from :func:`summarize`'s output.
+
+    Links are ``[url, text, source, via]``. Rows stored before ``via`` existed hold
+    ``[url, text, source]``: the extractor put each unwrapped link after the link it
+    came from, so ``via`` is taken to be the nearest link above it that is not unwrapped.
+    """
+    links: list[Link] = []
+    wrapper: str | None = None
+    for url, text, source, *rest in summary.get("links", []):
+        via = rest[0] if rest else (wrapper if source == "unwrapped" else None)
+        links.append(Link(url, text, source, via))
+        if source != "unwrapped":
+            wrapper = url
     return Notification(
         message_id=summary.get("message_id"),
         sender=summary.get("sender"),
         subject=summary.get("subject", ""),
         texts=(" ".join(summary.get("tokens", [])),),
-        links=tuple(Link(url, text, source) for url, text, source in summary.get("links", [])),
+        links=tuple(links),
         candidate_job_ids=tuple(summary.get("candidates", [])),
     )
 
