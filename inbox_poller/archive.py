@@ -23,6 +23,7 @@ import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from inbox_poller import crashpoints
 from inbox_poller.errors import ArchiveError
@@ -96,6 +97,13 @@ class PartFile:
         except OSError as exc:
             raise ArchiveError(f"cannot truncate {self.path}: {exc.strerror}") from exc
         self._written = 0
+
+    def read_back(self) -> BinaryIO:
+        """Open the bytes written so far for reading (the caller closes the file)."""
+        try:
+            return self.path.open("rb")
+        except OSError as exc:
+            raise ArchiveError(f"cannot read back {self.path}: {exc.strerror}") from exc
 
     def seal(self) -> None:
         """Flush the payload to stable storage and close the file."""

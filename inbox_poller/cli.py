@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from inbox_poller.errors import ConfigError, InboxPollerError
 from inbox_poller.models import DATE_RE, STAT_ID_RE, ExportRequest, ExportState
 from inbox_poller.poller import Poller, PollerSettings
 from inbox_poller.store import Store
+from inbox_poller.submitter import Submitter
 from inbox_poller.urlpolicy import HostRule, parse_host_rule, redact_url
 
 logger = logging.getLogger("inbox_poller")
@@ -206,42 +208,54 @@ def _settings(config: Config) -> PollerSettings:
         rules=config.download.host_rules,
         keyword=config.imap.keyword,
         max_download_attempts=config.download.max_attempts,
+        sender_policy=config.sender_policy,
     )
 
 
 def build_poller(
-    config: Config, *, mailbox: bool = True, api: bool = True, downloads: bool = True
+    config: Config, *, downloads: bool = True, stop: threading.Event | None = None
 ) -> Poller:
-    """Wire the edges named by the configuration into a :class:`Poller`."""
-    from inbox_poller.api import PinpointeApi
+    """Wire the mailbox, downloader, ledger and archive named by the configuration."""
     from inbox_poller.download import SafeDownloader
     from inbox_poller.mailbox import ImapMailbox
 
-    store = Store(config.state_path)
-    archive = Archive(config.archive_dir)
     return Poller(
-        store,
-        archive,
+        Store(config.state_path),
+        Archive(config.archive_dir),
         _settings(config),
-        mailbox=ImapMailbox(config.imap, config.imap_password.read(), ca_file=config.imap_ca)
-        if mailbox
-        else None,
-        api=PinpointeApi(config.pinpointe, config.usertoken.read(), ca_file=config.pinpointe_ca)
-        if api
-        else None,
-        downloader=SafeDownloader(config.download, ca_file=config.download_ca)
+        mailbox=ImapMailbox(config.imap, config.imap_password.read(), ca_file=config.imap_ca),
+        downloader=SafeDownloader(config.download, ca_file=config.download_ca, stop=stop)
         if downloads
         else None,
+        stop=stop,
     )
+
+
+def build_submitter(config: Config, store: Store | None = None) -> Submitter:
+    """Wire the Pinpointe client and the ledger for submissions."""
+    from inbox_poller.api import PinpointeApi
+
+    api = PinpointeApi(config.pinpointe, config.usertoken.read(), ca_file=config.pinpointe_ca)
+    return Submitter(store or Store(config.state_path), api)
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     if not args.once:
-        raise UsageError("the long-running daemon is not available yet: use 'run --once'")
+        from inbox_poller.daemon import Daemon
+
+        Archive(config.archive_dir).ensure_writable()
+        with run_lock(config.state_path):
+            daemon = Daemon(
+                resolve_config_path(args.config),
+                config,
+                lambda cfg, stop: build_poller(cfg, stop=stop),
+                lambda cfg, store: build_submitter(cfg, store),
+            )
+            return daemon.run()
     logger.info("%s", config.summary())
     Archive(config.archive_dir).ensure_writable()
     with run_lock(config.state_path):
-        poller = build_poller(config, api=False)
+        poller = build_poller(config)
         report = poller.run_once()
     print(
         f"read {report.mails_seen} mail(s): {len(report.matched)} matched, "
@@ -263,8 +277,8 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 def cmd_submit(config: Config, args: argparse.Namespace) -> int:
     if args.start and args.end and args.start >= args.end:
         raise UsageError("--end must be after --start (the end date is exclusive)")
-    poller = build_poller(config, mailbox=False, downloads=False)
-    export = poller.submit(ExportRequest(stat=args.stat, startdate=args.start, enddate=args.end))
+    submitter = build_submitter(config)
+    export = submitter.submit(ExportRequest(stat=args.stat, startdate=args.start, enddate=args.end))
     print(export.job_id)
     return EXIT_OK
 

@@ -30,6 +30,7 @@ from pydantic_core import ErrorDetails
 
 from inbox_poller.errors import ConfigError
 from inbox_poller.schedules import ExportSchedule, ExportSchedules
+from inbox_poller.sender import SenderPolicy
 from inbox_poller.urlpolicy import HostRule, parse_host_rule
 
 DEFAULT_CONFIG_PATH = "/etc/inbox-poller/config.toml"
@@ -228,6 +229,26 @@ class DownloadConfig(_Section):
         return tuple(parse_host_rule(entry) for entry in self.allowed_hosts)
 
 
+class SenderConfig(_Section):
+    authserv_ids: tuple[str, ...] = ()
+    """authserv-ids of *your* receiving system's Authentication-Results headers (or
+    "microsoft365"); empty turns sender authentication off."""
+    domains: tuple[str, ...] = ()
+    """Domains (and their subdomains) notifications may come from."""
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> SenderConfig:
+        if bool(self.authserv_ids) != bool(self.domains):
+            raise ValueError("give both authserv_ids and domains, or neither (check off)")
+        if self.authserv_ids:
+            SenderPolicy(self.authserv_ids, self.domains)
+        return self
+
+    @property
+    def policy(self) -> SenderPolicy | None:
+        return SenderPolicy(self.authserv_ids, self.domains) if self.authserv_ids else None
+
+
 class ExportsConfig(_Section):
     notify_deadline: Duration = 7200.0
     """An export with no notification after this long is checked with AsyncJobStatus."""
@@ -255,6 +276,7 @@ class _ConfigModel(_Section):
     state: StateConfig = StateConfig()
     exports: ExportsConfig = ExportsConfig()
     daemon: DaemonConfig = DaemonConfig()
+    sender: SenderConfig = SenderConfig()
     export: ExportSchedules = ()
 
 
@@ -269,6 +291,7 @@ class Config:
         self.exports = model.exports
         self.daemon = model.daemon
         self.schedules: tuple[ExportSchedule, ...] = model.export
+        self.sender_policy = model.sender.policy
         base = path.parent
         self.archive_dir = (base / Path(model.archive.dir).expanduser()).resolve()
         self.state_path = (base / Path(model.state.path).expanduser()).resolve()

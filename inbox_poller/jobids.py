@@ -61,7 +61,8 @@ _JOB_PARAM_NAMES = frozenset(
 )
 _JOB_PATH_SEGMENTS = frozenset({"job", "jobs", "jobid", "asyncjob", "asyncjobs", "exportjob"})
 _JOB_HEADER_RE = re.compile(r"(?i)^x-(?:[a-z0-9]+-){0,3}(?:async-)?(?:job|export)(?:-?id)?$")
-_TOKEN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,63}")
+TOKEN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,63}")
+"""A word that could be a job ID: what matching searches for, and what re-matching keeps."""
 _PIECE_RE = re.compile(r"[a-z0-9]+")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
@@ -113,7 +114,7 @@ def header_job_ids(headers: Iterable[tuple[str, str]]) -> list[str]:
     tokens: list[str] = []
     for name, value in headers:
         if _JOB_HEADER_RE.match(name):
-            tokens += _TOKEN_RE.findall(value)[:MAX_HEADER_IDS]
+            tokens += TOKEN_RE.findall(value)[:MAX_HEADER_IDS]
     return tokens
 
 

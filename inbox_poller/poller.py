@@ -8,16 +8,15 @@ one of them; tests substitute fakes that implement the same Protocols.
 from __future__ import annotations
 
 import logging
-import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import (
-    ApiError,
     ArchiveError,
     DownloadError,
     ExtractError,
@@ -27,13 +26,13 @@ from inbox_poller.errors import (
     StoreError,
 )
 from inbox_poller.extract import extract
+from inbox_poller.jobids import TOKEN_RE
 from inbox_poller.match import match_notification
 from inbox_poller.models import (
     ArchivedFile,
     CycleReport,
     DownloadResult,
     Export,
-    ExportRequest,
     ExportState,
     FetchedMail,
     Link,
@@ -45,6 +44,7 @@ from inbox_poller.models import (
     Notification,
     utc_now,
 )
+from inbox_poller.sender import SenderPolicy, check_sender
 from inbox_poller.urlpolicy import HostRule, redact_url
 
 if TYPE_CHECKING:
@@ -93,25 +93,6 @@ class Mailbox(Protocol):
         ...
 
 
-class ExportApi(Protocol):
-    """Pinpointe's JSON API (``api.PinpointeApi``)."""
-
-    def submit(self, request: ExportRequest) -> str:
-        """POST the async export request once (never retried) and return the job ID.
-
-        :raises ApiError: with ``definitive`` true when Pinpointe refused the
-            request, false when the outcome is unknown.
-        """
-        ...
-
-    def check(self) -> str:
-        """Call ``Authentication``/``APITest``; return a one-line description of the account.
-
-        :raises ApiError:
-        """
-        ...
-
-
 class PayloadSink(Protocol):
     """Where a download writes the decoded payload (``archive.PartFile``)."""
 
@@ -121,6 +102,10 @@ class PayloadSink(Protocol):
 
     def restart(self) -> None:
         """Discard everything written so far (a retry starts from byte zero)."""
+        ...
+
+    def read_back(self) -> BinaryIO:
+        """Open what was written so far for reading from its start (slow-path validation)."""
         ...
 
 
@@ -142,7 +127,6 @@ class Downloader(Protocol):
 
 # ---- the core loop -------------------------------------------------------------
 
-_TOKEN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,63}")
 _MAX_SUMMARY_TOKENS = 5000
 DEFAULT_REMATCH_WINDOW = timedelta(days=7)
 """How long an unmatched mail is kept for re-matching (its export may not be known yet)."""
@@ -156,7 +140,7 @@ def summarize(notification: Notification) -> dict[str, Any]:
     """
     tokens: dict[str, None] = {}
     for text in (notification.subject, *notification.texts):
-        for token in _TOKEN_RE.findall(text):
+        for token in TOKEN_RE.findall(text):
             if any(ch.isdigit() for ch in token):
                 tokens.setdefault(token.rstrip("._-"), None)
             if len(tokens) >= _MAX_SUMMARY_TOKENS:
@@ -224,6 +208,8 @@ class PollerSettings:
     keyword: str = "$ExportArchived"
     max_download_attempts: int = 5
     rematch_window: timedelta = DEFAULT_REMATCH_WINDOW
+    sender_policy: SenderPolicy | None = None
+    """When set, only mail whose sender is authenticated for these domains is acted on."""
 
 
 class Poller:
@@ -236,72 +222,44 @@ class Poller:
         settings: PollerSettings,
         *,
         mailbox: Mailbox | None = None,
-        api: ExportApi | None = None,
         downloader: Downloader | None = None,
         clock: Callable[[], datetime] = utc_now,
+        stop: threading.Event | None = None,
     ) -> None:
         self.store = store
         self.archive = archive
         self.settings = settings
         self.mailbox = mailbox
-        self.api = api
         self.downloader = downloader
         self.clock = clock
-
-    # ---- submit ------------------------------------------------------------
-
-    def submit(self, request: ExportRequest) -> Export:
-        """Record the export, POST it once, and record the job ID (or why there is none).
-
-        :raises ApiError: after the export is marked ``submit_failed`` or ``submit_unknown``.
-        """
-        if self.api is None:
-            raise InboxPollerError("no Pinpointe API configured")
-        export = self.store.create_export(request, self.clock())
-        logger.info(
-            "export %d: submitting %s stat=%s start=%s end=%s",
-            export.export_id,
-            request.method,
-            request.stat,
-            request.startdate or "-",
-            request.enddate or "-",
-        )
-        crash_point("submit:before-post")
-        try:
-            job_id = self.api.submit(request)
-        except ApiError as exc:
-            if exc.definitive:
-                self.store.mark_submit_failed(export.export_id, str(exc), self.clock())
-                logger.error("export %d: Pinpointe refused the request: %s", export.export_id, exc)
-            else:
-                self.store.mark_submit_unknown(export.export_id, str(exc), self.clock())
-                logger.error(
-                    "export %d: the outcome of the submit is unknown (not retried, the export"
-                    " may exist; its notification will be adopted if it names one job ID): %s",
-                    export.export_id,
-                    exc,
-                )
-            raise
-        crash_point("submit:after-post")
-        export = self.store.mark_submitted(export.export_id, job_id, f"job {job_id}", self.clock())
-        logger.info("export %d (job %s): submitted", export.export_id, job_id)
-        return export
+        self.stop = stop or threading.Event()
+        """Set by the daemon on shutdown: an interrupted download is parked, not failed."""
 
     # ---- one pass ------------------------------------------------------------
 
     def run_once(self) -> CycleReport:
         """Read new mail, download and archive what was notified, acknowledge what is done."""
         report = CycleReport()
-        self._remove_stale_parts()
-        mailbox_open = self._check_mailbox(report)
-        self._process_downloads(report)
-        if mailbox_open:
-            self._acknowledge(report)
-            assert self.mailbox is not None
-            self.mailbox.close()
+        self.remove_stale_parts()
+        status = self._open_mailbox(report)
+        if status is not None:
+            try:
+                self.read_mail(status, report)
+            except MailboxError:
+                status = None  # reported; acknowledgements wait for the next pass
+        self.process_downloads(report)
+        if status is not None:
+            self.acknowledge(report)
+        self.close()
         return report
 
-    def _remove_stale_parts(self) -> None:
+    def close(self) -> None:
+        """Log out of the mailbox (if open); never raises."""
+        if self.mailbox is not None:
+            self.mailbox.close()
+
+    def remove_stale_parts(self) -> None:
+        """Delete part files of downloads a previous process did not finish."""
         keep = {
             Path(path).resolve()
             for export in self.store.list_exports([ExportState.VERIFIED])
@@ -311,15 +269,23 @@ class Poller:
             logger.info("archive: removing %s left by an interrupted download", stale.name)
             stale.unlink(missing_ok=True)
 
-    def _check_mailbox(self, report: CycleReport) -> bool:
+    def _open_mailbox(self, report: CycleReport) -> MailboxStatus | None:
         if self.mailbox is None:
-            return False
+            return None
         try:
-            status = self.mailbox.open()
+            return self.mailbox.open()
         except MailboxError as exc:
             logger.error("mailbox: %s", exc)
             report.failed.append(f"mailbox: {exc}")
-            return False
+            return None
+
+    def read_mail(self, status: MailboxStatus, report: CycleReport) -> None:
+        """Process every mail above the watermark of the open mailbox, then re-match.
+
+        :raises MailboxError: after recording it in *report* (the daemon's watcher
+            reconnects; ``run_once`` goes on with the downloads).
+        """
+        assert self.mailbox is not None
         try:
             after = self.store.watermark(status.folder, status.uidvalidity)
             if after == 0 and self.store.watermark_count(status.folder) > 0:
@@ -334,15 +300,13 @@ class Poller:
                 try:
                     self._process_mail(fetched, report)
                 except (ExtractError, StoreError) as exc:
-                    logger.error("uid %s: %s", fetched.key, exc)
+                    logger.error("uid %s: %s", fetched.key, exc, extra={"uid": str(fetched.key)})
                     report.failed.append(f"mail {fetched.key}: {exc}")
             self._rematch(report)
         except MailboxError as exc:
             logger.error("mailbox: %s", exc)
             report.failed.append(f"mailbox: {exc}")
-            self.mailbox.close()
-            return False
-        return True
+            raise
 
     def _process_mail(self, fetched: FetchedMail, report: CycleReport) -> None:
         now = self.clock()
@@ -356,6 +320,13 @@ class Poller:
         except ExtractError as exc:
             self._record(MailRecord(key, None, MailOutcome.REFUSED, str(exc), now), report)
             return
+        if self.settings.sender_policy is not None:
+            untrusted = check_sender(notification, self.settings.sender_policy)
+            if untrusted is not None:
+                reason = f"sender not authenticated: {untrusted}"
+                refused = MailRecord(key, notification.message_id, MailOutcome.REFUSED, reason, now)
+                self._record(refused, report)
+                return
         earlier = self._earlier_copy(notification.message_id, key)
         if earlier is not None:
             # the same mail under a new UID (UIDVALIDITY change, or copied back): never
@@ -481,19 +452,26 @@ class Poller:
 
     # ---- downloads -------------------------------------------------------------
 
-    def _process_downloads(self, report: CycleReport) -> None:
+    def process_downloads(self, report: CycleReport) -> None:
+        """Finish verified exports, then download every notified one, one after another."""
         for export in self.store.list_exports([ExportState.VERIFIED]):
-            self._contained(export, report, self._finish_verified)
+            self.download_export(export, report)
         for export in self.store.list_exports([ExportState.NOTIFIED, ExportState.DOWNLOADING]):
-            self._contained(export, report, self._download)
+            self.download_export(export, report)
 
-    def _contained(
-        self, export: Export, report: CycleReport, step: Callable[[Export, CycleReport], None]
-    ) -> None:
+    def download_export(self, export: Export, report: CycleReport) -> None:
+        """Bring one export to ``archived``; failures are recorded, logged and reported."""
+        step = self._finish_verified if export.state is ExportState.VERIFIED else self._download
         try:
             step(export, report)
         except InboxPollerError as exc:
-            logger.error("export %d (job %s): %s", export.export_id, export.job_id, exc)
+            logger.error(
+                "export %d (job %s): %s",
+                export.export_id,
+                export.job_id,
+                exc,
+                extra={"export_id": export.export_id, "job_id": export.job_id},
+            )
             report.failed.append(f"job {export.job_id}: {exc}")
 
     def _download(self, export: Export, report: CycleReport) -> None:
@@ -508,6 +486,7 @@ class Poller:
             export.job_id,
             redact_url(export.download_url or ""),
             export.attempts,
+            extra={"export_id": export.export_id, "job_id": export.job_id},
         )
         part = self.archive.begin(export)
         try:
@@ -519,6 +498,13 @@ class Poller:
             raise
         except (DownloadError, ArchiveError) as exc:
             part.discard()
+            if self.stop.is_set():
+                self.store.mark_download_parked(export.export_id, self.clock())
+                logger.info(
+                    "export %d: download interrupted by shutdown; resumes at next start",
+                    export.export_id,
+                )
+                return
             self._download_failed(export, exc)
             raise
         except BaseException:
@@ -575,7 +561,8 @@ class Poller:
 
     # ---- acknowledgement -----------------------------------------------------------
 
-    def _acknowledge(self, report: CycleReport) -> None:
+    def acknowledge(self, report: CycleReport) -> None:
+        """Mark every mail whose export is archived; stops at the first mailbox failure."""
         assert self.mailbox is not None
         for mail in self.store.mails_to_acknowledge():
             try:

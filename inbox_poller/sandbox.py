@@ -20,7 +20,9 @@ from inbox_poller.config import load_config
 from inbox_poller.dovecot import DovecotServer
 from inbox_poller.errors import InboxPollerError
 from inbox_poller.models import ExportRequest, ExportState, utc_now
+from inbox_poller.poller import Poller
 from inbox_poller.simulator import PinpointeSimulator
+from inbox_poller.submitter import Submitter
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +74,7 @@ def _write_secret(path: Path, value: str) -> None:
 
 def run_sandbox(directory: Path | None, *, records: int = 20000) -> int:
     """Run one export end to end and print each step; return the exit code."""
-    from inbox_poller.cli import build_poller
+    from inbox_poller.cli import build_poller, build_submitter
 
     base = directory or Path(tempfile.mkdtemp(prefix="inbox-poller-sandbox-"))
     base.mkdir(parents=True, exist_ok=True)
@@ -109,18 +111,19 @@ def run_sandbox(directory: Path | None, *, records: int = 20000) -> int:
                 encoding="utf-8",
             )
             _step(f"configuration written to {config_path}")
-            return _run_loop(build_poller(load_config(config_path)), simulator, config_path)
+            config = load_config(config_path)
+            poller = build_poller(config)
+            return _run_loop(poller, build_submitter(config, poller.store), simulator, config_path)
 
 
-def _run_loop(poller: object, simulator: PinpointeSimulator, config_path: Path) -> int:
-    from inbox_poller.poller import Poller
-
-    assert isinstance(poller, Poller)
+def _run_loop(
+    poller: Poller, submitter: Submitter, simulator: PinpointeSimulator, config_path: Path
+) -> int:
     today = utc_now().date()
     start = (today - timedelta(days=1)).strftime("%Y%m%d")
     end = today.strftime("%Y%m%d")
     _step(f"submitting GetNewsletterContactDataSummaryAsync stat={SANDBOX_STAT} {start}..{end}")
-    export = poller.submit(ExportRequest(SANDBOX_STAT, start, end))
+    export = submitter.submit(ExportRequest(SANDBOX_STAT, start, end))
     _step(f"Pinpointe answered with job ID {export.job_id}; waiting for its notification")
     deadline = time.monotonic() + WAIT_FOR_ARCHIVE_S
     while True:

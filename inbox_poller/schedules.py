@@ -18,8 +18,8 @@ from datetime import UTC, date, datetime, timedelta
 from itertools import islice
 from typing import Annotated, Any
 
-from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
-from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import (
     AfterValidator,
     BaseModel,

@@ -475,6 +475,17 @@ class Store:
             part_path=None,
         )
 
+    def mark_download_parked(self, export_id: int, now: datetime) -> Export:
+        """A download interrupted by shutdown: back to ``notified``, the attempt not counted."""
+        return self._change(
+            export_id,
+            ExportState.NOTIFIED,
+            now,
+            "interrupted by shutdown",
+            attempts=max(0, self.get_export(export_id).attempts - 1),
+            part_path=None,
+        )
+
     def mark_download_retry(self, export_id: int, reason: str, now: datetime) -> Export:
         """A transient failure: back to ``notified`` so a later pass tries again."""
         return self._change(export_id, ExportState.NOTIFIED, now, reason, part_path=None)

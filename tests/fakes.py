@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from inbox_poller.errors import ApiError, DownloadError, MailboxError
@@ -105,6 +105,8 @@ class FakeApi:
         self.next_job_id = first_job_id
         self.submitted: list[ExportRequest] = []
         self.error: ApiError | None = None
+        self.last_response: str | None = None
+        self.statuses: dict[str, str] = {}
 
     def submit(self, request: ExportRequest) -> str:
         self.submitted.append(request)
@@ -116,6 +118,9 @@ class FakeApi:
 
     def check(self) -> str:
         return "fake account"
+
+    def job_status(self, job_ids: Sequence[str]) -> dict[str, str]:
+        return {job_id: self.statuses.get(job_id, "not found") for job_id in job_ids}
 
 
 class FakeDownloader:

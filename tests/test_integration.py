@@ -10,6 +10,7 @@ import hashlib
 
 import pytest
 
+from inbox_poller.cli import build_submitter
 from inbox_poller.crashpoints import CRASH_EXIT_STATUS, POINTS
 from inbox_poller.download import SafeDownloader
 from inbox_poller.models import ExportRequest, ExportState
@@ -134,7 +135,7 @@ def test_hostile_links_are_refused_and_leave_nothing(
     env = loop_env
     env.sim.send_notifications = False
     poller = env.poller()
-    export = poller.submit(ExportRequest("77"))
+    export = build_submitter(env.config(), poller.store).submit(ExportRequest("77"))
     assert export.job_id is not None
     job_id = export.job_id
     env.dovecot.append(env.folder, _hostile(env, job_id, link.format(port=env.sim.port)))

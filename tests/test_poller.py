@@ -21,6 +21,7 @@ from inbox_poller.errors import (
 from inbox_poller.models import ExportRequest, ExportState, MailOutcome
 from inbox_poller.poller import Poller, PollerSettings
 from inbox_poller.store import Store
+from inbox_poller.submitter import Submitter
 from inbox_poller.urlpolicy import parse_host_rule
 from tests.fakes import FakeApi, FakeDownloader, FakeMailbox
 
@@ -60,13 +61,13 @@ class World:
             self.archive,
             PollerSettings(rules=(parse_host_rule(".mypinpointe.com"),), max_download_attempts=2),
             mailbox=self.mailbox,
-            api=self.api,
             downloader=self.downloader,
             clock=self.clock,
         )
+        self.submitter = Submitter(self.store, self.api, clock=self.clock)
 
     def submit(self, stat: str = "42") -> str:
-        export = self.poller.submit(ExportRequest(stat, "20261001", "20261002"))
+        export = self.submitter.submit(ExportRequest(stat, "20261001", "20261002"))
         assert export.job_id is not None
         return export.job_id
 

@@ -1,0 +1,245 @@
+"""The long-running daemon as a real process, watched through a NOTIFY_SOCKET the test owns."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from inbox_poller.models import ExportState
+from inbox_poller.simulator import Faults
+from inbox_poller.store import Store
+from tests.plugins.loop import REPO_ROOT, LoopEnv
+
+pytestmark = pytest.mark.dovecot
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                return self.messages
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout_s: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        seen = 0
+        while time.monotonic() < deadline:
+            self.drain()
+            for message in self.messages[seen:]:
+                if predicate(message):
+                    return message
+            seen = len(self.messages)
+        raise AssertionError(f"no matching notification in {self.messages!r}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class DaemonProcess:
+    def __init__(self, env: LoopEnv, notify: NotifySocket | None, *args: str) -> None:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("INBOX_POLLER")}
+        environ["PYTHONPATH"] = str(REPO_ROOT)
+        if notify is not None:
+            environ["NOTIFY_SOCKET"] = str(notify.path)
+            environ["WATCHDOG_USEC"] = "2000000"
+        self.stderr_path = env.root / f"daemon-{time.monotonic_ns()}.log"
+        self._stderr = self.stderr_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "inbox_poller", "-c", str(env.config_path), *args, "run"],
+            cwd=env.root,
+            env=environ,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+        )
+
+    def log(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8")
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout_s: float) -> int:
+        return self.process.wait(timeout=timeout_s)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self._stderr.close()
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[NotifySocket]:
+    sock = NotifySocket(tmp_path / "notify.sock")
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        daemon.kill()
+
+
+def _state(env: LoopEnv, job_id: str) -> ExportState | None:
+    export = Store(env.root / "state" / "state.db").export_by_job_id(job_id)
+    return export.state if export else None
+
+
+def _wait_state(env: LoopEnv, job_id: str, wanted: ExportState, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _state(env, job_id) is wanted:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} is {_state(env, job_id)}, not {wanted}")
+
+
+def _fast_config(env: LoopEnv, extra: str = "") -> None:
+    env.write_config()
+    text = env.config_path.read_text(encoding="utf-8")
+    text = text.replace(
+        "timeout_s = 10\n\n[download]", "timeout_s = 5\npoll_interval = 5\n\n[download]"
+    )
+    env.config_path.write_text(text + extra, encoding="utf-8")
+
+
+def test_notify_sequence_and_the_loop_running_on_its_own(
+    loop_env: LoopEnv, notify: NotifySocket, daemons: list[DaemonProcess]
+) -> None:
+    env = loop_env
+    _fast_config(env)
+    daemon = DaemonProcess(env, notify)
+    daemons.append(daemon)
+    notify.wait_for(lambda m: "READY=1" in m)
+    notify.wait_for(lambda m: m.startswith("STATUS="))
+    notify.wait_for(lambda m: m == "WATCHDOG=1")
+
+    # submitted by hand; the daemon receives, downloads, archives and acknowledges by itself
+    job_id = env.submit()
+    _wait_state(env, job_id, ExportState.ACKNOWLEDGED)
+    [line] = env.manifest()
+    assert line["sha256"] == env.sim.job(job_id).sha256
+
+    # a second daemon on the same state refuses to start
+    second = DaemonProcess(env, None)
+    daemons.append(second)
+    assert second.wait(30) != 0
+    assert "already running" in second.log()
+
+    # SIGHUP: RELOADING=1 with MONOTONIC_USEC in one datagram, then READY=1
+    notify.drain()
+    notify.messages.clear()
+    daemon.signal(signal.SIGHUP)
+    reloading = notify.wait_for(lambda m: "RELOADING=1" in m)
+    assert "MONOTONIC_USEC=" in reloading
+    notify.wait_for(lambda m: "READY=1" in m)
+
+    # an invalid new config keeps the old one and logs one error
+    good = env.config_path.read_text(encoding="utf-8")
+    env.config_path.write_text(good.replace("poll_interval = 5", "poll_interval = 'x'"))
+    daemon.signal(signal.SIGHUP)
+    notify.wait_for(lambda m: "READY=1" in m and "RELOADING" not in m)
+    time.sleep(0.5)
+    assert daemon.log().count("reload refused") == 1
+    env.config_path.write_text(good)
+
+    # the reloaded daemon still works
+    job_id = env.submit(stat="4343")
+    _wait_state(env, job_id, ExportState.ACKNOWLEDGED)
+
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(10) == 0
+    assert time.monotonic() - started < 10
+    notify.wait_for(lambda m: "STOPPING=1" in m)
+
+
+def test_bad_config_exits_78_before_ready(
+    loop_env: LoopEnv, notify: NotifySocket, daemons: list[DaemonProcess]
+) -> None:
+    env = loop_env
+    env.config_path.write_text("[imap]\nport = 'x'\n", encoding="utf-8")
+    daemon = DaemonProcess(env, notify)
+    daemons.append(daemon)
+    assert daemon.wait(30) == 78
+    assert not any("READY=1" in m for m in notify.drain())
+
+
+def test_scheduled_export_runs_on_its_own_and_only_once(
+    loop_env: LoopEnv, notify: NotifySocket, daemons: list[DaemonProcess]
+) -> None:
+    env = loop_env
+    _fast_config(
+        env,
+        '\n[[export]]\nname = "daily"\nstat = "5151"\nevery = "1d"\nwindow = "previous-day"\n',
+    )
+    daemon = DaemonProcess(env, notify)
+    daemons.append(daemon)
+    notify.wait_for(lambda m: "READY=1" in m)
+    deadline = time.monotonic() + 20
+    while not env.sim.jobs and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [job_id] = env.sim.jobs
+    _wait_state(env, job_id, ExportState.ACKNOWLEDGED)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(10) == 0
+
+    again = DaemonProcess(env, None)  # a restart the same day submits nothing new
+    daemons.append(again)
+    time.sleep(3)
+    again.signal(signal.SIGTERM)
+    assert again.wait(10) == 0
+    assert list(env.sim.jobs) == [job_id]
+
+
+def test_sigterm_during_a_large_download_parks_it_and_the_next_start_finishes(
+    loop_env: LoopEnv, notify: NotifySocket, daemons: list[DaemonProcess]
+) -> None:
+    env = loop_env
+    _fast_config(env)
+    env.sim.faults_for_next_job(Faults(stall_first=1, stall_at=100_000, stall_s=60))
+    env.sim.payload_records = 20_000
+    job_id = env.submit()
+    daemon = DaemonProcess(env, notify)
+    daemons.append(daemon)
+    _wait_state(env, job_id, ExportState.DOWNLOADING)
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(10) == 0
+    assert time.monotonic() - started < 10
+    export = Store(env.root / "state" / "state.db").export_by_job_id(job_id)
+    assert export is not None
+    assert export.state is ExportState.NOTIFIED
+    assert export.attempts == 0  # a shutdown is not a failed attempt
+    assert env.archived_files() == []
+
+    again = DaemonProcess(env, None)
+    daemons.append(again)
+    _wait_state(env, job_id, ExportState.ACKNOWLEDGED)
+    again.signal(signal.SIGTERM)
+    assert again.wait(10) == 0
+    [path] = env.archived_files()
+    assert env.part_files() == []
+    assert env.manifest()[0]["sha256"] == env.sim.job(job_id).sha256
+    assert path.exists()

@@ -1,0 +1,146 @@
+"""Submissions on demand, on schedule, and after a deadline or an expired link."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from inbox_poller.errors import ApiError
+from inbox_poller.models import ExportRequest, ExportState, MailKey, MailOutcome, MailRecord
+from inbox_poller.schedules import parse_schedules
+from inbox_poller.store import Store
+from inbox_poller.submitter import Submitter
+from tests.fakes import FakeApi
+
+START = datetime(2026, 11, 29, 3, 0, 30, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def api() -> FakeApi:
+    return FakeApi()
+
+
+@pytest.fixture
+def submitter(tmp_path: Path, api: FakeApi, clock: Clock) -> Submitter:
+    return Submitter(Store(tmp_path / "state.db"), api, clock=clock)
+
+
+DAILY = parse_schedules(
+    [{"name": "daily", "stat": "42", "cron": "0 3 * * *", "window": "previous-day"}]
+)
+
+
+def test_submit_records_the_raw_answer(submitter: Submitter, api: FakeApi) -> None:
+    api.last_response = '{"status":"SUCCESS","data":{"jobid":"5000"}}'
+    export = submitter.submit(ExportRequest("42"))
+    assert export.state is ExportState.SUBMITTED
+    assert export.job_id == "5000"
+
+
+def test_a_schedule_fires_once_per_window(submitter: Submitter, api: FakeApi, clock: Clock) -> None:
+    first = submitter.submit_due(DAILY, clock.now)
+    assert [(e.request.startdate, e.request.enddate) for e in first] == [("20261128", "20261129")]
+    assert first[0].schedule == "daily"
+    for minutes in (1, 30, 600):  # the same day: nothing new is due
+        clock.now = START + timedelta(minutes=minutes)
+        assert submitter.submit_due(DAILY, clock.now) == []
+    assert len(api.submitted) == 1
+
+
+def test_missed_windows_are_submitted_once_after_downtime(
+    submitter: Submitter, api: FakeApi, clock: Clock
+) -> None:
+    submitter.submit_due(DAILY, clock.now)
+    clock.now = START + timedelta(days=3)  # down for three days
+    caught_up = submitter.submit_due(DAILY, clock.now)
+    assert [e.request.startdate for e in caught_up] == ["20261129", "20261130", "20261201"]
+    assert submitter.submit_due(DAILY, clock.now) == []  # a restart does not repeat them
+    assert len(api.submitted) == 4
+
+
+def test_a_pending_export_of_the_same_window_blocks_a_second_submit(
+    submitter: Submitter, api: FakeApi, clock: Clock
+) -> None:
+    submitter.submit(ExportRequest("42", "20261128", "20261129"))
+    assert submitter.submit_due(DAILY, clock.now) == []
+    assert len(api.submitted) == 1
+
+
+def test_overdue_failed_job_is_resubmitted_and_bounded(
+    submitter: Submitter, api: FakeApi, clock: Clock
+) -> None:
+    first = submitter.submit(ExportRequest("42"))
+    assert first.job_id is not None
+    clock.now += timedelta(hours=1)
+    assert submitter.reconcile(clock.now, notify_deadline_s=7200, max_resubmits=1) == []
+    clock.now += timedelta(hours=2)
+    api.statuses[first.job_id] = "failed"
+    [second] = submitter.reconcile(clock.now, notify_deadline_s=7200, max_resubmits=1)
+    old = submitter.store.get_export(first.export_id)
+    assert old.state is ExportState.FAILED
+    assert "Pinpointe reports the job as 'failed'" in (old.reason or "")
+    assert (second.replaces, second.resubmits) == (first.export_id, 1)
+    clock.now += timedelta(hours=3)
+    # the replacement vanished too, but the chain is at its bound
+    assert submitter.reconcile(clock.now, notify_deadline_s=7200, max_resubmits=1) == []
+    assert submitter.store.get_export(second.export_id).state is ExportState.FAILED
+    assert len(api.submitted) == 2
+
+
+def test_a_job_still_running_is_noted_and_checked_again_later(
+    submitter: Submitter, api: FakeApi, clock: Clock
+) -> None:
+    export = submitter.submit(ExportRequest("42"))
+    assert export.job_id is not None
+    api.statuses[export.job_id] = "waiting"
+    clock.now += timedelta(hours=3)
+    assert submitter.reconcile(clock.now, notify_deadline_s=7200, max_resubmits=2) == []
+    noted = submitter.store.get_export(export.export_id)
+    assert (noted.state, noted.remote_status) == (ExportState.SUBMITTED, "waiting")
+    assert noted.checked_at == clock.now
+
+
+def test_an_expired_link_leads_to_one_new_request(
+    submitter: Submitter, api: FakeApi, clock: Clock
+) -> None:
+    export = submitter.submit(ExportRequest("42", "20261101", "20261102"))
+    store = submitter.store
+    store.record_mail(
+        MailRecord(MailKey("INBOX", 1, 1), "<m@x>", MailOutcome.MATCHED, "", clock.now, 1),
+        clock.now,
+        download_url="https://a.example/x",
+    )
+    store.mark_downloading(export.export_id, clock.now)
+    store.mark_link_expired(export.export_id, "HTTP 410", clock.now)
+    [again] = submitter.reconcile(clock.now, notify_deadline_s=7200, max_resubmits=2)
+    assert again.request == export.request
+    assert submitter.reconcile(clock.now, notify_deadline_s=7200, max_resubmits=2) == []
+
+
+def test_api_outage_during_reconcile_changes_nothing(
+    submitter: Submitter, api: FakeApi, clock: Clock
+) -> None:
+    export = submitter.submit(ExportRequest("42"))
+
+    def down(_ids: object) -> dict[str, str]:
+        raise ApiError("connection refused", definitive=False)
+
+    api.job_status = down  # type: ignore[method-assign, assignment]
+    clock.now += timedelta(hours=3)
+    assert submitter.reconcile(clock.now, notify_deadline_s=7200, max_resubmits=2) == []
+    assert submitter.store.get_export(export.export_id).state is ExportState.SUBMITTED
