@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--start", type=_date, metavar="YYYYMMDD", help="first day (inclusive)")
     submit.add_argument("--end", type=_date, metavar="YYYYMMDD", help="end day (exclusive)")
 
+    status = commands.add_parser(
+        "status", help="the daemon's health; exits 1 when it is unhealthy or not running"
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
+
     exports = commands.add_parser("exports", help="list the exports in the ledger")
     exports.add_argument(
         "--state", choices=[s.value for s in ExportState], help="only exports in this state"
@@ -310,6 +315,66 @@ def _export_dict(export: Any, archive_dir: Path) -> dict[str, Any]:
     }
 
 
+def daemon_running(state_path: Path) -> bool:
+    """Return whether a daemon or pass holds the lock next to the ledger."""
+    lock_path = state_path.with_name(state_path.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from inbox_poller.health import assess
+    from inbox_poller.models import utc_now
+
+    store = Store(config.state_path)
+    last = store.daemon_values().get("last_poll_at")
+    health = assess(
+        store.list_exports(),
+        datetime.fromisoformat(last) if last else None,
+        utc_now(),
+        poll_interval_s=config.imap.poll_interval,
+        notify_deadline_s=config.exports.notify_deadline,
+    )
+    running = daemon_running(config.state_path)
+    problems = list(health.problems) if running else ["the daemon is not running", *health.problems]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "healthy": not problems,
+                    "running": running,
+                    "status": health.status_line(),
+                    "problems": problems,
+                    "pending": health.pending,
+                    "oldest_pending_age_s": health.oldest_pending_age_s,
+                    "last_poll_age_s": health.last_poll_age_s,
+                    "counts": health.counts,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(health.status_line())
+        print(f"daemon: {'running' if running else 'not running'}")
+        for state in ExportState:
+            if health.counts.get(state.value):
+                print(f"  {state.value:<15} {health.counts[state.value]}")
+        for problem in problems:
+            print(f"problem: {problem}")
+    return EXIT_OK if not problems else EXIT_FAILURE
+
+
 def cmd_exports(config: Config, args: argparse.Namespace) -> int:
     store = Store(config.state_path)
     states = [ExportState(args.state)] if args.state else None
@@ -432,6 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "run": cmd_run,
             "submit": cmd_submit,
             "exports": cmd_exports,
+            "status": cmd_status,
             "check": cmd_check,
         }
         return handlers[args.command](config, args)

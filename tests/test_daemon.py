@@ -141,6 +141,12 @@ def test_notify_sequence_and_the_loop_running_on_its_own(
     [line] = env.manifest()
     assert line["sha256"] == env.sim.job(job_id).sha256
 
+    healthy = env.cli("status")
+    assert healthy.returncode == 0, healthy.stdout
+    assert "0 pending exports; last poll" in healthy.stdout
+    assert "daemon: running" in healthy.stdout
+    assert "acknowledged    1" in healthy.stdout
+
     # a second daemon on the same state refuses to start
     second = DaemonProcess(env, None)
     daemons.append(second)
@@ -173,6 +179,9 @@ def test_notify_sequence_and_the_loop_running_on_its_own(
     assert daemon.wait(10) == 0
     assert time.monotonic() - started < 10
     notify.wait_for(lambda m: "STOPPING=1" in m)
+    stopped = env.cli("status")
+    assert stopped.returncode == 1
+    assert "problem: the daemon is not running" in stopped.stdout
 
 
 def test_bad_config_exits_78_before_ready(
