@@ -397,6 +397,7 @@ class Poller:
         self, record: MailRecord, match: Match | None, url: str | None, report: CycleReport
     ) -> None:
         job = match.job_id if match and match.job_id else ",".join(record.job_ids) or "-"
+        keys = {"uid": str(record.key), "job_id": job, "export_id": record.export_id}
         if record.outcome is MailOutcome.MATCHED:
             report.matched.append(job)
             logger.info(
@@ -405,6 +406,7 @@ class Poller:
                 record.export_id,
                 job,
                 redact_url(url or ""),
+                extra=keys,
             )
         elif record.outcome is MailOutcome.DUPLICATE:
             logger.info(
@@ -414,13 +416,21 @@ class Poller:
                 record.export_id,
                 job,
                 record.reason,
+                extra=keys,
             )
         elif record.outcome is MailOutcome.UNMATCHED:
             report.unmatched += 1
-            logger.info("uid %s: left in place, no matching export: %s", record.key, record.reason)
+            logger.info(
+                "uid %s: left in place, no matching export: %s",
+                record.key,
+                record.reason,
+                extra=keys,
+            )
         else:
             report.refused.append(f"{record.key}: {record.reason}")
-            logger.warning("uid %s: refused (job %s): %s", record.key, job, record.reason)
+            logger.warning(
+                "uid %s: refused (job %s): %s", record.key, job, record.reason, extra=keys
+            )
 
     def _rematch(self, report: CycleReport) -> None:
         waiting = self.store.list_exports(
@@ -557,6 +567,7 @@ class Poller:
             archived.bytes,
             "?" if archived.records is None else archived.records,
             archived.sha256,
+            extra={"export_id": export_id, "job_id": export.job_id},
         )
 
     # ---- acknowledgement -----------------------------------------------------------
@@ -575,4 +586,9 @@ class Poller:
                 report.failed.append(f"mail {mail.key}: {exc}")
                 return
             report.acknowledged += 1
-            logger.info("uid %s: acknowledged (%s)", mail.key, result)
+            logger.info(
+                "uid %s: acknowledged (%s)",
+                mail.key,
+                result,
+                extra={"uid": str(mail.key), "export_id": mail.export_id},
+            )

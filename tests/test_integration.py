@@ -7,6 +7,7 @@ machine and fail in CI (see tests/plugins/dovecot.py).
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
@@ -281,3 +282,18 @@ def test_crash_at_every_step_resumes_to_exactly_one_archive(loop_env: LoopEnv, p
     assert "archived 0, acknowledged 0" in idle.stdout
     assert len(served.requests) == downloads
     assert len(env.manifest()) == 1
+
+
+def test_json_logs_are_keyed_and_never_carry_secrets(loop_env: LoopEnv) -> None:
+    env = loop_env
+    job_id = env.submit()
+    link = env.sim.job(job_id).download_url
+    query = link.split("?", 1)[1]
+    result = env.cli("--log-format", "json", "-v", "run", "--once")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert any(e.get("job_id") == job_id and "archived" in e["message"] for e in lines)
+    assert any("uid" in e and "acknowledged" in e["message"] for e in lines)
+    everything = result.stdout + result.stderr
+    for secret in (env.dovecot.password, env.sim.token, query):
+        assert secret not in everything
