@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH:/usr/sbin"
-ruff check .
-ruff format --check .
+ruff check inbox_poller tests bench
+ruff format --check inbox_poller tests bench
 mypy
 pytest "$@"
