@@ -252,3 +252,35 @@ def test_sigterm_during_a_large_download_parks_it_and_the_next_start_finishes(
     assert env.part_files() == []
     assert env.manifest()[0]["sha256"] == env.sim.job(job_id).sha256
     assert path.exists()
+
+
+def test_imap_server_restart_loses_and_duplicates_nothing(
+    loop_env: LoopEnv, notify: NotifySocket, daemons: list[DaemonProcess]
+) -> None:
+    env = loop_env
+    _fast_config(env)
+    daemon = DaemonProcess(env, notify)
+    daemons.append(daemon)
+    notify.wait_for(lambda m: "READY=1" in m)
+    first = env.submit()
+    _wait_state(env, first, ExportState.ACKNOWLEDGED)
+
+    env.sim.send_notifications = False
+    result = env.cli("submit", "--stat", "4343")
+    assert result.returncode == 0, result.stderr
+    second = result.stdout.strip()
+    env.sim.job(second).wait_ready(30)
+    # the server goes away under the daemon's IDLE; the mail arrives right after it is
+    # back, before the daemon has reconnected (its back-off starts at one second)
+    env.dovecot.stop()
+    time.sleep(0.5)
+    env.dovecot.start()
+    env.sim.deliver_notification(second)
+    _wait_state(env, second, ExportState.ACKNOWLEDGED, timeout_s=30)
+    assert sorted(line["job_id"] for line in env.manifest()) == sorted([first, second])
+    assert len(env.archived_files()) == 2
+    assert len(env.messages(env.processed)) == 2
+    assert len(env.sim.job(second).requests) == 1  # downloaded once
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(10) == 0
+    assert "reconnect" in daemon.log().lower() or "backoff" in daemon.log().lower()
