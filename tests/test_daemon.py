@@ -124,14 +124,21 @@ def _fast_config(env: LoopEnv, extra: str = "") -> None:
     env.config_path.write_text(text + extra, encoding="utf-8")
 
 
-def test_notify_sequence_and_the_loop_running_on_its_own(
-    loop_env: LoopEnv, notify: NotifySocket, daemons: list[DaemonProcess]
-) -> None:
-    env = loop_env
+def _ready_daemon(
+    env: LoopEnv, notify: NotifySocket, daemons: list[DaemonProcess]
+) -> DaemonProcess:
     _fast_config(env)
     daemon = DaemonProcess(env, notify)
     daemons.append(daemon)
     notify.wait_for(lambda m: "READY=1" in m)
+    return daemon
+
+
+def test_notify_sequence_and_the_loop_running_on_its_own(
+    loop_env: LoopEnv, notify: NotifySocket, daemons: list[DaemonProcess]
+) -> None:
+    env = loop_env
+    daemon = _ready_daemon(env, notify, daemons)
     notify.wait_for(lambda m: m.startswith("STATUS="))
     notify.wait_for(lambda m: m == "WATCHDOG=1")
 
@@ -258,10 +265,7 @@ def test_imap_server_restart_loses_and_duplicates_nothing(
     loop_env: LoopEnv, notify: NotifySocket, daemons: list[DaemonProcess]
 ) -> None:
     env = loop_env
-    _fast_config(env)
-    daemon = DaemonProcess(env, notify)
-    daemons.append(daemon)
-    notify.wait_for(lambda m: "READY=1" in m)
+    daemon = _ready_daemon(env, notify, daemons)
     first = env.submit()
     _wait_state(env, first, ExportState.ACKNOWLEDGED)
 
