@@ -87,6 +87,16 @@ def test_every_link_says_why_it_was_kept_or_refused() -> None:
     )
 
 
+def test_each_link_lists_the_links_it_was_unwrapped_from() -> None:
+    links = _report("18_tracking_redirect_twice.eml", [JOB])["links"]
+    by_url = {link["url"]: link for link in links}
+    target = by_url[DL]
+    assert target["kept"] and len(target["via"]) == 1
+    tracker = by_url[target["via"][0]]
+    assert tracker["reason"] == "tracking redirect; its target is judged instead"
+    assert len(tracker["via"]) == 1 and "safelinks" in tracker["via"][0]
+
+
 def test_without_pending_ids_the_would_be_link_is_named() -> None:
     report = _report("15_no_job_id.eml", [])
     assert report["match"]["outcome"] == "unmatched"
