@@ -22,7 +22,7 @@ from inbox_poller.archive import Archive
 from inbox_poller.config import Config, load_config, resolve_config_path
 from inbox_poller.errors import ConfigError, InboxPollerError
 from inbox_poller.models import DATE_RE, STAT_ID_RE, ExportRequest, ExportState
-from inbox_poller.poller import Poller, PollerSettings
+from inbox_poller.poller import LAST_POLL_KEY, Poller, PollerSettings
 from inbox_poller.store import Store
 from inbox_poller.submitter import Submitter
 from inbox_poller.urlpolicy import HostRule, parse_host_rule, redact_url
@@ -338,7 +338,7 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     from inbox_poller.models import utc_now
 
     store = Store(config.state_path)
-    last = store.daemon_values().get("last_poll_at")
+    last = store.daemon_values().get(LAST_POLL_KEY)
     health = assess(
         store.list_exports(),
         datetime.fromisoformat(last) if last else None,

@@ -41,7 +41,7 @@ from inbox_poller.config import Config, load_config
 from inbox_poller.errors import ConfigError, InboxPollerError
 from inbox_poller.health import Health, assess
 from inbox_poller.models import CycleReport, ExportState, MailboxStatus, utc_now
-from inbox_poller.poller import Poller
+from inbox_poller.poller import LAST_POLL_KEY, Poller
 from inbox_poller.sdnotify import Notifier
 from inbox_poller.store import Store
 from inbox_poller.submitter import Submitter
@@ -259,7 +259,6 @@ class Daemon:
         session.poller.read_mail(status, report)
         self._dispatch_downloads(session)
         session.poller.acknowledge(report)
-        session.poller.store.set_daemon_value("last_poll_at", self._clock().isoformat())
 
     def _dispatch_downloads(self, session: _Session) -> None:
         for export in session.poller.store.list_exports(DOWNLOAD_STATES):
@@ -304,7 +303,7 @@ class Daemon:
 
     def health(self, session: _Session) -> Health:
         store = session.poller.store
-        last = store.daemon_values().get("last_poll_at")
+        last = store.daemon_values().get(LAST_POLL_KEY)
         return assess(
             store.list_exports(),
             datetime.fromisoformat(last) if last else None,

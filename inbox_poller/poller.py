@@ -128,6 +128,8 @@ class Downloader(Protocol):
 # ---- the core loop -------------------------------------------------------------
 
 _MAX_SUMMARY_TOKENS = 5000
+LAST_POLL_KEY = "last_poll_at"
+"""Ledger key of the last successful mailbox pass (``status`` and ``STATUS=`` read it)."""
 DEFAULT_REMATCH_WINDOW = timedelta(days=7)
 """How long an unmatched mail is kept for re-matching (its export may not be known yet)."""
 
@@ -303,6 +305,7 @@ class Poller:
                     logger.error("uid %s: %s", fetched.key, exc, extra={"uid": str(fetched.key)})
                     report.failed.append(f"mail {fetched.key}: {exc}")
             self._rematch(report)
+            self.store.set_daemon_value(LAST_POLL_KEY, self.clock().isoformat())
         except MailboxError as exc:
             logger.error("mailbox: %s", exc)
             report.failed.append(f"mailbox: {exc}")

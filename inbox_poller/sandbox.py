@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import time
 from datetime import timedelta
@@ -96,6 +97,9 @@ def run_sandbox(directory: Path | None, *, records: int = 20000) -> int:
         with simulator:
             _step(f"simulated Pinpointe API at {simulator.api_url} (CA {simulator.ca_file})")
             config_path = base / "config.toml"
+            # the Dovecot instance is deleted at the end; its CA stays usable for the config
+            imap_ca = base / "imap-ca.pem"
+            shutil.copyfile(dovecot.ca_file, imap_ca)
             _write_secret(base / "secrets" / "usertoken", simulator.token)
             _write_secret(base / "secrets" / "imap-password", dovecot.password)
             config_path.write_text(
@@ -105,7 +109,7 @@ def run_sandbox(directory: Path | None, *, records: int = 20000) -> int:
                     ca_file=simulator.ca_file,
                     imaps_port=dovecot.imaps_port,
                     imap_user=dovecot.user,
-                    imap_ca=dovecot.ca_file,
+                    imap_ca=imap_ca,
                     host_rule=simulator.host_rule,
                 ),
                 encoding="utf-8",
