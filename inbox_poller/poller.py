@@ -443,7 +443,10 @@ class Poller:
             return
         now = self.clock()
         exports = self.store.list_exports()
-        for record, summary in self.store.unmatched_mails(now - self.settings.rematch_window):
+        # a mail can only be claimed by an export that existed when it arrived, so mail
+        # older than the oldest waiting export is never worth re-reading
+        since = max(now - self.settings.rematch_window, min(e.created_at for e in waiting))
+        for record, summary in self.store.unmatched_mails(since):
             # only exports that existed when the mail arrived may claim it
             known = [e for e in exports if e.created_at <= record.seen_at]
             match = match_notification(

@@ -34,7 +34,7 @@ from inbox_poller.models import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -118,6 +118,11 @@ _MIGRATIONS: dict[int, str] = {
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );
+    """,
+    # v3: re-matching reads the recent unmatched mail on every pass while an export
+    # waits; without this index that was a scan of every mail ever seen
+    3: """
+    CREATE INDEX mails_unmatched ON mails(outcome, seen_at);
     """,
 }
 
@@ -661,7 +666,7 @@ class Store:
         """Return unmatched mails seen after *since*, with the summary kept for re-matching."""
         rows = self._query(
             "SELECT * FROM mails WHERE outcome = ? AND seen_at >= ? AND summary IS NOT NULL"
-            " ORDER BY seen_at",
+            " ORDER BY seen_at, uidvalidity, uid",
             (MailOutcome.UNMATCHED.value, _iso(since)),
         )
         return [(_row_to_mail(row), json.loads(row["summary"])) for row in rows]
@@ -671,7 +676,7 @@ class Store:
         rows = self._query(
             "SELECT m.* FROM mails m JOIN exports e ON e.export_id = m.export_id"
             " WHERE m.acknowledged_at IS NULL AND m.outcome IN (?, ?) AND e.state IN (?, ?)"
-            " ORDER BY m.seen_at",
+            " ORDER BY m.seen_at, m.uidvalidity, m.uid",
             (
                 MailOutcome.MATCHED.value,
                 MailOutcome.DUPLICATE.value,
