@@ -7,15 +7,21 @@ LoadCredential, ProtectSystem, seccomp, MemoryDenyWriteExecute, the notify socke
 the watchdog and restarts. The network namespace is shared, so the service reaches
 the session Dovecot and the Pinpointe simulator on loopback.
 
-The host is left alone: inside the box ``/run``, ``/var/lib``, ``/var/log`` and
-``/opt`` are fresh tmpfs mounts and ``/etc`` is an overlay whose writes land in the
-box's directory. The interpreter and the checkout are bound read-only under
+The host is left alone: inside the box ``/run``, ``/var/lib``, ``/var/log``, ``/opt``,
+``/tmp``, ``/var/tmp`` and ``/dev/shm`` are fresh tmpfs mounts and ``/etc`` is an overlay whose
+writes land in the box's directory. The host's boot units are masked and the box
+boots only its own ``box.target``; every service (transient ones too) gets
+``DefaultDependencies=no`` from a ``service.d`` drop-in, so nothing pulls in
+``sysinit.target``. The interpreter and the checkout are bound read-only under
 ``/opt/inbox-poller`` (a stand-in for the documented venv), because ProtectHome=
 and PrivateTmp= hide /root, /home and /tmp from the service.
 
 ``systemd_box`` (module-scoped) yields a booted :class:`SystemdBox` with the unit
 installed, or skips with the reason the box cannot run here (not root, no systemd
-binary, a host already run by systemd, no overlayfs, ...).
+binary, a host already run by systemd, no overlayfs, ...). It plants a file in the
+host's ``/tmp`` before boot and fails the module if the file is gone afterwards.
+:meth:`SystemdBox.start_dbus` starts a D-Bus system bus inside the box, which
+``systemd-run`` (and so ``systemd/inbox-poller-admin``) needs.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ BOX_PYTHON_ROOT = BOX_PREFIX / "python"
 BOX_SRC = BOX_PREFIX / "src"
 BOX_BIN = BOX_PREFIX / "venv" / "bin"
 BOX_RUN = Path("/run/box")
+BOX_ADMIN = BOX_SRC / "systemd" / "inbox-poller-admin"
+DBUS_DAEMON = Path("/usr/bin/dbus-daemon")
 OPT_IN_ENV = "INBOX_POLLER_SYSTEMD_BOX"
 BOOT_TIMEOUT_S = 30.0
 COMMAND_TIMEOUT_S = 120.0
@@ -68,11 +76,15 @@ MASKED_UNITS = (
 )
 """Units that must never run in the box: they would act on the shared host."""
 
-TEST_DROPIN = """\
+NO_DEFAULT_DEPENDENCIES = """\
 [Unit]
-# the box boots no sysinit.target
+# The box never starts sysinit.target (it would run the host's boot services), and a
+# unit that Requires= a masked unit cannot start: so no unit may depend on it.
 DefaultDependencies=no
+"""
+"""Applied to every service (``service.d/``, transient ones included) and to D-Bus's socket."""
 
+TEST_DROPIN = """\
 [Service]
 StandardOutput=append:{log}
 StandardError=inherit
@@ -180,6 +192,8 @@ chmod 0755 {BOX_BIN}/python {BOX_BIN}/inbox-poller
 # last, as boot.sh itself lives in /tmp: the box must never touch the host's /tmp
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=1777 tmpfs /var/tmp
+# PrivateDevices= binds /dev/shm into the service's /dev: let that be the box's own
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 # systemd moves credential mounts by propagation: give it shared mounts of its own
 mount --make-rshared /
@@ -254,6 +268,9 @@ class SystemdBox:
         (units / BOX_UNIT).write_text(SHIPPED_UNIT.read_text())
         for name in MASKED_UNITS:
             (units / name).symlink_to("/dev/null")
+        for dropins in ("service.d", "dbus.socket.d"):
+            (units / dropins).mkdir()
+            (units / dropins / "box.conf").write_text(NO_DEFAULT_DEPENDENCIES)
 
     def _wait_until_running(self) -> None:
         assert self._process is not None
@@ -333,6 +350,23 @@ class SystemdBox:
         self.ctl("daemon-reload")
         return self.path(log)
 
+    def start_dbus(self) -> None:
+        """Start the system bus in the box (its socket is in the box's own /run).
+
+        ``systemd-run`` asks PID 1 over D-Bus, so ``inbox-poller-admin`` needs it.
+        """
+        if not DBUS_DAEMON.exists():
+            raise BoxUnavailable(f"{DBUS_DAEMON} is missing (apt-get install dbus)")
+        self.ctl("start", "dbus.service")
+
+    def main_pid(self) -> int:
+        """The service's main PID, as the box (and its /proc) numbers it; 0 if none."""
+        return int(self.show("MainPID")["MainPID"])
+
+    def proc(self, pid: int) -> Path:
+        """The host's view of /proc/PID inside the box (the box's own procfs)."""
+        return self.path(f"/proc/{pid}")
+
     def wait_for(self, prop: str, value: str, timeout_s: float) -> dict[str, str]:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -349,12 +383,19 @@ def systemd_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemdBox
         box = SystemdBox(tmp_path_factory.mktemp("systemd-box"))
     except BoxUnavailable as exc:
         pytest.skip(f"no systemd box here: {exc}")
+    # An earlier box once ran systemd-tmpfiles against the host and emptied /tmp.
+    canary = Path("/tmp") / f"inbox-poller-box-canary-{secrets.token_hex(4)}"
+    canary.write_text("the systemd box must leave the host's /tmp alone\n")
     try:
-        box.boot()
-    except BoxUnavailable as exc:
-        box.shutdown()
-        pytest.skip(f"no systemd box here: {exc}")
-    try:
-        yield box
+        try:
+            box.boot()
+        except BoxUnavailable as exc:
+            box.shutdown()
+            pytest.skip(f"no systemd box here: {exc}")
+        try:
+            yield box
+        finally:
+            box.shutdown()
+        assert canary.exists(), f"the systemd box deleted {canary} from the host's /tmp"
     finally:
-        box.shutdown()
+        canary.unlink(missing_ok=True)
