@@ -233,6 +233,8 @@ class Archive:
         if self._manifest_has(manifest, line.job_id, line.sha256):
             return
         text = json.dumps(asdict(line), sort_keys=False, ensure_ascii=False) + "\n"
+        if self._ends_torn(manifest):
+            text = "\n" + text  # a crash tore the last line: never glue ours onto it
         try:
             fd = os.open(
                 manifest,
@@ -246,6 +248,18 @@ class Archive:
                 os.close(fd)
         except OSError as exc:
             raise ArchiveError(f"cannot append to {manifest}: {exc.strerror}") from exc
+
+    @staticmethod
+    def _ends_torn(manifest: Path) -> bool:
+        try:
+            with manifest.open("rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                if handle.tell() == 0:
+                    return False
+                handle.seek(-1, os.SEEK_END)
+                return handle.read(1) != b"\n"
+        except FileNotFoundError:
+            return False
 
     @staticmethod
     def _manifest_has(manifest: Path, job_id: str, sha256: str) -> bool:
