@@ -1,22 +1,27 @@
 """Benchmark: inbox-poller's download + archive against ``curl -o`` on loopback HTTPS.
 
 Generates JSON payloads of contact records on disk (never held in memory), serves
-them from a loopback HTTPS server, and times, for each size and repetition:
+them from a loopback HTTPS server, and times, for each size and repetition, in a
+rotating order:
 
 * ``curl -s -o FILE --cacert CA URL`` (no fsync);
 * one child process running ``SafeDownloader.download`` into a file sink, then the
-  commit (fsync, rename, directory fsync), exactly as the daemon archives.
+  commit (fsync, rename, directory fsync), exactly as the daemon archives;
+* the same child with the JSON check replaced by one that accepts everything
+  (``--no-validation``): TLS, SHA-256 and the writes alone, the floor of this design.
 
-Peak RSS comes from ``os.wait4`` on each child. The "ijson floor" column is the
-parser alone over the file from the page cache (same settings as the downloader):
-no download can validate faster than that. See bench/README.md.
+Peak RSS comes from ``os.wait4`` on each child. Then each validator runs alone over the
+file from the page cache: ``jsoncheck.FastCheck`` (simdjson) and ``jsoncheck.validate``
+(ijson, which the downloader uses only when the fast check is undecided). See
+bench/README.md.
 
-Run: ``python -m bench.bench_download [--sizes 64,512] [--reps 3]``.
+Run: ``python -m bench.bench_download [--sizes 64,512] [--reps 5]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -29,7 +34,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 MIB = 1024 * 1024
 _FIRST = ("Anna", "Ben", "Chloé", "Dmitri", "Émile", "Fatima", "Grace", "Hiro", "Ivan", "Jürgen")
@@ -121,6 +126,9 @@ class FileSink:
         os.ftruncate(self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)
 
+    def read_back(self) -> BinaryIO:
+        return self.part.open("rb")
+
     def commit(self) -> None:
         os.fsync(self._fd)
         os.close(self._fd)
@@ -132,15 +140,35 @@ class FileSink:
             os.close(directory)
 
 
-def child_main(url: str, ca: Path, out: Path) -> None:
-    """Download *url* into *out* and print a JSON line with the timings."""
-    from inbox_poller.config import DownloadConfig
-    from inbox_poller.download import SafeDownloader
+class _AcceptAll:
+    """Stands in for ``jsoncheck.FastCheck`` in ``--no-validation`` runs: the floor."""
 
+    reason = None
+
+    def feed(self, data: bytes) -> None:
+        """Look at nothing."""
+
+    def finish(self) -> Any:
+        from inbox_poller.jsoncheck import Shape
+
+        return Shape("unknown", None)
+
+
+def child_main(url: str, ca: Path, out: Path, *, validate: bool = True) -> None:
+    """Download *url* into *out* and print a JSON line with the timings.
+
+    Without *validate*, the downloader runs with its JSON check replaced by one that
+    accepts everything: TLS, SHA-256 and the writes alone, the floor for this design.
+    """
+    from inbox_poller import download
+    from inbox_poller.config import DownloadConfig
+
+    if not validate:
+        download.FastCheck = _AcceptAll  # type: ignore[attr-defined, assignment]
     host = url.split("/")[2]
     config = DownloadConfig(allowed_hosts=(host,), allow_private_addresses=True, max_bytes=2**40)
     started = time.perf_counter()
-    downloader = SafeDownloader(config, ca_file=ca)
+    downloader = download.SafeDownloader(config, ca_file=ca)
     sink = FileSink(out)
     result = downloader.download(url, sink)
     downloaded = time.perf_counter()
@@ -160,16 +188,23 @@ def child_main(url: str, ca: Path, out: Path) -> None:
 
 
 def floor_main(path: Path) -> None:
-    """Print the seconds the parser alone needs for *path* (as the downloader runs it)."""
-    from inbox_poller import download
+    """Print the seconds each validator alone needs for *path*, from the page cache."""
+    from inbox_poller import download, jsoncheck
 
+    started = time.perf_counter()
+    check = jsoncheck.FastCheck()
     with path.open("rb") as handle:
-        prefix = download.sniff_shape(handle.read(download.HEAD_BYTES))[1]
+        while piece := handle.read(download.CHUNK_BYTES):
+            check.feed(piece)
+    shape = check.finish()
+    fast_s = time.perf_counter() - started
     started = time.perf_counter()
     with path.open("rb") as handle:
-        items = download._JSON.items(handle, prefix, buf_size=download.PARSE_SLICE_BYTES)
-        count = sum(1 for _ in items)
-    print(json.dumps({"floor_s": time.perf_counter() - started, "records": count}))
+        slow = jsoncheck.validate(handle.read)
+    ijson_s = time.perf_counter() - started
+    if shape != slow:
+        raise SystemExit(f"the fast check found {shape} ({check.reason}), ijson {slow}")
+    print(json.dumps({"fast_s": fast_s, "ijson_s": ijson_s, "records": slow.records}))
 
 
 # --- the parent: servers, runs, table ------------------------------------------------------
@@ -279,64 +314,87 @@ def _wait_for_port(port: int) -> None:
 
 
 def _measure(url: str, ca: Path, work: Path, payload: Path, reps: int) -> dict[str, float]:
-    curl_s: list[float] = []
-    ours_s: list[float] = []
-    download_s: list[float] = []
-    commit_s: list[float] = []
-    rss: list[float] = []
+    """Run curl, the downloader and the downloader without validation *reps* times each,
+    in a rotating order (the VM's noise drifts); return medians and the peak RSS."""
+    runs: dict[str, list[Run]] = {"curl": [], "ours": [], "bare": []}
     out = work / "archive" / f"{payload.stem}.json"
-    for _ in range(reps):
-        curl = _timed(["curl", "-s", "-o", str(work / "curl.out"), "--cacert", str(ca), url])
-        (work / "curl.out").unlink()
-        ours = _timed(
-            [sys.executable, "-m", "bench.bench_download", "--child", url, str(ca), str(out)]
-        )
-        if ours.report["bytes"] != payload.stat().st_size:
-            raise SystemExit("the archived size differs from the payload")
-        out.unlink()
-        curl_s.append(curl.seconds)
-        ours_s.append(ours.seconds)
-        download_s.append(ours.report["download_s"])
-        commit_s.append(ours.report["commit_s"])
-        rss.append(ours.peak_rss_mib)
-    floor = _timed([sys.executable, "-m", "bench.bench_download", "--floor", str(payload)])
-    return {
-        "curl": statistics.median(curl_s),
-        "ours": statistics.median(ours_s),
-        "download": statistics.median(download_s),
-        "commit": statistics.median(commit_s),
-        "rss": max(rss),
-        "floor": floor.report["floor_s"],
+    child = [sys.executable, "-m", "bench.bench_download", "--child", url, str(ca), str(out)]
+    commands = {
+        "curl": ["curl", "-s", "-o", str(work / "curl.out"), "--cacert", str(ca), url],
+        "ours": child,
+        "bare": [*child, "--no-validation"],
     }
+    digest = _sha256(payload)
+    order = list(commands)
+    for _ in range(reps):
+        for name in order:
+            run = _timed(commands[name])
+            (work / "curl.out" if name == "curl" else out).unlink()
+            if name != "curl" and run.report["sha256"] != digest:
+                raise SystemExit("the archived payload differs from the one served")
+            runs[name].append(run)
+        order.append(order.pop(0))
+    floor = _timed([sys.executable, "-m", "bench.bench_download", "--floor", str(payload)])
+
+    def median(name: str, key: str | None = None) -> float:
+        return statistics.median(
+            run.seconds if key is None else sum(run.report[k] for k in key.split("+"))
+            for run in runs[name]
+        )
+
+    return {
+        "curl": median("curl"),
+        "ours": median("ours"),
+        "work": median("ours", "download_s+commit_s"),
+        "commit": median("ours", "commit_s"),
+        "bare": median("bare", "download_s+commit_s"),
+        "rss": max(run.peak_rss_mib for run in runs["ours"]),
+        "fast": floor.report["fast_s"],
+        "ijson": floor.report["ijson_s"],
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(MIB):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _print_table(rows: list[tuple[int, dict[str, float]]], server: str, reps: int) -> None:
     print(f"\nserver: {server}; median of {reps} runs; peak RSS is the maximum over the runs")
     print(
         "| size | curl s | inbox-poller s (process) | download + commit s | ratio (process) "
-        "| ratio (download + commit) | ijson floor s | floor / curl | peak RSS MiB |"
+        "| ratio (download + commit) | without validation s | its ratio "
+        "| fast check alone s | ijson alone s | peak RSS MiB |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for size, m in rows:
-        work = m["download"] + m["commit"]
         print(
-            f"| {size} MiB | {m['curl']:.2f} | {m['ours']:.2f} | {work:.2f} "
-            f"| {m['ours'] / m['curl']:.1f}x | {work / m['curl']:.1f}x | {m['floor']:.2f} "
-            f"| {m['floor'] / m['curl']:.1f}x | {m['rss']:.0f} |"
+            f"| {size} MiB | {m['curl']:.2f} | {m['ours']:.2f} | {m['work']:.2f} "
+            f"| {m['ours'] / m['curl']:.2f}x | {m['work'] / m['curl']:.2f}x | {m['bare']:.2f} "
+            f"| {m['bare'] / m['curl']:.2f}x | {m['fast']:.2f} | {m['ijson']:.2f} "
+            f"| {m['rss']:.0f} |"
         )
+    commits = ", ".join(f"{m['commit']:.2f} s at {size} MiB" for size, m in rows)
+    print(f"\n(commit, i.e. fsync + rename + directory fsync: {commits}.)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="64,512", help="payload sizes in MiB")
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--server", choices=("openssl", "python"), default="openssl")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
     parser.add_argument("--child", nargs=3, metavar=("URL", "CA", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--no-validation", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--floor", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child_main(args.child[0], Path(args.child[1]), Path(args.child[2]))
+        child_main(
+            args.child[0], Path(args.child[1]), Path(args.child[2]), validate=not args.no_validation
+        )
         return 0
     if args.floor:
         floor_main(args.floor)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import io
 import json
 import logging
 import random
@@ -20,11 +21,12 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
 import inbox_poller.download as download
+import inbox_poller.jsoncheck as jsoncheck
 from inbox_poller.config import DownloadConfig
 from inbox_poller.download import SafeDownloader, address_refusal, retry_after_seconds, sniff_shape
 from inbox_poller.errors import (
@@ -64,6 +66,10 @@ class RecordingSink:
     def restart(self) -> None:
         self.data.clear()
         self.events.append("restart")
+
+    def read_back(self) -> BinaryIO:
+        self.events.append("read_back")
+        return io.BytesIO(bytes(self.data))
 
     @property
     def restarts(self) -> int:
@@ -343,30 +349,121 @@ def test_records_count_the_main_array(
 
 
 def test_an_array_beyond_the_head_is_not_the_main_array() -> None:
-    head = b'{"note": "' + b"x" * download.HEAD_BYTES + b'", "items": [1, 2]}'
-    assert sniff_shape(head[: download.HEAD_BYTES]) == ("object", None)
+    head = b'{"note": "' + b"x" * jsoncheck.HEAD_BYTES + b'", "items": [1, 2]}'
+    assert sniff_shape(head[: jsoncheck.HEAD_BYTES]) == ("object", None)
     assert sniff_shape(b'{"data": {"item": [') == ("object", "data.item.item")
 
 
-def test_a_huge_item_restarts_the_download_without_counting(
+def test_a_huge_item_is_validated_again_without_counting_and_not_downloaded_again(
     https_server: HttpsServer,
     fetch: Callable[..., tuple[Any, RecordingSink]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(download, "MAX_ITEM_BYTES", 256 * 1024)
+    monkeypatch.setattr(jsoncheck, "MAX_ITEM_BYTES", 256 * 1024)
     body = json.dumps([{"blob": "x" * 600_000}, 1, 2]).encode()
     https_server.route("/p", Reply(body=body))
     result, sink = fetch("/p")
     assert (result.records, result.top_level) == (None, "array")
     assert result.sha256 == hashlib.sha256(body).hexdigest()
     assert bytes(sink.data) == body
-    assert sink.restarts == 1
-    assert https_server.hits("/p") == 2
+    assert sink.restarts == 0
+    assert sink.events.count("read_back") == 1
+    assert https_server.hits("/p") == 1
 
 
 def test_the_json_backend_is_the_c_extension() -> None:
-    assert download.JSON_BACKEND == "yajl2_c"
-    assert download._JSON.backend_name == "yajl2_c"
+    assert jsoncheck.JSON_BACKEND == "yajl2_c"
+    assert jsoncheck._JSON.backend_name == "yajl2_c"
+
+
+# --- the fast check and ijson, the authority ------------------------------------------------
+
+
+def test_a_record_payload_is_validated_while_it_streams(
+    https_server: HttpsServer,
+    fetch: Callable[..., tuple[Any, RecordingSink]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    https_server.route("/p", Reply(body=BIG, chunked=True))
+    caplog.set_level(logging.INFO, logger="inbox_poller")
+    result, sink = fetch("/p")
+    assert (result.records, result.top_level) == (15_000, "array")
+    assert "read_back" not in sink.events  # ijson never ran
+    assert not any("undecided" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("body", "records"),
+    [
+        (b'{"data": {"item": [18446744073709551616, 1, 2]}}', 3),  # beyond simdjson's 64 bits
+        (b"[" + b"7" * 5000 + b"]", 1),  # beyond what ijson converts (shortened for it)
+        (b'{"a": {"b": {"c": [1]}}}', None),  # no main array near the start
+    ],
+    ids=["bigint", "5000-digits", "no-main-array"],
+)
+def test_a_payload_the_fast_check_leaves_undecided_is_validated_from_the_sink(
+    https_server: HttpsServer,
+    fetch: Callable[..., tuple[Any, RecordingSink]],
+    caplog: pytest.LogCaptureFixture,
+    body: bytes,
+    records: int | None,
+) -> None:
+    https_server.route("/p", Reply(body=body))
+    caplog.set_level(logging.INFO, logger="inbox_poller")
+    result, sink = fetch("/p")
+    assert result.records == records
+    assert (result.sha256, sink.events.count("read_back")) == (hashlib.sha256(body).hexdigest(), 1)
+    assert any("validating with ijson" in record.getMessage() for record in caplog.records)
+
+
+def test_an_invalid_payload_is_refused_by_ijson_from_the_sink(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    body = BIG[:-2] + b",]"
+    https_server.route("/p", Reply(body=body))
+    with pytest.raises(PayloadInvalid, match=f"at or before byte {len(body)}"):
+        fetch("/p")
+    assert https_server.hits("/p") == 1
+
+
+class StoppingStream(io.BytesIO):
+    """A read-back stream that raises the stop request on its first read."""
+
+    def __init__(self, data: bytes, stop: threading.Event) -> None:
+        super().__init__(data)
+        self.stop = stop
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.stop.set()
+        return super().read(size)
+
+
+def test_a_stop_request_interrupts_the_validation_from_the_sink(
+    https_server: HttpsServer,
+) -> None:
+    stop = threading.Event()
+
+    class Sink(RecordingSink):
+        def read_back(self) -> BinaryIO:
+            return StoppingStream(bytes(self.data), stop)
+
+    https_server.route("/p", Reply(body=b'{"a": {"b": {"c": [1]}}}'))
+    downloader = SafeDownloader(make_config(https_server), ca_file=https_server.ca_file, stop=stop)
+    with pytest.raises(DownloadTransient, match="stopped"):
+        downloader.download(https_server.url("/p"), Sink())
+
+
+def test_a_sink_that_cannot_be_read_back_is_an_archive_error(
+    https_server: HttpsServer,
+) -> None:
+    class Sink(RecordingSink):
+        def read_back(self) -> BinaryIO:
+            raise PermissionError(13, "Permission denied")
+
+    https_server.route("/p", Reply(body=b"[1e400]"))
+    downloader = SafeDownloader(make_config(https_server), ca_file=https_server.ca_file)
+    with pytest.raises(ArchiveError, match="cannot read the payload back"):
+        downloader.download(https_server.url("/p"), Sink())
 
 
 # --- invalid payloads and sizes ----------------------------------------------------------
