@@ -34,7 +34,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from inbox_poller.archive import Archive
+from inbox_poller.models import Export, ExportRequest, ExportState, utc_now
 
 MIB = 1024 * 1024
 _FIRST = ("Anna", "Ben", "Chloé", "Dmitri", "Émile", "Fatima", "Grace", "Hiro", "Ivan", "Jürgen")
@@ -104,42 +110,6 @@ def write_payload(path: Path, size: int) -> int:
 # --- the archive sink (a stand-in until inbox_poller.archive exists) ----------------------
 
 
-class FileSink:
-    """A minimal archive: temp file in the target directory, fsync, rename, fsync dir.
-
-    To use the real archive instead, replace ``FileSink(...)``/``commit()`` in
-    :func:`child_main` with ``part = archive.begin(...)`` / ``archive.commit(part, ...)``.
-    """
-
-    def __init__(self, final: Path) -> None:
-        self.final = final
-        self.part = final.with_name(f".{final.name}.{os.getpid()}.part")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-        self._fd = os.open(self.part, flags, 0o600)
-
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
-
-    def restart(self) -> None:
-        os.ftruncate(self._fd, 0)
-        os.lseek(self._fd, 0, os.SEEK_SET)
-
-    def read_back(self) -> BinaryIO:
-        return self.part.open("rb")
-
-    def commit(self) -> None:
-        os.fsync(self._fd)
-        os.close(self._fd)
-        os.replace(self.part, self.final)
-        directory = os.open(self.final.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-
-
 class _AcceptAll:
     """Stands in for ``jsoncheck.FastCheck`` in ``--no-validation`` runs: the floor."""
 
@@ -167,13 +137,28 @@ def child_main(url: str, ca: Path, out: Path, *, validate: bool = True) -> None:
         download.FastCheck = _AcceptAll  # type: ignore[attr-defined, assignment]
     host = url.split("/")[2]
     config = DownloadConfig(allowed_hosts=(host,), allow_private_addresses=True, max_bytes=2**40)
+    archive = Archive(out.parent / "archive")
+    export = Export(
+        1,
+        ExportRequest("42", "20261101", "20261102"),
+        ExportState.DOWNLOADING,
+        utc_now(),
+        utc_now(),
+        job_id=f"bench{os.getpid()}",
+        submitted_at=utc_now(),
+    )
     started = time.perf_counter()
     downloader = download.SafeDownloader(config, ca_file=ca)
-    sink = FileSink(out)
-    result = downloader.download(url, sink)
+    part = archive.begin(export)
+    result = downloader.download(url, part)
     downloaded = time.perf_counter()
-    sink.commit()
+    # what the poller does next: seal (fsync), rename + directory fsync, manifest line
+    part.seal()
+    archived = archive.describe(export, result)
+    archive.publish(part.path, archived)
+    archive.append_manifest(export, archived, utc_now())
     done = time.perf_counter()
+    archive.final_path(archived).replace(out)
     print(
         json.dumps(
             {

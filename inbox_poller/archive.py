@@ -39,6 +39,10 @@ from inbox_poller.models import (
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
+WRITE_BEHIND_BYTES = 64 * 1024 * 1024
+"""Flush a part file to disk every this many bytes while it is written (from the
+download's writer thread), so the final fsync has little left to do and does not add
+the whole payload's write-back to the end of the download."""
 PART_SUFFIX = ".part"
 _METHOD_RE = JOB_ID_RE
 _HASH_CHUNK_BYTES = 1024 * 1024
@@ -86,7 +90,13 @@ class PartFile:
             raise ArchiveError(f"cannot write {self.path}: {exc.strerror}") from exc
         if self._written == 0:
             crashpoints.crash_point("download:mid-body")
+        before = self._written
         self._written += len(data)
+        if self._written // WRITE_BEHIND_BYTES != before // WRITE_BEHIND_BYTES:
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                raise ArchiveError(f"cannot flush {self.path}: {exc.strerror}") from exc
 
     def restart(self) -> None:
         if self._fd is None:

@@ -140,6 +140,9 @@ class Daemon:
         self._notifier.reloading()
         try:
             config = load_config(self._config_path)
+            # the new session reads these at start; refuse now rather than after stopping
+            config.imap_password.read()
+            config.usertoken.read()
             if config.state_path != session.config.state_path:
                 raise ConfigError(
                     "state.path cannot change on reload; restart the service instead",
@@ -208,6 +211,7 @@ class Daemon:
             if thread.name.startswith("download") and thread.is_alive():
                 thread.join(timeout=max(0.1, deadline - time.monotonic()))
         session.poller.close()
+        session.poller.store.close()
 
     def _schedule(self, session: _Session) -> None:
         scheduler = session.scheduler
