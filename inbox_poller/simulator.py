@@ -11,36 +11,85 @@ plays all three parts Pinpointe plays:
 * the notification mail, built by :mod:`inbox_poller.notification_styles` and handed to
   an injected ``deliver(bytes)`` callable (the tests APPEND it to an IMAP folder).
 
-Payloads are written to disk while their SHA-256 is computed, and served from there,
-so a 512 MiB export never sits in memory. Nothing here is used in production.
+This module holds the simulator's state and the controls the tests use: jobs and their
+faults, API calls, signed links and mails. The API's request rules are in
+:mod:`inbox_poller.sim_api`, payload files and served bodies in
+:mod:`inbox_poller.sim_payload`, the HTTPS server in :mod:`inbox_poller.sim_http`; their
+public names are re-exported here, so callers import from this module only.
+Nothing here is used in production.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import hmac
 import json
 import logging
 import secrets
-import shutil
-import socketserver
 import ssl
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.utils import format_datetime, parseaddr
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, NamedTuple
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
 
 from inbox_poller.localca import make_local_ca
 from inbox_poller.notification_styles import STYLES, MailParams
+from inbox_poller.sim_api import (
+    CONTACT_METHOD,
+    SIM_USER_ID,
+    Answer,
+    SubmitShape,
+    envelope_problem,
+    failed,
+    jobids_problem,
+    submit_data,
+    submit_problem,
+    success,
+)
+from inbox_poller.sim_http import MAX_API_BODY_BYTES, SOCKET_TIMEOUT_S, TlsServer
+from inbox_poller.sim_payload import (
+    CHUNK_BYTES,
+    GARBAGE,
+    PADDING_BLOCK_BYTES,
+    PayloadInfo,
+    PayloadShape,
+    Segment,
+    bytes_segment,
+    file_segment,
+    gzip_copy,
+    padding,
+    write_payload,
+)
+
+__all__ = [
+    "CHUNK_BYTES",
+    "CONTACT_METHOD",
+    "DEFAULT_AUTHSERV_ID",
+    "DEFAULT_LINK_TTL_S",
+    "DEFAULT_SENDER",
+    "DEFAULT_TOKEN",
+    "DEFAULT_USERNAME",
+    "FIRST_JOB_ID",
+    "MAX_API_BODY_BYTES",
+    "PADDING_BLOCK_BYTES",
+    "SIM_USER_ID",
+    "SOCKET_TIMEOUT_S",
+    "ApiCall",
+    "ApiFault",
+    "Faults",
+    "PayloadInfo",
+    "PayloadShape",
+    "PinpointeSimulator",
+    "SimJob",
+    "SubmitShape",
+    "write_payload",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,26 +97,10 @@ DEFAULT_USERNAME = "sim-user"
 DEFAULT_TOKEN = "sim-token-7f3a9c1e5b2d4f60a8e1"  # noqa: S105 (a test credential)
 DEFAULT_SENDER = "Pinpointe <noreply@mypinpointe.example>"
 DEFAULT_AUTHSERV_ID = "mx.inbox.example"
-SIM_USER_ID = "4711"
 FIRST_JOB_ID = 500_000_001
-CONTACT_METHOD = "GetNewsletterContactDataSummaryAsync"
-MAX_API_BODY_BYTES = 1024**2
-CHUNK_BYTES = 256 * 1024
-PADDING_BLOCK_BYTES = 1024**2
-SOCKET_TIMEOUT_S = 30.0
 DEFAULT_LINK_TTL_S = 7 * 86400.0
-_RECORD_BATCH = 10_000
-_EPOCH_2025 = 1_735_689_600
-_RECORD = (
-    '{"subscriberid":"%d","emailaddress":"contact%07d@example.com","event":"%s",'
-    '"eventtime":"%d","ipaddress":"192.0.2.%d","url":"%s","statid":"%s"}'
-)
-_GARBAGE = b'\n"trailing garbage"\n'
 
 _Bytes = bytes  # SimJob has a field named "bytes"
-
-SubmitShape = Literal["object", "string", "number"]
-PayloadShape = Literal["object", "array"]
 
 
 @dataclass
@@ -129,15 +162,6 @@ class ApiCall:
     fault: ApiFault | None
 
 
-@dataclass(frozen=True)
-class PayloadInfo:
-    """What :func:`write_payload` wrote."""
-
-    bytes: int
-    sha256: str
-    records: int
-
-
 @dataclass
 class SimJob:
     """One accepted export: what was asked, what will be served, and what happened."""
@@ -181,335 +205,6 @@ class SimJob:
         if not self.delivered.wait(timeout_s) or self.mail is None:
             raise TimeoutError(f"job {self.job_id}: no notification after {timeout_s}s")
         return self.mail
-
-
-# ---- payloads -----------------------------------------------------------------------------
-
-
-def _records_text(start: int, end: int, stat: str) -> str:
-    return ",\n".join(
-        _RECORD
-        % (
-            1_000_000 + k,
-            k,
-            "click" if k % 3 == 0 else "open",
-            _EPOCH_2025 + k * 37,
-            k % 254 + 1,
-            f"https://www.example.com/offer/{k % 50}" if k % 3 == 0 else "",
-            stat,
-        )
-        for k in range(start, end)
-    )
-
-
-def write_payload(
-    path: Path,
-    *,
-    stat: str,
-    records: int,
-    min_bytes: int | None = None,
-    shape: PayloadShape = "object",
-) -> PayloadInfo:
-    """Write a deterministic export of per-contact open/click records to *path*.
-
-    ``shape`` ``object`` is ``{"status":"SUCCESS","data":{"item":[…]}}`` and ``array`` a
-    bare list. With *min_bytes*, records are added until the file is at least that large.
-    """
-    head, tail = (b"[\n", b"\n]\n")
-    if shape == "object":
-        head, tail = (b'{"status":"SUCCESS","data":{"item":[\n', b"\n]}}\n")
-    digest = hashlib.sha256()
-    size = count = 0
-    with path.open("wb") as out:
-
-        def emit(data: bytes) -> None:
-            nonlocal size
-            out.write(data)
-            digest.update(data)
-            size += len(data)
-
-        emit(head)
-        while count < records or (min_bytes is not None and size + len(tail) < min_bytes):
-            # honour *records* exactly first; beyond it, whole batches until min_bytes
-            end = min(count + _RECORD_BATCH, records) if count < records else count + _RECORD_BATCH
-            emit((",\n" if count else "").encode() + _records_text(count, end, stat).encode())
-            count = end
-        emit(tail)
-    return PayloadInfo(bytes=size, sha256=digest.hexdigest(), records=count)
-
-
-class _Segment(NamedTuple):
-    """Part of a served body: a file, or a block of bytes repeated ``repeat`` times."""
-
-    path: Path | None
-    block: bytes
-    repeat: int
-    length: int
-
-
-def _file_segment(path: Path) -> _Segment:
-    return _Segment(path, b"", 1, path.stat().st_size)
-
-
-def _bytes_segment(block: bytes, count: int = 1) -> _Segment:
-    return _Segment(None, block, count, len(block) * count)
-
-
-def _read_segments(segments: list[_Segment], start: int, end: int) -> Iterator[bytes]:
-    """Yield bytes ``[start, end)`` of the concatenated segments in chunks."""
-    offset = 0
-    for segment in segments:
-        seg_start, seg_end = max(start, offset), min(end, offset + segment.length)
-        if seg_start < seg_end:
-            yield from _read_segment(segment, seg_start - offset, seg_end - offset)
-        offset += segment.length
-
-
-def _read_segment(segment: _Segment, start: int, end: int) -> Iterator[bytes]:
-    if segment.path is not None:
-        with segment.path.open("rb") as source:
-            source.seek(start)
-            while start < end:
-                chunk = source.read(min(CHUNK_BYTES, end - start))
-                if not chunk:
-                    return
-                start += len(chunk)
-                yield chunk
-        return
-    size = len(segment.block)
-    while start < end:
-        inner = start % size
-        chunk = segment.block[inner : min(size, inner + end - start)]
-        start += len(chunk)
-        yield chunk
-
-
-def _padding(pad: int, compress: bool) -> list[_Segment]:
-    """Whitespace padding; gzip'd as repeated members, so a bomb stays tiny on the wire."""
-    full, rest = divmod(pad, PADDING_BLOCK_BYTES)
-    segments: list[_Segment] = []
-    if full:
-        block = b" " * PADDING_BLOCK_BYTES
-        segments.append(
-            _bytes_segment(gzip.compress(block, 9, mtime=0) if compress else block, full)
-        )
-    if rest:
-        segments.append(
-            _bytes_segment(gzip.compress(b" " * rest, 9, mtime=0) if compress else b" " * rest)
-        )
-    return segments
-
-
-# ---- the HTTPS server ---------------------------------------------------------------------
-
-
-class _TlsServer(ThreadingHTTPServer):
-    """A threaded HTTP server that does each TLS handshake in the connection's own thread."""
-
-    daemon_threads = True
-
-    def __init__(self, context: ssl.SSLContext, sim: PinpointeSimulator) -> None:
-        self.context = context
-        self.sim = sim
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would reverse-resolve the address (getfqdn): skip that
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = "localhost"
-        self.server_port = self.server_address[1]
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        request.settimeout(SOCKET_TIMEOUT_S)
-        try:
-            connection = self.context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            logger.debug("simulator: TLS handshake failed: %s", exc)
-            return
-        try:
-            _Handler(connection, client_address, self)
-        finally:
-            connection.close()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # clients that give up mid-body are expected here; never print tracebacks to stderr
-        logger.debug("simulator: connection error", exc_info=True)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = SOCKET_TIMEOUT_S
-    server: _TlsServer
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        logger.debug("simulator: %s %s -> %s", self.command, urlsplit(self.path).path, code)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("simulator: " + format, *args)  # noqa: G003
-
-    def do_POST(self) -> None:
-        sim = self.server.sim
-        if urlsplit(self.path).path != "/apijson.php":
-            self._send(404, b"not found\n", "text/plain")
-            return
-        length = self.headers.get("Content-Length", "")
-        if not length.isdigit() or int(length) > MAX_API_BODY_BYTES:
-            self._send(413 if length.isdigit() else 411, b"bad length\n", "text/plain")
-            return
-        raw = self.rfile.read(int(length))
-        fault = sim._take_api_fault()
-        sim._record_api_call(raw, self.headers.get("Content-Type", ""), fault)
-        if fault is not None and fault.delay_s:
-            sim._stopping.wait(fault.delay_s)
-        if sim._stopping.is_set() or (fault is not None and fault.close):
-            self.close_connection = True
-            return
-        if fault is not None and fault.body is not None:
-            extra = {"Retry-After": fault.retry_after} if fault.retry_after else None
-            self._send(fault.status, fault.body, fault.content_type, extra)
-            return
-        status, answer = sim.handle_api(raw)
-        self._send(status, json.dumps(answer).encode(), "application/json")
-
-    def do_GET(self) -> None:
-        parts = urlsplit(self.path)
-        query = {key: values[0] for key, values in parse_qs(parts.query).items()}
-        segments = parts.path.strip("/").split("/")
-        if parts.path == "/click":
-            self._click(query.get("u", ""))
-        elif len(segments) == 2 and segments[0] in ("exports", "mirror"):
-            self._export(segments[1].removesuffix(".json"), query, segments[0] == "mirror")
-        else:
-            self._send(404, b"not found\n", "text/plain")
-
-    def _send(
-        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _click(self, target: str) -> None:
-        sim = self.server.sim
-        if not target.startswith(sim.base_url + "/"):
-            self._send(400, b"bad target\n", "text/plain")
-            return
-        self._send(302, b"", "text/plain", {"Location": target})
-
-    def _export(self, token: str, query: dict[str, str], mirror: bool) -> None:
-        sim = self.server.sim
-        job, refusal = sim._authorise_link(token, query.get("expires", ""), query.get("sig", ""))
-        if job is None:
-            self._send(refusal, f"link refused ({refusal})\n".encode(), "text/plain")
-            return
-        with sim._lock:
-            job.requests.append({key.lower(): value for key, value in self.headers.items()})
-            hit = len(job.requests)
-        faults = job.faults
-        if faults.gone_status is not None:
-            self._send(faults.gone_status, b"this link has expired\n", "text/plain")
-        elif hit <= faults.fail_first:
-            extra = {"Retry-After": faults.retry_after} if faults.retry_after else None
-            self._send(faults.fail_status, b"temporarily unavailable\n", "text/plain", extra)
-        elif faults.redirect_to is not None and not mirror:
-            target = faults.redirect_to
-            location = sim.base_url + target if target.startswith("/") else target
-            self._send(faults.redirect_status, b"", "text/plain", {"Location": location})
-        else:
-            self._serve_body(job)
-
-    def _serve_body(self, job: SimJob) -> None:
-        sim = self.server.sim
-        faults = job.faults
-        segments, etag = sim._body(job)
-        total = sum(segment.length for segment in segments)
-        start, end, status = 0, total, 200
-        wanted = self.headers.get("Range")
-        if_range = self.headers.get("If-Range")
-        last_modified = format_datetime(job.created_at, usegmt=True)
-        if wanted and not faults.ignore_range and if_range in (None, etag, last_modified):
-            parsed = _parse_range(wanted, total)
-            if parsed is None:
-                self._send(416, b"", "text/plain", {"Content-Range": f"bytes */{total}"})
-                return
-            start, end, status = parsed[0], parsed[1], 206
-        with sim._lock:
-            job.bodies_served += 1
-            body_index = job.bodies_served
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("ETag", etag)
-        self.send_header("Last-Modified", last_modified)
-        self.send_header("Accept-Ranges", "bytes")
-        if faults.gzip:
-            self.send_header("Content-Encoding", "gzip")
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{total}")
-        if faults.omit_content_length:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        else:
-            self.send_header("Content-Length", str(end - start))
-        self.end_headers()
-        self._write_body(segments, start, end, faults, body_index)
-
-    def _write_body(
-        self, segments: list[_Segment], start: int, end: int, faults: Faults, body_index: int
-    ) -> None:
-        stopping = self.server.sim._stopping
-        truncate = faults.truncate_at if body_index <= faults.truncate_first else None
-        stall = faults.stall_at if body_index <= faults.stall_first else None
-        sent = 0
-        for chunk in _read_segments(segments, start, end):
-            if stall is not None and sent + len(chunk) > stall:
-                self.wfile.write(chunk[: stall - sent])
-                chunk, sent = chunk[stall - sent :], stall
-                stall = None
-                stopping.wait(faults.stall_s)
-            if truncate is not None and sent + len(chunk) >= truncate:
-                self.wfile.write(chunk[: truncate - sent])
-                self.close_connection = True
-                return
-            self.wfile.write(chunk)
-            sent += len(chunk)
-
-
-def _parse_range(header: str, total: int) -> tuple[int, int] | None:
-    """Parse a single ``bytes=a-b`` / ``bytes=a-`` range; None when it cannot be satisfied."""
-    unit, _, spec = header.partition("=")
-    first, dash, last = spec.strip().partition("-")
-    if unit.strip() != "bytes" or not dash or not first.isdigit() or "," in spec:
-        return None
-    start = int(first)
-    end = int(last) + 1 if last.isdigit() else total
-    if start >= total or end <= start:
-        return None
-    return start, min(end, total)
-
-
-# ---- the simulator --------------------------------------------------------------------------
-
-
-def _failed(message: str) -> dict[str, Any]:
-    return {"status": "FAILED", "errormessage": message}
-
-
-def _success(data: object) -> dict[str, Any]:
-    return {"status": "SUCCESS", "data": data}
-
-
-def _valid_date(value: object) -> bool:
-    if not isinstance(value, str) or len(value) != 8 or not value.isdigit():
-        return False
-    try:
-        datetime.strptime(value, "%Y%m%d")
-    except ValueError:
-        return False
-    return True
 
 
 class PinpointeSimulator:
@@ -567,7 +262,7 @@ class PinpointeSimulator:
         self._next_faults: Faults | None = None
         self._next_job = FIRST_JOB_ID
         self._workers: list[threading.Thread] = []
-        self._server: _TlsServer | None = None
+        self._server: TlsServer | None = None
         self._port: int | None = None
         self._thread: threading.Thread | None = None
 
@@ -581,7 +276,7 @@ class PinpointeSimulator:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(ca.server_cert, ca.server_key)
         self.ca_file = ca.ca_cert
-        self._server = _TlsServer(context, self)
+        self._server = TlsServer(context, self)
         self._port = int(self._server.server_address[1])
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -633,6 +328,11 @@ class PinpointeSimulator:
         """The ``download.allowed_hosts`` entry that admits this simulator's links."""
         return f"localhost:{self.port}"
 
+    @property
+    def stopping(self) -> threading.Event:
+        """Set by :meth:`stop`; the server's stalls and delays wait on it, so they end too."""
+        return self._stopping
+
     # ---- controls for tests ---------------------------------------------------------------
 
     def faults_for_next_job(self, faults: Faults) -> None:
@@ -678,71 +378,39 @@ class PinpointeSimulator:
 
     # ---- the API ----------------------------------------------------------------------------
 
-    def handle_api(self, raw: bytes) -> tuple[int, dict[str, Any]]:
+    def handle_api(self, raw: bytes) -> Answer:
         """Answer one API request body: ``(HTTP status, JSON envelope)``."""
         try:
             envelope = json.loads(raw)
         except ValueError:
-            return 400, _failed("Invalid JSON -- the request body is not JSON")
-        if not isinstance(envelope, dict):
-            return 400, _failed("Invalid JSON -- expected an object")
-        for key in ("username", "usertoken", "requesttype", "requestmethod"):
-            if not isinstance(envelope.get(key), str) or not envelope[key]:
-                return 400, _failed(f"Invalid JSON -- missing: {key}")
+            return 400, failed("Invalid JSON -- the request body is not JSON")
+        problem = envelope_problem(envelope)
+        if problem is not None:
+            return 400, failed(problem)
         details = envelope.get("details", {})
-        if not isinstance(details, dict):
-            return 400, _failed("Invalid JSON -- details must be an object")
         user_ok = hmac.compare_digest(envelope["username"].encode(), self.username.encode())
         token_ok = hmac.compare_digest(envelope["usertoken"].encode(), self.token.encode())
         if not (user_ok and token_ok):
-            return 401, _failed("Unable to verify user credentials")
+            return 401, failed("Unable to verify user credentials")
         method = (envelope["requesttype"].lower(), envelope["requestmethod"].lower())
         if method == ("authentication", "apitest"):
-            return 200, _success({"userid": SIM_USER_ID, "username": self.username})
+            return 200, success({"userid": SIM_USER_ID, "username": self.username})
         if method == ("newsletters", CONTACT_METHOD.lower()):
             return self._submit(details)
         if method == ("api", "asyncjobstatus"):
             return self._job_status(details)
-        return 400, _failed("Unknown requesttype or requestmethod")
+        return 400, failed("Unknown requesttype or requestmethod")
 
-    def _submit(self, details: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        problem = self._submit_problem(details)
+    def _submit(self, details: dict[str, Any]) -> Answer:
+        problem = submit_problem(details)
         if problem is not None:
-            return 400, _failed(problem)
+            return 400, failed(problem)
         job = self._new_job(details)
         if self.notify_before_response:
             self._prepare(job, notify=self.send_notifications, delay_s=0.0)
         else:
             self._spawn(job)
-        if self.submit_shape == "string":
-            data: object = job.job_id
-        elif self.submit_shape == "number":
-            data = int(job.job_id)
-        else:
-            stamp = job.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-            data = {"jobid": job.job_id, "elapsed": "0.012", "timestamp": stamp}
-        return 200, _success(data)
-
-    @staticmethod
-    def _submit_problem(details: dict[str, Any]) -> str | None:
-        unknown = sorted(set(details) - {"stat", "startdate", "enddate", "notify"})
-        if unknown:
-            return f"Unknown parameter: {unknown[0]}"
-        stat = details.get("stat")
-        if not isinstance(stat, str) or not stat.isdigit():
-            return "Invalid stat: expected a stat ID as a string of digits"
-        for name in ("startdate", "enddate"):
-            if name in details and not _valid_date(details[name]):
-                return f"Invalid {name}: expected YYYYMMDD"
-        if details.get("startdate", "") > details.get("enddate", "99999999"):
-            return "Invalid date range: startdate is after enddate"
-        notify = details.get("notify")
-        if not isinstance(notify, dict) or notify.get("type") != "email":
-            return "Invalid notify: type must be email"
-        value = notify.get("value")
-        if not isinstance(value, str) or "@" not in value:
-            return "Invalid notify: value must be an e-mail address"
-        return None
+        return 200, success(submit_data(job.job_id, job.created_at, self.submit_shape))
 
     def _new_job(self, details: dict[str, Any]) -> SimJob:
         now = datetime.now(UTC).replace(microsecond=0)
@@ -777,12 +445,11 @@ class PinpointeSimulator:
             self.jobs[job_id] = job
         return job
 
-    def _job_status(self, details: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _job_status(self, details: dict[str, Any]) -> Answer:
+        problem = jobids_problem(details)
+        if problem is not None:
+            return 400, failed(problem)
         wanted = details.get("jobids")
-        if wanted is not None and (
-            not isinstance(wanted, list) or not all(isinstance(item, str) for item in wanted)
-        ):
-            return 400, _failed("Invalid jobids: expected an array of job IDs")
         with self._lock:
             jobs = [job for job in self.jobs.values() if wanted is None or job.job_id in wanted]
             items = [
@@ -796,8 +463,14 @@ class PinpointeSimulator:
                 for job in jobs
             ]
         if not items:
-            return 400, _failed("Jobs not found")
-        return 200, _success({"item": items})
+            return 400, failed("Jobs not found")
+        return 200, success({"item": items})
+
+    def receive_api_call(self, raw: bytes, content_type: str) -> ApiFault | None:
+        """Record one API request and return the fault queued for it, if any."""
+        fault = self._take_api_fault()
+        self._record_api_call(raw, content_type, fault)
+        return fault
 
     def _take_api_fault(self) -> ApiFault | None:
         with self._lock:
@@ -882,7 +555,7 @@ class PinpointeSimulator:
         mac = hmac.new(self._secret, f"{token}.{expires}".encode(), hashlib.sha256)
         return mac.hexdigest()[:40]
 
-    def _authorise_link(self, token: str, expires: str, sig: str) -> tuple[SimJob | None, int]:
+    def authorise_link(self, token: str, expires: str, sig: str) -> tuple[SimJob | None, int]:
         """Return the job a signed link names, or None and the status refusing it."""
         with self._lock:
             job = next((job for job in self.jobs.values() if job.token == token), None)
@@ -894,34 +567,28 @@ class PinpointeSimulator:
             return None, 410
         return job, 200
 
-    def _body(self, job: SimJob) -> tuple[list[_Segment], str]:
+    def record_link_request(self, job: SimJob, headers: dict[str, str]) -> int:
+        """Record one GET of *job*'s link (lower-case header names); return its number."""
+        with self._lock:
+            job.requests.append(headers)
+            return len(job.requests)
+
+    def count_body_served(self, job: SimJob) -> int:
+        """Count one more body of *job* on its way out; return its number."""
+        with self._lock:
+            job.bodies_served += 1
+            return job.bodies_served
+
+    def served_body(self, job: SimJob) -> tuple[list[Segment], str]:
         """Return the segments of the body to serve for *job*'s faults, and its ETag."""
         faults = job.faults
-        if faults.gzip:
-            segments = [_file_segment(self._gzipped(job))]
-        else:
-            segments = [_file_segment(job.payload_path)]
+        source = gzip_copy(job.payload_path, self._lock) if faults.gzip else job.payload_path
+        segments = [file_segment(source)]
         decoded = job.bytes
         if faults.invalid_json:
-            segments.append(
-                _bytes_segment(gzip.compress(_GARBAGE, mtime=0) if faults.gzip else _GARBAGE)
-            )
-            decoded += len(_GARBAGE)
+            segments.append(bytes_segment(GARBAGE, compress=faults.gzip))
+            decoded += len(GARBAGE)
         if faults.oversize_bytes is not None and faults.oversize_bytes > decoded:
-            segments += _padding(faults.oversize_bytes - decoded, faults.gzip)
+            segments += padding(faults.oversize_bytes - decoded, faults.gzip)
         variant = f"{job.sha256}:{faults.gzip}:{faults.invalid_json}:{faults.oversize_bytes}"
         return segments, '"' + hashlib.sha256(variant.encode()).hexdigest()[:32] + '"'
-
-    def _gzipped(self, job: SimJob) -> Path:
-        target = job.payload_path.with_suffix(".json.gz")
-        with self._lock:
-            if not target.exists():
-                partial = target.with_suffix(".part")
-                with (
-                    job.payload_path.open("rb") as source,
-                    partial.open("wb") as raw,
-                    gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as out,
-                ):
-                    shutil.copyfileobj(source, out, CHUNK_BYTES)
-                partial.replace(target)
-        return target
