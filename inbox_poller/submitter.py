@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
+from inbox_poller.api_data import NOT_FOUND
 from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import ApiError, InboxPollerError
 from inbox_poller.models import Export, ExportRequest, ExportState, utc_now
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-NOT_FOUND = "not found"
-"""What ``ExportApi.job_status`` reports for a job Pinpointe no longer knows."""
 FAILED_STATUSES = frozenset({"failed", "error", "cancelled", "canceled", "expired", NOT_FOUND})
 FINISHED_STATUSES = frozenset({"complete", "completed", "done", "finished", "success"})
 LAST_FIRE_KEY = "schedule:{name}:last_fire"

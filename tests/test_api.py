@@ -10,15 +10,12 @@ from typing import Any
 
 import pytest
 
-from inbox_poller.api import (
-    NOT_FOUND,
+from inbox_poller.api import PinpointeApi
+from inbox_poller.api_data import NOT_FOUND, describe_account, extract_job_id, parse_job_statuses
+from inbox_poller.api_replies import (
     ApiUnavailable,
-    PinpointeApi,
     build_envelope,
-    describe_account,
     excerpt,
-    extract_job_id,
-    parse_job_statuses,
     parse_response,
     parse_retry_after,
     redact,

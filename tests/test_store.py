@@ -19,7 +19,8 @@ from inbox_poller.models import (
     MailOutcome,
     MailRecord,
 )
-from inbox_poller.store import SCHEMA_VERSION, Store
+from inbox_poller.schema import SCHEMA_VERSION, migration_statements
+from inbox_poller.store import Store
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -203,13 +204,10 @@ def test_naive_datetimes_are_refused(store: Store) -> None:
 
 
 def test_a_version_1_ledger_is_migrated_in_place(tmp_path: Path) -> None:
-    from inbox_poller.store import _MIGRATIONS
-
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
-    for statement in _MIGRATIONS[1].split(";"):
-        if statement.strip():
-            conn.execute(statement)
+    for statement in migration_statements(1):
+        conn.execute(statement)
     conn.execute(
         "INSERT INTO exports (method, stat, state, created_at, updated_at, job_id)"
         " VALUES ('GetNewsletterContactDataSummaryAsync', '9', 'submitted', ?, ?, '55')",

@@ -1,0 +1,232 @@
+"""The ledger's tables: the schema, its migrations, and the mapping of rows to models.
+
+The schema is versioned with ``PRAGMA user_version``. Each entry of :data:`MIGRATIONS`
+takes the file from the previous version to its own, and :func:`migrate` applies the
+missing ones at open, one transaction per version, so an interrupted upgrade resumes
+where it stopped. Datetimes are stored as ISO-8601 text and must be timezone-aware.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import datetime
+from pathlib import Path
+
+from inbox_poller.errors import StoreError
+from inbox_poller.models import (
+    ArchivedFile,
+    Export,
+    ExportRequest,
+    ExportState,
+    MailKey,
+    MailOutcome,
+    MailRecord,
+)
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 3
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE exports (
+        export_id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        method           TEXT NOT NULL,
+        stat             TEXT NOT NULL,
+        startdate        TEXT,
+        enddate          TEXT,
+        state            TEXT NOT NULL,
+        job_id           TEXT UNIQUE,
+        reason           TEXT,
+        created_at       TEXT NOT NULL,
+        updated_at       TEXT NOT NULL,
+        submitted_at     TEXT,
+        notified_at      TEXT,
+        archived_at      TEXT,
+        acknowledged_at  TEXT,
+        download_url     TEXT,
+        message_id       TEXT,
+        mail_mailbox     TEXT,
+        mail_uidvalidity INTEGER,
+        mail_uid         INTEGER,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        part_path        TEXT,
+        archive_path     TEXT,
+        bytes            INTEGER,
+        sha256           TEXT,
+        records          INTEGER,
+        top_level        TEXT,
+        source           TEXT,
+        submit_response  TEXT
+    );
+    CREATE INDEX exports_state ON exports(state);
+
+    CREATE TABLE mails (
+        mailbox          TEXT NOT NULL,
+        uidvalidity      INTEGER NOT NULL,
+        uid              INTEGER NOT NULL,
+        message_id       TEXT,
+        outcome          TEXT NOT NULL,
+        reason           TEXT NOT NULL,
+        export_id        INTEGER REFERENCES exports(export_id),
+        job_ids          TEXT NOT NULL DEFAULT '[]',
+        summary          TEXT,
+        seen_at          TEXT NOT NULL,
+        acknowledged_at  TEXT,
+        ack_result       TEXT,
+        PRIMARY KEY (mailbox, uidvalidity, uid)
+    );
+    CREATE INDEX mails_message_id ON mails(message_id);
+    CREATE INDEX mails_export ON mails(export_id);
+
+    CREATE TABLE watermarks (
+        mailbox     TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        last_uid    INTEGER NOT NULL,
+        PRIMARY KEY (mailbox, uidvalidity)
+    );
+
+    CREATE TABLE events (
+        event_id   INTEGER PRIMARY KEY AUTOINCREMENT,
+        at         TEXT NOT NULL,
+        export_id  INTEGER NOT NULL REFERENCES exports(export_id),
+        from_state TEXT,
+        to_state   TEXT NOT NULL,
+        reason     TEXT
+    );
+    CREATE INDEX events_export ON events(export_id);
+    """,
+    # v2: the daemon: resubmission chains, deadline checks, scheduled origin, heartbeat
+    2: """
+    ALTER TABLE exports ADD COLUMN replaces INTEGER REFERENCES exports(export_id);
+    ALTER TABLE exports ADD COLUMN resubmits INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE exports ADD COLUMN checked_at TEXT;
+    ALTER TABLE exports ADD COLUMN remote_status TEXT;
+    ALTER TABLE exports ADD COLUMN schedule TEXT;
+    CREATE INDEX exports_replaces ON exports(replaces);
+
+    CREATE TABLE daemon_state (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+    # v3: re-matching reads the recent unmatched mail on every pass while an export
+    # waits; without this index that was a scan of every mail ever seen
+    3: """
+    CREATE INDEX mails_unmatched ON mails(outcome, seen_at);
+    """,
+}
+
+
+def migration_statements(version: int) -> list[str]:
+    """Return the SQL statements that take the ledger to schema *version*."""
+    return [statement for statement in MIGRATIONS[version].split(";") if statement.strip()]
+
+
+def migrate(
+    conn: sqlite3.Connection,
+    transaction: Callable[[], AbstractContextManager[sqlite3.Connection]],
+    path: Path,
+) -> None:
+    """Bring the ledger at *path* up to :data:`SCHEMA_VERSION`, one *transaction* per version.
+
+    :raises StoreError: when the file was written by a newer inbox-poller.
+    """
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"ledger {path} has schema version {version}, newer than this "
+            f"inbox-poller understands ({SCHEMA_VERSION}): upgrade inbox-poller"
+        )
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        with transaction() as tx:
+            for statement in migration_statements(target):
+                tx.execute(statement)
+            tx.execute(f"PRAGMA user_version = {target}")
+        logger.info("ledger %s: migrated to schema version %d", path, target)
+
+
+# ---- rows <-> models ----------------------------------------------------------------------
+
+
+def to_iso(value: datetime | None) -> str | None:
+    """Return *value* as ISO-8601 text; refuse a naive datetime, whose instant is unknown."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise StoreError("refusing to store a naive datetime")
+    return value.isoformat()
+
+
+def from_iso(value: str | None) -> datetime | None:
+    """Return the datetime stored as ISO-8601 text (None stays None)."""
+    return datetime.fromisoformat(value) if value is not None else None
+
+
+def row_to_export(row: sqlite3.Row) -> Export:
+    """Return the :class:`Export` held by one ``exports`` row."""
+    mail = None
+    if row["mail_uid"] is not None:
+        mail = MailKey(row["mail_mailbox"], row["mail_uidvalidity"], row["mail_uid"])
+    archived = None
+    if row["sha256"] is not None and row["archive_path"] is not None:
+        archived = ArchivedFile(
+            row["archive_path"],
+            row["bytes"],
+            row["sha256"],
+            row["records"],
+            row["top_level"] or "unknown",
+            row["source"] or "",
+        )
+    created = from_iso(row["created_at"])
+    updated = from_iso(row["updated_at"])
+    assert created is not None
+    assert updated is not None
+    return Export(
+        export_id=row["export_id"],
+        request=ExportRequest(
+            stat=row["stat"],
+            startdate=row["startdate"],
+            enddate=row["enddate"],
+            method=row["method"],
+        ),
+        state=ExportState(row["state"]),
+        created_at=created,
+        updated_at=updated,
+        job_id=row["job_id"],
+        reason=row["reason"],
+        submitted_at=from_iso(row["submitted_at"]),
+        notified_at=from_iso(row["notified_at"]),
+        archived_at=from_iso(row["archived_at"]),
+        acknowledged_at=from_iso(row["acknowledged_at"]),
+        download_url=row["download_url"],
+        message_id=row["message_id"],
+        mail=mail,
+        attempts=row["attempts"],
+        archived=archived,
+        replaces=row["replaces"],
+        resubmits=row["resubmits"],
+        checked_at=from_iso(row["checked_at"]),
+        remote_status=row["remote_status"],
+        schedule=row["schedule"],
+    )
+
+
+def row_to_mail(row: sqlite3.Row) -> MailRecord:
+    """Return the :class:`MailRecord` held by one ``mails`` row."""
+    seen = from_iso(row["seen_at"])
+    assert seen is not None
+    return MailRecord(
+        key=MailKey(row["mailbox"], row["uidvalidity"], row["uid"]),
+        message_id=row["message_id"],
+        outcome=MailOutcome(row["outcome"]),
+        reason=row["reason"],
+        seen_at=seen,
+        export_id=row["export_id"],
+        job_ids=tuple(json.loads(row["job_ids"])),
+        acknowledged_at=from_iso(row["acknowledged_at"]),
+    )
