@@ -513,3 +513,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("inbox-poller: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`inbox-poller exports | head`): no traceback, and no
+        # second error when Python flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
