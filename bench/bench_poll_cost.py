@@ -2,7 +2,7 @@
 
 A private Dovecot (sdbox) gets two folders, seeded with MULTIAPPEND: ``--messages``
 (50,000) and ``--small`` (100) messages of about 3 KB. For each folder the daemon's own
-objects are built from a generated config (``cli.build_poller``), the mailbox is
+objects are built from a generated config (``wiring.build_poller``), the mailbox is
 opened, and the ledger is given what a daemon that has read the whole folder would
 hold: one row per message and the watermark at the top. Then, alternating between the
 two folders so drift hits both alike, it times:
@@ -61,12 +61,12 @@ from bench_latency import (
     start_dovecot,
 )
 
-from inbox_poller.cli import build_poller
 from inbox_poller.dovecot import DovecotServer
 from inbox_poller.errors import InboxPollerError
 from inbox_poller.models import CycleReport, ExportRequest, MailboxStatus, MailOutcome, utc_now
 from inbox_poller.poller import DEFAULT_REMATCH_WINDOW, Poller
 from inbox_poller.simulator import PinpointeSimulator
+from inbox_poller.wiring import build_poller
 
 MULTIAPPEND_BATCH = 500
 TARGET_RATIO = 1.2
@@ -177,7 +177,7 @@ def fill_ledger(subject: Subject, seen_days_ago: float) -> None:
 
 
 def _summary(number: int) -> dict[str, object]:
-    """What ``poller.summarize`` keeps of such a mail."""
+    """What ``mail_memory.summarize`` keeps of such a mail."""
     url = f"https://www.example.org/digest/{number}"
     return {
         "message_id": f"<digest-{number}@example.org>",

@@ -15,33 +15,23 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
+from inbox_poller.archiving import ExportArchiver
 from inbox_poller.crashpoints import crash_point
-from inbox_poller.errors import (
-    ArchiveError,
-    DownloadError,
-    ExtractError,
-    InboxPollerError,
-    LinkExpired,
-    MailboxError,
-    StoreError,
-)
+from inbox_poller.errors import ExtractError, MailboxError, StoreError
 from inbox_poller.extract import extract
-from inbox_poller.jobids import TOKEN_RE
+from inbox_poller.mail_memory import explain, notification_from_summary, summarize
 from inbox_poller.match import match_notification
 from inbox_poller.models import (
-    ArchivedFile,
     CycleReport,
     DownloadResult,
     Export,
     ExportState,
     FetchedMail,
-    Link,
     MailboxStatus,
     MailKey,
     MailOutcome,
     MailRecord,
     Match,
-    Notification,
     utc_now,
 )
 from inbox_poller.sender import SenderPolicy, check_sender
@@ -127,79 +117,10 @@ class Downloader(Protocol):
 
 # ---- the core loop -------------------------------------------------------------
 
-_MAX_SUMMARY_TOKENS = 5000
 LAST_POLL_KEY = "last_poll_at"
 """Ledger key of the last successful mailbox pass (``status`` and ``STATUS=`` read it)."""
 DEFAULT_REMATCH_WINDOW = timedelta(days=7)
 """How long an unmatched mail is kept for re-matching (its export may not be known yet)."""
-
-
-def summarize(notification: Notification) -> dict[str, Any]:
-    """Keep what re-matching an unmatched mail needs, bounded in size.
-
-    Matching looks for known job IDs as whole tokens, so the distinct tokens
-    that contain a digit are enough; the body itself is never stored.
-    """
-    tokens: dict[str, None] = {}
-    for text in (notification.subject, *notification.texts):
-        for token in TOKEN_RE.findall(text):
-            if any(ch.isdigit() for ch in token):
-                tokens.setdefault(token.rstrip("._-"), None)
-            if len(tokens) >= _MAX_SUMMARY_TOKENS:
-                break
-    return {
-        "message_id": notification.message_id,
-        "sender": notification.sender,
-        "subject": notification.subject[:500],
-        "tokens": list(tokens),
-        "links": [
-            [link.url, link.text[:200], link.source, link.via] for link in notification.links[:200]
-        ],
-        "candidates": list(notification.candidate_job_ids),
-    }
-
-
-def notification_from_summary(summary: dict[str, Any]) -> Notification:
-    """Rebuild a matchable ``Notification`` from :func:`summarize`'s output.
-
-    Links are ``[url, text, source, via]``. Rows stored before ``via`` existed hold
-    ``[url, text, source]``: the extractor put each unwrapped link after the link it
-    came from, so ``via`` is taken to be the nearest link above it that is not unwrapped.
-    """
-    links: list[Link] = []
-    wrapper: str | None = None
-    for url, text, source, *rest in summary.get("links", []):
-        via = rest[0] if rest else (wrapper if source == "unwrapped" else None)
-        links.append(Link(url, text, source, via))
-        if source != "unwrapped":
-            wrapper = url
-    return Notification(
-        message_id=summary.get("message_id"),
-        sender=summary.get("sender"),
-        subject=summary.get("subject", ""),
-        texts=(" ".join(summary.get("tokens", [])),),
-        links=tuple(links),
-        candidate_job_ids=tuple(summary.get("candidates", [])),
-    )
-
-
-_MAX_EXPLAINED_LINKS = 3
-
-
-def explain(match: Match) -> str:
-    """Return the match's reason, plus why its links were refused when it was refused."""
-    if match.outcome is not MailOutcome.REFUSED:
-        return match.reason
-    refused = [v for v in match.links if not v.kept]
-    if not refused:
-        return match.reason
-    shown = "; ".join(f"{redact_url(v.url)}: {v.reason}" for v in refused[:_MAX_EXPLAINED_LINKS])
-    more = (
-        f"; and {len(refused) - _MAX_EXPLAINED_LINKS} more"
-        if len(refused) > _MAX_EXPLAINED_LINKS
-        else ""
-    )
-    return f"{match.reason} (refused links: {shown}{more})"
 
 
 @dataclass(frozen=True)
@@ -232,10 +153,17 @@ class Poller:
         self.archive = archive
         self.settings = settings
         self.mailbox = mailbox
-        self.downloader = downloader
         self.clock = clock
         self.stop = stop or threading.Event()
         """Set by the daemon on shutdown: an interrupted download is parked, not failed."""
+        self.archiver = ExportArchiver(
+            store,
+            archive,
+            downloader,
+            max_attempts=settings.max_download_attempts,
+            clock=clock,
+            stop=self.stop,
+        )
 
     # ---- one pass ------------------------------------------------------------
 
@@ -466,115 +394,24 @@ class Poller:
             self._record(updated, report, match=match, rematch=True)
             exports = self.store.list_exports()
 
-    # ---- downloads -------------------------------------------------------------
+    # ---- downloads (delegated to archiving.ExportArchiver) -----------------------
+
+    @property
+    def downloader(self) -> Downloader | None:
+        """The downloader the archiver uses; assignable (tests swap in their own)."""
+        return self.archiver.downloader
+
+    @downloader.setter
+    def downloader(self, downloader: Downloader | None) -> None:
+        self.archiver.downloader = downloader
 
     def process_downloads(self, report: CycleReport) -> None:
         """Finish verified exports, then download every notified one, one after another."""
-        for export in self.store.list_exports([ExportState.VERIFIED]):
-            self.download_export(export, report)
-        for export in self.store.list_exports([ExportState.NOTIFIED, ExportState.DOWNLOADING]):
-            self.download_export(export, report)
+        self.archiver.process_downloads(report)
 
     def download_export(self, export: Export, report: CycleReport) -> None:
         """Bring one export to ``archived``; failures are recorded, logged and reported."""
-        step = self._finish_verified if export.state is ExportState.VERIFIED else self._download
-        try:
-            step(export, report)
-        except InboxPollerError as exc:
-            logger.error(
-                "export %d (job %s): %s",
-                export.export_id,
-                export.job_id,
-                exc,
-                extra={"export_id": export.export_id, "job_id": export.job_id},
-            )
-            report.failed.append(f"job {export.job_id}: {exc}")
-
-    def _download(self, export: Export, report: CycleReport) -> None:
-        if self.downloader is None:
-            return
-        assert export.download_url is not None
-        export = self.store.mark_downloading(export.export_id, self.clock())
-        crash_point("download:after-start")
-        logger.info(
-            "export %d (job %s): downloading %s (attempt %d)",
-            export.export_id,
-            export.job_id,
-            redact_url(export.download_url or ""),
-            export.attempts,
-            extra={"export_id": export.export_id, "job_id": export.job_id},
-        )
-        part = self.archive.begin(export)
-        try:
-            result = self.downloader.download(export.download_url or "", part)
-            part.seal()
-        except LinkExpired as exc:
-            part.discard()
-            self.store.mark_link_expired(export.export_id, str(exc), self.clock())
-            raise
-        except (DownloadError, ArchiveError) as exc:
-            part.discard()
-            if self.stop.is_set():
-                self.store.mark_download_parked(export.export_id, self.clock())
-                logger.info(
-                    "export %d: download interrupted by shutdown; resumes at next start",
-                    export.export_id,
-                )
-                return
-            self._download_failed(export, exc)
-            raise
-        except BaseException:
-            part.discard()
-            raise
-        archived = self.archive.describe(export, result)
-        self.store.mark_verified(export.export_id, str(part.path), archived, self.clock())
-        crash_point("download:after-verified")
-        self._publish(export.export_id, part.path, archived, report)
-
-    def _download_failed(self, export: Export, exc: InboxPollerError) -> None:
-        attempts_left = export.attempts < self.settings.max_download_attempts
-        if exc.retryable and attempts_left:
-            self.store.mark_download_retry(export.export_id, str(exc), self.clock())
-        elif exc.retryable:
-            reason = f"{exc} (gave up after {export.attempts} attempts)"
-            self.store.mark_failed(export.export_id, reason, self.clock())
-        else:
-            self.store.mark_failed(export.export_id, str(exc), self.clock())
-
-    def _finish_verified(self, export: Export, report: CycleReport) -> None:
-        """Resume an export that crashed between verification and the ledger's ``archived``."""
-        archived = export.archived
-        assert archived is not None
-        part = self.store.part_path(export.export_id)
-        if self.archive.verify(archived):
-            self._publish(export.export_id, None, archived, report)
-        elif part and self.archive.verify(archived, Path(part)):
-            self._publish(export.export_id, Path(part), archived, report)
-        else:
-            self.store.mark_redownload(
-                export.export_id, "the verified payload is gone; downloading again", self.clock()
-            )
-
-    def _publish(
-        self, export_id: int, part: Path | None, archived: ArchivedFile, report: CycleReport
-    ) -> None:
-        if part is not None:
-            self.archive.publish(part, archived)
-        export = self.store.get_export(export_id)
-        self.archive.append_manifest(export, archived, self.clock())
-        crash_point("download:after-manifest")
-        export = self.store.mark_archived(export_id, self.clock())
-        report.archived.append(str(export.job_id))
-        logger.info(
-            "export %d (job %s): archived %s (%d bytes, %s records, sha256 %s)",
-            export_id,
-            export.job_id,
-            archived.path,
-            archived.bytes,
-            "?" if archived.records is None else archived.records,
-            archived.sha256,
-            extra={"export_id": export_id, "job_id": export.job_id},
-        )
+        self.archiver.download_export(export, report)
 
     # ---- acknowledgement -----------------------------------------------------------
 

@@ -75,7 +75,7 @@ def _write_secret(path: Path, value: str) -> None:
 
 def run_sandbox(directory: Path | None, *, records: int = 20000) -> int:
     """Run one export end to end and print each step; return the exit code."""
-    from inbox_poller.cli import build_poller, build_submitter
+    from inbox_poller.wiring import build_poller, build_submitter
 
     base = directory or Path(tempfile.mkdtemp(prefix="inbox-poller-sandbox-"))
     base.mkdir(parents=True, exist_ok=True)

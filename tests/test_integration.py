@@ -11,12 +11,12 @@ import json
 
 import pytest
 
-from inbox_poller.cli import build_submitter
 from inbox_poller.crashpoints import CRASH_EXIT_STATUS, POINTS
 from inbox_poller.download import SafeDownloader
 from inbox_poller.models import ExportRequest, ExportState
 from inbox_poller.simulator import Faults
 from inbox_poller.store import Store
+from inbox_poller.wiring import build_submitter
 from tests.plugins.loop import LoopEnv
 
 pytestmark = pytest.mark.dovecot

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from inbox_poller.extract import extract
+from inbox_poller.mail_memory import notification_from_summary, summarize
 from inbox_poller.match import match_notification
 from inbox_poller.models import (
     Export,
@@ -19,7 +20,6 @@ from inbox_poller.models import (
     MailOutcome,
     Notification,
 )
-from inbox_poller.poller import notification_from_summary, summarize
 from inbox_poller.urlpolicy import HostRule, parse_host_rule
 from inbox_poller.verdicts import judge_links
 

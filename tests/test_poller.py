@@ -296,12 +296,12 @@ def test_verified_export_is_finished_without_downloading_again(world: World) -> 
     job = world.submit()
     world.notify(job)
     # stop right after verification, as a crash would
-    real_publish = world.poller._publish
-    world.poller._publish = lambda *a, **k: None  # type: ignore[method-assign]
+    real_publish = world.poller.archiver._publish
+    world.poller.archiver._publish = lambda *a, **k: None  # type: ignore[method-assign]
     world.poller.run_once()
     export = world.store.export_by_job_id(job)
     assert export is not None and export.state is ExportState.VERIFIED
-    world.poller._publish = real_publish  # type: ignore[method-assign]
+    world.poller.archiver._publish = real_publish  # type: ignore[method-assign]
     report = world.poller.run_once()
     assert report.archived == [job]
     assert len(world.downloader.calls) == 1

@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from inbox_poller.cli import build_poller
 from inbox_poller.config import Config, load_config
 from inbox_poller.dovecot import DovecotServer
 from inbox_poller.poller import Poller
 from inbox_poller.simulator import PinpointeSimulator
+from inbox_poller.wiring import build_poller
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
