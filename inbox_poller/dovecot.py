@@ -7,235 +7,44 @@ config, Dovecot's run and state directories, the log, a certificate from
 only when a real LOGIN + SELECT works, and it fails fast on the first
 ` Fatal: ` or ` Error: ` line in its log.
 
-Running as root needs four fixes (the login process runs as ``dovenull``, mail
-is accessed as Debian's ``mail`` user, the instance directory must be
-searchable by that user, and the passwd-file leaves uid/gid empty). As an
-unprivileged user everything runs as that user, without chroots.
-
-Stopping signals the ``imap`` processes first: without a systemd cgroup to
-sweep them up they would survive the master, and clients would never see the
-connection drop.
+The config and the other files Dovecot reads (and the fixes running as root
+needs) are in ``dovecot_config``; finding the binary, choosing ports and
+stopping the processes are in ``dovecot_process``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import grp
 import hashlib
 import logging
 import os
-import pwd
-import random
 import re
 import secrets
 import shutil
-import signal
-import socket
 import ssl
-import stat
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from string import Template
 from types import TracebackType
 
 from imapclient import IMAPClient, SocketTimeout
 
-from inbox_poller import localca
+from inbox_poller import dovecot_config, dovecot_process, localca
+from inbox_poller.dovecot_config import MAIL_GID, MAIL_UID
+from inbox_poller.dovecot_process import INSTALL_HINT as INSTALL_HINT  # re-exported
+from inbox_poller.dovecot_process import STOP_KILL_AFTER_S
+from inbox_poller.dovecot_process import find_dovecot as find_dovecot  # re-exported
 from inbox_poller.errors import InboxPollerError
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "apt-get install -y dovecot-imapd"
-"""The command that provides the ``dovecot`` binary on Debian and Ubuntu."""
-
-SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin")
-"""Where Dovecot lives when ``/usr/sbin`` is not on a non-login shell's PATH."""
-
 DEFAULT_USER = "inbox-poller"
 START_TIMEOUT_S = 10.0
-STOP_KILL_AFTER_S = 10.0
 CLIENT_TIMEOUT_S = 10.0
-PORT_RANGE = (20000, 32000)
-"""Below Linux's ephemeral range (32768+), so outgoing connections never hold our ports."""
 START_ATTEMPTS = 5
-MAIL_UID = 8
-"""Debian's ``mail`` user: imap refuses to access mail as uid 0."""
-MAIL_GID = 8
 _POLL_S = 0.02
-_STOP_POLL_S = 0.005
 _FAILURE_RE = re.compile(r" (Fatal|Error): ")
 _APPENDUID_RE = re.compile(rb"\[APPENDUID (\d+) (\d+)\]")
-
-_CONFIG = Template("""\
-# Written by inbox_poller.dovecot for a throwaway test server; see docs/dovecot.md.
-base_dir = $dir/run
-state_dir = $dir/state
-instance_name = $instance
-log_path = $dir/log/dovecot.log
-info_log_path = $dir/log/dovecot.log
-debug_log_path = $dir/log/dovecot.log
-
-listen = 127.0.0.1
-protocols = imap
-
-default_internal_user = $internal_user
-default_internal_group = $internal_group
-default_login_user = $login_user
-$privileges
-ssl = yes
-ssl_cert = <$ssl_cert
-ssl_key = <$ssl_key
-$ssl_dh
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-# a wrong password would otherwise delay every later login by seconds
-auth_failure_delay = 0
-
-passdb {
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u $dir/users
-}
-userdb {
-  driver = passwd-file
-  args = username_format=%u $dir/users
-}
-
-mail_location = sdbox:~/sdbox
-mail_fsync = never
-namespace inbox {
-  inbox = yes
-  separator = /
-  mailbox Sent {
-    special_use = \\Sent
-  }
-  mailbox Trash {
-    special_use = \\Trash
-  }
-}
-
-protocol imap {
-  mail_max_userip_connections = 200
-$capability
-}
-
-service imap-login {
-  chroot = $login_chroot
-  inet_listener imap {
-    address = 127.0.0.1
-    port = $imap_port
-  }
-  inet_listener imaps {
-    address = 127.0.0.1
-    port = $imaps_port
-    ssl = yes
-  }
-}
-service anvil {
-  chroot = $anvil_chroot
-  unix_listener anvil-auth-penalty {
-    mode = 0
-  }
-}
-$extra
-""")
-
-
-def find_dovecot(search_path: str | None = None) -> Path:
-    """Return the ``dovecot`` binary, looking in *search_path* (default: PATH plus /usr/sbin).
-
-    :raises InboxPollerError: naming the install command when it is nowhere.
-    """
-    if search_path is None:
-        search_path = os.pathsep.join([os.environ.get("PATH", ""), *SBIN_DIRS])
-    found = shutil.which("dovecot", path=search_path)
-    if found is None:
-        raise InboxPollerError(
-            f"the dovecot binary was not found (searched {search_path or 'nothing'}); "
-            f"install it with: {INSTALL_HINT}"
-        )
-    return Path(found)
-
-
-def _port_is_free(port: int) -> bool:
-    """Return whether Dovecot could bind *port* on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # as Dovecot does: connections left in TIME_WAIT do not block a listener
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port(avoid: set[int]) -> int:
-    """Return a loopback TCP port nobody listens on right now (it may be taken later)."""
-    for _ in range(200):
-        port = random.randrange(*PORT_RANGE)
-        if port not in avoid and _port_is_free(port):
-            return port
-    raise InboxPollerError("no free loopback port found for Dovecot")
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """Return (state, parent PID) of *pid*, or None when it no longer exists."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return None
-    # the command name is in parentheses and may itself contain them
-    fields = text.rsplit(")", 1)[1].split()
-    return fields[0], int(fields[1])
-
-
-def _proc_title(pid: int) -> str:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return ""
-    return raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
-
-
-def _alive(pid: int) -> bool:
-    """Return whether *pid* runs; a zombie counts as gone (its parent may reap it late)."""
-    info = _proc_stat(pid)
-    return info is not None and info[0] != "Z"
-
-
-def _children(parent: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            info = _proc_stat(int(entry.name))
-            if info is not None and info[1] == parent:
-                pids.append(int(entry.name))
-    return pids
-
-
-def _signal(pids: list[int], signum: int) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
-
-
-def _unreachable_ancestor(path: Path, uid: int, gid: int) -> Path | None:
-    """Return the first directory on *path* that *uid* cannot search, if any.
-
-    The imap process keeps the supplementary group 0, so group bits of a
-    root-owned directory count too (docs/dovecot.md, fix 3).
-    """
-    for directory in [path, *path.parents]:
-        mode = directory.stat()
-        if mode.st_uid == uid and mode.st_mode & stat.S_IXUSR:
-            continue
-        if mode.st_gid in (gid, 0) and mode.st_mode & stat.S_IXGRP:
-            continue
-        if mode.st_mode & stat.S_IXOTH:
-            continue
-        return directory
-    return None
 
 
 class DovecotServer:
@@ -381,7 +190,7 @@ class DovecotServer:
         self._prepare_directory()
         for attempt in range(1, START_ATTEMPTS + 1):
             if self._ports is None:
-                self._ports = self._choose_ports()
+                self._ports = dovecot_process.choose_ports(self._fixed_ports)
             try:
                 self._launch()
                 return
@@ -397,42 +206,14 @@ class DovecotServer:
     def stop(self) -> None:
         """Stop the server so that connected clients really see the connection drop.
 
-        The imap session processes get SIGTERM (they send ``* BYE``), then the master;
-        its stateless helpers (log, auth, anvil, config, stats, logins) get SIGKILL.
-        Given SIGTERM, the master respawns helpers that die first and then waits for
-        them, which made about one stop in twenty take a whole second. A no-op when
-        nothing runs.
+        The signal order is ``dovecot_process.terminate``'s. A no-op when nothing runs.
         """
         master = self._master_pid()
         if master is None:
             self._reap()
             return
         started = time.monotonic()
-        prefix = self.instance_name + "/"
-        # only processes titled as ours: a PID read from master.pid may have been reused
-        children = [pid for pid in _children(master) if _proc_title(pid).startswith(prefix)]
-        sessions = [pid for pid in children if _proc_title(pid).split(" ")[0] == prefix + "imap"]
-        _signal(sessions, signal.SIGTERM)
-        _signal([master], signal.SIGTERM)
-        _signal([pid for pid in children if pid not in sessions], signal.SIGKILL)
-        signalled = {master, *children}
-        while True:
-            if _alive(master):
-                # a process forked since the first look (a respawned helper, a login)
-                late = [pid for pid in _children(master) if pid not in signalled]
-                _signal(late, signal.SIGKILL)
-                signalled.update(late)
-            if not any(_alive(pid) for pid in signalled):
-                break
-            if time.monotonic() - started > STOP_KILL_AFTER_S:
-                logger.warning(
-                    "dovecot %s: still running after %ss; killing it",
-                    self.directory,
-                    STOP_KILL_AFTER_S,
-                )
-                _signal([pid for pid in signalled if _alive(pid)], signal.SIGKILL)
-                break
-            time.sleep(_STOP_POLL_S)
+        dovecot_process.terminate(master, self.instance_name, str(self.directory))
         self._reap()
         logger.debug("dovecot %s: stopped in %.3fs", self.directory, time.monotonic() - started)
 
@@ -534,7 +315,7 @@ class DovecotServer:
         if is_root:
             # mkdtemp makes 0700; the mail user must be able to pass through
             directory.chmod(0o711)
-            blocked = _unreachable_ancestor(directory, MAIL_UID, MAIL_GID)
+            blocked = dovecot_config.unreachable_ancestor(directory, MAIL_UID, MAIL_GID)
             if blocked is not None:
                 raise InboxPollerError(
                     f"the mail user (uid {MAIL_UID}) cannot reach {directory}: {blocked} is not "
@@ -550,12 +331,7 @@ class DovecotServer:
                 os.chown(path, MAIL_UID, MAIL_GID)
                 path.chmod(0o700)
         self._ca = localca.make_local_ca(directory / "ssl")
-        users = directory / "users"
-        # uid and gid stay empty so mail_uid/mail_gid apply; the home is the 6th field
-        users.write_text(
-            f"{self._user}:{{PLAIN}}{self._password}::::{mail_home}::\n", encoding="utf-8"
-        )
-        users.chmod(0o600)
+        dovecot_config.write_users(directory, self._user, self._password, mail_home)
 
     def _clear_stale_run_dir(self) -> None:
         """Wipe ``run/`` after a crash, unless its master.pid is a live instance of ours."""
@@ -567,66 +343,22 @@ class DovecotServer:
         shutil.rmtree(run, ignore_errors=True)
         run.mkdir()
 
-    def _choose_ports(self) -> tuple[int, int]:
-        imap_port, imaps_port = self._fixed_ports
-        if imap_port is None:
-            imap_port = _free_port({imaps_port} if imaps_port else set())
-        if imaps_port is None:
-            imaps_port = _free_port({imap_port})
-        return imap_port, imaps_port
-
     def _write_config(self) -> None:
         assert self._ca is not None
-        assert self._ports is not None
-        is_root = os.geteuid() == 0
-        if is_root:
-            internal_user, internal_group = "root", "root"
-            login_user = "dovenull" if _user_exists("dovenull") else "nobody"
-            privileges = (
-                f"mail_uid = {MAIL_UID}\nmail_gid = {MAIL_GID}\n"
-                "first_valid_uid = 0\nfirst_valid_gid = 0\n"
-            )
-            login_chroot, anvil_chroot = "login", "empty"
-        else:
-            internal_user = pwd.getpwuid(os.geteuid()).pw_name
-            internal_group = grp.getgrgid(os.getegid()).gr_name
-            login_user = internal_user
-            privileges = f"first_valid_uid = {os.geteuid()}\nfirst_valid_gid = {os.getegid()}\n"
-            login_chroot, anvil_chroot = "", ""
-        dh = Path("/usr/share/dovecot/dh.pem")
-        text = _CONFIG.substitute(
-            dir=self.directory,
+        text = dovecot_config.render_config(
+            directory=self.directory,
             instance=self.instance_name,
-            internal_user=internal_user,
-            internal_group=internal_group,
-            login_user=login_user,
-            privileges=privileges,
-            ssl_cert=self._ca.server_cert,
-            ssl_key=self._ca.server_key,
-            ssl_dh=f"ssl_dh = <{dh}" if dh.exists() else "",
-            capability=f"  imap_capability = {self._capability}" if self._capability else "",
-            login_chroot=login_chroot,
-            anvil_chroot=anvil_chroot,
-            imap_port=self._ports[0],
-            imaps_port=self._ports[1],
-            extra=self._acl_config() + self._extra,
+            ca=self._ca,
+            ports=self._require_ports(),
+            capability=self._capability,
+            extra=dovecot_config.write_acl(self.directory, self._keywordless) + self._extra,
         )
         self.config_path.write_text(text, encoding="utf-8")
-
-    def _acl_config(self) -> str:
-        if self._keywordless is None:
-            return ""
-        acl_file = self.directory / "global-acl"
-        # l lookup, r read, s seen, i insert, t/e delete and expunge, k/x create and
-        # delete folders; no w: no keywords and no other flags
-        acl_file.write_text(f"{self._keywordless} owner lrsitekx\n", encoding="utf-8")
-        acl_file.chmod(0o644)
-        return f"mail_plugins = acl\nplugin {{\n  acl = vfile:{acl_file}\n}}\n"
 
     def _launch(self) -> None:
         # Dovecot itself takes about 2 s to give up on a taken port; look first
         for port in self._require_ports():
-            if not _port_is_free(port):
+            if not dovecot_process.port_is_free(port):
                 raise InboxPollerError(f"127.0.0.1:{port}: Address already in use")
         self._write_config()
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -705,7 +437,7 @@ class DovecotServer:
         except (OSError, ValueError):
             return None
         # trust a PID only when it is really our master (PIDs get reused)
-        if _alive(pid) and str(self.config_path) in _proc_title(pid):
+        if dovecot_process.alive(pid) and str(self.config_path) in dovecot_process.proc_title(pid):
             return pid
         return None
 
@@ -717,11 +449,3 @@ class DovecotServer:
                 self._process.kill()
                 self._process.wait()
             self._process = None
-
-
-def _user_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True

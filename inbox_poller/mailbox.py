@@ -9,6 +9,8 @@ only as the server allows, and never a bare EXPUNGE.
 
 Every imapclient, socket and TLS exception is translated into
 ``MailboxError`` (or ``MailboxLoginError``) naming the server and the step.
+Connecting, logging in and that translation live in ``imap_session``; waiting for new
+mail (IDLE, or NOOP polling) lives in ``idle``.
 """
 
 from __future__ import annotations
@@ -16,20 +18,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import select
-import socket
 import ssl
-import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from imapclient import DELETED, IMAPClient, SocketTimeout
-from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
+from inbox_poller import idle, imap_session
 from inbox_poller.config import ImapConfig
-from inbox_poller.errors import MailboxError, MailboxLoginError
+from inbox_poller.errors import MailboxError
 from inbox_poller.models import FetchedMail, MailboxStatus, MailKey
 from inbox_poller.tls import client_context
 
@@ -38,15 +37,6 @@ logger = logging.getLogger(__name__)
 FETCH_CHUNK_UIDS = 5000
 """Explicit UIDs per FETCH: imapclient 4.x cannot take ``1:*``, and Dovecot refuses
 command lines over 64 KiB (about 10,000 UIDs)."""
-
-KEEPALIVE_IDLE_S = 60
-KEEPALIVE_INTERVAL_S = 15
-KEEPALIVE_COUNT = 4
-"""A silently dead connection (NAT timeout) is noticed after about 2 minutes."""
-
-IDLE_SLICE_S = 0.2
-"""How often an IDLE (or NOOP-polling) wait checks whether it was interrupted: bounds how
-late a stop or wake request is noticed."""
 
 IMAPLIB_LOGGER = "imapclient.imaplib"
 """imaplib's wire log: at DEBUG it contains every server line, message bodies included."""
@@ -86,96 +76,6 @@ def _header_message_id(header_block: bytes) -> str | None:
     unfolded = _HEADER_FOLD_RE.sub(b" ", header_block)
     match = _MESSAGE_ID_RE.search(unfolded)
     return match.group(1).decode("ascii", "replace") if match else None
-
-
-def _enable_keepalive(sock: socket.socket) -> None:
-    """Turn on TCP keepalive so a connection a NAT dropped silently is noticed."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in (
-        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
-        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
-        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
-    ):
-        option = getattr(socket, name, None)
-        if option is not None:  # not every platform has all three
-            sock.setsockopt(socket.IPPROTO_TCP, option, value)
-
-
-def _pause(timeout_s: float, interrupted: Callable[[], bool] | None) -> None:
-    """Sleep *timeout_s*, in slices, returning early once *interrupted()* is true."""
-    deadline = time.monotonic() + timeout_s
-    while (remaining := deadline - time.monotonic()) > 0:
-        if interrupted is not None and interrupted():
-            return
-        time.sleep(min(remaining, IDLE_SLICE_S))
-
-
-def _ends_idle(response: Any) -> bool:
-    """Return whether an IDLE response is worth ending the wait for (new mail, or BYE)."""
-    if not isinstance(response, tuple) or len(response) < 2:
-        return False
-    return response[0] == b"BYE" or response[1] in (b"EXISTS", b"RECENT")
-
-
-def _readable_now(sock: socket.socket) -> bool:
-    """Return whether *sock* has something to read (data, EOF or an error) right now."""
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
-    return bool(poller.poll(0))
-
-
-def _input_already_read(client: IMAPClient, read_timeout_s: float) -> bool:
-    """Return whether imaplib's reader holds bytes that polling the socket cannot see.
-
-    Dovecot answers IDLE with ``+ idling`` and any change it held back (one that
-    came less than 500 ms before the previous DONE) in one write; imaplib reads
-    both into its buffered reader (``IMAP4.file``) while looking for ``+ idling``,
-    and ``idle_check`` only polls the socket, so that EXISTS would wait for the
-    next DONE. ``peek`` on the non-blocking socket shows the buffer without
-    waiting.
-    """
-    reader = getattr(getattr(client, "_imap", None), "file", None)
-    if reader is None or not hasattr(reader, "peek"):
-        return False  # another imaplib layout: only the IDLE window bounds the delay
-    sock = client.socket()
-    sock.setblocking(False)
-    try:
-        return bool(reader.peek(1))
-    except OSError:  # nothing buffered and nothing to read (would block)
-        return False
-    finally:
-        sock.settimeout(read_timeout_s)
-
-
-def _idle_collect(
-    client: IMAPClient,
-    timeout_s: float,
-    interrupted: Callable[[], bool] | None,
-    read_timeout_s: float,
-) -> list[Any]:
-    """Collect IDLE responses until new mail or BYE, *timeout_s*, or *interrupted()*.
-
-    ``idle_check`` polls the socket for at most its timeout, so each slice is bounded.
-    It swallows an EOF (and a line cut short) and returns ``[]`` at once, even though
-    the socket stays readable; then the wait ends, so ``idle_done`` meets the dead
-    connection now instead of this loop spinning until *timeout_s*. Lines that
-    arrived together with ``+ idling`` also end the wait at once; ``idle_done``
-    returns them.
-    """
-    if _input_already_read(client, read_timeout_s):
-        return []
-    deadline = time.monotonic() + timeout_s
-    collected: list[Any] = []
-    while (remaining := deadline - time.monotonic()) > 0:
-        if interrupted is not None and interrupted():
-            break
-        responses = client.idle_check(timeout=min(remaining, IDLE_SLICE_S))
-        collected.extend(responses)
-        if any(_ends_idle(response) for response in responses):
-            break
-        if not responses and _readable_now(client.socket()):
-            break
-    return collected
 
 
 class ImapMailbox:
@@ -227,7 +127,7 @@ class ImapMailbox:
         client = self._connect()
         self._client = client
         try:
-            self._login(client)
+            imap_session.login(client, self._config, self._password, self._where, self._guard)
             with self._guard("read capabilities"):
                 capabilities = frozenset(_text(cap).upper() for cap in client.capabilities())
             self._ensure_processed_folder(client)
@@ -327,7 +227,7 @@ class ImapMailbox:
 
         Uses IDLE when advertised (RFC 2177 forbids it otherwise); without it, sleeps
         and sends NOOP. The wait ends early once *interrupted()* is true, checked every
-        ``IDLE_SLICE_S``: how a watcher honours a stop or wake request mid-IDLE.
+        ``idle.IDLE_SLICE_S``: how a watcher honours a stop or wake request mid-IDLE.
         ``True`` means new mail *may* have arrived: run ``fetch_new``.
 
         Bounded even when the server goes silent: IDLE always ends with DONE, and
@@ -336,66 +236,27 @@ class ImapMailbox:
         :raises MailboxError: the connection dropped (BYE, EOF, timeout).
         """
         client, status = self._require_open()
-        if not status.has_idle:
-            _pause(timeout_s, interrupted)
-            with self._guard("NOOP"):
-                _text_response, responses = client.noop()
-            return self._reports_new_mail(responses)
-        with self._guard("IDLE"):
-            client.idle()
-            responses = _idle_collect(client, timeout_s, interrupted, self._config.timeout_s)
-            # DONE is awaited with the read timeout: this is where a silent server is caught
-            _text_response, after = client.idle_done()
-        return self._reports_new_mail([*responses, *after])
+        responses = idle.wait_for_mail(
+            client,
+            self._guard,
+            has_idle=status.has_idle,
+            timeout_s=timeout_s,
+            interrupted=interrupted,
+            read_timeout_s=self._config.timeout_s,
+        )
+        return self._reports_new_mail(responses)
 
     # ---- internals --------------------------------------------------------------------
 
     def _connect(self) -> IMAPClient:
-        config = self._config
         if self._context is None:
             # built once: loading the system CA store costs about 30 ms
             what = f"load the CA file {self._ca_file}" if self._ca_file else "load the system CAs"
             with self._guard(what):
                 self._context = client_context(self._ca_file)
-        context = self._context
-        with self._guard("connect"):
-            client = IMAPClient(
-                config.host,
-                port=config.effective_port,
-                ssl=config.security == "tls",
-                ssl_context=context if config.security == "tls" else None,
-                timeout=self._timeout,
-            )
-        self._client = client
-        try:
-            if config.security == "starttls":
-                with self._guard("STARTTLS"):
-                    if not client.has_capability("STARTTLS"):
-                        raise MailboxError(
-                            f"{self._where}: the server does not offer STARTTLS; refusing to "
-                            'send the password in clear text (use security = "tls")'
-                        )
-                    client.starttls(context)
-            with self._guard("enable TCP keepalive"):
-                _enable_keepalive(client.socket())
-        except MailboxError:
-            self._drop()
-            raise
-        return client
-
-    def _login(self, client: IMAPClient) -> None:
-        with self._guard("log in"):
-            try:
-                client.login(self._config.username, self._password)
-            except LoginError as exc:
-                # imapclient turns every IMAP failure during LOGIN into LoginError, a
-                # dropped connection included; only the server's refusal is about
-                # the credentials (and is not worth retrying)
-                if isinstance(exc.__context__, IMAPClientAbortError):
-                    raise exc.__context__ from None
-                raise MailboxLoginError(
-                    f"{self._where}: login as {self._config.username!r} refused: {exc}"
-                ) from exc
+        return imap_session.connect(
+            self._config, self._context, self._timeout, self._where, self._guard
+        )
 
     def _ensure_processed_folder(self, client: IMAPClient) -> None:
         name = self._config.processed_folder
@@ -552,12 +413,11 @@ class ImapMailbox:
 
     def _reports_new_mail(self, responses: list[Any]) -> bool:
         for response in responses:
-            if isinstance(response, tuple) and len(response) >= 2:
-                if response[0] == b"BYE":
-                    self._drop()
-                    raise MailboxError(f"{self._where}: the server closed the connection (BYE)")
-                if response[1] in (b"EXISTS", b"RECENT"):
-                    return True
+            if idle.is_bye(response):
+                self._drop()
+                raise MailboxError(f"{self._where}: the server closed the connection (BYE)")
+            if idle.is_new_mail(response):
+                return True
         return False
 
     def _require_open(self) -> tuple[IMAPClient, MailboxStatus]:
@@ -572,38 +432,6 @@ class ImapMailbox:
             with contextlib.suppress(Exception):  # the socket is already unusable
                 client.shutdown()
 
-    @contextmanager
-    def _guard(self, step: str) -> Iterator[None]:
+    def _guard(self, step: str) -> AbstractContextManager[None]:
         """Translate library exceptions raised during *step* into ``MailboxError``."""
-        try:
-            yield
-        except MailboxError:
-            raise
-        except ssl.SSLCertVerificationError as exc:
-            self._drop()
-            raise MailboxError(
-                f"{self._where}: {step} failed: TLS certificate verification failed "
-                f"({exc.verify_message}); if the server uses a private CA, set imap.ca_file"
-            ) from exc
-        except ssl.SSLError as exc:
-            self._drop()
-            raise MailboxError(f"{self._where}: {step} failed: TLS error: {exc}") from exc
-        except TimeoutError as exc:
-            self._drop()
-            raise MailboxError(
-                f"{self._where}: {step} failed: no answer within {self._config.timeout_s}s"
-            ) from exc
-        except OSError as exc:
-            self._drop()
-            raise MailboxError(f"{self._where}: {step} failed: {exc.strerror or exc}") from exc
-        except IMAPClientAbortError as exc:
-            self._drop()
-            raise MailboxError(f"{self._where}: {step} failed: connection lost ({exc})") from exc
-        except LoginError as exc:
-            raise MailboxLoginError(f"{self._where}: {step} failed: {exc}") from exc
-        except IMAPClientError as exc:
-            # a NO or BAD answer: the session itself is still usable
-            raise MailboxError(f"{self._where}: {step} failed: {exc}") from exc
-        except ValueError as exc:  # imapclient's parsers reject a malformed response
-            self._drop()
-            raise MailboxError(f"{self._where}: {step} failed: bad response ({exc})") from exc
+        return imap_session.translate_errors(self._where, step, self._config.timeout_s, self._drop)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from imapclient import IMAPClient
 
-from inbox_poller import dovecot as dovecot_module
+from inbox_poller import dovecot_process
 from inbox_poller.dovecot import INSTALL_HINT, DovecotServer, find_dovecot
 from inbox_poller.errors import InboxPollerError
 from tests.plugins.dovecot import make_mail, require_dovecot
@@ -164,7 +164,7 @@ def test_a_taken_fixed_port_fails_fast_with_the_log_line() -> None:
 def test_a_lost_port_race_is_retried_on_other_ports(
     own_dovecot: DovecotServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_free_port = dovecot_module._free_port
+    real_free_port = dovecot_process.free_port
     with socket.create_server(("127.0.0.1", 0)) as squatter:
         busy = squatter.getsockname()[1]
         offered: list[int] = []
@@ -175,7 +175,7 @@ def test_a_lost_port_race_is_retried_on_other_ports(
             offered.append(port)
             return port
 
-        monkeypatch.setattr(dovecot_module, "_free_port", racy_free_port)
+        monkeypatch.setattr(dovecot_process, "free_port", racy_free_port)
         own_dovecot.start()
 
     assert offered[0] == busy
