@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -76,7 +76,8 @@ class _Session:
     stop: threading.Event
     wake: threading.Event
     watcher_thread: threading.Thread
-    in_flight: set[int] = field(default_factory=set)
+    in_flight: dict[int, Future[None]] = field(default_factory=dict)
+    """The download of each export handed to the pool, until it finishes."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -207,9 +208,9 @@ class Daemon:
         session.scheduler.shutdown(wait=False)
         session.downloads.shutdown(wait=False, cancel_futures=True)
         session.watcher_thread.join(timeout=max(0.1, deadline - time.monotonic()))
-        for thread in threading.enumerate():
-            if thread.name.startswith("download") and thread.is_alive():
-                thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        with session.lock:
+            downloads = list(session.in_flight.values())
+        wait(downloads, timeout=max(0.1, deadline - time.monotonic()))
         session.poller.close()
         session.poller.store.close()
 
@@ -269,12 +270,11 @@ class Daemon:
             with session.lock:
                 if export.export_id in session.in_flight or session.stop.is_set():
                     continue
-                session.in_flight.add(export.export_id)
-            try:
-                session.downloads.submit(self._download, session, export.export_id)
-            except RuntimeError:  # the pool is shutting down
-                with session.lock:
-                    session.in_flight.discard(export.export_id)
+                try:
+                    future = session.downloads.submit(self._download, session, export.export_id)
+                except RuntimeError:  # the pool is shutting down
+                    continue
+                session.in_flight[export.export_id] = future
 
     def _download(self, session: _Session, export_id: int) -> None:
         try:
@@ -288,7 +288,7 @@ class Daemon:
             logger.exception("export %d: unexpected error in the download worker", export_id)
         finally:
             with session.lock:
-                session.in_flight.discard(export_id)
+                session.in_flight.pop(export_id, None)
             session.wake.set()  # acknowledge promptly
 
     def _submit_due(self, session: _Session) -> None:
@@ -305,20 +305,9 @@ class Daemon:
 
     # ---- health --------------------------------------------------------------------
 
-    def health(self, session: _Session) -> Health:
-        store = session.poller.store
-        last = store.daemon_values().get(LAST_POLL_KEY)
-        return assess(
-            store.list_exports(),
-            datetime.fromisoformat(last) if last else None,
-            self._clock(),
-            poll_interval_s=session.config.imap.poll_interval,
-            notify_deadline_s=session.config.exports.notify_deadline,
-        )
-
     def _refresh_status(self, session: _Session) -> None:
         try:
-            line = self.health(session).status_line()
+            line = ledger_health(session.poller.store, session.config, self._clock()).status_line()
         except InboxPollerError as exc:
             line = f"ledger unreadable: {exc}"
         watcher_state = session.watcher.state
@@ -333,3 +322,15 @@ class Daemon:
         if interval is not None and now - self._last_watchdog >= min(interval, 1.0):
             self._notifier.watchdog()
             self._last_watchdog = now
+
+
+def ledger_health(store: Store, config: Config, now: datetime) -> Health:
+    """Judge the ledger at *now* by *config*'s limits (``STATUS=`` and ``inbox-poller status``)."""
+    last = store.daemon_values().get(LAST_POLL_KEY)
+    return assess(
+        store.list_exports(),
+        datetime.fromisoformat(last) if last else None,
+        now,
+        poll_interval_s=config.imap.poll_interval,
+        notify_deadline_s=config.exports.notify_deadline,
+    )

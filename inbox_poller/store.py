@@ -102,6 +102,15 @@ class Store(MailLedger):
             )
         return [row_to_export(row) for row in rows]
 
+    def exports_for(self, request: ExportRequest) -> list[Export]:
+        """Return the exports of exactly *request* (method, stat and window), oldest first."""
+        rows = self._query(
+            "SELECT * FROM exports WHERE method = ? AND stat = ? AND startdate IS ?"
+            " AND enddate IS ? ORDER BY export_id",
+            (request.method, request.stat, request.startdate, request.enddate),
+        )
+        return [row_to_export(row) for row in rows]
+
     def counts_by_state(self) -> dict[str, int]:
         rows = self._query("SELECT state, COUNT(*) AS n FROM exports GROUP BY state")
         return {row["state"]: row["n"] for row in rows}
@@ -118,10 +127,22 @@ class Store(MailLedger):
         ]
 
     def _change(
-        self, export_id: int, wanted: ExportState, now: datetime, reason: str | None, **fields: Any
+        self,
+        export_id: int,
+        wanted: ExportState,
+        now: datetime,
+        reason: str | None,
+        *,
+        attempts_delta: int = 0,
+        **fields: Any,
     ) -> Export:
         with self._transaction() as conn:
             self._transition(conn, export_id, wanted, now, reason, **fields)
+            if attempts_delta:
+                conn.execute(
+                    "UPDATE exports SET attempts = MAX(0, attempts + ?) WHERE export_id = ?",
+                    (attempts_delta, export_id),
+                )
         return self.get_export(export_id)
 
     def mark_submitted(self, export_id: int, job_id: str, response: str, now: datetime) -> Export:
@@ -165,7 +186,7 @@ class Store(MailLedger):
             ExportState.DOWNLOADING,
             now,
             None,
-            attempts=self.get_export(export_id).attempts + 1,
+            attempts_delta=1,
             part_path=None,
         )
 
@@ -176,7 +197,7 @@ class Store(MailLedger):
             ExportState.NOTIFIED,
             now,
             "interrupted by shutdown",
-            attempts=max(0, self.get_export(export_id).attempts - 1),
+            attempts_delta=-1,
             part_path=None,
         )
 

@@ -154,8 +154,7 @@ class Submitter:
 
     def _submit_one_due(self, due: DueSubmission) -> Export | None:
         request = due.request
-        same = [e for e in self.store.list_exports() if e.request == request]
-        wanted, reason = should_submit(due, same)
+        wanted, reason = should_submit(due, self.store.exports_for(request))
         if not wanted:
             logger.info(
                 "schedule %s: not submitting stat %s: %s", due.schedule_name, request.stat, reason
