@@ -150,7 +150,7 @@ def parse_job_statuses(data: object, job_ids: Sequence[str]) -> dict[str, str]:
 def _status_pairs(data: object, job_ids: Sequence[str]) -> Iterator[tuple[str, str]]:
     items = ([data] if isinstance(data, dict) else []) + _children(data)
     for item in items:
-        job_id = _first_scalar([item], _JOB_ID_KEYS[:1]) or _first_scalar([item], _JOB_ID_KEYS)
+        job_id = _first_scalar([item], _JOB_ID_KEYS)
         status = _first_scalar([item], _STATUS_KEYS)
         if job_id is not None and status is not None:
             yield job_id, status

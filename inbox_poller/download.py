@@ -37,7 +37,7 @@ from urllib3.exceptions import HTTPError
 from urllib3.util import parse_url
 
 from inbox_poller import __version__, jsoncheck
-from inbox_poller.addresses import PinnedConnections, Resolver, address_refusal, system_resolver
+from inbox_poller.addresses import PinnedConnections, Resolver, system_resolver
 from inbox_poller.errors import (
     ArchiveError,
     DownloadError,
@@ -49,10 +49,9 @@ from inbox_poller.failures import (
     RetryableFailure,
     describe,
     is_certificate_failure,
-    retry_after_seconds,
     status_problem,
 )
-from inbox_poller.jsoncheck import CountingAbandoned, FastCheck, Shape, sniff_shape
+from inbox_poller.jsoncheck import CountingAbandoned, FastCheck, Shape
 from inbox_poller.models import DownloadResult
 from inbox_poller.spool import Spool
 from inbox_poller.tls import client_context
@@ -61,15 +60,7 @@ from inbox_poller.urlpolicy import redact_url
 if TYPE_CHECKING:
     from inbox_poller.config import DownloadConfig
 
-__all__ = [
-    "PayloadSink",
-    "Resolver",
-    "SafeDownloader",
-    "address_refusal",
-    "retry_after_seconds",
-    "sniff_shape",
-    "system_resolver",
-]
+__all__ = ["PayloadSink", "SafeDownloader"]
 
 logger = logging.getLogger(__name__)
 

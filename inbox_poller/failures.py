@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import ssl
 from collections.abc import Iterator
-from email.utils import parsedate_to_datetime
 
 from urllib3.exceptions import (
     ConnectTimeoutError,
@@ -19,6 +18,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
+from inbox_poller.api_replies import parse_retry_after
 from inbox_poller.errors import DownloadError, LinkExpired
 from inbox_poller.models import utc_now
 
@@ -79,22 +79,6 @@ def is_certificate_failure(exc: BaseException) -> bool:
     return any(isinstance(cause, ssl.SSLCertVerificationError) for cause in causes(exc))
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """Parse ``Retry-After`` (delay seconds or an HTTP-date); None if absent or invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - utc_now()).total_seconds())
-
-
 def status_problem(status: int, retry_after: str | None) -> Exception | None:
     """What a final (non-redirect) status means: None for 200, else the error to raise."""
     if status == 200:
@@ -102,5 +86,5 @@ def status_problem(status: int, retry_after: str | None) -> Exception | None:
     if status in _EXPIRED_STATUSES:
         return LinkExpired(status)
     if status in (408, 429) or 500 <= status <= 599:
-        return RetryableFailure(f"HTTP {status}", retry_after_seconds(retry_after))
+        return RetryableFailure(f"HTTP {status}", parse_retry_after(retry_after, utc_now()))
     return DownloadError(f"unexpected HTTP {status}")

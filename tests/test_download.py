@@ -27,8 +27,10 @@ import pytest
 
 import inbox_poller.download as download
 import inbox_poller.jsoncheck as jsoncheck
+from inbox_poller.addresses import address_refusal
+from inbox_poller.api_replies import parse_retry_after
 from inbox_poller.config import DownloadConfig
-from inbox_poller.download import SafeDownloader, address_refusal, retry_after_seconds, sniff_shape
+from inbox_poller.download import SafeDownloader
 from inbox_poller.errors import (
     ArchiveError,
     DownloadError,
@@ -38,6 +40,7 @@ from inbox_poller.errors import (
     PayloadInvalid,
     PayloadTooLarge,
 )
+from inbox_poller.jsoncheck import sniff_shape
 from inbox_poller.models import utc_now
 from inbox_poller.poller import Downloader
 from tests.plugins.https_servers import HttpsServer, Reply, redirect
@@ -693,7 +696,7 @@ def test_a_retry_after_beyond_the_deadline_gives_up_at_once(
     [(None, None), ("", None), ("soon", None), ("-3", None), ("12", 12.0)],
 )
 def test_retry_after_parsing(value: str | None, expected: float | None) -> None:
-    assert retry_after_seconds(value) == expected
+    assert parse_retry_after(value, utc_now()) == expected
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
