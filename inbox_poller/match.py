@@ -102,6 +102,11 @@ def _some(items: Sequence[str], limit: int = 5) -> str:
     return shown if len(items) <= limit else f"{shown} and {len(items) - limit} more"
 
 
+def _orphans(exports: Sequence[Export]) -> list[Export]:
+    """Return the exports whose submit answer (and so their job ID) was lost."""
+    return [e for e in exports if e.state in ORPHAN_STATES and e.job_id is None]
+
+
 def _with(
     base: Match,
     outcome: MailOutcome,
@@ -156,7 +161,7 @@ def _match_unknown_job(
     verdicts: Sequence[LinkVerdict],
 ) -> Match:
     """Rule 4: job IDs that are not ours; adopt one only for a lone orphaned submit."""
-    orphans = [e for e in exports if e.state in ORPHAN_STATES and e.job_id is None]
+    orphans = _orphans(exports)
     named = _some(job_ids)
     not_ours = (
         f"job ID {named} is not one of ours"
@@ -205,7 +210,7 @@ def _match_without_job_id(
     if seen:
         return _match_known_link(base, seen[0])
     waiting = [e for e in exports if e.state is ExportState.SUBMITTED]
-    orphans = [e for e in exports if e.state in ORPHAN_STATES and e.job_id is None]
+    orphans = _orphans(exports)
     if orphans:
         return _with(
             base,

@@ -515,10 +515,11 @@ def test_without_keywords_mail_is_moved_or_left_to_the_ledger(
 
 
 @needs_dovecot
+@pytest.mark.parametrize("security", ["tls", "starttls"])
 def test_a_server_certificate_from_an_unknown_ca_is_refused(
-    imap_folder: str, make_dovecot_mailbox: MakeMailbox
+    imap_folder: str, make_dovecot_mailbox: MakeMailbox, security: str
 ) -> None:
-    mailbox = make_dovecot_mailbox(imap_folder, trust_ca=False)
+    mailbox = make_dovecot_mailbox(imap_folder, security=security, trust_ca=False)
     with pytest.raises(MailboxError, match="certificate verification failed") as caught:
         mailbox.open()
     assert "imap.ca_file" in str(caught.value)
@@ -526,30 +527,12 @@ def test_a_server_certificate_from_an_unknown_ca_is_refused(
 
 
 @needs_dovecot
-def test_starttls_with_the_ca_works(
-    dovecot: DovecotServer, imap_folder: str, make_dovecot_mailbox: MakeMailbox
+@pytest.mark.parametrize("security", ["starttls", "plain"])
+def test_starttls_with_the_ca_and_plain_text_on_loopback_work(
+    dovecot: DovecotServer, imap_folder: str, make_dovecot_mailbox: MakeMailbox, security: str
 ) -> None:
     dovecot.append(imap_folder, make_mail())
-    mailbox = make_dovecot_mailbox(imap_folder, security="starttls")
-    mailbox.open()
-    assert len(list(mailbox.fetch_new(0))) == 1
-
-
-@needs_dovecot
-def test_starttls_without_the_ca_is_refused(
-    imap_folder: str, make_dovecot_mailbox: MakeMailbox
-) -> None:
-    mailbox = make_dovecot_mailbox(imap_folder, security="starttls", trust_ca=False)
-    with pytest.raises(MailboxError, match="certificate verification failed"):
-        mailbox.open()
-
-
-@needs_dovecot
-def test_plain_text_on_loopback_works(
-    dovecot: DovecotServer, imap_folder: str, make_dovecot_mailbox: MakeMailbox
-) -> None:
-    dovecot.append(imap_folder, make_mail())
-    mailbox = make_dovecot_mailbox(imap_folder, security="plain")
+    mailbox = make_dovecot_mailbox(imap_folder, security=security)
     mailbox.open()
     assert len(list(mailbox.fetch_new(0))) == 1
 

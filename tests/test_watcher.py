@@ -133,6 +133,16 @@ def start_watcher() -> Iterator[StartWatcher]:
             running.halt()
 
 
+def start_after_first_pass(
+    start_watcher: StartWatcher, mailbox: ImapMailbox, **kwargs: Any
+) -> tuple[Running, PassRecorder]:
+    """Start a watcher recording its passes; return once its catch-up pass is done."""
+    recorder = PassRecorder(mailbox)
+    running = start_watcher(mailbox, recorder, **kwargs)
+    wait_until(lambda: recorder.passes >= 1, 5, "the first pass")
+    return running, recorder
+
+
 def _imap_pids(server: DovecotServer) -> list[int]:
     """The PIDs of the test user's imap sessions (``doveadm who -1``)."""
     out = subprocess.run(
@@ -184,9 +194,7 @@ def test_catch_up_pass_sees_mail_that_arrived_before_the_start(
 ) -> None:
     uids = [dovecot.append(imap_folder, make_mail()) for _ in range(3)]
     mailbox = make_dovecot_mailbox(imap_folder)
-    recorder = PassRecorder(mailbox)
-    start_watcher(mailbox, recorder)
-    wait_until(lambda: recorder.passes >= 1, 5, "the first pass")
+    _running, recorder = start_after_first_pass(start_watcher, mailbox)
     recorder.assert_each_once(uids)
     assert recorder.statuses[0].folder == imap_folder
 
@@ -262,9 +270,9 @@ def test_stalled_connection_is_detected_and_replaced(
     idle_timeout_s, read_timeout_s = 1.0, 2.0
     proxy = make_tcp_proxy(dovecot.imaps_port)
     mailbox = make_dovecot_mailbox(imap_folder, port=proxy.port, timeout_s=read_timeout_s)
-    recorder = PassRecorder(mailbox)
-    running = start_watcher(mailbox, recorder, idle_timeout_s=idle_timeout_s)
-    wait_until(lambda: recorder.passes >= 1, 5, "the first pass")
+    running, recorder = start_after_first_pass(
+        start_watcher, mailbox, idle_timeout_s=idle_timeout_s
+    )
     time.sleep(0.3)
 
     # both directions stop, nothing is closed: only our own timeouts can notice
@@ -316,9 +324,7 @@ def test_dropped_session_reconnects(
     start_watcher: StartWatcher,
 ) -> None:
     mailbox = make_dovecot_mailbox(imap_folder)
-    recorder = PassRecorder(mailbox)
-    running = start_watcher(mailbox, recorder, idle_timeout_s=5.0)
-    wait_until(lambda: recorder.passes >= 1, 5, "the first pass")
+    running, recorder = start_after_first_pass(start_watcher, mailbox, idle_timeout_s=5.0)
     time.sleep(0.2)
 
     if how == "doveadm kick":
@@ -351,9 +357,9 @@ def test_without_idle_polling_at_the_interval_sees_mail(
     server.create_folder(folder)
     try:
         mailbox = make_dovecot_mailbox(folder, server=server)
-        recorder = PassRecorder(mailbox)
-        running = start_watcher(mailbox, recorder, poll_interval_s=0.3, idle_timeout_s=5.0)
-        wait_until(lambda: recorder.passes >= 1, 5, "the first pass")
+        running, recorder = start_after_first_pass(
+            start_watcher, mailbox, poll_interval_s=0.3, idle_timeout_s=5.0
+        )
         assert recorder.statuses[0].has_idle is False
 
         appended_at = time.monotonic()
@@ -375,9 +381,7 @@ def test_wake_runs_a_pass_during_idle(
     imap_folder: str, make_dovecot_mailbox: MakeMailbox, start_watcher: StartWatcher
 ) -> None:
     mailbox = make_dovecot_mailbox(imap_folder)
-    recorder = PassRecorder(mailbox)
-    running = start_watcher(mailbox, recorder, idle_timeout_s=30.0)
-    wait_until(lambda: recorder.passes >= 1, 5, "the first pass")
+    running, recorder = start_after_first_pass(start_watcher, mailbox, idle_timeout_s=30.0)
     time.sleep(0.3)
 
     running.wake.set()
@@ -391,9 +395,7 @@ def test_stop_during_idle_returns_within_a_second(
     imap_folder: str, make_dovecot_mailbox: MakeMailbox, start_watcher: StartWatcher
 ) -> None:
     mailbox = make_dovecot_mailbox(imap_folder)
-    recorder = PassRecorder(mailbox)
-    running = start_watcher(mailbox, recorder, idle_timeout_s=30.0)
-    wait_until(lambda: recorder.passes >= 1, 5, "the first pass")
+    running, _recorder = start_after_first_pass(start_watcher, mailbox, idle_timeout_s=30.0)
     time.sleep(0.3)
     assert running.halt() < 1.0
     assert running.watcher.state == "stopped"
