@@ -145,8 +145,19 @@ class MailLedger(Ledger):
         }
         reason = f"notification {record.key}"
         if adopt_job_id is not None:
-            fields["job_id"] = adopt_job_id
-            reason = f"notification {record.key} revealed job ID {adopt_job_id}"
+            # decided inside the transaction: the submit's answer may land concurrently
+            row = conn.execute(
+                "SELECT job_id FROM exports WHERE export_id = ?", (record.export_id,)
+            ).fetchone()
+            current = row["job_id"] if row is not None else None
+            if current is None:
+                fields["job_id"] = adopt_job_id
+                reason = f"notification {record.key} revealed job ID {adopt_job_id}"
+            elif current != adopt_job_id:
+                raise StoreError(
+                    f"mail {record.key} names job {adopt_job_id}, but export "
+                    f"{record.export_id} is job {current}"
+                )
         self._transition(conn, record.export_id, ExportState.NOTIFIED, now, reason, **fields)
 
     def unmatched_mails(self, since: datetime) -> list[tuple[MailRecord, dict[str, Any]]]:

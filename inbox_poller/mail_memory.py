@@ -25,10 +25,12 @@ def summarize(notification: Notification) -> dict[str, Any]:
     that contain a digit are enough; the body itself is never stored.
     """
     tokens: dict[str, None] = {}
-    for text in (notification.subject, *notification.texts):
-        for token in TOKEN_RE.findall(text):
-            if any(ch.isdigit() for ch in token):
-                tokens.setdefault(token.rstrip("._-"), None)
+    words = (
+        w for text in (notification.subject, *notification.texts) for w in TOKEN_RE.findall(text)
+    )
+    for word in words:
+        if any(ch.isdigit() for ch in word):
+            tokens.setdefault(word.rstrip("._-"), None)
             if len(tokens) >= _MAX_SUMMARY_TOKENS:
                 break
     return {

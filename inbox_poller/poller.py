@@ -20,7 +20,7 @@ from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import ExtractError, MailboxError, StoreError
 from inbox_poller.extract import extract
 from inbox_poller.mail_memory import explain, notification_from_summary, summarize
-from inbox_poller.match import match_notification
+from inbox_poller.match import MATCHABLE_STATES, match_notification
 from inbox_poller.models import (
     CycleReport,
     DownloadResult,
@@ -297,12 +297,6 @@ class Poller:
                 return record
         return None
 
-    def _adopted_job_id(self, match: Match) -> str | None:
-        if match.outcome is not MailOutcome.MATCHED or match.export_id is None:
-            return None
-        export = self.store.get_export(match.export_id)
-        return match.job_id if export.job_id is None else None
-
     def _record(
         self,
         record: MailRecord,
@@ -313,7 +307,8 @@ class Poller:
         rematch: bool = False,
     ) -> None:
         url = match.download_url if match else None
-        adopt = self._adopted_job_id(match) if match else None
+        # the job ID the mail names; the ledger adopts it for an export that has none
+        adopt = match.job_id if match and match.outcome is MailOutcome.MATCHED else None
         crash_point("mail:before-record")
         if rematch:
             self.store.rematch_mail(record, self.clock(), download_url=url, adopt_job_id=adopt)
@@ -364,17 +359,18 @@ class Poller:
             )
 
     def _rematch(self, report: CycleReport) -> None:
-        waiting = self.store.list_exports(
-            [ExportState.SUBMITTED, ExportState.SUBMITTING, ExportState.SUBMIT_UNKNOWN]
-        )
+        waiting = self.store.list_exports(MATCHABLE_STATES)
         if not waiting:
             return
         now = self.clock()
-        exports = self.store.list_exports()
         # a mail can only be claimed by an export that existed when it arrived, so mail
         # older than the oldest waiting export is never worth re-reading
         since = max(now - self.settings.rematch_window, min(e.created_at for e in waiting))
-        for record, summary in self.store.unmatched_mails(since):
+        unmatched = self.store.unmatched_mails(since)
+        if not unmatched:
+            return  # the usual pass while an export waits: no need to read the whole ledger
+        exports = self.store.list_exports()
+        for record, summary in unmatched:
             # only exports that existed when the mail arrived may claim it
             known = [e for e in exports if e.created_at <= record.seen_at]
             match = match_notification(

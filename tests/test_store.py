@@ -235,3 +235,23 @@ def test_resubmission_chain_and_checks(store: Store) -> None:
     assert store.successor(second.export_id) is None
     store.set_daemon_value("last_poll_at", NOW.isoformat())
     assert store.daemon_values() == {"last_poll_at": NOW.isoformat()}
+
+
+def test_a_notification_never_overwrites_a_known_job_id(store: Store) -> None:
+    export_id = _submitted(store, "1001")
+    with pytest.raises(StoreError, match="names job 2002"):
+        store.record_mail(
+            _mail(8, MailOutcome.MATCHED, export_id),
+            NOW,
+            download_url="https://a/b",
+            adopt_job_id="2002",
+        )
+    assert store.get_export(export_id).job_id == "1001"
+    assert store.get_mail(MailKey("INBOX", 7, 8)) is None
+    store.record_mail(  # naming the job it already has is just a match
+        _mail(9, MailOutcome.MATCHED, export_id),
+        NOW,
+        download_url="https://a/b",
+        adopt_job_id="1001",
+    )
+    assert store.get_export(export_id).state is ExportState.NOTIFIED
