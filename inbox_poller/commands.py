@@ -16,10 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from inbox_poller.archive import Archive
-from inbox_poller.config import Config, load_config, resolve_config_path
+from inbox_poller.config import (
+    CONFIG_ENV,
+    Config,
+    DownloadConfig,
+    Secret,
+    load_config,
+    resolve_config_path,
+)
 from inbox_poller.errors import InboxPollerError
-from inbox_poller.models import ExportRequest, ExportState
-from inbox_poller.poller import LAST_POLL_KEY
+from inbox_poller.models import Export, ExportRequest, ExportState
 from inbox_poller.store import Store
 from inbox_poller.urlpolicy import HostRule, parse_host_rule, redact_url
 from inbox_poller.wiring import (
@@ -42,11 +48,11 @@ class UsageError(InboxPollerError):
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    if not args.once:
-        from inbox_poller.daemon import Daemon
+    Archive(config.archive_dir).ensure_writable()
+    with run_lock(config.state_path):
+        if not args.once:
+            from inbox_poller.daemon import Daemon
 
-        Archive(config.archive_dir).ensure_writable()
-        with run_lock(config.state_path):
             daemon = Daemon(
                 resolve_config_path(args.config),
                 config,
@@ -54,9 +60,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
                 lambda cfg, store: build_submitter(cfg, store),
             )
             return daemon.run()
-    logger.info("%s", config.summary())
-    Archive(config.archive_dir).ensure_writable()
-    with run_lock(config.state_path):
+        logger.info("%s", config.summary())
         poller = build_poller(config)
         report = poller.run_once()
     print(
@@ -85,7 +89,7 @@ def cmd_submit(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _export_dict(export: Any, archive_dir: Path) -> dict[str, Any]:
+def _export_dict(export: Export, archive_dir: Path) -> dict[str, Any]:
     archived = export.archived
     return {
         "export_id": export.export_id,
@@ -113,20 +117,10 @@ def _export_dict(export: Any, archive_dir: Path) -> dict[str, Any]:
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
-    from datetime import datetime
-
-    from inbox_poller.health import assess
     from inbox_poller.models import utc_now
+    from inbox_poller.poller import ledger_health
 
-    store = Store(config.state_path)
-    last = store.daemon_values().get(LAST_POLL_KEY)
-    health = assess(
-        store.list_exports(),
-        datetime.fromisoformat(last) if last else None,
-        utc_now(),
-        poll_interval_s=config.imap.poll_interval,
-        notify_deadline_s=config.exports.notify_deadline,
-    )
+    health = ledger_health(Store(config.state_path), config, utc_now())
     running = daemon_running(config.state_path)
     problems = list(health.problems) if running else ["the daemon is not running", *health.problems]
     if args.json:
@@ -188,7 +182,7 @@ def _check_ledger(config: Config) -> str:
     return f"{config.state_path} ({summary})"
 
 
-def _check_secret(secret: Any) -> str:
+def _check_secret(secret: Secret) -> str:
     secret.read()
     return f"readable from {secret.source()}"
 
@@ -220,9 +214,9 @@ def _inspection_rules(args: argparse.Namespace) -> tuple[HostRule, ...]:
             return tuple(parse_host_rule(entry) for entry in args.allowed_host)
         except ValueError as exc:
             raise UsageError(f"--allowed-host: {exc}") from None
-    if args.config or os.environ.get("INBOX_POLLER_CONFIG"):
+    if args.config or os.environ.get(CONFIG_ENV):
         return load_config(resolve_config_path(args.config)).download.host_rules
-    return (parse_host_rule(".mypinpointe.com"),)
+    return DownloadConfig().host_rules
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

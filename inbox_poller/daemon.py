@@ -39,9 +39,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from inbox_poller.config import Config, load_config
 from inbox_poller.errors import ConfigError, InboxPollerError
-from inbox_poller.health import Health, assess
 from inbox_poller.models import CycleReport, ExportState, MailboxStatus, utc_now
-from inbox_poller.poller import LAST_POLL_KEY, Poller
+from inbox_poller.poller import Poller, ledger_health
 from inbox_poller.sdnotify import Notifier
 from inbox_poller.store import Store
 from inbox_poller.submitter import Submitter
@@ -322,15 +321,3 @@ class Daemon:
         if interval is not None and now - self._last_watchdog >= min(interval, 1.0):
             self._notifier.watchdog()
             self._last_watchdog = now
-
-
-def ledger_health(store: Store, config: Config, now: datetime) -> Health:
-    """Judge the ledger at *now* by *config*'s limits (``STATUS=`` and ``inbox-poller status``)."""
-    last = store.daemon_values().get(LAST_POLL_KEY)
-    return assess(
-        store.list_exports(),
-        datetime.fromisoformat(last) if last else None,
-        now,
-        poll_interval_s=config.imap.poll_interval,
-        notify_deadline_s=config.exports.notify_deadline,
-    )

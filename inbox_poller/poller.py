@@ -19,6 +19,7 @@ from inbox_poller.archiving import ExportArchiver
 from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import ExtractError, MailboxError, StoreError
 from inbox_poller.extract import extract
+from inbox_poller.health import Health, assess
 from inbox_poller.mail_memory import explain, notification_from_summary, summarize
 from inbox_poller.match import MATCHABLE_STATES, match_notification
 from inbox_poller.models import (
@@ -39,6 +40,7 @@ from inbox_poller.urlpolicy import HostRule, redact_url
 
 if TYPE_CHECKING:
     from inbox_poller.archive import Archive
+    from inbox_poller.config import Config
     from inbox_poller.store import Store
 
 logger = logging.getLogger(__name__)
@@ -431,3 +433,15 @@ class Poller:
                 result,
                 extra={"uid": str(mail.key), "export_id": mail.export_id},
             )
+
+
+def ledger_health(store: Store, config: Config, now: datetime) -> Health:
+    """Judge the ledger at *now* by *config*'s limits (``STATUS=`` and ``inbox-poller status``)."""
+    last = store.daemon_values().get(LAST_POLL_KEY)
+    return assess(
+        store.list_exports(),
+        datetime.fromisoformat(last) if last else None,
+        now,
+        poll_interval_s=config.imap.poll_interval,
+        notify_deadline_s=config.exports.notify_deadline,
+    )
