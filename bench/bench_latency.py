@@ -63,7 +63,7 @@ from inbox_poller.errors import InboxPollerError
 from inbox_poller.models import ExportState
 from inbox_poller.simulator import PinpointeSimulator
 from inbox_poller.store import Store
-from tests.plugins.loop import LoopEnv
+from tests.plugins.loop import LoopEnv, prepare_loop_env
 from tests.test_daemon import DaemonProcess, NotifySocket
 
 FOLDER = "Notifications"
@@ -116,13 +116,6 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     return "\n".join([line(headers), "| " + " | ".join(align) + " |", *map(line, rows)])
 
 
-def write_secret(path: Path, value: str) -> None:
-    """Write a secret file the config names (mode 0600, as ``load_config`` expects)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.write_text(value, encoding="utf-8")
-    path.chmod(0o600)
-
-
 def start_dovecot(*, hide_idle: bool = False) -> DovecotServer:
     """Start a private Dovecot; with *hide_idle*, IDLE is left out of CAPABILITY."""
     if not hide_idle:
@@ -140,16 +133,6 @@ def start_dovecot(*, hide_idle: bool = False) -> DovecotServer:
     return server
 
 
-def set_poll_interval(env: LoopEnv, seconds: int) -> None:
-    """Add ``poll_interval`` to the ``[imap]`` section of the config LoopEnv wrote."""
-    text = env.config_path.read_text(encoding="utf-8")
-    anchor = "\n\n[download]"
-    if text.count(anchor) != 1:
-        raise BenchError("unexpected config layout from LoopEnv.write_config")
-    text = text.replace(anchor, f"\npoll_interval = {seconds}{anchor}")
-    env.config_path.write_text(text, encoding="utf-8")
-
-
 def make_env(
     root: Path,
     dovecot: DovecotServer,
@@ -158,16 +141,11 @@ def make_env(
     *,
     poll_interval_s: int = 60,
 ) -> LoopEnv:
-    """Create *folder* and its processed folder; write secrets and the config under *root*."""
-    processed = f"{folder}-done"
-    for name in (folder, processed):
-        dovecot.create_folder(name)
-    env = LoopEnv(root, dovecot, folder, processed, sim)
-    write_secret(root / "secrets" / "usertoken", sim.token)
-    write_secret(root / "secrets" / "imap-password", dovecot.password)
-    env.write_config()
-    set_poll_interval(env, poll_interval_s)
-    return env
+    """Create *folder* and its processed folder; write the secrets and the config under *root*."""
+    dovecot.create_folder(folder)
+    return prepare_loop_env(
+        root, dovecot, folder, sim, imap_extra=f"poll_interval = {poll_interval_s}"
+    )
 
 
 @contextmanager
@@ -598,7 +576,7 @@ def _modes(value: str) -> tuple[str, ...]:
     return chosen
 
 
-def _positive_int(value: str) -> int:
+def positive_int(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
     return int(value)
@@ -607,14 +585,14 @@ def _positive_int(value: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--modes", type=_modes, default=MODES, help="comma list (default: all)")
-    parser.add_argument("--samples", type=_positive_int, default=20, help="floor and IDLE samples")
+    parser.add_argument("--samples", type=positive_int, default=20, help="floor and IDLE samples")
     parser.add_argument(
-        "--poll-samples", type=_positive_int, default=6, help="timer and no-IDLE samples"
+        "--poll-samples", type=positive_int, default=6, help="timer and no-IDLE samples"
     )
     parser.add_argument(
-        "--poll-interval", type=_positive_int, default=60, help="seconds between polls"
+        "--poll-interval", type=positive_int, default=60, help="seconds between polls"
     )
-    parser.add_argument("--records", type=_positive_int, default=100, help="payload records")
+    parser.add_argument("--records", type=positive_int, default=100, help="payload records")
     parser.add_argument("--seed", type=int, default=1, help="seed for the random pauses")
     parser.add_argument("--workdir", type=Path, help="parent of the temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")

@@ -58,6 +58,7 @@ from bench_latency import (
     make_env,
     markdown_table,
     percentile,
+    positive_int,
     start_dovecot,
 )
 
@@ -317,21 +318,15 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f}" if seconds < 1 else f"{seconds * 1000:,.0f}"
 
 
-def _positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
-    return int(value)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--messages", type=_positive_int, default=50_000, help="the big folder")
-    parser.add_argument("--small", type=_positive_int, default=100, help="the small folder")
-    parser.add_argument("--reps", type=_positive_int, default=300, help="timed polls per folder")
+    parser.add_argument("--messages", type=positive_int, default=50_000, help="the big folder")
+    parser.add_argument("--small", type=positive_int, default=100, help="the small folder")
+    parser.add_argument("--reps", type=positive_int, default=300, help="timed polls per folder")
     parser.add_argument("--warmup", type=int, default=20, help="untimed polls first")
-    parser.add_argument("--reconnect-reps", type=_positive_int, default=30)
+    parser.add_argument("--reconnect-reps", type=positive_int, default=30)
     parser.add_argument(
-        "--slow-reps", type=_positive_int, default=3, help="polls re-matching the whole ledger"
+        "--slow-reps", type=positive_int, default=3, help="polls re-matching the whole ledger"
     )
     parser.add_argument("--workdir", type=Path, help="parent of the temporary directory")
     return parser

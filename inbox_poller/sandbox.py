@@ -66,14 +66,15 @@ def _step(text: str) -> None:
     print(f"==> {text}", flush=True)
 
 
-def _write_secret(path: Path, value: str) -> None:
+def write_secret(path: Path, value: str) -> None:
+    """Write a secret file a config names: mode 0600 from the start, in a 0700 directory."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(value + "\n")
 
 
-def run_sandbox(directory: Path | None, *, records: int = 20000) -> int:
+def run_sandbox(directory: Path | None, *, records: int) -> int:
     """Run one export end to end and print each step; return the exit code."""
     from inbox_poller.wiring import build_poller, build_submitter
 
@@ -100,8 +101,8 @@ def run_sandbox(directory: Path | None, *, records: int = 20000) -> int:
             # the Dovecot instance is deleted at the end; its CA stays usable for the config
             imap_ca = base / "imap-ca.pem"
             shutil.copyfile(dovecot.ca_file, imap_ca)
-            _write_secret(base / "secrets" / "usertoken", simulator.token)
-            _write_secret(base / "secrets" / "imap-password", dovecot.password)
+            write_secret(base / "secrets" / "usertoken", simulator.token)
+            write_secret(base / "secrets" / "imap-password", dovecot.password)
             config_path.write_text(
                 CONFIG_TEMPLATE.format(
                     api_url=simulator.api_url,

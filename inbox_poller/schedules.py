@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from inbox_poller.errors import ConfigError
-from inbox_poller.models import STAT_ID_RE, Export, ExportRequest, ExportState
+from inbox_poller.models import FINAL_STATES, STAT_ID_RE, Export, ExportRequest, ExportState
 
 logger = logging.getLogger(__name__)
 
@@ -50,18 +50,9 @@ MISFIRE_GRACE_S = 3600
 MAX_FAILED_EXPORTS = 3
 """Failed exports of one (stat, window) after which it is no longer resubmitted."""
 
-PENDING_STATES = frozenset(
-    {
-        ExportState.SUBMITTING,
-        ExportState.SUBMITTED,
-        ExportState.SUBMIT_UNKNOWN,
-        ExportState.NOTIFIED,
-        ExportState.DOWNLOADING,
-        ExportState.VERIFIED,
-    }
-)
 DONE_STATES = frozenset({ExportState.ARCHIVED, ExportState.ACKNOWLEDGED})
-RETRY_STATES = frozenset({ExportState.SUBMIT_FAILED, ExportState.LINK_EXPIRED, ExportState.FAILED})
+RETRY_STATES = FINAL_STATES - DONE_STATES
+PENDING_STATES = frozenset(ExportState) - FINAL_STATES - DONE_STATES
 
 _NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 _EVERY_RE = re.compile(r"^([0-9]{1,9})\s*([smhd])$")

@@ -23,6 +23,7 @@ import pytest
 from inbox_poller.config import Config, load_config
 from inbox_poller.dovecot import DovecotServer
 from inbox_poller.poller import Poller
+from inbox_poller.sandbox import write_secret
 from inbox_poller.simulator import PinpointeSimulator
 from inbox_poller.wiring import build_poller
 
@@ -44,7 +45,7 @@ security = "tls"
 username = "{imap_user}"
 password_file = "secrets/imap-password"
 folder = "{folder}"
-{processed}
+{imap_extra}
 ca_file = "{imap_ca}"
 timeout_s = 10
 
@@ -84,7 +85,11 @@ class LoopEnv:
     def archive_dir(self) -> Path:
         return self.root / "archive"
 
-    def write_config(self, *, move: bool = True, download_extra: str = "") -> None:
+    def write_config(
+        self, *, move: bool = True, imap_extra: str = "", download_extra: str = ""
+    ) -> None:
+        """Write the config; *imap_extra* and *download_extra* are added to their sections."""
+        processed = f'processed_folder = "{self.processed}"' if move else ""
         self.config_path.write_text(
             CONFIG.format(
                 api_url=self.sim.api_url,
@@ -93,7 +98,7 @@ class LoopEnv:
                 imaps_port=self.dovecot.imaps_port,
                 imap_user=self.dovecot.user,
                 folder=self.folder,
-                processed=f'processed_folder = "{self.processed}"' if move else "",
+                imap_extra="\n".join(line for line in (processed, imap_extra) if line),
                 imap_ca=self.dovecot.ca_file,
                 host_rule=self.sim.host_rule,
                 download_extra=download_extra,
@@ -159,11 +164,22 @@ class LoopEnv:
             client.logout()
 
 
-def _write_secret(path: Path, value: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(value)
+def prepare_loop_env(
+    root: Path,
+    dovecot: DovecotServer,
+    folder: str,
+    sim: PinpointeSimulator,
+    *,
+    imap_extra: str = "",
+) -> LoopEnv:
+    """Create *folder*'s processed folder and write the secrets and the config under *root*."""
+    processed = f"{folder}-done"
+    dovecot.create_folder(processed)
+    env = LoopEnv(root, dovecot, folder, processed, sim)
+    write_secret(root / "secrets" / "usertoken", sim.token)
+    write_secret(root / "secrets" / "imap-password", dovecot.password)
+    env.write_config(imap_extra=imap_extra)
+    return env
 
 
 @pytest.fixture
@@ -171,18 +187,13 @@ def loop_env(
     tmp_path: Path, dovecot: DovecotServer, imap_folder: str, pinpointe_sim: PinpointeSimulator
 ) -> Iterator[LoopEnv]:
     """A configured inbox-poller against the session Dovecot and a fresh simulator."""
-    processed = f"{imap_folder}-done"
-    dovecot.create_folder(processed)
+    env = prepare_loop_env(tmp_path, dovecot, imap_folder, pinpointe_sim)
 
     def deliver(raw: bytes) -> None:
         dovecot.append(imap_folder, raw)
 
     pinpointe_sim.deliver = deliver
-    env = LoopEnv(tmp_path, dovecot, imap_folder, processed, pinpointe_sim)
-    _write_secret(tmp_path / "secrets" / "usertoken", pinpointe_sim.token)
-    _write_secret(tmp_path / "secrets" / "imap-password", dovecot.password)
-    env.write_config()
     try:
         yield env
     finally:
-        dovecot.delete_folder(processed)
+        dovecot.delete_folder(env.processed)
