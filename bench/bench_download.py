@@ -119,7 +119,7 @@ class _AcceptAll:
         """Look at nothing."""
 
     def finish(self) -> Any:
-        from inbox_poller.jsoncheck import Shape
+        from inbox_poller.download.jsoncheck import Shape
 
         return Shape("unknown", None)
 
@@ -130,8 +130,8 @@ def child_main(url: str, ca: Path, out: Path, *, validate: bool = True) -> None:
     Without *validate*, the downloader runs with its JSON check replaced by one that
     accepts everything: TLS, SHA-256 and the writes alone, the floor for this design.
     """
-    from inbox_poller import download
     from inbox_poller.config import DownloadConfig
+    from inbox_poller.download import fetcher as download
 
     if not validate:
         download.FastCheck = _AcceptAll  # type: ignore[attr-defined, assignment]
@@ -174,7 +174,8 @@ def child_main(url: str, ca: Path, out: Path, *, validate: bool = True) -> None:
 
 def floor_main(path: Path) -> None:
     """Print the seconds each validator alone needs for *path*, from the page cache."""
-    from inbox_poller import download, jsoncheck
+    from inbox_poller.download import fetcher as download
+    from inbox_poller.download import jsoncheck
 
     started = time.perf_counter()
     check = jsoncheck.FastCheck()
@@ -384,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.floor:
         floor_main(args.floor)
         return 0
-    from inbox_poller.localca import make_local_ca
+    from inbox_poller.sandbox.localca import make_local_ca
 
     work = Path(tempfile.mkdtemp(prefix="bench-download-", dir=args.workdir))
     try:

@@ -1,7 +1,7 @@
 """Benchmark: notification latency, from the APPEND of the mail to the archived file.
 
-Everything is real and on loopback: a private Dovecot (``inbox_poller.dovecot``), the
-Pinpointe simulator (``inbox_poller.simulator``) and ``inbox-poller -c CONFIG run`` as a
+Everything is real and on loopback: a private Dovecot (``sandbox.dovecot.server``), the Pinpointe
+simulator (``sandbox.simulator.server``) and ``inbox-poller -c CONFIG run`` as a
 child process with a generated config (``tests.plugins.loop.LoopEnv``). Exports are
 submitted with ``inbox-poller submit``; the simulator sends no mail by itself: the
 benchmark APPENDs each notification (the simulator's own rendering, through its
@@ -58,11 +58,11 @@ if str(REPO_ROOT) not in sys.path:
 from imapclient import IMAPClient
 
 from inbox_poller.archive import Archive
-from inbox_poller.dovecot import DovecotServer
 from inbox_poller.errors import InboxPollerError
+from inbox_poller.ledger.store import Store
 from inbox_poller.models import ExportState
-from inbox_poller.simulator import PinpointeSimulator
-from inbox_poller.store import Store
+from inbox_poller.sandbox.dovecot.server import DovecotServer
+from inbox_poller.sandbox.simulator.server import PinpointeSimulator
 from tests.plugins.loop import LoopEnv, prepare_loop_env
 from tests.test_daemon import DaemonProcess, NotifySocket
 

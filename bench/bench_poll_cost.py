@@ -62,11 +62,11 @@ from bench_latency import (
     start_dovecot,
 )
 
-from inbox_poller.dovecot import DovecotServer
 from inbox_poller.errors import InboxPollerError
+from inbox_poller.loop.poller import DEFAULT_REMATCH_WINDOW, Poller
 from inbox_poller.models import CycleReport, ExportRequest, MailboxStatus, MailOutcome, utc_now
-from inbox_poller.poller import DEFAULT_REMATCH_WINDOW, Poller
-from inbox_poller.simulator import PinpointeSimulator
+from inbox_poller.sandbox.dovecot.server import DovecotServer
+from inbox_poller.sandbox.simulator.server import PinpointeSimulator
 from inbox_poller.wiring import build_poller
 
 MULTIAPPEND_BATCH = 500

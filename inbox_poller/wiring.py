@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 from inbox_poller.archive import Archive
 from inbox_poller.config import Config
 from inbox_poller.errors import InboxPollerError
-from inbox_poller.poller import Poller, PollerSettings
-from inbox_poller.store import Store
-from inbox_poller.submitter import Submitter
+from inbox_poller.ledger.store import Store
+from inbox_poller.loop.poller import Poller, PollerSettings
+from inbox_poller.loop.submitter import Submitter
 
 if TYPE_CHECKING:
-    from inbox_poller.api import PinpointeApi
-    from inbox_poller.mailbox import ImapMailbox
+    from inbox_poller.imap.mailbox import ImapMailbox
+    from inbox_poller.pinpointe.client import PinpointeApi
 
 
 def _lock_path(state_path: Path) -> Path:
@@ -75,14 +75,14 @@ def _settings(config: Config) -> PollerSettings:
 
 def build_mailbox(config: Config) -> ImapMailbox:
     """The IMAP mailbox named by the configuration (not yet connected)."""
-    from inbox_poller.mailbox import ImapMailbox
+    from inbox_poller.imap.mailbox import ImapMailbox
 
     return ImapMailbox(config.imap, config.imap_password.read(), ca_file=config.imap_ca)
 
 
 def build_api(config: Config) -> PinpointeApi:
     """The Pinpointe client named by the configuration."""
-    from inbox_poller.api import PinpointeApi
+    from inbox_poller.pinpointe.client import PinpointeApi
 
     return PinpointeApi(config.pinpointe, config.usertoken.read(), ca_file=config.pinpointe_ca)
 
@@ -91,7 +91,7 @@ def build_poller(
     config: Config, *, downloads: bool = True, stop: threading.Event | None = None
 ) -> Poller:
     """Wire the mailbox, downloader, ledger and archive named by the configuration."""
-    from inbox_poller.download import SafeDownloader
+    from inbox_poller.download.fetcher import SafeDownloader
 
     return Poller(
         Store(config.state_path),

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from inbox_poller.errors import ApiError, DownloadError, MailboxError
+from inbox_poller.loop.poller import PayloadSink
 from inbox_poller.models import (
     DownloadResult,
     ExportRequest,
@@ -20,7 +21,6 @@ from inbox_poller.models import (
     MailboxStatus,
     MailKey,
 )
-from inbox_poller.poller import PayloadSink
 
 
 @dataclass

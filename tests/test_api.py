@@ -10,9 +10,16 @@ from typing import Any
 
 import pytest
 
-from inbox_poller.api import PinpointeApi
-from inbox_poller.api_data import NOT_FOUND, describe_account, extract_job_id, parse_job_statuses
-from inbox_poller.api_replies import (
+from inbox_poller.errors import ApiAuthError, ApiError
+from inbox_poller.models import ExportRequest
+from inbox_poller.pinpointe.answers import (
+    NOT_FOUND,
+    describe_account,
+    extract_job_id,
+    parse_job_statuses,
+)
+from inbox_poller.pinpointe.client import PinpointeApi
+from inbox_poller.pinpointe.envelope import (
     ApiUnavailable,
     build_envelope,
     excerpt,
@@ -21,9 +28,7 @@ from inbox_poller.api_replies import (
     redact,
     submit_details,
 )
-from inbox_poller.errors import ApiAuthError, ApiError
-from inbox_poller.models import ExportRequest
-from inbox_poller.simulator import ApiFault, PinpointeSimulator
+from inbox_poller.sandbox.simulator.server import ApiFault, PinpointeSimulator
 from tests.plugins.pinpointe import SIM_NOTIFY_EMAIL, pinpointe_sim_config
 
 CANARY = "tok-CANARY-5d1e9a7c3b"

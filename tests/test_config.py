@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from inbox_poller.cli import main
+from inbox_poller.cli.program import main
 from inbox_poller.config import load_config, resolve_config_path
 from inbox_poller.errors import ConfigError
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from inbox_poller.ledger.store import Store
 from inbox_poller.models import ExportState
-from inbox_poller.simulator import Faults
-from inbox_poller.store import Store
+from inbox_poller.sandbox.simulator.server import Faults
 from tests.plugins.loop import REPO_ROOT, LoopEnv
 
 pytestmark = pytest.mark.dovecot

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from imapclient import IMAPClient
 
-from inbox_poller import dovecot_process
-from inbox_poller.dovecot import INSTALL_HINT, DovecotServer, find_dovecot
 from inbox_poller.errors import InboxPollerError
+from inbox_poller.sandbox.dovecot import process as dovecot_process
+from inbox_poller.sandbox.dovecot.server import INSTALL_HINT, DovecotServer, find_dovecot
 from tests.plugins.dovecot import make_mail, require_dovecot
 
 pytestmark = pytest.mark.dovecot

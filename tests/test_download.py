@@ -25,12 +25,12 @@ from typing import Any, BinaryIO
 
 import pytest
 
-import inbox_poller.download as download
-import inbox_poller.jsoncheck as jsoncheck
-from inbox_poller.addresses import address_refusal
-from inbox_poller.api_replies import parse_retry_after
+import inbox_poller.download.fetcher as download
+import inbox_poller.download.jsoncheck as jsoncheck
 from inbox_poller.config import DownloadConfig
-from inbox_poller.download import SafeDownloader
+from inbox_poller.download.addresses import address_refusal
+from inbox_poller.download.fetcher import SafeDownloader
+from inbox_poller.download.jsoncheck import sniff_shape
 from inbox_poller.errors import (
     ArchiveError,
     DownloadError,
@@ -40,9 +40,9 @@ from inbox_poller.errors import (
     PayloadInvalid,
     PayloadTooLarge,
 )
-from inbox_poller.jsoncheck import sniff_shape
+from inbox_poller.loop.poller import Downloader
 from inbox_poller.models import utc_now
-from inbox_poller.poller import Downloader
+from inbox_poller.pinpointe.envelope import parse_retry_after
 from tests.plugins.https_servers import HttpsServer, Reply, redirect
 
 RECORDS = [

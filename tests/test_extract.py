@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from inbox_poller.errors import ExtractError
-from inbox_poller.extract import extract
-from inbox_poller.links import MAX_LINKS
+from inbox_poller.matching.extract import extract
+from inbox_poller.matching.links import MAX_LINKS
 from inbox_poller.models import Notification
 
 EML_DIR = Path(__file__).parent / "data" / "eml"

@@ -7,7 +7,7 @@ import email.policy
 
 import pytest
 
-from inbox_poller.headers import (
+from inbox_poller.matching.headers import (
     MAX_AUTH_RESULTS,
     authentication_results,
     from_domain,

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from inbox_poller.health import assess, format_age
 from inbox_poller.models import Export, ExportRequest, ExportState
+from inbox_poller.service.health import assess, format_age
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from inbox_poller.errors import ExtractError
-from inbox_poller.inspection import (
+from inbox_poller.matching.inspection import (
     format_inspection,
     inspect_email,
     outcome_exit_code,

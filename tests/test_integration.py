@@ -12,10 +12,10 @@ import json
 import pytest
 
 from inbox_poller.crashpoints import CRASH_EXIT_STATUS, POINTS
-from inbox_poller.download import SafeDownloader
+from inbox_poller.download.fetcher import SafeDownloader
+from inbox_poller.ledger.store import Store
 from inbox_poller.models import ExportRequest, ExportState
-from inbox_poller.simulator import Faults
-from inbox_poller.store import Store
+from inbox_poller.sandbox.simulator.server import Faults
 from inbox_poller.wiring import build_submitter
 from tests.plugins.loop import LoopEnv
 
@@ -69,7 +69,7 @@ def test_full_loop_through_the_cli(loop_env: LoopEnv) -> None:
 
 
 def test_every_notification_style_is_archived(loop_env: LoopEnv) -> None:
-    from inbox_poller.notification_styles import STYLES
+    from inbox_poller.sandbox.simulator.notifications import STYLES
 
     env = loop_env
     jobs = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from inbox_poller.jobids import (
+from inbox_poller.matching.jobids import (
     find_candidate_job_ids,
     find_known_ids,
     header_job_ids,

@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 import pytest
 
-import inbox_poller.jsoncheck as jsoncheck
+import inbox_poller.download.jsoncheck as jsoncheck
+from inbox_poller.download.jsoncheck import FastCheck, Shape, main_array_offset, sniff_shape
 from inbox_poller.errors import PayloadInvalid
-from inbox_poller.jsoncheck import FastCheck, Shape, main_array_offset, sniff_shape
 
 Verdict = Shape | str
 """A Shape, or ``"invalid"``."""
@@ -258,7 +258,7 @@ def test_ijson_never_sees_an_integer_it_would_crash_on() -> None:
     # yajl2_c (ijson 3.6) dies with SIGSEGV on an integer over 4300 digits; run it
     # in a child so that a regression fails this test instead of killing the suite
     code = (
-        "import io, inbox_poller.jsoncheck as j\n"
+        "import io, inbox_poller.download.jsoncheck as j\n"
         "doc = b'{\"n\": -' + b'9' * 6000 + b', \"rows\": [' + b'1' * 5000 + b']}'\n"
         "print(j.validate(io.BytesIO(doc).read))\n"
         "c = j.FastCheck(); c.feed(doc); print(c.finish())\n"
@@ -408,7 +408,7 @@ def test_the_fast_path_runs_where_memory_cannot_become_executable() -> None:
         "    pass\n"
         "else:\n"
         "    raise SystemExit('W+X memory is still allowed')\n"
-        "import inbox_poller.jsoncheck as j\n"
+        "import inbox_poller.download.jsoncheck as j\n"
         "c = j.FastCheck(chunk_bytes=8)\n"
         'c.feed(b\'{"data": {"item": [{"a": 1}, {"a": 2}, [3]]}}\')\n'
         "print(c.finish())\n"

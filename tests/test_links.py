@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from inbox_poller.links import (
+from inbox_poller.matching.links import (
     find_bare_urls,
     labelled_bare_urls,
     unwrap_redirect,

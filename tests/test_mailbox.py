@@ -22,11 +22,11 @@ import pytest
 from imapclient import IMAPClient
 
 from inbox_poller.config import ImapConfig
-from inbox_poller.dovecot import DovecotServer
 from inbox_poller.errors import MailboxError, MailboxLoginError
-from inbox_poller.mailbox import FETCH_CHUNK_UIDS, IMAPLIB_LOGGER, ImapMailbox, chunked
+from inbox_poller.imap.mailbox import FETCH_CHUNK_UIDS, IMAPLIB_LOGGER, ImapMailbox, chunked
+from inbox_poller.loop.poller import Mailbox
 from inbox_poller.models import FetchedMail, MailboxStatus, MailKey
-from inbox_poller.poller import Mailbox
+from inbox_poller.sandbox.dovecot.server import DovecotServer
 from tests.fakes import FakeMailbox
 from tests.plugins.dovecot import imap_config_for, make_mail
 
@@ -472,7 +472,7 @@ def test_without_move_or_uidplus_mail_is_only_keyworded(
     assert (status.can_move, status.has_uidplus) == (False, False)
     keys = [mail.key for mail in mailbox.fetch_new(0)]
 
-    with caplog.at_level(logging.WARNING, logger="inbox_poller.mailbox"):
+    with caplog.at_level(logging.WARNING, logger="inbox_poller.imap.mailbox"):
         assert [mailbox.acknowledge(key, None) for key in keys] == ["keyword", "keyword"]
 
     assert _uids(server, folder) == [first, second]

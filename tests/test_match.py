@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from inbox_poller.extract import extract
-from inbox_poller.mail_memory import notification_from_summary, summarize
-from inbox_poller.match import match_notification
+from inbox_poller.matching.extract import extract
+from inbox_poller.matching.match import match_notification
+from inbox_poller.matching.summary import notification_from_summary, summarize
+from inbox_poller.matching.verdicts import judge_links
 from inbox_poller.models import (
     Export,
     ExportRequest,
@@ -21,7 +22,6 @@ from inbox_poller.models import (
     Notification,
 )
 from inbox_poller.urlpolicy import HostRule, parse_host_rule
-from inbox_poller.verdicts import judge_links
 
 EML_DIR = Path(__file__).parent / "data" / "eml"
 CASES: list[dict[str, Any]] = json.loads((EML_DIR / "cases.json").read_text())

@@ -18,10 +18,10 @@ from inbox_poller.errors import (
     MailboxError,
     PayloadInvalid,
 )
+from inbox_poller.ledger.store import Store
+from inbox_poller.loop.poller import Poller, PollerSettings
+from inbox_poller.loop.submitter import Submitter
 from inbox_poller.models import ExportRequest, ExportState, MailOutcome
-from inbox_poller.poller import Poller, PollerSettings
-from inbox_poller.store import Store
-from inbox_poller.submitter import Submitter
 from inbox_poller.urlpolicy import parse_host_rule
 from tests.fakes import FakeApi, FakeDownloader, FakeMailbox
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from inbox_poller.sdnotify import MAX_DATAGRAM_BYTES, STATUS_MAX_CHARS, Notifier, one_line
+from inbox_poller.service.sdnotify import MAX_DATAGRAM_BYTES, STATUS_MAX_CHARS, Notifier, one_line
 
 RECV_TIMEOUT_S = 2.0
 
@@ -202,7 +202,7 @@ def test_a_vanished_socket_warns_once_and_never_raises(
     _bound(str(path)).close()
     path.unlink()  # systemd went away
     notifier = Notifier({"NOTIFY_SOCKET": str(path)})
-    with caplog.at_level(logging.DEBUG, logger="inbox_poller.sdnotify"):
+    with caplog.at_level(logging.DEBUG, logger="inbox_poller.service.sdnotify"):
         assert notifier.ready() is False
         assert notifier.watchdog() is False
         assert notifier.stopping() is False

@@ -6,11 +6,20 @@ import json
 
 import pytest
 
-from inbox_poller.authresults import MAX_FIELD_CHARS, UnreadableField, parse_field, split_segments
-from inbox_poller.extract import extract
+from inbox_poller.matching.authresults import (
+    MAX_FIELD_CHARS,
+    UnreadableField,
+    parse_field,
+    split_segments,
+)
+from inbox_poller.matching.extract import extract
+from inbox_poller.matching.sender import SenderPolicy, check_sender
 from inbox_poller.models import Notification
-from inbox_poller.sender import SenderPolicy, check_sender
-from inbox_poller.simulator import DEFAULT_TOKEN, DEFAULT_USERNAME, PinpointeSimulator
+from inbox_poller.sandbox.simulator.server import (
+    DEFAULT_TOKEN,
+    DEFAULT_USERNAME,
+    PinpointeSimulator,
+)
 
 D = "mypinpointe.example"
 MX = "mx.inbox.example"

@@ -17,8 +17,8 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 import pytest
 import requests
 
-from inbox_poller.notification_styles import STYLES
-from inbox_poller.simulator import (
+from inbox_poller.sandbox.simulator.notifications import STYLES
+from inbox_poller.sandbox.simulator.server import (
     DEFAULT_TOKEN,
     DEFAULT_USERNAME,
     Faults,

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from inbox_poller.errors import IllegalTransition, StoreError
+from inbox_poller.ledger.schema import SCHEMA_VERSION, migration_statements
+from inbox_poller.ledger.store import Store
 from inbox_poller.models import (
     ALLOWED_TRANSITIONS,
     ArchivedFile,
@@ -19,8 +21,6 @@ from inbox_poller.models import (
     MailOutcome,
     MailRecord,
 )
-from inbox_poller.schema import SCHEMA_VERSION, migration_statements
-from inbox_poller.store import Store
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

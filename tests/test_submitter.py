@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from inbox_poller.errors import ApiError
+from inbox_poller.ledger.store import Store
+from inbox_poller.loop.submitter import Submitter
 from inbox_poller.models import ExportRequest, ExportState, MailKey, MailOutcome, MailRecord
 from inbox_poller.schedules import parse_schedules
-from inbox_poller.store import Store
-from inbox_poller.submitter import Submitter
 from tests.fakes import FakeApi
 
 START = datetime(2026, 11, 29, 3, 0, 30, tzinfo=UTC)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from inbox_poller.config import load_config
-from inbox_poller.simulator import DEFAULT_TOKEN
+from inbox_poller.sandbox.simulator.server import DEFAULT_TOKEN
 from tests.plugins.dovecot import running_in_ci
 from tests.plugins.loop import LoopEnv
 from tests.plugins.systemd_box import BOX_ADMIN, BOX_BIN, BOX_RUN, BOX_UNIT, SystemdBox

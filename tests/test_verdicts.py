@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from inbox_poller.matching.verdicts import choose_download_link, judge_links
 from inbox_poller.models import Link, LinkVerdict
 from inbox_poller.urlpolicy import HostRule, parse_host_rule
-from inbox_poller.verdicts import choose_download_link, judge_links
 
 RULES: tuple[HostRule, ...] = (parse_host_rule(".mypinpointe.com"),)
 FILE = "https://exports.mypinpointe.com/files/482913075/data.json.gz?sig=abc"

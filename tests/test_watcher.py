@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from inbox_poller.dovecot import DovecotServer
 from inbox_poller.errors import MailboxError, MailboxLoginError
-from inbox_poller.mailbox import ImapMailbox
+from inbox_poller.imap.mailbox import ImapMailbox
 from inbox_poller.models import MailboxStatus
-from inbox_poller.watcher import MailboxWatcher, WatchedMailbox, backoff_delay
+from inbox_poller.sandbox.dovecot.server import DovecotServer
+from inbox_poller.service.watcher import MailboxWatcher, WatchedMailbox, backoff_delay
 from tests.plugins.dovecot import imap_config_for, make_mail
 from tests.plugins.tcp_proxy import MakeTcpProxy
 
@@ -537,7 +537,7 @@ def test_reconnects_back_off_exponentially_then_catch_up(start_watcher: StartWat
 def test_refused_login_backs_off_too(
     start_watcher: StartWatcher, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="inbox_poller.watcher")
+    caplog.set_level(logging.INFO, logger="inbox_poller.service.watcher")
     mailbox = ScriptedMailbox(open_failures=[MailboxLoginError("login as 'x' refused")] * 1000)
     running = start_watcher(mailbox, CountingPass(), backoff_initial_s=0.05, backoff_max_s=0.1)
     time.sleep(0.6)
@@ -552,7 +552,7 @@ def test_refused_login_backs_off_too(
 def test_unexpected_errors_are_logged_with_traceback_and_never_escape(
     start_watcher: StartWatcher, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="inbox_poller.watcher")
+    caplog.set_level(logging.INFO, logger="inbox_poller.service.watcher")
     mailbox = ScriptedMailbox(
         open_failures=[ValueError("bug in open")], wait_failures=[KeyError("bug in wait")]
     )

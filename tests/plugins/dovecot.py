@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 
 from inbox_poller.config import ImapConfig
-from inbox_poller.dovecot import INSTALL_HINT, DovecotServer, find_dovecot
 from inbox_poller.errors import InboxPollerError
-from inbox_poller.mailbox import ImapMailbox
+from inbox_poller.imap.mailbox import ImapMailbox
+from inbox_poller.sandbox.dovecot.server import INSTALL_HINT, DovecotServer, find_dovecot
 
 PASSWORD_ENV = "INBOX_POLLER_TEST_IMAP_PASSWORD"
 """Named in the test ImapConfig only because the config needs a source; never read."""

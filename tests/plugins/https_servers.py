@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from inbox_poller.localca import LocalCA, make_local_ca
+from inbox_poller.sandbox.localca import LocalCA, make_local_ca
 
 _FILE_CHUNK_BYTES = 1 << 20
 

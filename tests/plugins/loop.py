@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 from inbox_poller.config import Config, load_config
-from inbox_poller.dovecot import DovecotServer
-from inbox_poller.poller import Poller
-from inbox_poller.sandbox import write_secret
-from inbox_poller.simulator import PinpointeSimulator
+from inbox_poller.loop.poller import Poller
+from inbox_poller.sandbox.demo import write_secret
+from inbox_poller.sandbox.dovecot.server import DovecotServer
+from inbox_poller.sandbox.simulator.server import PinpointeSimulator
 from inbox_poller.wiring import build_poller
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""Fixtures for the Pinpointe simulator (``inbox_poller.simulator``).
+"""Fixtures for the Pinpointe simulator (``inbox_poller.sandbox.simulator.server``).
 
 ``pinpointe_sim`` is a running simulator in the test's own directory; the mails it
 sends collect in ``pinpointe_sim.delivered`` unless the test sets
@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from inbox_poller.api import PinpointeApi
 from inbox_poller.config import PinpointeConfig
-from inbox_poller.localca import make_local_ca
-from inbox_poller.simulator import PinpointeSimulator
+from inbox_poller.pinpointe.client import PinpointeApi
+from inbox_poller.sandbox.localca import make_local_ca
+from inbox_poller.sandbox.simulator.server import PinpointeSimulator
 
 SIM_NOTIFY_EMAIL = "exports@inbox.example"
 SIM_TOKEN_ENV = "INBOX_POLLER_TEST_PINPOINTE_TOKEN"

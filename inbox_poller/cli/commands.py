@@ -1,0 +1,237 @@
+"""The subcommands behind ``inbox-poller``: each takes the parsed arguments, prints its
+result and returns an exit code.
+
+The codes a command returns (``EXIT_OK``, ``EXIT_FAILURE``) and the ``UsageError`` it
+raises live here, so ``cli`` imports them without an import cycle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from inbox_poller.archive import Archive
+from inbox_poller.config import (
+    CONFIG_ENV,
+    Config,
+    DownloadConfig,
+    Secret,
+    load_config,
+    resolve_config_path,
+)
+from inbox_poller.errors import InboxPollerError
+from inbox_poller.ledger.store import Store
+from inbox_poller.models import Export, ExportRequest, ExportState
+from inbox_poller.urlpolicy import HostRule, parse_host_rule, redact_url
+from inbox_poller.wiring import (
+    build_api,
+    build_mailbox,
+    build_poller,
+    build_submitter,
+    daemon_running,
+    run_lock,
+)
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+class UsageError(InboxPollerError):
+    """Raised for command-line arguments that parse but make no sense."""
+
+
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    Archive(config.archive_dir).ensure_writable()
+    with run_lock(config.state_path):
+        if not args.once:
+            from inbox_poller.service.daemon import Daemon
+
+            daemon = Daemon(
+                resolve_config_path(args.config),
+                config,
+                lambda cfg, stop: build_poller(cfg, stop=stop),
+                lambda cfg, store: build_submitter(cfg, store),
+            )
+            return daemon.run()
+        logger.info("%s", config.summary())
+        poller = build_poller(config)
+        report = poller.run_once()
+    print(
+        f"read {report.mails_seen} mail(s): {len(report.matched)} matched, "
+        f"{report.unmatched} unmatched, {len(report.refused)} refused; "
+        f"archived {len(report.archived)}, acknowledged {report.acknowledged}, "
+        f"failed {len(report.failed)}"
+    )
+    for job in report.archived:
+        export = poller.store.export_by_job_id(job)
+        if export is not None and export.archived is not None:
+            print(f"archived job {job}: {config.archive_dir / export.archived.path}")
+    for line in report.refused:
+        print(f"refused mail {line}")
+    for line in report.failed:
+        print(f"failed: {line}")
+    return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+def cmd_submit(config: Config, args: argparse.Namespace) -> int:
+    if args.start and args.end and args.start >= args.end:
+        raise UsageError("--end must be after --start (the end date is exclusive)")
+    submitter = build_submitter(config)
+    export = submitter.submit(ExportRequest(stat=args.stat, startdate=args.start, enddate=args.end))
+    print(export.job_id)
+    return EXIT_OK
+
+
+def _export_dict(export: Export, archive_dir: Path) -> dict[str, Any]:
+    archived = export.archived
+    return {
+        "export_id": export.export_id,
+        "state": export.state.value,
+        "job_id": export.job_id,
+        "stat": export.request.stat,
+        "method": export.request.method,
+        "startdate": export.request.startdate,
+        "enddate": export.request.enddate,
+        "reason": export.reason,
+        "created_at": export.created_at.isoformat(),
+        "updated_at": export.updated_at.isoformat(),
+        "submitted_at": export.submitted_at.isoformat() if export.submitted_at else None,
+        "archived_at": export.archived_at.isoformat() if export.archived_at else None,
+        "acknowledged_at": export.acknowledged_at.isoformat() if export.acknowledged_at else None,
+        "attempts": export.attempts,
+        "download": redact_url(export.download_url) if export.download_url else None,
+        "mail": str(export.mail) if export.mail else None,
+        "message_id": export.message_id,
+        "path": str(archive_dir / archived.path) if archived else None,
+        "bytes": archived.bytes if archived else None,
+        "sha256": archived.sha256 if archived else None,
+        "records": archived.records if archived else None,
+    }
+
+
+def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    from inbox_poller.loop.poller import ledger_health
+    from inbox_poller.models import utc_now
+
+    health = ledger_health(Store(config.state_path), config, utc_now())
+    running = daemon_running(config.state_path)
+    problems = list(health.problems) if running else ["the daemon is not running", *health.problems]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "healthy": not problems,
+                    "running": running,
+                    "status": health.status_line(),
+                    "problems": problems,
+                    "pending": health.pending,
+                    "oldest_pending_age_s": health.oldest_pending_age_s,
+                    "last_poll_age_s": health.last_poll_age_s,
+                    "counts": health.counts,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(health.status_line())
+        print(f"daemon: {'running' if running else 'not running'}")
+        for state in ExportState:
+            if health.counts.get(state.value):
+                print(f"  {state.value:<15} {health.counts[state.value]}")
+        for problem in problems:
+            print(f"problem: {problem}")
+    return EXIT_OK if not problems else EXIT_FAILURE
+
+
+def cmd_exports(config: Config, args: argparse.Namespace) -> int:
+    store = Store(config.state_path)
+    states = [ExportState(args.state)] if args.state else None
+    exports = [_export_dict(e, config.archive_dir) for e in store.list_exports(states)]
+    if args.json:
+        print(json.dumps(exports, indent=2))
+        return EXIT_OK
+    if not exports:
+        print("no exports")
+        return EXIT_OK
+    print(f"{'id':>5}  {'state':<14} {'job':<14} {'stat':<10} {'window':<19} detail")
+    for e in exports:
+        window = f"{e['startdate'] or '-'}..{e['enddate'] or '-'}"
+        detail = e["path"] or e["reason"] or ""
+        print(
+            f"{e['export_id']:>5}  {e['state']:<14} {e['job_id'] or '-':<14} "
+            f"{e['stat']:<10} {window:<19} {detail}"
+        )
+    return EXIT_OK
+
+
+def _check_archive(config: Config) -> str:
+    Archive(config.archive_dir).ensure_writable()
+    return f"{config.archive_dir} is writable"
+
+
+def _check_ledger(config: Config) -> str:
+    counts = Store(config.state_path).counts_by_state()
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "empty"
+    return f"{config.state_path} ({summary})"
+
+
+def _check_secret(secret: Secret) -> str:
+    secret.read()
+    return f"readable from {secret.source()}"
+
+
+def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    probes: list[tuple[str, Callable[[], str]]] = [
+        ("archive", lambda: _check_archive(config)),
+        ("ledger", lambda: _check_ledger(config)),
+        ("imap password", lambda: _check_secret(config.imap_password)),
+        ("pinpointe token", lambda: _check_secret(config.usertoken)),
+    ]
+    if not args.offline:
+        probes.append(("imap", lambda: build_mailbox(config).check()))
+        probes.append(("pinpointe", lambda: build_api(config).check()))
+    print(f"ok   config: {config.path}")
+    failures = 0
+    for name, probe in probes:
+        try:
+            print(f"ok   {name}: {probe()}")
+        except InboxPollerError as exc:
+            failures += 1
+            print(f"FAIL {name}: {exc}")
+    return EXIT_OK if failures == 0 else EXIT_FAILURE
+
+
+def _inspection_rules(args: argparse.Namespace) -> tuple[HostRule, ...]:
+    if args.allowed_host:
+        try:
+            return tuple(parse_host_rule(entry) for entry in args.allowed_host)
+        except ValueError as exc:
+            raise UsageError(f"--allowed-host: {exc}") from None
+    if args.config or os.environ.get(CONFIG_ENV):
+        return load_config(resolve_config_path(args.config)).download.host_rules
+    return DownloadConfig().host_rules
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from inbox_poller.matching.inspection import format_inspection, inspect_email
+
+    try:
+        raw = Path(args.path).read_bytes()
+    except OSError as exc:
+        raise InboxPollerError(f"cannot read {args.path}: {exc.strerror}") from None
+    report = inspect_email(raw, args.pending, _inspection_rules(args))
+    print(json.dumps(report, indent=2) if args.json else format_inspection(report))
+    return EXIT_OK
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from inbox_poller.sandbox.demo import run_sandbox
+
+    return run_sandbox(Path(args.dir) if args.dir else None, records=args.records)

@@ -1,0 +1,248 @@
+"""Which addresses a download may connect to, and connections pinned to them.
+
+Each URL (and redirect target) first passes ``urlpolicy.check_url``; its host is then
+resolved once, and every address it resolves to must pass :func:`address_refusal`. The
+TCP connection goes to those validated addresses only, while SNI, the Host header and
+the certificate check keep using the host name, so a second, rebinding DNS answer is
+never used (reliability.md 4.1). All of it happens before any connection to the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from urllib3 import HTTPSConnectionPool
+from urllib3.connection import HTTPSConnection
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.util.connection import create_connection
+
+from inbox_poller.download.failures import RetryableFailure
+from inbox_poller.errors import DownloadRefused
+from inbox_poller.urlpolicy import HostRule, UrlRefused, check_url, redact_url
+
+_PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(net)
+    for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_STOP_POLL_S = 0.1
+
+Resolver = Callable[[str, int], Sequence[str]]
+"""``(host, port) -> IP address strings``; the default is :func:`system_resolver`."""
+
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """Resolve *host* with ``getaddrinfo``, keeping the answer's order, without duplicates."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _unwrap(ip: _Address) -> _Address:
+    """Return the IPv4 address an IPv4-mapped, 6to4 or NAT64 address carries, else *ip*."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped
+        if ip.sixtofour is not None:
+            return ip.sixtofour
+        if ip in _NAT64:
+            return ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+    return ip
+
+
+def address_refusal(address: str, *, allow_private: bool) -> str | None:
+    """Return why connecting to *address* is not allowed, or None when it is.
+
+    Only global addresses pass (``is_global``, judged on the IPv4 address inside mapped,
+    6to4 and NAT64 forms). With *allow_private*, loopback, RFC 1918, 100.64/10 and
+    fc00::/7 pass too. Link-local (the cloud metadata address), multicast, unspecified,
+    site-local and reserved addresses never do.
+    """
+    try:
+        ip = _unwrap(ipaddress.ip_address(address.split("%", 1)[0]))
+    except ValueError:
+        return f"{address!r} is not an IP address"
+    site_local = isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local
+    if ip.is_link_local or ip.is_multicast or ip.is_unspecified or site_local:
+        return f"{ip} is a link-local, multicast or unspecified address"
+    if allow_private and (ip.is_loopback or any(ip in net for net in _PRIVATE_NETWORKS)):
+        return None
+    if ip.is_reserved or not ip.is_global:
+        return f"{ip} is not a public address"
+    return None
+
+
+class OpenSockets:
+    """The sockets opened during one download, so a stop request can cut a blocked read short.
+
+    A socket stays listed after its connection object is closed: http.client closes the
+    connection of a ``Connection: close`` response while the body is still being read
+    through it. Shutting down a socket that is really closed is a harmless OSError.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._opened: list[socket.socket] = []
+
+    def add(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._opened.append(sock)
+
+    def forget(self) -> None:
+        """Drop the list at the end of a download (the sockets are closed by then)."""
+        with self._lock:
+            self._opened.clear()
+
+    def shut_all(self) -> None:
+        with self._lock:
+            opened = list(self._opened)
+        for sock in opened:
+            with contextlib.suppress(OSError):
+                # the base-class call shuts the descriptor under the TLS layer: a read
+                # blocked in another thread wakes up, and its SSL object is left alone
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _PinnedHTTPSConnection(HTTPSConnection):
+    """An HTTPS connection whose TCP socket goes only to addresses validated beforehand.
+
+    Everything else (Host header, SNI, certificate and host name check) uses the URL's
+    host name, exactly as for an ordinary connection.
+    """
+
+    def __init__(
+        self, *args: Any, pinned: tuple[str, ...], sockets: OpenSockets, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._pinned = pinned
+        self._sockets = sockets
+
+    def _new_conn(self) -> socket.socket:
+        failure: OSError | None = None
+        for address in self._pinned:
+            try:
+                return create_connection(
+                    (address, self.port),
+                    self.timeout,
+                    source_address=self.source_address,
+                    socket_options=self.socket_options,
+                )
+            except OSError as exc:
+                failure = exc
+        if isinstance(failure, TimeoutError):
+            raise ConnectTimeoutError(self, f"connecting to {self.host} timed out") from failure
+        raise NewConnectionError(self, f"cannot connect to {self.host}: {failure}") from failure
+
+    def connect(self) -> None:
+        super().connect()
+        if self.sock is not None:
+            self._sockets.add(self.sock)
+
+
+class PinnedPool(HTTPSConnectionPool):
+    """An HTTPS pool whose connections go only to ``pinned`` (keyword arguments
+    ``pinned: tuple[str, ...]`` and ``sockets: OpenSockets``)."""
+
+    ConnectionCls = _PinnedHTTPSConnection
+
+
+class PinnedConnections:
+    """HTTPS pools to allow-listed hosts, each pinned to the addresses checked for it.
+
+    One instance serves one download at a time; ``close`` ends its connections.
+    """
+
+    def __init__(
+        self,
+        rules: tuple[HostRule, ...],
+        *,
+        allow_private: bool,
+        context: ssl.SSLContext,
+        resolver: Resolver,
+    ) -> None:
+        self._rules = rules
+        self._allow_private = allow_private
+        self._context = context
+        self._resolver = resolver
+        self._sockets = OpenSockets()
+        self._pools: dict[tuple[str, int, tuple[str, ...]], PinnedPool] = {}
+
+    def pool_for(self, url: str) -> PinnedPool:
+        """Check *url* and resolve its host; return a pool pinned to the addresses.
+
+        :raises DownloadRefused: the URL or one of the addresses is not allowed.
+        :raises RetryableFailure: the host cannot be resolved now.
+        """
+        try:
+            target = check_url(url, self._rules)
+        except UrlRefused as exc:
+            raise DownloadRefused(f"{redact_url(url)}: {exc}") from exc
+        addresses = (target.host,) if target.ip_literal else self._resolve(target.host, target.port)
+        for address in addresses:
+            reason = address_refusal(address, allow_private=self._allow_private)
+            if reason is not None:
+                raise DownloadRefused(f"{target.host}: {reason}")
+        return self._pool(target.host, target.port, addresses)
+
+    def _resolve(self, host: str, port: int) -> tuple[str, ...]:
+        try:
+            addresses = tuple(self._resolver(host, port))
+        except OSError as exc:
+            raise RetryableFailure(f"cannot resolve {host}") from exc
+        if not addresses:
+            raise RetryableFailure(f"{host} resolved to no address")
+        return addresses
+
+    def _pool(self, host: str, port: int, addresses: tuple[str, ...]) -> PinnedPool:
+        key = (host, port, addresses)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = PinnedPool(
+                host,
+                port,
+                maxsize=1,
+                block=False,
+                retries=False,
+                ssl_context=self._context,
+                pinned=addresses,
+                sockets=self._sockets,
+            )
+            self._pools[key] = pool
+        return pool
+
+    @contextlib.contextmanager
+    def stop_watch(self, stop: threading.Event | None) -> Iterator[None]:
+        """While inside, shut the live sockets down as soon as *stop* is set."""
+        if stop is None:
+            yield
+            return
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                if stop.wait(_STOP_POLL_S):
+                    self._sockets.shut_all()
+                    return
+
+        watcher = threading.Thread(target=watch, name="download-stop-watch", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join()
+
+    def close(self) -> None:
+        """Close every pool; never raises."""
+        for pool in self._pools.values():
+            with contextlib.suppress(Exception):
+                pool.close()
+        self._pools.clear()
+        self._sockets.forget()

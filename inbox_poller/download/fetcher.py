@@ -1,0 +1,370 @@
+"""The safe HTTPS downloader: allow-listed hosts, pinned public addresses, validated JSON.
+
+One download is one or more *tries* of the same URL (reliability.md 3, 4.1):
+
+* before any connection, the URL and every redirect target are checked and their host's
+  addresses validated and pinned (``addresses.PinnedConnections``);
+* the body streams in bounded memory, with (connect, read) timeouts and a wall-clock
+  deadline, to SHA-256 and the sink on a helper thread (``spool.Spool``) and through
+  ``jsoncheck.FastCheck`` (simdjson); a payload the fast check leaves undecided is then
+  validated by ijson, the authority, read back from the sink (``PayloadSink.read_back``);
+* 5xx, 429, resets, timeouts, stalls and short bodies are retried from byte zero with
+  back-off (``failures``); 403/404/410 mean the link expired.
+
+urllib3 is used directly rather than through requests: ``requests.Session.send`` reads
+the whole body of a 3xx response into memory even with ``allow_redirects=False``
+(``resolve_redirects(yield_requests=True)`` calls ``resp.content``), and the Session's
+cookies, ``.netrc`` and proxy environment are exactly what a download must not use.
+A bare urllib3 pool has none of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+from urllib.parse import urljoin
+
+from urllib3 import BaseHTTPResponse, Timeout
+from urllib3.exceptions import HTTPError
+from urllib3.util import parse_url
+
+from inbox_poller import __version__
+from inbox_poller.download import jsoncheck
+from inbox_poller.download.addresses import PinnedConnections, Resolver, system_resolver
+from inbox_poller.download.failures import (
+    RetryableFailure,
+    describe,
+    is_certificate_failure,
+    status_problem,
+)
+from inbox_poller.download.jsoncheck import CountingAbandoned, FastCheck, Shape
+from inbox_poller.download.spool import Spool
+from inbox_poller.errors import (
+    ArchiveError,
+    DownloadError,
+    DownloadTransient,
+    PayloadInvalid,
+    PayloadTooLarge,
+)
+from inbox_poller.models import DownloadResult
+from inbox_poller.net import client_context
+from inbox_poller.urlpolicy import redact_url
+
+if TYPE_CHECKING:
+    from inbox_poller.config import DownloadConfig
+
+__all__ = ["PayloadSink", "SafeDownloader"]
+
+logger = logging.getLogger(__name__)
+
+MAX_REDIRECTS = 3
+CHUNK_BYTES = 1 << 20
+"""Bytes per network read: large, so the per-read Python overhead stays negligible."""
+MAX_RETRY_AFTER_S = 300.0
+MAX_BACKOFF_S = 60.0
+_PAUSE_SLICE_S = 0.25
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
+_HEADERS = {
+    "User-Agent": f"inbox-poller/{__version__}",
+    "Accept": "application/json, */*;q=0.5",
+    "Accept-Encoding": "gzip",
+}
+
+
+class PayloadSink(Protocol):
+    """Where the decoded payload goes: ``poller.PayloadSink``, restated so that this edge
+    does not import the core (style.md layers)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def restart(self) -> None: ...
+
+    def read_back(self) -> BinaryIO:
+        """Open everything written so far for reading from its start; the caller closes it.
+
+        :raises OSError: or ArchiveError.
+        """
+        ...
+
+
+@dataclass
+class _Clock:
+    """The download's wall-clock deadline and the daemon's stop request."""
+
+    deadline_s: float
+    stop: threading.Event | None
+    started: float
+
+    def remaining(self) -> float:
+        return self.started + self.deadline_s - time.monotonic()
+
+    def check(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise DownloadTransient("stopped")
+        if self.remaining() <= 0:
+            raise DownloadTransient(f"the download deadline ({self.deadline_s:g} s) passed")
+
+
+def _stream_body(
+    response: BaseHTTPResponse, spool: Spool, check: FastCheck, max_bytes: int, clock: _Clock
+) -> int:
+    """Spool and check the decoded body, checking the size cap, the deadline and the stop
+    request before each read; return its size. Raise RetryableFailure if it ends short of
+    its Content-Length."""
+    declared = response.length_remaining  # None when chunked or absent
+    chunks = response.stream(CHUNK_BYTES, decode_content=True)
+    decoded = 0
+    while True:
+        clock.check()
+        chunk = next(chunks, b"")
+        if not chunk:
+            break
+        decoded += len(chunk)
+        if decoded > max_bytes:
+            raise PayloadTooLarge(f"the payload exceeds download.max_bytes ({max_bytes})")
+        spool.put(chunk)  # first, so hashing and writing overlap with the check
+        check.feed(chunk)
+    clock.check()  # a read cut short by a stop request is not the end
+    received = response.tell()
+    if declared is not None and received != declared:
+        raise RetryableFailure(f"the body ended after {received} of {declared} bytes")
+    return decoded
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    shape: Shape
+    sha256: str
+    size: int
+    final_url: str
+
+
+class SafeDownloader:
+    """Download allow-listed HTTPS payloads safely (``poller.Downloader``).
+
+    One instance serves one thread at a time. The sink is written from a helper thread
+    (never concurrently), ``sink.restart()`` is called before each retry, and
+    ``sink.read_back()`` when the fast check leaves the payload to ijson.
+    """
+
+    def __init__(
+        self,
+        config: DownloadConfig,
+        *,
+        ca_file: Path | None = None,
+        resolver: Resolver | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self._config = config
+        self._connections = PinnedConnections(
+            config.host_rules,
+            allow_private=config.allow_private_addresses,
+            context=client_context(ca_file),
+            resolver=resolver or system_resolver,
+        )
+        self._sleep = sleep
+        self._stop = stop
+
+    def download(self, url: str, sink: PayloadSink) -> DownloadResult:
+        """Fetch *url* into *sink*, validating the JSON to its end (see ``poller.Downloader``)."""
+        clock = _Clock(self._config.deadline_s, self._stop, time.monotonic())
+        shown = redact_url(url)
+        logger.info("download %s: starting", shown)
+        tries = failures = 0
+        with self._connections.stop_watch(self._stop), contextlib.closing(self._connections):
+            while True:
+                tries += 1
+                try:
+                    return self._result(self._try(url, sink, clock, shown), shown, tries, clock)
+                except RetryableFailure as exc:
+                    failures += 1
+                    self._before_retry(exc, shown, failures, clock)
+                except DownloadError as exc:
+                    logger.warning("download %s: failed after %d tries: %s", shown, tries, exc)
+                    raise
+                sink.restart()
+
+    def close(self) -> None:
+        """Close idle connections; never raises."""
+        self._connections.close()
+
+    def _before_retry(
+        self, exc: RetryableFailure, shown: str, failures: int, clock: _Clock
+    ) -> None:
+        """Wait before the next try, or raise DownloadTransient when none is left."""
+        delay = self._retry_delay(exc, failures)
+        if failures > self._config.retries:
+            error = DownloadTransient(f"{exc.reason} (after {failures} failed tries)")
+        elif delay >= clock.remaining():
+            error = DownloadTransient(
+                f"{exc.reason} (a retry in {delay:.0f} s would pass the deadline)"
+            )
+        else:
+            logger.warning(
+                "download %s: try failed (%s); retry %d of %d in %.1f s",
+                shown,
+                exc.reason,
+                failures,
+                self._config.retries,
+                delay,
+            )
+            self._pause(delay, clock)
+            return
+        logger.warning("download %s: giving up: %s", shown, error)
+        raise error from exc
+
+    def _retry_delay(self, exc: RetryableFailure, failures: int) -> float:
+        if exc.retry_after is not None:
+            return min(exc.retry_after, MAX_RETRY_AFTER_S)
+        ceiling = min(self._config.backoff_s * 2.0 ** (failures - 1), MAX_BACKOFF_S)
+        return ceiling / 2 + random.uniform(0, ceiling / 2)  # jitter spreads a herd of clients
+
+    def _pause(self, delay: float, clock: _Clock) -> None:
+        # in slices, so a stop request is noticed while backing off
+        while delay > 0:
+            clock.check()
+            step = min(delay, _PAUSE_SLICE_S)
+            self._sleep(step)
+            delay -= step
+        clock.check()
+
+    def _result(self, fetched: _Fetched, shown: str, tries: int, clock: _Clock) -> DownloadResult:
+        elapsed = time.monotonic() - clock.started
+        logger.info(
+            "download %s: %d bytes, sha256 %s, top level %s, %s records, %d tries, %.1f s",
+            shown,
+            fetched.size,
+            fetched.sha256,
+            fetched.shape.top_level,
+            fetched.shape.records,
+            tries,
+            elapsed,
+        )
+        return DownloadResult(
+            bytes=fetched.size,
+            sha256=fetched.sha256,
+            records=fetched.shape.records,
+            top_level=fetched.shape.top_level,
+            final_url=redact_url(fetched.final_url),
+            attempts=tries,
+            elapsed_s=elapsed,
+        )
+
+    def _try(self, url: str, sink: PayloadSink, clock: _Clock, shown: str) -> _Fetched:
+        """One try: follow redirects, then stream, store and validate the body."""
+        response, final_url = self._open(url, clock)
+        check = FastCheck()
+        spool = Spool(sink.write)
+        try:
+            size = _stream_body(response, spool, check, self._config.max_bytes, clock)
+            digest = spool.finish()
+        except (HTTPError, OSError, http.client.HTTPException) as exc:
+            clock.check()  # a read cut short by a stop request
+            raise RetryableFailure(describe(exc)) from exc
+        finally:
+            spool.close()
+            response.close()
+        shape = check.finish() or self._validate_written(sink, clock, shown, check.reason)
+        return _Fetched(shape, digest, size, final_url)
+
+    def _validate_written(
+        self, sink: PayloadSink, clock: _Clock, shown: str, reason: str | None
+    ) -> Shape:
+        """Validate the stored payload with ijson, the authority; raise PayloadInvalid.
+
+        Counting builds each record; one over ``MAX_ITEM_BYTES`` makes ijson validate
+        the payload again without counting (``records`` None), from the same bytes.
+        """
+        logger.info("download %s: fast check undecided (%s); validating with ijson", shown, reason)
+        try:
+            with sink.read_back() as stream:
+
+                def read(size: int) -> bytes:
+                    clock.check()
+                    return stream.read(size)
+
+                try:
+                    return jsoncheck.validate(read)
+                except CountingAbandoned:
+                    logger.info(
+                        "download %s: an item is over %d bytes; not counting",
+                        shown,
+                        jsoncheck.MAX_ITEM_BYTES,
+                    )
+                    stream.seek(0)
+                    return jsoncheck.validate(read, count=False)
+        except OSError as exc:
+            raise ArchiveError(f"cannot read the payload back: {exc}") from exc
+
+    def _open(self, url: str, clock: _Clock) -> tuple[BaseHTTPResponse, str]:
+        """Request *url*, following up to MAX_REDIRECTS redirects, each one re-checked."""
+        seen = {url}
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._request(url, clock)
+            if response.status not in _REDIRECT_STATUSES:
+                return self._accept(response), url
+            location = response.headers.get("Location")
+            response.close()  # never read: a redirect body may be anything
+            if not location:
+                raise DownloadError(f"HTTP {response.status} redirect without a Location")
+            url = urljoin(url, location)
+            if url in seen:
+                raise DownloadError(f"redirect loop at {redact_url(url)}")
+            seen.add(url)
+        raise DownloadError(f"more than {MAX_REDIRECTS} redirects")
+
+    def _request(self, url: str, clock: _Clock) -> BaseHTTPResponse:
+        clock.check()
+        pool = self._connections.pool_for(url)
+        remaining = max(clock.remaining(), 0.001)
+        timeout = Timeout(
+            connect=min(self._config.connect_timeout_s, remaining),
+            read=min(self._config.read_timeout_s, remaining),
+        )
+        try:
+            return pool.urlopen(
+                "GET",
+                parse_url(url).request_uri,
+                headers=_HEADERS,
+                redirect=False,
+                retries=False,
+                preload_content=False,
+                decode_content=True,
+                timeout=timeout,
+            )
+        except (HTTPError, OSError, http.client.HTTPException) as exc:
+            clock.check()
+            if is_certificate_failure(exc):
+                raise DownloadError(f"{pool.host}: {describe(exc)}") from exc  # not transient
+            raise RetryableFailure(describe(exc)) from exc
+
+    def _accept(self, response: BaseHTTPResponse) -> BaseHTTPResponse:
+        """Return a 200 response whose headers allow reading; close it and raise otherwise."""
+        retry_after = response.headers.get("Retry-After")
+        problem = status_problem(response.status, retry_after) or self._header_problem(response)
+        if problem is not None:
+            response.close()
+            raise problem
+        return response
+
+    def _header_problem(self, response: BaseHTTPResponse) -> Exception | None:
+        encoding = response.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in _ENCODINGS:
+            return PayloadInvalid(f"unsupported Content-Encoding {encoding!r}")
+        declared = response.length_remaining
+        limit = self._config.max_bytes
+        if encoding in ("", "identity") and declared is not None and declared > limit:
+            return PayloadTooLarge(
+                f"Content-Length {declared} exceeds download.max_bytes ({limit})"
+            )
+        return None

@@ -1,0 +1,1 @@
+"""The IMAP edge: the notification mailbox, over imapclient."""

@@ -1,0 +1,128 @@
+"""The SQLite file under :class:`~inbox_poller.ledger.store.Store`: open, transact, transition.
+
+Durability rules (reliability.md 6): WAL, ``synchronous=FULL``, a busy timeout,
+``foreign_keys=ON``, ``quick_check`` at open, and every change inside one
+``BEGIN IMMEDIATE`` ... ``COMMIT``. Every state change of an export goes through
+:meth:`Ledger._transition`, which checks the state machine in
+``models.ALLOWED_TRANSITIONS`` and appends a row to ``events``, so the history of
+every export can be replayed.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from inbox_poller.errors import IllegalTransition, StoreError
+from inbox_poller.ledger.schema import migrate, to_iso
+from inbox_poller.models import ExportState, can_transition
+
+
+class Ledger:
+    """The connection, its lock and transactions; the base of ``MailLedger`` and ``Store``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            old_umask = os.umask(0o077)  # the ledger holds download links: private
+            try:
+                self._conn = sqlite3.connect(
+                    str(path), timeout=10.0, isolation_level=None, check_same_thread=False
+                )
+            finally:
+                os.umask(old_umask)
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.execute("PRAGMA busy_timeout=10000")
+            check = self._conn.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise StoreError(f"ledger {path} failed its integrity check: {check}")
+            migrate(self._conn, self._transaction, path)
+            os.chmod(path, 0o600)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the ledger {path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"ledger {self.path}: cannot start a transaction: {exc}") from exc
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                self._conn.execute("ROLLBACK")
+                raise StoreError(f"ledger {self.path}: {exc}") from exc
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"ledger {self.path}: commit failed: {exc}") from exc
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return list(self._conn.execute(sql, tuple(params)))
+            except sqlite3.Error as exc:
+                raise StoreError(f"ledger {self.path}: {exc}") from exc
+
+    def _event(
+        self,
+        conn: sqlite3.Connection,
+        export_id: int,
+        from_state: ExportState | None,
+        to_state: ExportState,
+        reason: str | None,
+        now: datetime,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO events (at, export_id, from_state, to_state, reason)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (
+                to_iso(now),
+                export_id,
+                from_state.value if from_state else None,
+                to_state.value,
+                reason,
+            ),
+        )
+
+    def _transition(
+        self,
+        conn: sqlite3.Connection,
+        export_id: int,
+        wanted: ExportState,
+        now: datetime,
+        reason: str | None,
+        **fields: Any,
+    ) -> None:
+        row = conn.execute("SELECT state FROM exports WHERE export_id = ?", (export_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no export {export_id} in the ledger")
+        current = ExportState(row["state"])
+        if not can_transition(current, wanted):
+            raise IllegalTransition(export_id, current.value, wanted.value)
+        fields = {"state": wanted.value, "updated_at": to_iso(now), "reason": reason, **fields}
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        conn.execute(
+            f"UPDATE exports SET {assignments} WHERE export_id = ?",  # noqa: S608
+            (*fields.values(), export_id),
+        )
+        self._event(conn, export_id, current, wanted, reason, now)

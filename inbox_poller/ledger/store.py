@@ -1,0 +1,256 @@
+"""The ledger: one SQLite file holding every export, every mail seen, and the watermarks.
+
+:class:`Store` is the one object the rest of the daemon holds. It is built in layers,
+one noun each: ``schema`` (tables, migrations, row mapping), ``ledger`` (the
+connection, transactions and the checked state transition), ``mail_ledger`` (mail
+records and watermarks), and here the exports: one named method per state change, each
+checked against ``models.ALLOWED_TRANSITIONS`` and recorded in ``events``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from inbox_poller.errors import StoreError
+from inbox_poller.ledger.mails import MailLedger
+from inbox_poller.ledger.schema import from_iso, row_to_export, to_iso
+from inbox_poller.models import ArchivedFile, Export, ExportRequest, ExportState
+
+
+class Store(MailLedger):
+    """The SQLite ledger. One instance per process; safe to share between threads."""
+
+    def create_export(
+        self,
+        request: ExportRequest,
+        now: datetime,
+        *,
+        replaces: Export | None = None,
+        schedule: str | None = None,
+    ) -> Export:
+        """Insert a new export in ``submitting``: the trace exists before the POST.
+
+        *replaces* is the earlier export this one retries (after a failed job, a lost
+        notification or an expired link); the chain's length is kept in ``resubmits``.
+        """
+        reason = "created" if schedule is None else f"created by schedule {schedule}"
+        if replaces is not None:
+            reason = f"resubmission of export {replaces.export_id}"
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO exports (method, stat, startdate, enddate, state, created_at,"
+                " updated_at, replaces, resubmits, schedule)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    request.method,
+                    request.stat,
+                    request.startdate,
+                    request.enddate,
+                    ExportState.SUBMITTING.value,
+                    to_iso(now),
+                    to_iso(now),
+                    replaces.export_id if replaces else None,
+                    replaces.resubmits + 1 if replaces else 0,
+                    schedule if replaces is None else replaces.schedule,
+                ),
+            )
+            export_id = cursor.lastrowid
+            assert export_id is not None
+            self._event(conn, export_id, None, ExportState.SUBMITTING, reason, now)
+        return self.get_export(export_id)
+
+    def successor(self, export_id: int) -> Export | None:
+        """Return the export that resubmitted *export_id*, if any."""
+        rows = self._query("SELECT * FROM exports WHERE replaces = ?", (export_id,))
+        return row_to_export(rows[0]) if rows else None
+
+    def mark_checked(self, export_id: int, remote_status: str, now: datetime) -> None:
+        """Record what Pinpointe said about a job still awaiting its notification."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE exports SET checked_at = ?, remote_status = ? WHERE export_id = ?",
+                (to_iso(now), remote_status, export_id),
+            )
+            conn.execute(
+                "INSERT INTO events (at, export_id, from_state, to_state, reason)"
+                " SELECT ?, export_id, state, state, ? FROM exports WHERE export_id = ?",
+                (to_iso(now), f"Pinpointe reports the job as {remote_status!r}", export_id),
+            )
+
+    def get_export(self, export_id: int) -> Export:
+        rows = self._query("SELECT * FROM exports WHERE export_id = ?", (export_id,))
+        if not rows:
+            raise StoreError(f"no export {export_id} in the ledger")
+        return row_to_export(rows[0])
+
+    def export_by_job_id(self, job_id: str) -> Export | None:
+        rows = self._query("SELECT * FROM exports WHERE job_id = ?", (job_id,))
+        return row_to_export(rows[0]) if rows else None
+
+    def list_exports(self, states: Iterable[ExportState] | None = None) -> list[Export]:
+        """Return exports (optionally only those in *states*), oldest first."""
+        if states is None:
+            rows = self._query("SELECT * FROM exports ORDER BY export_id")
+        else:
+            wanted = [s.value for s in states]
+            marks = ",".join("?" * len(wanted))
+            rows = self._query(
+                f"SELECT * FROM exports WHERE state IN ({marks}) ORDER BY export_id",  # noqa: S608
+                wanted,
+            )
+        return [row_to_export(row) for row in rows]
+
+    def exports_for(self, request: ExportRequest) -> list[Export]:
+        """Return the exports of exactly *request* (method, stat and window), oldest first."""
+        rows = self._query(
+            "SELECT * FROM exports WHERE method = ? AND stat = ? AND startdate IS ?"
+            " AND enddate IS ? ORDER BY export_id",
+            (request.method, request.stat, request.startdate, request.enddate),
+        )
+        return [row_to_export(row) for row in rows]
+
+    def counts_by_state(self) -> dict[str, int]:
+        rows = self._query("SELECT state, COUNT(*) AS n FROM exports GROUP BY state")
+        return {row["state"]: row["n"] for row in rows}
+
+    def history(self, export_id: int) -> list[tuple[datetime, str | None, str, str | None]]:
+        rows = self._query(
+            "SELECT at, from_state, to_state, reason FROM events WHERE export_id = ?"
+            " ORDER BY event_id",
+            (export_id,),
+        )
+        return [
+            (from_iso(r["at"]) or datetime.min, r["from_state"], r["to_state"], r["reason"])
+            for r in rows
+        ]
+
+    def _change(
+        self,
+        export_id: int,
+        wanted: ExportState,
+        now: datetime,
+        reason: str | None,
+        *,
+        attempts_delta: int = 0,
+        **fields: Any,
+    ) -> Export:
+        with self._transaction() as conn:
+            self._transition(conn, export_id, wanted, now, reason, **fields)
+            if attempts_delta:
+                conn.execute(
+                    "UPDATE exports SET attempts = MAX(0, attempts + ?) WHERE export_id = ?",
+                    (attempts_delta, export_id),
+                )
+        return self.get_export(export_id)
+
+    def mark_submitted(self, export_id: int, job_id: str, response: str, now: datetime) -> Export:
+        """Record the job ID Pinpointe returned (``submitting`` -> ``submitted``).
+
+        If a notification already revealed the same job ID (the export was
+        adopted while its POST was in flight), only the response is recorded.
+        """
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT state, job_id FROM exports WHERE export_id = ?", (export_id,)
+            ).fetchone()
+            if row is not None and row["job_id"] == job_id:
+                conn.execute(
+                    "UPDATE exports SET submit_response = ?, submitted_at = ? WHERE export_id = ?",
+                    (response, to_iso(now), export_id),
+                )
+            else:
+                self._transition(
+                    conn,
+                    export_id,
+                    ExportState.SUBMITTED,
+                    now,
+                    None,
+                    job_id=job_id,
+                    submitted_at=to_iso(now),
+                    submit_response=response,
+                )
+        return self.get_export(export_id)
+
+    def mark_submit_failed(self, export_id: int, reason: str, now: datetime) -> Export:
+        return self._change(export_id, ExportState.SUBMIT_FAILED, now, reason)
+
+    def mark_submit_unknown(self, export_id: int, reason: str, now: datetime) -> Export:
+        return self._change(export_id, ExportState.SUBMIT_UNKNOWN, now, reason)
+
+    def mark_downloading(self, export_id: int, now: datetime) -> Export:
+        """Start (or restart) a download; counts one attempt."""
+        return self._change(
+            export_id,
+            ExportState.DOWNLOADING,
+            now,
+            None,
+            attempts_delta=1,
+            part_path=None,
+        )
+
+    def mark_download_parked(self, export_id: int, now: datetime) -> Export:
+        """A download interrupted by shutdown: back to ``notified``, the attempt not counted."""
+        return self._change(
+            export_id,
+            ExportState.NOTIFIED,
+            now,
+            "interrupted by shutdown",
+            attempts_delta=-1,
+            part_path=None,
+        )
+
+    def mark_download_retry(self, export_id: int, reason: str, now: datetime) -> Export:
+        """A transient failure: back to ``notified`` so a later pass tries again."""
+        return self._change(export_id, ExportState.NOTIFIED, now, reason, part_path=None)
+
+    def mark_verified(
+        self, export_id: int, part_path: str, archived: ArchivedFile, now: datetime
+    ) -> Export:
+        """The complete, valid payload is fsynced at *part_path*; record what it will become."""
+        return self._change(
+            export_id,
+            ExportState.VERIFIED,
+            now,
+            None,
+            part_path=part_path,
+            archive_path=archived.path,
+            bytes=archived.bytes,
+            sha256=archived.sha256,
+            records=archived.records,
+            top_level=archived.top_level,
+            source=archived.source,
+        )
+
+    def mark_archived(self, export_id: int, now: datetime) -> Export:
+        return self._change(
+            export_id, ExportState.ARCHIVED, now, None, archived_at=to_iso(now), part_path=None
+        )
+
+    def mark_redownload(self, export_id: int, reason: str, now: datetime) -> Export:
+        """A verified file vanished before it was archived: download again."""
+        return self._change(export_id, ExportState.DOWNLOADING, now, reason, part_path=None)
+
+    def mark_link_expired(self, export_id: int, reason: str, now: datetime) -> Export:
+        return self._change(export_id, ExportState.LINK_EXPIRED, now, reason, part_path=None)
+
+    def mark_failed(self, export_id: int, reason: str, now: datetime) -> Export:
+        return self._change(export_id, ExportState.FAILED, now, reason, part_path=None)
+
+    def part_path(self, export_id: int) -> str | None:
+        rows = self._query("SELECT part_path FROM exports WHERE export_id = ?", (export_id,))
+        return rows[0]["part_path"] if rows else None
+
+    # ---- daemon state ----------------------------------------------------------
+
+    def set_daemon_value(self, key: str, value: str) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO daemon_state (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def daemon_values(self) -> dict[str, str]:
+        return {row["key"]: row["value"] for row in self._query("SELECT * FROM daemon_state")}

@@ -1,0 +1,1 @@
+"""One pass of the loop: read mail, download and archive, acknowledge; and submissions."""

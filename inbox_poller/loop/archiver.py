@@ -1,0 +1,158 @@
+"""The download half of the loop: bring each notified export to ``archived``.
+
+``Poller`` delegates to :class:`ExportArchiver`; every step is recorded in the ledger
+before the next one, so a crash anywhere resumes from the last recorded state
+(``verified`` exports are finished without downloading again).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from inbox_poller.crashpoints import crash_point
+from inbox_poller.errors import ArchiveError, DownloadError, InboxPollerError, LinkExpired
+from inbox_poller.models import ArchivedFile, CycleReport, Export, ExportState
+from inbox_poller.urlpolicy import redact_url
+
+if TYPE_CHECKING:
+    from inbox_poller.archive import Archive
+    from inbox_poller.ledger.store import Store
+    from inbox_poller.loop.poller import Downloader
+
+logger = logging.getLogger(__name__)
+
+
+class ExportArchiver:
+    """Download, verify, publish and record notified exports, one after another."""
+
+    def __init__(
+        self,
+        store: Store,
+        archive: Archive,
+        downloader: Downloader | None,
+        *,
+        max_attempts: int,
+        clock: Callable[[], datetime],
+        stop: threading.Event,
+    ) -> None:
+        self.store = store
+        self.archive = archive
+        self.downloader = downloader
+        """``None`` when this process does not download (``build_poller(downloads=False)``)."""
+        self.max_attempts = max_attempts
+        self.clock = clock
+        self.stop = stop
+        """Set on shutdown: an interrupted download is parked, not failed."""
+
+    def process_downloads(self, report: CycleReport) -> None:
+        """Finish verified exports, then download every notified one, one after another."""
+        for export in self.store.list_exports([ExportState.VERIFIED]):
+            self.download_export(export, report)
+        for export in self.store.list_exports([ExportState.NOTIFIED, ExportState.DOWNLOADING]):
+            self.download_export(export, report)
+
+    def download_export(self, export: Export, report: CycleReport) -> None:
+        """Bring one export to ``archived``; failures are recorded, logged and reported."""
+        step = self._finish_verified if export.state is ExportState.VERIFIED else self._download
+        try:
+            step(export, report)
+        except InboxPollerError as exc:
+            logger.error(
+                "export %d (job %s): %s",
+                export.export_id,
+                export.job_id,
+                exc,
+                extra={"export_id": export.export_id, "job_id": export.job_id},
+            )
+            report.failed.append(f"job {export.job_id}: {exc}")
+
+    def _download(self, export: Export, report: CycleReport) -> None:
+        if self.downloader is None:
+            return
+        assert export.download_url is not None
+        export = self.store.mark_downloading(export.export_id, self.clock())
+        crash_point("download:after-start")
+        logger.info(
+            "export %d (job %s): downloading %s (attempt %d)",
+            export.export_id,
+            export.job_id,
+            redact_url(export.download_url or ""),
+            export.attempts,
+            extra={"export_id": export.export_id, "job_id": export.job_id},
+        )
+        part = self.archive.begin(export)
+        try:
+            result = self.downloader.download(export.download_url or "", part)
+            part.seal()
+        except LinkExpired as exc:
+            part.discard()
+            self.store.mark_link_expired(export.export_id, str(exc), self.clock())
+            raise
+        except (DownloadError, ArchiveError) as exc:
+            part.discard()
+            if self.stop.is_set():
+                self.store.mark_download_parked(export.export_id, self.clock())
+                logger.info(
+                    "export %d: download interrupted by shutdown; resumes at next start",
+                    export.export_id,
+                )
+                return
+            self._download_failed(export, exc)
+            raise
+        except BaseException:
+            part.discard()
+            raise
+        archived = self.archive.describe(export, result)
+        self.store.mark_verified(export.export_id, str(part.path), archived, self.clock())
+        crash_point("download:after-verified")
+        self._publish(export.export_id, part.path, archived, report)
+
+    def _download_failed(self, export: Export, exc: InboxPollerError) -> None:
+        attempts_left = export.attempts < self.max_attempts
+        if exc.retryable and attempts_left:
+            self.store.mark_download_retry(export.export_id, str(exc), self.clock())
+        elif exc.retryable:
+            reason = f"{exc} (gave up after {export.attempts} attempts)"
+            self.store.mark_failed(export.export_id, reason, self.clock())
+        else:
+            self.store.mark_failed(export.export_id, str(exc), self.clock())
+
+    def _finish_verified(self, export: Export, report: CycleReport) -> None:
+        """Resume an export that crashed between verification and the ledger's ``archived``."""
+        archived = export.archived
+        assert archived is not None
+        part = self.store.part_path(export.export_id)
+        if self.archive.verify(archived):
+            self._publish(export.export_id, None, archived, report)
+        elif part and self.archive.verify(archived, Path(part)):
+            self._publish(export.export_id, Path(part), archived, report)
+        else:
+            self.store.mark_redownload(
+                export.export_id, "the verified payload is gone; downloading again", self.clock()
+            )
+
+    def _publish(
+        self, export_id: int, part: Path | None, archived: ArchivedFile, report: CycleReport
+    ) -> None:
+        if part is not None:
+            self.archive.publish(part, archived)
+        export = self.store.get_export(export_id)
+        self.archive.append_manifest(export, archived, self.clock())
+        crash_point("download:after-manifest")
+        export = self.store.mark_archived(export_id, self.clock())
+        report.archived.append(str(export.job_id))
+        logger.info(
+            "export %d (job %s): archived %s (%d bytes, %s records, sha256 %s)",
+            export_id,
+            export.job_id,
+            archived.path,
+            archived.bytes,
+            "?" if archived.records is None else archived.records,
+            archived.sha256,
+            extra={"export_id": export_id, "job_id": export.job_id},
+        )

@@ -1,0 +1,238 @@
+"""Asking Pinpointe for exports: on demand, on schedule, and again when one goes wrong.
+
+A submit is never retried blindly: the ledger row exists before the POST, and
+an unknown outcome is recorded as such (pinpointe-api.md, gap 4). Resubmission
+happens only for a definite reason, each one bounded and recorded:
+
+* an export with no notification after ``exports.notify_deadline`` is checked
+  with ``API``/``AsyncJobStatus``: a failed or vanished job (or one Pinpointe
+  finished but whose mail never came) is marked ``failed`` and asked for again;
+  a job still running is noted and checked again after another deadline;
+* an expired link (``link_expired``) leads to a new request.
+
+A new request replaces the old one (``replaces``), up to ``exports.max_resubmits``
+in a chain; past that the export stays failed and ``status`` reports it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
+
+from inbox_poller.crashpoints import crash_point
+from inbox_poller.errors import ApiError, InboxPollerError
+from inbox_poller.models import Export, ExportRequest, ExportState, utc_now
+from inbox_poller.pinpointe.answers import NOT_FOUND
+from inbox_poller.schedules import DueSubmission, ExportSchedule, due_requests, should_submit
+
+if TYPE_CHECKING:
+    from inbox_poller.ledger.store import Store
+
+logger = logging.getLogger(__name__)
+
+FAILED_STATUSES = frozenset({"failed", "error", "cancelled", "canceled", "expired", NOT_FOUND})
+FINISHED_STATUSES = frozenset({"complete", "completed", "done", "finished", "success"})
+LAST_FIRE_KEY = "schedule:{name}:last_fire"
+
+
+class ExportApi(Protocol):
+    """Pinpointe's JSON API (``api.PinpointeApi``)."""
+
+    last_response: str | None
+    """The last answer's body (token removed, truncated), kept in the ledger."""
+
+    def submit(self, request: ExportRequest) -> str:
+        """POST the async export request once (never retried) and return the job ID.
+
+        :raises ApiError: with ``definitive`` true when Pinpointe refused the
+            request, false when the outcome is unknown.
+        """
+        ...
+
+    def check(self) -> str:
+        """Call ``Authentication``/``APITest``; return a one-line description of the account.
+
+        :raises ApiError:
+        """
+        ...
+
+    def job_status(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """Ask ``API``/``AsyncJobStatus``; map each job ID to its lower-cased status.
+
+        :raises ApiError:
+        """
+        ...
+
+
+class Submitter:
+    """Submits exports through the API and records every outcome in the ledger."""
+
+    def __init__(
+        self, store: Store, api: ExportApi, *, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        self.store = store
+        self.api = api
+        self.clock = clock
+        self._gave_up: set[int] = set()  # log "giving up" once per export and process
+
+    def submit(
+        self,
+        request: ExportRequest,
+        *,
+        replaces: Export | None = None,
+        schedule: str | None = None,
+    ) -> Export:
+        """Record the export, POST it once, and record the job ID (or why there is none).
+
+        :raises ApiError: after the export is marked ``submit_failed`` or ``submit_unknown``.
+        """
+        export = self.store.create_export(
+            request, self.clock(), replaces=replaces, schedule=schedule
+        )
+        logger.info(
+            "export %d: submitting %s stat=%s start=%s end=%s",
+            export.export_id,
+            request.method,
+            request.stat,
+            request.startdate or "-",
+            request.enddate or "-",
+            extra={"export_id": export.export_id},
+        )
+        crash_point("submit:before-post")
+        try:
+            job_id = self.api.submit(request)
+        except ApiError as exc:
+            if exc.definitive:
+                self.store.mark_submit_failed(export.export_id, str(exc), self.clock())
+                logger.error("export %d: Pinpointe refused the request: %s", export.export_id, exc)
+            else:
+                self.store.mark_submit_unknown(export.export_id, str(exc), self.clock())
+                logger.error(
+                    "export %d: the outcome of the submit is unknown (not retried, the export"
+                    " may exist; its notification will be adopted if it names one job ID): %s",
+                    export.export_id,
+                    exc,
+                )
+            raise
+        crash_point("submit:after-post")
+        raw = self.api.last_response or f"job {job_id}"
+        export = self.store.mark_submitted(export.export_id, job_id, raw, self.clock())
+        logger.info(
+            "export %d (job %s): submitted",
+            export.export_id,
+            job_id,
+            extra={"export_id": export.export_id, "job_id": job_id},
+        )
+        return export
+
+    # ---- schedules -------------------------------------------------------------------
+
+    def submit_due(self, schedules: Sequence[ExportSchedule], now: datetime) -> list[Export]:
+        """Submit every scheduled window that is due and not exported or pending yet."""
+        if not schedules:
+            return []
+        values = self.store.daemon_values()
+        last_fire = {
+            s.name: datetime.fromisoformat(values[key])
+            if (key := LAST_FIRE_KEY.format(name=s.name)) in values
+            else None
+            for s in schedules
+        }
+        submitted: list[Export] = []
+        for due in due_requests(schedules, last_fire, now):
+            export = self._submit_one_due(due)
+            if export is not None:
+                submitted.append(export)
+        for schedule in schedules:
+            key = LAST_FIRE_KEY.format(name=schedule.name)
+            previous = last_fire.get(schedule.name)
+            # never move a schedule's clock backwards (a stepped system clock)
+            self.store.set_daemon_value(key, max(now, previous or now).isoformat())
+        return submitted
+
+    def _submit_one_due(self, due: DueSubmission) -> Export | None:
+        request = due.request
+        wanted, reason = should_submit(due, self.store.exports_for(request))
+        if not wanted:
+            logger.info(
+                "schedule %s: not submitting stat %s: %s", due.schedule_name, request.stat, reason
+            )
+            return None
+        logger.info("schedule %s: submitting stat %s: %s", due.schedule_name, request.stat, reason)
+        try:
+            return self.submit(request, schedule=due.schedule_name)
+        except ApiError:
+            return None  # recorded in the ledger and logged by submit()
+
+    # ---- deadlines and expired links ---------------------------------------------------
+
+    def reconcile(
+        self, now: datetime, *, notify_deadline_s: float, max_resubmits: int
+    ) -> list[Export]:
+        """Check overdue exports with Pinpointe, and ask again where a link expired."""
+        deadline = timedelta(seconds=notify_deadline_s)
+        resubmitted: list[Export] = []
+        for export in self.store.list_exports([ExportState.SUBMITTED]):
+            checked = export.checked_at or export.submitted_at or export.created_at
+            if now - checked < deadline or export.job_id is None:
+                continue
+            try:
+                status = self.api.job_status([export.job_id]).get(export.job_id, NOT_FOUND)
+            except ApiError as exc:
+                logger.warning(
+                    "export %d (job %s): cannot check: %s", export.export_id, export.job_id, exc
+                )
+                continue
+            if status in FAILED_STATUSES or status in FINISHED_STATUSES:
+                why = (
+                    f"Pinpointe reports the job as {status!r}"
+                    if status in FAILED_STATUSES
+                    else f"Pinpointe finished the job ({status!r}) but no notification arrived"
+                )
+                reason = f"no notification after {notify_deadline_s:.0f}s; {why}"
+                self.store.mark_failed(export.export_id, reason, now)
+                logger.warning("export %d (job %s): %s", export.export_id, export.job_id, reason)
+                replacement = self._resubmit(self.store.get_export(export.export_id), max_resubmits)
+                if replacement is not None:
+                    resubmitted.append(replacement)
+            else:
+                self.store.mark_checked(export.export_id, status, now)
+                logger.info(
+                    "export %d (job %s): no notification yet; Pinpointe reports %r",
+                    export.export_id,
+                    export.job_id,
+                    status,
+                )
+        for export in self.store.list_exports([ExportState.LINK_EXPIRED]):
+            replacement = self._resubmit(export, max_resubmits)
+            if replacement is not None:
+                resubmitted.append(replacement)
+        return resubmitted
+
+    def _resubmit(self, export: Export, max_resubmits: int) -> Export | None:
+        if self.store.successor(export.export_id) is not None:
+            return None
+        if export.resubmits >= max_resubmits:
+            if export.export_id not in self._gave_up:
+                self._gave_up.add(export.export_id)
+                logger.error(
+                    "export %d (job %s): not resubmitted: %d resubmission(s) already",
+                    export.export_id,
+                    export.job_id,
+                    export.resubmits,
+                )
+            return None
+        try:
+            replacement = self.submit(export.request, replaces=export)
+        except InboxPollerError:
+            return None
+        logger.info(
+            "export %d (job %s): resubmitted as export %d (job %s)",
+            export.export_id,
+            export.job_id,
+            replacement.export_id,
+            replacement.job_id,
+        )
+        return replacement

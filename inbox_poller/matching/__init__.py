@@ -1,0 +1,1 @@
+"""Reading a notification mail and deciding which export it belongs to (pure)."""

@@ -1,0 +1,88 @@
+"""What the ledger remembers of a mail so it can be matched again later.
+
+An unmatched mail may name an export the ledger does not know yet, so the poller
+re-matches it on later passes. Its body is never stored: :func:`summarize` keeps the
+bounded set of tokens and links matching needs, and
+:func:`notification_from_summary` turns that back into a matchable ``Notification``.
+:func:`explain` renders a match's reason for the ledger and the log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inbox_poller.matching.jobids import TOKEN_RE
+from inbox_poller.models import Link, MailOutcome, Match, Notification
+from inbox_poller.urlpolicy import redact_url
+
+_MAX_SUMMARY_TOKENS = 5000
+
+
+def summarize(notification: Notification) -> dict[str, Any]:
+    """Keep what re-matching an unmatched mail needs, bounded in size.
+
+    Matching looks for known job IDs as whole tokens, so the distinct tokens
+    that contain a digit are enough; the body itself is never stored.
+    """
+    tokens: dict[str, None] = {}
+    words = (
+        w for text in (notification.subject, *notification.texts) for w in TOKEN_RE.findall(text)
+    )
+    for word in words:
+        if any(ch.isdigit() for ch in word):
+            tokens.setdefault(word.rstrip("._-"), None)
+            if len(tokens) >= _MAX_SUMMARY_TOKENS:
+                break
+    return {
+        "message_id": notification.message_id,
+        "sender": notification.sender,
+        "subject": notification.subject[:500],
+        "tokens": list(tokens),
+        "links": [
+            [link.url, link.text[:200], link.source, link.via] for link in notification.links[:200]
+        ],
+        "candidates": list(notification.candidate_job_ids),
+    }
+
+
+def notification_from_summary(summary: dict[str, Any]) -> Notification:
+    """Rebuild a matchable ``Notification`` from :func:`summarize`'s output.
+
+    Links are ``[url, text, source, via]``. Rows stored before ``via`` existed hold
+    ``[url, text, source]``: the extractor put each unwrapped link after the link it
+    came from, so ``via`` is taken to be the nearest link above it that is not unwrapped.
+    """
+    links: list[Link] = []
+    wrapper: str | None = None
+    for url, text, source, *rest in summary.get("links", []):
+        via = rest[0] if rest else (wrapper if source == "unwrapped" else None)
+        links.append(Link(url, text, source, via))
+        if source != "unwrapped":
+            wrapper = url
+    return Notification(
+        message_id=summary.get("message_id"),
+        sender=summary.get("sender"),
+        subject=summary.get("subject", ""),
+        texts=(" ".join(summary.get("tokens", [])),),
+        links=tuple(links),
+        candidate_job_ids=tuple(summary.get("candidates", [])),
+    )
+
+
+_MAX_EXPLAINED_LINKS = 3
+
+
+def explain(match: Match) -> str:
+    """Return the match's reason, plus why its links were refused when it was refused."""
+    if match.outcome is not MailOutcome.REFUSED:
+        return match.reason
+    refused = [v for v in match.links if not v.kept]
+    if not refused:
+        return match.reason
+    shown = "; ".join(f"{redact_url(v.url)}: {v.reason}" for v in refused[:_MAX_EXPLAINED_LINKS])
+    more = (
+        f"; and {len(refused) - _MAX_EXPLAINED_LINKS} more"
+        if len(refused) > _MAX_EXPLAINED_LINKS
+        else ""
+    )
+    return f"{match.reason} (refused links: {shown}{more})"

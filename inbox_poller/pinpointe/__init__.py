@@ -1,0 +1,1 @@
+"""The Pinpointe API edge: submit exports, ask about jobs, over requests."""

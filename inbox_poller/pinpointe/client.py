@@ -1,0 +1,265 @@
+"""The Pinpointe JSON API client: submit an async export, check credentials, ask job status.
+
+:class:`PinpointeApi` adds only the I/O around the pure envelope code in
+``api_replies`` and the ``data`` readers in ``api_data``: one HTTPS POST per call,
+never retried (the submit is not idempotent, pinpointe-api.md gap 4), on a fresh
+connection, verified by our own TLS context, with the answer read under a size cap
+and a deadline. Transport failures become ``ApiError`` (or ``ApiUnavailable`` when
+nothing was sent). The API token never appears in a message or a log line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import ssl
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError
+from urllib3.util.retry import Retry
+
+from inbox_poller import __version__, net
+from inbox_poller.config import PinpointeConfig
+from inbox_poller.errors import ApiError
+from inbox_poller.models import ExportRequest
+from inbox_poller.pinpointe.answers import (
+    NOT_FOUND,
+    describe_account,
+    extract_job_id,
+    parse_job_statuses,
+)
+from inbox_poller.pinpointe.envelope import (
+    ApiReply,
+    ApiUnavailable,
+    build_envelope,
+    check_reply,
+    decode_reply,
+    excerpt,
+    parse_retry_after,
+    redact,
+    submit_details,
+)
+from inbox_poller.urlpolicy import redact_url
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+"""Upper bound of the connect timeout; the read timeout is ``pinpointe.timeout_s``."""
+MAX_RESPONSE_BYTES = 8 * 1024**2
+"""API answers are small; a larger one is a misbehaving server, not data."""
+RAW_RESPONSE_CHARS = 4096
+"""How much of the last (redacted) answer is kept for the ledger."""
+
+_JOBS_NOT_FOUND = "jobs not found"
+
+
+class _VerifyingAdapter(HTTPAdapter):
+    """An adapter that uses our TLS context and never retries (the submit is not idempotent)."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        # total=0: no retry of any kind; read=False: re-raise read errors as they are
+        super().__init__(max_retries=Retry(total=0, read=False, redirect=False))
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        pool_kwargs["ssl_context"] = self._context
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        # Verification comes from our context alone: requests would otherwise add
+        # certifi's bundle to it (and turn verification off if a caller passed verify=False).
+        conn.cert_reqs = "CERT_REQUIRED"
+        conn.ca_certs = None
+        conn.ca_cert_dir = None
+
+
+class PinpointeApi:
+    """Pinpointe's JSON API over HTTPS (implements ``poller.ExportApi``)."""
+
+    def __init__(
+        self,
+        config: PinpointeConfig,
+        token: str,
+        *,
+        ca_file: Path | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        self._config = config
+        self._token = token
+        self._timeout = (min(CONNECT_TIMEOUT_S, config.timeout_s), config.timeout_s)
+        self._where = redact_url(config.api_url)
+        self._session = session if session is not None else requests.Session()
+        self._session.trust_env = False  # no ~/.netrc, no proxy variables
+        adapter = _VerifyingAdapter(net.client_context(ca_file))
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+        self.last_response: str | None = None
+        """The last answer's body, redacted and cut short, for the ledger and diagnosis."""
+
+    def submit(self, request: ExportRequest) -> str:
+        """POST the async export request once (never retried) and return the job ID.
+
+        :raises ApiError: ``definitive`` when Pinpointe refused the request (or it never
+            left), not ``definitive`` when the export may exist.
+        """
+        details = submit_details(request, self._config.notify_email)
+        data = check_reply(self._post("Newsletters", request.method, details))
+        job_id = extract_job_id(data)
+        logger.info(
+            "pinpointe: %s stat=%s accepted as job %s", request.method, request.stat, job_id
+        )
+        return job_id
+
+    def check(self) -> str:
+        """Call ``Authentication``/``APITest``; return a one-line description of the account."""
+        data = check_reply(self._post("Authentication", "APITest", {}))
+        return describe_account(data)
+
+    def job_status(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """Ask ``API``/``AsyncJobStatus`` about *job_ids* (all jobs when empty).
+
+        Returns each job's raw status lower-cased, or :data:`NOT_FOUND` for a job
+        Pinpointe no longer knows ("Jobs not found").
+        :raises ApiError:
+        """
+        details: dict[str, Any] = {"jobids": list(job_ids)} if job_ids else {}
+        reply = self._post("API", "AsyncJobStatus", details)
+        if reply.http_status < 500 and _JOBS_NOT_FOUND in (reply.error or "").lower():
+            return dict.fromkeys(job_ids, NOT_FOUND)
+        return parse_job_statuses(check_reply(reply), list(job_ids))
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self._session.close()
+
+    # ---- I/O -------------------------------------------------------------------------------
+
+    def _post(self, requesttype: str, requestmethod: str, details: Mapping[str, Any]) -> ApiReply:
+        """POST one envelope and decode the answer; every failure becomes an ``ApiError``."""
+        envelope = build_envelope(
+            self._config.username, self._token, requesttype, requestmethod, details
+        )
+        what = f"{requesttype}/{requestmethod}"
+        logger.debug("pinpointe: POST %s to %s", what, self._where)
+        self.last_response = None
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"inbox-poller/{__version__}",
+            # a fresh connection per call: a pooled one the server closed while idle would
+            # turn a submit that never arrived into an "unknown outcome"
+            "Connection": "close",
+        }
+        try:
+            with self._session.post(
+                self._config.api_url,
+                data=json.dumps(envelope).encode("utf-8"),
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,  # a redirected POST would be re-sent elsewhere
+                stream=True,
+            ) as response:
+                content = self._read_body(response)
+                status, content_type = response.status_code, response.headers.get("Content-Type")
+                retry_after = response.headers.get("Retry-After")
+        except requests.RequestException as exc:
+            raise self._transport_error(exc) from exc
+        secrets = (self._token,)
+        self.last_response = redact(content.decode("utf-8", "replace"), secrets)[
+            :RAW_RESPONSE_CHARS
+        ]
+        logger.debug("pinpointe: %s answered HTTP %d", what, status)
+        wait_s = parse_retry_after(retry_after, datetime.now(UTC))
+        try:
+            reply = decode_reply(status, content_type or "", content, secrets=secrets)
+        except ApiUnavailable as exc:
+            exc.retry_after_s = wait_s
+            raise
+        return dataclasses.replace(reply, retry_after_s=wait_s)
+
+    def _read_body(self, response: requests.Response) -> bytes:
+        """Read the answer within the size cap and a wall-clock deadline."""
+        deadline = time.monotonic() + 2 * self._config.timeout_s
+        chunks: list[bytes] = []
+        total = 0
+        for chunk in response.iter_content(64 * 1024):
+            total += len(chunk)
+            chunks.append(chunk)
+            if total > MAX_RESPONSE_BYTES:
+                raise ApiError(
+                    f"Pinpointe's answer exceeds {MAX_RESPONSE_BYTES} bytes; the request may "
+                    "have been processed",
+                    status=response.status_code,
+                    definitive=False,
+                )
+            if time.monotonic() > deadline:
+                raise ApiError(
+                    f"Pinpointe's answer took longer than {2 * self._config.timeout_s:.0f}s; "
+                    "the request may have been processed",
+                    status=response.status_code,
+                    definitive=False,
+                )
+        return b"".join(chunks)
+
+    def _transport_error(self, exc: requests.RequestException) -> ApiError:
+        reason = redact(_root_reason(exc), (self._token,))
+        if isinstance(exc, requests.exceptions.SSLError):
+            if _caused_by(exc, ssl.SSLCertVerificationError):
+                return ApiError(
+                    f"TLS certificate verification failed for {self._where} ({reason}); "
+                    "if the server uses a private CA, name it in pinpointe.ca_file"
+                )
+            return ApiError(f"the TLS handshake with {self._where} failed ({reason})")
+        if isinstance(exc, requests.exceptions.ConnectTimeout) or _caused_by(
+            exc, NewConnectionError
+        ):
+            return ApiUnavailable(f"cannot connect to {self._where} ({reason}); nothing was sent")
+        if isinstance(exc, requests.exceptions.Timeout):
+            return ApiError(
+                f"no answer from {self._where} within {self._config.timeout_s:g}s; "
+                "the request may have been processed",
+                definitive=False,
+            )
+        return ApiError(
+            f"the connection to {self._where} failed after the request was sent ({reason}); "
+            "the request may have been processed",
+            definitive=False,
+        )
+
+
+def _causes(exc: BaseException) -> Iterator[tuple[int, BaseException]]:
+    """Walk an exception's causes with their depth, including urllib3's ``reason`` and the
+    exceptions requests wraps in its first argument."""
+    seen: set[int] = set()
+    queue: list[tuple[int, BaseException]] = [(0, exc)]
+    while queue:
+        depth, current = queue.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield depth, current
+        nested = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        nested += list(current.args)
+        queue.extend((depth + 1, item) for item in nested if isinstance(item, BaseException))
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    return any(isinstance(cause, kind) for _, cause in _causes(exc))
+
+
+def _root_reason(exc: BaseException) -> str:
+    """Return the innermost cause as ``Type: message``, short and without the pool chatter."""
+    _, innermost = max(_causes(exc), key=lambda pair: pair[0])
+    text = str(innermost) or type(innermost).__name__
+    if "(Caused by" in text:
+        text = text.split("(Caused by", 1)[1]
+    return f"{type(innermost).__name__}: {excerpt(text, 160)}"

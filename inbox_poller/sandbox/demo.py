@@ -1,0 +1,165 @@
+"""``inbox-poller sandbox``: the whole loop on this machine, with no Pinpointe account.
+
+A throwaway Dovecot (IMAP over TLS on loopback) stands in for the mailbox and the
+simulator (``simulator.py``, https with a generated CA) for Pinpointe: on submit
+it delivers a notification into the mailbox and serves the payload. Everything
+else is the daemon's real code, configured through a real TOML file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from inbox_poller.archive import sha256_of
+from inbox_poller.config import load_config
+from inbox_poller.errors import InboxPollerError
+from inbox_poller.loop.poller import Poller
+from inbox_poller.loop.submitter import Submitter
+from inbox_poller.models import ExportRequest, ExportState, utc_now
+from inbox_poller.sandbox.dovecot.server import DovecotServer
+from inbox_poller.sandbox.simulator.server import PinpointeSimulator
+
+logger = logging.getLogger(__name__)
+
+SANDBOX_STAT = "1001"
+WAIT_FOR_ARCHIVE_S = 60.0
+
+CONFIG_TEMPLATE = """\
+# Written by `inbox-poller sandbox`: the same keys as config.example.toml.
+[pinpointe]
+api_url = "{api_url}"
+username = "{api_user}"
+usertoken_file = "secrets/usertoken"
+notify_email = "pinpointe-exports@sandbox.example"
+ca_file = "{ca_file}"
+
+[imap]
+host = "127.0.0.1"
+port = {imaps_port}
+security = "tls"
+username = "{imap_user}"
+password_file = "secrets/imap-password"
+folder = "INBOX"
+processed_folder = "Processed"
+ca_file = "{imap_ca}"
+
+[download]
+allowed_hosts = ["{host_rule}"]
+allow_private_addresses = true
+ca_file = "{ca_file}"
+
+[archive]
+dir = "archive"
+
+[state]
+path = "state/state.db"
+"""
+
+
+def _step(text: str) -> None:
+    print(f"==> {text}", flush=True)
+
+
+def write_secret(path: Path, value: str) -> None:
+    """Write a secret file a config names: mode 0600 from the start, in a 0700 directory."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(value + "\n")
+
+
+def run_sandbox(directory: Path | None, *, records: int) -> int:
+    """Run one export end to end and print each step; return the exit code."""
+    from inbox_poller.wiring import build_poller, build_submitter
+
+    base = directory or Path(tempfile.mkdtemp(prefix="inbox-poller-sandbox-"))
+    base.mkdir(parents=True, exist_ok=True)
+    _step(f"sandbox directory: {base}")
+    with DovecotServer() as dovecot:
+        _step(
+            f"Dovecot (IMAP over TLS) listening on {dovecot.host}:{dovecot.imaps_port}, "
+            f"mailbox user {dovecot.user!r}"
+        )
+        dovecot.create_folder("Processed")
+
+        def deliver(raw: bytes) -> None:
+            uid = dovecot.append("INBOX", raw)
+            _step(f"simulator: notification mail delivered to INBOX (UID {uid})")
+
+        simulator = PinpointeSimulator(
+            base / "simulator", deliver=deliver, payload_records=records, notify_delay_s=0.5
+        )
+        with simulator:
+            _step(f"simulated Pinpointe API at {simulator.api_url} (CA {simulator.ca_file})")
+            config_path = base / "config.toml"
+            # the Dovecot instance is deleted at the end; its CA stays usable for the config
+            imap_ca = base / "imap-ca.pem"
+            shutil.copyfile(dovecot.ca_file, imap_ca)
+            write_secret(base / "secrets" / "usertoken", simulator.token)
+            write_secret(base / "secrets" / "imap-password", dovecot.password)
+            config_path.write_text(
+                CONFIG_TEMPLATE.format(
+                    api_url=simulator.api_url,
+                    api_user=simulator.username,
+                    ca_file=simulator.ca_file,
+                    imaps_port=dovecot.imaps_port,
+                    imap_user=dovecot.user,
+                    imap_ca=imap_ca,
+                    host_rule=simulator.host_rule,
+                ),
+                encoding="utf-8",
+            )
+            _step(f"configuration written to {config_path}")
+            config = load_config(config_path)
+            poller = build_poller(config)
+            return _run_loop(poller, build_submitter(config, poller.store), simulator, config_path)
+
+
+def _run_loop(
+    poller: Poller, submitter: Submitter, simulator: PinpointeSimulator, config_path: Path
+) -> int:
+    today = utc_now().date()
+    start = (today - timedelta(days=1)).strftime("%Y%m%d")
+    end = today.strftime("%Y%m%d")
+    _step(f"submitting GetNewsletterContactDataSummaryAsync stat={SANDBOX_STAT} {start}..{end}")
+    export = submitter.submit(ExportRequest(SANDBOX_STAT, start, end))
+    _step(f"Pinpointe answered with job ID {export.job_id}; waiting for its notification")
+    deadline = time.monotonic() + WAIT_FOR_ARCHIVE_S
+    while True:
+        report = poller.run_once()
+        export = poller.store.get_export(export.export_id)
+        if export.state is ExportState.ACKNOWLEDGED or time.monotonic() > deadline:
+            break
+        if report.failed:
+            break
+        time.sleep(0.5)
+    if export.state is not ExportState.ACKNOWLEDGED or export.archived is None:
+        _step(f"FAILED: export is {export.state.value}: {export.reason or report.failed}")
+        return 1
+    path = poller.archive.root / export.archived.path
+    served = simulator.job(export.job_id or "").sha256
+    if sha256_of(path) != served:
+        raise InboxPollerError(f"{path}: the archived bytes differ from what was served")
+    _step(
+        f"archived {export.archived.bytes} bytes, {export.archived.records} records, "
+        f"sha256 {export.archived.sha256} (equal to what the simulator served)"
+    )
+    _step(f"the mail was acknowledged: {export.mail} (keyword $ExportArchived, moved)")
+    again = poller.run_once()
+    _step(
+        f"a second pass changes nothing: read {again.mails_seen} mail(s), archived "
+        f"{len(again.archived)}, acknowledged {again.acknowledged}"
+    )
+    print()
+    print(f"payload:   {path}")
+    print(f"manifest:  {poller.archive.root / 'manifest.jsonl'}")
+    print(f"ledger:    {poller.store.path}")
+    print(f"config:    {config_path}")
+    print(f"look at the ledger with: inbox-poller -c {config_path} exports")
+    return 0

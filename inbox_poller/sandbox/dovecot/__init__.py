@@ -1,0 +1,1 @@
+"""A throwaway Dovecot on loopback, for the sandbox and the tests."""

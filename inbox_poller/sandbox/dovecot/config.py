@@ -1,0 +1,193 @@
+"""The files of a throwaway Dovecot instance: its config, ACL file and users file.
+
+``DovecotServer`` (``inbox_poller.sandbox.dovecot.server``) writes these; the recipe is in
+``docs/dovecot.md``. Running as root needs four fixes (the login process runs as
+``dovenull``, mail is accessed as Debian's ``mail`` user, the instance directory must
+be searchable by that user, and the passwd-file leaves uid/gid empty). As an
+unprivileged user everything runs as that user, without chroots.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import stat
+from pathlib import Path
+from string import Template
+
+from inbox_poller.sandbox.localca import LocalCA
+
+MAIL_UID = 8
+"""Debian's ``mail`` user: imap refuses to access mail as uid 0."""
+MAIL_GID = 8
+DH_PARAMS = Path("/usr/share/dovecot/dh.pem")
+
+CONFIG_TEMPLATE = Template("""\
+# Written by inbox_poller.sandbox.dovecot.config for a throwaway test server; see docs/dovecot.md.
+base_dir = $dir/run
+state_dir = $dir/state
+instance_name = $instance
+log_path = $dir/log/dovecot.log
+info_log_path = $dir/log/dovecot.log
+debug_log_path = $dir/log/dovecot.log
+
+listen = 127.0.0.1
+protocols = imap
+
+default_internal_user = $internal_user
+default_internal_group = $internal_group
+default_login_user = $login_user
+$privileges
+ssl = yes
+ssl_cert = <$ssl_cert
+ssl_key = <$ssl_key
+$ssl_dh
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+# a wrong password would otherwise delay every later login by seconds
+auth_failure_delay = 0
+
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $dir/users
+}
+userdb {
+  driver = passwd-file
+  args = username_format=%u $dir/users
+}
+
+mail_location = sdbox:~/sdbox
+mail_fsync = never
+namespace inbox {
+  inbox = yes
+  separator = /
+  mailbox Sent {
+    special_use = \\Sent
+  }
+  mailbox Trash {
+    special_use = \\Trash
+  }
+}
+
+protocol imap {
+  mail_max_userip_connections = 200
+$capability
+}
+
+service imap-login {
+  chroot = $login_chroot
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $imap_port
+  }
+  inet_listener imaps {
+    address = 127.0.0.1
+    port = $imaps_port
+    ssl = yes
+  }
+}
+service anvil {
+  chroot = $anvil_chroot
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+$extra
+""")
+
+
+def unreachable_ancestor(path: Path, uid: int, gid: int) -> Path | None:
+    """Return the first directory on *path* that *uid* cannot search, if any.
+
+    The imap process keeps the supplementary group 0, so group bits of a
+    root-owned directory count too (docs/dovecot.md, fix 3).
+    """
+    for directory in [path, *path.parents]:
+        mode = directory.stat()
+        if mode.st_uid == uid and mode.st_mode & stat.S_IXUSR:
+            continue
+        if mode.st_gid in (gid, 0) and mode.st_mode & stat.S_IXGRP:
+            continue
+        if mode.st_mode & stat.S_IXOTH:
+            continue
+        return directory
+    return None
+
+
+def render_config(
+    *,
+    directory: Path,
+    instance: str,
+    ca: LocalCA,
+    ports: tuple[int, int],
+    capability: str | None,
+    extra: str,
+) -> str:
+    """Return ``dovecot.conf`` for the instance in *directory*, as root or as ourselves.
+
+    *capability* replaces the post-login CAPABILITY string when given; *extra* is
+    appended verbatim.
+    """
+    if os.geteuid() == 0:
+        internal_user, internal_group = "root", "root"
+        login_user = "dovenull" if _user_exists("dovenull") else "nobody"
+        privileges = (
+            f"mail_uid = {MAIL_UID}\nmail_gid = {MAIL_GID}\n"
+            "first_valid_uid = 0\nfirst_valid_gid = 0\n"
+        )
+        login_chroot, anvil_chroot = "login", "empty"
+    else:
+        internal_user = pwd.getpwuid(os.geteuid()).pw_name
+        internal_group = grp.getgrgid(os.getegid()).gr_name
+        login_user = internal_user
+        privileges = f"first_valid_uid = {os.geteuid()}\nfirst_valid_gid = {os.getegid()}\n"
+        login_chroot, anvil_chroot = "", ""
+    return CONFIG_TEMPLATE.substitute(
+        dir=directory,
+        instance=instance,
+        internal_user=internal_user,
+        internal_group=internal_group,
+        login_user=login_user,
+        privileges=privileges,
+        ssl_cert=ca.server_cert,
+        ssl_key=ca.server_key,
+        ssl_dh=f"ssl_dh = <{DH_PARAMS}" if DH_PARAMS.exists() else "",
+        capability=f"  imap_capability = {capability}" if capability else "",
+        login_chroot=login_chroot,
+        anvil_chroot=anvil_chroot,
+        imap_port=ports[0],
+        imaps_port=ports[1],
+        extra=extra,
+    )
+
+
+def write_acl(directory: Path, keywordless_folders: str | None) -> str:
+    """Write the global ACL file and return the config lines that enable it ("" if none).
+
+    Folders matching the pattern *keywordless_folders* refuse custom keywords.
+    """
+    if keywordless_folders is None:
+        return ""
+    acl_file = directory / "global-acl"
+    # l lookup, r read, s seen, i insert, t/e delete and expunge, k/x create and
+    # delete folders; no w: no keywords and no other flags
+    acl_file.write_text(f"{keywordless_folders} owner lrsitekx\n", encoding="utf-8")
+    acl_file.chmod(0o644)
+    return f"mail_plugins = acl\nplugin {{\n  acl = vfile:{acl_file}\n}}\n"
+
+
+def write_users(directory: Path, user: str, password: str, mail_home: Path) -> None:
+    """Write the passwd-file with the one test user (readable by us only)."""
+    users = directory / "users"
+    # uid and gid stay empty so mail_uid/mail_gid apply; the home is the 6th field
+    users.write_text(f"{user}:{{PLAIN}}{password}::::{mail_home}::\n", encoding="utf-8")
+    users.chmod(0o600)
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True

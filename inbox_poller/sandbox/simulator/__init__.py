@@ -1,0 +1,1 @@
+"""A simulated Pinpointe over HTTPS on loopback, for the sandbox and the tests."""

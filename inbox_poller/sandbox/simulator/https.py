@@ -1,0 +1,218 @@
+"""The simulator's HTTPS front: a threaded TLS server on 127.0.0.1 and its handler.
+
+The handler only speaks HTTP: it reads requests, asks the :class:`PinpointeSimulator`
+what to answer (API envelopes, link checks, the body to serve), and writes the answer
+with the job's :class:`Faults` applied on the wire (failures, redirects, Range, stalls,
+truncation). Nothing here is used in production.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socketserver
+import ssl
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from inbox_poller.sandbox.simulator.payloads import Segment, read_segments
+
+if TYPE_CHECKING:
+    from inbox_poller.sandbox.simulator.server import Faults, PinpointeSimulator, SimJob
+
+logger = logging.getLogger(__name__)
+
+MAX_API_BODY_BYTES = 1024**2
+SOCKET_TIMEOUT_S = 30.0
+
+
+class TlsServer(ThreadingHTTPServer):
+    """A threaded HTTP server that does each TLS handshake in the connection's own thread."""
+
+    daemon_threads = True
+
+    def __init__(self, context: ssl.SSLContext, sim: PinpointeSimulator) -> None:
+        self.context = context
+        self.sim = sim
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind would reverse-resolve the address (getfqdn): skip that
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = "localhost"
+        self.server_port = self.server_address[1]
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(SOCKET_TIMEOUT_S)
+        try:
+            connection = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            logger.debug("simulator: TLS handshake failed: %s", exc)
+            return
+        try:
+            _Handler(connection, client_address, self)
+        finally:
+            connection.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # clients that give up mid-body are expected here; never print tracebacks to stderr
+        logger.debug("simulator: connection error", exc_info=True)
+
+
+def _retry_after(value: str | None) -> dict[str, str] | None:
+    return {"Retry-After": value} if value else None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = SOCKET_TIMEOUT_S
+    server: TlsServer
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        logger.debug("simulator: %s %s -> %s", self.command, urlsplit(self.path).path, code)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("simulator: " + format, *args)  # noqa: G003
+
+    def do_POST(self) -> None:
+        sim = self.server.sim
+        if urlsplit(self.path).path != "/apijson.php":
+            self._send_text(404, b"not found\n")
+            return
+        length = self.headers.get("Content-Length", "")
+        if not length.isdigit() or int(length) > MAX_API_BODY_BYTES:
+            self._send_text(413 if length.isdigit() else 411, b"bad length\n")
+            return
+        raw = self.rfile.read(int(length))
+        fault = sim.receive_api_call(raw, self.headers.get("Content-Type", ""))
+        if fault is not None and fault.delay_s:
+            sim.stopping.wait(fault.delay_s)
+        if sim.stopping.is_set() or (fault is not None and fault.close):
+            self.close_connection = True
+            return
+        if fault is not None and fault.body is not None:
+            extra = _retry_after(fault.retry_after)
+            self._send(fault.status, fault.body, fault.content_type, extra)
+            return
+        status, answer = sim.handle_api(raw)
+        self._send(status, json.dumps(answer).encode(), "application/json")
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        query = {key: values[0] for key, values in parse_qs(parts.query).items()}
+        segments = parts.path.strip("/").split("/")
+        if parts.path == "/click":
+            self._click(query.get("u", ""))
+        elif len(segments) == 2 and segments[0] in ("exports", "mirror"):
+            self._export(segments[1].removesuffix(".json"), query, segments[0] == "mirror")
+        else:
+            self._send_text(404, b"not found\n")
+
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_text(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self._send(status, body, "text/plain", headers)
+
+    def _click(self, target: str) -> None:
+        if not target.startswith(self.server.sim.base_url + "/"):
+            self._send_text(400, b"bad target\n")
+            return
+        self._send_text(302, b"", {"Location": target})
+
+    def _export(self, token: str, query: dict[str, str], mirror: bool) -> None:
+        sim = self.server.sim
+        job, refusal = sim.authorise_link(token, query.get("expires", ""), query.get("sig", ""))
+        if job is None:
+            self._send_text(refusal, f"link refused ({refusal})\n".encode())
+            return
+        headers = {key.lower(): value for key, value in self.headers.items()}
+        hit = sim.record_link_request(job, headers)
+        faults = job.faults
+        if faults.gone_status is not None:
+            self._send_text(faults.gone_status, b"this link has expired\n")
+        elif hit <= faults.fail_first:
+            extra = _retry_after(faults.retry_after)
+            self._send_text(faults.fail_status, b"temporarily unavailable\n", extra)
+        elif faults.redirect_to is not None and not mirror:
+            target = faults.redirect_to
+            location = sim.base_url + target if target.startswith("/") else target
+            self._send_text(faults.redirect_status, b"", {"Location": location})
+        else:
+            self._serve_body(job)
+
+    def _serve_body(self, job: SimJob) -> None:
+        sim = self.server.sim
+        faults = job.faults
+        segments, etag = sim.served_body(job)
+        total = sum(segment.length for segment in segments)
+        start, end, status = 0, total, 200
+        wanted = self.headers.get("Range")
+        if_range = self.headers.get("If-Range")
+        last_modified = format_datetime(job.created_at, usegmt=True)
+        if wanted and not faults.ignore_range and if_range in (None, etag, last_modified):
+            parsed = _parse_range(wanted, total)
+            if parsed is None:
+                self._send_text(416, b"", {"Content-Range": f"bytes */{total}"})
+                return
+            start, end, status = parsed[0], parsed[1], 206
+        body_index = sim.count_body_served(job)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("ETag", etag)
+        self.send_header("Last-Modified", last_modified)
+        self.send_header("Accept-Ranges", "bytes")
+        if faults.gzip:
+            self.send_header("Content-Encoding", "gzip")
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{total}")
+        if faults.omit_content_length:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(end - start))
+        self.end_headers()
+        self._write_body(segments, start, end, faults, body_index)
+
+    def _write_body(
+        self, segments: list[Segment], start: int, end: int, faults: Faults, body_index: int
+    ) -> None:
+        stopping = self.server.sim.stopping
+        truncate = faults.truncate_at if body_index <= faults.truncate_first else None
+        stall = faults.stall_at if body_index <= faults.stall_first else None
+        sent = 0
+        for chunk in read_segments(segments, start, end):
+            if stall is not None and sent + len(chunk) > stall:
+                self.wfile.write(chunk[: stall - sent])
+                chunk, sent = chunk[stall - sent :], stall
+                stall = None
+                stopping.wait(faults.stall_s)
+            if truncate is not None and sent + len(chunk) >= truncate:
+                self.wfile.write(chunk[: truncate - sent])
+                self.close_connection = True
+                return
+            self.wfile.write(chunk)
+            sent += len(chunk)
+
+
+def _parse_range(header: str, total: int) -> tuple[int, int] | None:
+    """Parse a single ``bytes=a-b`` / ``bytes=a-`` range; None when it cannot be satisfied."""
+    unit, _, spec = header.partition("=")
+    first, dash, last = spec.strip().partition("-")
+    if unit.strip() != "bytes" or not dash or not first.isdigit() or "," in spec:
+        return None
+    start = int(first)
+    end = int(last) + 1 if last.isdigit() else total
+    if start >= total or end <= start:
+        return None
+    return start, min(end, total)

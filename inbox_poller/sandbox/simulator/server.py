@@ -1,0 +1,594 @@
+"""A local Pinpointe for the sandbox and the integration tests.
+
+One threaded HTTPS server on 127.0.0.1 (certificate from :mod:`inbox_poller.sandbox.localca`)
+plays all three parts Pinpointe plays:
+
+* ``POST /apijson.php``: the JSON API (``Authentication``/``APITest``,
+  ``Newsletters``/``GetNewsletterContactDataSummaryAsync``, ``API``/``AsyncJobStatus``),
+  strict about the envelope, credentials, ``stat``, YYYYMMDD dates and ``notify``;
+* ``GET /exports/<token>.json?expires=…&sig=…``: the export file behind a signed link,
+  with ETag/Range support and per-job fault injection (:class:`Faults`);
+* the notification mail, built by :mod:`inbox_poller.sandbox.simulator.notifications` and handed to
+  an injected ``deliver(bytes)`` callable (the tests APPEND it to an IMAP folder).
+
+This module holds the simulator's state and the controls the tests use: jobs and their
+faults, API calls, signed links and mails. The API's request rules are in
+:mod:`.rules`, payload files and served bodies in :mod:`.payloads`, the HTTPS
+server in :mod:`.https`; their
+public names are re-exported here, so callers import from this module only.
+Nothing here is used in production.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import ssl
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email import policy
+from email.utils import format_datetime, parseaddr
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from inbox_poller.sandbox.localca import make_local_ca
+from inbox_poller.sandbox.simulator.https import MAX_API_BODY_BYTES, SOCKET_TIMEOUT_S, TlsServer
+from inbox_poller.sandbox.simulator.notifications import STYLES, MailParams
+from inbox_poller.sandbox.simulator.payloads import (
+    CHUNK_BYTES,
+    GARBAGE,
+    PADDING_BLOCK_BYTES,
+    PayloadInfo,
+    PayloadShape,
+    Segment,
+    bytes_segment,
+    file_segment,
+    gzip_copy,
+    padding,
+    write_payload,
+)
+from inbox_poller.sandbox.simulator.rules import (
+    CONTACT_METHOD,
+    SIM_USER_ID,
+    Answer,
+    SubmitShape,
+    envelope_problem,
+    failed,
+    jobids_problem,
+    submit_data,
+    submit_problem,
+    success,
+)
+
+__all__ = [
+    "CHUNK_BYTES",
+    "CONTACT_METHOD",
+    "DEFAULT_AUTHSERV_ID",
+    "DEFAULT_LINK_TTL_S",
+    "DEFAULT_SENDER",
+    "DEFAULT_TOKEN",
+    "DEFAULT_USERNAME",
+    "FIRST_JOB_ID",
+    "MAX_API_BODY_BYTES",
+    "PADDING_BLOCK_BYTES",
+    "SIM_USER_ID",
+    "SOCKET_TIMEOUT_S",
+    "ApiCall",
+    "ApiFault",
+    "Faults",
+    "PayloadInfo",
+    "PayloadShape",
+    "PinpointeSimulator",
+    "SimJob",
+    "SubmitShape",
+    "write_payload",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_USERNAME = "sim-user"
+DEFAULT_TOKEN = "sim-token-7f3a9c1e5b2d4f60a8e1"  # noqa: S105 (a test credential)
+DEFAULT_SENDER = "Pinpointe <noreply@mypinpointe.example>"
+DEFAULT_AUTHSERV_ID = "mx.inbox.example"
+FIRST_JOB_ID = 500_000_001
+DEFAULT_LINK_TTL_S = 7 * 86400.0
+
+_Bytes = bytes  # SimJob has a field named "bytes"
+
+
+@dataclass
+class Faults:
+    """How one job's export link misbehaves. Counts are of that job's GET requests."""
+
+    fail_first: int = 0
+    """Answer the first N requests with ``fail_status``."""
+    fail_status: int = 503
+    retry_after: str | None = None
+    gone_status: int | None = None
+    """Answer every request with this status (403, 404 or 410: an expired link)."""
+    redirect_to: str | None = None
+    """Redirect every request to this path on the simulator (``/…``) or this URL; the
+    job's ``mirror_url`` serves the same file without redirecting."""
+    redirect_status: int = 302
+    gzip: bool = False
+    """Serve the body with ``Content-Encoding: gzip``."""
+    truncate_first: int = 0
+    """Close the connection after ``truncate_at`` body bytes in the first N bodies."""
+    truncate_at: int = 0
+    stall_first: int = 0
+    """Pause for ``stall_s`` after ``stall_at`` body bytes in the first N bodies."""
+    stall_at: int = 0
+    stall_s: float = 0.0
+    invalid_json: bool = False
+    """Append garbage after the JSON document."""
+    oversize_bytes: int | None = None
+    """Pad the decoded body with whitespace up to this many bytes (still valid JSON)."""
+    omit_content_length: bool = False
+    """Send no Content-Length; the body ends when the connection closes."""
+    ignore_range: bool = False
+    """Answer 200 with the whole body even to a Range request."""
+
+
+@dataclass(frozen=True)
+class ApiFault:
+    """A canned misbehaviour for the next API request, after it was read."""
+
+    status: int = 200
+    body: bytes | None = None
+    """The answer's body; None answers normally (after ``delay_s``)."""
+    content_type: str = "application/json"
+    close: bool = False
+    """Close the connection without answering."""
+    delay_s: float = 0.0
+    retry_after: str | None = None
+    """A ``Retry-After`` header for the canned answer."""
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One API request as received (the token is never kept)."""
+
+    requesttype: str
+    requestmethod: str
+    details: Any
+    content_type: str
+    fault: ApiFault | None
+
+
+@dataclass
+class SimJob:
+    """One accepted export: what was asked, what will be served, and what happened."""
+
+    job_id: str
+    token: str
+    """The opaque part of the export link."""
+    stat: str
+    startdate: str | None
+    enddate: str | None
+    notify_email: str
+    created_at: datetime
+    expires_at: datetime
+    download_url: str
+    mirror_url: str
+    style: str
+    faults: Faults
+    payload_path: Path
+    status: str = "waiting"
+    """What AsyncJobStatus reports: ``waiting``, then ``complete``; tests may set ``failed``."""
+    sha256: str = ""
+    bytes: int = 0
+    records: int = 0
+    mail: _Bytes | None = None
+    """The first notification sent for this job."""
+    mails_sent: int = 0
+    requests: list[dict[str, str]] = field(default_factory=list)
+    """Headers (lower-case names) of every GET of the export link."""
+    bodies_served: int = 0
+    error: str | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+    """Set when the payload is on disk and ``sha256``/``bytes``/``records`` are final."""
+    delivered: threading.Event = field(default_factory=threading.Event)
+
+    def wait_ready(self, timeout_s: float = 60.0) -> SimJob:
+        if not self.ready.wait(timeout_s):
+            raise TimeoutError(f"job {self.job_id}: payload not ready after {timeout_s}s")
+        return self
+
+    def wait_delivered(self, timeout_s: float = 60.0) -> _Bytes:
+        if not self.delivered.wait(timeout_s) or self.mail is None:
+            raise TimeoutError(f"job {self.job_id}: no notification after {timeout_s}s")
+        return self.mail
+
+
+class PinpointeSimulator:
+    """A local Pinpointe over real HTTPS; see the module docstring.
+
+    Attributes meant to be changed by tests between calls: ``notification_style``,
+    ``payload_records``, ``payload_bytes``, ``payload_shape``, ``submit_shape``,
+    ``notify_delay_s``, ``send_notifications``, ``notify_before_response``,
+    ``link_ttl_s``, ``dmarc``, ``sender`` and ``deliver``.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        username: str = DEFAULT_USERNAME,
+        token: str = DEFAULT_TOKEN,
+        deliver: Callable[[bytes], None] | None = None,
+        ca_dir: Path | None = None,
+        notification_style: str = "multipart",
+        payload_records: int = 100,
+        payload_bytes: int | None = None,
+        payload_shape: PayloadShape = "object",
+        submit_shape: SubmitShape = "object",
+        notify_delay_s: float = 0.0,
+    ) -> None:
+        self.directory = directory
+        self.username = username
+        self.token = token
+        self.delivered: list[bytes] = []
+        self.deliver: Callable[[bytes], None] = deliver or self.delivered.append
+        self.ca_dir = ca_dir or directory / "ca"
+        self.ca_file = self.ca_dir / "ca.pem"
+        """The CA certificate clients must trust (written by :meth:`start`)."""
+        self.notification_style = notification_style
+        self.payload_records = payload_records
+        self.payload_bytes = payload_bytes
+        self.payload_shape: PayloadShape = payload_shape
+        self.submit_shape: SubmitShape = submit_shape
+        self.notify_delay_s = notify_delay_s
+        self.send_notifications = True
+        self.notify_before_response = False
+        """Deliver the mail before answering the submit (a mail that beats the ledger commit)."""
+        self.link_ttl_s = DEFAULT_LINK_TTL_S
+        self.dmarc: str | None = "pass"
+        """The ``dmarc=`` result stamped by the simulated receiving MTA; None for no header."""
+        self.authserv_id = DEFAULT_AUTHSERV_ID
+        self.sender = DEFAULT_SENDER
+        self.jobs: dict[str, SimJob] = {}
+        self.api_calls: list[ApiCall] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._secret = secrets.token_bytes(32)
+        self._api_faults: deque[ApiFault] = deque()
+        self._next_faults: Faults | None = None
+        self._next_job = FIRST_JOB_ID
+        self._workers: list[threading.Thread] = []
+        self._server: TlsServer | None = None
+        self._port: int | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> PinpointeSimulator:
+        """Create the CA (once per ``ca_dir``) and start serving on 127.0.0.1, port 0."""
+        (self.directory / "payloads").mkdir(parents=True, exist_ok=True)
+        ca = make_local_ca(self.ca_dir)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(ca.server_cert, ca.server_key)
+        self.ca_file = ca.ca_cert
+        self._server = TlsServer(context, self)
+        self._port = int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="pinpointe-simulator",
+            daemon=True,
+        )
+        self._thread.start()
+        logger.debug("simulator: listening on %s", self.base_url)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, interrupt stalls and delays, and wait for delivery threads."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        for worker in self._workers:
+            worker.join(timeout=10)
+        self._server = None
+
+    def __enter__(self) -> PinpointeSimulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the simulator was never started")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base_url}/apijson.php"
+
+    @property
+    def host_rule(self) -> str:
+        """The ``download.allowed_hosts`` entry that admits this simulator's links."""
+        return f"localhost:{self.port}"
+
+    @property
+    def stopping(self) -> threading.Event:
+        """Set by :meth:`stop`; the server's stalls and delays wait on it, so they end too."""
+        return self._stopping
+
+    # ---- controls for tests ---------------------------------------------------------------
+
+    def faults_for_next_job(self, faults: Faults) -> None:
+        """Give the next accepted export these link faults."""
+        with self._lock:
+            self._next_faults = faults
+
+    def set_faults(self, job_id: str, faults: Faults) -> None:
+        """Replace a job's link faults (its request counters keep counting)."""
+        with self._lock:
+            self.jobs[job_id].faults = faults
+
+    def queue_api_fault(self, fault: ApiFault) -> None:
+        """Make the next API request (of any method) misbehave as *fault* says."""
+        with self._lock:
+            self._api_faults.append(fault)
+
+    def job(self, job_id: str) -> SimJob:
+        with self._lock:
+            return self.jobs[job_id]
+
+    def only_job(self) -> SimJob:
+        """The single job submitted so far (a test helper)."""
+        with self._lock:
+            if len(self.jobs) != 1:
+                raise AssertionError(f"expected exactly one job, have {sorted(self.jobs)}")
+            return next(iter(self.jobs.values()))
+
+    def deliver_notification(self, job_id: str) -> bytes:
+        """Build and deliver (again) the notification of *job_id*; return the mail."""
+        job = self.job(job_id)
+        job.wait_ready()
+        mail = self._render_mail(job)
+        self.deliver(mail)
+        with self._lock:
+            job.mails_sent += 1
+            if job.mail is None:
+                job.mail = mail
+            if job.status == "waiting":
+                job.status = "complete"
+        job.delivered.set()
+        return mail
+
+    # ---- the API ----------------------------------------------------------------------------
+
+    def handle_api(self, raw: bytes) -> Answer:
+        """Answer one API request body: ``(HTTP status, JSON envelope)``."""
+        try:
+            envelope = json.loads(raw)
+        except ValueError:
+            return 400, failed("Invalid JSON -- the request body is not JSON")
+        problem = envelope_problem(envelope)
+        if problem is not None:
+            return 400, failed(problem)
+        details = envelope.get("details", {})
+        user_ok = hmac.compare_digest(envelope["username"].encode(), self.username.encode())
+        token_ok = hmac.compare_digest(envelope["usertoken"].encode(), self.token.encode())
+        if not (user_ok and token_ok):
+            return 401, failed("Unable to verify user credentials")
+        method = (envelope["requesttype"].lower(), envelope["requestmethod"].lower())
+        if method == ("authentication", "apitest"):
+            return 200, success({"userid": SIM_USER_ID, "username": self.username})
+        if method == ("newsletters", CONTACT_METHOD.lower()):
+            return self._submit(details)
+        if method == ("api", "asyncjobstatus"):
+            return self._job_status(details)
+        return 400, failed("Unknown requesttype or requestmethod")
+
+    def _submit(self, details: dict[str, Any]) -> Answer:
+        problem = submit_problem(details)
+        if problem is not None:
+            return 400, failed(problem)
+        job = self._new_job(details)
+        if self.notify_before_response:
+            self._prepare(job, notify=self.send_notifications, delay_s=0.0)
+        else:
+            self._spawn(job)
+        return 200, success(submit_data(job.job_id, job.created_at, self.submit_shape))
+
+    def _new_job(self, details: dict[str, Any]) -> SimJob:
+        now = datetime.now(UTC).replace(microsecond=0)
+        expires = int((now + timedelta(seconds=self.link_ttl_s)).timestamp())
+        token = secrets.token_urlsafe(18)
+        style = self.notification_style
+        if style not in STYLES:
+            raise ValueError(f"unknown notification style {style!r}; have {sorted(STYLES)}")
+        with self._lock:
+            job_id = str(self._next_job)
+            self._next_job += 1
+            faults, self._next_faults = self._next_faults or Faults(), None
+        query = f"expires={expires}&sig={self._sign(token, str(expires))}"
+        if STYLES[style].job_id_in_link:
+            query += f"&jobid={job_id}"
+        job = SimJob(
+            job_id=job_id,
+            token=token,
+            stat=details["stat"],
+            startdate=details.get("startdate"),
+            enddate=details.get("enddate"),
+            notify_email=details["notify"]["value"],
+            created_at=now,
+            expires_at=datetime.fromtimestamp(expires, UTC),
+            download_url=f"{self.base_url}/exports/{token}.json?{query}",
+            mirror_url=f"{self.base_url}/mirror/{token}.json?{query}",
+            style=style,
+            faults=faults,
+            payload_path=self.directory / "payloads" / f"{job_id}.json",
+        )
+        with self._lock:
+            self.jobs[job_id] = job
+        return job
+
+    def _job_status(self, details: dict[str, Any]) -> Answer:
+        problem = jobids_problem(details)
+        if problem is not None:
+            return 400, failed(problem)
+        wanted = details.get("jobids")
+        with self._lock:
+            jobs = [job for job in self.jobs.values() if wanted is None or job.job_id in wanted]
+            items = [
+                {
+                    "jobid": job.job_id,
+                    "status": job.status,
+                    "requestmethod": CONTACT_METHOD,
+                    "stat": job.stat,
+                    "created": str(int(job.created_at.timestamp())),
+                }
+                for job in jobs
+            ]
+        if not items:
+            return 400, failed("Jobs not found")
+        return 200, success({"item": items})
+
+    def receive_api_call(self, raw: bytes, content_type: str) -> ApiFault | None:
+        """Record one API request and return the fault queued for it, if any."""
+        fault = self._take_api_fault()
+        self._record_api_call(raw, content_type, fault)
+        return fault
+
+    def _take_api_fault(self) -> ApiFault | None:
+        with self._lock:
+            return self._api_faults.popleft() if self._api_faults else None
+
+    def _record_api_call(self, raw: bytes, content_type: str, fault: ApiFault | None) -> None:
+        try:
+            envelope = json.loads(raw)
+        except ValueError:
+            envelope = None
+        if not isinstance(envelope, dict):
+            envelope = {}
+        call = ApiCall(
+            requesttype=str(envelope.get("requesttype", "")),
+            requestmethod=str(envelope.get("requestmethod", "")),
+            details=envelope.get("details"),
+            content_type=content_type,
+            fault=fault,
+        )
+        with self._lock:
+            self.api_calls.append(call)
+
+    # ---- payloads and notifications -----------------------------------------------------------
+
+    def _spawn(self, job: SimJob) -> None:
+        worker = threading.Thread(
+            target=self._prepare,
+            args=(job, self.send_notifications, self.notify_delay_s),
+            name=f"pinpointe-job-{job.job_id}",
+            daemon=True,
+        )
+        with self._lock:
+            self._workers.append(worker)
+        worker.start()
+
+    def _prepare(self, job: SimJob, notify: bool, delay_s: float) -> None:
+        """Write the payload, then (after *delay_s*) deliver the notification."""
+        try:
+            info = write_payload(
+                job.payload_path,
+                stat=job.stat,
+                records=self.payload_records,
+                min_bytes=self.payload_bytes,
+                shape=self.payload_shape,
+            )
+            job.sha256, job.bytes, job.records = info.sha256, info.bytes, info.records
+            job.ready.set()
+            if notify and not self._stopping.wait(delay_s):
+                self.deliver_notification(job.job_id)
+        except Exception as exc:  # a failing deliver callback must show in the test, not vanish
+            logger.exception("simulator: job %s: preparing or delivering failed", job.job_id)
+            job.error = f"{type(exc).__name__}: {exc}"
+
+    def _render_mail(self, job: SimJob) -> bytes:
+        domain = parseaddr(self.sender)[1].rpartition("@")[2] or "mypinpointe.example"
+        params = MailParams(
+            job_id=job.job_id,
+            download_url=job.download_url,
+            click_url=f"{self.base_url}/click",
+            sender=self.sender,
+            recipient=job.notify_email,
+            message_id=f"<export-{job.job_id}.{job.mails_sent}@{domain}>",
+            date=datetime.now(UTC),
+            stat=job.stat,
+            records=job.records,
+            expires_at=job.expires_at,
+        )
+        message = STYLES[job.style].build(params)
+        received = format_datetime(params.date)
+        trace = f"Received: from mta1.{domain} by {self.authserv_id}; {received}\r\n"
+        if self.dmarc is not None:
+            dkim = "pass" if self.dmarc == "pass" else "fail"
+            trace += (
+                f"Authentication-Results: {self.authserv_id}; dkim={dkim} header.d={domain}; "
+                f"spf=pass smtp.mailfrom={domain}; dmarc={self.dmarc} header.from={domain}\r\n"
+            )
+        return trace.encode("ascii") + message.as_bytes(policy=policy.SMTP)
+
+    # ---- export links -------------------------------------------------------------------------
+
+    def _sign(self, token: str, expires: str) -> str:
+        mac = hmac.new(self._secret, f"{token}.{expires}".encode(), hashlib.sha256)
+        return mac.hexdigest()[:40]
+
+    def authorise_link(self, token: str, expires: str, sig: str) -> tuple[SimJob | None, int]:
+        """Return the job a signed link names, or None and the status refusing it."""
+        with self._lock:
+            job = next((job for job in self.jobs.values() if job.token == token), None)
+        if job is None or not job.ready.is_set():
+            return None, 404
+        if not expires.isdigit() or not hmac.compare_digest(sig, self._sign(token, expires)):
+            return None, 403
+        if int(expires) < datetime.now(UTC).timestamp():
+            return None, 410
+        return job, 200
+
+    def record_link_request(self, job: SimJob, headers: dict[str, str]) -> int:
+        """Record one GET of *job*'s link (lower-case header names); return its number."""
+        with self._lock:
+            job.requests.append(headers)
+            return len(job.requests)
+
+    def count_body_served(self, job: SimJob) -> int:
+        """Count one more body of *job* on its way out; return its number."""
+        with self._lock:
+            job.bodies_served += 1
+            return job.bodies_served
+
+    def served_body(self, job: SimJob) -> tuple[list[Segment], str]:
+        """Return the segments of the body to serve for *job*'s faults, and its ETag."""
+        faults = job.faults
+        source = gzip_copy(job.payload_path, self._lock) if faults.gzip else job.payload_path
+        segments = [file_segment(source)]
+        decoded = job.bytes
+        if faults.invalid_json:
+            segments.append(bytes_segment(GARBAGE, compress=faults.gzip))
+            decoded += len(GARBAGE)
+        if faults.oversize_bytes is not None and faults.oversize_bytes > decoded:
+            segments += padding(faults.oversize_bytes - decoded, faults.gzip)
+        variant = f"{job.sha256}:{faults.gzip}:{faults.invalid_json}:{faults.oversize_bytes}"
+        return segments, '"' + hashlib.sha256(variant.encode()).hexdigest()[:32] + '"'

@@ -1,0 +1,1 @@
+"""The long-running ``inbox-poller run``: the watcher, the scheduler, systemd."""

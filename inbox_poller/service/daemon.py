@@ -1,0 +1,323 @@
+"""The long-running ``inbox-poller run``: wiring, not logic.
+
+Threads and who owns what:
+
+* the **main thread** installs the signal handlers (which only set events),
+  sends the systemd notifications that are not progress pings, and performs
+  reloads and the shutdown;
+* the **mailbox watcher** (``watcher.py``) runs in its own thread: IDLE push
+  with polling as the floor, reconnects with back-off, and a catch-up pass by
+  UID after every connect. Each pass reads new mail, hands notified exports to
+  the download pool, and acknowledges what is archived. Its progress drives
+  the systemd watchdog, so a hung mailbox session gets the service restarted;
+* a small **download pool**, so one large payload does not hold up the mailbox;
+* **APScheduler** (UTC, coalescing, one instance per job, fixed job ids, a
+  memory job store: the ledger is the source of truth) submits scheduled
+  exports, checks overdue ones, and refreshes ``STATUS=``.
+
+Every state change goes through the ledger, so stopping at any moment (SIGTERM,
+SIGKILL, a crash) is resumed by the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerPool
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from inbox_poller.config import Config, load_config
+from inbox_poller.errors import ConfigError, InboxPollerError
+from inbox_poller.ledger.store import Store
+from inbox_poller.loop.poller import Poller, ledger_health
+from inbox_poller.loop.submitter import Submitter
+from inbox_poller.models import CycleReport, ExportState, MailboxStatus, utc_now
+from inbox_poller.service.sdnotify import Notifier
+from inbox_poller.service.watcher import MailboxWatcher
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 8.0
+"""How long in-flight work may take to finish or park after SIGTERM (systemd waits 30 s;
+the issue asks for 10)."""
+RECONCILE_EVERY_S = 60.0
+STATUS_EVERY_S = 10.0
+IDLE_RENEW_S = 5.0
+"""How long one IDLE lasts before it is renewed: far inside RFC 2177's 29 minutes, and the
+bound on how long a silently dead connection can go unnoticed (plus the read timeout)."""
+DOWNLOAD_STATES = (ExportState.NOTIFIED, ExportState.DOWNLOADING, ExportState.VERIFIED)
+
+PollerFactory = Callable[[Config, threading.Event], Poller]
+SubmitterFactory = Callable[[Config, Store], Submitter]
+
+
+@dataclass
+class _Session:
+    """Everything built from one configuration; replaced as a whole on reload."""
+
+    config: Config
+    poller: Poller
+    submitter: Submitter
+    watcher: MailboxWatcher
+    scheduler: BackgroundScheduler
+    downloads: ThreadPoolExecutor
+    stop: threading.Event
+    wake: threading.Event
+    watcher_thread: threading.Thread
+    in_flight: dict[int, Future[None]] = field(default_factory=dict)
+    """The download of each export handed to the pool, until it finishes."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Daemon:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads the configuration."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        config: Config,
+        poller_factory: PollerFactory,
+        submitter_factory: SubmitterFactory,
+        *,
+        notifier: Notifier | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._config_path = config_path
+        self._config = config
+        self._poller_factory = poller_factory
+        self._submitter_factory = submitter_factory
+        self._notifier = notifier or Notifier()
+        self._clock = clock
+        self._terminate = threading.Event()
+        self._reload = threading.Event()
+        self._submit_lock = threading.Lock()
+        self._last_watchdog = 0.0
+
+    # ---- signals -----------------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        # handlers only set flags; the main loop does the work (huey's rule)
+        if signum == signal.SIGHUP:
+            self._reload.set()
+        else:
+            self._terminate.set()
+
+    def _install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+
+    # ---- main loop ---------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until asked to stop; return the exit code."""
+        self._install_signal_handlers()
+        session = self._start(self._config)
+        self._notifier.ready()
+        logger.info("daemon: ready; %s", self._config.summary())
+        self._refresh_status(session)
+        while not self._terminate.wait(0.5):
+            if self._reload.is_set():
+                self._reload.clear()
+                session = self._reload_config(session)
+        self._notifier.stopping()
+        logger.info("daemon: stopping")
+        self._stop(session)
+        logger.info("daemon: stopped")
+        return 0
+
+    def _reload_config(self, session: _Session) -> _Session:
+        self._notifier.reloading()
+        try:
+            config = load_config(self._config_path)
+            # the new session reads these at start; refuse now rather than after stopping
+            config.imap_password.read()
+            config.usertoken.read()
+            if config.state_path != session.config.state_path:
+                raise ConfigError(
+                    "state.path cannot change on reload; restart the service instead",
+                    path=str(self._config_path),
+                    key="state.path",
+                )
+        except ConfigError as exc:
+            logger.error("daemon: reload refused, keeping the running configuration: %s", exc)
+            self._notifier.ready()
+            return session
+        logger.info("daemon: reloading %s", self._config_path)
+        self._stop(session)
+        self._config = config
+        session = self._start(config)
+        self._notifier.ready()
+        logger.info("daemon: reloaded; %s", config.summary())
+        return session
+
+    # ---- one session -------------------------------------------------------------
+
+    def _start(self, config: Config) -> _Session:
+        stop = threading.Event()
+        wake = threading.Event()
+        poller = self._poller_factory(config, stop)
+        poller.remove_stale_parts()
+        downloads = ThreadPoolExecutor(
+            max_workers=config.daemon.download_workers, thread_name_prefix="download"
+        )
+        scheduler = BackgroundScheduler(
+            timezone="UTC",
+            executors={"default": SchedulerPool(max_workers=2)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
+        )
+        assert poller.mailbox is not None
+        holder: dict[str, _Session] = {}
+        watcher = MailboxWatcher(
+            poller.mailbox,  # type: ignore[arg-type]
+            lambda status: self._mailbox_pass(holder["session"], status),
+            poll_interval_s=config.imap.poll_interval,
+            stop=stop,
+            wake=wake,
+            idle_timeout_s=IDLE_RENEW_S,
+            on_progress=self._progress,
+        )
+        thread = threading.Thread(target=watcher.run, name="mailbox-watcher", daemon=True)
+        submitter = self._submitter_factory(config, poller.store)
+        session = _Session(
+            config, poller, submitter, watcher, scheduler, downloads, stop, wake, thread
+        )
+        holder["session"] = session
+        self._schedule(session)
+        scheduler.start()
+        thread.start()
+        # exports left in flight by a previous run (crash, SIGKILL, SIGTERM) resume now
+        self._dispatch_downloads(session)
+        return session
+
+    def _stop(self, session: _Session) -> None:
+        """Stop the session within ``SHUTDOWN_GRACE_S``; parked work resumes next start."""
+        deadline = time.monotonic() + SHUTDOWN_GRACE_S
+        session.stop.set()  # downloads abort and park as "notified"; the watcher returns
+        session.scheduler.shutdown(wait=False)
+        session.downloads.shutdown(wait=False, cancel_futures=True)
+        session.watcher_thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        with session.lock:
+            downloads = list(session.in_flight.values())
+        wait(downloads, timeout=max(0.1, deadline - time.monotonic()))
+        session.poller.close()
+        session.poller.store.close()
+
+    def _schedule(self, session: _Session) -> None:
+        scheduler = session.scheduler
+        config = session.config
+        scheduler.add_listener(self._on_scheduler_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+        scheduler.add_job(
+            self._submit_due,
+            "date",
+            args=(session,),
+            id="submit-due-at-start",
+            replace_existing=True,
+        )
+        for schedule in config.schedules:
+            scheduler.add_job(
+                self._submit_due,
+                schedule.trigger(),
+                args=(session,),
+                id=f"export:{schedule.name}",
+                replace_existing=True,
+                misfire_grace_time=3600,
+            )
+            logger.info("daemon: schedule %s", schedule.describe())
+        scheduler.add_job(
+            self._reconcile,
+            IntervalTrigger(seconds=RECONCILE_EVERY_S, timezone="UTC"),
+            args=(session,),
+            id="reconcile",
+            replace_existing=True,
+        )
+        scheduler.add_job(
+            self._refresh_status,
+            IntervalTrigger(seconds=STATUS_EVERY_S, timezone="UTC"),
+            args=(session,),
+            id="status",
+            replace_existing=True,
+        )
+
+    def _on_scheduler_event(self, event: JobExecutionEvent) -> None:
+        if event.code == EVENT_JOB_MISSED:
+            logger.warning("scheduler: job %s missed its run time", event.job_id)
+        elif event.exception is not None:
+            logger.error("scheduler: job %s failed: %s", event.job_id, event.exception)
+
+    # ---- the work ------------------------------------------------------------------
+
+    def _mailbox_pass(self, session: _Session, status: MailboxStatus) -> None:
+        """One watcher pass: read new mail, start downloads, acknowledge what is done."""
+        report = CycleReport()
+        session.poller.read_mail(status, report)
+        self._dispatch_downloads(session)
+        session.poller.acknowledge(report)
+
+    def _dispatch_downloads(self, session: _Session) -> None:
+        for export in session.poller.store.list_exports(DOWNLOAD_STATES):
+            with session.lock:
+                if export.export_id in session.in_flight or session.stop.is_set():
+                    continue
+                try:
+                    future = session.downloads.submit(self._download, session, export.export_id)
+                except RuntimeError:  # the pool is shutting down
+                    continue
+                session.in_flight[export.export_id] = future
+
+    def _download(self, session: _Session, export_id: int) -> None:
+        try:
+            report = CycleReport()
+            export = session.poller.store.get_export(export_id)
+            if export.state in DOWNLOAD_STATES:
+                session.poller.download_export(export, report)
+        except InboxPollerError as exc:
+            logger.error("export %d: %s", export_id, exc)
+        except Exception:
+            logger.exception("export %d: unexpected error in the download worker", export_id)
+        finally:
+            with session.lock:
+                session.in_flight.pop(export_id, None)
+            session.wake.set()  # acknowledge promptly
+
+    def _submit_due(self, session: _Session) -> None:
+        with self._submit_lock:  # one Pinpointe request at a time
+            session.submitter.submit_due(session.config.schedules, self._clock())
+
+    def _reconcile(self, session: _Session) -> None:
+        with self._submit_lock:
+            session.submitter.reconcile(
+                self._clock(),
+                notify_deadline_s=session.config.exports.notify_deadline,
+                max_resubmits=session.config.exports.max_resubmits,
+            )
+
+    # ---- health --------------------------------------------------------------------
+
+    def _refresh_status(self, session: _Session) -> None:
+        try:
+            line = ledger_health(session.poller.store, session.config, self._clock()).status_line()
+        except InboxPollerError as exc:
+            line = f"ledger unreadable: {exc}"
+        watcher_state = session.watcher.state
+        if watcher_state not in ("idle", "polling"):
+            line += f"; mailbox {watcher_state}"
+        self._notifier.status(line)
+
+    def _progress(self, _what: str) -> None:
+        """Called by the watcher after each successful wait or pass: feed the watchdog."""
+        interval = self._notifier.watchdog_interval_s
+        now = time.monotonic()
+        if interval is not None and now - self._last_watchdog >= min(interval, 1.0):
+            self._notifier.watchdog()
+            self._last_watchdog = now
