@@ -1,9 +1,18 @@
-"""The exception tree: one root, one subclass per edge or concern.
+"""The exception tree: every error inbox-poller raises on purpose, in this one file.
 
-Edges translate library exceptions (``IMAPClientError``, ``OSError``,
-``requests.RequestException``, ``sqlite3.Error``) into these with
-``raise ... from exc``. Whether an error is worth retrying is a class
+One root, one subclass per edge or concern. Edges translate library exceptions
+(``IMAPClientError``, ``OSError``, ``requests.RequestException``, ``sqlite3.Error``)
+into these with ``raise ... from exc``. Whether an error is worth retrying is a class
 attribute, never decided by matching message text.
+
+A few exceptions are not errors but local control flow, caught by the module next to
+the one that raises them, and so live there, outside this tree:
+``urlpolicy.UrlRefused`` (a link fails the URL policy; the caller turns it into a
+verdict or a ``DownloadRefused``), ``matching.authresults.UnreadableField`` (one
+``Authentication-Results`` field cannot be parsed), ``download.failures.RetryableFailure``
+(one try of a download failed; the fetcher tries again) and
+``download.jsoncheck.CountingAbandoned`` (one record is too large to count; the payload
+is validated again without counting).
 """
 
 from __future__ import annotations
@@ -68,6 +77,19 @@ class ApiError(InboxPollerError):
         super().__init__(message)
 
 
+class ApiUnavailable(ApiError):
+    """Raised when the request never reached Pinpointe (connection refused, connect timeout,
+    name not resolved) or Pinpointe answered HTTP 429: nothing was created; try again later."""
+
+    retryable = True
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, status=status, definitive=True)
+        self.retry_after_s = retry_after_s
+
+
 class ApiAuthError(ApiError):
     """Raised when Pinpointe rejects the username or token (HTTP 401)."""
 
@@ -109,3 +131,7 @@ class ArchiveError(InboxPollerError):
 
 class ExtractError(InboxPollerError):
     """Raised when a mail cannot be parsed at all."""
+
+
+class UsageError(InboxPollerError):
+    """Raised for command-line arguments that parse but make no sense (exit status 2)."""

@@ -1,8 +1,14 @@
-"""TLS client contexts: certificate and host name checks always on."""
+"""Network details both network edges share: TLS client contexts and ``Retry-After``.
+
+Both the Pinpointe client and the downloader verify certificates with the same kind of
+context and honour the same header; keeping them here lets neither edge import the other.
+"""
 
 from __future__ import annotations
 
+import email.utils
 import ssl
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -17,3 +23,19 @@ def client_context(extra_ca: Path | None = None) -> ssl.SSLContext:
     if extra_ca is not None:
         context.load_verify_locations(cafile=str(extra_ca))
     return context
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Return the seconds a ``Retry-After`` header asks for (delta or HTTP date), or None."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())

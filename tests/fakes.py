@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from inbox_poller.errors import ApiError, DownloadError, MailboxError
-from inbox_poller.loop.poller import PayloadSink
 from inbox_poller.models import (
     DownloadResult,
     ExportRequest,
@@ -21,6 +20,7 @@ from inbox_poller.models import (
     MailboxStatus,
     MailKey,
 )
+from inbox_poller.ports import PayloadSink
 
 
 @dataclass
@@ -44,6 +44,7 @@ class FakeMailbox:
         self.acknowledged: list[MailKey] = []
         self.bodies_fetched: list[int] = []
         self.move_to_processed = True
+        self.seen_next_uid = 1
 
     def deliver(self, raw: bytes, message_id: str | None = None) -> int:
         uid = self.next_uid
@@ -64,6 +65,7 @@ class FakeMailbox:
     def open(self) -> MailboxStatus:
         if self.fail_open is not None:
             raise self.fail_open
+        self.seen_next_uid = self.next_uid
         return MailboxStatus(self.folder, self.uidvalidity, self.next_uid, True, True, True, True)
 
     def fetch_new(self, after_uid: int) -> Iterator[FetchedMail]:
@@ -93,6 +95,12 @@ class FakeMailbox:
             self.processed.append(self.messages.pop(uid))
             return "keyword, moved"
         return "keyword"
+
+    def idle_wait(self, timeout_s: float, interrupted: Callable[[], bool] | None = None) -> bool:
+        """Return at once whether mail was delivered since the last open or wait."""
+        new_mail = self.next_uid != self.seen_next_uid
+        self.seen_next_uid = self.next_uid
+        return new_mail
 
     def close(self) -> None:
         pass

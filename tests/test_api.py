@@ -10,24 +10,20 @@ from typing import Any
 
 import pytest
 
-from inbox_poller.errors import ApiAuthError, ApiError
+from inbox_poller.errors import ApiAuthError, ApiError, ApiUnavailable
 from inbox_poller.models import ExportRequest
-from inbox_poller.pinpointe.answers import (
-    NOT_FOUND,
-    describe_account,
-    extract_job_id,
-    parse_job_statuses,
-)
+from inbox_poller.net import parse_retry_after
+from inbox_poller.pinpointe.answers import describe_account, extract_job_id, parse_job_statuses
 from inbox_poller.pinpointe.client import PinpointeApi
 from inbox_poller.pinpointe.envelope import (
-    ApiUnavailable,
     build_envelope,
+    check_reply,
+    decode_reply,
     excerpt,
-    parse_response,
-    parse_retry_after,
     redact,
     submit_details,
 )
+from inbox_poller.ports import JOB_NOT_FOUND
 from inbox_poller.sandbox.simulator.server import ApiFault, PinpointeSimulator
 from tests.plugins.pinpointe import SIM_NOTIFY_EMAIL, pinpointe_sim_config
 
@@ -79,7 +75,7 @@ SUCCESS_CASES: list[tuple[str, int, str, bytes, str]] = [
 def test_every_success_shape_yields_the_job_id_as_a_string(
     status: int, content_type: str, body: bytes, expected: str
 ) -> None:
-    assert extract_job_id(parse_response(status, content_type, body)) == expected
+    assert extract_job_id(check_reply(decode_reply(status, content_type, body))) == expected
 
 
 # ---- failure shapes -------------------------------------------------------------------------
@@ -261,7 +257,7 @@ def test_every_failure_shape_is_a_clear_error_with_the_right_certainty(
     phrases: tuple[str, ...],
 ) -> None:
     with pytest.raises(ApiError) as caught:
-        parse_response(status, content_type, body)
+        check_reply(decode_reply(status, content_type, body))
     assert type(caught.value) is kind
     assert caught.value.definitive is definitive
     assert caught.value.status == status
@@ -295,7 +291,7 @@ def test_success_without_a_usable_job_id_is_not_definitive(data: object, phrase:
 
 def test_a_long_unreadable_body_is_quoted_only_briefly() -> None:
     with pytest.raises(ApiError) as caught:
-        parse_response(503, "text/html", b"<p>" + b"overloaded " * 5000 + b"</p>")
+        check_reply(decode_reply(503, "text/html", b"<p>" + b"overloaded " * 5000 + b"</p>"))
     assert len(str(caught.value)) < 400
     assert "overloaded" in str(caught.value)
 
@@ -312,10 +308,10 @@ def test_a_long_unreadable_body_is_quoted_only_briefly() -> None:
 )
 def test_an_echoed_token_is_redacted_from_every_message(body: bytes) -> None:
     with pytest.raises(ApiError) as caught:
-        extract_job_id(parse_response(400, "text/html", body, secrets=[CANARY]))
+        extract_job_id(check_reply(decode_reply(400, "text/html", body, secrets=[CANARY])))
     assert CANARY not in str(caught.value)
     with pytest.raises(ApiError) as caught:
-        extract_job_id(parse_response(200, "application/json", body, secrets=[CANARY]))
+        extract_job_id(check_reply(decode_reply(200, "application/json", body, secrets=[CANARY])))
     assert CANARY not in str(caught.value)
 
 
@@ -369,7 +365,7 @@ STATUS_CASES: list[tuple[str, object, list[str], dict[str, str]]] = [
         "item list",
         {"item": [{"jobid": "1", "status": "Waiting"}, {"jobid": "2", "status": "FAILED"}]},
         ["1", "2", "3"],
-        {"1": "waiting", "2": "failed", "3": NOT_FOUND},
+        {"1": "waiting", "2": "failed", "3": JOB_NOT_FOUND},
     ),
     ("bare list", [{"JobId": 5, "JobStatus": "complete"}], ["5"], {"5": "complete"}),
     ("single unlabelled", {"status": "processing"}, ["9"], {"9": "processing"}),
@@ -588,8 +584,11 @@ def test_job_status_maps_known_and_unknown_jobs(
 ) -> None:
     pinpointe_sim.send_notifications = False
     job_id = pinpointe_sim_api.submit(ExportRequest(stat="42"))
-    assert pinpointe_sim_api.job_status([job_id, "999"]) == {job_id: "waiting", "999": NOT_FOUND}
-    assert pinpointe_sim_api.job_status(["998"]) == {"998": NOT_FOUND}
+    assert pinpointe_sim_api.job_status([job_id, "999"]) == {
+        job_id: "waiting",
+        "999": JOB_NOT_FOUND,
+    }
+    assert pinpointe_sim_api.job_status(["998"]) == {"998": JOB_NOT_FOUND}
     assert pinpointe_sim_api.job_status([]) == {job_id: "waiting"}
     assert pinpointe_sim.api_calls[-1].details == {}
 

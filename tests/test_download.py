@@ -40,9 +40,9 @@ from inbox_poller.errors import (
     PayloadInvalid,
     PayloadTooLarge,
 )
-from inbox_poller.loop.poller import Downloader
 from inbox_poller.models import utc_now
-from inbox_poller.pinpointe.envelope import parse_retry_after
+from inbox_poller.net import parse_retry_after
+from inbox_poller.ports import Downloader
 from tests.plugins.https_servers import HttpsServer, Reply, redirect
 
 RECORDS = [

@@ -24,8 +24,8 @@ from imapclient import IMAPClient
 from inbox_poller.config import ImapConfig
 from inbox_poller.errors import MailboxError, MailboxLoginError
 from inbox_poller.imap.mailbox import FETCH_CHUNK_UIDS, IMAPLIB_LOGGER, ImapMailbox, chunked
-from inbox_poller.loop.poller import Mailbox
 from inbox_poller.models import FetchedMail, MailboxStatus, MailKey
+from inbox_poller.ports import Mailbox
 from inbox_poller.sandbox.dovecot.server import DovecotServer
 from tests.fakes import FakeMailbox
 from tests.plugins.dovecot import imap_config_for, make_mail

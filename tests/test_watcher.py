@@ -23,9 +23,10 @@ import pytest
 
 from inbox_poller.errors import MailboxError, MailboxLoginError
 from inbox_poller.imap.mailbox import ImapMailbox
-from inbox_poller.models import MailboxStatus
+from inbox_poller.models import FetchedMail, MailboxStatus, MailKey
+from inbox_poller.ports import Mailbox
 from inbox_poller.sandbox.dovecot.server import DovecotServer
-from inbox_poller.service.watcher import MailboxWatcher, WatchedMailbox, backoff_delay
+from inbox_poller.service.watcher import MailboxWatcher, backoff_delay
 from tests.plugins.dovecot import imap_config_for, make_mail
 from tests.plugins.tcp_proxy import MakeTcpProxy
 
@@ -99,9 +100,7 @@ def start_watcher() -> Iterator[StartWatcher]:
     """Return ``start(mailbox, on_pass, **watcher_kwargs)``; every watcher is stopped after."""
     started: list[Running] = []
 
-    def start(
-        mailbox: WatchedMailbox, on_pass: Callable[[MailboxStatus], None], **kwargs: Any
-    ) -> Running:
+    def start(mailbox: Mailbox, on_pass: Callable[[MailboxStatus], None], **kwargs: Any) -> Running:
         stop, wake = threading.Event(), threading.Event()
         progress: list[tuple[float, str]] = []
         options: dict[str, Any] = {
@@ -489,6 +488,12 @@ class ScriptedMailbox:
         if self.open_failures:
             raise self.open_failures.pop(0)
         return self.status
+
+    def fetch_new(self, after_uid: int) -> Iterator[FetchedMail]:
+        raise AssertionError("the watcher never reads mail itself")
+
+    def acknowledge(self, key: MailKey, message_id: str | None) -> str:
+        raise AssertionError("the watcher never acknowledges mail itself")
 
     def idle_wait(self, timeout_s: float, interrupted: Callable[[], bool] | None = None) -> bool:
         self.wait_timeouts.append(timeout_s)

@@ -24,7 +24,7 @@ from inbox_poller.config import (
     load_config,
     resolve_config_path,
 )
-from inbox_poller.errors import InboxPollerError
+from inbox_poller.errors import InboxPollerError, UsageError
 from inbox_poller.ledger.store import Store
 from inbox_poller.models import Export, ExportRequest, ExportState
 from inbox_poller.urlpolicy import HostRule, parse_host_rule, redact_url
@@ -41,10 +41,6 @@ logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
-
-
-class UsageError(InboxPollerError):
-    """Raised for command-line arguments that parse but make no sense."""
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from inbox_poller import __version__
 from inbox_poller.cli.commands import (
     EXIT_FAILURE,
-    UsageError,
     cmd_check,
     cmd_exports,
     cmd_inspect,
@@ -26,7 +25,7 @@ from inbox_poller.cli.commands import (
 )
 from inbox_poller.cli.logsetup import configure_logging
 from inbox_poller.config import load_config, resolve_config_path
-from inbox_poller.errors import ConfigError, InboxPollerError
+from inbox_poller.errors import ConfigError, InboxPollerError, UsageError
 from inbox_poller.models import DATE_RE, STAT_ID_RE, ExportState
 
 EXIT_USAGE = 2

@@ -20,7 +20,7 @@ from urllib3.exceptions import (
 
 from inbox_poller.errors import DownloadError, LinkExpired
 from inbox_poller.models import utc_now
-from inbox_poller.pinpointe.envelope import parse_retry_after
+from inbox_poller.net import parse_retry_after
 
 _EXPIRED_STATUSES = frozenset({403, 404, 410})
 _MAX_CAUSES = 12

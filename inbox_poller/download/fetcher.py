@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
 from urllib3 import BaseHTTPResponse, Timeout
@@ -56,12 +56,11 @@ from inbox_poller.errors import (
 )
 from inbox_poller.models import DownloadResult
 from inbox_poller.net import client_context
+from inbox_poller.ports import PayloadSink
 from inbox_poller.urlpolicy import redact_url
 
 if TYPE_CHECKING:
     from inbox_poller.config import DownloadConfig
-
-__all__ = ["PayloadSink", "SafeDownloader"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,22 +77,6 @@ _HEADERS = {
     "Accept": "application/json, */*;q=0.5",
     "Accept-Encoding": "gzip",
 }
-
-
-class PayloadSink(Protocol):
-    """Where the decoded payload goes: ``poller.PayloadSink``, restated so that this edge
-    does not import the core (style.md layers)."""
-
-    def write(self, data: bytes) -> None: ...
-
-    def restart(self) -> None: ...
-
-    def read_back(self) -> BinaryIO:
-        """Open everything written so far for reading from its start; the caller closes it.
-
-        :raises OSError: or ArchiveError.
-        """
-        ...
 
 
 @dataclass
@@ -149,7 +132,7 @@ class _Fetched:
 
 
 class SafeDownloader:
-    """Download allow-listed HTTPS payloads safely (``poller.Downloader``).
+    """Download allow-listed HTTPS payloads safely (``ports.Downloader``).
 
     One instance serves one thread at a time. The sink is written from a helper thread
     (never concurrently), ``sink.restart()`` is called before each retry, and
@@ -176,7 +159,7 @@ class SafeDownloader:
         self._stop = stop
 
     def download(self, url: str, sink: PayloadSink) -> DownloadResult:
-        """Fetch *url* into *sink*, validating the JSON to its end (see ``poller.Downloader``)."""
+        """Fetch *url* into *sink*, validating the JSON to its end (see ``ports.Downloader``)."""
         clock = _Clock(self._config.deadline_s, self._stop, time.monotonic())
         shown = redact_url(url)
         logger.info("download %s: starting", shown)

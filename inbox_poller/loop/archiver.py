@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING
 from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import ArchiveError, DownloadError, InboxPollerError, LinkExpired
 from inbox_poller.models import ArchivedFile, CycleReport, Export, ExportState
+from inbox_poller.ports import Downloader
 from inbox_poller.urlpolicy import redact_url
 
 if TYPE_CHECKING:
     from inbox_poller.archive import Archive
     from inbox_poller.ledger.store import Store
-    from inbox_poller.loop.poller import Downloader
 
 logger = logging.getLogger(__name__)
 

@@ -1,19 +1,14 @@
-"""One pass of the loop: submit, read the mailbox, match, download, archive, acknowledge.
-
-The Protocols below are the contracts the core holds its edges to. Each edge
-module (``mailbox``, ``api``, ``download``, ``archive``, ``store``) implements
-one of them; tests substitute fakes that implement the same Protocols.
-"""
+"""One pass of the loop: read the mailbox, match, download, archive, acknowledge."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any
 
 from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import ExtractError, MailboxError, StoreError
@@ -24,7 +19,6 @@ from inbox_poller.matching.sender import SenderPolicy, check_sender
 from inbox_poller.matching.summary import explain, notification_from_summary, summarize
 from inbox_poller.models import (
     CycleReport,
-    DownloadResult,
     Export,
     ExportState,
     FetchedMail,
@@ -35,6 +29,7 @@ from inbox_poller.models import (
     Match,
     utc_now,
 )
+from inbox_poller.ports import Downloader, Mailbox
 from inbox_poller.service.health import Health, assess
 from inbox_poller.urlpolicy import HostRule, redact_url
 
@@ -44,77 +39,6 @@ if TYPE_CHECKING:
     from inbox_poller.ledger.store import Store
 
 logger = logging.getLogger(__name__)
-
-
-class Mailbox(Protocol):
-    """The dedicated notification mailbox (``mailbox.ImapMailbox``)."""
-
-    def open(self) -> MailboxStatus:
-        """Connect, log in and select the folder read-write.
-
-        Creates ``processed_folder`` when it is configured and missing.
-        :raises MailboxLoginError: the credentials are refused.
-        :raises MailboxError: anything else (connection, TLS, protocol).
-        """
-        ...
-
-    def fetch_new(self, after_uid: int) -> Iterator[FetchedMail]:
-        """Yield the messages with UID > *after_uid*, in ascending UID order.
-
-        Each message's ``RFC822.SIZE`` is checked before its body is retrieved
-        with ``BODY.PEEK[]`` (which never sets ``\\Seen``); larger ones come
-        with ``raw=None``. UIDs are retrieved in chunks of at most 5,000.
-        :raises MailboxError:
-        """
-        ...
-
-    def acknowledge(self, key: MailKey, message_id: str | None) -> str:
-        """Mark one handled mail: keyword (when allowed), then move (when configured).
-
-        When *key*'s UIDVALIDITY is not the folder's current one, the message is
-        looked up by its Message-ID instead. Idempotent: a mail already marked or
-        already moved is not an error. Returns what was done, for the log:
-        ``"keyword"``, ``"moved"``, ``"keyword, moved"``, ``"not found"`` or
-        ``"ledger only"`` (no keyword allowed and no processed folder).
-        :raises MailboxError:
-        """
-        ...
-
-    def close(self) -> None:
-        """Log out; never raises."""
-        ...
-
-
-class PayloadSink(Protocol):
-    """Where a download writes the decoded payload (``archive.PartFile``)."""
-
-    def write(self, data: bytes) -> None:
-        """Append *data*. :raises ArchiveError:"""
-        ...
-
-    def restart(self) -> None:
-        """Discard everything written so far (a retry starts from byte zero)."""
-        ...
-
-    def read_back(self) -> BinaryIO:
-        """Open what was written so far for reading from its start (slow-path validation)."""
-        ...
-
-
-class Downloader(Protocol):
-    """The safe HTTPS fetcher (``download.SafeDownloader``)."""
-
-    def download(self, url: str, sink: PayloadSink) -> DownloadResult:
-        """Fetch *url* into *sink*, validating the JSON to its end.
-
-        :raises DownloadRefused: the URL, a redirect or a resolved address is not allowed
-            (raised before any connection to it).
-        :raises LinkExpired: 403, 404 or 410.
-        :raises PayloadTooLarge: over ``download.max_bytes`` (declared or decoded).
-        :raises PayloadInvalid: not one complete JSON document.
-        :raises DownloadTransient: 5xx/429/reset/timeout/truncation after the retries.
-        """
-        ...
 
 
 # ---- the core loop -------------------------------------------------------------

@@ -19,12 +19,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import ApiError, InboxPollerError
 from inbox_poller.models import Export, ExportRequest, ExportState, utc_now
-from inbox_poller.pinpointe.answers import NOT_FOUND
+from inbox_poller.ports import JOB_NOT_FOUND, ExportApi
 from inbox_poller.schedules import DueSubmission, ExportSchedule, due_requests, should_submit
 
 if TYPE_CHECKING:
@@ -32,38 +32,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FAILED_STATUSES = frozenset({"failed", "error", "cancelled", "canceled", "expired", NOT_FOUND})
+FAILED_STATUSES = frozenset({"failed", "error", "cancelled", "canceled", "expired", JOB_NOT_FOUND})
 FINISHED_STATUSES = frozenset({"complete", "completed", "done", "finished", "success"})
 LAST_FIRE_KEY = "schedule:{name}:last_fire"
-
-
-class ExportApi(Protocol):
-    """Pinpointe's JSON API (``api.PinpointeApi``)."""
-
-    last_response: str | None
-    """The last answer's body (token removed, truncated), kept in the ledger."""
-
-    def submit(self, request: ExportRequest) -> str:
-        """POST the async export request once (never retried) and return the job ID.
-
-        :raises ApiError: with ``definitive`` true when Pinpointe refused the
-            request, false when the outcome is unknown.
-        """
-        ...
-
-    def check(self) -> str:
-        """Call ``Authentication``/``APITest``; return a one-line description of the account.
-
-        :raises ApiError:
-        """
-        ...
-
-    def job_status(self, job_ids: Sequence[str]) -> dict[str, str]:
-        """Ask ``API``/``AsyncJobStatus``; map each job ID to its lower-cased status.
-
-        :raises ApiError:
-        """
-        ...
 
 
 class Submitter:
@@ -179,7 +150,7 @@ class Submitter:
             if now - checked < deadline or export.job_id is None:
                 continue
             try:
-                status = self.api.job_status([export.job_id]).get(export.job_id, NOT_FOUND)
+                status = self.api.job_status([export.job_id]).get(export.job_id, JOB_NOT_FOUND)
             except ApiError as exc:
                 logger.warning(
                     "export %d (job %s): cannot check: %s", export.export_id, export.job_id, exc

@@ -15,9 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from inbox_poller.errors import ApiError
 from inbox_poller.models import JOB_ID_RE
 from inbox_poller.pinpointe.envelope import excerpt
-
-NOT_FOUND = "not found"
-"""The status :meth:`PinpointeApi.job_status` reports for a job Pinpointe does not know."""
+from inbox_poller.ports import JOB_NOT_FOUND
 
 # normalised key names (lower case, "_" and "-" removed), best first
 _JOB_ID_KEYS = ("jobid", "id")
@@ -130,7 +128,7 @@ def _first_scalar(objects: Sequence[Mapping[str, object]], keys: Sequence[str]) 
 def parse_job_statuses(data: object, job_ids: Sequence[str]) -> dict[str, str]:
     """Map job ID to its lower-cased status from an ``AsyncJobStatus`` answer's ``data``.
 
-    A requested job the answer does not mention is :data:`NOT_FOUND`. An answer with
+    A requested job the answer does not mention is :data:`JOB_NOT_FOUND`. An answer with
     no recognisable job at all raises ``ApiError``, because reading it as "none of the
     jobs exists" could make a caller submit an export twice.
     """
@@ -143,7 +141,7 @@ def parse_job_statuses(data: object, job_ids: Sequence[str]) -> dict[str, str]:
             definitive=False,
         )
     for job_id in job_ids:
-        statuses.setdefault(job_id, NOT_FOUND)
+        statuses.setdefault(job_id, JOB_NOT_FOUND)
     return statuses
 
 

@@ -27,25 +27,19 @@ from urllib3.util.retry import Retry
 
 from inbox_poller import __version__, net
 from inbox_poller.config import PinpointeConfig
-from inbox_poller.errors import ApiError
+from inbox_poller.errors import ApiError, ApiUnavailable
 from inbox_poller.models import ExportRequest
-from inbox_poller.pinpointe.answers import (
-    NOT_FOUND,
-    describe_account,
-    extract_job_id,
-    parse_job_statuses,
-)
+from inbox_poller.pinpointe.answers import describe_account, extract_job_id, parse_job_statuses
 from inbox_poller.pinpointe.envelope import (
     ApiReply,
-    ApiUnavailable,
     build_envelope,
     check_reply,
     decode_reply,
     excerpt,
-    parse_retry_after,
     redact,
     submit_details,
 )
+from inbox_poller.ports import JOB_NOT_FOUND
 from inbox_poller.urlpolicy import redact_url
 
 logger = logging.getLogger(__name__)
@@ -83,7 +77,7 @@ class _VerifyingAdapter(HTTPAdapter):
 
 
 class PinpointeApi:
-    """Pinpointe's JSON API over HTTPS (implements ``poller.ExportApi``)."""
+    """Pinpointe's JSON API over HTTPS (implements ``ports.ExportApi``)."""
 
     def __init__(
         self,
@@ -127,14 +121,14 @@ class PinpointeApi:
     def job_status(self, job_ids: Sequence[str]) -> dict[str, str]:
         """Ask ``API``/``AsyncJobStatus`` about *job_ids* (all jobs when empty).
 
-        Returns each job's raw status lower-cased, or :data:`NOT_FOUND` for a job
+        Returns each job's raw status lower-cased, or ``ports.JOB_NOT_FOUND`` for a job
         Pinpointe no longer knows ("Jobs not found").
         :raises ApiError:
         """
         details: dict[str, Any] = {"jobids": list(job_ids)} if job_ids else {}
         reply = self._post("API", "AsyncJobStatus", details)
         if reply.http_status < 500 and _JOBS_NOT_FOUND in (reply.error or "").lower():
-            return dict.fromkeys(job_ids, NOT_FOUND)
+            return dict.fromkeys(job_ids, JOB_NOT_FOUND)
         return parse_job_statuses(check_reply(reply), list(job_ids))
 
     def close(self) -> None:
@@ -178,7 +172,7 @@ class PinpointeApi:
             :RAW_RESPONSE_CHARS
         ]
         logger.debug("pinpointe: %s answered HTTP %d", what, status)
-        wait_s = parse_retry_after(retry_after, datetime.now(UTC))
+        wait_s = net.parse_retry_after(retry_after, datetime.now(UTC))
         try:
             reply = decode_reply(status, content_type or "", content, secrets=secrets)
         except ApiUnavailable as exc:

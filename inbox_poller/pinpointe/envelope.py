@@ -17,15 +17,14 @@ an answer is redacted before it reaches a message, in case the server echoes the
 
 from __future__ import annotations
 
-import email.utils
 import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from inbox_poller.errors import ApiAuthError, ApiError
+from inbox_poller.errors import ApiAuthError, ApiError, ApiUnavailable
 from inbox_poller.models import DATE_RE, STAT_ID_RE, ExportRequest
 
 EXCERPT_CHARS = 200
@@ -36,19 +35,6 @@ _AUTH_FAILURE = "unable to verify user credentials"
 _FAILURE_STATUSES = frozenset({"FAILED", "ERROR"})
 _TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL)
 _SPACES = re.compile(r"\s+")
-
-
-class ApiUnavailable(ApiError):
-    """Raised when the request never reached Pinpointe (connection refused, connect timeout,
-    name not resolved) or Pinpointe answered HTTP 429: nothing was created; try again later."""
-
-    retryable = True
-
-    def __init__(
-        self, message: str, *, status: int | None = None, retry_after_s: float | None = None
-    ) -> None:
-        super().__init__(message, status=status, definitive=True)
-        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -219,26 +205,3 @@ def check_reply(reply: ApiReply) -> object:
         status=http,
         definitive=False,
     )
-
-
-def parse_response(
-    status_code: int, content_type: str, body: bytes, *, secrets: Iterable[str] = ()
-) -> object:
-    """Return ``data`` of a successful answer; raise ``ApiError`` for every other answer."""
-    return check_reply(decode_reply(status_code, content_type, body, secrets=secrets))
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Return the seconds a ``Retry-After`` header asks for (delta or HTTP date), or None."""
-    if not value:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())

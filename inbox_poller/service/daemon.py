@@ -179,7 +179,7 @@ class Daemon:
         assert poller.mailbox is not None
         holder: dict[str, _Session] = {}
         watcher = MailboxWatcher(
-            poller.mailbox,  # type: ignore[arg-type]
+            poller.mailbox,
             lambda status: self._mailbox_pass(holder["session"], status),
             poll_interval_s=config.imap.poll_interval,
             stop=stop,

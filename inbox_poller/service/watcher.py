@@ -25,10 +25,10 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from inbox_poller.errors import MailboxError, MailboxLoginError
 from inbox_poller.models import MailboxStatus
+from inbox_poller.ports import Mailbox
 
 logger = logging.getLogger(__name__)
 
@@ -42,31 +42,6 @@ PROGRESS_EVERY_S = 1.0
 WAKE_CHECK_S = 0.1
 """How often a NOOP-polling wait (no IDLE) looks at ``wake``; ``stop`` ends it at once."""
 REASON_MAX_CHARS = 200
-
-
-class WatchedMailbox(Protocol):
-    """The session the watcher keeps open (``mailbox.ImapMailbox``)."""
-
-    def open(self) -> MailboxStatus:
-        """Start a fresh session (closing any old one): connect, log in, select.
-
-        :raises MailboxLoginError: the credentials are refused.
-        :raises MailboxError: anything else.
-        """
-        ...
-
-    def idle_wait(self, timeout_s: float, interrupted: Callable[[], bool] | None = None) -> bool:
-        """Wait at most *timeout_s* (less once *interrupted()* is true) for new mail.
-
-        Returns whether the server reported new mail. Bounded by *timeout_s* plus
-        the read timeout even when the server goes silent.
-        :raises MailboxError: the connection dropped or timed out.
-        """
-        ...
-
-    def close(self) -> None:
-        """Log out; never raises."""
-        ...
 
 
 def backoff_delay(failures: int, initial_s: float, max_s: float, rng: random.Random) -> float:
@@ -108,7 +83,7 @@ class MailboxWatcher:
 
     def __init__(
         self,
-        mailbox: WatchedMailbox,
+        mailbox: Mailbox,
         on_pass: Callable[[MailboxStatus], None],
         *,
         poll_interval_s: float,

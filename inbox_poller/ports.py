@@ -1,0 +1,136 @@
+"""The seams the core holds its network edges to: one ``Protocol`` each, one copy each.
+
+``loop/`` and ``service/`` see the mailbox, the Pinpointe API and the downloader only
+through these; ``imap/``, ``pinpointe/`` and ``download/`` implement them, and the
+tests' fakes implement the same ones. The ledger and the archive are used as concrete
+types: they are local files, tested for real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import BinaryIO, Protocol
+
+from inbox_poller.models import DownloadResult, ExportRequest, FetchedMail, MailboxStatus, MailKey
+
+JOB_NOT_FOUND = "not found"
+"""The status ``ExportApi.job_status`` reports for a job Pinpointe does not know (any more)."""
+
+
+class Mailbox(Protocol):
+    """The dedicated notification mailbox (``imap.mailbox.ImapMailbox``).
+
+    One object is one session at a time: ``open`` starts it (closing any old one), the
+    other calls use it, ``close`` ends it.
+    """
+
+    def open(self) -> MailboxStatus:
+        """Connect, log in and select the folder read-write.
+
+        Creates ``processed_folder`` when it is configured and missing.
+        :raises MailboxLoginError: the credentials are refused.
+        :raises MailboxError: anything else (connection, TLS, protocol).
+        """
+        ...
+
+    def fetch_new(self, after_uid: int) -> Iterator[FetchedMail]:
+        """Yield the messages with UID > *after_uid*, in ascending UID order.
+
+        Each message's ``RFC822.SIZE`` is checked before its body is retrieved
+        with ``BODY.PEEK[]`` (which never sets ``\\Seen``); larger ones come
+        with ``raw=None``. UIDs are retrieved in chunks of at most 5,000.
+        :raises MailboxError:
+        """
+        ...
+
+    def acknowledge(self, key: MailKey, message_id: str | None) -> str:
+        """Mark one handled mail: keyword (when allowed), then move (when configured).
+
+        When *key*'s UIDVALIDITY is not the folder's current one, the message is
+        looked up by its Message-ID instead. Idempotent: a mail already marked or
+        already moved is not an error. Returns what was done, for the log:
+        ``"keyword"``, ``"moved"``, ``"keyword, moved"``, ``"not found"`` or
+        ``"ledger only"`` (no keyword allowed and no processed folder).
+        :raises MailboxError:
+        """
+        ...
+
+    def idle_wait(self, timeout_s: float, interrupted: Callable[[], bool] | None = None) -> bool:
+        """Wait at most *timeout_s* (less once *interrupted()* is true) for new mail.
+
+        Uses IDLE when the server offers it, else sleeps and sends NOOP. Returns whether
+        the server reported new mail. Bounded by *timeout_s* plus the read timeout even
+        when the server goes silent.
+        :raises MailboxError: the connection dropped or timed out.
+        """
+        ...
+
+    def close(self) -> None:
+        """Log out; never raises."""
+        ...
+
+
+class PayloadSink(Protocol):
+    """Where a download writes the decoded payload (``archive.PartFile``)."""
+
+    def write(self, data: bytes) -> None:
+        """Append *data*. :raises ArchiveError:"""
+        ...
+
+    def restart(self) -> None:
+        """Discard everything written so far (a retry starts from byte zero)."""
+        ...
+
+    def read_back(self) -> BinaryIO:
+        """Open what was written so far for reading from its start; the caller closes it.
+
+        :raises ArchiveError:
+        """
+        ...
+
+
+class Downloader(Protocol):
+    """The safe HTTPS fetcher (``download.fetcher.SafeDownloader``)."""
+
+    def download(self, url: str, sink: PayloadSink) -> DownloadResult:
+        """Fetch *url* into *sink*, validating the JSON to its end.
+
+        :raises DownloadRefused: the URL, a redirect or a resolved address is not allowed
+            (raised before any connection to it).
+        :raises LinkExpired: 403, 404 or 410.
+        :raises PayloadTooLarge: over ``download.max_bytes`` (declared or decoded).
+        :raises PayloadInvalid: not one complete JSON document.
+        :raises DownloadTransient: 5xx/429/reset/timeout/truncation after the retries.
+        :raises ArchiveError: the sink could not be written.
+        """
+        ...
+
+
+class ExportApi(Protocol):
+    """Pinpointe's JSON API (``pinpointe.client.PinpointeApi``)."""
+
+    last_response: str | None
+    """The last answer's body (token removed, truncated), kept in the ledger."""
+
+    def submit(self, request: ExportRequest) -> str:
+        """POST the async export request once (never retried) and return the job ID.
+
+        :raises ApiError: with ``definitive`` true when Pinpointe refused the
+            request, false when the outcome is unknown.
+        """
+        ...
+
+    def check(self) -> str:
+        """Call ``Authentication``/``APITest``; return a one-line description of the account.
+
+        :raises ApiError:
+        """
+        ...
+
+    def job_status(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """Ask ``API``/``AsyncJobStatus``; map each job ID to its lower-cased status.
+
+        A job Pinpointe does not know is :data:`JOB_NOT_FOUND`.
+        :raises ApiError:
+        """
+        ...
