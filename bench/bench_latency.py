@@ -63,6 +63,7 @@ from inbox_poller.ledger.store import Store
 from inbox_poller.models import ExportState
 from inbox_poller.sandbox.dovecot.server import DovecotServer
 from inbox_poller.sandbox.simulator.server import PinpointeSimulator
+from inbox_poller.service.watcher import IDLE_RENEW_S
 from tests.plugins.loop import LoopEnv, prepare_loop_env
 from tests.test_daemon import DaemonProcess, NotifySocket
 
@@ -73,8 +74,6 @@ WATCH_STEP_S = 0.005
 """How often the archive directory is looked at: the resolution of every figure."""
 DOVECOT_NOTIFY_DELAY_S = 0.5
 """Dovecot's hard-coded IDLE notification delay (NOTIFY_DELAY_MSECS, docs/dovecot.md)."""
-IDLE_RENEW_S = 5.0
-"""The watcher's IDLE renewal period (daemon.IDLE_RENEW_S); also its NOOP period without IDLE."""
 SAMPLE_TIMEOUT_S = 60.0
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0

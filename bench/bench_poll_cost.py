@@ -2,7 +2,7 @@
 
 A private Dovecot (sdbox) gets two folders, seeded with MULTIAPPEND: ``--messages``
 (50,000) and ``--small`` (100) messages of about 3 KB. For each folder the daemon's own
-objects are built from a generated config (``wiring.build_poller``), the mailbox is
+objects are built from a generated config (``wiring.build_loop``), the mailbox is
 opened, and the ledger is given what a daemon that has read the whole folder would
 hold: one row per message and the watermark at the top. Then, alternating between the
 two folders so drift hits both alike, it times:
@@ -63,11 +63,12 @@ from bench_latency import (
 )
 
 from inbox_poller.errors import InboxPollerError
-from inbox_poller.loop.poller import DEFAULT_REMATCH_WINDOW, Poller
+from inbox_poller.loop.parts import LoopParts
+from inbox_poller.loop.reader import DEFAULT_REMATCH_WINDOW
 from inbox_poller.models import CycleReport, ExportRequest, MailboxStatus, MailOutcome, utc_now
 from inbox_poller.sandbox.dovecot.server import DovecotServer
 from inbox_poller.sandbox.simulator.server import PinpointeSimulator
-from inbox_poller.wiring import build_poller
+from inbox_poller.wiring import build_loop
 
 MULTIAPPEND_BATCH = 500
 TARGET_RATIO = 1.2
@@ -113,11 +114,11 @@ def seed(dovecot: DovecotServer, folder: str, count: int) -> float:
 
 @dataclass
 class Subject:
-    """One folder under test, with the daemon's poller for it."""
+    """One folder under test, with the daemon's loop for it."""
 
     name: str
     messages: int
-    poller: Poller
+    parts: LoopParts
     status: MailboxStatus
     state_path: Path
     times: dict[str, list[float]] = field(default_factory=dict)
@@ -135,12 +136,11 @@ def open_subject(
     seconds = seed(dovecot, folder, messages)
     print(f"seeded {folder}: {messages} messages in {seconds:.1f}s", file=sys.stderr)
     config = env.config()
-    poller = build_poller(config)
-    assert poller.mailbox is not None
-    status = poller.mailbox.open()
+    parts = build_loop(config)
+    status = parts.mailbox.open()
     if status.uidnext - 1 != messages:
         raise BenchError(f"{folder}: UIDNEXT {status.uidnext} after {messages} APPENDs")
-    return Subject(folder, messages, poller, status, config.state_path)
+    return Subject(folder, messages, parts, status, config.state_path)
 
 
 def fill_ledger(subject: Subject, seen_days_ago: float) -> None:
@@ -173,7 +173,7 @@ def fill_ledger(subject: Subject, seen_days_ago: float) -> None:
             (status.folder, status.uidvalidity, subject.top_uid),
         )
     conn.close()
-    if subject.poller.store.watermark(status.folder, status.uidvalidity) != subject.top_uid:
+    if subject.parts.store.watermark(status.folder, status.uidvalidity) != subject.top_uid:
         raise BenchError(f"{subject.name}: the watermark is not at the top")
 
 
@@ -192,7 +192,7 @@ def _summary(number: int) -> dict[str, object]:
 
 def add_waiting_export(subject: Subject) -> None:
     """Put one export in ``submitted``: the daemon waits for its notification."""
-    store = subject.poller.store
+    store = subject.parts.store
     now = utc_now()
     export = store.create_export(
         ExportRequest(stat=STAT, startdate="20261101", enddate="20261102"), now
@@ -204,23 +204,22 @@ def add_waiting_export(subject: Subject) -> None:
 
 
 def op_fetch_new(subject: Subject) -> None:
-    assert subject.poller.mailbox is not None
-    found = list(subject.poller.mailbox.fetch_new(subject.top_uid))
+    found = list(subject.parts.mailbox.fetch_new(subject.top_uid))
     if found:
         raise BenchError(f"{subject.name}: fetch_new found {len(found)} message(s)")
 
 
 def op_read_mail(subject: Subject) -> None:
     report = CycleReport()
-    subject.poller.read_mail(subject.status, report)
+    subject.parts.poller.reader.read(subject.parts.mailbox, subject.status, report)
     if report.mails_seen or report.failed:
         raise BenchError(f"{subject.name}: the poll was not empty: {report}")
 
 
 def op_reconnect(subject: Subject) -> None:
-    mailbox = subject.poller.mailbox
-    assert mailbox is not None
-    subject.status = mailbox.open()  # logs the old session out first, as the watcher does
+    subject.status = (
+        subject.parts.mailbox.open()
+    )  # logs the old session out first, as the watcher does
     op_read_mail(subject)
 
 
@@ -267,7 +266,7 @@ def measure(args: argparse.Namespace, root: Path) -> list[Subject]:
         # rows beyond the re-match window: a mailbox the daemon read long ago
         old_days = DEFAULT_REMATCH_WINDOW.days * 4
         for subject in subjects:
-            stack.callback(subject.poller.close)
+            stack.callback(subject.parts.close)
             fill_ledger(subject, seen_days_ago=old_days)
         time_op("imap", subjects, op_fetch_new, args.reps, args.warmup)
         time_op("read_mail", subjects, op_read_mail, args.reps, args.warmup)

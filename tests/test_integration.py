@@ -76,8 +76,8 @@ def test_every_notification_style_is_archived(loop_env: LoopEnv) -> None:
     for number, style in enumerate(sorted(STYLES)):
         env.sim.notification_style = style
         jobs.append((style, env.submit(stat=str(100 + number))))
-    poller = env.poller()
-    report = poller.run_once()
+    parts = env.loop()
+    report = parts.poller.run_once(parts.mailbox)
     archived = set(report.archived)
     no_job_id_styles = {style for style, _ in jobs if "no_job" in style}
     expected = {job for style, job in jobs if style not in no_job_id_styles}
@@ -135,12 +135,12 @@ def test_hostile_links_are_refused_and_leave_nothing(
 ) -> None:
     env = loop_env
     env.sim.send_notifications = False
-    poller = env.poller()
-    export = build_submitter(env.config(), poller.store).submit(ExportRequest("77"))
+    parts = env.loop()
+    export = build_submitter(env.config(), parts.store).submit(ExportRequest("77"))
     assert export.job_id is not None
     job_id = export.job_id
     env.dovecot.append(env.folder, _hostile(env, job_id, link.format(port=env.sim.port)))
-    report = poller.run_once()
+    report = parts.poller.run_once(parts.mailbox)
     assert report.archived == []
     assert len(report.refused) == 1
     assert reason in report.refused[0]
@@ -156,12 +156,12 @@ def test_unknown_job_id_is_left_in_place_and_logged_once(loop_env: LoopEnv) -> N
     env.submit()
     stranger = _hostile(env, "31337", f"https://{env.sim.host_rule}/exports/other.json")
     env.dovecot.append(env.folder, stranger)
-    poller = env.poller()
-    report = poller.run_once()
+    parts = env.loop()
+    report = parts.poller.run_once(parts.mailbox)
     assert report.unmatched == 1
     assert len(report.archived) == 1
     assert len(env.messages()) == 1  # the stranger stays, the notification was moved
-    again = poller.run_once()
+    again = parts.poller.run_once(parts.mailbox)
     assert (again.mails_seen, again.unmatched) == (0, 0)
 
 
@@ -179,7 +179,7 @@ def test_redirect_to_a_private_address_is_refused_before_connecting(loop_env: Lo
     )
     env.sim.faults_for_next_job(Faults(redirect_to=f"https://{internal}:{env.sim.port}/x.json"))
     job_id = env.submit()
-    poller = env.poller()
+    parts = env.loop()
     looked_up: list[str] = []
 
     def resolver(host: str, port: int) -> list[str]:
@@ -188,10 +188,10 @@ def test_redirect_to_a_private_address_is_refused_before_connecting(loop_env: Lo
         return ["169.254.169.254"] if host == internal else ["127.0.0.1"]
 
     config = env.config()
-    poller.downloader = SafeDownloader(
+    parts.archiver.downloader = SafeDownloader(
         config.download, ca_file=config.download_ca, resolver=resolver
     )
-    report = poller.run_once()
+    report = parts.poller.run_once(parts.mailbox)
     assert report.archived == []
     assert internal in looked_up
     assert any("169.254.169.254" in line for line in report.failed), report.failed
@@ -221,7 +221,8 @@ def test_download_faults(loop_env: LoopEnv, faults: Faults, outcome: ExportState
     env.sim.faults_for_next_job(faults)
     job_id = env.submit()
     served = env.sim.job(job_id)
-    env.poller().run_once()
+    parts = env.loop()
+    parts.poller.run_once(parts.mailbox)
     assert _state(env, job_id) is outcome
     assert env.part_files() == []
     if outcome is ExportState.ACKNOWLEDGED:

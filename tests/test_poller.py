@@ -19,12 +19,15 @@ from inbox_poller.errors import (
     PayloadInvalid,
 )
 from inbox_poller.ledger.store import Store
-from inbox_poller.loop.poller import Poller, PollerSettings
+from inbox_poller.loop.archiver import ExportArchiver
+from inbox_poller.loop.poller import Poller
+from inbox_poller.loop.reader import ReaderSettings
 from inbox_poller.loop.submitter import Submitter
-from inbox_poller.models import ExportRequest, ExportState, MailOutcome
+from inbox_poller.models import CycleReport, ExportRequest, ExportState, MailOutcome
 from inbox_poller.urlpolicy import parse_host_rule
 from tests.fakes import FakeApi, FakeDownloader, FakeMailbox
 
+KEYWORD = "$ExportArchived"
 PAYLOAD = json.dumps([{"email": "a@example.com", "event": "open"}] * 3).encode()
 
 
@@ -56,15 +59,15 @@ class World:
         self.api = FakeApi()
         self.downloader = FakeDownloader()
         self.clock = Clock()
-        self.poller = Poller(
-            self.store,
-            self.archive,
-            PollerSettings(rules=(parse_host_rule(".mypinpointe.com"),), max_download_attempts=2),
-            mailbox=self.mailbox,
-            downloader=self.downloader,
-            clock=self.clock,
+        archiver = ExportArchiver(
+            self.store, self.archive, self.downloader, max_attempts=2, clock=self.clock
         )
+        settings = ReaderSettings(rules=(parse_host_rule(".mypinpointe.com"),), keyword=KEYWORD)
+        self.poller = Poller(self.store, archiver, settings, clock=self.clock)
         self.submitter = Submitter(self.store, self.api, clock=self.clock)
+
+    def run_once(self) -> CycleReport:
+        return self.poller.run_once(self.mailbox)
 
     def submit(self, stat: str = "42") -> str:
         export = self.submitter.submit(ExportRequest(stat, "20261001", "20261002"))
@@ -98,7 +101,7 @@ def world(tmp_path: Path) -> World:
 def test_full_loop_archives_once_and_acknowledges_last(world: World) -> None:
     job = world.submit()
     world.notify(job)
-    report = world.poller.run_once()
+    report = world.run_once()
     assert report.archived == [job]
     assert report.acknowledged == 1
     export = world.store.export_by_job_id(job)
@@ -116,7 +119,7 @@ def test_full_loop_archives_once_and_acknowledges_last(world: World) -> None:
     assert str(path.relative_to(world.archive.root)) == line["path"]
     assert world.mailbox.processed and not world.mailbox.messages
 
-    second = world.poller.run_once()
+    second = world.run_once()
     assert (second.mails_seen, second.archived, second.acknowledged) == (0, [], 0)
     assert len(world.downloader.calls) == 1
     assert len(world.manifest()) == 1
@@ -125,9 +128,9 @@ def test_full_loop_archives_once_and_acknowledges_last(world: World) -> None:
 def test_duplicate_notification_is_acknowledged_without_download(world: World) -> None:
     job = world.submit()
     world.notify(job, "<first@x>")
-    world.poller.run_once()
+    world.run_once()
     world.notify(job, "<second@x>")
-    report = world.poller.run_once()
+    report = world.run_once()
     assert report.archived == []
     assert report.acknowledged == 1
     assert len(world.downloader.calls) == 1
@@ -137,9 +140,9 @@ def test_uidvalidity_change_rescans_without_rearchiving(world: World) -> None:
     job = world.submit()
     world.mailbox.move_to_processed = False
     world.notify(job)
-    world.poller.run_once()
+    world.run_once()
     world.mailbox.reset_uidvalidity()
-    report = world.poller.run_once()
+    report = world.run_once()
     assert report.mails_seen == 1
     assert report.archived == []
     assert len(world.downloader.calls) == 1
@@ -150,12 +153,12 @@ def test_mail_is_not_acknowledged_before_the_archive(world: World) -> None:
     job = world.submit()
     world.notify(job)
     world.downloader.errors[world.url(job)] = [DownloadTransient("HTTP 503 three times")]
-    report = world.poller.run_once()
+    report = world.run_once()
     assert report.failed and not report.archived
     assert world.mailbox.acknowledged == []
     export = world.store.export_by_job_id(job)
     assert export is not None and export.state is ExportState.NOTIFIED
-    report = world.poller.run_once()
+    report = world.run_once()
     assert report.archived == [job]
     assert len(world.mailbox.acknowledged) == 1
 
@@ -164,8 +167,8 @@ def test_transient_failures_give_up_after_max_attempts(world: World) -> None:
     job = world.submit()
     world.notify(job)
     world.downloader.errors[world.url(job)] = [DownloadTransient("reset")] * 5
-    world.poller.run_once()
-    world.poller.run_once()
+    world.run_once()
+    world.run_once()
     export = world.store.export_by_job_id(job)
     assert export is not None
     assert export.state is ExportState.FAILED
@@ -178,7 +181,7 @@ def test_expired_link_is_a_distinct_state(world: World) -> None:
     job = world.submit()
     world.notify(job)
     world.downloader.errors[world.url(job)] = [LinkExpired(410)]
-    world.poller.run_once()
+    world.run_once()
     export = world.store.export_by_job_id(job)
     assert export is not None and export.state is ExportState.LINK_EXPIRED
     assert "410" in (export.reason or "")
@@ -188,7 +191,7 @@ def test_invalid_payload_leaves_nothing_in_the_archive(world: World) -> None:
     job = world.submit()
     world.notify(job)
     world.downloader.errors[world.url(job)] = [PayloadInvalid("truncated JSON at byte 10")]
-    report = world.poller.run_once()
+    report = world.run_once()
     assert report.failed
     assert world.archived_files() == []
     assert list(world.archive.root.rglob("*.part")) == []
@@ -199,31 +202,31 @@ def test_invalid_payload_leaves_nothing_in_the_archive(world: World) -> None:
 def test_unknown_job_id_is_left_in_place(world: World) -> None:
     world.submit()
     world.mailbox.deliver(notification("999999", "https://na01.mypinpointe.com/x.json"), "<u@x>")
-    report = world.poller.run_once()
+    report = world.run_once()
     assert report.unmatched == 1
     assert world.mailbox.acknowledged == []
     assert world.downloader.calls == []
     assert world.mailbox.messages  # still there
-    assert world.poller.run_once().mails_seen == 0  # logged once, not re-read
+    assert world.run_once().mails_seen == 0  # logged once, not re-read
 
 
 def test_hostile_link_is_refused_and_the_export_keeps_waiting(world: World) -> None:
     job = world.submit()
     world.mailbox.deliver(notification(job, "https://evil.example/x.json"), "<h@x>")
     world.mailbox.deliver(notification(job, "http://na01.mypinpointe.com/x.json"), "<h2@x>")
-    report = world.poller.run_once()
+    report = world.run_once()
     assert len(report.refused) == 2
     export = world.store.export_by_job_id(job)
     assert export is not None and export.state is ExportState.SUBMITTED
     world.notify(job)
-    assert world.poller.run_once().archived == [job]
+    assert world.run_once().archived == [job]
 
 
 def test_oversized_mail_is_refused_unread(world: World) -> None:
     world.mailbox.max_message_bytes = 100
     world.submit()
     uid = world.mailbox.deliver(b"Subject: x\r\n\r\n" + b"y" * 500)
-    report = world.poller.run_once()
+    report = world.run_once()
     assert report.refused and "larger than" in report.refused[0]
     assert uid not in world.mailbox.bodies_fetched
 
@@ -244,7 +247,7 @@ def test_a_lost_submit_answer_is_recovered_from_the_notification(world: World) -
     with pytest.raises(ApiError):
         world.submit()
     world.notify("7777")
-    report = world.poller.run_once()
+    report = world.run_once()
     assert report.archived == ["7777"]
     [export] = world.store.list_exports()
     assert export.job_id == "7777"
@@ -256,13 +259,13 @@ def test_mail_without_job_id_matches_only_when_unambiguous(world: World) -> None
     url = world.url("no-id")
     world.downloader.payloads[url] = PAYLOAD
     world.mailbox.deliver(notification(None, url, "<a@x>"), "<a@x>")
-    report = world.poller.run_once()
+    report = world.run_once()
     assert report.archived == [first]
 
     world.submit()
     world.submit()
     world.mailbox.deliver(notification(None, url, "<b@x>"), "<b@x>")
-    report = world.poller.run_once()
+    report = world.run_once()
     assert report.unmatched == 1
     assert report.archived == []
 
@@ -273,10 +276,10 @@ def test_unmatched_mail_is_rematched_when_its_export_becomes_known(world: World)
     first = world.store.create_export(ExportRequest("1"), world.clock())
     world.store.create_export(ExportRequest("2"), world.clock())
     world.notify("8888")
-    report = world.poller.run_once()
+    report = world.run_once()
     assert report.unmatched == 1
     world.store.mark_submitted(first.export_id, "8888", "late answer", world.clock())
-    report = world.poller.run_once()
+    report = world.run_once()
     assert report.archived == ["8888"]
     record = world.store.get_mail(world.mailbox.acknowledged[0])
     assert record is not None and record.outcome is MailOutcome.MATCHED
@@ -286,10 +289,10 @@ def test_mailbox_outage_still_downloads_and_reports(world: World) -> None:
     job = world.submit()
     world.notify(job)
     world.mailbox.fail_open = MailboxError("connection refused")
-    report = world.poller.run_once()
+    report = world.run_once()
     assert report.failed == ["mailbox: connection refused"]
     world.mailbox.fail_open = None
-    assert world.poller.run_once().archived == [job]
+    assert world.run_once().archived == [job]
 
 
 def test_verified_export_is_finished_without_downloading_again(world: World) -> None:
@@ -298,11 +301,11 @@ def test_verified_export_is_finished_without_downloading_again(world: World) -> 
     # stop right after verification, as a crash would
     real_publish = world.poller.archiver._publish
     world.poller.archiver._publish = lambda *a, **k: None  # type: ignore[method-assign]
-    world.poller.run_once()
+    world.run_once()
     export = world.store.export_by_job_id(job)
     assert export is not None and export.state is ExportState.VERIFIED
     world.poller.archiver._publish = real_publish  # type: ignore[method-assign]
-    report = world.poller.run_once()
+    report = world.run_once()
     assert report.archived == [job]
     assert len(world.downloader.calls) == 1
     assert len(world.manifest()) == 1

@@ -59,9 +59,10 @@ class PassRecorder:
         self.passes = 0
         self.statuses: list[MailboxStatus] = []
 
-    def __call__(self, status: MailboxStatus) -> None:
+    def __call__(self, mailbox: Mailbox, status: MailboxStatus) -> None:
+        assert mailbox is self.mailbox, "the watcher hands over the session it opened"
         self.statuses.append(status)
-        for mail in self.mailbox.fetch_new(self.watermark):
+        for mail in mailbox.fetch_new(self.watermark):
             self.seen.append(mail.key.uid)
             self.seen_at.setdefault(mail.key.uid, time.monotonic())
             self.watermark = mail.key.uid  # per mail: a pass cut short resumes after it
@@ -100,7 +101,9 @@ def start_watcher() -> Iterator[StartWatcher]:
     """Return ``start(mailbox, on_pass, **watcher_kwargs)``; every watcher is stopped after."""
     started: list[Running] = []
 
-    def start(mailbox: Mailbox, on_pass: Callable[[MailboxStatus], None], **kwargs: Any) -> Running:
+    def start(
+        mailbox: Mailbox, on_pass: Callable[[Mailbox, MailboxStatus], None], **kwargs: Any
+    ) -> Running:
         stop, wake = threading.Event(), threading.Event()
         progress: list[tuple[float, str]] = []
         options: dict[str, Any] = {
@@ -513,7 +516,7 @@ class CountingPass:
         self.failures = list(failures or [])
         self.at: list[float] = []
 
-    def __call__(self, status: MailboxStatus) -> None:
+    def __call__(self, mailbox: Mailbox, status: MailboxStatus) -> None:
         if self.failures:
             raise self.failures.pop(0)
         self.at.append(time.monotonic())
@@ -542,7 +545,7 @@ def test_reconnects_back_off_exponentially_then_catch_up(start_watcher: StartWat
 def test_refused_login_backs_off_too(
     start_watcher: StartWatcher, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="inbox_poller.service.watcher")
+    caplog.set_level(logging.INFO, logger="inbox_poller.service")
     mailbox = ScriptedMailbox(open_failures=[MailboxLoginError("login as 'x' refused")] * 1000)
     running = start_watcher(mailbox, CountingPass(), backoff_initial_s=0.05, backoff_max_s=0.1)
     time.sleep(0.6)
@@ -557,7 +560,7 @@ def test_refused_login_backs_off_too(
 def test_unexpected_errors_are_logged_with_traceback_and_never_escape(
     start_watcher: StartWatcher, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="inbox_poller.service.watcher")
+    caplog.set_level(logging.INFO, logger="inbox_poller.service")
     mailbox = ScriptedMailbox(
         open_failures=[ValueError("bug in open")], wait_failures=[KeyError("bug in wait")]
     )

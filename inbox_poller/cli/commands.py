@@ -1,8 +1,8 @@
 """The subcommands behind ``inbox-poller``: each takes the parsed arguments, prints its
 result and returns an exit code.
 
-The codes a command returns (``EXIT_OK``, ``EXIT_FAILURE``) and the ``UsageError`` it
-raises live here, so ``cli`` imports them without an import cycle.
+Every exit code the command line uses is defined here; ``program`` maps the errors a
+command raises (``ConfigError``, ``UsageError``, any other ``InboxPollerError``) to them.
 """
 
 from __future__ import annotations
@@ -25,22 +25,19 @@ from inbox_poller.config import (
     resolve_config_path,
 )
 from inbox_poller.errors import InboxPollerError, UsageError
+from inbox_poller.ledger.lock import daemon_running, run_lock
 from inbox_poller.ledger.store import Store
 from inbox_poller.models import Export, ExportRequest, ExportState
 from inbox_poller.urlpolicy import HostRule, parse_host_rule, redact_url
-from inbox_poller.wiring import (
-    build_api,
-    build_mailbox,
-    build_poller,
-    build_submitter,
-    daemon_running,
-    run_lock,
-)
+from inbox_poller.wiring import build_api, build_loop, build_mailbox, build_submitter
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.cli")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 78
+"""``EX_CONFIG`` from sysexits.h: the unit file does not restart on it."""
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
@@ -52,23 +49,26 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
             daemon = Daemon(
                 resolve_config_path(args.config),
                 config,
-                lambda cfg, stop: build_poller(cfg, stop=stop),
-                lambda cfg, store: build_submitter(cfg, store),
+                lambda cfg, stop: build_loop(cfg, stop=stop),
+                build_submitter,
             )
             return daemon.run()
         logger.info("%s", config.summary())
-        poller = build_poller(config)
-        report = poller.run_once()
+        parts = build_loop(config)
+        try:
+            report = parts.poller.run_once(parts.mailbox)
+            archived = [parts.store.export_by_job_id(job) for job in report.archived]
+        finally:
+            parts.close()
     print(
         f"read {report.mails_seen} mail(s): {len(report.matched)} matched, "
         f"{report.unmatched} unmatched, {len(report.refused)} refused; "
         f"archived {len(report.archived)}, acknowledged {report.acknowledged}, "
         f"failed {len(report.failed)}"
     )
-    for job in report.archived:
-        export = poller.store.export_by_job_id(job)
+    for export in archived:
         if export is not None and export.archived is not None:
-            print(f"archived job {job}: {config.archive_dir / export.archived.path}")
+            print(f"archived job {export.job_id}: {config.archive_dir / export.archived.path}")
     for line in report.refused:
         print(f"refused mail {line}")
     for line in report.failed:
@@ -79,8 +79,10 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 def cmd_submit(config: Config, args: argparse.Namespace) -> int:
     if args.start and args.end and args.start >= args.end:
         raise UsageError("--end must be after --start (the end date is exclusive)")
-    submitter = build_submitter(config)
-    export = submitter.submit(ExportRequest(stat=args.stat, startdate=args.start, enddate=args.end))
+    with Store(config.state_path) as store:
+        submitter = build_submitter(config, store)
+        request = ExportRequest(stat=args.stat, startdate=args.start, enddate=args.end)
+        export = submitter.submit(request)
     print(export.job_id)
     return EXIT_OK
 
@@ -113,10 +115,11 @@ def _export_dict(export: Export, archive_dir: Path) -> dict[str, Any]:
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
-    from inbox_poller.loop.poller import ledger_health
     from inbox_poller.models import utc_now
+    from inbox_poller.service.health import ledger_health
 
-    health = ledger_health(Store(config.state_path), config, utc_now())
+    with Store(config.state_path) as store:
+        health = ledger_health(store, config, utc_now())
     running = daemon_running(config.state_path)
     problems = list(health.problems) if running else ["the daemon is not running", *health.problems]
     if args.json:
@@ -147,9 +150,9 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_exports(config: Config, args: argparse.Namespace) -> int:
-    store = Store(config.state_path)
     states = [ExportState(args.state)] if args.state else None
-    exports = [_export_dict(e, config.archive_dir) for e in store.list_exports(states)]
+    with Store(config.state_path) as store:
+        exports = [_export_dict(e, config.archive_dir) for e in store.list_exports(states)]
     if args.json:
         print(json.dumps(exports, indent=2))
         return EXIT_OK
@@ -173,7 +176,8 @@ def _check_archive(config: Config) -> str:
 
 
 def _check_ledger(config: Config) -> str:
-    counts = Store(config.state_path).counts_by_state()
+    with Store(config.state_path) as store:
+        counts = store.counts_by_state()
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "empty"
     return f"{config.state_path} ({summary})"
 

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 from inbox_poller import __version__
 from inbox_poller.cli.commands import (
+    EXIT_CONFIG,
     EXIT_FAILURE,
+    EXIT_USAGE,
     cmd_check,
     cmd_exports,
     cmd_inspect,
@@ -27,9 +29,6 @@ from inbox_poller.cli.logsetup import configure_logging
 from inbox_poller.config import load_config, resolve_config_path
 from inbox_poller.errors import ConfigError, InboxPollerError, UsageError
 from inbox_poller.models import DATE_RE, STAT_ID_RE, ExportState
-
-EXIT_USAGE = 2
-EXIT_CONFIG = 78
 
 
 def _date(value: str) -> str:

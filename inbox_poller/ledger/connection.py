@@ -3,7 +3,7 @@
 Durability rules (reliability.md 6): WAL, ``synchronous=FULL``, a busy timeout,
 ``foreign_keys=ON``, ``quick_check`` at open, and every change inside one
 ``BEGIN IMMEDIATE`` ... ``COMMIT``. Every state change of an export goes through
-:meth:`Ledger._transition`, which checks the state machine in
+:meth:`LedgerConnection._transition`, which checks the state machine in
 ``models.ALLOWED_TRANSITIONS`` and appends a row to ``events``, so the history of
 every export can be replayed.
 """
@@ -17,15 +17,18 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from inbox_poller.errors import IllegalTransition, StoreError
 from inbox_poller.ledger.schema import migrate, to_iso
 from inbox_poller.models import ExportState, can_transition
 
 
-class Ledger:
-    """The connection, its lock and transactions; the base of ``MailLedger`` and ``Store``."""
+class LedgerConnection:
+    """The connection, its lock and transactions; the base of ``MailRecords`` and ``Store``.
+
+    Closes when used as a context manager (``with Store(path) as store: ...``).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -55,6 +58,12 @@ class Ledger:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -13,12 +13,12 @@ from datetime import datetime
 from typing import Any
 
 from inbox_poller.errors import StoreError
-from inbox_poller.ledger.connection import Ledger
+from inbox_poller.ledger.connection import LedgerConnection
 from inbox_poller.ledger.schema import row_to_mail, to_iso
 from inbox_poller.models import ExportState, MailKey, MailOutcome, MailRecord
 
 
-class MailLedger(Ledger):
+class MailRecords(LedgerConnection):
     """The ``mails`` and ``watermarks`` tables; the base of :class:`~.store.Store`."""
 
     def watermark(self, mailbox: str, uidvalidity: int) -> int:
@@ -211,7 +211,3 @@ class MailLedger(Ledger):
                     f"mail {key}: {result}",
                     acknowledged_at=to_iso(now),
                 )
-
-    def mail_counts(self) -> dict[str, int]:
-        rows = self._query("SELECT outcome, COUNT(*) AS n FROM mails GROUP BY outcome")
-        return {row["outcome"]: row["n"] for row in rows}

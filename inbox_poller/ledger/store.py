@@ -1,9 +1,9 @@
 """The ledger: one SQLite file holding every export, every mail seen, and the watermarks.
 
-:class:`Store` is the one object the rest of the daemon holds. It is built in layers,
-one noun each: ``schema`` (tables, migrations, row mapping), ``ledger`` (the
-connection, transactions and the checked state transition), ``mail_ledger`` (mail
-records and watermarks), and here the exports: one named method per state change, each
+:class:`Store` is the one object the rest of the program holds. It is built in layers,
+one noun each: ``schema`` (tables, migrations, row mapping), ``connection`` (the
+connection, transactions and the checked state transition), ``mails`` (mail records
+and watermarks), and here the exports: one named method per state change, each
 checked against ``models.ALLOWED_TRANSITIONS`` and recorded in ``events``.
 """
 
@@ -14,12 +14,12 @@ from datetime import datetime
 from typing import Any
 
 from inbox_poller.errors import StoreError
-from inbox_poller.ledger.mails import MailLedger
+from inbox_poller.ledger.mails import MailRecords
 from inbox_poller.ledger.schema import from_iso, row_to_export, to_iso
 from inbox_poller.models import ArchivedFile, Export, ExportRequest, ExportState
 
 
-class Store(MailLedger):
+class Store(MailRecords):
     """The SQLite ledger. One instance per process; safe to share between threads."""
 
     def create_export(

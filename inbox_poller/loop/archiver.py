@@ -1,8 +1,8 @@
 """The download half of the loop: bring each notified export to ``archived``.
 
-``Poller`` delegates to :class:`ExportArchiver`; every step is recorded in the ledger
-before the next one, so a crash anywhere resumes from the last recorded state
-(``verified`` exports are finished without downloading again).
+Every step is recorded in the ledger before the next one, so a crash anywhere resumes
+from the last recorded state (``verified`` exports are finished without downloading
+again, and part files no ledger row points to are removed).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import ArchiveError, DownloadError, InboxPollerError, LinkExpired
-from inbox_poller.models import ArchivedFile, CycleReport, Export, ExportState
+from inbox_poller.models import ArchivedFile, CycleReport, Export, ExportState, utc_now
 from inbox_poller.ports import Downloader
 from inbox_poller.urlpolicy import redact_url
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from inbox_poller.archive import Archive
     from inbox_poller.ledger.store import Store
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.loop")
 
 
 class ExportArchiver:
@@ -34,20 +34,34 @@ class ExportArchiver:
         self,
         store: Store,
         archive: Archive,
-        downloader: Downloader | None,
+        downloader: Downloader,
         *,
         max_attempts: int,
-        clock: Callable[[], datetime],
-        stop: threading.Event,
+        clock: Callable[[], datetime] = utc_now,
+        stop: threading.Event | None = None,
     ) -> None:
         self.store = store
         self.archive = archive
         self.downloader = downloader
-        """``None`` when this process does not download (``build_poller(downloads=False)``)."""
         self.max_attempts = max_attempts
         self.clock = clock
-        self.stop = stop
+        self.stop = stop or threading.Event()
         """Set on shutdown: an interrupted download is parked, not failed."""
+
+    def remove_stale_parts(self) -> None:
+        """Delete part files of downloads a previous process did not finish.
+
+        Parts of ``verified`` exports are kept: they hold a checked payload whose rename
+        a crash interrupted, and are finished without downloading again.
+        """
+        keep = {
+            Path(path).resolve()
+            for export in self.store.list_exports([ExportState.VERIFIED])
+            if (path := self.store.part_path(export.export_id))
+        }
+        for stale in self.archive.stale_parts(keep):
+            logger.info("archive: removing %s left by an interrupted download", stale.name)
+            stale.unlink(missing_ok=True)
 
     def process_downloads(self, report: CycleReport) -> None:
         """Finish verified exports, then download every notified one, one after another."""
@@ -72,8 +86,6 @@ class ExportArchiver:
             report.failed.append(f"job {export.job_id}: {exc}")
 
     def _download(self, export: Export, report: CycleReport) -> None:
-        if self.downloader is None:
-            return
         assert export.download_url is not None
         export = self.store.mark_downloading(export.export_id, self.clock())
         crash_point("download:after-start")

@@ -1,349 +1,101 @@
-"""One pass of the loop: read the mailbox, match, download, archive, acknowledge."""
+"""One pass of the loop, written once: read new mail, download, acknowledge what is done.
+
+The daemon's mailbox watcher calls :meth:`Poller.run_pass` with the session it keeps
+open, and hands the downloads to its pool; ``inbox-poller run --once`` calls
+:meth:`Poller.run_once`, which opens a session, makes the same pass with the downloads
+done in line, and closes it. Acknowledging comes last: a mail is marked only once its
+export is archived, so a crash anywhere leaves it to be read (or marked) again.
+"""
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from inbox_poller.crashpoints import crash_point
-from inbox_poller.errors import ExtractError, MailboxError, StoreError
+from inbox_poller.errors import MailboxError
 from inbox_poller.loop.archiver import ExportArchiver
-from inbox_poller.matching.extract import extract
-from inbox_poller.matching.match import MATCHABLE_STATES, match_notification
-from inbox_poller.matching.sender import SenderPolicy, check_sender
-from inbox_poller.matching.summary import explain, notification_from_summary, summarize
-from inbox_poller.models import (
-    CycleReport,
-    Export,
-    ExportState,
-    FetchedMail,
-    MailboxStatus,
-    MailKey,
-    MailOutcome,
-    MailRecord,
-    Match,
-    utc_now,
-)
-from inbox_poller.ports import Downloader, Mailbox
-from inbox_poller.service.health import Health, assess
-from inbox_poller.urlpolicy import HostRule, redact_url
+from inbox_poller.loop.reader import MailReader, ReaderSettings
+from inbox_poller.models import CycleReport, MailboxStatus, utc_now
+from inbox_poller.ports import Mailbox
 
 if TYPE_CHECKING:
-    from inbox_poller.archive import Archive
-    from inbox_poller.config import Config
     from inbox_poller.ledger.store import Store
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.loop")
 
-
-# ---- the core loop -------------------------------------------------------------
-
-LAST_POLL_KEY = "last_poll_at"
-"""Ledger key of the last successful mailbox pass (``status`` and ``STATUS=`` read it)."""
-DEFAULT_REMATCH_WINDOW = timedelta(days=7)
-"""How long an unmatched mail is kept for re-matching (its export may not be known yet)."""
-
-
-@dataclass(frozen=True)
-class PollerSettings:
-    """The few knobs the core loop needs, sliced from the configuration."""
-
-    rules: tuple[HostRule, ...]
-    keyword: str = "$ExportArchived"
-    max_download_attempts: int = 5
-    rematch_window: timedelta = DEFAULT_REMATCH_WINDOW
-    sender_policy: SenderPolicy | None = None
-    """When set, only mail whose sender is authenticated for these domains is acted on."""
+DownloadStep = Callable[[CycleReport], None]
+"""What a pass does with the exports that are ready to download: ``run --once`` downloads
+them in line (``ExportArchiver.process_downloads``), the daemon hands them to its pool."""
 
 
 class Poller:
-    """One pass of the loop over injected edges. ``cli.py`` builds it; tests use fakes."""
+    """Read, download and acknowledge, in that order, over the edges it is given."""
 
     def __init__(
         self,
         store: Store,
-        archive: Archive,
-        settings: PollerSettings,
+        archiver: ExportArchiver,
+        settings: ReaderSettings,
         *,
-        mailbox: Mailbox | None = None,
-        downloader: Downloader | None = None,
         clock: Callable[[], datetime] = utc_now,
-        stop: threading.Event | None = None,
     ) -> None:
         self.store = store
-        self.archive = archive
-        self.settings = settings
-        self.mailbox = mailbox
+        self.archiver = archiver
+        self.reader = MailReader(store, settings, clock=clock)
         self.clock = clock
-        self.stop = stop or threading.Event()
-        """Set by the daemon on shutdown: an interrupted download is parked, not failed."""
-        self.archiver = ExportArchiver(
-            store,
-            archive,
-            downloader,
-            max_attempts=settings.max_download_attempts,
-            clock=clock,
-            stop=self.stop,
-        )
 
-    # ---- one pass ------------------------------------------------------------
-
-    def run_once(self) -> CycleReport:
-        """Read new mail, download and archive what was notified, acknowledge what is done."""
-        report = CycleReport()
-        self.remove_stale_parts()
-        status = self._open_mailbox(report)
-        if status is not None:
-            try:
-                self.read_mail(status, report)
-            except MailboxError:
-                status = None  # reported; acknowledgements wait for the next pass
-        self.process_downloads(report)
-        if status is not None:
-            self.acknowledge(report)
-        self.close()
-        return report
-
-    def close(self) -> None:
-        """Log out of the mailbox (if open); never raises."""
-        if self.mailbox is not None:
-            self.mailbox.close()
-
-    def remove_stale_parts(self) -> None:
-        """Delete part files of downloads a previous process did not finish."""
-        keep = {
-            Path(path).resolve()
-            for export in self.store.list_exports([ExportState.VERIFIED])
-            if (path := self.store.part_path(export.export_id))
-        }
-        for stale in self.archive.stale_parts(keep):
-            logger.info("archive: removing %s left by an interrupted download", stale.name)
-            stale.unlink(missing_ok=True)
-
-    def _open_mailbox(self, report: CycleReport) -> MailboxStatus | None:
-        if self.mailbox is None:
-            return None
-        try:
-            return self.mailbox.open()
-        except MailboxError as exc:
-            logger.error("mailbox: %s", exc)
-            report.failed.append(f"mailbox: {exc}")
-            return None
-
-    def read_mail(self, status: MailboxStatus, report: CycleReport) -> None:
-        """Process every mail above the watermark of the open mailbox, then re-match.
-
-        :raises MailboxError: after recording it in *report* (the daemon's watcher
-            reconnects; ``run_once`` goes on with the downloads).
-        """
-        assert self.mailbox is not None
-        try:
-            after = self.store.watermark(status.folder, status.uidvalidity)
-            if after == 0 and self.store.watermark_count(status.folder) > 0:
-                logger.warning(
-                    "mailbox %s: UIDVALIDITY is now %d: rescanning; mail already handled is"
-                    " recognised by its Message-ID and not downloaded again",
-                    status.folder,
-                    status.uidvalidity,
-                )
-            for fetched in self.mailbox.fetch_new(after):
-                report.mails_seen += 1
-                try:
-                    self._process_mail(fetched, report)
-                except (ExtractError, StoreError) as exc:
-                    logger.error("uid %s: %s", fetched.key, exc, extra={"uid": str(fetched.key)})
-                    report.failed.append(f"mail {fetched.key}: {exc}")
-            self._rematch(report)
-            self.store.set_daemon_value(LAST_POLL_KEY, self.clock().isoformat())
-        except MailboxError as exc:
-            logger.error("mailbox: %s", exc)
-            report.failed.append(f"mailbox: {exc}")
-            raise
-
-    def _process_mail(self, fetched: FetchedMail, report: CycleReport) -> None:
-        now = self.clock()
-        key = fetched.key
-        if fetched.raw is None:
-            reason = f"{fetched.size} bytes is larger than imap.max_message_bytes; not read"
-            self._record(MailRecord(key, None, MailOutcome.REFUSED, reason, now), report)
-            return
-        try:
-            notification = extract(fetched.raw)
-        except ExtractError as exc:
-            self._record(MailRecord(key, None, MailOutcome.REFUSED, str(exc), now), report)
-            return
-        if self.settings.sender_policy is not None:
-            untrusted = check_sender(notification, self.settings.sender_policy)
-            if untrusted is not None:
-                reason = f"sender not authenticated: {untrusted}"
-                refused = MailRecord(key, notification.message_id, MailOutcome.REFUSED, reason, now)
-                self._record(refused, report)
-                return
-        earlier = self._earlier_copy(notification.message_id, key)
-        if earlier is not None:
-            # the same mail under a new UID (UIDVALIDITY change, or copied back): never
-            # download again; mark it once its export is archived
-            acknowledged = now if self.settings.keyword in fetched.flags else None
-            record = MailRecord(
-                key,
-                notification.message_id,
-                MailOutcome.DUPLICATE,
-                f"same Message-ID as mail {earlier.key}",
-                now,
-                export_id=earlier.export_id,
-                job_ids=earlier.job_ids,
-                acknowledged_at=acknowledged,
-            )
-            self._record(record, report)
-            return
-        match = match_notification(notification, self.store.list_exports(), self.settings.rules)
-        record = MailRecord(
-            key,
-            notification.message_id,
-            match.outcome,
-            explain(match),
-            now,
-            export_id=match.export_id,
-            job_ids=match.job_ids,
-        )
-        summary = summarize(notification) if match.outcome is MailOutcome.UNMATCHED else None
-        self._record(record, report, summary=summary, match=match)
-
-    def _earlier_copy(self, message_id: str | None, key: MailKey) -> MailRecord | None:
-        if not message_id:
-            return None
-        linked = (MailOutcome.MATCHED, MailOutcome.DUPLICATE)
-        for record in self.store.mail_by_message_id(message_id):
-            if record.key != key and record.export_id is not None and record.outcome in linked:
-                return record
-        return None
-
-    def _record(
+    def run_pass(
         self,
-        record: MailRecord,
+        mailbox: Mailbox,
+        status: MailboxStatus,
         report: CycleReport,
         *,
-        summary: dict[str, Any] | None = None,
-        match: Match | None = None,
-        rematch: bool = False,
+        downloads: DownloadStep | None = None,
     ) -> None:
-        url = match.download_url if match else None
-        # the job ID the mail names; the ledger adopts it for an export that has none
-        adopt = match.job_id if match and match.outcome is MailOutcome.MATCHED else None
-        crash_point("mail:before-record")
-        if rematch:
-            self.store.rematch_mail(record, self.clock(), download_url=url, adopt_job_id=adopt)
-        else:
-            self.store.record_mail(
-                record, self.clock(), summary=summary, download_url=url, adopt_job_id=adopt
-            )
-        crash_point("mail:after-record")
-        self._log_mail(record, match, url, report)
+        """Read new mail on the open *mailbox*, start the downloads, acknowledge what is done.
 
-    def _log_mail(
-        self, record: MailRecord, match: Match | None, url: str | None, report: CycleReport
-    ) -> None:
-        job = match.job_id if match and match.job_id else ",".join(record.job_ids) or "-"
-        keys = {"uid": str(record.key), "job_id": job, "export_id": record.export_id}
-        if record.outcome is MailOutcome.MATCHED:
-            report.matched.append(job)
-            logger.info(
-                "uid %s: notification for export %s (job %s), link %s",
-                record.key,
-                record.export_id,
-                job,
-                redact_url(url or ""),
-                extra=keys,
-            )
-        elif record.outcome is MailOutcome.DUPLICATE:
-            logger.info(
-                "uid %s: duplicate notification for export %s (job %s): %s; it will be"
-                " acknowledged without downloading",
-                record.key,
-                record.export_id,
-                job,
-                record.reason,
-                extra=keys,
-            )
-        elif record.outcome is MailOutcome.UNMATCHED:
-            report.unmatched += 1
-            logger.info(
-                "uid %s: left in place, no matching export: %s",
-                record.key,
-                record.reason,
-                extra=keys,
-            )
-        else:
-            report.refused.append(f"{record.key}: {record.reason}")
-            logger.warning(
-                "uid %s: refused (job %s): %s", record.key, job, record.reason, extra=keys
-            )
+        The downloads start even when reading failed (exports notified earlier are still
+        ready); acknowledging waits for a session that works.
+        :raises MailboxError: reading failed; recorded in *report*, not acknowledged.
+        """
+        try:
+            self.reader.read(mailbox, status, report)
+        finally:
+            (downloads or self.archiver.process_downloads)(report)
+        self.acknowledge(mailbox, report)
 
-    def _rematch(self, report: CycleReport) -> None:
-        waiting = self.store.list_exports(MATCHABLE_STATES)
-        if not waiting:
-            return
-        now = self.clock()
-        # a mail can only be claimed by an export that existed when it arrived, so mail
-        # older than the oldest waiting export is never worth re-reading
-        since = max(now - self.settings.rematch_window, min(e.created_at for e in waiting))
-        unmatched = self.store.unmatched_mails(since)
-        if not unmatched:
-            return  # the usual pass while an export waits: no need to read the whole ledger
-        exports = self.store.list_exports()
-        for record, summary in unmatched:
-            # only exports that existed when the mail arrived may claim it
-            known = [e for e in exports if e.created_at <= record.seen_at]
-            match = match_notification(
-                notification_from_summary(summary), known, self.settings.rules
-            )
-            if match.outcome is MailOutcome.UNMATCHED:
-                continue
-            updated = MailRecord(
-                record.key,
-                record.message_id,
-                match.outcome,
-                f"re-matched: {match.reason}",
-                record.seen_at,
-                export_id=match.export_id,
-                job_ids=match.job_ids,
-            )
-            self._record(updated, report, match=match, rematch=True)
-            exports = self.store.list_exports()
+    def run_once(self, mailbox: Mailbox) -> CycleReport:
+        """Open a session, make one pass with the downloads in line, close; return the report.
 
-    # ---- downloads (delegated to archiving.ExportArchiver) -----------------------
+        Parts left by an interrupted download are removed first. When the mailbox cannot
+        be opened or read, the downloads still run and the failure is in the report.
+        """
+        report = CycleReport()
+        self.archiver.remove_stale_parts()
+        try:
+            status = mailbox.open()
+        except MailboxError as exc:
+            logger.error("mailbox: %s", exc)
+            report.failed.append(f"mailbox: {exc}")
+            self.archiver.process_downloads(report)
+            return report
+        try:
+            self.run_pass(mailbox, status, report)
+        except MailboxError as exc:
+            logger.error("mailbox: %s", exc)  # in the report already; acknowledge next time
+        finally:
+            mailbox.close()
+        return report
 
-    @property
-    def downloader(self) -> Downloader | None:
-        """The downloader the archiver uses; assignable (tests swap in their own)."""
-        return self.archiver.downloader
-
-    @downloader.setter
-    def downloader(self, downloader: Downloader | None) -> None:
-        self.archiver.downloader = downloader
-
-    def process_downloads(self, report: CycleReport) -> None:
-        """Finish verified exports, then download every notified one, one after another."""
-        self.archiver.process_downloads(report)
-
-    def download_export(self, export: Export, report: CycleReport) -> None:
-        """Bring one export to ``archived``; failures are recorded, logged and reported."""
-        self.archiver.download_export(export, report)
-
-    # ---- acknowledgement -----------------------------------------------------------
-
-    def acknowledge(self, report: CycleReport) -> None:
+    def acknowledge(self, mailbox: Mailbox, report: CycleReport) -> None:
         """Mark every mail whose export is archived; stops at the first mailbox failure."""
-        assert self.mailbox is not None
         for mail in self.store.mails_to_acknowledge():
             try:
                 crash_point("ack:before-mark")
-                result = self.mailbox.acknowledge(mail.key, mail.message_id)
+                result = mailbox.acknowledge(mail.key, mail.message_id)
                 crash_point("ack:after-mark")
                 self.store.mark_mail_acknowledged(mail.key, result, self.clock())
             except MailboxError as exc:
@@ -357,15 +109,3 @@ class Poller:
                 result,
                 extra={"uid": str(mail.key), "export_id": mail.export_id},
             )
-
-
-def ledger_health(store: Store, config: Config, now: datetime) -> Health:
-    """Judge the ledger at *now* by *config*'s limits (``STATUS=`` and ``inbox-poller status``)."""
-    last = store.daemon_values().get(LAST_POLL_KEY)
-    return assess(
-        store.list_exports(),
-        datetime.fromisoformat(last) if last else None,
-        now,
-        poll_interval_s=config.imap.poll_interval,
-        notify_deadline_s=config.exports.notify_deadline,
-    )

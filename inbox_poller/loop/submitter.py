@@ -30,7 +30,7 @@ from inbox_poller.schedules import DueSubmission, ExportSchedule, due_requests, 
 if TYPE_CHECKING:
     from inbox_poller.ledger.store import Store
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.loop")
 
 FAILED_STATUSES = frozenset({"failed", "error", "cancelled", "canceled", "expired", JOB_NOT_FOUND})
 FINISHED_STATUSES = frozenset({"complete", "completed", "done", "finished", "success"})

@@ -16,10 +16,10 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from inbox_poller.archive import sha256_of
-from inbox_poller.config import load_config
+from inbox_poller.archive import MANIFEST_NAME, sha256_of
+from inbox_poller.config import Config, load_config
 from inbox_poller.errors import InboxPollerError
-from inbox_poller.loop.poller import Poller
+from inbox_poller.loop.parts import LoopParts
 from inbox_poller.loop.submitter import Submitter
 from inbox_poller.models import ExportRequest, ExportState, utc_now
 from inbox_poller.sandbox.dovecot.server import DovecotServer
@@ -76,7 +76,7 @@ def write_secret(path: Path, value: str) -> None:
 
 def run_sandbox(directory: Path | None, *, records: int) -> int:
     """Run one export end to end and print each step; return the exit code."""
-    from inbox_poller.wiring import build_poller, build_submitter
+    from inbox_poller.wiring import build_loop, build_submitter
 
     base = directory or Path(tempfile.mkdtemp(prefix="inbox-poller-sandbox-"))
     base.mkdir(parents=True, exist_ok=True)
@@ -117,12 +117,20 @@ def run_sandbox(directory: Path | None, *, records: int) -> int:
             )
             _step(f"configuration written to {config_path}")
             config = load_config(config_path)
-            poller = build_poller(config)
-            return _run_loop(poller, build_submitter(config, poller.store), simulator, config_path)
+            parts = build_loop(config)
+            try:
+                submitter = build_submitter(config, parts.store)
+                return _run_loop(parts, submitter, simulator, config, config_path)
+            finally:
+                parts.close()
 
 
 def _run_loop(
-    poller: Poller, submitter: Submitter, simulator: PinpointeSimulator, config_path: Path
+    parts: LoopParts,
+    submitter: Submitter,
+    simulator: PinpointeSimulator,
+    config: Config,
+    config_path: Path,
 ) -> int:
     today = utc_now().date()
     start = (today - timedelta(days=1)).strftime("%Y%m%d")
@@ -132,8 +140,8 @@ def _run_loop(
     _step(f"Pinpointe answered with job ID {export.job_id}; waiting for its notification")
     deadline = time.monotonic() + WAIT_FOR_ARCHIVE_S
     while True:
-        report = poller.run_once()
-        export = poller.store.get_export(export.export_id)
+        report = parts.poller.run_once(parts.mailbox)
+        export = parts.store.get_export(export.export_id)
         if export.state is ExportState.ACKNOWLEDGED or time.monotonic() > deadline:
             break
         if report.failed:
@@ -142,7 +150,7 @@ def _run_loop(
     if export.state is not ExportState.ACKNOWLEDGED or export.archived is None:
         _step(f"FAILED: export is {export.state.value}: {export.reason or report.failed}")
         return 1
-    path = poller.archive.root / export.archived.path
+    path = config.archive_dir / export.archived.path
     served = simulator.job(export.job_id or "").sha256
     if sha256_of(path) != served:
         raise InboxPollerError(f"{path}: the archived bytes differ from what was served")
@@ -151,15 +159,15 @@ def _run_loop(
         f"sha256 {export.archived.sha256} (equal to what the simulator served)"
     )
     _step(f"the mail was acknowledged: {export.mail} (keyword $ExportArchived, moved)")
-    again = poller.run_once()
+    again = parts.poller.run_once(parts.mailbox)
     _step(
         f"a second pass changes nothing: read {again.mails_seen} mail(s), archived "
         f"{len(again.archived)}, acknowledged {again.acknowledged}"
     )
     print()
     print(f"payload:   {path}")
-    print(f"manifest:  {poller.archive.root / 'manifest.jsonl'}")
-    print(f"ledger:    {poller.store.path}")
+    print(f"manifest:  {config.archive_dir / MANIFEST_NAME}")
+    print(f"ledger:    {parts.store.path}")
     print(f"config:    {config_path}")
     print(f"look at the ledger with: inbox-poller -c {config_path} exports")
     return 0

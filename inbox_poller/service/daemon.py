@@ -7,10 +7,12 @@ Threads and who owns what:
   reloads and the shutdown;
 * the **mailbox watcher** (``watcher.py``) runs in its own thread: IDLE push
   with polling as the floor, reconnects with back-off, and a catch-up pass by
-  UID after every connect. Each pass reads new mail, hands notified exports to
-  the download pool, and acknowledges what is archived. Its progress drives
-  the systemd watchdog, so a hung mailbox session gets the service restarted;
-* a small **download pool**, so one large payload does not hold up the mailbox;
+  UID after every connect. Each pass is ``Poller.run_pass``, the one ``run --once``
+  makes: it reads new mail, hands notified exports to the download pool, and
+  acknowledges what is archived. Its progress drives the systemd watchdog, so a
+  hung mailbox session gets the service restarted;
+* a small **download pool** (``downloads.py``), so one large payload does not hold
+  up the mailbox;
 * **APScheduler** (UTC, coalescing, one instance per job, fixed job ids, a
   memory job store: the ledger is the source of truth) submits scheduled
   exports, checks overdue ones, and refreshes ``STATUS=``.
@@ -26,8 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -40,25 +41,26 @@ from apscheduler.triggers.interval import IntervalTrigger
 from inbox_poller.config import Config, load_config
 from inbox_poller.errors import ConfigError, InboxPollerError
 from inbox_poller.ledger.store import Store
-from inbox_poller.loop.poller import Poller, ledger_health
+from inbox_poller.loop.parts import LoopParts
 from inbox_poller.loop.submitter import Submitter
-from inbox_poller.models import CycleReport, ExportState, MailboxStatus, utc_now
+from inbox_poller.models import CycleReport, MailboxStatus, utc_now
+from inbox_poller.ports import Mailbox
+from inbox_poller.schedules import scheduler_entries
+from inbox_poller.service.downloads import DownloadPool
+from inbox_poller.service.health import ledger_health
 from inbox_poller.service.sdnotify import Notifier
 from inbox_poller.service.watcher import MailboxWatcher
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.service")
 
 SHUTDOWN_GRACE_S = 8.0
 """How long in-flight work may take to finish or park after SIGTERM (systemd waits 30 s;
 the issue asks for 10)."""
 RECONCILE_EVERY_S = 60.0
 STATUS_EVERY_S = 10.0
-IDLE_RENEW_S = 5.0
-"""How long one IDLE lasts before it is renewed: far inside RFC 2177's 29 minutes, and the
-bound on how long a silently dead connection can go unnoticed (plus the read timeout)."""
-DOWNLOAD_STATES = (ExportState.NOTIFIED, ExportState.DOWNLOADING, ExportState.VERIFIED)
 
-PollerFactory = Callable[[Config, threading.Event], Poller]
+LoopFactory = Callable[[Config, threading.Event], LoopParts]
+"""Builds the loop for one configuration; the event is the session's stop request."""
 SubmitterFactory = Callable[[Config, Store], Submitter]
 
 
@@ -67,17 +69,13 @@ class _Session:
     """Everything built from one configuration; replaced as a whole on reload."""
 
     config: Config
-    poller: Poller
+    parts: LoopParts
     submitter: Submitter
+    downloads: DownloadPool
     watcher: MailboxWatcher
     scheduler: BackgroundScheduler
-    downloads: ThreadPoolExecutor
     stop: threading.Event
-    wake: threading.Event
     watcher_thread: threading.Thread
-    in_flight: dict[int, Future[None]] = field(default_factory=dict)
-    """The download of each export handed to the pool, until it finishes."""
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Daemon:
@@ -87,16 +85,16 @@ class Daemon:
         self,
         config_path: Path,
         config: Config,
-        poller_factory: PollerFactory,
-        submitter_factory: SubmitterFactory,
+        build_loop: LoopFactory,
+        build_submitter: SubmitterFactory,
         *,
         notifier: Notifier | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._config_path = config_path
         self._config = config
-        self._poller_factory = poller_factory
-        self._submitter_factory = submitter_factory
+        self._build_loop = build_loop
+        self._build_submitter = build_submitter
         self._notifier = notifier or Notifier()
         self._clock = clock
         self._terminate = threading.Event()
@@ -166,38 +164,47 @@ class Daemon:
     def _start(self, config: Config) -> _Session:
         stop = threading.Event()
         wake = threading.Event()
-        poller = self._poller_factory(config, stop)
-        poller.remove_stale_parts()
-        downloads = ThreadPoolExecutor(
-            max_workers=config.daemon.download_workers, thread_name_prefix="download"
+        parts = self._build_loop(config, stop)
+        parts.archiver.remove_stale_parts()
+        downloads = DownloadPool(
+            parts.store,
+            parts.archiver,
+            workers=config.daemon.download_workers,
+            stop=stop,
+            on_done=wake.set,  # a finished download has mail to acknowledge: a pass soon
+        )
+
+        def on_pass(mailbox: Mailbox, status: MailboxStatus) -> None:
+            parts.poller.run_pass(mailbox, status, CycleReport(), downloads=downloads.dispatch)
+
+        watcher = MailboxWatcher(
+            parts.mailbox,
+            on_pass,
+            poll_interval_s=config.imap.poll_interval,
+            stop=stop,
+            wake=wake,
+            on_progress=self._progress,
         )
         scheduler = BackgroundScheduler(
             timezone="UTC",
             executors={"default": SchedulerPool(max_workers=2)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
         )
-        assert poller.mailbox is not None
-        holder: dict[str, _Session] = {}
-        watcher = MailboxWatcher(
-            poller.mailbox,
-            lambda status: self._mailbox_pass(holder["session"], status),
-            poll_interval_s=config.imap.poll_interval,
-            stop=stop,
-            wake=wake,
-            idle_timeout_s=IDLE_RENEW_S,
-            on_progress=self._progress,
-        )
-        thread = threading.Thread(target=watcher.run, name="mailbox-watcher", daemon=True)
-        submitter = self._submitter_factory(config, poller.store)
         session = _Session(
-            config, poller, submitter, watcher, scheduler, downloads, stop, wake, thread
+            config,
+            parts,
+            self._build_submitter(config, parts.store),
+            downloads,
+            watcher,
+            scheduler,
+            stop,
+            threading.Thread(target=watcher.run, name="mailbox-watcher", daemon=True),
         )
-        holder["session"] = session
         self._schedule(session)
         scheduler.start()
-        thread.start()
+        session.watcher_thread.start()
         # exports left in flight by a previous run (crash, SIGKILL, SIGTERM) resume now
-        self._dispatch_downloads(session)
+        downloads.dispatch()
         return session
 
     def _stop(self, session: _Session) -> None:
@@ -205,13 +212,9 @@ class Daemon:
         deadline = time.monotonic() + SHUTDOWN_GRACE_S
         session.stop.set()  # downloads abort and park as "notified"; the watcher returns
         session.scheduler.shutdown(wait=False)
-        session.downloads.shutdown(wait=False, cancel_futures=True)
+        session.downloads.shutdown(deadline)
         session.watcher_thread.join(timeout=max(0.1, deadline - time.monotonic()))
-        with session.lock:
-            downloads = list(session.in_flight.values())
-        wait(downloads, timeout=max(0.1, deadline - time.monotonic()))
-        session.poller.close()
-        session.poller.store.close()
+        session.parts.close()
 
     def _schedule(self, session: _Session) -> None:
         scheduler = session.scheduler
@@ -224,15 +227,10 @@ class Daemon:
             id="submit-due-at-start",
             replace_existing=True,
         )
-        for schedule in config.schedules:
-            scheduler.add_job(
-                self._submit_due,
-                schedule.trigger(),
-                args=(session,),
-                id=f"export:{schedule.name}",
-                replace_existing=True,
-                misfire_grace_time=3600,
-            )
+        for schedule, entry in zip(
+            config.schedules, scheduler_entries(config.schedules), strict=True
+        ):
+            scheduler.add_job(self._submit_due, args=(session,), **entry.add_job_kwargs())
             logger.info("daemon: schedule %s", schedule.describe())
         scheduler.add_job(
             self._reconcile,
@@ -257,39 +255,6 @@ class Daemon:
 
     # ---- the work ------------------------------------------------------------------
 
-    def _mailbox_pass(self, session: _Session, status: MailboxStatus) -> None:
-        """One watcher pass: read new mail, start downloads, acknowledge what is done."""
-        report = CycleReport()
-        session.poller.read_mail(status, report)
-        self._dispatch_downloads(session)
-        session.poller.acknowledge(report)
-
-    def _dispatch_downloads(self, session: _Session) -> None:
-        for export in session.poller.store.list_exports(DOWNLOAD_STATES):
-            with session.lock:
-                if export.export_id in session.in_flight or session.stop.is_set():
-                    continue
-                try:
-                    future = session.downloads.submit(self._download, session, export.export_id)
-                except RuntimeError:  # the pool is shutting down
-                    continue
-                session.in_flight[export.export_id] = future
-
-    def _download(self, session: _Session, export_id: int) -> None:
-        try:
-            report = CycleReport()
-            export = session.poller.store.get_export(export_id)
-            if export.state in DOWNLOAD_STATES:
-                session.poller.download_export(export, report)
-        except InboxPollerError as exc:
-            logger.error("export %d: %s", export_id, exc)
-        except Exception:
-            logger.exception("export %d: unexpected error in the download worker", export_id)
-        finally:
-            with session.lock:
-                session.in_flight.pop(export_id, None)
-            session.wake.set()  # acknowledge promptly
-
     def _submit_due(self, session: _Session) -> None:
         with self._submit_lock:  # one Pinpointe request at a time
             session.submitter.submit_due(session.config.schedules, self._clock())
@@ -306,7 +271,7 @@ class Daemon:
 
     def _refresh_status(self, session: _Session) -> None:
         try:
-            line = ledger_health(session.poller.store, session.config, self._clock()).status_line()
+            line = ledger_health(session.parts.store, session.config, self._clock()).status_line()
         except InboxPollerError as exc:
             line = f"ledger unreadable: {exc}"
         watcher_state = session.watcher.state

@@ -1,8 +1,10 @@
-"""Is the daemon doing its job? A pure judgement over the ledger, for STATUS= and ``status``.
+"""Is the daemon doing its job? A judgement over the ledger, for STATUS= and ``status``.
 
-"Alive" is not enough (field-notes.md, pain point 1: listeners that look alive
-but process nothing). Healthy means the mailbox was read recently (within three
-poll intervals) and no export has waited past its notification deadline.
+"Alive" is not enough: a listener can look alive and process nothing for days (a
+dropped IMAP session nobody noticed, a token that stopped refreshing). Healthy means the
+mailbox was read recently (within three poll intervals) and no export has waited past
+its notification deadline. :func:`assess` is the pure judgement; :func:`ledger_health`
+reads what it needs from the ledger.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from inbox_poller.config import Config
+from inbox_poller.ledger.store import Store
+from inbox_poller.loop.reader import LAST_POLL_KEY
 from inbox_poller.models import FINAL_STATES, Export, ExportState
 
 STALE_POLL_INTERVALS = 3
@@ -102,4 +107,16 @@ def assess(
         last_poll_age_s=last_poll_age,
         counts=counts,
         problems=tuple(problems),
+    )
+
+
+def ledger_health(store: Store, config: Config, now: datetime) -> Health:
+    """Judge the ledger at *now* by *config*'s limits (``STATUS=`` and ``inbox-poller status``)."""
+    last = store.daemon_values().get(LAST_POLL_KEY)
+    return assess(
+        store.list_exports(),
+        datetime.fromisoformat(last) if last else None,
+        now,
+        poll_interval_s=config.imap.poll_interval,
+        notify_deadline_s=config.exports.notify_deadline,
     )

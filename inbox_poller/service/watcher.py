@@ -1,7 +1,7 @@
 """The mailbox watcher: push through IDLE, with a scheduled poll as the floor.
 
 ``MailboxWatcher.run()`` keeps one IMAP session open and calls the daemon's
-``on_pass`` (the catch-up pass: fetch everything above the ledger's
+``on_pass(mailbox, status)`` (the catch-up pass: fetch everything above the ledger's
 watermark) whenever the session (re)opens, the server reports new mail, the
 daemon sets ``wake``, or ``poll_interval_s`` has passed since the last pass.
 
@@ -30,11 +30,12 @@ from inbox_poller.errors import MailboxError, MailboxLoginError
 from inbox_poller.models import MailboxStatus
 from inbox_poller.ports import Mailbox
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.service")
 
-IDLE_TIMEOUT_S = 5.0
-"""How long one IDLE lasts before DONE: far inside RFC 2177's 29 minutes, and the bound on
-how long a silently dead connection goes unnoticed (plus the read timeout)."""
+IDLE_RENEW_S = 5.0
+"""How long one IDLE lasts before DONE and a new IDLE: far inside RFC 2177's 29 minutes,
+and the bound on how long a silently dead connection goes unnoticed (plus the read
+timeout). Without IDLE, the period of the NOOP that asks the server for news."""
 BACKOFF_INITIAL_S = 1.0
 BACKOFF_MAX_S = 300.0
 PROGRESS_EVERY_S = 1.0
@@ -69,8 +70,9 @@ def _short(exc: BaseException) -> str:
 class MailboxWatcher:
     """Keep one session on the mailbox and run ``on_pass`` whenever mail may be new.
 
-    *on_pass* gets the ``MailboxStatus`` of the session just opened (its folder and
-    UIDVALIDITY key the ledger's watermark) and must use the same *mailbox* object.
+    *on_pass* gets the open *mailbox* and the ``MailboxStatus`` of its session (whose
+    folder and UIDVALIDITY key the ledger's watermark); it reads and acknowledges
+    through that mailbox, and a ``MailboxError`` it raises ends the session.
     ``stop`` ends ``run()``; ``wake`` asks for a pass soon (a download finished and
     mail needs acknowledging, or the daemon's own schedule). *clock* is monotonic
     seconds, used for the poll schedule and ``last_pass_at``.
@@ -84,12 +86,12 @@ class MailboxWatcher:
     def __init__(
         self,
         mailbox: Mailbox,
-        on_pass: Callable[[MailboxStatus], None],
+        on_pass: Callable[[Mailbox, MailboxStatus], None],
         *,
         poll_interval_s: float,
         stop: threading.Event,
         wake: threading.Event,
-        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        idle_timeout_s: float = IDLE_RENEW_S,
         on_progress: Callable[[str], None] = lambda what: None,
         backoff_initial_s: float = BACKOFF_INITIAL_S,
         backoff_max_s: float = BACKOFF_MAX_S,
@@ -206,7 +208,7 @@ class MailboxWatcher:
     def _pass(self, status: MailboxStatus) -> None:
         self.state = "polling"
         self._wake.clear()  # before the pass: a request made during it gets its own pass
-        self._on_pass(status)
+        self._on_pass(self._mailbox, status)
         self.last_pass_at = self._clock()
         self.state = "idle"
         self._progress("pass")

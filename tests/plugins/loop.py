@@ -3,7 +3,7 @@
 ``loop_env`` wires the session Dovecot and a per-test simulator together the way
 a user would: the simulator APPENDs its notification mails into the test's
 folder, and inbox-poller is configured through a real config file with its
-secrets in private files. Tests drive it in-process (``env.poller()``) or as
+secrets in private files. Tests drive it in-process (``env.loop()``) or as
 real processes (``env.cli(...)``), which is what the crash tests need.
 """
 
@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 
 from inbox_poller.config import Config, load_config
-from inbox_poller.loop.poller import Poller
+from inbox_poller.loop.parts import LoopParts
 from inbox_poller.sandbox.demo import write_secret
 from inbox_poller.sandbox.dovecot.server import DovecotServer
 from inbox_poller.sandbox.simulator.server import PinpointeSimulator
-from inbox_poller.wiring import build_poller
+from inbox_poller.wiring import build_loop
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,8 +109,8 @@ class LoopEnv:
     def config(self) -> Config:
         return load_config(self.config_path)
 
-    def poller(self) -> Poller:
-        return build_poller(self.config())
+    def loop(self) -> LoopParts:
+        return build_loop(self.config())
 
     def cli(self, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``inbox-poller -c CONFIG ARGS`` as a separate process."""

@@ -1,0 +1,28 @@
+"""What one configuration builds for the loop, held together so that it closes together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from inbox_poller.loop.archiver import ExportArchiver
+from inbox_poller.loop.poller import Poller
+from inbox_poller.ports import Mailbox
+
+if TYPE_CHECKING:
+    from inbox_poller.ledger.store import Store
+
+
+@dataclass(frozen=True)
+class LoopParts:
+    """The ledger, the mailbox, and the loop objects built over them (``wiring.build_loop``)."""
+
+    store: Store
+    mailbox: Mailbox
+    archiver: ExportArchiver
+    poller: Poller
+
+    def close(self) -> None:
+        """Log out of the mailbox and close the ledger."""
+        self.mailbox.close()
+        self.store.close()

@@ -1,0 +1,255 @@
+"""Reading new mail: extract, check the sender, match, and record each mail once.
+
+Every mail above the ledger's watermark is read once, judged, and recorded together with
+the watermark's advance (and, for a match, its export's ``notified``) in one
+transaction: a crash keeps all of it or none, and the mail is then simply read again.
+Mail that matches nothing is remembered as a summary (never its body) and re-matched on
+later passes, because its export may not be in the ledger yet.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from inbox_poller.crashpoints import crash_point
+from inbox_poller.errors import ExtractError, MailboxError, StoreError
+from inbox_poller.matching.extract import extract
+from inbox_poller.matching.match import MATCHABLE_STATES, match_notification
+from inbox_poller.matching.sender import SenderPolicy, check_sender
+from inbox_poller.matching.summary import explain, notification_from_summary, summarize
+from inbox_poller.models import (
+    CycleReport,
+    FetchedMail,
+    MailboxStatus,
+    MailKey,
+    MailOutcome,
+    MailRecord,
+    Match,
+    utc_now,
+)
+from inbox_poller.ports import Mailbox
+from inbox_poller.urlpolicy import HostRule, redact_url
+
+if TYPE_CHECKING:
+    from inbox_poller.ledger.store import Store
+
+logger = logging.getLogger("inbox_poller.loop")
+
+LAST_POLL_KEY = "last_poll_at"
+"""Ledger key of the last successful mailbox pass (``status`` and ``STATUS=`` read it)."""
+DEFAULT_REMATCH_WINDOW = timedelta(days=7)
+"""How long an unmatched mail is kept for re-matching (its export may not be known yet)."""
+
+
+@dataclass(frozen=True)
+class ReaderSettings:
+    """What reading mail needs from the configuration (``wiring.reader_settings``)."""
+
+    rules: tuple[HostRule, ...]
+    """``download.allowed_hosts``: which links may be a download link."""
+    keyword: str
+    """``imap.keyword``: a duplicate that already carries it counts as acknowledged."""
+    sender_policy: SenderPolicy | None = None
+    """When set, only mail whose sender is authenticated for these domains is acted on."""
+    rematch_window: timedelta = DEFAULT_REMATCH_WINDOW
+
+
+class MailReader:
+    """Read, judge and record new mail; re-match what matched nothing yet."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: ReaderSettings,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+
+    def read(self, mailbox: Mailbox, status: MailboxStatus, report: CycleReport) -> None:
+        """Process every mail above the watermark of the open *mailbox*, then re-match.
+
+        *status* is what the session's SELECT reported; its folder and UIDVALIDITY key the
+        watermark.
+        :raises MailboxError: after recording it in *report* (the daemon's watcher
+            reconnects; ``run_once`` goes on with the downloads).
+        """
+        try:
+            after = self.store.watermark(status.folder, status.uidvalidity)
+            if after == 0 and self.store.watermark_count(status.folder) > 0:
+                logger.warning(
+                    "mailbox %s: UIDVALIDITY is now %d: rescanning; mail already handled is"
+                    " recognised by its Message-ID and not downloaded again",
+                    status.folder,
+                    status.uidvalidity,
+                )
+            for fetched in mailbox.fetch_new(after):
+                report.mails_seen += 1
+                try:
+                    self._process_mail(fetched, report)
+                except (ExtractError, StoreError) as exc:
+                    logger.error("uid %s: %s", fetched.key, exc, extra={"uid": str(fetched.key)})
+                    report.failed.append(f"mail {fetched.key}: {exc}")
+            self._rematch(report)
+            self.store.set_daemon_value(LAST_POLL_KEY, self.clock().isoformat())
+        except MailboxError as exc:
+            # logged once, by whoever handles it: run_once, or the daemon's watcher
+            report.failed.append(f"mailbox: {exc}")
+            raise
+
+    def _process_mail(self, fetched: FetchedMail, report: CycleReport) -> None:
+        now = self.clock()
+        key = fetched.key
+        if fetched.raw is None:
+            reason = f"{fetched.size} bytes is larger than imap.max_message_bytes; not read"
+            self._record(MailRecord(key, None, MailOutcome.REFUSED, reason, now), report)
+            return
+        try:
+            notification = extract(fetched.raw)
+        except ExtractError as exc:
+            self._record(MailRecord(key, None, MailOutcome.REFUSED, str(exc), now), report)
+            return
+        if self.settings.sender_policy is not None:
+            untrusted = check_sender(notification, self.settings.sender_policy)
+            if untrusted is not None:
+                reason = f"sender not authenticated: {untrusted}"
+                refused = MailRecord(key, notification.message_id, MailOutcome.REFUSED, reason, now)
+                self._record(refused, report)
+                return
+        earlier = self._earlier_copy(notification.message_id, key)
+        if earlier is not None:
+            # the same mail under a new UID (UIDVALIDITY change, or copied back): never
+            # download again; mark it once its export is archived
+            acknowledged = now if self.settings.keyword in fetched.flags else None
+            record = MailRecord(
+                key,
+                notification.message_id,
+                MailOutcome.DUPLICATE,
+                f"same Message-ID as mail {earlier.key}",
+                now,
+                export_id=earlier.export_id,
+                job_ids=earlier.job_ids,
+                acknowledged_at=acknowledged,
+            )
+            self._record(record, report)
+            return
+        match = match_notification(notification, self.store.list_exports(), self.settings.rules)
+        record = MailRecord(
+            key,
+            notification.message_id,
+            match.outcome,
+            explain(match),
+            now,
+            export_id=match.export_id,
+            job_ids=match.job_ids,
+        )
+        summary = summarize(notification) if match.outcome is MailOutcome.UNMATCHED else None
+        self._record(record, report, summary=summary, match=match)
+
+    def _earlier_copy(self, message_id: str | None, key: MailKey) -> MailRecord | None:
+        if not message_id:
+            return None
+        linked = (MailOutcome.MATCHED, MailOutcome.DUPLICATE)
+        for record in self.store.mail_by_message_id(message_id):
+            if record.key != key and record.export_id is not None and record.outcome in linked:
+                return record
+        return None
+
+    def _record(
+        self,
+        record: MailRecord,
+        report: CycleReport,
+        *,
+        summary: dict[str, Any] | None = None,
+        match: Match | None = None,
+        rematch: bool = False,
+    ) -> None:
+        url = match.download_url if match else None
+        # the job ID the mail names; the ledger adopts it for an export that has none
+        adopt = match.job_id if match and match.outcome is MailOutcome.MATCHED else None
+        crash_point("mail:before-record")
+        if rematch:
+            self.store.rematch_mail(record, self.clock(), download_url=url, adopt_job_id=adopt)
+        else:
+            self.store.record_mail(
+                record, self.clock(), summary=summary, download_url=url, adopt_job_id=adopt
+            )
+        crash_point("mail:after-record")
+        self._log_mail(record, match, url, report)
+
+    def _log_mail(
+        self, record: MailRecord, match: Match | None, url: str | None, report: CycleReport
+    ) -> None:
+        job = match.job_id if match and match.job_id else ",".join(record.job_ids) or "-"
+        keys = {"uid": str(record.key), "job_id": job, "export_id": record.export_id}
+        if record.outcome is MailOutcome.MATCHED:
+            report.matched.append(job)
+            logger.info(
+                "uid %s: notification for export %s (job %s), link %s",
+                record.key,
+                record.export_id,
+                job,
+                redact_url(url or ""),
+                extra=keys,
+            )
+        elif record.outcome is MailOutcome.DUPLICATE:
+            logger.info(
+                "uid %s: duplicate notification for export %s (job %s): %s; it will be"
+                " acknowledged without downloading",
+                record.key,
+                record.export_id,
+                job,
+                record.reason,
+                extra=keys,
+            )
+        elif record.outcome is MailOutcome.UNMATCHED:
+            report.unmatched += 1
+            logger.info(
+                "uid %s: left in place, no matching export: %s",
+                record.key,
+                record.reason,
+                extra=keys,
+            )
+        else:
+            report.refused.append(f"{record.key}: {record.reason}")
+            logger.warning(
+                "uid %s: refused (job %s): %s", record.key, job, record.reason, extra=keys
+            )
+
+    def _rematch(self, report: CycleReport) -> None:
+        waiting = self.store.list_exports(MATCHABLE_STATES)
+        if not waiting:
+            return
+        now = self.clock()
+        # a mail can only be claimed by an export that existed when it arrived, so mail
+        # older than the oldest waiting export is never worth re-reading
+        since = max(now - self.settings.rematch_window, min(e.created_at for e in waiting))
+        unmatched = self.store.unmatched_mails(since)
+        if not unmatched:
+            return  # the usual pass while an export waits: no need to read the whole ledger
+        exports = self.store.list_exports()
+        for record, summary in unmatched:
+            # only exports that existed when the mail arrived may claim it
+            known = [e for e in exports if e.created_at <= record.seen_at]
+            match = match_notification(
+                notification_from_summary(summary), known, self.settings.rules
+            )
+            if match.outcome is MailOutcome.UNMATCHED:
+                continue
+            updated = MailRecord(
+                record.key,
+                record.message_id,
+                match.outcome,
+                f"re-matched: {match.reason}",
+                record.seen_at,
+                export_id=match.export_id,
+                job_ids=match.job_ids,
+            )
+            self._record(updated, report, match=match, rematch=True)
+            exports = self.store.list_exports()
