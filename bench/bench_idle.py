@@ -2,7 +2,7 @@
 
 Starts a private Dovecot (IDLE advertised), the Pinpointe simulator and
 ``inbox-poller -c CONFIG run`` as a child process, with a notify socket and a
-watchdog as under systemd (``tests.test_daemon.DaemonProcess``). Once the daemon
+watchdog as under systemd (``tests.plugins.daemon.DaemonProcess``). Once the daemon
 says READY=1 it is left alone and sampled every second from ``/proc/<pid>``:
 ``VmRSS`` of ``status`` and ``utime + stime`` of ``stat``. What it does meanwhile:
 an IDLE renewed every 5 s, a watchdog ping at most every second, STATUS= every

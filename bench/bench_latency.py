@@ -64,8 +64,8 @@ from inbox_poller.models import ExportState
 from inbox_poller.sandbox.dovecot.server import DovecotServer
 from inbox_poller.sandbox.simulator.server import PinpointeSimulator
 from inbox_poller.service.watcher import IDLE_RENEW_S
+from tests.plugins.daemon import DaemonProcess, NotifySocket
 from tests.plugins.loop import LoopEnv, prepare_loop_env
-from tests.test_daemon import DaemonProcess, NotifySocket
 
 FOLDER = "Notifications"
 FLOOR_FOLDER = "floor"

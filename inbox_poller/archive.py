@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import secrets
 from dataclasses import asdict, dataclass
@@ -35,8 +34,6 @@ from inbox_poller.models import (
     DownloadResult,
     Export,
 )
-
-logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
 WRITE_BEHIND_BYTES = 64 * 1024 * 1024

@@ -60,8 +60,6 @@ FINAL_STATES = frozenset(
     }
 )
 
-AWAITING_NOTIFICATION = frozenset({ExportState.SUBMITTED})
-
 ALLOWED_TRANSITIONS: dict[ExportState, frozenset[ExportState]] = {
     ExportState.SUBMITTING: frozenset(
         {

@@ -27,7 +27,7 @@ from inbox_poller.models import (
     MailRecord,
 )
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.ledger")
 
 SCHEMA_VERSION = 3
 

@@ -42,7 +42,7 @@ from inbox_poller.pinpointe.envelope import (
 from inbox_poller.ports import JOB_NOT_FOUND
 from inbox_poller.urlpolicy import redact_url
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.pinpointe")
 
 CONNECT_TIMEOUT_S = 10.0
 """Upper bound of the connect timeout; the read timeout is ``pinpointe.timeout_s``."""

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Mapping
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.service")
 
 NOTIFY_SOCKET_ENV = "NOTIFY_SOCKET"
 WATCHDOG_USEC_ENV = "WATCHDOG_USEC"

@@ -27,7 +27,7 @@ from tests.plugins.dovecot import running_in_ci
 from tests.plugins.loop import LoopEnv
 from tests.plugins.systemd_box import BOX_ADMIN, BOX_BIN, BOX_RUN, BOX_UNIT, SystemdBox
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD_DIR = REPO_ROOT / "systemd"
 UNIT = SYSTEMD_DIR / "inbox-poller.service"
 UNIT_CONFIG = SYSTEMD_DIR / "config.toml"

@@ -1,104 +1,22 @@
-"""The long-running daemon as a real process, watched through a NOTIFY_SOCKET the test owns."""
+"""The long-running daemon as a real process, watched through a NOTIFY_SOCKET the test owns.
+
+The process and the socket are ``tests.plugins.daemon``'s.
+"""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from inbox_poller.ledger.store import Store
 from inbox_poller.models import ExportState
 from inbox_poller.sandbox.simulator.server import Faults
-from tests.plugins.loop import REPO_ROOT, LoopEnv
+from tests.plugins.daemon import DaemonProcess, NotifySocket
+from tests.plugins.loop import LoopEnv
 
 pytestmark = pytest.mark.dovecot
-
-
-class NotifySocket:
-    """A datagram socket standing in for systemd's notify socket."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.messages: list[str] = []
-
-    def drain(self) -> list[str]:
-        while True:
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except TimeoutError:
-                return self.messages
-
-    def wait_for(self, predicate: Callable[[str], bool], timeout_s: float = 15.0) -> str:
-        deadline = time.monotonic() + timeout_s
-        seen = 0
-        while time.monotonic() < deadline:
-            self.drain()
-            for message in self.messages[seen:]:
-                if predicate(message):
-                    return message
-            seen = len(self.messages)
-        raise AssertionError(f"no matching notification in {self.messages!r}")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-class DaemonProcess:
-    def __init__(self, env: LoopEnv, notify: NotifySocket | None, *args: str) -> None:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("INBOX_POLLER")}
-        environ["PYTHONPATH"] = str(REPO_ROOT)
-        if notify is not None:
-            environ["NOTIFY_SOCKET"] = str(notify.path)
-            environ["WATCHDOG_USEC"] = "2000000"
-        self.stderr_path = env.root / f"daemon-{time.monotonic_ns()}.log"
-        self._stderr = self.stderr_path.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "inbox_poller", "-c", str(env.config_path), *args, "run"],
-            cwd=env.root,
-            env=environ,
-            stdout=subprocess.DEVNULL,
-            stderr=self._stderr,
-        )
-
-    def log(self) -> str:
-        return self.stderr_path.read_text(encoding="utf-8")
-
-    def signal(self, signum: int) -> None:
-        self.process.send_signal(signum)
-
-    def wait(self, timeout_s: float) -> int:
-        return self.process.wait(timeout=timeout_s)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self._stderr.close()
-
-
-@pytest.fixture
-def notify(tmp_path: Path) -> Iterator[NotifySocket]:
-    sock = NotifySocket(tmp_path / "notify.sock")
-    yield sock
-    sock.close()
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.kill()
 
 
 def _state(env: LoopEnv, job_id: str) -> ExportState | None:

@@ -202,7 +202,7 @@ def test_a_vanished_socket_warns_once_and_never_raises(
     _bound(str(path)).close()
     path.unlink()  # systemd went away
     notifier = Notifier({"NOTIFY_SOCKET": str(path)})
-    with caplog.at_level(logging.DEBUG, logger="inbox_poller.service.sdnotify"):
+    with caplog.at_level(logging.DEBUG, logger="inbox_poller.service"):
         assert notifier.ready() is False
         assert notifier.watchdog() is False
         assert notifier.stopping() is False
