@@ -30,7 +30,7 @@ from pydantic_core import ErrorDetails
 
 from inbox_poller.errors import ConfigError
 from inbox_poller.matching.sender import SenderPolicy
-from inbox_poller.schedules import ExportSchedule, ExportSchedules
+from inbox_poller.schedules.table import ExportSchedule, ExportSchedules
 from inbox_poller.urlpolicy import HostRule, parse_host_rule
 
 DEFAULT_CONFIG_PATH = "/etc/inbox-poller/config.toml"

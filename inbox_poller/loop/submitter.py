@@ -25,7 +25,9 @@ from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import ApiError, InboxPollerError
 from inbox_poller.models import Export, ExportRequest, ExportState, utc_now
 from inbox_poller.ports import JOB_NOT_FOUND, ExportApi
-from inbox_poller.schedules import DueSubmission, ExportSchedule, due_requests, should_submit
+from inbox_poller.schedules.due import DueSubmission, due_requests
+from inbox_poller.schedules.duplicates import should_submit
+from inbox_poller.schedules.table import ExportSchedule
 
 if TYPE_CHECKING:
     from inbox_poller.ledger.store import Store

@@ -17,7 +17,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.matching")
 
 MAX_FIELD_CHARS = 8192
 """Longer fields are not read (real ones are well under 2,000 characters)."""

@@ -12,7 +12,7 @@ import codecs
 import logging
 import re
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.matching")
 
 _CHARSET_ALIASES = {
     "ks_c_5601-1987": "cp949",

@@ -1,6 +1,6 @@
 """Read one raw mail into a :class:`~inbox_poller.models.Notification` (pure, no I/O).
 
-Pinpointe does not document its notification mail (pinpointe-api.md, gap 1), so
+Pinpointe does not document its notification mail (docs/pinpointe-api.md, gap 1), so
 nothing here assumes a subject, a sender or a template. Every ``text/*`` and
 HTML part is read, at any depth (nested multiparts, text attachments, forwarded
 ``message/rfc822``), in any transfer encoding and charset. This module walks the
@@ -45,7 +45,7 @@ from inbox_poller.matching.links import (
 from inbox_poller.matching.markup import read_markup
 from inbox_poller.models import Link, Notification
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.matching")
 
 MAX_PART_BYTES = 2 * 1024 * 1024
 """Decoded bytes read from one part; a hostile mail cannot make us parse more."""

@@ -6,7 +6,7 @@ always return something to show or to filter on. ``from_domain`` and
 an ambiguous or damaged From field gives no domain at all, and
 ``Authentication-Results`` values are kept raw (never RFC 2047-decoded), in
 order, top-most first. ``email.utils.parseaddr`` is never used
-(CVE-2023-27043, reliability.md §4.2).
+(CVE-2023-27043, docs/reliability.md §4.2).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from email.message import Message
 
 from inbox_poller.matching.charsets import clean_surrogates
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.matching")
 
 MAX_AUTH_RESULTS = 20
 """``Authentication-Results`` fields kept, top-most first. Only the top-most one with our
@@ -83,7 +83,10 @@ def raw_items(msg: Message) -> list[tuple[str, str]]:
 
 
 def sender_address(msg: Message, defect: Defect) -> str | None:
-    """Return the first From address; a filter, never authentication (reliability.md 4.2)."""
+    """Return the first From address.
+
+    A filter, never authentication (docs/reliability.md §4.2).
+    """
     try:
         header = msg.get("From")
         addresses = getattr(header, "addresses", ())

@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from inbox_poller.matching.extract import extract
 from inbox_poller.matching.match import match_notification
 from inbox_poller.matching.verdicts import choose_download_link
-from inbox_poller.models import Export, ExportRequest, ExportState, MailOutcome
+from inbox_poller.models import Export, ExportRequest, ExportState
 from inbox_poller.urlpolicy import HostRule
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.matching")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UNSAFE = {i: f"\\x{i:02x}" for i in (*range(0x20), 0x7F)} | {0x0A: " ", 0x09: " "}
@@ -138,10 +138,3 @@ def _safe(value: object) -> str:
     if value is None:
         return ""
     return str(value).translate(_UNSAFE).translate(_BIDI)
-
-
-def outcome_exit_code(report: dict[str, object]) -> int:
-    """Return 0 when the mail would be matched, else 1 (for scripts around the CLI)."""
-    match = report.get("match")
-    matched = isinstance(match, dict) and match.get("outcome") == MailOutcome.MATCHED.value
-    return 0 if matched else 1

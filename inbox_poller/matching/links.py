@@ -16,7 +16,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from inbox_poller.models import Link
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.matching")
 
 MAX_LINKS = 1000
 """Links kept per mail (and URLs read from one text)."""

@@ -1,7 +1,7 @@
 """Read one HTML part: its visible text and its links with their words (pure, no I/O).
 
 Always ``html.parser``, named explicitly: parsers build different trees from the
-same broken markup (reliability.md §4.3). ``<script>`` and ``<style>`` are not
+same broken markup (docs/reliability.md §4.3). ``<script>`` and ``<style>`` are not
 text; ``<img src>`` is never a link. Outlook-only (VML) buttons hide in
 conditional comments, so hrefs are read from comments too.
 """
@@ -18,7 +18,7 @@ from bs4.element import Tag
 
 from inbox_poller.matching.links import clean_url, is_http_url, join_angle_urls
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.matching")
 
 MAX_LINK_TEXT_CHARS = 300
 

@@ -26,7 +26,7 @@ from inbox_poller.models import (
 )
 from inbox_poller.urlpolicy import HostRule
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.matching")
 
 DUPLICATE_STATES = frozenset(
     {

@@ -1,6 +1,6 @@
 """Decide whether a notification really comes from an allowed sender domain (pure, no I/O).
 
-Optional, off unless configured (docs/matching.md §7; reliability.md §4.2,
+Optional, off unless configured (docs/matching.md §7; docs/reliability.md §4.2,
 checklist item 30). Our own receiving system authenticates the mail and records
 the outcome in an ``Authentication-Results`` field at the top of the header. Only
 the **top-most** field whose authserv-id is one we configured is read: anything
@@ -29,7 +29,7 @@ from inbox_poller.matching.authresults import (
 from inbox_poller.matching.headers import normal_domain
 from inbox_poller.models import Notification
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.matching")
 
 MICROSOFT_365 = "microsoft365"
 """The ``authserv_ids`` entry that accepts Microsoft 365's field, which has no authserv-id."""

@@ -20,7 +20,7 @@ from inbox_poller.matching.links import url_scheme
 from inbox_poller.models import Link, LinkVerdict
 from inbox_poller.urlpolicy import HostRule, UrlRefused, check_url
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.matching")
 
 MAX_WRAPPER_CHAIN = 8
 """Wrappers followed upwards when a redirect target inherits a wrapper's purpose (the

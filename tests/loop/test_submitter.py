@@ -11,7 +11,7 @@ from inbox_poller.errors import ApiError
 from inbox_poller.ledger.store import Store
 from inbox_poller.loop.submitter import Submitter
 from inbox_poller.models import ExportRequest, ExportState, MailKey, MailOutcome, MailRecord
-from inbox_poller.schedules import parse_schedules
+from inbox_poller.schedules.table import ExportSchedule
 from tests.fakes import FakeApi
 
 START = datetime(2026, 11, 29, 3, 0, 30, tzinfo=UTC)
@@ -40,8 +40,10 @@ def submitter(tmp_path: Path, api: FakeApi, clock: Clock) -> Submitter:
     return Submitter(Store(tmp_path / "state.db"), api, clock=clock)
 
 
-DAILY = parse_schedules(
-    [{"name": "daily", "stat": "42", "cron": "0 3 * * *", "window": "previous-day"}]
+DAILY = (
+    ExportSchedule.model_validate(
+        {"name": "daily", "stat": "42", "cron": "0 3 * * *", "window": "previous-day"}
+    ),
 )
 
 

@@ -23,7 +23,7 @@ from inbox_poller.models import (
 )
 from inbox_poller.urlpolicy import HostRule, parse_host_rule
 
-EML_DIR = Path(__file__).parent / "data" / "eml"
+EML_DIR = Path(__file__).parents[1] / "data" / "eml"
 CASES: list[dict[str, Any]] = json.loads((EML_DIR / "cases.json").read_text())
 CASES_BY_FILE = {c["file"]: c for c in CASES if c["outcome"] == "matched"}
 RULES: tuple[HostRule, ...] = (parse_host_rule(".mypinpointe.com"),)

@@ -15,7 +15,7 @@ from inbox_poller.matching.extract import extract
 from inbox_poller.matching.links import MAX_LINKS
 from inbox_poller.models import Notification
 
-EML_DIR = Path(__file__).parent / "data" / "eml"
+EML_DIR = Path(__file__).parents[1] / "data" / "eml"
 JOB = "482913075"
 DL = (
     f"https://exports.mypinpointe.com/files/{JOB}/contact-data.json.gz"

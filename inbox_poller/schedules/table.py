@@ -1,0 +1,206 @@
+"""One ``[[export]]`` table: its keys, their validation, and the trigger it defines.
+
+The config model validates the ``export`` field with :data:`ExportSchedules`, so every
+error names its key (``export.1.cron``). The rules are in docs/schedules.md §1.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    field_validator,
+    model_validator,
+)
+
+from inbox_poller.models import STAT_ID_RE
+
+INTERVAL_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+"""Every ``every`` schedule fires at INTERVAL_EPOCH + k * interval, whenever the daemon started."""
+MIN_INTERVAL_S = 60
+MAX_INTERVAL_S = 366 * 86400
+MAX_WINDOW_DAYS = 366
+
+_NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+_EVERY_RE = re.compile(r"^([0-9]{1,9})\s*([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_WINDOW_RE = re.compile(r"^(?:previous-day|none|fixed|last-([0-9]{1,4})-days?)$")
+
+
+def _yyyymmdd(value: object) -> str:
+    # TOML may hand us a native date (start = 2026-01-01) or an integer (start = 20260101).
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value.strftime("%Y%m%d")
+    text = "" if isinstance(value, bool) else str(value).strip()
+    if not isinstance(value, (str, int)) or not re.fullmatch(r"[0-9]{8}", text):
+        raise ValueError("expected a date as YYYYMMDD (or a TOML date)")
+    try:
+        datetime.strptime(text, "%Y%m%d")
+    except ValueError:
+        raise ValueError(f"{text} is not a real calendar date") from None
+    return text
+
+
+class ExportSchedule(BaseModel):
+    """One ``[[export]]`` table: what to export, when, and for which date window."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    name: str
+    stat: tuple[str, ...]
+    cron: str | None = None
+    every: str | None = None
+    window: str = "previous-day"
+    start: str | None = None
+    end: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError("expected 1 to 64 of a-z, 0-9, '_' and '-'")
+        return value
+
+    @field_validator("stat", mode="before")
+    @classmethod
+    def _stat_ids(cls, value: object) -> tuple[str, ...]:
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not items:
+            raise ValueError("expected a stat ID or a non-empty list of them")
+        ids: list[str] = []
+        for item in items:
+            usable = isinstance(item, (str, int)) and not isinstance(item, bool)
+            text = str(item).strip() if usable else ""
+            if not STAT_ID_RE.match(text):
+                raise ValueError(f"{item!r} is not a stat ID (1 to 18 digits)")
+            if text in ids:
+                raise ValueError(f"stat ID {text} is listed twice")
+            ids.append(text)
+        return tuple(ids)
+
+    @field_validator("cron")
+    @classmethod
+    def _crontab(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        fields = value.split()
+        if len(fields) != 5:
+            raise ValueError(
+                f"expected 5 crontab fields (minute hour day month weekday), got {len(fields)}"
+            )
+        # APScheduler 3.x numbers weekdays from Monday = 0, crontab from Sunday = 0: a
+        # numeric weekday would silently fire on the wrong day, so only names are accepted.
+        if any(char.isdigit() for char in fields[4]):
+            raise ValueError(
+                "write the weekday field with names (mon-fri, sun): APScheduler 3.x counts"
+                " 0 as Monday where crontab counts 0 as Sunday"
+            )
+        try:
+            trigger = CronTrigger.from_crontab(" ".join(fields), timezone=UTC)
+        except ValueError as exc:
+            raise ValueError(f"not a valid crontab expression: {exc}") from None
+        if trigger.get_next_fire_time(None, INTERVAL_EPOCH) is None:
+            raise ValueError("this crontab expression never fires")
+        return " ".join(fields)
+
+    @field_validator("every")
+    @classmethod
+    def _interval(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        found = _EVERY_RE.match(value)
+        if found is None:
+            raise ValueError('expected a number and a unit s, m, h or d, such as "6h" or "90m"')
+        seconds = int(found[1]) * _UNIT_S[found[2]]
+        if not MIN_INTERVAL_S <= seconds <= MAX_INTERVAL_S:
+            raise ValueError(f"expected an interval from {MIN_INTERVAL_S}s to 366d")
+        return f"{found[1]}{found[2]}"
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        found = _WINDOW_RE.match(value)
+        if found is None:
+            raise ValueError('expected "previous-day", "last-N-days", "fixed" or "none"')
+        if found[1] is not None and not 1 <= int(found[1]) <= MAX_WINDOW_DAYS:
+            raise ValueError(f"N in last-N-days must be from 1 to {MAX_WINDOW_DAYS}")
+        return value
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _date(cls, value: object) -> str | None:
+        return None if value is None else _yyyymmdd(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExportSchedule:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError(
+                'give exactly one of cron (such as "0 3 * * *") or every (such as "6h")'
+            )
+        if self.window == "fixed":
+            if self.start is None or self.end is None:
+                raise ValueError('window = "fixed" needs start and end (YYYYMMDD)')
+            if self.end <= self.start:
+                raise ValueError("end must be after start (end is exclusive)")
+        elif self.start is not None or self.end is not None:
+            raise ValueError('start and end are only used with window = "fixed"')
+        return self
+
+    @property
+    def every_s(self) -> int | None:
+        """The interval in seconds, for ``every`` schedules."""
+        found = _EVERY_RE.match(self.every or "")
+        return None if found is None else int(found[1]) * _UNIT_S[found[2]]
+
+    @property
+    def window_days(self) -> int | None:
+        """N for ``last-N-days``, 1 for ``previous-day``, None for ``fixed`` and ``none``."""
+        if self.window == "previous-day":
+            return 1
+        found = _WINDOW_RE.match(self.window)
+        return int(found[1]) if found is not None and found[1] is not None else None
+
+    def trigger(self) -> Any:
+        """Return a new APScheduler trigger (UTC) that says when this schedule fires."""
+        seconds = self.every_s
+        if seconds is not None:
+            return IntervalTrigger(seconds=seconds, start_date=INTERVAL_EPOCH, timezone=UTC)
+        return CronTrigger.from_crontab(self.cron, timezone=UTC)
+
+    def describe(self) -> str:
+        """One line for the start-up summary."""
+        when = f"cron '{self.cron}'" if self.cron is not None else f"every {self.every}"
+        window = self.window
+        if window == "fixed":
+            window = f"fixed {self.start}..{self.end}"
+        return f"export {self.name}: stat {','.join(self.stat)}, {when} UTC, window {window}"
+
+
+def _unique_names(schedules: tuple[ExportSchedule, ...]) -> tuple[ExportSchedule, ...]:
+    seen: set[str] = set()
+    for schedule in schedules:
+        if schedule.name in seen:
+            raise ValueError(f"the export name {schedule.name!r} is used more than once")
+        seen.add(schedule.name)
+    return schedules
+
+
+def _array_of_tables(value: object) -> object:
+    if isinstance(value, Mapping):
+        raise ValueError("write each export as an [[export]] table (double brackets)")
+    return value
+
+
+ExportSchedules = Annotated[
+    tuple[ExportSchedule, ...], BeforeValidator(_array_of_tables), AfterValidator(_unique_names)
+]
+"""The type of the config field ``export``: the tables, with unique names."""
