@@ -45,7 +45,7 @@ from inbox_poller.loop.parts import LoopParts
 from inbox_poller.loop.submitter import Submitter
 from inbox_poller.models import CycleReport, MailboxStatus, utc_now
 from inbox_poller.ports import Mailbox
-from inbox_poller.schedules import scheduler_entries
+from inbox_poller.schedules.jobs import scheduler_entries
 from inbox_poller.service.downloads import DownloadPool
 from inbox_poller.service.health import ledger_health
 from inbox_poller.service.sdnotify import Notifier
