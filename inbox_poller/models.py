@@ -211,6 +211,24 @@ class Notification:
     exactly one mailbox and no parse defect (``sender.check_sender`` relies on it)."""
 
 
+@dataclass(frozen=True)
+class MailSummary:
+    """What the ledger keeps of a mail that matched nothing yet, to match it again later.
+
+    Never the body: matching looks for known job IDs as whole tokens, so the distinct
+    tokens that contain a digit are enough, with the links and the labelled candidates.
+    """
+
+    message_id: str | None
+    sender: str | None
+    subject: str
+    tokens: tuple[str, ...]
+    """Distinct tokens of the subject and texts that contain a digit (bounded)."""
+    links: tuple[Link, ...]
+    candidates: tuple[str, ...]
+    """The mail's labelled job-ID candidates (``Notification.candidate_job_ids``)."""
+
+
 class MailOutcome(StrEnum):
     """What became of one mail. Persisted by value."""
 

@@ -13,6 +13,10 @@ from typing import Any
 
 import pytest
 
+# plugins import each other (the daemon's uses the loop's): rewrite asserts in all of
+# them, whichever is imported first
+pytest.register_assert_rewrite("tests.plugins")
+
 pytest_plugins = sorted(
     f"tests.plugins.{path.stem}"
     for path in (Path(__file__).parent / "plugins").glob("*.py")

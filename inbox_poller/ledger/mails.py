@@ -14,8 +14,8 @@ from typing import Any
 
 from inbox_poller.errors import StoreError
 from inbox_poller.ledger.connection import LedgerConnection
-from inbox_poller.ledger.schema import row_to_mail, to_iso
-from inbox_poller.models import ExportState, MailKey, MailOutcome, MailRecord
+from inbox_poller.ledger.schema import row_to_mail, summary_from_json, summary_to_json, to_iso
+from inbox_poller.models import ExportState, MailKey, MailOutcome, MailRecord, MailSummary
 
 
 class MailRecords(LedgerConnection):
@@ -52,7 +52,7 @@ class MailRecords(LedgerConnection):
         record: MailRecord,
         now: datetime,
         *,
-        summary: dict[str, Any] | None = None,
+        summary: MailSummary | None = None,
         download_url: str | None = None,
         adopt_job_id: str | None = None,
     ) -> None:
@@ -90,7 +90,7 @@ class MailRecords(LedgerConnection):
         self,
         conn: sqlite3.Connection,
         record: MailRecord,
-        summary: dict[str, Any] | None,
+        summary: MailSummary | None,
         *,
         replace: bool = False,
     ) -> None:
@@ -120,7 +120,7 @@ class MailRecords(LedgerConnection):
                 key.mailbox,
                 key.uidvalidity,
                 key.uid,
-                json.dumps(summary) if summary is not None else None,
+                summary_to_json(summary) if summary is not None else None,
                 to_iso(record.seen_at),
             ),
         )
@@ -160,14 +160,14 @@ class MailRecords(LedgerConnection):
                 )
         self._transition(conn, record.export_id, ExportState.NOTIFIED, now, reason, **fields)
 
-    def unmatched_mails(self, since: datetime) -> list[tuple[MailRecord, dict[str, Any]]]:
+    def unmatched_mails(self, since: datetime) -> list[tuple[MailRecord, MailSummary]]:
         """Return unmatched mails seen after *since*, with the summary kept for re-matching."""
         rows = self._query(
             "SELECT * FROM mails WHERE outcome = ? AND seen_at >= ? AND summary IS NOT NULL"
             " ORDER BY seen_at, uidvalidity, uid",
             (MailOutcome.UNMATCHED.value, to_iso(since)),
         )
-        return [(row_to_mail(row), json.loads(row["summary"])) for row in rows]
+        return [(row_to_mail(row), summary_from_json(row["summary"])) for row in rows]
 
     def mails_to_acknowledge(self) -> list[MailRecord]:
         """Mails whose export is archived (or done) and that are not yet acknowledged."""

@@ -22,9 +22,11 @@ from inbox_poller.models import (
     Export,
     ExportRequest,
     ExportState,
+    Link,
     MailKey,
     MailOutcome,
     MailRecord,
+    MailSummary,
 )
 
 logger = logging.getLogger("inbox_poller.ledger")
@@ -229,4 +231,43 @@ def row_to_mail(row: sqlite3.Row) -> MailRecord:
         export_id=row["export_id"],
         job_ids=tuple(json.loads(row["job_ids"])),
         acknowledged_at=from_iso(row["acknowledged_at"]),
+    )
+
+
+def summary_to_json(summary: MailSummary) -> str:
+    """Return the ``mails.summary`` text of *summary*; links are ``[url, text, source, via]``."""
+    return json.dumps(
+        {
+            "message_id": summary.message_id,
+            "sender": summary.sender,
+            "subject": summary.subject,
+            "tokens": list(summary.tokens),
+            "links": [[link.url, link.text, link.source, link.via] for link in summary.links],
+            "candidates": list(summary.candidates),
+        }
+    )
+
+
+def summary_from_json(text: str) -> MailSummary:
+    """Return the :class:`MailSummary` a ``mails.summary`` text holds.
+
+    Rows written before ``via`` existed hold links as ``[url, text, source]``: the
+    extractor put each unwrapped link after the link it came from, so ``via`` is taken
+    to be the nearest link above it that is not unwrapped.
+    """
+    stored = json.loads(text)
+    links: list[Link] = []
+    wrapper: str | None = None
+    for url, link_text, source, *rest in stored.get("links", []):
+        via = rest[0] if rest else (wrapper if source == "unwrapped" else None)
+        links.append(Link(url, link_text, source, via))
+        if source != "unwrapped":
+            wrapper = url
+    return MailSummary(
+        message_id=stored.get("message_id"),
+        sender=stored.get("sender"),
+        subject=stored.get("subject", ""),
+        tokens=tuple(stored.get("tokens", [])),
+        links=tuple(links),
+        candidates=tuple(stored.get("candidates", [])),
     )

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import ExtractError, MailboxError, StoreError
@@ -28,6 +28,7 @@ from inbox_poller.models import (
     MailKey,
     MailOutcome,
     MailRecord,
+    MailSummary,
     Match,
     utc_now,
 )
@@ -166,7 +167,7 @@ class MailReader:
         record: MailRecord,
         report: CycleReport,
         *,
-        summary: dict[str, Any] | None = None,
+        summary: MailSummary | None = None,
         match: Match | None = None,
         rematch: bool = False,
     ) -> None:

@@ -9,21 +9,15 @@ bounded set of tokens and links matching needs, and
 
 from __future__ import annotations
 
-from typing import Any
-
 from inbox_poller.matching.jobids import TOKEN_RE
-from inbox_poller.models import Link, MailOutcome, Match, Notification
+from inbox_poller.models import Link, MailOutcome, MailSummary, Match, Notification
 from inbox_poller.urlpolicy import redact_url
 
 _MAX_SUMMARY_TOKENS = 5000
 
 
-def summarize(notification: Notification) -> dict[str, Any]:
-    """Keep what re-matching an unmatched mail needs, bounded in size.
-
-    Matching looks for known job IDs as whole tokens, so the distinct tokens
-    that contain a digit are enough; the body itself is never stored.
-    """
+def summarize(notification: Notification) -> MailSummary:
+    """Keep what re-matching an unmatched mail needs, bounded in size; never the body."""
     tokens: dict[str, None] = {}
     words = (
         w for text in (notification.subject, *notification.texts) for w in TOKEN_RE.findall(text)
@@ -33,39 +27,28 @@ def summarize(notification: Notification) -> dict[str, Any]:
             tokens.setdefault(word.rstrip("._-"), None)
             if len(tokens) >= _MAX_SUMMARY_TOKENS:
                 break
-    return {
-        "message_id": notification.message_id,
-        "sender": notification.sender,
-        "subject": notification.subject[:500],
-        "tokens": list(tokens),
-        "links": [
-            [link.url, link.text[:200], link.source, link.via] for link in notification.links[:200]
-        ],
-        "candidates": list(notification.candidate_job_ids),
-    }
+    return MailSummary(
+        message_id=notification.message_id,
+        sender=notification.sender,
+        subject=notification.subject[:500],
+        tokens=tuple(tokens),
+        links=tuple(
+            Link(link.url, link.text[:200], link.source, link.via)
+            for link in notification.links[:200]
+        ),
+        candidates=notification.candidate_job_ids,
+    )
 
 
-def notification_from_summary(summary: dict[str, Any]) -> Notification:
-    """Rebuild a matchable ``Notification`` from :func:`summarize`'s output.
-
-    Links are ``[url, text, source, via]``. Rows stored before ``via`` existed hold
-    ``[url, text, source]``: the extractor put each unwrapped link after the link it
-    came from, so ``via`` is taken to be the nearest link above it that is not unwrapped.
-    """
-    links: list[Link] = []
-    wrapper: str | None = None
-    for url, text, source, *rest in summary.get("links", []):
-        via = rest[0] if rest else (wrapper if source == "unwrapped" else None)
-        links.append(Link(url, text, source, via))
-        if source != "unwrapped":
-            wrapper = url
+def notification_from_summary(summary: MailSummary) -> Notification:
+    """Rebuild a matchable ``Notification`` from :func:`summarize`'s output."""
     return Notification(
-        message_id=summary.get("message_id"),
-        sender=summary.get("sender"),
-        subject=summary.get("subject", ""),
-        texts=(" ".join(summary.get("tokens", [])),),
-        links=tuple(links),
-        candidate_job_ids=tuple(summary.get("candidates", [])),
+        message_id=summary.message_id,
+        sender=summary.sender,
+        subject=summary.subject,
+        texts=(" ".join(summary.tokens),),
+        links=summary.links,
+        candidate_job_ids=summary.candidates,
     )
 
 

@@ -17,9 +17,11 @@ from inbox_poller.models import (
     ArchivedFile,
     ExportRequest,
     ExportState,
+    Link,
     MailKey,
     MailOutcome,
     MailRecord,
+    MailSummary,
 )
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -131,9 +133,14 @@ def test_archived_cannot_be_downloaded_again(store: Store) -> None:
         store.mark_downloading(export_id, NOW)
 
 
+def _summary(*tokens: str) -> MailSummary:
+    link = Link("https://na01.mypinpointe.com/x.json", "Download", "href")
+    return MailSummary("<m@x>", "a@example.com", "Export ready", tokens, (link,), ())
+
+
 def test_mail_and_watermark_advance_together(store: Store) -> None:
     assert store.watermark("INBOX", 7) == 0
-    store.record_mail(_mail(3, MailOutcome.UNMATCHED), NOW, summary={"tokens": []})
+    store.record_mail(_mail(3, MailOutcome.UNMATCHED), NOW, summary=_summary())
     store.record_mail(_mail(9, MailOutcome.REFUSED), NOW)
     assert store.watermark("INBOX", 7) == 9
     assert store.watermark("INBOX", 8) == 0
@@ -169,9 +176,9 @@ def test_adopting_a_job_id_for_an_orphan(store: Store) -> None:
 
 
 def test_unmatched_mail_is_kept_for_rematching(store: Store) -> None:
-    store.record_mail(_mail(3, MailOutcome.UNMATCHED), NOW, summary={"tokens": ["555"]})
+    store.record_mail(_mail(3, MailOutcome.UNMATCHED), NOW, summary=_summary("555"))
     [(record, summary)] = store.unmatched_mails(NOW - timedelta(days=1))
-    assert summary == {"tokens": ["555"]}
+    assert summary == _summary("555")
     assert store.unmatched_mails(NOW + timedelta(days=1)) == []
     export_id = _submitted(store, "555")
     matched = MailRecord(record.key, record.message_id, MailOutcome.MATCHED, "late", NOW, export_id)
