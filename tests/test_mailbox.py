@@ -23,7 +23,9 @@ from imapclient import IMAPClient
 
 from inbox_poller.config import ImapConfig
 from inbox_poller.errors import MailboxError, MailboxLoginError
-from inbox_poller.imap.mailbox import FETCH_CHUNK_UIDS, IMAPLIB_LOGGER, ImapMailbox, chunked
+from inbox_poller.imap.fetching import FETCH_CHUNK_UIDS, chunked
+from inbox_poller.imap.mailbox import ImapMailbox
+from inbox_poller.imap.session import IMAPLIB_LOGGER
 from inbox_poller.models import FetchedMail, MailboxStatus, MailKey
 from inbox_poller.ports import Mailbox
 from inbox_poller.sandbox.dovecot.server import DovecotServer
@@ -472,7 +474,7 @@ def test_without_move_or_uidplus_mail_is_only_keyworded(
     assert (status.can_move, status.has_uidplus) == (False, False)
     keys = [mail.key for mail in mailbox.fetch_new(0)]
 
-    with caplog.at_level(logging.WARNING, logger="inbox_poller.imap.mailbox"):
+    with caplog.at_level(logging.WARNING, logger="inbox_poller.imap"):
         assert [mailbox.acknowledge(key, None) for key in keys] == ["keyword", "keyword"]
 
     assert _uids(server, folder) == [first, second]
