@@ -5,10 +5,11 @@ object the rest of the program holds, and it owns the session: connect, log in, 
 close, and forgetting a session that broke. The IMAP rules of docs/reliability.md §2
 live in the modules it delegates to:
 
-* ``session``: certificate checks always on (implicit TLS, STARTTLS that must be
-  advertised, or plain text to loopback only), socket timeouts and TCP keepalive, and
-  every imapclient, socket and TLS exception translated into ``MailboxError`` (or
-  ``MailboxLoginError``) naming the server and the step;
+* ``session``: certificate checks always on (implicit TLS, or STARTTLS that must be
+  advertised; plain text only to loopback, which ``ImapConfig`` enforces), socket
+  timeouts and TCP keepalive, and every imapclient, socket and TLS exception
+  translated into ``MailboxError`` (or ``MailboxLoginError``) naming the server and
+  the step;
 * ``folder``: the SELECT response and the capabilities, read into ``MailboxStatus``;
 * ``fetching``: incremental ``UID SEARCH`` by watermark with the ``n:*`` trap handled,
   ``RFC822.SIZE`` before ``BODY.PEEK[]``;
