@@ -27,10 +27,8 @@ from inbox_poller.models import FetchedMail, MailboxStatus, MailKey
 from inbox_poller.ports import Mailbox
 from inbox_poller.sandbox.dovecot.server import DovecotServer
 from inbox_poller.service.watcher import MailboxWatcher, backoff_delay
-from tests.plugins.dovecot import imap_config_for, make_mail
+from tests.plugins.dovecot import MakeMailbox, imap_config_for, make_mail
 from tests.plugins.tcp_proxy import MakeTcpProxy
-
-MakeMailbox = Callable[..., ImapMailbox]
 
 needs_dovecot = pytest.mark.dovecot
 
@@ -632,45 +630,3 @@ def test_rejects_non_positive_intervals(option: str, value: float) -> None:
             wake=threading.Event(),
             **options,
         )
-
-
-# ---- ImapMailbox.idle_wait, as the watcher relies on it -------------------------------
-
-
-@needs_dovecot
-def test_idle_wait_sees_a_change_held_back_across_done(
-    dovecot: DovecotServer, imap_folder: str, make_dovecot_mailbox: MakeMailbox
-) -> None:
-    mailbox = make_dovecot_mailbox(imap_folder)
-    mailbox.open()
-    # DONE 0.2 s after the APPEND, inside Dovecot's 500 ms notification delay: the
-    # EXISTS is held back and sent right behind the next "+ idling", in one write
-    for _attempt in range(3):
-        timer = threading.Timer(0.1, dovecot.append, (imap_folder, make_mail()))
-        timer.start()
-        try:
-            reported_before_done = mailbox.idle_wait(0.3)
-        finally:
-            timer.join()
-        if not reported_before_done:
-            break
-    else:
-        pytest.fail("the APPEND was always reported before DONE; the machine is too slow")
-    started = time.monotonic()
-    assert mailbox.idle_wait(5.0) is True
-    # imaplib has already buffered it while reading "+ idling": polling the socket
-    # alone would leave it there until the next DONE, 5 s later
-    assert time.monotonic() - started < 1.0
-
-
-@needs_dovecot
-def test_idle_wait_ends_early_when_interrupted(
-    dovecot: DovecotServer, imap_folder: str, make_dovecot_mailbox: MakeMailbox
-) -> None:
-    mailbox = make_dovecot_mailbox(imap_folder)
-    mailbox.open()
-    started = time.monotonic()
-    assert mailbox.idle_wait(30.0, lambda: time.monotonic() - started > 0.3) is False
-    assert 0.3 <= time.monotonic() - started < 0.8
-    uid = dovecot.append(imap_folder, make_mail())
-    assert [mail.key.uid for mail in mailbox.fetch_new(0)] == [uid], "the session is intact"

@@ -1,82 +1,41 @@
 """The IMAP edge: one session on the notification folder, over imapclient.
 
-``ImapMailbox`` implements ``poller.Mailbox``. It owns every IMAP rule from
-reliability.md section 2: certificate checks always on (implicit TLS,
-STARTTLS that must be advertised, or plain text to loopback only), socket
-timeouts and TCP keepalive, incremental ``UID SEARCH`` by watermark with the
-``n:*`` trap handled, ``RFC822.SIZE`` before ``BODY.PEEK[]``, keyword and MOVE
-only as the server allows, and never a bare EXPUNGE.
+``ImapMailbox`` implements ``ports.Mailbox`` (and ``check`` for the CLI). It is the one
+object the rest of the program holds, and it owns the session: connect, log in, select,
+close, and forgetting a session that broke. The IMAP rules of docs/reliability.md §2
+live in the modules it delegates to:
 
-Every imapclient, socket and TLS exception is translated into
-``MailboxError`` (or ``MailboxLoginError``) naming the server and the step.
-Connecting, logging in and that translation live in ``imap_session``; waiting for new
-mail (IDLE, or NOOP polling) lives in ``idle``.
+* ``session``: certificate checks always on (implicit TLS, or STARTTLS that must be
+  advertised; plain text only to loopback, which ``ImapConfig`` enforces), socket
+  timeouts and TCP keepalive, and every imapclient, socket and TLS exception
+  translated into ``MailboxError`` (or ``MailboxLoginError``) naming the server and
+  the step;
+* ``folder``: the SELECT response and the capabilities, read into ``MailboxStatus``;
+* ``fetching``: incremental ``UID SEARCH`` by watermark with the ``n:*`` trap handled,
+  ``RFC822.SIZE`` before ``BODY.PEEK[]``;
+* ``marking``: keyword and MOVE only as the server allows, and never a bare EXPUNGE;
+* ``idle``: waiting for new mail (IDLE, or NOOP polling).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import ssl
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from imapclient import DELETED, IMAPClient, SocketTimeout
+from imapclient import IMAPClient, SocketTimeout
 
 from inbox_poller.config import ImapConfig
 from inbox_poller.errors import MailboxError
-from inbox_poller.imap import idle
-from inbox_poller.imap import session as imap_session
+from inbox_poller.imap import fetching, folder, idle, marking, session
 from inbox_poller.models import FetchedMail, MailboxStatus, MailKey
 from inbox_poller.net import client_context
 
-logger = logging.getLogger(__name__)
-
-FETCH_CHUNK_UIDS = 5000
-"""Explicit UIDs per FETCH: imapclient 4.x cannot take ``1:*``, and Dovecot refuses
-command lines over 64 KiB (about 10,000 UIDs)."""
-
-IMAPLIB_LOGGER = "imapclient.imaplib"
-"""imaplib's wire log: at DEBUG it contains every server line, message bodies included."""
-
-_HEADER_FOLD_RE = re.compile(rb"\r?\n[ \t]+")
-_MESSAGE_ID_RE = re.compile(rb"^message-id:[ \t]*(.*?)[ \t]*$", re.IGNORECASE | re.MULTILINE)
-
-
-def quiet_imaplib_logger() -> None:
-    """Keep imaplib's wire log at INFO or above, whatever the root logger's level.
-
-    Its redaction covers only LOGIN and AUTHENTICATE lines; bodies would carry
-    signed download URLs into the log (reliability.md 4.5).
-    """
-    wire = logging.getLogger(IMAPLIB_LOGGER)
-    if wire.level < logging.INFO:
-        wire.setLevel(logging.INFO)
-
-
-def chunked(uids: Sequence[int], size: int = FETCH_CHUNK_UIDS) -> Iterator[list[int]]:
-    """Yield *uids* in order, in lists of at most *size*."""
-    if size < 1:
-        raise ValueError("chunk size must be at least 1")
-    for start in range(0, len(uids), size):
-        yield list(uids[start : start + size])
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("ascii", "replace") if isinstance(value, bytes) else value
-
-
-def _bare_message_id(value: str) -> str:
-    return value.strip().strip("<>").strip()
-
-
-def _header_message_id(header_block: bytes) -> str | None:
-    unfolded = _HEADER_FOLD_RE.sub(b" ", header_block)
-    match = _MESSAGE_ID_RE.search(unfolded)
-    return match.group(1).decode("ascii", "replace") if match else None
+logger = logging.getLogger("inbox_poller.imap")
 
 
 class ImapMailbox:
@@ -95,7 +54,7 @@ class ImapMailbox:
         *,
         ca_file: Path | None = None,
         connect_timeout_s: float | None = None,
-        fetch_chunk: int = FETCH_CHUNK_UIDS,
+        fetch_chunk: int = fetching.FETCH_CHUNK_UIDS,
     ) -> None:
         self._config = config
         self._password = password
@@ -112,8 +71,8 @@ class ImapMailbox:
         self._client: IMAPClient | None = None
         self._status: MailboxStatus | None = None
         self._exists = 0
-        self._warned_cannot_move = False
-        quiet_imaplib_logger()
+        self._marker = marking.Marker(config, self._where)
+        session.quiet_imaplib_logger()
 
     # ---- the Mailbox protocol ---------------------------------------------------------
 
@@ -128,13 +87,18 @@ class ImapMailbox:
         client = self._connect()
         self._client = client
         try:
-            imap_session.login(client, self._config, self._password, self._where, self._guard)
+            session.login(client, self._config, self._password, self._where, self._guard)
             with self._guard("read capabilities"):
-                capabilities = frozenset(_text(cap).upper() for cap in client.capabilities())
-            self._ensure_processed_folder(client)
+                capabilities = client.capabilities()
+            folder.ensure_processed_folder(
+                client, self._config.processed_folder, self._where, self._guard
+            )
             with self._guard(f"select folder {self._config.folder!r}"):
                 selected = client.select_folder(self._config.folder, readonly=False)
-            self._status = self._read_status(selected, capabilities)
+            self._status = folder.read_status(
+                selected, capabilities, self._config.folder, self._where
+            )
+            self._exists = folder.message_count(selected)
         except MailboxError:
             self._drop()
             raise
@@ -156,24 +120,17 @@ class ImapMailbox:
         ``max_message_bytes``, and only when the caller asks for the next message.
         :raises MailboxError:
         """
+        # a generator, so that even "no open session" is raised at the first next()
         client, status = self._require_open()
-        first = max(after_uid + 1, 1)
-        with self._guard("search for new mail"):
-            # NOOP lets the server sync the selected folder first: Dovecot answers a
-            # SEARCH from the session's view, which may predate mail that arrived since
-            client.noop()
-            found = client.search(["UID", f"{first}:*"])
-        # "n:*" always includes the highest UID, even when it is below n (RFC 3501 6.4.8)
-        uids = sorted(uid for uid in found if uid > after_uid)
-        if uids:
-            logger.debug("%s: %s new message(s) after UID %s", self._where, len(uids), after_uid)
-        for chunk in chunked(uids, self._fetch_chunk):
-            with self._guard(f"fetch sizes of UIDs {chunk[0]}-{chunk[-1]}"):
-                meta = client.fetch(chunk, ["RFC822.SIZE", "FLAGS"])
-            for uid in chunk:
-                mail = self._fetch_one(client, status, uid, meta.get(uid))
-                if mail is not None:
-                    yield mail
+        yield from fetching.fetch_new(
+            client,
+            status,
+            after_uid,
+            max_message_bytes=self._config.max_message_bytes,
+            chunk_size=self._fetch_chunk,
+            where=self._where,
+            guard=self._guard,
+        )
 
     def acknowledge(self, key: MailKey, message_id: str | None) -> str:
         """Mark one handled mail: keyword (when allowed), then move (when configured).
@@ -182,20 +139,7 @@ class ImapMailbox:
         ``"ledger only"``. Idempotent. :raises MailboxError:
         """
         client, status = self._require_open()
-        uids = self._locate(client, status, key, message_id)
-        if not uids:
-            logger.info("uid %s: not in %s any more; nothing to mark", key, self._config.folder)
-            return "not found"
-        done = []
-        if status.keywords_allowed:
-            with self._guard(f"store keyword on UID {uids}"):
-                client.add_flags(uids, [self._config.keyword], silent=True)
-            done.append("keyword")
-        if self._config.processed_folder is not None and self._move(client, status, uids):
-            done.append("moved")
-        outcome = ", ".join(done) or "ledger only"
-        logger.info("uid %s: acknowledged (%s)", key, outcome)
-        return outcome
+        return self._marker.mark(client, status, key, message_id, self._guard)
 
     def close(self) -> None:
         """Log out; never raises."""
@@ -219,7 +163,9 @@ class ImapMailbox:
         """
         try:
             status = self.open()
-            return self._describe(status)
+            return folder.describe(
+                self._config, status, self._exists, self._marker.describe(status)
+            )
         finally:
             self.close()
 
@@ -255,162 +201,7 @@ class ImapMailbox:
             what = f"load the CA file {self._ca_file}" if self._ca_file else "load the system CAs"
             with self._guard(what):
                 self._context = client_context(self._ca_file)
-        return imap_session.connect(
-            self._config, self._context, self._timeout, self._where, self._guard
-        )
-
-    def _ensure_processed_folder(self, client: IMAPClient) -> None:
-        name = self._config.processed_folder
-        if name is None:
-            return
-        with self._guard(f"create folder {name!r}"):
-            if not client.folder_exists(name):
-                client.create_folder(name)
-                logger.info("%s: created the processed folder %s", self._where, name)
-
-    def _read_status(
-        self, selected: dict[bytes, Any], capabilities: frozenset[str]
-    ) -> MailboxStatus:
-        """Turn the SELECT response and the capabilities into our status."""
-        if b"READ-WRITE" not in selected:
-            logger.warning(
-                "%s: %s was opened read-only; mail cannot be marked",
-                self._where,
-                self._config.folder,
-            )
-        permanent = {_text(flag) for flag in selected.get(b"PERMANENTFLAGS", ())}
-        self._exists = int(selected.get(b"EXISTS", 0))
-        try:
-            uidvalidity = int(selected[b"UIDVALIDITY"])
-        except KeyError:
-            raise MailboxError(
-                f"{self._where}: SELECT {self._config.folder} reported no UIDVALIDITY"
-            ) from None
-        return MailboxStatus(
-            folder=self._config.folder,
-            uidvalidity=uidvalidity,
-            uidnext=int(selected.get(b"UIDNEXT", 0)),
-            keywords_allowed="\\*" in permanent and b"READ-WRITE" in selected,
-            can_move="MOVE" in capabilities,
-            has_uidplus="UIDPLUS" in capabilities,
-            has_idle="IDLE" in capabilities,
-        )
-
-    def _fetch_one(
-        self,
-        client: IMAPClient,
-        status: MailboxStatus,
-        uid: int,
-        meta: dict[bytes, Any] | None,
-    ) -> FetchedMail | None:
-        """Return one message, with its body only when it is within the size cap."""
-        if meta is None:  # expunged by someone else since the SEARCH
-            return None
-        limit = self._config.max_message_bytes
-        size = int(meta.get(b"RFC822.SIZE", 0))
-        flags = tuple(_text(flag) for flag in meta.get(b"FLAGS", ()))
-        key = MailKey(status.folder, status.uidvalidity, uid)
-        raw = None
-        if size <= limit:
-            # a partial fetch caps what we read even if the server understated the size
-            with self._guard(f"fetch UID {uid}"):
-                body = client.fetch([uid], [f"BODY.PEEK[]<0.{limit + 1}>"]).get(uid)
-            raw = None if body is None else body.get(b"BODY[]<0>", body.get(b"BODY[]"))
-            if not isinstance(raw, bytes):
-                # expunged by another session since the SEARCH: Dovecot answers NIL
-                # with [EXPUNGEISSUED], other servers leave the UID out
-                logger.info("uid %s: expunged by someone else before it was read", key)
-                return None
-            if len(raw) > limit:
-                size, raw = max(size, len(raw)), None
-        if raw is None:
-            logger.info(
-                "uid %s: %s bytes, over the %s-byte cap; body not retrieved", key, size, limit
-            )
-        return FetchedMail(key=key, size=size, raw=raw, flags=flags)
-
-    def _locate(
-        self,
-        client: IMAPClient,
-        status: MailboxStatus,
-        key: MailKey,
-        message_id: str | None,
-    ) -> list[int]:
-        """Return the current UIDs of the mail *key* names, by UID or else by Message-ID."""
-        if key.mailbox == status.folder and key.uidvalidity == status.uidvalidity:
-            with self._guard(f"look up UID {key.uid}"):
-                if key.uid in client.search(["UID", str(key.uid)]):
-                    return [key.uid]
-        if not message_id or not message_id.isascii():
-            return []
-        logger.info("uid %s: looking the mail up by Message-ID instead", key)
-        with self._guard("search by Message-ID"):
-            candidates = client.search(["HEADER", "Message-ID", message_id])
-            if not candidates:
-                return []
-            headers = client.fetch(candidates, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
-        # HEADER search matches substrings; keep only exact matches
-        wanted = _bare_message_id(message_id)
-        uids = []
-        for uid, item in headers.items():
-            block = item.get(b"BODY[HEADER.FIELDS (MESSAGE-ID)]", b"")
-            found = _header_message_id(block if isinstance(block, bytes) else b"")
-            if found is not None and _bare_message_id(found) == wanted:
-                uids.append(uid)
-        return sorted(uids)
-
-    def _move(self, client: IMAPClient, status: MailboxStatus, uids: list[int]) -> bool:
-        """Move *uids* to the processed folder as safely as the server allows."""
-        target = self._config.processed_folder
-        assert target is not None
-        if status.can_move:
-            with self._guard(f"move UID {uids} to {target!r}"):
-                client.move(uids, target)
-            return True
-        if status.has_uidplus:
-            # not atomic: a crash after COPY leaves a copy in both folders, which the
-            # ledger tolerates; UID EXPUNGE touches only our UIDs, never another
-            # client's \Deleted mail
-            with self._guard(f"copy UID {uids} to {target!r}"):
-                client.copy(uids, target)
-                client.add_flags(uids, [DELETED], silent=True)
-                client.uid_expunge(uids)
-            return True
-        if not self._warned_cannot_move:
-            logger.warning(
-                "%s: the server offers neither MOVE nor UIDPLUS; handled mail stays in %s "
-                "(a bare EXPUNGE could delete other clients' mail)",
-                self._where,
-                status.folder,
-            )
-            self._warned_cannot_move = True
-        return False
-
-    def _describe(self, status: MailboxStatus) -> str:
-        config = self._config
-
-        def yes(flag: bool) -> str:
-            return "yes" if flag else "no"
-
-        return (
-            f"{config.security}://{config.host}:{config.effective_port} as {config.username}: "
-            f"folder {status.folder} (UIDVALIDITY {status.uidvalidity}, "
-            f"UIDNEXT {status.uidnext}, {self._exists} messages); "
-            f"MOVE {yes(status.can_move)}, UIDPLUS {yes(status.has_uidplus)}, "
-            f"IDLE {yes(status.has_idle)}, keywords {yes(status.keywords_allowed)}; "
-            f"handled mail: {self._marking(status)}"
-        )
-
-    def _marking(self, status: MailboxStatus) -> str:
-        parts = []
-        if status.keywords_allowed:
-            parts.append(f"keyword {self._config.keyword}")
-        target = self._config.processed_folder
-        if target is not None and (status.can_move or status.has_uidplus):
-            parts.append(
-                f"moved to {target}" + ("" if status.can_move else " (COPY + UID EXPUNGE)")
-            )
-        return " + ".join(parts) or "ledger only"
+        return session.connect(self._config, self._context, self._timeout, self._where, self._guard)
 
     def _reports_new_mail(self, responses: list[Any]) -> bool:
         for response in responses:
@@ -435,4 +226,4 @@ class ImapMailbox:
 
     def _guard(self, step: str) -> AbstractContextManager[None]:
         """Translate library exceptions raised during *step* into ``MailboxError``."""
-        return imap_session.translate_errors(self._where, step, self._config.timeout_s, self._drop)
+        return session.translate_errors(self._where, step, self._config.timeout_s, self._drop)

@@ -1,15 +1,18 @@
 """Opening one IMAP session safely, and translating what can go wrong on it.
 
-``ImapMailbox`` calls these for the connection part of reliability.md section 2:
+``ImapMailbox`` calls these for the connection part of docs/reliability.md §2:
 certificate checks always on (implicit TLS, or STARTTLS that must be advertised),
 socket timeouts and TCP keepalive, and a login whose refusal is told apart from a
 dropped connection. ``translate_errors`` turns every imapclient, socket and TLS
-exception into ``MailboxError`` (or ``MailboxLoginError``) naming the server and step.
+exception into ``MailboxError`` (or ``MailboxLoginError``) naming the server and step;
+``quiet_imaplib_logger`` keeps the session's wire log out of the log, and ``atom_text``
+reads the atoms (flags, capabilities) the server answers with.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import ssl
 from collections.abc import Callable, Iterator
@@ -26,8 +29,27 @@ KEEPALIVE_INTERVAL_S = 15
 KEEPALIVE_COUNT = 4
 """A silently dead connection (NAT timeout) is noticed after about 2 minutes."""
 
+IMAPLIB_LOGGER = "imapclient.imaplib"
+"""imaplib's wire log: at DEBUG it contains every server line, message bodies included."""
+
 Guard = Callable[[str], AbstractContextManager[None]]
 """Wraps one named step (``with guard("fetch UID 7"): ...``) in ``translate_errors``."""
+
+
+def quiet_imaplib_logger() -> None:
+    """Keep imaplib's wire log at INFO or above, whatever the root logger's level.
+
+    Its redaction covers only LOGIN and AUTHENTICATE lines; bodies would carry
+    signed download URLs into the log (docs/reliability.md §4.5).
+    """
+    wire = logging.getLogger(IMAPLIB_LOGGER)
+    if wire.level < logging.INFO:
+        wire.setLevel(logging.INFO)
+
+
+def atom_text(value: bytes | str) -> str:
+    """Return a flag or capability as text: imapclient hands some back as bytes, some as str."""
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else value
 
 
 def connect(

@@ -10,8 +10,9 @@
   (``MOVE``, ``UIDPLUS``, ``IDLE``) or folders that refuse keywords, started
   once per session per variant.
 * ``make_dovecot_mailbox``: build an ``ImapMailbox`` for a folder; every one is
-  closed at teardown.
-* ``imap_config_for`` and ``make_mail`` are plain helpers.
+  closed at teardown (its type: ``MakeMailbox``).
+* ``imap_config_for``, ``make_mail``, ``folder_flags`` and ``folder_uids`` are plain
+  helpers; ``KEYWORD`` is the keyword handled mail is marked with.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ from inbox_poller.sandbox.dovecot.server import INSTALL_HINT, DovecotServer, fin
 
 PASSWORD_ENV = "INBOX_POLLER_TEST_IMAP_PASSWORD"
 """Named in the test ImapConfig only because the config needs a source; never read."""
+
+KEYWORD = "$ExportArchived"
+"""The keyword ``imap_config_for``'s configs mark handled mail with (``ImapConfig``'s default)."""
+
+MakeMailbox = Callable[..., ImapMailbox]
+"""The type of the ``make_dovecot_mailbox`` fixture."""
 
 
 def running_in_ci() -> bool:
@@ -84,6 +91,22 @@ def make_mail(
     message["Message-ID"] = message_id or f"<{uuid.uuid4().hex}@mypinpointe.com>"
     message.set_content(body + "x" * padding)
     return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+
+
+def folder_flags(server: DovecotServer, folder: str, uid: int) -> set[str]:
+    """Return the flags of *uid* in *folder*, read through a separate session."""
+    with server.client() as imap:
+        imap.select_folder(folder, readonly=True)
+        found = imap.fetch([uid], ["FLAGS"]).get(uid)
+    assert found is not None, f"UID {uid} is not in {folder}"
+    return {flag.decode() for flag in found[b"FLAGS"]}
+
+
+def folder_uids(server: DovecotServer, folder: str) -> list[int]:
+    """Return the UIDs in *folder*, ascending, read through a separate session."""
+    with server.client() as imap:
+        imap.select_folder(folder, readonly=True)
+        return sorted(imap.search(["ALL"]))
 
 
 @pytest.fixture(scope="session")
@@ -145,9 +168,7 @@ def dovecot_variant(
 
 
 @pytest.fixture
-def make_dovecot_mailbox(
-    dovecot: DovecotServer,
-) -> Iterator[Callable[..., ImapMailbox]]:
+def make_dovecot_mailbox(dovecot: DovecotServer) -> Iterator[MakeMailbox]:
     """Return ``make(folder, server=None, password=None, trust_ca=True, **config)``.
 
     It builds an ``ImapMailbox`` for *folder* (``**config`` overrides ``ImapConfig``

@@ -1,0 +1,99 @@
+"""Fetching new mail from the selected folder: UID search by watermark, size before body.
+
+``ImapMailbox.fetch_new`` delegates here. New mail is found with ``UID SEARCH UID n:*``
+(its trap handled: the highest UID always answers, even below n), sizes and flags are
+read per chunk of explicit UIDs, and each body is retrieved with ``BODY.PEEK[]`` (so
+``\\Seen`` stays unset) only when it is within the size cap, one message at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from imapclient import IMAPClient
+
+from inbox_poller.imap.session import Guard, atom_text
+from inbox_poller.models import FetchedMail, MailboxStatus, MailKey
+
+logger = logging.getLogger("inbox_poller.imap")
+
+FETCH_CHUNK_UIDS = 5000
+"""Explicit UIDs per FETCH: imapclient 4.x cannot take ``1:*``, and Dovecot refuses
+command lines over 64 KiB (about 10,000 UIDs)."""
+
+
+def chunked(uids: Sequence[int], size: int = FETCH_CHUNK_UIDS) -> Iterator[list[int]]:
+    """Yield *uids* in order, in lists of at most *size*."""
+    if size < 1:
+        raise ValueError("chunk size must be at least 1")
+    for start in range(0, len(uids), size):
+        yield list(uids[start : start + size])
+
+
+def fetch_new(
+    client: IMAPClient,
+    status: MailboxStatus,
+    after_uid: int,
+    *,
+    max_message_bytes: int,
+    chunk_size: int,
+    where: str,
+    guard: Guard,
+) -> Iterator[FetchedMail]:
+    """Yield the messages with UID > *after_uid*, in ascending UID order, one at a time.
+
+    A body is retrieved only when the caller asks for the next message, and only when
+    it is within *max_message_bytes*; a message expunged meanwhile is skipped.
+    :raises MailboxError: (through *guard*)
+    """
+    first = max(after_uid + 1, 1)
+    with guard("search for new mail"):
+        # NOOP lets the server sync the selected folder first: Dovecot answers a
+        # SEARCH from the session's view, which may predate mail that arrived since
+        client.noop()
+        found = client.search(["UID", f"{first}:*"])
+    # "n:*" always includes the highest UID, even when it is below n (RFC 3501 6.4.8)
+    uids = sorted(uid for uid in found if uid > after_uid)
+    if uids:
+        logger.debug("%s: %s new message(s) after UID %s", where, len(uids), after_uid)
+    for chunk in chunked(uids, chunk_size):
+        with guard(f"fetch sizes of UIDs {chunk[0]}-{chunk[-1]}"):
+            meta = client.fetch(chunk, ["RFC822.SIZE", "FLAGS"])
+        for uid in chunk:
+            mail = _fetch_one(client, status, uid, meta.get(uid), max_message_bytes, guard)
+            if mail is not None:
+                yield mail
+
+
+def _fetch_one(
+    client: IMAPClient,
+    status: MailboxStatus,
+    uid: int,
+    meta: Mapping[bytes, Any] | None,
+    limit: int,
+    guard: Guard,
+) -> FetchedMail | None:
+    """Return one message, with its body only when it is within the size cap *limit*."""
+    if meta is None:  # expunged by someone else since the SEARCH
+        return None
+    size = int(meta.get(b"RFC822.SIZE", 0))
+    flags = tuple(atom_text(flag) for flag in meta.get(b"FLAGS", ()))
+    key = MailKey(status.folder, status.uidvalidity, uid)
+    raw = None
+    if size <= limit:
+        # a partial fetch caps what we read even if the server understated the size
+        with guard(f"fetch UID {uid}"):
+            body = client.fetch([uid], [f"BODY.PEEK[]<0.{limit + 1}>"]).get(uid)
+        raw = None if body is None else body.get(b"BODY[]<0>", body.get(b"BODY[]"))
+        if not isinstance(raw, bytes):
+            # expunged by another session since the SEARCH: Dovecot answers NIL
+            # with [EXPUNGEISSUED], other servers leave the UID out
+            logger.info("uid %s: expunged by someone else before it was read", key)
+            return None
+        if len(raw) > limit:
+            size, raw = max(size, len(raw)), None
+    if raw is None:
+        logger.info("uid %s: %s bytes, over the %s-byte cap; body not retrieved", key, size, limit)
+    return FetchedMail(key=key, size=size, raw=raw, flags=flags)

@@ -1,0 +1,106 @@
+"""Fetching new mail against a real Dovecot: chunks of sizes first, bodies one by one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from imapclient import IMAPClient
+
+from inbox_poller.imap.fetching import FETCH_CHUNK_UIDS, chunked
+from inbox_poller.imap.mailbox import ImapMailbox
+from inbox_poller.sandbox.dovecot.server import DovecotServer
+from tests.plugins.dovecot import MakeMailbox, imap_config_for, make_mail
+
+needs_dovecot = pytest.mark.dovecot
+
+
+def test_chunked_splits_in_order() -> None:
+    assert list(chunked([1, 2, 3, 4, 5, 6, 7], 3)) == [[1, 2, 3], [4, 5, 6], [7]]
+    assert list(chunked([], 3)) == []
+    assert list(chunked(list(range(1, 12001)))) == [
+        list(range(1, 5001)),
+        list(range(5001, 10001)),
+        list(range(10001, 12001)),
+    ]
+    assert FETCH_CHUNK_UIDS == 5000
+    with pytest.raises(ValueError, match="at least 1"):
+        list(chunked([1], 0))
+
+
+def _record_fetches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[int], list[str]]]:
+    """Record every FETCH the client sends (messages, data items), then send it."""
+    calls: list[tuple[list[int], list[str]]] = []
+    real_fetch = IMAPClient.fetch
+
+    def fetch(self: IMAPClient, messages: Any, data: Any, modifiers: Any = None) -> Any:
+        calls.append((list(messages), [str(item) for item in data]))
+        return real_fetch(self, messages, data, modifiers)
+
+    monkeypatch.setattr(IMAPClient, "fetch", fetch)
+    return calls
+
+
+@needs_dovecot
+def test_fetch_reads_sizes_per_chunk_and_bodies_one_by_one(
+    dovecot: DovecotServer,
+    imap_folder: str,
+    make_dovecot_mailbox: MakeMailbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    uids = [dovecot.append(imap_folder, make_mail(subject=f"m{i}")) for i in range(5)]
+    mailbox = ImapMailbox(
+        imap_config_for(dovecot, imap_folder),
+        dovecot.password,
+        ca_file=dovecot.ca_file,
+        fetch_chunk=2,
+    )
+    try:
+        mailbox.open()
+        calls = _record_fetches(monkeypatch)
+        fetched = [mail.key.uid for mail in mailbox.fetch_new(0)]
+    finally:
+        mailbox.close()
+
+    assert fetched == uids
+    size_calls = [messages for messages, data in calls if "RFC822.SIZE" in data]
+    assert size_calls == [uids[0:2], uids[2:4], uids[4:5]]
+    body_calls = [messages for messages, data in calls if data[0].startswith("BODY.PEEK[]")]
+    assert body_calls == [[uid] for uid in uids]
+
+
+@needs_dovecot
+def test_a_body_over_the_cap_is_never_requested(
+    dovecot: DovecotServer,
+    imap_folder: str,
+    make_dovecot_mailbox: MakeMailbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    big = dovecot.append(imap_folder, make_mail(padding=5000))
+    mailbox = make_dovecot_mailbox(imap_folder, max_message_bytes=1024)
+    mailbox.open()
+    calls = _record_fetches(monkeypatch)
+
+    [mail] = list(mailbox.fetch_new(0))
+
+    assert (mail.key.uid, mail.raw) == (big, None)
+    assert all(not item.startswith("BODY") for _messages, data in calls for item in data)
+
+
+@needs_dovecot
+def test_bodies_are_fetched_only_when_the_caller_asks_for_the_next_message(
+    dovecot: DovecotServer, imap_folder: str, make_dovecot_mailbox: MakeMailbox
+) -> None:
+    first, second, third = (dovecot.append(imap_folder, make_mail()) for _ in range(3))
+    mailbox = make_dovecot_mailbox(imap_folder)
+    mailbox.open()
+    mails = mailbox.fetch_new(0)
+    assert next(mails).key.uid == first
+
+    # another client expunges the second message while we "commit" the first
+    with dovecot.client() as imap:
+        imap.select_folder(imap_folder)
+        imap.delete_messages([second])
+        imap.uid_expunge([second])
+
+    assert [mail.key.uid for mail in mails] == [third]
