@@ -94,6 +94,5 @@ def _fetch_one(
             return None
         if len(raw) > limit:
             size, raw = max(size, len(raw)), None
-    if raw is None:
-        logger.info("uid %s: %s bytes, over the %s-byte cap; body not retrieved", key, size, limit)
+    # an over-size mail (raw None) is logged once, as refused, by the reader
     return FetchedMail(key=key, size=size, raw=raw, flags=flags)

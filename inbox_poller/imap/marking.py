@@ -51,8 +51,7 @@ class Marker:
         """
         uids = locate(client, status, key, message_id, guard)
         if not uids:
-            logger.info("uid %s: not in %s any more; nothing to mark", key, self._config.folder)
-            return "not found"
+            return "not found"  # logged by the caller, with the export it belongs to
         done = []
         if status.keywords_allowed:
             with guard(f"store keyword on UID {uids}"):
@@ -60,9 +59,7 @@ class Marker:
             done.append("keyword")
         if self._config.processed_folder is not None and self._move(client, status, uids, guard):
             done.append("moved")
-        outcome = ", ".join(done) or "ledger only"
-        logger.info("uid %s: acknowledged (%s)", key, outcome)
-        return outcome
+        return ", ".join(done) or "ledger only"
 
     def describe(self, status: MailboxStatus) -> str:
         """Say how handled mail is marked in a folder with *status*, for ``check``."""
