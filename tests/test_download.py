@@ -26,11 +26,11 @@ from typing import Any, BinaryIO
 import pytest
 
 import inbox_poller.download.fetcher as download
-import inbox_poller.download.jsoncheck as jsoncheck
 from inbox_poller.config import DownloadConfig
+from inbox_poller.download import ijsonbackend, shape, validation
 from inbox_poller.download.addresses import address_refusal
 from inbox_poller.download.fetcher import SafeDownloader
-from inbox_poller.download.jsoncheck import sniff_shape
+from inbox_poller.download.shape import sniff_shape
 from inbox_poller.errors import (
     ArchiveError,
     DownloadError,
@@ -352,8 +352,8 @@ def test_records_count_the_main_array(
 
 
 def test_an_array_beyond_the_head_is_not_the_main_array() -> None:
-    head = b'{"note": "' + b"x" * jsoncheck.HEAD_BYTES + b'", "items": [1, 2]}'
-    assert sniff_shape(head[: jsoncheck.HEAD_BYTES]) == ("object", None)
+    head = b'{"note": "' + b"x" * shape.HEAD_BYTES + b'", "items": [1, 2]}'
+    assert sniff_shape(head[: shape.HEAD_BYTES]) == ("object", None)
     assert sniff_shape(b'{"data": {"item": [') == ("object", "data.item.item")
 
 
@@ -362,7 +362,7 @@ def test_a_huge_item_is_validated_again_without_counting_and_not_downloaded_agai
     fetch: Callable[..., tuple[Any, RecordingSink]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(jsoncheck, "MAX_ITEM_BYTES", 256 * 1024)
+    monkeypatch.setattr(validation, "MAX_ITEM_BYTES", 256 * 1024)
     body = json.dumps([{"blob": "x" * 600_000}, 1, 2]).encode()
     https_server.route("/p", Reply(body=body))
     result, sink = fetch("/p")
@@ -375,8 +375,8 @@ def test_a_huge_item_is_validated_again_without_counting_and_not_downloaded_agai
 
 
 def test_the_json_backend_is_the_c_extension() -> None:
-    assert jsoncheck.JSON_BACKEND == "yajl2_c"
-    assert jsoncheck._JSON.backend_name == "yajl2_c"
+    assert ijsonbackend.JSON_BACKEND == "yajl2_c"
+    assert ijsonbackend.BACKEND.backend_name == "yajl2_c"
 
 
 # --- the fast check and ijson, the authority ------------------------------------------------

@@ -1,4 +1,4 @@
-"""jsoncheck: the simdjson fast path against ijson, the authority, on the same documents.
+"""The simdjson fast path against ijson, the authority, on the same documents.
 
 The fast path may answer "undecided" whenever it likes; what it may never do is accept
 a document ijson refuses, or report other records than ijson counts.
@@ -16,8 +16,9 @@ from collections.abc import Callable
 
 import pytest
 
-import inbox_poller.download.jsoncheck as jsoncheck
-from inbox_poller.download.jsoncheck import FastCheck, Shape, main_array_offset, sniff_shape
+from inbox_poller.download import fastcheck, ijsonbackend, shape, validation
+from inbox_poller.download.fastcheck import FastCheck
+from inbox_poller.download.shape import Shape, main_array_offset, sniff_shape
 from inbox_poller.errors import PayloadInvalid
 
 Verdict = Shape | str
@@ -28,9 +29,9 @@ def authority(doc: bytes) -> Verdict:
     """What ijson decides, exactly as the downloader asks it."""
     try:
         try:
-            return jsoncheck.validate(io.BytesIO(doc).read)
-        except jsoncheck.CountingAbandoned:
-            return jsoncheck.validate(io.BytesIO(doc).read, count=False)
+            return validation.validate(io.BytesIO(doc).read)
+        except validation.CountingAbandoned:
+            return validation.validate(io.BytesIO(doc).read, count=False)
     except PayloadInvalid:
         return "invalid"
 
@@ -138,7 +139,7 @@ def test_big_documents_are_cut_into_many_chunks_and_counted() -> None:
 def test_an_item_longer_than_max_item_bytes_is_left_to_ijson(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(jsoncheck, "MAX_ITEM_BYTES", 256 * 1024)
+    monkeypatch.setattr(validation, "MAX_ITEM_BYTES", 256 * 1024)
     small = json.dumps([{"pad": "x" * 100_000}, 1, 2]).encode()
     big = json.dumps([1, {"blob": "x" * 600_000}, 2]).encode()
     assert assert_agrees(small, piece=4096, chunk=16 * 1024) == Shape("array", 3)
@@ -152,7 +153,7 @@ def test_an_item_longer_than_max_item_bytes_is_left_to_ijson(
 def test_counting_agrees_with_ijson_around_max_item_bytes(
     monkeypatch: pytest.MonkeyPatch, size: int
 ) -> None:
-    monkeypatch.setattr(jsoncheck, "MAX_ITEM_BYTES", 256 * 1024)
+    monkeypatch.setattr(validation, "MAX_ITEM_BYTES", 256 * 1024)
     for doc in (
         json.dumps({"head": "h" * size, "rows": [1, 2]}).encode(),
         json.dumps({"rows": [1, 2], "tail": "t" * size}).encode(),
@@ -209,7 +210,7 @@ def test_a_wrong_offset_is_caught_by_the_probe(
 ) -> None:
     assert doc[wrong : wrong + 1] == b"["
     assert assert_agrees(doc) is not None or b'"rows": [1' in doc
-    monkeypatch.setattr(jsoncheck, "main_array_offset", lambda head: wrong)
+    monkeypatch.setattr(fastcheck, "main_array_offset", lambda head: wrong)
     assert fast(doc) is None
 
 
@@ -221,7 +222,7 @@ def test_a_wrong_offset_is_caught_by_the_probe(
 def test_an_empty_element_is_never_hidden_by_a_cut(
     monkeypatch: pytest.MonkeyPatch, doc: bytes, piece: int
 ) -> None:
-    monkeypatch.setattr(jsoncheck, "HEAD_BYTES", 1)
+    monkeypatch.setattr(shape, "HEAD_BYTES", 1)
     assert authority(doc) == "invalid"
     for chunk in (1, 2, 3):
         assert fast(doc, piece=piece, chunk=chunk) is None
@@ -230,11 +231,11 @@ def test_an_empty_element_is_never_hidden_by_a_cut(
 
 def test_digit_runs_are_shortened_across_pieces() -> None:
     rng = random.Random(3)
-    limit = jsoncheck.MAX_DIGIT_RUN
+    limit = ijsonbackend.MAX_DIGIT_RUN
     for _ in range(500):
         data = bytes(rng.choice(b"0123456789" * 6 + b'x",.e-') for _ in range(rng.randrange(80)))
         cuts = sorted(rng.sample(range(len(data) + 1), rng.randrange(min(5, len(data) + 1))))
-        runs = jsoncheck._DigitRuns()
+        runs = ijsonbackend.DigitRuns()
         bounds = [0, *cuts, len(data)]
         out = b"".join(runs.shorten(data[a:b]) for a, b in itertools.pairwise(bounds))
         expected = b"".join(
@@ -258,11 +259,14 @@ def test_ijson_never_sees_an_integer_it_would_crash_on() -> None:
     # yajl2_c (ijson 3.6) dies with SIGSEGV on an integer over 4300 digits; run it
     # in a child so that a regression fails this test instead of killing the suite
     code = (
-        "import io, inbox_poller.download.jsoncheck as j\n"
+        "import io\n"
+        "from inbox_poller.download.fastcheck import FastCheck\n"
+        "from inbox_poller.download.shape import sniff_shape\n"
+        "from inbox_poller.download.validation import validate\n"
         "doc = b'{\"n\": -' + b'9' * 6000 + b', \"rows\": [' + b'1' * 5000 + b']}'\n"
-        "print(j.validate(io.BytesIO(doc).read))\n"
-        "c = j.FastCheck(); c.feed(doc); print(c.finish())\n"
-        "print(j.sniff_shape(doc))\n"
+        "print(validate(io.BytesIO(doc).read))\n"
+        "c = FastCheck(); c.feed(doc); print(c.finish())\n"
+        "print(sniff_shape(doc))\n"
     )
     child = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
@@ -282,7 +286,7 @@ def test_invalid_documents_are_refused_with_a_short_reason() -> None:
         (b'[1, "contact@example.test" x]', "invalid char"),
     ):
         with pytest.raises(PayloadInvalid, match="at or before byte") as caught:
-            jsoncheck.validate(io.BytesIO(doc).read)
+            validation.validate(io.BytesIO(doc).read)
         assert reason in str(caught.value)
         assert "example.test" not in str(caught.value)
 
@@ -355,7 +359,7 @@ def _run_property(check: Callable[[bytes, random.Random], None], seed: int, coun
 @pytest.fixture
 def small_head(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sniff only 64 bytes, so the fast path cuts small documents as they arrive."""
-    monkeypatch.setattr(jsoncheck, "HEAD_BYTES", 64)
+    monkeypatch.setattr(shape, "HEAD_BYTES", 64)
 
 
 @pytest.mark.usefixtures("small_head")
@@ -408,8 +412,8 @@ def test_the_fast_path_runs_where_memory_cannot_become_executable() -> None:
         "    pass\n"
         "else:\n"
         "    raise SystemExit('W+X memory is still allowed')\n"
-        "import inbox_poller.download.jsoncheck as j\n"
-        "c = j.FastCheck(chunk_bytes=8)\n"
+        "from inbox_poller.download.fastcheck import FastCheck\n"
+        "c = FastCheck(chunk_bytes=8)\n"
         'c.feed(b\'{"data": {"item": [{"a": 1}, {"a": 2}, [3]]}}\')\n'
         "print(c.finish())\n"
     )
