@@ -11,7 +11,7 @@ rotating order:
   (``--no-validation``): TLS, SHA-256 and the writes alone, the floor of this design.
 
 Peak RSS comes from ``os.wait4`` on each child. Then each validator runs alone over the
-file from the page cache: ``jsoncheck.FastCheck`` (simdjson) and ``jsoncheck.validate``
+file from the page cache: ``fastcheck.FastCheck`` (simdjson) and ``validation.validate``
 (ijson, which the downloader uses only when the fast check is undecided). See
 bench/README.md.
 
@@ -111,7 +111,7 @@ def write_payload(path: Path, size: int) -> int:
 
 
 class _AcceptAll:
-    """Stands in for ``jsoncheck.FastCheck`` in ``--no-validation`` runs: the floor."""
+    """Stands in for ``fastcheck.FastCheck`` in ``--no-validation`` runs: the floor."""
 
     reason = None
 
@@ -119,7 +119,7 @@ class _AcceptAll:
         """Look at nothing."""
 
     def finish(self) -> Any:
-        from inbox_poller.download.jsoncheck import Shape
+        from inbox_poller.download.shape import Shape
 
         return Shape("unknown", None)
 
@@ -175,10 +175,11 @@ def child_main(url: str, ca: Path, out: Path, *, validate: bool = True) -> None:
 def floor_main(path: Path) -> None:
     """Print the seconds each validator alone needs for *path*, from the page cache."""
     from inbox_poller.download import fetcher as download
-    from inbox_poller.download import jsoncheck
+    from inbox_poller.download.fastcheck import FastCheck
+    from inbox_poller.download.validation import validate
 
     started = time.perf_counter()
-    check = jsoncheck.FastCheck()
+    check = FastCheck()
     with path.open("rb") as handle:
         while piece := handle.read(download.CHUNK_BYTES):
             check.feed(piece)
@@ -186,7 +187,7 @@ def floor_main(path: Path) -> None:
     fast_s = time.perf_counter() - started
     started = time.perf_counter()
     with path.open("rb") as handle:
-        slow = jsoncheck.validate(handle.read)
+        slow = validate(handle.read)
     ijson_s = time.perf_counter() - started
     if shape != slow:
         raise SystemExit(f"the fast check found {shape} ({check.reason}), ijson {slow}")

@@ -11,7 +11,7 @@ the one that raises them, and so live there, outside this tree:
 verdict or a ``DownloadRefused``), ``matching.authresults.UnreadableField`` (one
 ``Authentication-Results`` field cannot be parsed), ``download.failures.RetryableFailure``
 (one try of a download failed; the fetcher tries again) and
-``download.jsoncheck.CountingAbandoned`` (one record is too large to count; the payload
+``download.validation.CountingAbandoned`` (one record is too large to count; the payload
 is validated again without counting).
 """
 

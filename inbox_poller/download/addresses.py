@@ -4,7 +4,7 @@ Each URL (and redirect target) first passes ``urlpolicy.check_url``; its host is
 resolved once, and every address it resolves to must pass :func:`address_refusal`. The
 TCP connection goes to those validated addresses only, while SNI, the Host header and
 the certificate check keep using the host name, so a second, rebinding DNS answer is
-never used (reliability.md 4.1). All of it happens before any connection to the host.
+never used (docs/reliability.md §4.1). All of it happens before any connection to the host.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a failed download try means: retry, expired link or a definitive error.
 
 Reasons are built from exception types and status codes, never from library messages:
-those quote the URL, whose query string is a credential (reliability.md 2.8).
+those quote the URL, whose query string is a credential (docs/reliability.md §4.5).
 """
 
 from __future__ import annotations

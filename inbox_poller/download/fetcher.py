@@ -1,13 +1,14 @@
 """The safe HTTPS downloader: allow-listed hosts, pinned public addresses, validated JSON.
 
-One download is one or more *tries* of the same URL (reliability.md 3, 4.1):
+One download is one or more *tries* of the same URL (docs/reliability.md §3, §4.1):
 
 * before any connection, the URL and every redirect target are checked and their host's
   addresses validated and pinned (``addresses.PinnedConnections``);
 * the body streams in bounded memory, with (connect, read) timeouts and a wall-clock
   deadline, to SHA-256 and the sink on a helper thread (``spool.Spool``) and through
-  ``jsoncheck.FastCheck`` (simdjson); a payload the fast check leaves undecided is then
-  validated by ijson, the authority, read back from the sink (``PayloadSink.read_back``);
+  ``fastcheck.FastCheck`` (simdjson); a payload the fast check leaves undecided is then
+  validated by ijson, the authority (``validation.validate``), read back from the sink
+  (``PayloadSink.read_back``);
 * 5xx, 429, resets, timeouts, stalls and short bodies are retried from byte zero with
   back-off (``failures``); 403/404/410 mean the link expired.
 
@@ -37,7 +38,7 @@ from urllib3.exceptions import HTTPError
 from urllib3.util import parse_url
 
 from inbox_poller import __version__
-from inbox_poller.download import jsoncheck
+from inbox_poller.download import validation
 from inbox_poller.download.addresses import PinnedConnections, Resolver, system_resolver
 from inbox_poller.download.failures import (
     RetryableFailure,
@@ -45,8 +46,10 @@ from inbox_poller.download.failures import (
     is_certificate_failure,
     status_problem,
 )
-from inbox_poller.download.jsoncheck import CountingAbandoned, FastCheck, Shape
+from inbox_poller.download.fastcheck import FastCheck
+from inbox_poller.download.shape import Shape
 from inbox_poller.download.spool import Spool
+from inbox_poller.download.validation import CountingAbandoned
 from inbox_poller.errors import (
     ArchiveError,
     DownloadError,
@@ -62,7 +65,7 @@ from inbox_poller.urlpolicy import redact_url
 if TYPE_CHECKING:
     from inbox_poller.config import DownloadConfig
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.download")
 
 MAX_REDIRECTS = 3
 CHUNK_BYTES = 1 << 20
@@ -277,15 +280,15 @@ class SafeDownloader:
                     return stream.read(size)
 
                 try:
-                    return jsoncheck.validate(read)
+                    return validation.validate(read)
                 except CountingAbandoned:
                     logger.info(
                         "download %s: an item is over %d bytes; not counting",
                         shown,
-                        jsoncheck.MAX_ITEM_BYTES,
+                        validation.MAX_ITEM_BYTES,
                     )
                     stream.seek(0)
-                    return jsoncheck.validate(read, count=False)
+                    return validation.validate(read, count=False)
         except OSError as exc:
             raise ArchiveError(f"cannot read the payload back: {exc}") from exc
 

@@ -1,0 +1,223 @@
+"""Which addresses a download may reach: refusals before any connection, and pinning.
+
+Through ``SafeDownloader`` against the loopback HTTPS server: the URL and every address
+its host resolves to are checked before connecting, and the connection goes to the
+checked address under the URL's host name. "Public" and "private" hosts are stood in
+for by an injected resolver; nothing but 127.0.0.1 is ever connected to (the connect spy
+and the suite's guard both check).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from inbox_poller.download.addresses import address_refusal
+from inbox_poller.download.fetcher import SafeDownloader
+from inbox_poller.errors import DownloadError, DownloadRefused, DownloadTransient
+from tests.download.harness import (
+    PAYLOAD,
+    PAYLOAD_SHA,
+    FakeResolver,
+    RecordingSink,
+    localhost_resolver,
+    make_config,
+)
+from tests.plugins.https_servers import HttpsServer, Reply, redirect
+
+# --- refusals before any connection (docs/reliability.md §9, items 27, 28) ----------------
+
+RULES = ("files.example.test", ".cdn.example.test", "alt.example.test:8443")
+
+URL_REFUSALS = [
+    ("http://files.example.test/p", "not https"),
+    ("ftp://files.example.test/p", "not https"),
+    ("//files.example.test/p", "not https"),
+    ("https://user:pw@files.example.test/p", "user info"),
+    ("https://user@files.example.test/p", "user info"),
+    ("https://93.184.216.34/p", "IP address"),
+    ("https://[2606:4700::1111]/p", "IP address"),
+    ("https://127.0.0.1/p", "IP address"),
+    ("https://files.example.test:8443/p", "not in download.allowed_hosts"),
+    ("https://alt.example.test/p", "not in download.allowed_hosts"),
+    ("https://evilfiles.example.test/p", "not in download.allowed_hosts"),
+    ("https://files.example.test.evil.test/p", "not in download.allowed_hosts"),
+    ("https://cdn.example.test/p", "not in download.allowed_hosts"),
+    ("https://xcdn.example.test/p", "not in download.allowed_hosts"),
+    ("https://localhost/p", "not in download.allowed_hosts"),
+    ("https://files.example.test\\@evil.test/p", "backslashes"),
+    ("https://files.example.test /p", "spaces"),
+    ("https://fïles.example.test/p", "plain ASCII"),
+    ("https:///p", "no host"),
+]
+
+
+@pytest.mark.parametrize(("url", "reason"), URL_REFUSALS)
+def test_a_url_outside_the_policy_is_refused_before_resolving(
+    url: str, reason: str, connects: list[Any]
+) -> None:
+    resolver = FakeResolver({})
+    downloader = SafeDownloader(make_config(extra_hosts=list(RULES)), resolver=resolver)
+    sink = RecordingSink()
+    with pytest.raises(DownloadRefused, match=reason):
+        downloader.download(url, sink)
+    assert resolver.calls == []
+    assert connects == []
+    assert sink.events == []
+
+
+ADDRESS_REFUSALS = [
+    (["10.0.0.1"], False, "not a public address"),
+    (["192.168.1.1"], False, "not a public address"),
+    (["172.16.5.4"], False, "not a public address"),
+    (["127.0.0.1"], False, "not a public address"),
+    (["::1"], False, "not a public address"),
+    (["100.64.0.1"], False, "not a public address"),
+    (["fd12:3456::1"], False, "not a public address"),
+    (["::ffff:127.0.0.1"], False, "127.0.0.1 is not a public address"),
+    (["::ffff:10.1.1.1"], False, "10.1.1.1 is not a public address"),
+    (["169.254.169.254"], True, "link-local"),
+    (["::ffff:169.254.169.254"], True, "link-local"),
+    (["2002:a9fe:a9fe::1"], True, "link-local"),  # 6to4 around the metadata address
+    (["64:ff9b::a9fe:a9fe"], True, "link-local"),  # NAT64 around the metadata address
+    (["fe80::1"], True, "link-local"),
+    (["0.0.0.0"], True, "unspecified"),  # noqa: S104 - an answer to refuse, not a bind
+    (["::"], True, "unspecified"),
+    (["224.0.0.1"], True, "multicast"),
+    (["ff02::1"], True, "multicast"),
+    (["fec0::1"], True, "link-local, multicast"),  # deprecated site-local
+    (["::7f00:1"], True, "not a public address"),  # IPv4-compatible, reserved
+    (["240.0.0.1"], True, "not a public address"),
+    (["255.255.255.255"], True, "not a public address"),
+    (["2001:db8::1"], True, "not a public address"),
+    (["93.184.216.34", "10.0.0.1"], False, "10.0.0.1 is not a public address"),
+    (["93.184.216.34", "169.254.169.254"], True, "link-local"),
+]
+
+
+@pytest.mark.parametrize(("answer", "allow_private", "reason"), ADDRESS_REFUSALS)
+def test_a_host_resolving_to_a_forbidden_address_is_refused_before_connecting(
+    answer: list[str], allow_private: bool, reason: str, connects: list[Any]
+) -> None:
+    resolver = FakeResolver({"files.example.test": [answer]})
+    config = make_config(extra_hosts=list(RULES), allow_private_addresses=allow_private)
+    downloader = SafeDownloader(config, resolver=resolver)
+    with pytest.raises(DownloadRefused, match=reason):
+        downloader.download("https://files.example.test/export.json?sig=x", RecordingSink())
+    assert resolver.calls == ["files.example.test"]
+    assert connects == []
+
+
+@pytest.mark.parametrize(
+    ("address", "allow_private"),
+    [
+        ("93.184.216.34", False),
+        ("2606:4700::1111", False),
+        ("64:ff9b::808:808", False),  # NAT64 of a public address
+        ("2002:5db8:d822::1", False),  # 6to4 of a public address
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("10.1.2.3", True),
+        ("100.64.0.1", True),
+        ("fd00::1", True),
+        ("::ffff:192.168.0.1", True),
+    ],
+)
+def test_public_and_opted_in_private_addresses_are_allowed(
+    address: str, allow_private: bool
+) -> None:
+    assert address_refusal(address, allow_private=allow_private) is None
+
+
+# --- redirects re-checked, connections pinned, the name kept for TLS ----------------------
+
+
+@pytest.mark.parametrize(
+    ("location", "error"),
+    [
+        ("http://localhost:{port}/p", "not https"),
+        ("https://elsewhere.test/p", "not in download.allowed_hosts"),
+        ("https://localhost:1/p", "not in download.allowed_hosts"),
+        ("https://metadata.example.test:{port}/latest", "169.254.169.254 is a link-local"),
+        ("https://mixed.example.test:{port}/p", "169.254.169.254 is a link-local"),
+    ],
+)
+def test_a_redirect_out_of_policy_is_refused_before_connecting(
+    https_server: HttpsServer,
+    fetch: Callable[..., tuple[Any, RecordingSink]],
+    connects: list[Any],
+    location: str,
+    error: str,
+) -> None:
+    https_server.route("/p", redirect(location.format(port=https_server.port)))
+    resolver = FakeResolver(
+        {
+            "localhost": [["127.0.0.1"]],
+            "metadata.example.test": [["169.254.169.254"]],
+            "mixed.example.test": [["127.0.0.1", "169.254.169.254"]],
+        }
+    )
+    with pytest.raises(DownloadRefused, match=error):
+        fetch("/p", resolver=resolver, extra_hosts=[f".example.test:{https_server.port}"])
+    assert {address[0] for address in connects} == {"127.0.0.1"}
+
+
+def test_the_connection_uses_the_validated_address_not_a_second_lookup(
+    https_server: HttpsServer,
+    fetch: Callable[..., tuple[Any, RecordingSink]],
+    connects: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The system would now answer 127.0.0.2, where nothing listens: a client that
+    # resolved the name again at connect time would fail or go elsewhere.
+    system_lookup = socket.getaddrinfo
+
+    def rebound(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        return system_lookup("127.0.0.2" if host == "localhost" else host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebound)
+    https_server.route("/p", Reply(body=PAYLOAD))
+    resolver = localhost_resolver()
+    result, _ = fetch("/p", resolver=resolver)
+    assert result.sha256 == PAYLOAD_SHA
+    assert resolver.calls == ["localhost"]
+    assert {address[0] for address in connects} == {"127.0.0.1"}
+    assert https_server.requests[0].server_name == "localhost"
+
+
+def test_every_try_resolves_and_checks_again(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    https_server.route("/p", Reply(status=503), Reply(body=PAYLOAD))
+    resolver = FakeResolver({"localhost": [["127.0.0.1"], ["169.254.169.254"]]})
+    with pytest.raises(DownloadRefused, match="link-local"):
+        fetch("/p", resolver=resolver)
+    assert https_server.hits("/p") == 1
+
+
+def test_the_certificate_is_checked_against_the_url_host_name(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    https_server.route("/p", Reply(body=PAYLOAD))
+    name = "files.example.test"
+    resolver = FakeResolver({name: [["127.0.0.1"]]})
+    with pytest.raises(DownloadError, match="certificate check failed") as caught:
+        fetch(
+            f"https://{name}:{https_server.port}/p",
+            resolver=resolver,
+            extra_hosts=[f"{name}:{https_server.port}"],
+        )
+    assert not isinstance(caught.value, DownloadTransient)
+    assert https_server.server_names == [name]  # SNI is the name, never the pinned IP
+    assert https_server.hits("/p") == 0
+
+
+def test_the_system_resolver_is_used_by_default(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    https_server.route("/p", Reply(body=PAYLOAD))
+    result, _ = fetch("/p")
+    assert result.sha256 == PAYLOAD_SHA
