@@ -162,10 +162,14 @@ class SafeDownloader:
         self._stop = stop
 
     def download(self, url: str, sink: PayloadSink) -> DownloadResult:
-        """Fetch *url* into *sink*, validating the JSON to its end (see ``ports.Downloader``)."""
+        """Fetch *url* into *sink*, validating the JSON to its end (see ``ports.Downloader``).
+
+        A failure is raised, not logged: the caller logs it once, with its export.
+        """
         clock = _Clock(self._config.deadline_s, self._stop, time.monotonic())
         shown = redact_url(url)
-        logger.info("download %s: starting", shown)
+        # the archiver logs the start at INFO, with the export and its attempt
+        logger.debug("download %s: starting", shown)
         tries = failures = 0
         with self._connections.stop_watch(self._stop), contextlib.closing(self._connections):
             while True:
@@ -175,9 +179,6 @@ class SafeDownloader:
                 except RetryableFailure as exc:
                     failures += 1
                     self._before_retry(exc, shown, failures, clock)
-                except DownloadError as exc:
-                    logger.warning("download %s: failed after %d tries: %s", shown, tries, exc)
-                    raise
                 sink.restart()
 
     def close(self) -> None:
@@ -206,7 +207,6 @@ class SafeDownloader:
             )
             self._pause(delay, clock)
             return
-        logger.warning("download %s: giving up: %s", shown, error)
         raise error from exc
 
     def _retry_delay(self, exc: RetryableFailure, failures: int) -> float:

@@ -10,8 +10,6 @@ from typing import Any
 import pytest
 
 from inbox_poller.errors import DownloadError, DownloadTransient, LinkExpired
-from inbox_poller.models import utc_now
-from inbox_poller.net import parse_retry_after
 from tests.download.harness import RecordingSink
 from tests.plugins.https_servers import HttpsServer, Reply
 
@@ -36,11 +34,3 @@ def test_other_refusals_are_definitive(
         fetch("/p")
     assert not isinstance(caught.value, LinkExpired | DownloadTransient)
     assert https_server.hits("/p") == 1
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [(None, None), ("", None), ("soon", None), ("-3", None), ("12", 12.0)],
-)
-def test_retry_after_parsing(value: str | None, expected: float | None) -> None:
-    assert parse_retry_after(value, utc_now()) == expected

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from inbox_poller.errors import ApiError
 from inbox_poller.pinpointe.answers import describe_account, parse_job_statuses
 from inbox_poller.ports import JOB_NOT_FOUND
-
-CANARY = "tok-CANARY-5d1e9a7c3b"
-
-
-def _body(payload: object) -> bytes:
-    return json.dumps(payload).encode()
-
 
 # ---- other parsers --------------------------------------------------------------------------
 
