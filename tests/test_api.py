@@ -24,7 +24,8 @@ from inbox_poller.pinpointe.envelope import (
     submit_details,
 )
 from inbox_poller.ports import JOB_NOT_FOUND
-from inbox_poller.sandbox.simulator.server import ApiFault, PinpointeSimulator
+from inbox_poller.sandbox.simulator.calls import ApiFault
+from inbox_poller.sandbox.simulator.server import PinpointeSimulator
 from tests.plugins.pinpointe import SIM_NOTIFY_EMAIL, pinpointe_sim_config
 
 CANARY = "tok-CANARY-5d1e9a7c3b"

@@ -15,7 +15,7 @@ import pytest
 
 from inbox_poller.ledger.store import Store
 from inbox_poller.models import ExportState
-from inbox_poller.sandbox.simulator.server import Faults
+from inbox_poller.sandbox.simulator.jobs import Faults
 from tests.plugins.loop import REPO_ROOT, LoopEnv
 
 pytestmark = pytest.mark.dovecot
