@@ -1,14 +1,13 @@
 """``inbox-poller sandbox``: the whole loop on this machine, with no Pinpointe account.
 
 A throwaway Dovecot (IMAP over TLS on loopback) stands in for the mailbox and the
-simulator (``simulator.py``, https with a generated CA) for Pinpointe: on submit
-it delivers a notification into the mailbox and serves the payload. Everything
-else is the daemon's real code, configured through a real TOML file.
+simulator (:mod:`inbox_poller.sandbox.simulator`, HTTPS with a generated CA) for
+Pinpointe: on submit it delivers a notification into the mailbox and serves the
+payload. Everything else is the daemon's real code, configured through a real TOML file.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -24,8 +23,6 @@ from inbox_poller.loop.submitter import Submitter
 from inbox_poller.models import ExportRequest, ExportState, utc_now
 from inbox_poller.sandbox.dovecot.server import DovecotServer
 from inbox_poller.sandbox.simulator.server import PinpointeSimulator
-
-logger = logging.getLogger(__name__)
 
 SANDBOX_STAT = "1001"
 WAIT_FOR_ARCHIVE_S = 60.0

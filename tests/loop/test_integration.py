@@ -15,7 +15,7 @@ from inbox_poller.crashpoints import CRASH_EXIT_STATUS, POINTS
 from inbox_poller.download.fetcher import SafeDownloader
 from inbox_poller.ledger.store import Store
 from inbox_poller.models import ExportRequest, ExportState
-from inbox_poller.sandbox.simulator.server import Faults
+from inbox_poller.sandbox.simulator.jobs import Faults
 from inbox_poller.wiring import build_submitter
 from tests.plugins.loop import LoopEnv
 

@@ -13,7 +13,8 @@ from inbox_poller.errors import ApiAuthError, ApiError, ApiUnavailable
 from inbox_poller.models import ExportRequest
 from inbox_poller.pinpointe.client import PinpointeApi
 from inbox_poller.ports import JOB_NOT_FOUND
-from inbox_poller.sandbox.simulator.server import ApiFault, PinpointeSimulator
+from inbox_poller.sandbox.simulator.calls import ApiFault
+from inbox_poller.sandbox.simulator.server import PinpointeSimulator
 from tests.pinpointe.samples import HTML_502
 from tests.plugins.pinpointe import SIM_NOTIFY_EMAIL, pinpointe_sim_config
 

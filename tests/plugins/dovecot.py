@@ -28,7 +28,8 @@ import pytest
 from inbox_poller.config import ImapConfig
 from inbox_poller.errors import InboxPollerError
 from inbox_poller.imap.mailbox import ImapMailbox
-from inbox_poller.sandbox.dovecot.server import INSTALL_HINT, DovecotServer, find_dovecot
+from inbox_poller.sandbox.dovecot.process import INSTALL_HINT, find_dovecot
+from inbox_poller.sandbox.dovecot.server import DovecotServer
 
 PASSWORD_ENV = "INBOX_POLLER_TEST_IMAP_PASSWORD"
 """Named in the test ImapConfig only because the config needs a source; never read."""

@@ -12,7 +12,7 @@ import pytest
 
 from inbox_poller.ledger.store import Store
 from inbox_poller.models import ExportState
-from inbox_poller.sandbox.simulator.server import Faults
+from inbox_poller.sandbox.simulator.jobs import Faults
 from tests.plugins.daemon import DaemonProcess, NotifySocket
 from tests.plugins.loop import LoopEnv
 

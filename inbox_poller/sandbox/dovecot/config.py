@@ -1,10 +1,13 @@
-"""The files of a throwaway Dovecot instance: its config, ACL file and users file.
+"""The files Dovecot reads in a throwaway instance: its config, ACL file and users file.
 
-``DovecotServer`` (``inbox_poller.sandbox.dovecot.server``) writes these; the recipe is in
-``docs/dovecot.md``. Running as root needs four fixes (the login process runs as
-``dovenull``, mail is accessed as Debian's ``mail`` user, the instance directory must
-be searchable by that user, and the passwd-file leaves uid/gid empty). As an
-unprivileged user everything runs as that user, without chroots.
+The recipe is in ``docs/dovecot.md``. ``DovecotServer``
+(:mod:`inbox_poller.sandbox.dovecot.server`) writes the config and the ACL file at
+each start; :mod:`.directory` writes the users file when it lays out the instance.
+Running as root needs four fixes (the login process runs as ``dovenull``, mail is
+accessed as Debian's ``mail`` user, the instance directory must be searchable by that
+user, and the passwd-file leaves uid/gid empty); :mod:`.directory` makes the
+directory fit for the mail user. As an unprivileged user everything runs as that user,
+without chroots.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import stat
 from pathlib import Path
 from string import Template
 
@@ -95,24 +97,6 @@ service anvil {
 }
 $extra
 """)
-
-
-def unreachable_ancestor(path: Path, uid: int, gid: int) -> Path | None:
-    """Return the first directory on *path* that *uid* cannot search, if any.
-
-    The imap process keeps the supplementary group 0, so group bits of a
-    root-owned directory count too (docs/dovecot.md, fix 3).
-    """
-    for directory in [path, *path.parents]:
-        mode = directory.stat()
-        if mode.st_uid == uid and mode.st_mode & stat.S_IXUSR:
-            continue
-        if mode.st_gid in (gid, 0) and mode.st_mode & stat.S_IXGRP:
-            continue
-        if mode.st_mode & stat.S_IXOTH:
-            continue
-        return directory
-    return None
 
 
 def render_config(

@@ -1,9 +1,9 @@
-"""Process plumbing for the throwaway Dovecot: finding the binary, ports, stopping it.
+"""Process plumbing for the throwaway Dovecot: the binary, ports, starting and stopping.
 
-``DovecotServer`` (``inbox_poller.sandbox.dovecot.server``) uses these. Processes are read from
-``/proc`` (Linux only, like the rest of the sandbox). Stopping signals the ``imap``
-processes first: without a systemd cgroup to sweep them up they would survive the
-master, and clients would never see the connection drop.
+``DovecotServer`` (:mod:`inbox_poller.sandbox.dovecot.server`) uses these. Processes are
+read from ``/proc`` (Linux only, like the rest of the sandbox). Stopping signals the
+``imap`` processes first: without a systemd cgroup to sweep them up they would survive
+the master, and clients would never see the connection drop.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import random
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
 from inbox_poller.errors import InboxPollerError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.sandbox")
 
 INSTALL_HINT = "apt-get install -y dovecot-imapd"
 """The command that provides the ``dovecot`` binary on Debian and Ubuntu."""
@@ -85,6 +86,29 @@ def choose_ports(fixed: tuple[int | None, int | None]) -> tuple[int, int]:
 
 
 # ---- processes ------------------------------------------------------------------------
+
+
+def launch(binary: Path, config_path: Path, stderr_log: Path) -> subprocess.Popen[bytes]:
+    """Start the Dovecot master on *config_path*, its stderr appended to *stderr_log*."""
+    with stderr_log.open("ab") as stderr:
+        # -F keeps the master in the foreground as our child: its PID is known and
+        # we can reap it, instead of leaving a zombie for PID 1
+        return subprocess.Popen(
+            [str(binary), "-F", "-c", str(config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+
+
+def reap(process: subprocess.Popen[bytes]) -> None:
+    """Wait for the master *process* to exit, killing it after ``STOP_KILL_AFTER_S``."""
+    try:
+        process.wait(timeout=STOP_KILL_AFTER_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def proc_stat(pid: int) -> tuple[str, int] | None:

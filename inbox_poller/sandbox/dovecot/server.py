@@ -1,28 +1,26 @@
 """A throwaway Dovecot IMAP server on loopback, for ``inbox-poller sandbox`` and the tests.
 
-This implements the recipe in ``docs/dovecot.md``: one directory holds the
-config, Dovecot's run and state directories, the log, a certificate from
-``localca``, a passwd-file with one test user, and an sdbox mail store.
-``dovecot -F -c <config>`` never reads ``/etc/dovecot``. The server is ready
-only when a real LOGIN + SELECT works, and it fails fast on the first
-` Fatal: ` or ` Error: ` line in its log.
+This implements the recipe in ``docs/dovecot.md``: one instance directory holds
+everything, and ``dovecot -F -c <config>`` never reads ``/etc/dovecot``. The server
+is ready only when a real LOGIN + SELECT works, and it fails fast on the first
+`` Fatal: `` or `` Error: `` line in its log. This module holds the instance's
+life cycle and the test user's view of it (a client, folders, APPEND).
 
-The config and the other files Dovecot reads (and the fixes running as root
-needs) are in ``dovecot_config``; finding the binary, choosing ports and
-stopping the processes are in ``dovecot_process``.
+The instance directory is laid out by :mod:`.directory`; the config and the other
+files Dovecot reads (and the fixes running as root needs) are written by
+:mod:`.config`; the log is read by :mod:`.log`; finding the binary, choosing ports
+and stopping the processes are in :mod:`.process`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import secrets
 import shutil
 import ssl
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -30,22 +28,20 @@ from types import TracebackType
 from imapclient import IMAPClient, SocketTimeout
 
 from inbox_poller.errors import InboxPollerError
-from inbox_poller.sandbox import localca
 from inbox_poller.sandbox.dovecot import config as dovecot_config
 from inbox_poller.sandbox.dovecot import process as dovecot_process
-from inbox_poller.sandbox.dovecot.config import MAIL_GID, MAIL_UID
-from inbox_poller.sandbox.dovecot.process import INSTALL_HINT as INSTALL_HINT  # re-exported
-from inbox_poller.sandbox.dovecot.process import STOP_KILL_AFTER_S
-from inbox_poller.sandbox.dovecot.process import find_dovecot as find_dovecot  # re-exported
+from inbox_poller.sandbox.dovecot.directory import claim_directory, prepare_directory
+from inbox_poller.sandbox.dovecot.log import LogTail
+from inbox_poller.sandbox.dovecot.process import find_dovecot
+from inbox_poller.sandbox.localca import LocalCA
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.sandbox")
 
 DEFAULT_USER = "inbox-poller"
 START_TIMEOUT_S = 10.0
 CLIENT_TIMEOUT_S = 10.0
 START_ATTEMPTS = 5
 _POLL_S = 0.02
-_FAILURE_RE = re.compile(r" (Fatal|Error): ")
 _APPENDUID_RE = re.compile(rb"\[APPENDUID (\d+) (\d+)\]")
 
 
@@ -101,7 +97,7 @@ class DovecotServer:
         self._extra = extra_config
         self._start_timeout_s = start_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
-        self._ca: localca.LocalCA | None = None
+        self._ca: LocalCA | None = None
         self._context: ssl.SSLContext | None = None
 
     # ---- properties -------------------------------------------------------------------
@@ -304,46 +300,14 @@ class DovecotServer:
     # ---- internals --------------------------------------------------------------------
 
     def _prepare_directory(self) -> None:
-        if self._dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix="inbox-poller-dovecot-"))
-        directory = self._dir
-        directory.mkdir(parents=True, exist_ok=True)
-        if any(directory.iterdir()) and not (directory / "dovecot.conf").exists():
-            raise InboxPollerError(
-                f"{directory} is neither empty nor a Dovecot instance directory; refusing to use it"
-            )
+        self._dir = claim_directory(self._dir)
         self._owns_dir = True
-        is_root = os.geteuid() == 0
-        if is_root:
-            # mkdtemp makes 0700; the mail user must be able to pass through
-            directory.chmod(0o711)
-            blocked = dovecot_config.unreachable_ancestor(directory, MAIL_UID, MAIL_GID)
-            if blocked is not None:
-                raise InboxPollerError(
-                    f"the mail user (uid {MAIL_UID}) cannot reach {directory}: {blocked} is not "
-                    "searchable; use a directory under the system temporary directory"
-                )
-        for sub in ("run", "state", "log"):
-            (directory / sub).mkdir(exist_ok=True)
-        self._clear_stale_run_dir()
-        mail_home = directory / "mail" / self._user
-        mail_home.mkdir(parents=True, exist_ok=True)
-        if is_root:
-            for path in (directory / "mail", mail_home):
-                os.chown(path, MAIL_UID, MAIL_GID)
-                path.chmod(0o700)
-        self._ca = localca.make_local_ca(directory / "ssl")
-        dovecot_config.write_users(directory, self._user, self._password, mail_home)
-
-    def _clear_stale_run_dir(self) -> None:
-        """Wipe ``run/`` after a crash, unless its master.pid is a live instance of ours."""
+        # prepare_directory wipes run/, which is only stale when no instance of ours runs
         if self._master_pid() is not None:
             raise InboxPollerError(
                 f"a Dovecot instance is already running on {self.directory}; stop it first"
             )
-        run = self.directory / "run"
-        shutil.rmtree(run, ignore_errors=True)
-        run.mkdir()
+        self._ca = prepare_directory(self._dir, self._user, self._password)
 
     def _write_config(self) -> None:
         assert self._ca is not None
@@ -363,22 +327,14 @@ class DovecotServer:
             if not dovecot_process.port_is_free(port):
                 raise InboxPollerError(f"127.0.0.1:{port}: Address already in use")
         self._write_config()
-        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = LogTail(self.log_path)
         started = time.monotonic()
-        # -F keeps the master in the foreground as our child: its PID is known and
-        # we can reap it, instead of leaving a zombie for PID 1
-        stderr = (self.directory / "log" / "stderr.log").open("ab")
-        self._process = subprocess.Popen(
-            [str(self._binary), "-F", "-c", str(self.config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            start_new_session=True,
+        self._process = dovecot_process.launch(
+            self._binary, self.config_path, self.directory / "log" / "stderr.log"
         )
-        stderr.close()
         deadline = started + self._start_timeout_s
         while True:
-            self._raise_on_failure(log_offset)
+            self._raise_on_failure(log)
             if self._ready():
                 logger.info(
                     "dovecot %s: ready on 127.0.0.1:%s (plain) and :%s (TLS) in %.3fs",
@@ -389,17 +345,17 @@ class DovecotServer:
                 )
                 return
             if time.monotonic() > deadline:
-                last = self._log_lines(log_offset)[-1:] or ["nothing logged"]
+                last = log.lines()[-1:] or ["nothing logged"]
                 raise InboxPollerError(
                     f"Dovecot did not become ready within {self._start_timeout_s}s "
                     f"(last log line: {last[0].strip()}); see {self.log_path}"
                 )
             time.sleep(_POLL_S)
 
-    def _raise_on_failure(self, log_offset: int) -> None:
-        for line in self._log_lines(log_offset):
-            if _FAILURE_RE.search(line):
-                raise InboxPollerError(f"Dovecot failed to start: {line.strip()}")
+    def _raise_on_failure(self, log: LogTail) -> None:
+        failure = log.failure()
+        if failure is not None:
+            raise InboxPollerError(f"Dovecot failed to start: {failure}")
         assert self._process is not None
         if self._process.poll() is not None:
             stderr = (self.directory / "log" / "stderr.log").read_text("utf-8", "replace")
@@ -408,15 +364,6 @@ class DovecotServer:
                 f"Dovecot exited with status {self._process.returncode} while starting: "
                 f"{detail[0][:500]}"
             )
-
-    def _log_lines(self, offset: int) -> list[str]:
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(offset)
-                data = log.read()
-        except FileNotFoundError:
-            return []
-        return data.decode("utf-8", "replace").splitlines()
 
     def _ready(self) -> bool:
         """Return whether a real LOGIN + SELECT INBOX works on both ports."""
@@ -445,9 +392,5 @@ class DovecotServer:
 
     def _reap(self) -> None:
         if self._process is not None:
-            try:
-                self._process.wait(timeout=STOP_KILL_AFTER_S)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            dovecot_process.reap(self._process)
             self._process = None

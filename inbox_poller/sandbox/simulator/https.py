@@ -1,9 +1,9 @@
 """The simulator's HTTPS front: a threaded TLS server on 127.0.0.1 and its handler.
 
-The handler only speaks HTTP: it reads requests, asks the :class:`PinpointeSimulator`
+The handler only speaks HTTP: it reads requests, asks the :class:`Simulator` behind it
 what to answer (API envelopes, link checks, the body to serve), and writes the answer
-with the job's :class:`Faults` applied on the wire (failures, redirects, Range, stalls,
-truncation). Nothing here is used in production.
+with the job's :class:`~.jobs.Faults` applied on the wire (failures, redirects, Range,
+stalls, truncation). Nothing here is used in production.
 """
 
 from __future__ import annotations
@@ -12,20 +12,57 @@ import json
 import logging
 import socketserver
 import ssl
+import threading
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+from inbox_poller.sandbox.simulator.calls import ApiFault
+from inbox_poller.sandbox.simulator.jobs import Faults, SimJob
 from inbox_poller.sandbox.simulator.payloads import Segment, read_segments
+from inbox_poller.sandbox.simulator.rules import Answer
 
-if TYPE_CHECKING:
-    from inbox_poller.sandbox.simulator.server import Faults, PinpointeSimulator, SimJob
-
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.sandbox")
 
 MAX_API_BODY_BYTES = 1024**2
 SOCKET_TIMEOUT_S = 30.0
+
+
+class Simulator(Protocol):
+    """What the handler asks of the simulator it fronts (the ``PinpointeSimulator``)."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def stopping(self) -> threading.Event:
+        """Set when the simulator stops; stalls and delays wait on it, so they end too."""
+        ...
+
+    def receive_api_call(self, raw: bytes, content_type: str) -> ApiFault | None:
+        """Record one API request and return the fault queued for it, if any."""
+        ...
+
+    def handle_api(self, raw: bytes) -> Answer:
+        """Answer one API request body: ``(HTTP status, JSON envelope)``."""
+        ...
+
+    def authorise_link(self, token: str, expires: str, sig: str) -> tuple[SimJob | None, int]:
+        """Return the job a signed link names, or None and the status refusing it."""
+        ...
+
+    def record_link_request(self, job: SimJob, headers: dict[str, str]) -> int:
+        """Record one GET of *job*'s link; return its number."""
+        ...
+
+    def count_body_served(self, job: SimJob) -> int:
+        """Count one more body of *job* on its way out; return its number."""
+        ...
+
+    def served_body(self, job: SimJob) -> tuple[list[Segment], str]:
+        """Return the segments of the body to serve for *job*'s faults, and its ETag."""
+        ...
 
 
 class TlsServer(ThreadingHTTPServer):
@@ -33,7 +70,7 @@ class TlsServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, context: ssl.SSLContext, sim: PinpointeSimulator) -> None:
+    def __init__(self, context: ssl.SSLContext, sim: Simulator) -> None:
         self.context = context
         self.sim = sim
         super().__init__(("127.0.0.1", 0), _Handler)

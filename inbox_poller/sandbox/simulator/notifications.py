@@ -1,6 +1,6 @@
 """Builders of the simulator's export-ready notification mails, one per style.
 
-Pinpointe's real notification format is unknown (pinpointe-api.md, gap 1), so the
+Pinpointe's real notification format is unknown (docs/pinpointe-api.md, gap 1), so the
 simulator sends many plausible ones, and the extractor must cope with all of them:
 HTML and text alternatives, text only, HTML only behind a click-tracking redirect,
 a job ID only inside the link or nowhere at all, base64 and quoted-printable

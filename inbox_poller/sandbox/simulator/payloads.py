@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import logging
 import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
-
-logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 256 * 1024
 PADDING_BLOCK_BYTES = 1024**2

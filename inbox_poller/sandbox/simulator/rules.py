@@ -7,11 +7,8 @@ Nothing here is used in production.
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from typing import Any, Literal
-
-logger = logging.getLogger(__name__)
 
 SIM_USER_ID = "4711"
 CONTACT_METHOD = "GetNewsletterContactDataSummaryAsync"

@@ -7,16 +7,15 @@ plays all three parts Pinpointe plays:
   ``Newsletters``/``GetNewsletterContactDataSummaryAsync``, ``API``/``AsyncJobStatus``),
   strict about the envelope, credentials, ``stat``, YYYYMMDD dates and ``notify``;
 * ``GET /exports/<token>.json?expires=…&sig=…``: the export file behind a signed link,
-  with ETag/Range support and per-job fault injection (:class:`Faults`);
-* the notification mail, built by :mod:`inbox_poller.sandbox.simulator.notifications` and handed to
-  an injected ``deliver(bytes)`` callable (the tests APPEND it to an IMAP folder).
+  with ETag/Range support and per-job fault injection (:class:`.jobs.Faults`);
+* the notification mail, built by :mod:`.notifications`, stamped by :mod:`.mta` and
+  handed to an injected ``deliver(bytes)`` callable (the tests APPEND it to an IMAP folder).
 
-This module holds the simulator's state and the controls the tests use: jobs and their
-faults, API calls, signed links and mails. The API's request rules are in
-:mod:`.rules`, payload files and served bodies in :mod:`.payloads`, the HTTPS
-server in :mod:`.https`; their
-public names are re-exported here, so callers import from this module only.
-Nothing here is used in production.
+This module holds the simulator's state and the controls the tests use: its jobs, the
+API calls and faults, and the mails it sent. The records it keeps are in :mod:`.jobs`
+and :mod:`.calls`, the API's request rules in :mod:`.rules`, link signing in
+:mod:`.links`, payload files and served bodies in :mod:`.payloads`, and the HTTPS
+server in :mod:`.https`. Nothing here is used in production.
 """
 
 from __future__ import annotations
@@ -30,22 +29,21 @@ import ssl
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email import policy
-from email.utils import format_datetime, parseaddr
+from email.utils import parseaddr
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from inbox_poller.sandbox.localca import make_local_ca
-from inbox_poller.sandbox.simulator.https import MAX_API_BODY_BYTES, SOCKET_TIMEOUT_S, TlsServer
+from inbox_poller.sandbox.simulator.calls import ApiCall, ApiFault
+from inbox_poller.sandbox.simulator.https import TlsServer
+from inbox_poller.sandbox.simulator.jobs import Faults, SimJob
+from inbox_poller.sandbox.simulator.links import LinkSigner
+from inbox_poller.sandbox.simulator.mta import stamp
 from inbox_poller.sandbox.simulator.notifications import STYLES, MailParams
 from inbox_poller.sandbox.simulator.payloads import (
-    CHUNK_BYTES,
     GARBAGE,
-    PADDING_BLOCK_BYTES,
-    PayloadInfo,
     PayloadShape,
     Segment,
     bytes_segment,
@@ -67,31 +65,7 @@ from inbox_poller.sandbox.simulator.rules import (
     success,
 )
 
-__all__ = [
-    "CHUNK_BYTES",
-    "CONTACT_METHOD",
-    "DEFAULT_AUTHSERV_ID",
-    "DEFAULT_LINK_TTL_S",
-    "DEFAULT_SENDER",
-    "DEFAULT_TOKEN",
-    "DEFAULT_USERNAME",
-    "FIRST_JOB_ID",
-    "MAX_API_BODY_BYTES",
-    "PADDING_BLOCK_BYTES",
-    "SIM_USER_ID",
-    "SOCKET_TIMEOUT_S",
-    "ApiCall",
-    "ApiFault",
-    "Faults",
-    "PayloadInfo",
-    "PayloadShape",
-    "PinpointeSimulator",
-    "SimJob",
-    "SubmitShape",
-    "write_payload",
-]
-
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("inbox_poller.sandbox")
 
 DEFAULT_USERNAME = "sim-user"
 DEFAULT_TOKEN = "sim-token-7f3a9c1e5b2d4f60a8e1"  # noqa: S105 (a test credential)
@@ -99,112 +73,6 @@ DEFAULT_SENDER = "Pinpointe <noreply@mypinpointe.example>"
 DEFAULT_AUTHSERV_ID = "mx.inbox.example"
 FIRST_JOB_ID = 500_000_001
 DEFAULT_LINK_TTL_S = 7 * 86400.0
-
-_Bytes = bytes  # SimJob has a field named "bytes"
-
-
-@dataclass
-class Faults:
-    """How one job's export link misbehaves. Counts are of that job's GET requests."""
-
-    fail_first: int = 0
-    """Answer the first N requests with ``fail_status``."""
-    fail_status: int = 503
-    retry_after: str | None = None
-    gone_status: int | None = None
-    """Answer every request with this status (403, 404 or 410: an expired link)."""
-    redirect_to: str | None = None
-    """Redirect every request to this path on the simulator (``/…``) or this URL; the
-    job's ``mirror_url`` serves the same file without redirecting."""
-    redirect_status: int = 302
-    gzip: bool = False
-    """Serve the body with ``Content-Encoding: gzip``."""
-    truncate_first: int = 0
-    """Close the connection after ``truncate_at`` body bytes in the first N bodies."""
-    truncate_at: int = 0
-    stall_first: int = 0
-    """Pause for ``stall_s`` after ``stall_at`` body bytes in the first N bodies."""
-    stall_at: int = 0
-    stall_s: float = 0.0
-    invalid_json: bool = False
-    """Append garbage after the JSON document."""
-    oversize_bytes: int | None = None
-    """Pad the decoded body with whitespace up to this many bytes (still valid JSON)."""
-    omit_content_length: bool = False
-    """Send no Content-Length; the body ends when the connection closes."""
-    ignore_range: bool = False
-    """Answer 200 with the whole body even to a Range request."""
-
-
-@dataclass(frozen=True)
-class ApiFault:
-    """A canned misbehaviour for the next API request, after it was read."""
-
-    status: int = 200
-    body: bytes | None = None
-    """The answer's body; None answers normally (after ``delay_s``)."""
-    content_type: str = "application/json"
-    close: bool = False
-    """Close the connection without answering."""
-    delay_s: float = 0.0
-    retry_after: str | None = None
-    """A ``Retry-After`` header for the canned answer."""
-
-
-@dataclass(frozen=True)
-class ApiCall:
-    """One API request as received (the token is never kept)."""
-
-    requesttype: str
-    requestmethod: str
-    details: Any
-    content_type: str
-    fault: ApiFault | None
-
-
-@dataclass
-class SimJob:
-    """One accepted export: what was asked, what will be served, and what happened."""
-
-    job_id: str
-    token: str
-    """The opaque part of the export link."""
-    stat: str
-    startdate: str | None
-    enddate: str | None
-    notify_email: str
-    created_at: datetime
-    expires_at: datetime
-    download_url: str
-    mirror_url: str
-    style: str
-    faults: Faults
-    payload_path: Path
-    status: str = "waiting"
-    """What AsyncJobStatus reports: ``waiting``, then ``complete``; tests may set ``failed``."""
-    sha256: str = ""
-    bytes: int = 0
-    records: int = 0
-    mail: _Bytes | None = None
-    """The first notification sent for this job."""
-    mails_sent: int = 0
-    requests: list[dict[str, str]] = field(default_factory=list)
-    """Headers (lower-case names) of every GET of the export link."""
-    bodies_served: int = 0
-    error: str | None = None
-    ready: threading.Event = field(default_factory=threading.Event)
-    """Set when the payload is on disk and ``sha256``/``bytes``/``records`` are final."""
-    delivered: threading.Event = field(default_factory=threading.Event)
-
-    def wait_ready(self, timeout_s: float = 60.0) -> SimJob:
-        if not self.ready.wait(timeout_s):
-            raise TimeoutError(f"job {self.job_id}: payload not ready after {timeout_s}s")
-        return self
-
-    def wait_delivered(self, timeout_s: float = 60.0) -> _Bytes:
-        if not self.delivered.wait(timeout_s) or self.mail is None:
-            raise TimeoutError(f"job {self.job_id}: no notification after {timeout_s}s")
-        return self.mail
 
 
 class PinpointeSimulator:
@@ -257,7 +125,7 @@ class PinpointeSimulator:
         self.api_calls: list[ApiCall] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._secret = secrets.token_bytes(32)
+        self._links = LinkSigner()
         self._api_faults: deque[ApiFault] = deque()
         self._next_faults: Faults | None = None
         self._next_job = FIRST_JOB_ID
@@ -423,7 +291,7 @@ class PinpointeSimulator:
             job_id = str(self._next_job)
             self._next_job += 1
             faults, self._next_faults = self._next_faults or Faults(), None
-        query = f"expires={expires}&sig={self._sign(token, str(expires))}"
+        query = f"expires={expires}&sig={self._links.sign(token, str(expires))}"
         if STYLES[style].job_id_in_link:
             query += f"&jobid={job_id}"
         job = SimJob(
@@ -539,21 +407,15 @@ class PinpointeSimulator:
             expires_at=job.expires_at,
         )
         message = STYLES[job.style].build(params)
-        received = format_datetime(params.date)
-        trace = f"Received: from mta1.{domain} by {self.authserv_id}; {received}\r\n"
-        if self.dmarc is not None:
-            dkim = "pass" if self.dmarc == "pass" else "fail"
-            trace += (
-                f"Authentication-Results: {self.authserv_id}; dkim={dkim} header.d={domain}; "
-                f"spf=pass smtp.mailfrom={domain}; dmarc={self.dmarc} header.from={domain}\r\n"
-            )
-        return trace.encode("ascii") + message.as_bytes(policy=policy.SMTP)
+        return stamp(
+            message,
+            domain=domain,
+            date=params.date,
+            authserv_id=self.authserv_id,
+            dmarc=self.dmarc,
+        )
 
     # ---- export links -------------------------------------------------------------------------
-
-    def _sign(self, token: str, expires: str) -> str:
-        mac = hmac.new(self._secret, f"{token}.{expires}".encode(), hashlib.sha256)
-        return mac.hexdigest()[:40]
 
     def authorise_link(self, token: str, expires: str, sig: str) -> tuple[SimJob | None, int]:
         """Return the job a signed link names, or None and the status refusing it."""
@@ -561,10 +423,9 @@ class PinpointeSimulator:
             job = next((job for job in self.jobs.values() if job.token == token), None)
         if job is None or not job.ready.is_set():
             return None, 404
-        if not expires.isdigit() or not hmac.compare_digest(sig, self._sign(token, expires)):
-            return None, 403
-        if int(expires) < datetime.now(UTC).timestamp():
-            return None, 410
+        refusal = self._links.refusal(token, expires, sig)
+        if refusal is not None:
+            return None, refusal
         return job, 200
 
     def record_link_request(self, job: SimJob, headers: dict[str, str]) -> int:

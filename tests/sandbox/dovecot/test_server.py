@@ -1,4 +1,4 @@
-"""The throwaway Dovecot launcher: start, ready, stop that really drops clients, restart."""
+"""The throwaway Dovecot server: start, ready, stop that really drops clients, restart."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from imapclient import IMAPClient
 
 from inbox_poller.errors import InboxPollerError
 from inbox_poller.sandbox.dovecot import process as dovecot_process
-from inbox_poller.sandbox.dovecot.server import INSTALL_HINT, DovecotServer, find_dovecot
+from inbox_poller.sandbox.dovecot.server import DovecotServer
 from tests.plugins.dovecot import make_mail, require_dovecot
 
 pytestmark = pytest.mark.dovecot
@@ -114,24 +114,6 @@ def test_the_context_manager_deletes_the_directory() -> None:
         assert directory.parent == Path(tempfile.gettempdir())
     assert not directory.exists()
     assert _instance_processes(server) == []
-
-
-def test_a_missing_binary_names_the_install_command(tmp_path: Path) -> None:
-    with pytest.raises(InboxPollerError, match=INSTALL_HINT):
-        find_dovecot(search_path="")
-    with pytest.raises(InboxPollerError, match="apt-get install -y dovecot-imapd"):
-        DovecotServer(search_path=str(tmp_path))
-
-
-def test_the_fixture_skips_without_dovecot_but_fails_in_ci(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("CI", raising=False)
-    with pytest.raises(pytest.skip.Exception, match=INSTALL_HINT):
-        require_dovecot(search_path=str(tmp_path))
-    monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match=INSTALL_HINT):
-        require_dovecot(search_path=str(tmp_path))
 
 
 def test_a_bad_config_fails_fast_with_dovecots_message() -> None:
