@@ -13,11 +13,8 @@ such as ``(dmarc=pass)`` is never mistaken for a result.
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
-
-logger = logging.getLogger("inbox_poller.matching")
 
 MAX_FIELD_CHARS = 8192
 """Longer fields are not read (real ones are well under 2,000 characters)."""

@@ -9,10 +9,7 @@ docs/matching.md §1; the last resort, Latin-1, cannot fail. RFC 3676
 from __future__ import annotations
 
 import codecs
-import logging
 import re
-
-logger = logging.getLogger("inbox_poller.matching")
 
 _CHARSET_ALIASES = {
     "ks_c_5601-1987": "cp949",

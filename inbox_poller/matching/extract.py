@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,8 +43,6 @@ from inbox_poller.matching.links import (
 )
 from inbox_poller.matching.markup import read_markup
 from inbox_poller.models import Link, Notification
-
-logger = logging.getLogger("inbox_poller.matching")
 
 MAX_PART_BYTES = 2 * 1024 * 1024
 """Decoded bytes read from one part; a hostile mail cannot make us parse more."""

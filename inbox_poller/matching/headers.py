@@ -11,15 +11,12 @@ order, top-most first. ``email.utils.parseaddr`` is never used
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable
 from email.headerregistry import AddressHeader
 from email.message import Message
 
 from inbox_poller.matching.charsets import clean_surrogates
-
-logger = logging.getLogger("inbox_poller.matching")
 
 MAX_AUTH_RESULTS = 20
 """``Authentication-Results`` fields kept, top-most first. Only the top-most one with our

@@ -8,7 +8,6 @@ inspecting their own mail, and the report is printed, never logged.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -17,8 +16,6 @@ from inbox_poller.matching.match import match_notification
 from inbox_poller.matching.verdicts import choose_download_link
 from inbox_poller.models import Export, ExportRequest, ExportState
 from inbox_poller.urlpolicy import HostRule
-
-logger = logging.getLogger("inbox_poller.matching")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UNSAFE = {i: f"\\x{i:02x}" for i in (*range(0x20), 0x7F)} | {0x0A: " ", 0x09: " "}

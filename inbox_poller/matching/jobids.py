@@ -10,15 +10,12 @@ quantifiers only, linear scans.
 from __future__ import annotations
 
 import itertools
-import logging
 import re
 from collections.abc import Iterable, Sequence
 from urllib.parse import unquote, urlsplit
 
 from inbox_poller.matching.links import BARE_URL_RE, split_params
 from inbox_poller.models import Link
-
-logger = logging.getLogger("inbox_poller.matching")
 
 MIN_JOB_ID_CHARS = 3
 """The shortest job ID looked for: a bare "42" occurs in too many places."""

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
 import re
 from collections.abc import Sequence
 from urllib.parse import unquote, urljoin, urlsplit
 
 from inbox_poller.models import Link
-
-logger = logging.getLogger("inbox_poller.matching")
 
 MAX_LINKS = 1000
 """Links kept per mail (and URLs read from one text)."""

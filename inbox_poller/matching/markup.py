@@ -9,7 +9,6 @@ conditional comments, so hrefs are read from comments too.
 from __future__ import annotations
 
 import html
-import logging
 import re
 from dataclasses import dataclass, field
 
@@ -17,8 +16,6 @@ from bs4 import BeautifulSoup, Comment
 from bs4.element import Tag
 
 from inbox_poller.matching.links import clean_url, is_http_url, join_angle_urls
-
-logger = logging.getLogger("inbox_poller.matching")
 
 MAX_LINK_TEXT_CHARS = 300
 

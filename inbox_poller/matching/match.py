@@ -10,7 +10,6 @@ sentence saying why. docs/matching.md §6 states the rules.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -25,8 +24,6 @@ from inbox_poller.models import (
     Notification,
 )
 from inbox_poller.urlpolicy import HostRule
-
-logger = logging.getLogger("inbox_poller.matching")
 
 DUPLICATE_STATES = frozenset(
     {

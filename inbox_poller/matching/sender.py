@@ -16,7 +16,6 @@ enough. Anything unreadable, missing or contradictory is a refusal.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from inbox_poller.matching.authresults import (
@@ -28,8 +27,6 @@ from inbox_poller.matching.authresults import (
 )
 from inbox_poller.matching.headers import normal_domain
 from inbox_poller.models import Notification
-
-logger = logging.getLogger("inbox_poller.matching")
 
 MICROSOFT_365 = "microsoft365"
 """The ``authserv_ids`` entry that accepts Microsoft 365's field, which has no authserv-id."""

@@ -9,7 +9,6 @@ equals. docs/matching.md §3 and §4 state the rules.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,8 +18,6 @@ from inbox_poller.matching.jobids import find_known_ids, url_forms
 from inbox_poller.matching.links import url_scheme
 from inbox_poller.models import Link, LinkVerdict
 from inbox_poller.urlpolicy import HostRule, UrlRefused, check_url
-
-logger = logging.getLogger("inbox_poller.matching")
 
 MAX_WRAPPER_CHAIN = 8
 """Wrappers followed upwards when a redirect target inherits a wrapper's purpose (the

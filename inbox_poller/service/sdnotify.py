@@ -141,10 +141,6 @@ class Notifier:
         """Tell the watchdog the service is making progress."""
         return self.send("WATCHDOG=1")
 
-    def extend_timeout(self, seconds: float) -> bool:
-        """Ask for *seconds* more to finish starting, reloading or stopping."""
-        return self.send(f"EXTEND_TIMEOUT_USEC={max(1, round(seconds * 1_000_000))}")
-
     def send(self, *lines: str) -> bool:
         """Send *lines* (``KEY=VALUE``, no newlines) as one datagram; return whether it was sent.
 

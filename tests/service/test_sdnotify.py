@@ -137,11 +137,6 @@ def test_send_puts_several_lines_in_one_datagram(sd_path_manager: FakeManager) -
     assert sd_path_manager.receive() == b"READY=1\nSTATUS=idle"
 
 
-def test_extend_timeout_is_in_microseconds(sd_path_manager: FakeManager) -> None:
-    Notifier(sd_path_manager.env()).extend_timeout(1.5)
-    assert sd_path_manager.receive() == b"EXTEND_TIMEOUT_USEC=1500000"
-
-
 @pytest.mark.parametrize("line", ["READY=1\nSTOPPING=1", "READY", "X=" + "y" * MAX_DATAGRAM_BYTES])
 def test_malformed_lines_are_programming_errors(sd_path_manager: FakeManager, line: str) -> None:
     with pytest.raises(ValueError, match=r"KEY=VALUE|exceeds"):

@@ -222,13 +222,6 @@ class PinpointeSimulator:
         with self._lock:
             return self.jobs[job_id]
 
-    def only_job(self) -> SimJob:
-        """The single job submitted so far (a test helper)."""
-        with self._lock:
-            if len(self.jobs) != 1:
-                raise AssertionError(f"expected exactly one job, have {sorted(self.jobs)}")
-            return next(iter(self.jobs.values()))
-
     def deliver_notification(self, job_id: str) -> bytes:
         """Build and deliver (again) the notification of *job_id*; return the mail."""
         job = self.job(job_id)
