@@ -18,7 +18,7 @@ two folders so drift hits both alike, it times:
 * a reconnect and pass (``open``, which logs the old session out, + ``read_mail``),
   for context.
 
-The ledger rows are written with SQL into the schema ``store.py`` created (through
+The ledger rows are written with SQL into the schema ``ledger/schema.py`` created (through
 ``record_mail`` they would take 50,000 fsynced transactions); they are the rows
 ``record_mail`` writes for an unmatched mail, with its summary.
 
@@ -178,7 +178,7 @@ def fill_ledger(subject: Subject, seen_days_ago: float) -> None:
 
 
 def _summary(number: int) -> dict[str, object]:
-    """What ``mail_memory.summarize`` keeps of such a mail."""
+    """What ``matching.summary.summarize`` keeps of such a mail."""
     url = f"https://www.example.org/digest/{number}"
     return {
         "message_id": f"<digest-{number}@example.org>",

@@ -9,7 +9,7 @@ Layout (built only from validated IDs, never from names found in mail or URLs)::
 ``YYYY/MM`` is the UTC month the export was submitted. A payload is written to
 ``.<job_id>.<random>.part`` in its final directory (``O_CREAT|O_EXCL|O_NOFOLLOW``,
 mode 0600), fsynced, renamed over the final name, and the directory fsynced
-(reliability.md 3.6). Only then does the manifest get its line (fsynced too).
+(docs/reliability.md §3.6). Only then does the manifest get its line (fsynced too).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Deterministic crash points for recovery tests (mbsync's ``-Ts<step>``, reliability.md 8.2).
+"""Deterministic crash points for recovery tests (mbsync's ``-Ts<step>``, docs/reliability.md §8.2).
 
 Every durable step of the loop calls :func:`crash_point` with its name. When the
 environment variable ``INBOX_POLLER_CRASH_AT`` names that step, the process

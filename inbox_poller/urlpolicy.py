@@ -1,7 +1,7 @@
 """Which download URLs are acceptable, judged from the URL text alone (pure).
 
 The address a host resolves to is checked separately, at connection time, by
-``download.py``. Rules follow OWASP's SSRF guidance (reliability.md 4.1):
+``download.py``. Rules follow OWASP's SSRF guidance (docs/reliability.md §4.1):
 
 * ``https`` only, no user info, no control characters or backslashes;
 * the host must match an entry of ``download.allowed_hosts``:

@@ -1,6 +1,6 @@
 """The SQLite file under :class:`~inbox_poller.ledger.store.Store`: open, transact, transition.
 
-Durability rules (reliability.md 6): WAL, ``synchronous=FULL``, a busy timeout,
+Durability rules (docs/reliability.md §6): WAL, ``synchronous=FULL``, a busy timeout,
 ``foreign_keys=ON``, ``quick_check`` at open, and every change inside one
 ``BEGIN IMMEDIATE`` ... ``COMMIT``. Every state change of an export goes through
 :meth:`LedgerConnection._transition`, which checks the state machine in

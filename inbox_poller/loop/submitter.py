@@ -1,7 +1,7 @@
 """Asking Pinpointe for exports: on demand, on schedule, and again when one goes wrong.
 
 A submit is never retried blindly: the ledger row exists before the POST, and
-an unknown outcome is recorded as such (pinpointe-api.md, gap 4). Resubmission
+an unknown outcome is recorded as such (docs/pinpointe-api.md, gap 4). Resubmission
 happens only for a definite reason, each one bounded and recorded:
 
 * an export with no notification after ``exports.notify_deadline`` is checked

@@ -1,6 +1,6 @@
 """Read job IDs, job statuses and the account out of a successful answer's ``data``.
 
-Pinpointe does not document the shape of ``data`` (pinpointe-api.md, gaps 3 and 5):
+Pinpointe does not document the shape of ``data`` (docs/pinpointe-api.md, gaps 3 and 5):
 a bare value, an object, or objects one level down (``data.item[0].jobid``), with keys
 spelled ``jobid``, ``jobId`` or ``job_id``. These readers accept every such shape, but
 refuse an answer whose meaning is unclear (no job ID, or several) with an ``ApiError``

@@ -1,8 +1,8 @@
 """The Pinpointe JSON API client: submit an async export, check credentials, ask job status.
 
 :class:`PinpointeApi` adds only the I/O around the pure envelope code in
-``api_replies`` and the ``data`` readers in ``api_data``: one HTTPS POST per call,
-never retried (the submit is not idempotent, pinpointe-api.md gap 4), on a fresh
+``envelope`` and the ``data`` readers in ``answers``: one HTTPS POST per call,
+never retried (the submit is not idempotent, docs/pinpointe-api.md gap 4), on a fresh
 connection, verified by our own TLS context, with the answer read under a size cap
 and a deadline. Transport failures become ``ApiError`` (or ``ApiUnavailable`` when
 nothing was sent). The API token never appears in a message or a log line.

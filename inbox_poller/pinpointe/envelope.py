@@ -1,6 +1,6 @@
 """The Pinpointe JSON envelope, pure: build a request's, decode and judge an answer's.
 
-Pinpointe documents little about its answers (pinpointe-api.md, gaps 3, 5 and 10), so
+Pinpointe documents little about its answers (docs/pinpointe-api.md, gaps 3, 5 and 10), so
 the parsing is lenient about shapes and strict about meaning:
 
 * a call succeeded only if the HTTP status is 2xx **and** ``status`` is ``SUCCESS``;
@@ -11,7 +11,7 @@ the parsing is lenient about shapes and strict about meaning:
 
 Everything here takes bytes or values and returns values or raises ``ApiError``; there
 is no I/O, so it is table-tested. Reading the ``data`` of a successful answer is in
-``api_data``; the HTTPS POST around both is ``api.PinpointeApi``. Every text taken from
+``answers``; the HTTPS POST around both is ``client.PinpointeApi``. Every text taken from
 an answer is redacted before it reaches a message, in case the server echoes the token.
 """
 
@@ -73,7 +73,7 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
 def build_envelope(
     username: str, token: str, requesttype: str, requestmethod: str, details: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Return the request envelope every Pinpointe method shares (pinpointe-api.md §2)."""
+    """Return the request envelope every Pinpointe method shares (docs/pinpointe-api.md §2)."""
     return {
         "username": username,
         "usertoken": token,

@@ -3,8 +3,8 @@
 "Alive" is not enough: a listener can look alive and process nothing for days (a
 dropped IMAP session nobody noticed, a token that stopped refreshing). Healthy means the
 mailbox was read recently (within three poll intervals) and no export has waited past
-its notification deadline. :func:`assess` is the pure judgement; :func:`ledger_health`
-reads what it needs from the ledger.
+its notification deadline (docs/reliability.md §7.3). :func:`assess` is the pure
+judgement; :func:`ledger_health` reads what it needs from the ledger.
 """
 
 from __future__ import annotations

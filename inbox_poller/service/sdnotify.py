@@ -1,4 +1,4 @@
-"""The systemd notify protocol, without libsystemd (reliability.md 7.1).
+"""The systemd notify protocol, without libsystemd (docs/reliability.md §7.1).
 
 ``sd_notify(3)`` is one datagram of newline-separated ``KEY=VALUE`` lines sent to
 the ``AF_UNIX`` socket named in ``$NOTIFY_SOCKET``; a name starting with ``@`` is

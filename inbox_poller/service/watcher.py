@@ -5,7 +5,7 @@
 watermark) whenever the session (re)opens, the server reports new mail, the
 daemon sets ``wake``, or ``poll_interval_s`` has passed since the last pass.
 
-Every wait is bounded (reliability.md 2.2): IDLE is renewed every
+Every wait is bounded (docs/reliability.md §2.2): IDLE is renewed every
 ``idle_timeout_s`` and each answer is awaited at most the socket's read
 timeout, so a silently dead connection raises ``MailboxError`` within
 ``idle_timeout_s`` + read timeout and is replaced. Any failure closes the
@@ -14,8 +14,8 @@ session and reconnects after an exponential, jittered back-off that waits on
 catch-up pass by UID, mail delivered during an outage is processed once.
 
 ``on_progress`` is called after each completed wait or pass and while
-backing off: the daemon pings the systemd watchdog from it (reliability.md
-7.2), so a session stuck beyond its timeouts stops the pings.
+backing off: the daemon pings the systemd watchdog from it (docs/reliability.md
+§7.2), so a session stuck beyond its timeouts stops the pings.
 """
 
 from __future__ import annotations

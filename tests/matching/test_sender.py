@@ -21,7 +21,7 @@ POLICY = SenderPolicy((MX,), (D,))
 M365 = SenderPolicy(("microsoft365",), (D,))
 BOTH = SenderPolicy((MX, "microsoft365"), (D,))
 SIMULATOR = f"{MX}; dkim=pass header.d={D}; spf=pass smtp.mailfrom={D}; dmarc=pass header.from={D}"
-"""Exactly what ``simulator._render_mail`` stamps."""
+"""Exactly what the simulator's ``mta.stamp`` adds."""
 MS_PASS = (
     f"spf=pass (sender IP is 192.0.2.25) smtp.mailfrom={D}; dkim=pass (signature was "
     f"verified) header.d={D};dmarc=pass action=none header.from={D};compauth=pass reason=100"

@@ -102,7 +102,7 @@ def exposure(unit_path: Path) -> tuple[int, float, str]:
     return result.returncode, float(match.group(1)), result.stdout
 
 
-# ---- the exposure score (reliability.md 7.8, checklist 6) ------------------------------
+# ---- the exposure score (docs/reliability.md §7.8, §9 item 6) ------------------------------
 
 
 def test_exposure_score_is_at_most_1_5() -> None:

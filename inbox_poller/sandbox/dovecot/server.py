@@ -204,7 +204,7 @@ class DovecotServer:
     def stop(self) -> None:
         """Stop the server so that connected clients really see the connection drop.
 
-        The signal order is ``dovecot_process.terminate``'s. A no-op when nothing runs.
+        The signal order is ``process.terminate``'s. A no-op when nothing runs.
         """
         master = self._master_pid()
         if master is None:
