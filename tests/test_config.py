@@ -9,20 +9,9 @@ import pytest
 from inbox_poller.cli.program import main
 from inbox_poller.config import load_config, resolve_config_path
 from inbox_poller.errors import ConfigError
+from tests.samples import MINIMAL
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
-
-MINIMAL = """
-[pinpointe]
-username = "u@example.com"
-usertoken_env = "TOKEN_VAR"
-notify_email = "box@example.com"
-
-[imap]
-host = "imap.example.com"
-username = "box@example.com"
-password_env = "PASSWORD_VAR"
-"""
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -11,19 +11,7 @@ from typing import Any
 from inbox_poller.config import load_config
 from inbox_poller.models import Export, ExportRequest, ExportState
 from inbox_poller.schedules.table import INTERVAL_EPOCH, ExportSchedule
-
-MINIMAL_CONFIG = """
-[pinpointe]
-username = "u@example.com"
-usertoken_env = "TOKEN_VAR"
-notify_email = "box@example.com"
-
-[imap]
-host = "imap.example.com"
-username = "box@example.com"
-password_env = "PASSWORD_VAR"
-"""
-"""The sections a configuration needs besides its ``[[export]]`` tables."""
+from tests.samples import MINIMAL
 
 
 def utc(text: str) -> datetime:
@@ -68,7 +56,7 @@ def _toml_table(header: str, table: Mapping[str, object]) -> str:
 def write_config(tmp_path: Path, export_toml: str) -> Path:
     """Write a valid configuration with *export_toml* appended; return its path."""
     path = tmp_path / "config.toml"
-    path.write_text(MINIMAL_CONFIG + "\n" + export_toml, encoding="utf-8")
+    path.write_text(MINIMAL + "\n" + export_toml, encoding="utf-8")
     return path
 
 
