@@ -108,7 +108,8 @@ class PinpointeApi:
         details = submit_details(request, self._config.notify_email)
         data = check_reply(self._post("Newsletters", request.method, details))
         job_id = extract_job_id(data)
-        logger.info(
+        # the submitter logs the submission at INFO, with its export
+        logger.debug(
             "pinpointe: %s stat=%s accepted as job %s", request.method, request.stat, job_id
         )
         return job_id

@@ -155,7 +155,7 @@ def _run_loop(
         f"archived {export.archived.bytes} bytes, {export.archived.records} records, "
         f"sha256 {export.archived.sha256} (equal to what the simulator served)"
     )
-    _step(f"the mail was acknowledged: {export.mail} (keyword $ExportArchived, moved)")
+    _step(f"the mail was acknowledged: {export.mail} (keyword {config.imap.keyword}, moved)")
     again = parts.poller.run_once(parts.mailbox)
     _step(
         f"a second pass changes nothing: read {again.mails_seen} mail(s), archived "
