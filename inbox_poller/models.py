@@ -10,11 +10,13 @@ from enum import StrEnum
 CONTACT_DATA_METHOD = "GetNewsletterContactDataSummaryAsync"
 """The only export method inbox-poller submits today."""
 
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Anchored with \Z, not $: "$" also matches before a final newline, so "987654\n" would
+# pass, and an ID becomes a path, a ledger key and a request field.
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 """What a Pinpointe job ID may look like before it is stored or put in a path."""
 
-STAT_ID_RE = re.compile(r"^[0-9]{1,18}$")
-DATE_RE = re.compile(r"^[0-9]{8}$")
+STAT_ID_RE = re.compile(r"^[0-9]{1,18}\Z")
+DATE_RE = re.compile(r"^[0-9]{8}\Z")
 
 
 def utc_now() -> datetime:

@@ -11,7 +11,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +40,45 @@ def test_the_package_keeps_every_contract() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "BROKEN" not in result.stdout
     assert "0 broken" in result.stdout
+
+
+ROOMS = frozenset(
+    f"inbox_poller.{path.stem}"
+    for path in (REPO_ROOT / "inbox_poller").iterdir()
+    if (path.suffix == ".py" and path.stem not in ("__init__", "__main__"))
+    or (path.is_dir() and (path / "__init__.py").exists())
+)
+"""Every top-level module and package of inbox_poller: each must be placed on a floor."""
+
+ALLOWED = {
+    "faces": {"inbox_poller.cli", "inbox_poller.sandbox"},
+    "imapclient": {"inbox_poller.imap", "inbox_poller.sandbox"},
+    "requests": {"inbox_poller.pinpointe"},
+    "urllib3": {"inbox_poller.download", "inbox_poller.pinpointe"},
+    "apscheduler": {"inbox_poller.service", "inbox_poller.schedules"},
+}
+"""For each "only in" contract, the rooms it exempts; every other room is its source."""
+
+
+def _contracts() -> dict[str, dict[str, Any]]:
+    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return {c["id"]: c for c in config["tool"]["importlinter"]["contracts"]}
+
+
+def test_every_room_stands_on_exactly_one_floor() -> None:
+    placed = [
+        module.strip()
+        for layer in _contracts()["floors"]["layers"]
+        for module in layer.replace("|", ":").split(":")
+    ]
+    assert sorted(placed) == sorted(ROOMS), "a new room must be given a floor in pyproject.toml"
+
+
+@pytest.mark.parametrize("contract_id", sorted(ALLOWED))
+def test_each_only_in_contract_covers_every_other_room(contract_id: str) -> None:
+    # a room missing from a forbidden contract's sources would escape it unnoticed
+    sources = set(_contracts()[contract_id]["source_modules"])
+    assert sources == ROOMS - ALLOWED[contract_id]
 
 
 PLANTED = [

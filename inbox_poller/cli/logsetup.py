@@ -11,6 +11,8 @@ import os
 import sys
 from typing import Any
 
+from inbox_poller.safetext import escape_controls, escape_json_controls
+
 _SYSLOG_PRIORITY = {
     logging.CRITICAL: 2,
     logging.ERROR: 3,
@@ -20,7 +22,18 @@ _SYSLOG_PRIORITY = {
 }
 
 
-class JournalFormatter(logging.Formatter):
+class TextFormatter(logging.Formatter):
+    """One line per record: the message's control characters escaped (``safetext``).
+
+    Messages carry text from mail and servers; a traceback that follows keeps its lines.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+
+class JournalFormatter(TextFormatter):
     """Prefix each line with ``<N>`` so journald records its priority (sd-daemon(3))."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -45,7 +58,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return escape_json_controls(json.dumps(entry, ensure_ascii=False))
 
 
 def configure_logging(verbose: bool, log_format: str = "text") -> None:
@@ -57,7 +70,7 @@ def configure_logging(verbose: bool, log_format: str = "text") -> None:
     elif os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(JournalFormatter(text))
     else:
-        handler.setFormatter(logging.Formatter(text))
+        handler.setFormatter(TextFormatter(text))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

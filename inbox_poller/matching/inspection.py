@@ -15,11 +15,11 @@ from inbox_poller.matching.extract import extract
 from inbox_poller.matching.match import match_notification
 from inbox_poller.matching.verdicts import choose_download_link
 from inbox_poller.models import Export, ExportRequest, ExportState
+from inbox_poller.safetext import escape_controls
 from inbox_poller.urlpolicy import HostRule
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_UNSAFE = {i: f"\\x{i:02x}" for i in (*range(0x20), 0x7F)} | {0x0A: " ", 0x09: " "}
-_BIDI = {c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F)}
+_LINE_BREAKS = str.maketrans({"\n": " ", "\t": " "})
 
 
 def pending_exports(job_ids: Sequence[str]) -> list[Export]:
@@ -134,4 +134,4 @@ def _items(value: object) -> list[object]:
 def _safe(value: object) -> str:
     if value is None:
         return ""
-    return str(value).translate(_UNSAFE).translate(_BIDI)
+    return escape_controls(str(value).translate(_LINE_BREAKS))

@@ -30,10 +30,11 @@ MIN_INTERVAL_S = 60
 MAX_INTERVAL_S = 366 * 86400
 MAX_WINDOW_DAYS = 366
 
-_NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
-_EVERY_RE = re.compile(r"^([0-9]{1,9})\s*([smhd])$")
+# \Z, not $, which would also accept a final newline (as the ID patterns in models.py)
+_NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}\Z")
+_EVERY_RE = re.compile(r"^([0-9]{1,9})\s*([smhd])\Z")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_WINDOW_RE = re.compile(r"^(?:previous-day|none|fixed|last-([0-9]{1,4})-days?)$")
+_WINDOW_RE = re.compile(r"^(?:previous-day|none|fixed|last-([0-9]{1,4})-days?)\Z")
 
 
 def _yyyymmdd(value: object) -> str:
