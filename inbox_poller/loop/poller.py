@@ -54,18 +54,20 @@ class Poller:
         report: CycleReport,
         *,
         downloads: DownloadStep | None = None,
+        progress: Callable[[], None] = lambda: None,
     ) -> None:
         """Read new mail on the open *mailbox*, start the downloads, acknowledge what is done.
 
         The downloads start even when reading failed (exports notified earlier are still
-        ready); acknowledging waits for a session that works.
+        ready); acknowledging waits for a session that works. *progress* is called after
+        each mail read or acknowledged (the daemon's watchdog: a long pass is not a hang).
         :raises MailboxError: reading failed; recorded in *report*, not acknowledged.
         """
         try:
-            self.reader.read(mailbox, status, report)
+            self.reader.read(mailbox, status, report, progress=progress)
         finally:
             (downloads or self.archiver.process_downloads)(report)
-        self.acknowledge(mailbox, report)
+        self.acknowledge(mailbox, report, progress=progress)
 
     def run_once(self, mailbox: Mailbox) -> CycleReport:
         """Open a session, make one pass with the downloads in line, close; return the report.
@@ -90,7 +92,9 @@ class Poller:
             mailbox.close()
         return report
 
-    def acknowledge(self, mailbox: Mailbox, report: CycleReport) -> None:
+    def acknowledge(
+        self, mailbox: Mailbox, report: CycleReport, *, progress: Callable[[], None] = lambda: None
+    ) -> None:
         """Mark every mail whose export is archived; stops at the first mailbox failure."""
         for mail in self.store.mails_to_acknowledge():
             try:
@@ -103,6 +107,7 @@ class Poller:
                 report.failed.append(f"mail {mail.key}: {exc}")
                 return
             report.acknowledged += 1
+            progress()
             logger.info(
                 "uid %s: acknowledged (%s)",
                 mail.key,

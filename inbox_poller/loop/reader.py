@@ -73,11 +73,18 @@ class MailReader:
         self.settings = settings
         self.clock = clock
 
-    def read(self, mailbox: Mailbox, status: MailboxStatus, report: CycleReport) -> None:
+    def read(
+        self,
+        mailbox: Mailbox,
+        status: MailboxStatus,
+        report: CycleReport,
+        *,
+        progress: Callable[[], None] = lambda: None,
+    ) -> None:
         """Process every mail above the watermark of the open *mailbox*, then re-match.
 
         *status* is what the session's SELECT reported; its folder and UIDVALIDITY key the
-        watermark.
+        watermark. *progress* is called after each mail.
         :raises MailboxError: after recording it in *report* (the daemon's watcher
             reconnects; ``run_once`` goes on with the downloads).
         """
@@ -97,6 +104,7 @@ class MailReader:
                 except (ExtractError, StoreError) as exc:
                     logger.error("uid %s: %s", fetched.key, exc, extra={"uid": str(fetched.key)})
                     report.failed.append(f"mail {fetched.key}: {exc}")
+                progress()
             self._rematch(report)
             self.store.set_daemon_value(LAST_POLL_KEY, self.clock().isoformat())
         except MailboxError as exc:

@@ -49,7 +49,7 @@ from inbox_poller.schedules.jobs import scheduler_entries
 from inbox_poller.service.downloads import DownloadPool
 from inbox_poller.service.health import ledger_health
 from inbox_poller.service.sdnotify import Notifier
-from inbox_poller.service.watcher import MailboxWatcher
+from inbox_poller.service.watcher import IDLE_RENEW_S, MailboxWatcher
 
 logger = logging.getLogger("inbox_poller.service")
 
@@ -175,7 +175,13 @@ class Daemon:
         )
 
         def on_pass(mailbox: Mailbox, status: MailboxStatus) -> None:
-            parts.poller.run_pass(mailbox, status, CycleReport(), downloads=downloads.dispatch)
+            parts.poller.run_pass(
+                mailbox,
+                status,
+                CycleReport(),
+                downloads=downloads.dispatch,
+                progress=lambda: self._progress("mail"),
+            )
 
         watcher = MailboxWatcher(
             parts.mailbox,
@@ -183,6 +189,7 @@ class Daemon:
             poll_interval_s=config.imap.poll_interval,
             stop=stop,
             wake=wake,
+            idle_timeout_s=self._renew_every_s(),
             on_progress=self._progress,
         )
         scheduler = BackgroundScheduler(
@@ -279,10 +286,25 @@ class Daemon:
             line += f"; mailbox {watcher_state}"
         self._notifier.status(line)
 
+    def _renew_every_s(self) -> float:
+        """How long one wait for mail may last: ``IDLE_RENEW_S``, or less under a watchdog.
+
+        Every renewal is a round trip the server must answer, so it is the proof of
+        progress the pings rest on: two of them fit in each ping interval (half of
+        ``$WATCHDOG_USEC``), so a healthy session is never killed, and a hung one
+        stops the pings.
+        """
+        interval = self._notifier.watchdog_interval_s
+        return IDLE_RENEW_S if interval is None else min(IDLE_RENEW_S, interval / 2)
+
     def _progress(self, _what: str) -> None:
-        """Called by the watcher after each successful wait or pass: feed the watchdog."""
+        """Called by the watcher after each completed wait, pass step or back-off second.
+
+        Pings at most every half ping interval (a quarter of ``$WATCHDOG_USEC``), so the
+        time between pings stays within the interval ``sd_watchdog_enabled(3)`` asks for.
+        """
         interval = self._notifier.watchdog_interval_s
         now = time.monotonic()
-        if interval is not None and now - self._last_watchdog >= min(interval, 1.0):
+        if interval is not None and now - self._last_watchdog >= interval / 2:
             self._notifier.watchdog()
             self._last_watchdog = now

@@ -39,7 +39,8 @@ timeout). Without IDLE, the period of the NOOP that asks the server for news."""
 BACKOFF_INITIAL_S = 1.0
 BACKOFF_MAX_S = 300.0
 PROGRESS_EVERY_S = 1.0
-"""How often ``on_progress("backoff")`` is called while waiting to reconnect."""
+"""How often ``on_progress("backoff")`` is called while waiting to reconnect (or more
+often, when ``idle_timeout_s`` is shorter)."""
 WAKE_CHECK_S = 0.1
 """How often a NOOP-polling wait (no IDLE) looks at ``wake``; ``stop`` ends it at once."""
 REASON_MAX_CHARS = 200
@@ -235,7 +236,7 @@ class MailboxWatcher:
         while remaining_s > 0:
             # an outage is not a hang: keep the watchdog fed while we wait for the server
             self._progress("backoff")
-            step_s = min(remaining_s, PROGRESS_EVERY_S)
+            step_s = min(remaining_s, PROGRESS_EVERY_S, self._idle_timeout_s)
             if self._stop.wait(step_s):
                 return
             remaining_s -= step_s

@@ -29,13 +29,27 @@ class NotifySocket:
         self.sock.bind(str(path))
         self.sock.settimeout(0.2)
         self.messages: list[str] = []
+        self.arrivals: list[tuple[float, str]] = []
+        """Each datagram with the monotonic time it was read (while a caller drains)."""
 
     def drain(self) -> list[str]:
         while True:
             try:
-                self.messages.append(self.sock.recv(4096).decode())
+                message = self.sock.recv(4096).decode()
             except TimeoutError:
                 return self.messages
+            self.messages.append(message)
+            self.arrivals.append((time.monotonic(), message))
+
+    def listen(self, seconds: float) -> None:
+        """Read every datagram for *seconds*, so that ``arrivals`` holds true times."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.drain()
+
+    def pings_since(self, start: float) -> list[float]:
+        """The arrival times of ``WATCHDOG=1`` at or after *start*."""
+        return [at for at, message in self.arrivals if at >= start and message == "WATCHDOG=1"]
 
     def wait_for(self, predicate: Callable[[str], bool], timeout_s: float = 15.0) -> str:
         deadline = time.monotonic() + timeout_s

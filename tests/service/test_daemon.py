@@ -6,7 +6,9 @@ The process and the socket are ``tests.plugins.daemon``'s.
 from __future__ import annotations
 
 import signal
+import threading
 import time
+from itertools import pairwise
 
 import pytest
 
@@ -15,6 +17,7 @@ from inbox_poller.models import ExportState
 from inbox_poller.sandbox.simulator.jobs import Faults
 from tests.plugins.daemon import DaemonProcess, NotifySocket
 from tests.plugins.loop import LoopEnv
+from tests.plugins.tcp_proxy import MakeTcpProxy
 
 pytestmark = pytest.mark.dovecot
 
@@ -50,6 +53,62 @@ def _ready_daemon(
     daemons.append(daemon)
     notify.wait_for(lambda m: "READY=1" in m)
     return daemon
+
+
+WATCHDOG_S = 2.0
+"""``DaemonProcess`` runs the daemon with ``WATCHDOG_USEC=2000000``, as WatchdogSec=2s does."""
+
+
+def _gaps(pings: list[float]) -> list[float]:
+    return [later - earlier for earlier, later in pairwise(pings)]
+
+
+def test_a_two_second_watchdog_is_fed_at_least_every_half_interval(
+    loop_env: LoopEnv, notify: NotifySocket, daemons: list[DaemonProcess]
+) -> None:
+    env = loop_env
+    daemon = _ready_daemon(env, notify, daemons)
+    ready_at = time.monotonic()
+    listener = threading.Thread(target=notify.listen, args=(20.0,))
+    listener.start()
+    # idle, then a pass with mail, a download and an acknowledgement, then idle again
+    time.sleep(5)
+    job_id = env.submit()
+    _wait_state(env, job_id, ExportState.ACKNOWLEDGED)
+    listener.join()
+    pings = notify.pings_since(ready_at)
+    gaps = _gaps(pings)
+    assert len(pings) >= 20, pings
+    # sd_watchdog_enabled(3): ping at least every half of WATCHDOG_USEC; systemd itself
+    # would kill at 2 s, so 1.5 s leaves room for a busy test machine
+    assert max(gaps) < 0.75 * WATCHDOG_S, gaps
+    assert sorted(gaps)[len(gaps) // 2] <= WATCHDOG_S / 2, gaps
+    assert daemon.process.poll() is None
+
+
+def test_a_hung_mailbox_session_stops_the_watchdog_pings(
+    loop_env: LoopEnv,
+    notify: NotifySocket,
+    daemons: list[DaemonProcess],
+    make_tcp_proxy: MakeTcpProxy,
+) -> None:
+    env = loop_env
+    proxy = make_tcp_proxy(env.dovecot.imaps_port)
+    _fast_config(env)  # imap.timeout_s = 5: a silent server is given up after 5 s
+    text = env.config_path.read_text(encoding="utf-8")
+    env.config_path.write_text(
+        text.replace(f"port = {env.dovecot.imaps_port}", f"port = {proxy.port}"), encoding="utf-8"
+    )
+    daemon = DaemonProcess(env, notify)
+    daemons.append(daemon)
+    notify.wait_for(lambda m: "READY=1" in m)
+    notify.listen(3.0)
+    # the session hangs: both directions stop, nothing is closed
+    stalled_at = time.monotonic()
+    assert proxy.stall() == 1
+    notify.listen(8.0)
+    pings = notify.pings_since(stalled_at - 1.0)
+    assert max(_gaps(pings)) > WATCHDOG_S, pings  # systemd would restart the service
 
 
 def test_notify_sequence_and_the_loop_running_on_its_own(
