@@ -78,3 +78,6 @@ def configure_logging(verbose: bool, log_format: str = "text") -> None:
     logging.getLogger("imapclient").setLevel(logging.WARNING)
     # urllib3 logs request paths with their signed query strings at DEBUG
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    # APScheduler logs every run of every job at INFO (~14 lines a minute while idle); its
+    # misses and failures are WARNING and up, and the daemon reports them itself too
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

@@ -8,7 +8,12 @@ import sys
 
 import pytest
 
-from inbox_poller.cli.logsetup import JournalFormatter, JsonFormatter, TextFormatter
+from inbox_poller.cli.logsetup import (
+    JournalFormatter,
+    JsonFormatter,
+    TextFormatter,
+    configure_logging,
+)
 from inbox_poller.safetext import escape_controls
 
 # red-team finding 5 of issue 9: ESC, BEL, U+202E and U+009B from a subject or sender
@@ -61,3 +66,16 @@ def test_json_logs_are_safe_to_print_and_decode_to_the_original() -> None:
 def test_escaping_leaves_ordinary_text_alone() -> None:
     text = "Ihr Export für Kampagne 4711 ist bereit – 完成 ✓"
     assert escape_controls(text) == text
+
+
+def test_third_party_chatter_is_kept_out_of_the_default_journal() -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    configure_logging(verbose=False)
+    try:
+        for name in ("apscheduler", "apscheduler.scheduler", "imapclient", "urllib3"):
+            assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
+        assert logging.getLogger("apscheduler").isEnabledFor(logging.WARNING)
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)

@@ -86,6 +86,18 @@ def test_a_two_second_watchdog_is_fed_at_least_every_half_interval(
     assert daemon.process.poll() is None
 
 
+def test_an_idle_daemon_logs_nothing(
+    loop_env: LoopEnv, notify: NotifySocket, daemons: list[DaemonProcess]
+) -> None:
+    daemon = _ready_daemon(loop_env, notify, daemons)
+    notify.wait_for(lambda m: m.startswith("STATUS="))
+    before = daemon.log()
+    # two scheduled polls (every 5 s here), a STATUS= refresh and APScheduler's runs of them
+    time.sleep(12)
+    assert daemon.log() == before
+    assert daemon.process.poll() is None
+
+
 def test_a_hung_mailbox_session_stops_the_watchdog_pings(
     loop_env: LoopEnv,
     notify: NotifySocket,
