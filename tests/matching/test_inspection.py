@@ -45,6 +45,8 @@ def test_corpus(case: dict[str, Any]) -> None:
         assert report["match"]["outcome"] == case["outcome"]
     if "job_ids" in case:
         assert report["job_ids"] == case["job_ids"]
+    if "pairs" in case:
+        assert {p["job_id"]: p["download_url"] for p in report["pairing"]} == case["pairs"]
     json.dumps(report)  # JSON-able as it is
 
 
