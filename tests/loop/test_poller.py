@@ -14,6 +14,7 @@ import pytest
 from inbox_poller.archive import Archive
 from inbox_poller.errors import (
     ApiError,
+    DownloadError,
     DownloadTransient,
     LinkExpired,
     MailboxError,
@@ -421,7 +422,7 @@ def test_the_real_mail_read_in_the_same_pass_as_the_spoof_is_tried_next(world: W
     "error", [LinkExpired(404), PayloadInvalid("not JSON at byte 0"), DownloadTransient("reset")]
 )
 def test_a_spoofed_mail_naming_the_job_id_does_not_shut_out_the_real_one(
-    world: World, error: Exception
+    world: World, error: DownloadError
 ) -> None:
     job = world.submit()
     world.downloader.errors[SPOOFED_LINK] = [error] * 2  # max_attempts = 2
