@@ -246,10 +246,11 @@ class MailOutcome(StrEnum):
     """What became of one mail. Persisted by value."""
 
     MATCHED = "matched"
-    """It is the notification of an export; its link was stored."""
+    """It is the notification of an export (of several: a digest); its link was stored."""
     DUPLICATE = "duplicate"
     """Another notification for an export that already has one; acknowledged once that
-    export is archived, never downloaded again."""
+    export is archived, never downloaded again (a new link of it is kept, and tried only
+    if the export's own link fails)."""
     UNMATCHED = "unmatched"
     """No export it belongs to (yet). Left in place; re-matched on later passes."""
     REFUSED = "refused"
