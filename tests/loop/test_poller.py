@@ -418,6 +418,21 @@ def test_the_real_mail_read_in_the_same_pass_as_the_spoof_is_tried_next(world: W
     assert _only_export(world).state is ExportState.ACKNOWLEDGED
 
 
+def test_a_real_notification_without_job_id_still_follows_a_spoofed_one(world: World) -> None:
+    # Pinpointe's format is unknown: the real mail may name no job ID either
+    job = world.submit()
+    world.downloader.errors[SPOOFED_LINK] = [LinkExpired(404)]
+    _spoof(world, None)
+    real = "https://na01.mypinpointe.com/exports/d/Qk7xR2mZ.json?sig=s"
+    world.downloader.payloads[real] = PAYLOAD
+    world.mailbox.deliver(notification(None, real, "<real@x>"), "<real@x>")
+    first = world.run_once()  # the real mail finds no export waiting: kept for later
+    assert first.unmatched == 1 and first.archived == []
+    assert world.run_once().archived == [job]  # re-matched once the spoofed link failed
+    assert world.downloader.calls == [SPOOFED_LINK, real]
+    assert world.mailbox.messages == {}
+
+
 @pytest.mark.parametrize(
     "error", [LinkExpired(404), PayloadInvalid("not JSON at byte 0"), DownloadTransient("reset")]
 )
