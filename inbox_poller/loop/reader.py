@@ -230,10 +230,15 @@ class MailReader:
         else:
             self.store.record_mail(record, self.clock(), summary=summary, pairings=pairs)
         crash_point("mail:after-record")
-        self._log_mail(record, match, report)
+        self._log_mail(record, match, pairs, report)
 
-    def _log_mail(self, record: MailRecord, match: Match | None, report: CycleReport) -> None:
-        pairings = match.pairings if match is not None else ()
+    def _log_mail(
+        self,
+        record: MailRecord,
+        match: Match | None,
+        pairings: list[Pairing],
+        report: CycleReport,
+    ) -> None:
         if len(pairings) > 1:
             self._log_digest(record, pairings, report)
             return
@@ -274,9 +279,7 @@ class MailReader:
                 "uid %s: refused (job %s): %s", record.key, job, record.reason, extra=keys
             )
 
-    def _log_digest(
-        self, record: MailRecord, pairings: tuple[Pairing, ...], report: CycleReport
-    ) -> None:
+    def _log_digest(self, record: MailRecord, pairings: list[Pairing], report: CycleReport) -> None:
         """One line for a digest, naming each export, what it means for it, and its link."""
         report.matched += [p.job_id or "-" for p in pairings if p.outcome is MailOutcome.MATCHED]
         if record.outcome is MailOutcome.REFUSED:

@@ -26,7 +26,7 @@ from inbox_poller.loop.poller import Poller
 from inbox_poller.loop.reader import ReaderSettings
 from inbox_poller.loop.submitter import Submitter
 from inbox_poller.matching.sender import SenderPolicy
-from inbox_poller.models import CycleReport, ExportRequest, ExportState, MailOutcome
+from inbox_poller.models import CycleReport, ExportRequest, ExportState, MailKey, MailOutcome
 from inbox_poller.urlpolicy import parse_host_rule
 from tests.fakes import FakeApi, FakeDownloader, FakeMailbox
 
@@ -371,6 +371,26 @@ def test_a_digest_is_acknowledged_only_once_every_export_is_done(world: World) -
     assert report.archived == [DIGEST_JOBS[1]]
     assert len(world.mailbox.acknowledged) == 1
     assert len(world.manifest()) == 2
+
+
+def test_a_digest_read_again_after_a_uidvalidity_change_is_not_archived_again(
+    world: World,
+) -> None:
+    for job_id, stat in zip(DIGEST_JOBS, ("4711", "4712"), strict=True):
+        _submit_as(world, job_id, stat)
+    world.downloader.payloads.update(dict.fromkeys(DIGEST_LINKS, PAYLOAD))
+    world.mailbox.move_to_processed = False
+    world.mailbox.deliver((EML_DIR / "45_digest_two_exports.eml").read_bytes(), "<0045@x>")
+    world.run_once()
+    world.mailbox.reset_uidvalidity()
+    report = world.run_once()
+    assert (report.mails_seen, report.archived) == (1, [])
+    assert len(world.downloader.calls) == 2
+    [uid] = world.mailbox.messages
+    copy = MailKey(world.mailbox.folder, world.mailbox.uidvalidity, uid)
+    record = world.store.get_mail(copy)
+    assert record is not None and record.outcome is MailOutcome.DUPLICATE
+    assert len(world.store.mail_exports(copy)) == 2
 
 
 # --- red-team finding 2 of issue 9: a spoofed mail cannot make a real export fail -----
