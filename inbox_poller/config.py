@@ -22,6 +22,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -249,6 +250,12 @@ class SenderConfig(_Section):
         return SenderPolicy(self.authserv_ids, self.domains) if self.authserv_ids else None
 
 
+class MatchingConfig(_Section):
+    by_elimination: StrictBool = True
+    """A mail with no job ID may be matched to the only export waiting for one (weaker:
+    see docs/matching.md §6); false leaves such mail unmatched."""
+
+
 class ExportsConfig(_Section):
     notify_deadline: Duration = 7200.0
     """An export with no notification after this long is checked with AsyncJobStatus."""
@@ -277,6 +284,7 @@ class _ConfigModel(_Section):
     exports: ExportsConfig = ExportsConfig()
     daemon: DaemonConfig = DaemonConfig()
     sender: SenderConfig = SenderConfig()
+    matching: MatchingConfig = MatchingConfig()
     export: ExportSchedules = ()
 
 
@@ -292,6 +300,7 @@ class Config:
         self.daemon = model.daemon
         self.schedules: tuple[ExportSchedule, ...] = model.export
         self.sender_policy = model.sender.policy
+        self.matching = model.matching
         base = path.parent
         self.archive_dir = (base / Path(model.archive.dir).expanduser()).resolve()
         self.state_path = (base / Path(model.state.path).expanduser()).resolve()

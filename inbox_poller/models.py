@@ -48,9 +48,11 @@ class ExportState(StrEnum):
     """The submit POST was sent but its answer was lost; the job may exist. Needs an operator
     unless a notification reveals the job ID."""
     LINK_EXPIRED = "link_expired"
-    """The download link answered 403/404/410. Final for this export."""
+    """The download link answered 403/404/410. Final, unless a later mail offers another link
+    (docs/matching.md §6): then ``notified`` again, with that link."""
     FAILED = "failed"
-    """The download or its payload failed for good (see the reason). Final."""
+    """The download or its payload failed for good (see the reason). Final, unless the failure
+    was the link's (``Export.failed_links``) and a later mail offers another link."""
 
 
 FINAL_STATES = frozenset(
@@ -101,8 +103,10 @@ ALLOWED_TRANSITIONS: dict[ExportState, frozenset[ExportState]] = {
     ExportState.ARCHIVED: frozenset({ExportState.ACKNOWLEDGED}),
     ExportState.ACKNOWLEDGED: frozenset(),
     ExportState.SUBMIT_FAILED: frozenset(),
-    ExportState.LINK_EXPIRED: frozenset(),
-    ExportState.FAILED: frozenset(),
+    # another link, from a later mail or one kept from a duplicate, is tried (each link
+    # once); a FAILED export only when its link was what failed (``Export.failed_links``)
+    ExportState.LINK_EXPIRED: frozenset({ExportState.NOTIFIED}),
+    ExportState.FAILED: frozenset({ExportState.NOTIFIED}),
 }
 
 
@@ -177,6 +181,10 @@ class Export:
     remote_status: str | None = None
     schedule: str | None = None
     """The ``[[export]]`` schedule that created it, if any."""
+    failed_links: tuple[str, ...] = ()
+    """Download links that failed for this export (expired, invalid payload, given up),
+    oldest first: never tried again. When it holds ``download_url``, the export's own
+    failure was its link's, and another link may still succeed."""
 
 
 @dataclass(frozen=True)
@@ -229,16 +237,20 @@ class MailSummary:
     links: tuple[Link, ...]
     candidates: tuple[str, ...]
     """The mail's labelled job-ID candidates (``Notification.candidate_job_ids``)."""
+    sender_authenticated: bool = False
+    """The mail passed the ``[sender]`` check when it was read (False when the check was
+    off): re-matching may let it reveal a job ID only then (docs/matching.md §6)."""
 
 
 class MailOutcome(StrEnum):
     """What became of one mail. Persisted by value."""
 
     MATCHED = "matched"
-    """It is the notification of an export; its link was stored."""
+    """It is the notification of an export (of several: a digest); its link was stored."""
     DUPLICATE = "duplicate"
     """Another notification for an export that already has one; acknowledged once that
-    export is archived, never downloaded again."""
+    export is archived, never downloaded again (a new link of it is kept, and tried only
+    if the export's own link fails)."""
     UNMATCHED = "unmatched"
     """No export it belongs to (yet). Left in place; re-matched on later passes."""
     REFUSED = "refused"
@@ -256,6 +268,20 @@ class LinkVerdict:
 
 
 @dataclass(frozen=True)
+class Pairing:
+    """What one mail means for one of the exports it names (a digest names several)."""
+
+    export_id: int
+    job_id: str | None
+    """The job ID the mail names for it (adopted when the export has none)."""
+    outcome: MailOutcome
+    """MATCHED: notify the export with ``download_url``; DUPLICATE: it has its link already
+    (``download_url``, when set, is kept in case that one fails); REFUSED: not acted on."""
+    reason: str
+    download_url: str | None = None
+
+
+@dataclass(frozen=True)
 class Match:
     """The pure decision about one mail against the known exports."""
 
@@ -265,8 +291,12 @@ class Match:
     """Job IDs found in the mail: known job IDs it mentions, then labelled candidates."""
     links: tuple[LinkVerdict, ...] = ()
     export_id: int | None = None
+    """The one export the mail is about; None for a digest (see ``pairings``)."""
     job_id: str | None = None
     download_url: str | None = None
+    pairings: tuple[Pairing, ...] = ()
+    """Every export the mail is about, each with its own outcome and link: one for a
+    plain notification, several for a digest, none when it names no export of ours."""
 
 
 @dataclass(frozen=True)

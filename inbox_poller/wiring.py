@@ -31,6 +31,7 @@ def reader_settings(config: Config) -> ReaderSettings:
         rules=config.download.host_rules,
         keyword=config.imap.keyword,
         sender_policy=config.sender_policy,
+        by_elimination=config.matching.by_elimination,
     )
 
 

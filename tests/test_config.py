@@ -76,6 +76,9 @@ def test_defaults(tmp_path: Path) -> None:
         ("nonsense", "x = 1", "nonsense", "unknown key"),
         ("exports", "notify_deadline = 'soon'", "exports.notify_deadline", "not a duration"),
         ("imap", "poll_interval = 1", "imap.poll_interval", "greater than or equal to 5"),
+        ("matching", "by_elimination = 'no'", "matching.by_elimination", "valid boolean"),
+        ("matching", "by_elimination = 0", "matching.by_elimination", "valid boolean"),
+        ("matching", "by_eliminaton = false", "matching.by_eliminaton", "unknown key"),
     ],
 )
 def test_errors_name_the_file_and_key(
@@ -108,6 +111,17 @@ def test_errors_name_the_file_and_key(
     assert str(path) in text_of_error
     assert key in text_of_error
     assert message in text_of_error
+
+
+def test_matching_by_elimination_is_on_unless_switched_off(tmp_path: Path) -> None:
+    from inbox_poller.wiring import reader_settings
+
+    config = load_config(_write(tmp_path, MINIMAL))
+    assert config.matching.by_elimination is True
+    assert reader_settings(config).by_elimination is True
+    off = load_config(_write(tmp_path, MINIMAL + "\n[matching]\nby_elimination = false\n"))
+    assert off.matching.by_elimination is False
+    assert reader_settings(off).by_elimination is False
 
 
 def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from inbox_poller.models import (
 
 logger = logging.getLogger("inbox_poller.ledger")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -121,6 +121,44 @@ MIGRATIONS: dict[int, str] = {
     3: """
     CREATE INDEX mails_unmatched ON mails(outcome, seen_at);
     """,
+    # v4: a mail may concern several exports (a digest: one row each, with the link it
+    # offers that export), and a link that failed is never tried again for its export
+    # while another mail's link may be. Existing mails keep their one export; existing
+    # link_expired exports keep their link as failed.
+    4: """
+    CREATE TABLE mail_exports (
+        mailbox      TEXT NOT NULL,
+        uidvalidity  INTEGER NOT NULL,
+        uid          INTEGER NOT NULL,
+        export_id    INTEGER NOT NULL REFERENCES exports(export_id),
+        job_id       TEXT,
+        outcome      TEXT NOT NULL,
+        reason       TEXT NOT NULL DEFAULT '',
+        download_url TEXT,
+        PRIMARY KEY (mailbox, uidvalidity, uid, export_id),
+        FOREIGN KEY (mailbox, uidvalidity, uid) REFERENCES mails(mailbox, uidvalidity, uid)
+    );
+    CREATE INDEX mail_exports_export ON mail_exports(export_id);
+    INSERT INTO mail_exports
+        (mailbox, uidvalidity, uid, export_id, job_id, outcome, reason, download_url)
+    SELECT m.mailbox, m.uidvalidity, m.uid, m.export_id, e.job_id, m.outcome, m.reason,
+           CASE WHEN m.outcome = 'matched' AND e.mail_mailbox = m.mailbox
+                 AND e.mail_uidvalidity = m.uidvalidity AND e.mail_uid = m.uid
+                THEN e.download_url END
+    FROM mails m JOIN exports e ON e.export_id = m.export_id;
+
+    CREATE TABLE failed_links (
+        export_id INTEGER NOT NULL REFERENCES exports(export_id),
+        url       TEXT NOT NULL,
+        reason    TEXT,
+        failed_at TEXT NOT NULL,
+        PRIMARY KEY (export_id, url)
+    );
+    INSERT INTO failed_links (export_id, url, reason, failed_at)
+    SELECT export_id, download_url, reason, updated_at FROM exports
+    WHERE state = 'link_expired' AND download_url IS NOT NULL;
+    CREATE INDEX mails_unacknowledged ON mails(acknowledged_at, outcome);
+    """,
 }
 
 
@@ -169,8 +207,8 @@ def from_iso(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value is not None else None
 
 
-def row_to_export(row: sqlite3.Row) -> Export:
-    """Return the :class:`Export` held by one ``exports`` row."""
+def row_to_export(row: sqlite3.Row, failed_links: tuple[str, ...] = ()) -> Export:
+    """Return the :class:`Export` held by one ``exports`` row (and its ``failed_links``)."""
     mail = None
     if row["mail_uid"] is not None:
         mail = MailKey(row["mail_mailbox"], row["mail_uidvalidity"], row["mail_uid"])
@@ -215,6 +253,7 @@ def row_to_export(row: sqlite3.Row) -> Export:
         checked_at=from_iso(row["checked_at"]),
         remote_status=row["remote_status"],
         schedule=row["schedule"],
+        failed_links=failed_links,
     )
 
 
@@ -244,6 +283,7 @@ def summary_to_json(summary: MailSummary) -> str:
             "tokens": list(summary.tokens),
             "links": [[link.url, link.text, link.source, link.via] for link in summary.links],
             "candidates": list(summary.candidates),
+            "authenticated": summary.sender_authenticated,
         }
     )
 
@@ -253,7 +293,8 @@ def summary_from_json(text: str) -> MailSummary:
 
     Rows written before ``via`` existed hold links as ``[url, text, source]``: the
     extractor put each unwrapped link after the link it came from, so ``via`` is taken
-    to be the nearest link above it that is not unwrapped.
+    to be the nearest link above it that is not unwrapped. Rows written before
+    ``authenticated`` existed count as not authenticated.
     """
     stored = json.loads(text)
     links: list[Link] = []
@@ -270,4 +311,5 @@ def summary_from_json(text: str) -> MailSummary:
         tokens=tuple(stored.get("tokens", [])),
         links=tuple(links),
         candidates=tuple(stored.get("candidates", [])),
+        sender_authenticated=stored.get("authenticated") is True,
     )

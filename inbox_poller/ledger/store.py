@@ -9,6 +9,7 @@ checked against ``models.ALLOWED_TRANSITIONS`` and recorded in ``events``.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from inbox_poller.errors import StoreError
 from inbox_poller.ledger.mails import MailRecords
 from inbox_poller.ledger.schema import from_iso, row_to_export, to_iso
-from inbox_poller.models import ArchivedFile, Export, ExportRequest, ExportState
+from inbox_poller.models import FINAL_STATES, ArchivedFile, Export, ExportRequest, ExportState
 
 
 class Store(MailRecords):
@@ -39,6 +40,8 @@ class Store(MailRecords):
         if replaces is not None:
             reason = f"resubmission of export {replaces.export_id}"
         with self._transaction() as conn:
+            if replaces is not None:
+                self._check_replaceable(conn, replaces.export_id)
             cursor = conn.execute(
                 "INSERT INTO exports (method, stat, startdate, enddate, state, created_at,"
                 " updated_at, replaces, resubmits, schedule)"
@@ -61,10 +64,27 @@ class Store(MailRecords):
             self._event(conn, export_id, None, ExportState.SUBMITTING, reason, now)
         return self.get_export(export_id)
 
+    def _check_replaceable(self, conn: sqlite3.Connection, export_id: int) -> None:
+        """Refuse to resubmit an export that a later mail brought back to ``notified``."""
+        row = conn.execute("SELECT state FROM exports WHERE export_id = ?", (export_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no export {export_id} in the ledger")
+        if ExportState(row["state"]) not in FINAL_STATES:
+            raise StoreError(f"export {export_id} is {row['state']} again: not resubmitted")
+
     def successor(self, export_id: int) -> Export | None:
         """Return the export that resubmitted *export_id*, if any."""
         rows = self._query("SELECT * FROM exports WHERE replaces = ?", (export_id,))
-        return row_to_export(rows[0]) if rows else None
+        return self._exports(rows)[0] if rows else None
+
+    def _exports(self, rows: list[sqlite3.Row]) -> list[Export]:
+        """Return the exports of *rows*, each with the links that failed for it."""
+        if not rows:
+            return []
+        failed: dict[int, list[str]] = {}
+        for link in self._query("SELECT export_id, url FROM failed_links ORDER BY failed_at"):
+            failed.setdefault(link["export_id"], []).append(link["url"])
+        return [row_to_export(row, tuple(failed.get(row["export_id"], ()))) for row in rows]
 
     def mark_checked(self, export_id: int, remote_status: str, now: datetime) -> None:
         """Record what Pinpointe said about a job still awaiting its notification."""
@@ -83,11 +103,11 @@ class Store(MailRecords):
         rows = self._query("SELECT * FROM exports WHERE export_id = ?", (export_id,))
         if not rows:
             raise StoreError(f"no export {export_id} in the ledger")
-        return row_to_export(rows[0])
+        return self._exports(rows)[0]
 
     def export_by_job_id(self, job_id: str) -> Export | None:
         rows = self._query("SELECT * FROM exports WHERE job_id = ?", (job_id,))
-        return row_to_export(rows[0]) if rows else None
+        return self._exports(rows)[0] if rows else None
 
     def list_exports(self, states: Iterable[ExportState] | None = None) -> list[Export]:
         """Return exports (optionally only those in *states*), oldest first."""
@@ -100,7 +120,7 @@ class Store(MailRecords):
                 f"SELECT * FROM exports WHERE state IN ({marks}) ORDER BY export_id",  # noqa: S608
                 wanted,
             )
-        return [row_to_export(row) for row in rows]
+        return self._exports(rows)
 
     def exports_for(self, request: ExportRequest) -> list[Export]:
         """Return the exports of exactly *request* (method, stat and window), oldest first."""
@@ -109,7 +129,7 @@ class Store(MailRecords):
             " AND enddate IS ? ORDER BY export_id",
             (request.method, request.stat, request.startdate, request.enddate),
         )
-        return [row_to_export(row) for row in rows]
+        return self._exports(rows)
 
     def counts_by_state(self) -> dict[str, int]:
         rows = self._query("SELECT state, COUNT(*) AS n FROM exports GROUP BY state")
@@ -233,10 +253,29 @@ class Store(MailRecords):
         return self._change(export_id, ExportState.DOWNLOADING, now, reason, part_path=None)
 
     def mark_link_expired(self, export_id: int, reason: str, now: datetime) -> Export:
-        return self._change(export_id, ExportState.LINK_EXPIRED, now, reason, part_path=None)
+        """The link answered 403/404/410; another mail's link, if one is kept, is next."""
+        return self._link_failed(export_id, ExportState.LINK_EXPIRED, reason, now)
 
-    def mark_failed(self, export_id: int, reason: str, now: datetime) -> Export:
+    def mark_failed(
+        self, export_id: int, reason: str, now: datetime, *, link_failed: bool = False
+    ) -> Export:
+        """The export failed for good; with *link_failed*, its link did (another may work).
+
+        A link failure is remembered (never tried again), and the oldest link of the
+        export's other mails not yet tried takes its place at once (``notified``).
+        """
+        if link_failed:
+            return self._link_failed(export_id, ExportState.FAILED, reason, now)
         return self._change(export_id, ExportState.FAILED, now, reason, part_path=None)
+
+    def _link_failed(
+        self, export_id: int, wanted: ExportState, reason: str, now: datetime
+    ) -> Export:
+        with self._transaction() as conn:
+            self._transition(conn, export_id, wanted, now, reason, part_path=None)
+            self._record_failed_link(conn, export_id, reason, now)
+            self._next_link(conn, export_id, now)
+        return self.get_export(export_id)
 
     def part_path(self, export_id: int) -> str | None:
         rows = self._query("SELECT part_path FROM exports WHERE export_id = ?", (export_id,))

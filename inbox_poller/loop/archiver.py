@@ -64,11 +64,24 @@ class ExportArchiver:
             stale.unlink(missing_ok=True)
 
     def process_downloads(self, report: CycleReport) -> None:
-        """Finish verified exports, then download every notified one, one after another."""
+        """Finish verified exports, then download every notified one, one after another.
+
+        An export whose link failed and that another mail's link took over is downloaded
+        again in the same pass, from that link; a link is never tried twice.
+        """
         for export in self.store.list_exports([ExportState.VERIFIED]):
             self.download_export(export, report)
-        for export in self.store.list_exports([ExportState.NOTIFIED, ExportState.DOWNLOADING]):
-            self.download_export(export, report)
+        done: set[tuple[int, str | None]] = set()
+        ready = self.store.list_exports([ExportState.NOTIFIED, ExportState.DOWNLOADING])
+        while ready:
+            for export in ready:
+                done.add((export.export_id, export.download_url))
+                self.download_export(export, report)
+            ready = [
+                e
+                for e in self.store.list_exports([ExportState.NOTIFIED])
+                if (e.export_id, e.download_url) not in done
+            ]
 
     def download_export(self, export: Export, report: CycleReport) -> None:
         """Bring one export to ``archived``; failures are recorded, logged and reported."""
@@ -103,7 +116,7 @@ class ExportArchiver:
             part.seal()
         except LinkExpired as exc:
             part.discard()
-            self.store.mark_link_expired(export.export_id, str(exc), self.clock())
+            self._next_link(self.store.mark_link_expired(export.export_id, str(exc), self.clock()))
             raise
         except (DownloadError, ArchiveError) as exc:
             part.discard()
@@ -126,13 +139,26 @@ class ExportArchiver:
 
     def _download_failed(self, export: Export, exc: InboxPollerError) -> None:
         attempts_left = export.attempts < self.max_attempts
+        # a download's own failure is its link's: another link may still work; a full
+        # disk (ArchiveError) is not, and no other link is tried for it
+        link = isinstance(exc, DownloadError)
         if exc.retryable and attempts_left:
             self.store.mark_download_retry(export.export_id, str(exc), self.clock())
-        elif exc.retryable:
-            reason = f"{exc} (gave up after {export.attempts} attempts)"
-            self.store.mark_failed(export.export_id, reason, self.clock())
-        else:
-            self.store.mark_failed(export.export_id, str(exc), self.clock())
+            return
+        reason = f"{exc} (gave up after {export.attempts} attempts)" if exc.retryable else str(exc)
+        failed = self.store.mark_failed(export.export_id, reason, self.clock(), link_failed=link)
+        self._next_link(failed)
+
+    def _next_link(self, export: Export) -> None:
+        """Say so when another mail's link took over from the one that just failed."""
+        if export.state is ExportState.NOTIFIED:
+            logger.info(
+                "export %d (job %s): its link failed; trying the link of mail %s next",
+                export.export_id,
+                export.job_id,
+                export.mail,
+                extra={"export_id": export.export_id, "job_id": export.job_id},
+            )
 
     def _finish_verified(self, export: Export, report: CycleReport) -> None:
         """Resume an export that crashed between verification and the ledger's ``archived``."""

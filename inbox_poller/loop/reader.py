@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING
 from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import ExtractError, MailboxError, StoreError
 from inbox_poller.matching.extract import extract
-from inbox_poller.matching.match import MATCHABLE_STATES, match_notification
+from inbox_poller.matching.match import (
+    MATCHABLE_STATES,
+    RETRY_STATES,
+    MatchOptions,
+    awaiting_link,
+    match_notification,
+)
 from inbox_poller.matching.sender import SenderPolicy, check_sender
 from inbox_poller.matching.summary import explain, notification_from_summary, summarize
 from inbox_poller.models import (
@@ -30,6 +36,7 @@ from inbox_poller.models import (
     MailRecord,
     MailSummary,
     Match,
+    Pairing,
     utc_now,
 )
 from inbox_poller.ports import Mailbox
@@ -57,6 +64,22 @@ class ReaderSettings:
     sender_policy: SenderPolicy | None = None
     """When set, only mail whose sender is authenticated for these domains is acted on."""
     rematch_window: timedelta = DEFAULT_REMATCH_WINDOW
+    by_elimination: bool = True
+    """``[matching] by_elimination``: a mail with no job ID may go to the only waiting export."""
+
+    def options(
+        self, *, authenticated: bool, resubmitted: frozenset[int] = frozenset()
+    ) -> MatchOptions:
+        """The matching switches for a mail that did (or did not) pass the ``[sender]`` check.
+
+        A job ID is adopted for an export whose submit answer was lost only from an
+        authenticated sender while the check is on (docs/matching.md §6).
+        """
+        return MatchOptions(
+            by_elimination=self.by_elimination,
+            may_adopt=self.sender_policy is None or authenticated,
+            resubmitted=resubmitted,
+        )
 
 
 class MailReader:
@@ -124,6 +147,7 @@ class MailReader:
         except ExtractError as exc:
             self._record(MailRecord(key, None, MailOutcome.REFUSED, str(exc), now), report)
             return
+        authenticated = False
         if self.settings.sender_policy is not None:
             untrusted = check_sender(notification, self.settings.sender_policy)
             if untrusted is not None:
@@ -131,24 +155,31 @@ class MailReader:
                 refused = MailRecord(key, notification.message_id, MailOutcome.REFUSED, reason, now)
                 self._record(refused, report)
                 return
+            authenticated = True
         earlier = self._earlier_copy(notification.message_id, key)
         if earlier is not None:
             # the same mail under a new UID (UIDVALIDITY change, or copied back): never
-            # download again; mark it once its export is archived
+            # download again; mark it once its exports are archived
+            record, exports = earlier
             acknowledged = now if self.settings.keyword in fetched.flags else None
-            record = MailRecord(
+            reason = f"same Message-ID as mail {record.key}"
+            copy = MailRecord(
                 key,
                 notification.message_id,
                 MailOutcome.DUPLICATE,
-                f"same Message-ID as mail {earlier.key}",
+                reason,
                 now,
-                export_id=earlier.export_id,
-                job_ids=earlier.job_ids,
+                export_id=record.export_id,
+                job_ids=record.job_ids,
                 acknowledged_at=acknowledged,
             )
-            self._record(record, report)
+            pairings = [Pairing(e, None, MailOutcome.DUPLICATE, reason) for e in exports]
+            self._record(copy, report, pairings=pairings)
             return
-        match = match_notification(notification, self.store.list_exports(), self.settings.rules)
+        options = self.settings.options(authenticated=authenticated)
+        match = match_notification(
+            notification, self.store.list_exports(), self.settings.rules, options
+        )
         record = MailRecord(
             key,
             notification.message_id,
@@ -158,16 +189,26 @@ class MailReader:
             export_id=match.export_id,
             job_ids=match.job_ids,
         )
-        summary = summarize(notification) if match.outcome is MailOutcome.UNMATCHED else None
+        summary = (
+            summarize(notification, sender_authenticated=authenticated)
+            if match.outcome is MailOutcome.UNMATCHED
+            else None
+        )
         self._record(record, report, summary=summary, match=match)
 
-    def _earlier_copy(self, message_id: str | None, key: MailKey) -> MailRecord | None:
+    def _earlier_copy(
+        self, message_id: str | None, key: MailKey
+    ) -> tuple[MailRecord, list[int]] | None:
+        """Return an earlier record of the same mail tied to exports, with their IDs."""
         if not message_id:
             return None
         linked = (MailOutcome.MATCHED, MailOutcome.DUPLICATE)
         for record in self.store.mail_by_message_id(message_id):
-            if record.key != key and record.export_id is not None and record.outcome in linked:
-                return record
+            if record.key == key or record.outcome not in linked:
+                continue
+            exports = self.store.mail_exports(record.key)
+            if exports:
+                return record, exports
         return None
 
     def _record(
@@ -178,26 +219,33 @@ class MailReader:
         summary: MailSummary | None = None,
         match: Match | None = None,
         rematch: bool = False,
+        pairings: list[Pairing] | None = None,
     ) -> None:
-        url = match.download_url if match else None
-        # the job ID the mail names; the ledger adopts it for an export that has none
-        adopt = match.job_id if match and match.outcome is MailOutcome.MATCHED else None
+        # each pairing names the job ID the mail gives its export; the ledger adopts it
+        # for an export that has none, and notifies every matched export with its link
+        pairs = list(match.pairings) if match is not None else (pairings or [])
         crash_point("mail:before-record")
         if rematch:
-            self.store.rematch_mail(record, self.clock(), download_url=url, adopt_job_id=adopt)
+            self.store.rematch_mail(record, self.clock(), pairings=pairs)
         else:
-            self.store.record_mail(
-                record, self.clock(), summary=summary, download_url=url, adopt_job_id=adopt
-            )
+            self.store.record_mail(record, self.clock(), summary=summary, pairings=pairs)
         crash_point("mail:after-record")
-        self._log_mail(record, match, url, report)
+        self._log_mail(record, match, pairs, report)
 
     def _log_mail(
-        self, record: MailRecord, match: Match | None, url: str | None, report: CycleReport
+        self,
+        record: MailRecord,
+        match: Match | None,
+        pairings: list[Pairing],
+        report: CycleReport,
     ) -> None:
+        if len(pairings) > 1:
+            self._log_digest(record, pairings, report)
+            return
         job = match.job_id if match and match.job_id else ",".join(record.job_ids) or "-"
         keys = {"uid": str(record.key), "job_id": job, "export_id": record.export_id}
         if record.outcome is MailOutcome.MATCHED:
+            url = match.download_url if match else None
             report.matched.append(job)
             logger.info(
                 "uid %s: notification for export %s (job %s), link %s",
@@ -210,7 +258,7 @@ class MailReader:
         elif record.outcome is MailOutcome.DUPLICATE:
             logger.info(
                 "uid %s: duplicate notification for export %s (job %s): %s; it will be"
-                " acknowledged without downloading",
+                " acknowledged once its export is archived",
                 record.key,
                 record.export_id,
                 job,
@@ -231,8 +279,35 @@ class MailReader:
                 "uid %s: refused (job %s): %s", record.key, job, record.reason, extra=keys
             )
 
+    def _log_digest(self, record: MailRecord, pairings: list[Pairing], report: CycleReport) -> None:
+        """One line for a digest, naming each export, what it means for it, and its link."""
+        report.matched += [p.job_id or "-" for p in pairings if p.outcome is MailOutcome.MATCHED]
+        if record.outcome is MailOutcome.REFUSED:
+            report.refused.append(f"{record.key}: {record.reason}")
+        each = "; ".join(
+            f"export {p.export_id} (job {p.job_id}) {p.outcome.value}"
+            + (f", link {redact_url(p.download_url)}" if p.download_url else "")
+            for p in pairings
+        )
+        keys = {
+            "uid": str(record.key),
+            "job_id": ",".join(p.job_id or "-" for p in pairings),
+            "export_id": ",".join(str(p.export_id) for p in pairings),
+        }
+        level = logging.WARNING if record.outcome is MailOutcome.REFUSED else logging.INFO
+        logger.log(
+            level,
+            "uid %s: digest notification for %d exports: %s",
+            record.key,
+            len(pairings),
+            each,
+            extra=keys,
+        )
+
     def _rematch(self, report: CycleReport) -> None:
-        waiting = self.store.list_exports(MATCHABLE_STATES)
+        # exports awaiting their first link, and those whose link failed: a later
+        # notification may still bring them another one
+        waiting = awaiting_link(self.store.list_exports(MATCHABLE_STATES | RETRY_STATES))
         if not waiting:
             return
         now = self.clock()
@@ -244,10 +319,15 @@ class MailReader:
             return  # the usual pass while an export waits: no need to read the whole ledger
         exports = self.store.list_exports()
         for record, summary in unmatched:
-            # only exports that existed when the mail arrived may claim it
+            # only exports that existed when the mail arrived may claim it; a later one
+            # may still say that an older one was resubmitted
             known = [e for e in exports if e.created_at <= record.seen_at]
+            options = self.settings.options(
+                authenticated=summary.sender_authenticated,
+                resubmitted=frozenset(e.replaces for e in exports if e.replaces is not None),
+            )
             match = match_notification(
-                notification_from_summary(summary), known, self.settings.rules
+                notification_from_summary(summary), known, self.settings.rules, options
             )
             if match.outcome is MailOutcome.UNMATCHED:
                 continue

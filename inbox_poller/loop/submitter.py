@@ -8,7 +8,10 @@ happens only for a definite reason, each one bounded and recorded:
   with ``API``/``AsyncJobStatus``: a failed or vanished job (or one Pinpointe
   finished but whose mail never came) is marked ``failed`` and asked for again;
   a job still running is noted and checked again after another deadline;
-* an expired link (``link_expired``) leads to a new request.
+* an expired link (``link_expired``) leads to a new request, once
+  ``exports.notify_deadline`` has passed since the submission: until then a later
+  mail may still bring another link for the same job, and that is preferred
+  (docs/matching.md §6; a first mail may have been a spoof).
 
 A new request replaces the old one (``replaces``), up to ``exports.max_resubmits``
 in a chain; past that the export stays failed and ``status`` reports it.
@@ -179,6 +182,8 @@ class Submitter:
                     status,
                 )
         for export in self.store.list_exports([ExportState.LINK_EXPIRED]):
+            if now - (export.submitted_at or export.created_at) < deadline:
+                continue  # its real notification may still come, with a link that works
             replacement = self._resubmit(export, max_resubmits)
             if replacement is not None:
                 resubmitted.append(replacement)

@@ -44,7 +44,9 @@ def inspect_email(
     """Return a JSON-able report of one mail: what was read, each link's verdict, the match.
 
     ``download_url`` is the matched link when job IDs are given; without them it is
-    the link that would be chosen if the choice is unambiguous.
+    the link that would be chosen if the choice is unambiguous. ``pairing`` lists each
+    export the mail is about with its outcome and link (several for a digest); without
+    job IDs, it is the pairing the mail's own labelled job IDs would get.
     :raises ExtractError: nothing in *raw* can be read.
     """
     notification = extract(raw)
@@ -53,9 +55,12 @@ def inspect_email(
     if exports:
         download_url = match.download_url
         download_reason = match.reason
+        paired = match
     else:
         only = match.job_ids[0] if len(match.job_ids) == 1 else None
         download_url, download_reason = choose_download_link(match.links, only)
+        hypothetical = pending_exports(notification.candidate_job_ids)
+        paired = match_notification(notification, hypothetical, rules)
     texts = {link.url: link.text for link in reversed(notification.links) if link.text}
     sources: dict[str, list[str]] = {}
     via: dict[str, list[str]] = {}
@@ -91,6 +96,15 @@ def inspect_email(
         },
         "download_url": download_url,
         "download_reason": download_reason,
+        "pairing": [
+            {
+                "job_id": pairing.job_id,
+                "outcome": pairing.outcome.value,
+                "download_url": pairing.download_url,
+                "reason": pairing.reason,
+            }
+            for pairing in paired.pairings
+        ],
         "defects": list(notification.defects),
     }
 
@@ -122,6 +136,15 @@ def format_inspection(report: dict[str, object]) -> str:
     url = report.get("download_url")
     reason = _safe(report.get("download_reason"))
     lines.append(f"Download:   {_safe(url)}" if url else f"Download:   none ({reason})")
+    pairs = [pair for pair in _items(report.get("pairing")) if isinstance(pair, dict)]
+    if len(pairs) > 1:
+        assumed = "" if _items(report.get("pending_job_ids")) else " (if these were pending)"
+        lines.append(f"Digest:     {len(pairs)} exports, each with its own link{assumed}")
+        for pair in pairs:
+            target = _safe(pair.get("download_url")) or "no link"
+            job_id, outcome = _safe(pair.get("job_id")), _safe(pair.get("outcome"))
+            lines.append(f"  job {job_id}: {outcome}, {target}")
+            lines.append(f"          {_safe(pair.get('reason'))}")
     for defect in _items(report.get("defects")):
         lines.append(f"Defect:     {_safe(defect)}")
     return "\n".join(lines)

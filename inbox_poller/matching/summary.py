@@ -16,8 +16,12 @@ from inbox_poller.urlpolicy import redact_url
 _MAX_SUMMARY_TOKENS = 5000
 
 
-def summarize(notification: Notification) -> MailSummary:
-    """Keep what re-matching an unmatched mail needs, bounded in size; never the body."""
+def summarize(notification: Notification, *, sender_authenticated: bool = False) -> MailSummary:
+    """Keep what re-matching an unmatched mail needs, bounded in size; never the body.
+
+    *sender_authenticated* says whether the mail passed the ``[sender]`` check as it was
+    read; re-matching lets only such a mail reveal a job ID while the check is on.
+    """
     tokens: dict[str, None] = {}
     words = (
         w for text in (notification.subject, *notification.texts) for w in TOKEN_RE.findall(text)
@@ -37,6 +41,7 @@ def summarize(notification: Notification) -> MailSummary:
             for link in notification.links[:200]
         ),
         candidates=notification.candidate_job_ids,
+        sender_authenticated=sender_authenticated,
     )
 
 

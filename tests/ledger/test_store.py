@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import stat
 from datetime import UTC, datetime, timedelta
@@ -10,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from inbox_poller.errors import IllegalTransition, StoreError
-from inbox_poller.ledger.schema import SCHEMA_VERSION, migration_statements
+from inbox_poller.ledger.schema import (
+    SCHEMA_VERSION,
+    migration_statements,
+    summary_from_json,
+    summary_to_json,
+)
 from inbox_poller.ledger.store import Store
 from inbox_poller.models import (
     ALLOWED_TRANSITIONS,
@@ -22,6 +28,7 @@ from inbox_poller.models import (
     MailOutcome,
     MailRecord,
     MailSummary,
+    Pairing,
 )
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -262,3 +269,208 @@ def test_a_notification_never_overwrites_a_known_job_id(store: Store) -> None:
         adopt_job_id="1001",
     )
     assert store.get_export(export_id).state is ExportState.NOTIFIED
+
+
+# --- digests and links that failed (issue 9) ------------------------------------------
+
+L1 = "https://na01.mypinpointe.com/exports/spoof.json"
+L2 = "https://na01.mypinpointe.com/exports/real.json?sig=x"
+
+
+def _pair(export_id: int, outcome: MailOutcome, url: str | None, job: str | None = None) -> Pairing:
+    return Pairing(export_id, job, outcome, "why", url)
+
+
+def _archive(store: Store, export_id: int) -> None:
+    store.mark_downloading(export_id, NOW)
+    store.mark_verified(export_id, "/p", ArchivedFile(f"p{export_id}", 1, "00" * 32, None), NOW)
+    store.mark_archived(export_id, NOW)
+
+
+def test_a_digest_notifies_each_export_and_is_acknowledged_once_all_are_done(
+    store: Store,
+) -> None:
+    first, second = _submitted(store, "1001"), _submitted(store, "1002")
+    digest = _mail(1, MailOutcome.MATCHED)
+    store.record_mail(
+        digest,
+        NOW,
+        pairings=[
+            _pair(first, MailOutcome.MATCHED, "https://x.example/1.json", "1001"),
+            _pair(second, MailOutcome.MATCHED, "https://x.example/2.json", "1002"),
+        ],
+    )
+    assert store.mail_exports(digest.key) == [first, second]
+    assert store.get_export(first).download_url == "https://x.example/1.json"
+    assert store.get_export(second).mail == digest.key
+    assert store.get_mail(digest.key) == digest  # no single export_id
+    _archive(store, first)
+    assert store.mails_to_acknowledge() == []  # the second is still under way
+    store.mark_downloading(second, NOW)
+    store.mark_link_expired(second, "HTTP 404", NOW)
+    assert [m.key for m in store.mails_to_acknowledge()] == [digest.key]
+    store.mark_mail_acknowledged(digest.key, "keyword, moved", NOW)
+    assert store.get_export(first).state is ExportState.ACKNOWLEDGED
+    assert store.get_export(second).state is ExportState.LINK_EXPIRED
+    assert store.mails_to_acknowledge() == []
+
+
+def test_a_digest_is_recorded_whole_or_not_at_all(store: Store) -> None:
+    first, second = _submitted(store, "1001"), _submitted(store, "1002")
+    store.mark_failed(second, "Pinpointe reports the job as 'failed'", NOW)  # not a link
+    with pytest.raises(IllegalTransition):
+        store.record_mail(
+            _mail(1, MailOutcome.MATCHED),
+            NOW,
+            pairings=[
+                _pair(first, MailOutcome.MATCHED, "https://x.example/1.json"),
+                _pair(second, MailOutcome.MATCHED, "https://x.example/2.json"),
+            ],
+        )
+    assert store.get_export(first).state is ExportState.SUBMITTED
+    assert store.get_mail(MailKey("INBOX", 7, 1)) is None
+    assert store.watermark("INBOX", 7) == 0
+
+
+def test_a_failed_link_gives_way_to_the_oldest_link_kept_from_another_mail(store: Store) -> None:
+    export_id = _submitted(store)
+    store.record_mail(_mail(1, MailOutcome.MATCHED, export_id), NOW, download_url=L1)
+    store.record_mail(  # the real notification, read while the spoofed link was pending
+        _mail(2, MailOutcome.DUPLICATE, export_id),
+        NOW,
+        pairings=[_pair(export_id, MailOutcome.DUPLICATE, L2)],
+    )
+    store.record_mail(  # a copy of the spoof keeps nothing new
+        _mail(3, MailOutcome.DUPLICATE, export_id),
+        NOW,
+        pairings=[_pair(export_id, MailOutcome.DUPLICATE, L1)],
+    )
+    store.mark_downloading(export_id, NOW)
+    store.mark_downloading(export_id, NOW)  # restarted after a crash: two attempts
+    after = store.mark_link_expired(export_id, "the download link answered HTTP 404", NOW)
+    assert (after.state, after.download_url, after.mail) == (
+        ExportState.NOTIFIED,
+        L2,
+        MailKey("INBOX", 7, 2),
+    )
+    assert (after.failed_links, after.attempts) == ((L1,), 0)
+    states = [(old, new) for _, old, new, _ in store.history(export_id)][-3:]
+    assert states == [
+        ("downloading", "downloading"),
+        ("downloading", "link_expired"),
+        ("link_expired", "notified"),
+    ]
+    store.mark_downloading(export_id, NOW)
+    last = store.mark_failed(export_id, "truncated JSON", NOW, link_failed=True)
+    assert (last.state, last.failed_links) == (ExportState.FAILED, (L1, L2))  # nothing left
+
+
+def test_a_job_failure_keeps_no_link_and_tries_no_other(store: Store) -> None:
+    export_id = _submitted(store)
+    store.record_mail(_mail(1, MailOutcome.MATCHED, export_id), NOW, download_url=L1)
+    store.record_mail(
+        _mail(2, MailOutcome.DUPLICATE, export_id),
+        NOW,
+        pairings=[_pair(export_id, MailOutcome.DUPLICATE, L2)],
+    )
+    store.mark_downloading(export_id, NOW)
+    failed = store.mark_failed(export_id, "archive directory not writable", NOW)
+    assert (failed.state, failed.failed_links) == (ExportState.FAILED, ())
+
+
+def test_a_later_mail_notifies_a_link_expired_export_again_with_a_new_link(
+    store: Store,
+) -> None:
+    export_id = _submitted(store)
+    store.record_mail(_mail(1, MailOutcome.MATCHED, export_id), NOW, download_url=L1)
+    store.mark_downloading(export_id, NOW)
+    store.mark_link_expired(export_id, "HTTP 404", NOW)
+    with pytest.raises(StoreError, match="already failed"):
+        store.record_mail(_mail(2, MailOutcome.MATCHED, export_id), NOW, download_url=L1)
+    store.record_mail(_mail(3, MailOutcome.MATCHED, export_id), NOW, download_url=L2)
+    export = store.get_export(export_id)
+    assert (export.state, export.download_url, export.attempts) == (ExportState.NOTIFIED, L2, 0)
+
+
+def test_a_resubmitted_export_is_never_notified_again(store: Store) -> None:
+    export_id = _submitted(store)
+    store.record_mail(_mail(1, MailOutcome.MATCHED, export_id), NOW, download_url=L1)
+    store.mark_downloading(export_id, NOW)
+    store.mark_link_expired(export_id, "HTTP 404", NOW)
+    store.create_export(ExportRequest("42"), NOW, replaces=store.get_export(export_id))
+    with pytest.raises(StoreError, match="resubmitted as export 2"):
+        store.record_mail(_mail(2, MailOutcome.MATCHED, export_id), NOW, download_url=L2)
+    store.record_mail(  # a kept link does not revive it either
+        _mail(3, MailOutcome.DUPLICATE, export_id),
+        NOW,
+        pairings=[_pair(export_id, MailOutcome.DUPLICATE, L2)],
+    )
+    assert store.get_export(export_id).state is ExportState.LINK_EXPIRED
+
+
+def test_a_link_kept_after_the_failure_is_tried_at_once(store: Store) -> None:
+    # the download failed between the mail's match (export notified) and its record
+    export_id = _submitted(store)
+    store.record_mail(_mail(1, MailOutcome.MATCHED, export_id), NOW, download_url=L1)
+    store.mark_downloading(export_id, NOW)
+    store.mark_link_expired(export_id, "HTTP 410", NOW)
+    store.record_mail(
+        _mail(2, MailOutcome.DUPLICATE, export_id),
+        NOW,
+        pairings=[_pair(export_id, MailOutcome.DUPLICATE, L2)],
+    )
+    assert store.get_export(export_id).download_url == L2
+
+
+def test_an_export_notified_again_is_not_resubmitted(store: Store) -> None:
+    export_id = _submitted(store)
+    store.record_mail(_mail(1, MailOutcome.MATCHED, export_id), NOW, download_url=L1)
+    stale = store.get_export(export_id)
+    with pytest.raises(StoreError, match="not resubmitted"):
+        store.create_export(stale.request, NOW, replaces=stale)
+
+
+def test_a_version_3_ledger_keeps_its_mails_and_expired_links(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    conn = sqlite3.connect(path)
+    for version in (1, 2, 3):
+        for statement in migration_statements(version):
+            conn.execute(statement)
+    when = NOW.isoformat()
+    conn.executemany(
+        "INSERT INTO exports (method, stat, state, created_at, updated_at, job_id,"
+        " download_url, mail_mailbox, mail_uidvalidity, mail_uid)"
+        " VALUES ('GetNewsletterContactDataSummaryAsync', '9', ?, ?, ?, ?, ?, 'INBOX', 7, ?)",
+        [
+            ("link_expired", when, when, "55", L1, 1),
+            ("archived", when, when, "66", L2, 2),
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO mails (mailbox, uidvalidity, uid, outcome, reason, export_id, seen_at)"
+        " VALUES ('INBOX', 7, ?, ?, 'why', ?, ?)",
+        [(1, "matched", 1, when), (2, "matched", 2, when), (3, "duplicate", 2, when)],
+    )
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    store = Store(path)
+    expired = store.export_by_job_id("55")
+    assert expired is not None and expired.failed_links == (L1,)
+    assert store.mail_exports(MailKey("INBOX", 7, 3)) == [2]
+    assert [m.key.uid for m in store.mails_to_acknowledge()] == [2, 3]
+    rows = (
+        sqlite3.connect(path)
+        .execute("SELECT uid, download_url FROM mail_exports ORDER BY uid")
+        .fetchall()
+    )
+    assert rows == [(1, L1), (2, L2), (3, None)]  # a duplicate's link was never stored
+
+
+def test_a_summary_remembers_whether_its_sender_was_authenticated(store: Store) -> None:
+    link = Link("https://na01.mypinpointe.com/x.json", "Download", "href")
+    summary = MailSummary("<m@x>", "a@example.com", "ready", ("555",), (link,), (), True)
+    assert summary_from_json(summary_to_json(summary)) == summary
+    old = json.loads(summary_to_json(summary))
+    del old["authenticated"]  # written before issue 9: never authenticated
+    assert summary_from_json(json.dumps(old)).sender_authenticated is False

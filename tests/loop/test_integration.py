@@ -298,3 +298,69 @@ def test_json_logs_are_keyed_and_never_carry_secrets(loop_env: LoopEnv) -> None:
     everything = result.stdout + result.stderr
     for secret in (env.dovecot.password, env.sim.token, query):
         assert secret not in everything
+
+
+def test_a_digest_archives_each_export_once(loop_env: LoopEnv) -> None:
+    env = loop_env
+    env.sim.send_notifications = False
+    parts = env.loop()
+    submitter = build_submitter(env.config(), parts.store)
+    jobs = [submitter.submit(ExportRequest(stat, "20261101", "20261102")) for stat in ("41", "42")]
+    job_ids = [export.job_id for export in jobs if export.job_id is not None]
+    parts.close()
+    env.sim.deliver_digest(job_ids)
+
+    first = env.cli("run", "--once")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "archived 2, acknowledged 1" in first.stdout
+    lines = {line["job_id"]: line for line in env.manifest()}
+    assert sorted(lines) == sorted(job_ids)
+    for job_id in job_ids:
+        served = env.sim.job(job_id)
+        assert lines[job_id]["sha256"] == served.sha256
+        assert lines[job_id]["stat"] == served.stat
+        assert len(served.requests) == 1  # each link downloaded once
+        assert _state(env, job_id) is ExportState.ACKNOWLEDGED
+    assert len(env.archived_files()) == 2
+    assert env.messages() == {}
+    [flags] = env.messages(env.processed).values()  # the one digest, acknowledged once
+    assert KEYWORD in flags
+
+    second = env.cli("run", "--once")
+    assert "read 0 mail(s)" in second.stdout
+    assert "archived 0, acknowledged 0" in second.stdout
+    assert len(env.manifest()) == 2
+
+
+def test_a_spoofed_mail_with_a_dead_link_does_not_shut_out_the_real_one(
+    loop_env: LoopEnv,
+) -> None:
+    # issue 9, red-team finding 2: no job ID, a link on an allowed host that answers 404,
+    # matched by elimination to the only export waiting; then the real notification
+    env = loop_env
+    env.sim.send_notifications = False
+    parts = env.loop()
+    export = build_submitter(env.config(), parts.store).submit(ExportRequest("77"))
+    assert export.job_id is not None
+    job_id = export.job_id
+    spoof = (
+        "From: Pinpointe <noreply@mypinpointe.example>\r\n"
+        "To: exports@inbox.example\r\n"
+        "Subject: Your export is ready\r\n"
+        "Message-ID: <spoof@evil.example>\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+        f"Download your file: https://{env.sim.host_rule}/exports/gone.json?expires=1&sig=x\r\n"
+    ).encode()
+    env.dovecot.append(env.folder, spoof)
+    report = parts.poller.run_once(parts.mailbox)
+    assert report.archived == [] and report.failed
+    assert _state(env, job_id) is ExportState.LINK_EXPIRED
+    env.sim.deliver_notification(job_id)
+    report = parts.poller.run_once(parts.mailbox)
+    assert report.archived == [job_id]
+    assert _state(env, job_id) is ExportState.ACKNOWLEDGED
+    [line] = env.manifest()
+    assert line["sha256"] == env.sim.job(job_id).sha256
+    assert len(env.sim.job(job_id).requests) == 1
+    assert env.messages() == {}  # both mails concern the archived export
+    parts.close()

@@ -7,12 +7,14 @@ import json
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from inbox_poller.archive import Archive
 from inbox_poller.errors import (
     ApiError,
+    DownloadError,
     DownloadTransient,
     LinkExpired,
     MailboxError,
@@ -23,7 +25,8 @@ from inbox_poller.loop.archiver import ExportArchiver
 from inbox_poller.loop.poller import Poller
 from inbox_poller.loop.reader import ReaderSettings
 from inbox_poller.loop.submitter import Submitter
-from inbox_poller.models import CycleReport, ExportRequest, ExportState, MailOutcome
+from inbox_poller.matching.sender import SenderPolicy
+from inbox_poller.models import CycleReport, ExportRequest, ExportState, MailKey, MailOutcome
 from inbox_poller.urlpolicy import parse_host_rule
 from tests.fakes import FakeApi, FakeDownloader, FakeMailbox
 
@@ -59,12 +62,17 @@ class World:
         self.api = FakeApi()
         self.downloader = FakeDownloader()
         self.clock = Clock()
+        self.configure()
+        self.submitter = Submitter(self.store, self.api, clock=self.clock)
+
+    def configure(self, **settings: Any) -> None:
+        """(Re)build the poller with these ``ReaderSettings`` (a reloaded configuration)."""
         archiver = ExportArchiver(
             self.store, self.archive, self.downloader, max_attempts=2, clock=self.clock
         )
-        settings = ReaderSettings(rules=(parse_host_rule(".mypinpointe.com"),), keyword=KEYWORD)
-        self.poller = Poller(self.store, archiver, settings, clock=self.clock)
-        self.submitter = Submitter(self.store, self.api, clock=self.clock)
+        rules = (parse_host_rule(".mypinpointe.com"),)
+        reader = ReaderSettings(rules=rules, keyword=KEYWORD, **settings)
+        self.poller = Poller(self.store, archiver, reader, clock=self.clock)
 
     def run_once(self) -> CycleReport:
         return self.poller.run_once(self.mailbox)
@@ -309,3 +317,256 @@ def test_verified_export_is_finished_without_downloading_again(world: World) -> 
     assert report.archived == [job]
     assert len(world.downloader.calls) == 1
     assert len(world.manifest()) == 1
+
+
+# --- digests (issue 9) -------------------------------------------------------------
+
+EML_DIR = Path(__file__).parents[1] / "data" / "eml"
+DIGEST_JOBS = ("482913075", "590174263")
+DIGEST_LINKS = tuple(
+    f"https://exports.mypinpointe.com/files/{job}/contact-data.json.gz?expires=1767225600&sig={sig}"
+    for job, sig in zip(DIGEST_JOBS, ("QUFBQUFB", "QkJCQkJC"), strict=True)
+)
+
+
+def _submit_as(world: World, job_id: str, stat: str) -> None:
+    world.api.next_job_id = int(job_id)
+    assert world.submit(stat) == job_id
+
+
+def test_a_digest_archives_each_of_its_exports_once(world: World) -> None:
+    for job_id, stat in zip(DIGEST_JOBS, ("4711", "4712"), strict=True):
+        _submit_as(world, job_id, stat)
+    for number, link in enumerate(DIGEST_LINKS):
+        world.downloader.payloads[link] = json.dumps([{"n": number}] * (number + 2)).encode()
+    world.mailbox.deliver((EML_DIR / "45_digest_two_exports.eml").read_bytes(), "<0045@x>")
+    report = world.run_once()
+    assert sorted(report.matched) == sorted(DIGEST_JOBS)
+    assert sorted(report.archived) == sorted(DIGEST_JOBS)
+    assert report.acknowledged == 1  # one mail, acknowledged once
+    assert sorted(world.downloader.calls) == sorted(DIGEST_LINKS)
+    lines = {line["job_id"]: line for line in world.manifest()}
+    assert set(lines) == set(DIGEST_JOBS)
+    assert (lines[DIGEST_JOBS[0]]["records"], lines[DIGEST_JOBS[1]]["records"]) == (2, 3)
+    assert (lines[DIGEST_JOBS[0]]["stat"], lines[DIGEST_JOBS[1]]["stat"]) == ("4711", "4712")
+    for job_id in DIGEST_JOBS:
+        export = world.store.export_by_job_id(job_id)
+        assert export is not None and export.state is ExportState.ACKNOWLEDGED
+    assert len(world.archived_files()) == 2
+    again = world.run_once()
+    assert (again.mails_seen, again.archived, again.acknowledged) == (0, [], 0)
+    assert len(world.downloader.calls) == 2
+
+
+def test_a_digest_is_acknowledged_only_once_every_export_is_done(world: World) -> None:
+    for job_id, stat in zip(DIGEST_JOBS, ("4711", "4712"), strict=True):
+        _submit_as(world, job_id, stat)
+    world.downloader.payloads.update(dict.fromkeys(DIGEST_LINKS, PAYLOAD))
+    world.downloader.errors[DIGEST_LINKS[1]] = [DownloadTransient("HTTP 503 three times")]
+    world.mailbox.deliver((EML_DIR / "45_digest_two_exports.eml").read_bytes(), "<0045@x>")
+    report = world.run_once()
+    assert report.archived == [DIGEST_JOBS[0]]
+    assert world.mailbox.acknowledged == []  # the second export is not archived yet
+    report = world.run_once()
+    assert report.archived == [DIGEST_JOBS[1]]
+    assert len(world.mailbox.acknowledged) == 1
+    assert len(world.manifest()) == 2
+
+
+def test_a_digest_read_again_after_a_uidvalidity_change_is_not_archived_again(
+    world: World,
+) -> None:
+    for job_id, stat in zip(DIGEST_JOBS, ("4711", "4712"), strict=True):
+        _submit_as(world, job_id, stat)
+    world.downloader.payloads.update(dict.fromkeys(DIGEST_LINKS, PAYLOAD))
+    world.mailbox.move_to_processed = False
+    world.mailbox.deliver((EML_DIR / "45_digest_two_exports.eml").read_bytes(), "<0045@x>")
+    world.run_once()
+    world.mailbox.reset_uidvalidity()
+    report = world.run_once()
+    assert (report.mails_seen, report.archived) == (1, [])
+    assert len(world.downloader.calls) == 2
+    [uid] = world.mailbox.messages
+    copy = MailKey(world.mailbox.folder, world.mailbox.uidvalidity, uid)
+    record = world.store.get_mail(copy)
+    assert record is not None and record.outcome is MailOutcome.DUPLICATE
+    assert len(world.store.mail_exports(copy)) == 2
+
+
+# --- red-team finding 2 of issue 9: a spoofed mail cannot make a real export fail -----
+
+SPOOFED_LINK = "https://na01.mypinpointe.com/exports/anything.json"
+
+
+def _spoof(world: World, job_id: str | None, link: str = SPOOFED_LINK, n: int = 1) -> None:
+    mid = f"<spoof{n}@evil.example>"
+    world.mailbox.deliver(notification(job_id, link, mid), mid)
+
+
+def _only_export(world: World) -> Any:
+    [export] = world.store.list_exports()
+    return export
+
+
+def test_a_spoofed_mail_matched_by_elimination_does_not_shut_out_the_real_one(
+    world: World,
+) -> None:
+    job = world.submit()
+    world.downloader.errors[SPOOFED_LINK] = [LinkExpired(404)]
+    _spoof(world, None)
+    world.run_once()
+    assert _only_export(world).state is ExportState.LINK_EXPIRED
+    world.notify(job)  # the real notification, later
+    report = world.run_once()
+    assert report.archived == [job]
+    assert world.downloader.calls == [SPOOFED_LINK, world.url(job)]  # each link once
+    assert len(world.manifest()) == 1
+    export = _only_export(world)
+    assert export.state is ExportState.ACKNOWLEDGED
+    assert export.failed_links == (SPOOFED_LINK,)
+
+
+def test_the_real_mail_read_in_the_same_pass_as_the_spoof_is_tried_next(world: World) -> None:
+    job = world.submit()
+    world.downloader.errors[SPOOFED_LINK] = [LinkExpired(404)]
+    _spoof(world, None)
+    world.notify(job)  # recorded as a duplicate while the spoofed link is pending
+    report = world.run_once()
+    assert report.archived == [job]
+    assert world.downloader.calls == [SPOOFED_LINK, world.url(job)]
+    assert report.acknowledged == 2  # both mails concern the archived export
+    assert _only_export(world).state is ExportState.ACKNOWLEDGED
+
+
+def test_a_real_notification_without_job_id_still_follows_a_spoofed_one(world: World) -> None:
+    # Pinpointe's format is unknown: the real mail may name no job ID either
+    job = world.submit()
+    world.downloader.errors[SPOOFED_LINK] = [LinkExpired(404)]
+    _spoof(world, None)
+    real = "https://na01.mypinpointe.com/exports/d/Qk7xR2mZ.json?sig=s"
+    world.downloader.payloads[real] = PAYLOAD
+    world.mailbox.deliver(notification(None, real, "<real@x>"), "<real@x>")
+    first = world.run_once()  # the real mail finds no export waiting: kept for later
+    assert first.unmatched == 1 and first.archived == []
+    assert world.run_once().archived == [job]  # re-matched once the spoofed link failed
+    assert world.downloader.calls == [SPOOFED_LINK, real]
+    assert world.mailbox.messages == {}
+
+
+@pytest.mark.parametrize(
+    "error", [LinkExpired(404), PayloadInvalid("not JSON at byte 0"), DownloadTransient("reset")]
+)
+def test_a_spoofed_mail_naming_the_job_id_does_not_shut_out_the_real_one(
+    world: World, error: DownloadError
+) -> None:
+    job = world.submit()
+    world.downloader.errors[SPOOFED_LINK] = [error] * 2  # max_attempts = 2
+    _spoof(world, job)
+    world.run_once()
+    world.run_once()
+    assert _only_export(world).state in (ExportState.LINK_EXPIRED, ExportState.FAILED)
+    _spoof(world, job, n=2)  # the same bad link again: refused, never downloaded again
+    report = world.run_once()
+    assert len(report.refused) == 1 and "already failed" in report.refused[0]
+    world.notify(job)
+    assert world.run_once().archived == [job]
+    assert world.downloader.calls.count(world.url(job)) == 1
+    assert len(world.manifest()) == 1
+
+
+def test_a_fresh_link_is_preferred_to_a_resubmission(world: World) -> None:
+    job = world.submit()
+    world.downloader.errors[SPOOFED_LINK] = [LinkExpired(404)]
+    _spoof(world, None)
+    world.run_once()
+    assert world.submitter.reconcile(world.clock(), notify_deadline_s=7200, max_resubmits=2) == []
+    world.notify(job)
+    assert world.run_once().archived == [job]
+    world.clock.now += timedelta(hours=3)
+    assert world.submitter.reconcile(world.clock(), notify_deadline_s=7200, max_resubmits=2) == []
+    assert len(world.api.submitted) == 1
+
+
+def test_a_resubmitted_export_is_not_revived_by_a_late_mail(world: World) -> None:
+    job = world.submit()
+    world.downloader.errors[SPOOFED_LINK] = [LinkExpired(404)]
+    _spoof(world, None)
+    world.run_once()
+    world.clock.now += timedelta(hours=3)
+    [again] = world.submitter.reconcile(world.clock(), notify_deadline_s=7200, max_resubmits=2)
+    world.notify(job)  # too late: the new request will bring its own mail
+    report = world.run_once()
+    assert report.archived == [] and "resubmitted" in report.refused[0]
+    assert again.job_id is not None
+    world.notify(again.job_id)
+    assert world.run_once().archived == [again.job_id]
+    assert len(world.manifest()) == 1
+
+
+def test_without_matching_by_elimination_a_job_less_mail_is_left_alone(world: World) -> None:
+    world.configure(by_elimination=False)
+    world.submit()
+    _spoof(world, None)
+    report = world.run_once()
+    assert report.unmatched == 1 and report.matched == []
+    assert world.downloader.calls == []
+    assert _only_export(world).state is ExportState.SUBMITTED
+
+
+SENDER = SenderPolicy(("mx.inbox.example",), ("mypinpointe.example",))
+
+
+def _authenticated(raw: bytes) -> bytes:
+    return (
+        b"Authentication-Results: mx.inbox.example; dkim=pass header.d=mypinpointe.example;"
+        b" spf=pass smtp.mailfrom=mypinpointe.example;"
+        b" dmarc=pass header.from=mypinpointe.example\r\n" + raw
+    )
+
+
+def _lose_the_submit_answer(world: World) -> None:
+    world.api.error = ApiError("connection reset after sending", definitive=False)
+    with pytest.raises(ApiError):
+        world.submit()
+    world.api.error = None
+
+
+def test_without_sender_checks_any_mail_may_reveal_a_lost_job_id(world: World) -> None:
+    # documented as weaker (docs/matching.md §6): this is what [sender] is for
+    _lose_the_submit_answer(world)
+    world.downloader.payloads[SPOOFED_LINK] = PAYLOAD
+    _spoof(world, "6666")
+    assert world.run_once().archived == ["6666"]
+
+
+def test_with_sender_checks_only_an_authenticated_mail_reveals_a_lost_job_id(
+    world: World,
+) -> None:
+    world.configure(sender_policy=SENDER)
+    _lose_the_submit_answer(world)
+    _spoof(world, "6666")
+    report = world.run_once()
+    assert "sender not authenticated" in report.refused[0]
+    assert _only_export(world).state is ExportState.SUBMIT_UNKNOWN
+    url = world.url("7777")
+    world.downloader.payloads[url] = PAYLOAD
+    world.mailbox.deliver(_authenticated(notification("7777", url, "<r@x>")), "<r@x>")
+    assert world.run_once().archived == ["7777"]
+    assert world.downloader.calls == [url]
+
+
+def test_a_mail_read_before_sender_checks_were_on_never_reveals_a_job_id(world: World) -> None:
+    # two lost answers: the mail cannot be adopted yet and is kept for re-matching
+    _lose_the_submit_answer(world)
+    _lose_the_submit_answer(world)
+    world.downloader.payloads[SPOOFED_LINK] = PAYLOAD
+    _spoof(world, "6666")
+    assert world.run_once().unmatched == 1
+    first = world.store.list_exports()[0]
+    world.store.mark_submit_failed(first.export_id, "operator: never sent", world.clock())
+    world.configure(sender_policy=SENDER)  # turned on (SIGHUP) before the re-match
+    report = world.run_once()
+    assert report.matched == [] and world.downloader.calls == []
+    assert world.store.list_exports()[1].state is ExportState.SUBMIT_UNKNOWN
+    world.configure()  # the same mail, with the check off: adopted, as documented
+    assert world.run_once().archived == ["6666"]

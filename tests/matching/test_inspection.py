@@ -45,6 +45,8 @@ def test_corpus(case: dict[str, Any]) -> None:
         assert report["match"]["outcome"] == case["outcome"]
     if "job_ids" in case:
         assert report["job_ids"] == case["job_ids"]
+    if "pairs" in case:
+        assert {p["job_id"]: p["download_url"] for p in report["pairing"]} == case["pairs"]
     json.dumps(report)  # JSON-able as it is
 
 
@@ -58,6 +60,7 @@ def test_the_report_has_every_documented_key() -> None:
         "links",
         "match",
         "download_url",
+        "pairing",
         "defects",
     } <= report.keys()
     assert report["sender"] == "notifications@na01.mypinpointe.com"
@@ -145,3 +148,40 @@ def test_the_human_form_escapes_terminal_controls_from_the_mail() -> None:
     text = format_inspection(inspect_email(raw, [], RULES))
     assert "\x1b" not in text and "\u202e" not in text
     assert "\\x1b[31mred" in text and "\\u202e" in text
+
+
+DIGEST = "45_digest_two_exports.eml"
+OTHER = "590174263"
+
+
+def test_a_digest_shows_each_export_with_its_own_link() -> None:
+    report = _report(DIGEST, [JOB, OTHER])
+    assert report["match"]["outcome"] == "matched" and report["download_url"] is None
+    assert [(p["job_id"], p["outcome"]) for p in report["pairing"]] == [
+        (JOB, "matched"),
+        (OTHER, "matched"),
+    ]
+    assert all(p["download_url"].split("/")[4] == p["job_id"] for p in report["pairing"])
+    text = format_inspection(report)
+    assert "Digest:     2 exports, each with its own link\n" in text
+    assert f"  job {JOB}: matched, {report['pairing'][0]['download_url']}" in text
+    assert f"  job {OTHER}: matched, {report['pairing'][1]['download_url']}" in text
+
+
+def test_without_pending_ids_a_digest_shows_the_pairing_its_job_ids_would_get() -> None:
+    report = _report(DIGEST, [])
+    assert report["match"]["outcome"] == "unmatched"
+    assert [p["job_id"] for p in report["pairing"]] == [JOB, OTHER]
+    assert "each with its own link (if these were pending)" in format_inspection(report)
+
+
+def test_a_refused_digest_shows_no_pairing() -> None:
+    report = _report("46_digest_with_a_shared_link.eml", [JOB, OTHER])
+    assert report["match"]["outcome"] == "refused" and report["pairing"] == []
+    assert "Digest:" not in format_inspection(report)
+
+
+def test_a_plain_notification_has_one_pairing_and_no_digest_lines() -> None:
+    report = _report("01_multipart_alternative.eml", [JOB])
+    assert [(p["job_id"], p["download_url"]) for p in report["pairing"]] == [(JOB, DL)]
+    assert "Digest:" not in format_inspection(report)

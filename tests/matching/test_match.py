@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from inbox_poller.ledger.schema import summary_from_json, summary_to_json
 from inbox_poller.matching.extract import extract
-from inbox_poller.matching.match import match_notification
+from inbox_poller.matching.match import MatchOptions, awaiting_link, match_notification
 from inbox_poller.matching.summary import notification_from_summary, summarize
 from inbox_poller.matching.verdicts import judge_links
 from inbox_poller.models import (
@@ -95,7 +96,10 @@ def test_corpus(case: dict[str, Any]) -> None:
         assert case["reason"] in match.reason
     if "link_reason" in case:
         assert any(case["link_reason"] in v.reason for v in match.links), match.links
-    if match.outcome is MailOutcome.MATCHED:
+    if "pairs" in case:  # a digest: each export with its own link, no single one
+        assert {p.job_id: p.download_url for p in match.pairings} == case["pairs"]
+        assert match.export_id is None and match.job_id is None
+    elif match.outcome is MailOutcome.MATCHED:
         assert match.export_id is not None and match.job_id is not None
 
 
@@ -162,8 +166,9 @@ def test_short_job_ids_count_only_when_labelled() -> None:
         (ExportState.ARCHIVED, MailOutcome.DUPLICATE),
         (ExportState.ACKNOWLEDGED, MailOutcome.DUPLICATE),
         (ExportState.SUBMIT_FAILED, MailOutcome.REFUSED),
-        (ExportState.LINK_EXPIRED, MailOutcome.REFUSED),
-        (ExportState.FAILED, MailOutcome.REFUSED),
+        # its link expired, and this mail offers another: tried (issue 9, red-team 2)
+        (ExportState.LINK_EXPIRED, MailOutcome.MATCHED),
+        (ExportState.FAILED, MailOutcome.REFUSED),  # the job failed, not a link
     ],
 )
 def test_a_known_job_id_in_every_state(state: ExportState, outcome: MailOutcome) -> None:
@@ -291,3 +296,181 @@ def test_a_mail_with_neither_job_id_nor_kept_link_is_not_a_notification() -> Non
     assert match.outcome is MailOutcome.UNMATCHED
     assert match.reason == "not a notification: no job ID and no download link"
     assert len(match.links) == 2
+
+
+# --- digests (issue 9) -------------------------------------------------------------
+
+JOB_A, JOB_B = "482913075", "590174263"
+LINK_A = f"https://exports.mypinpointe.com/files/{JOB_A}/data.json.gz?sig=a"
+LINK_B = f"https://exports.mypinpointe.com/files/{JOB_B}/data.json.gz?sig=b"
+DIGEST = _note(f"Job {JOB_A} and job {JOB_B} are ready", links=(Link(LINK_A), Link(LINK_B)))
+
+
+def test_a_digest_pairs_each_export_with_its_own_link() -> None:
+    match = match_notification(DIGEST, [_export(1, JOB_A), _export(2, JOB_B)], RULES)
+    assert match.outcome is MailOutcome.MATCHED
+    assert (match.export_id, match.job_id, match.download_url) == (None, None, None)
+    assert [(p.export_id, p.job_id, p.outcome, p.download_url) for p in match.pairings] == [
+        (1, JOB_A, MailOutcome.MATCHED, LINK_A),
+        (2, JOB_B, MailOutcome.MATCHED, LINK_B),
+    ]
+    assert match.reason.startswith("a digest of 2 of our exports")
+
+
+def test_a_digest_judges_each_export_in_its_own_state() -> None:
+    exports = [_export(1, JOB_A), _export(2, JOB_B, ExportState.ARCHIVED, LINK_B)]
+    match = match_notification(DIGEST, exports, RULES)
+    assert match.outcome is MailOutcome.MATCHED
+    assert [p.outcome for p in match.pairings] == [MailOutcome.MATCHED, MailOutcome.DUPLICATE]
+    both_done = [_export(1, JOB_A, ExportState.ACKNOWLEDGED), exports[1]]
+    assert match_notification(DIGEST, both_done, RULES).outcome is MailOutcome.DUPLICATE
+    neither = [_export(1, JOB_A, ExportState.SUBMIT_FAILED), _export(2, JOB_B, ExportState.FAILED)]
+    refused = match_notification(DIGEST, neither, RULES)
+    assert refused.outcome is MailOutcome.REFUSED
+    assert "2 refused" in refused.reason
+
+
+@pytest.mark.parametrize(
+    ("links", "why"),
+    [
+        ((Link(LINK_A),), "job B is in no link"),
+        ((Link(LINK_A), Link(LINK_B), Link(LINK_A + "&again=1")), "job A is in two links"),
+        (
+            (Link(f"https://exports.mypinpointe.com/b.zip?jobs={JOB_A},{JOB_B}"),),
+            "one link names both",
+        ),
+        (
+            (Link(LINK_A), Link(LINK_B), Link(f"https://x.mypinpointe.com/{JOB_A}-{JOB_B}.zip")),
+            "one more link names both",
+        ),
+        ((Link("http://exports.mypinpointe.com/" + JOB_A), Link(LINK_B)), "job A's link refused"),
+    ],
+)
+def test_anything_less_than_a_one_to_one_pairing_stays_refused(
+    links: tuple[Link, ...], why: str
+) -> None:
+    note = _note(f"Jobs {JOB_A} and {JOB_B}", links=links)
+    match = match_notification(note, [_export(1, JOB_A), _export(2, JOB_B)], RULES)
+    assert match.outcome is MailOutcome.REFUSED, why
+    assert "ambiguous" in match.reason and match.pairings == ()
+
+
+def test_short_job_ids_are_never_paired() -> None:
+    links = (
+        Link("https://a.mypinpointe.com/f/42.json"),
+        Link("https://a.mypinpointe.com/f/77.json"),
+    )
+    note = _note("x", links=links, ids=("42", "77"))
+    match = match_notification(note, [_export(1, "42"), _export(2, "77")], RULES)
+    assert match.outcome is MailOutcome.REFUSED
+
+
+# --- a link that failed, and a later mail's link (issue 9, red-team finding 2) ------------
+
+SPOOF = "https://na01.mypinpointe.com/exports/whatever.json"
+
+
+def _failed(state: ExportState, link: str | None = SPOOF, *, link_failed: bool = True) -> Export:
+    export = _export(7, JOB_A, state, link)
+    return replace(export, failed_links=(link,) if link and link_failed else ())
+
+
+def test_a_duplicate_keeps_its_new_link_while_the_export_is_in_progress() -> None:
+    note = _note(f"Job {JOB_A}", links=(Link(LINK_A),))
+    for state in (ExportState.NOTIFIED, ExportState.DOWNLOADING, ExportState.VERIFIED):
+        match = match_notification(note, [_export(7, JOB_A, state, SPOOF)], RULES)
+        assert match.outcome is MailOutcome.DUPLICATE
+        assert match.download_url is None  # nothing to download now
+        assert match.pairings[0].download_url == LINK_A  # kept in case the current one fails
+        assert "kept in case the current one fails" in match.reason
+    same = match_notification(note, [_export(7, JOB_A, ExportState.NOTIFIED, LINK_A)], RULES)
+    assert same.pairings[0].download_url is None
+    done = match_notification(note, [_export(7, JOB_A, ExportState.ARCHIVED, SPOOF)], RULES)
+    assert done.pairings[0].download_url is None
+
+
+@pytest.mark.parametrize(
+    ("export", "outcome", "reason"),
+    [
+        (_failed(ExportState.LINK_EXPIRED), MailOutcome.MATCHED, "offers another link"),
+        (_failed(ExportState.FAILED), MailOutcome.MATCHED, "offers another link"),
+        (_failed(ExportState.FAILED, link_failed=False), MailOutcome.REFUSED, "not acted on"),
+        (_failed(ExportState.FAILED, None), MailOutcome.REFUSED, "not acted on"),
+        (_failed(ExportState.LINK_EXPIRED, LINK_A), MailOutcome.REFUSED, "already failed"),
+    ],
+)
+def test_a_later_mail_for_an_export_whose_link_failed(
+    export: Export, outcome: MailOutcome, reason: str
+) -> None:
+    note = _note(f"Job {JOB_A}", links=(Link(LINK_A),))
+    match = match_notification(note, [export], RULES)
+    assert (match.outcome, match.export_id) == (outcome, 7)
+    assert reason in match.reason
+    assert match.download_url == (LINK_A if outcome is MailOutcome.MATCHED else None)
+
+
+def test_a_link_that_failed_before_is_never_offered_again() -> None:
+    export = replace(_failed(ExportState.LINK_EXPIRED, LINK_B), failed_links=(LINK_A, LINK_B))
+    note = _note(f"Job {JOB_A}", links=(Link(LINK_A),))
+    assert match_notification(note, [export], RULES).outcome is MailOutcome.REFUSED
+
+
+def test_a_resubmitted_export_is_not_notified_again() -> None:
+    note = _note(f"Job {JOB_A}", links=(Link(LINK_A),))
+    successor = replace(_export(8, "111222333"), replaces=7)
+    match = match_notification(note, [_failed(ExportState.LINK_EXPIRED), successor], RULES)
+    assert match.outcome is MailOutcome.REFUSED and "resubmitted" in match.reason
+    told = MatchOptions(resubmitted=frozenset({7}))
+    alone = match_notification(note, [_failed(ExportState.LINK_EXPIRED)], RULES, told)
+    assert alone.outcome is MailOutcome.REFUSED
+
+
+def test_a_job_less_mail_may_bring_another_link_to_the_only_export_waiting() -> None:
+    note = _note("Your export is ready", links=(Link(ANON),))
+    match = match_notification(note, [_failed(ExportState.LINK_EXPIRED)], RULES)
+    assert (match.outcome, match.export_id, match.download_url) == (MailOutcome.MATCHED, 7, ANON)
+    assert "its link failed" in match.reason
+    repeat = _note("Your export is ready", links=(Link(SPOOF),))
+    assert (
+        "a repeat" in match_notification(repeat, [_failed(ExportState.LINK_EXPIRED)], RULES).reason
+    )
+    two = [_failed(ExportState.LINK_EXPIRED), _export(8, "590174263")]
+    assert "2 exports are waiting" in match_notification(note, two, RULES).reason
+
+
+def test_awaiting_link_leaves_out_what_no_notification_can_change() -> None:
+    exports = [
+        _export(1, "1001"),
+        _export(2, None, ExportState.SUBMIT_UNKNOWN),
+        replace(_failed(ExportState.LINK_EXPIRED), export_id=3),
+        replace(_failed(ExportState.LINK_EXPIRED), export_id=4),
+        replace(_export(5, "1005"), replaces=4),
+        replace(_failed(ExportState.FAILED, link_failed=False), export_id=6),
+        _export(7, "1007", ExportState.ARCHIVED),
+    ]
+    assert [e.export_id for e in awaiting_link(exports)] == [1, 2, 3, 5]
+    assert [e.export_id for e in awaiting_link(exports, {3})] == [1, 2, 5]
+
+
+# --- switches: by elimination, adoption (issue 9) -------------------------------------
+
+
+def test_matching_by_elimination_can_be_switched_off() -> None:
+    off = MatchOptions(by_elimination=False)
+    note = _note("Your export is ready", links=(Link(ANON),))
+    match = match_notification(note, [_export(1, JOB_A)], RULES, off)
+    assert match.outcome is MailOutcome.UNMATCHED
+    assert "[matching] by_elimination" in match.reason
+    named = _note(f"Job {JOB_A}", links=(Link(ANON),))
+    assert match_notification(named, [_export(1, JOB_A)], RULES, off).outcome is (
+        MailOutcome.MATCHED
+    )
+
+
+def test_adoption_needs_leave_to_adopt() -> None:
+    note = _note("Job 604422917 done", links=(Link(ANON),), ids=("604422917",))
+    exports = [_export(1, None, ExportState.SUBMIT_UNKNOWN)]
+    refused = match_notification(note, exports, RULES, MatchOptions(may_adopt=False))
+    assert refused.outcome is MailOutcome.UNMATCHED
+    assert "authenticated sender" in refused.reason
+    assert match_notification(note, exports, RULES).outcome is MailOutcome.MATCHED

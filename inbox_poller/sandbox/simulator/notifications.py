@@ -4,13 +4,14 @@ Pinpointe's real notification format is unknown (docs/pinpointe-api.md, gap 1), 
 simulator sends many plausible ones, and the extractor must cope with all of them:
 HTML and text alternatives, text only, HTML only behind a click-tracking redirect,
 a job ID only inside the link or nowhere at all, base64 and quoted-printable
-transfer encodings, and a non-UTF-8 charset with 8-bit text.
+transfer encodings, and a non-UTF-8 charset with 8-bit text. A digest
+(:func:`build_digest`) announces several exports in one mail.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
@@ -171,6 +172,38 @@ def build_latin1(params: MailParams) -> EmailMessage:
     message.add_alternative(body, subtype="html", charset="iso-8859-1", cte="quoted-printable")
     message.set_boundary(f"=_pinpointe_{params.job_id}_latin1")
     return message
+
+
+def build_digest(entries: Sequence[MailParams]) -> EmailMessage:
+    """One mail announcing several exports, each with its own link naming its job ID.
+
+    The headers (sender, recipient, Message-ID, date) are the first entry's. Each link
+    must name its job (``jobid=`` in its query): that is what pairs it with its export.
+    """
+    first = entries[0]
+    subject = f"{len(entries)} of your Pinpointe exports are ready"
+    text = "Hello,\n\nThese contact data summaries you requested are ready.\n\n"
+    rows = ""
+    for entry in entries:
+        text += (
+            f"Job ID {entry.job_id} (stat {entry.stat}, {entry.records} records):\n"
+            f"{entry.download_url}\n\n"
+        )
+        href = html.escape(entry.download_url, quote=True)
+        rows += (
+            f"<tr><td>Job ID {entry.job_id} (stat {entry.stat}, {entry.records} records)</td>"
+            f'<td><a href="{href}">Download</a></td></tr>'
+        )
+    text += f"The links are valid for 7 days.\n\nHelp: {HELP_URL}\n-- \nPinpointe\n"
+    body = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Exports ready</title>"
+        f'</head><body><p><a href="{HOME_URL}"><img src="{LOGO_URL}" alt="Pinpointe"></a></p>'
+        f"<p>These contact data summaries you requested are ready.</p><table>{rows}</table>"
+        f'<p><a href="{HELP_URL}">Help</a> | '
+        f'<a href="{UNSUBSCRIBE_URL}?e={quote(first.recipient)}">Unsubscribe</a></p>'
+        "</body></html>\n"
+    )
+    return _alternative(first, subject, text, body)
 
 
 STYLES: dict[str, Style] = {

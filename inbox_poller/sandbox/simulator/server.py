@@ -9,7 +9,8 @@ plays all three parts Pinpointe plays:
 * ``GET /exports/<token>.json?expires=…&sig=…``: the export file behind a signed link,
   with ETag/Range support and per-job fault injection (:class:`.jobs.Faults`);
 * the notification mail, built by :mod:`.notifications`, stamped by :mod:`.mta` and
-  handed to an injected ``deliver(bytes)`` callable (the tests APPEND it to an IMAP folder).
+  handed to an injected ``deliver(bytes)`` callable (the tests APPEND it to an IMAP folder);
+  :meth:`PinpointeSimulator.deliver_digest` sends one mail for several jobs.
 
 This module holds the simulator's state and the controls the tests use: its jobs, the
 API calls and faults, and the mails it sent. The records it keeps are in :mod:`.jobs`
@@ -28,8 +29,10 @@ import secrets
 import ssl
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from email.utils import parseaddr
 from pathlib import Path
 from types import TracebackType
@@ -41,7 +44,7 @@ from inbox_poller.sandbox.simulator.https import TlsServer
 from inbox_poller.sandbox.simulator.jobs import Faults, SimJob
 from inbox_poller.sandbox.simulator.links import LinkSigner
 from inbox_poller.sandbox.simulator.mta import stamp
-from inbox_poller.sandbox.simulator.notifications import STYLES, MailParams
+from inbox_poller.sandbox.simulator.notifications import STYLES, MailParams, build_digest
 from inbox_poller.sandbox.simulator.payloads import (
     GARBAGE,
     PayloadShape,
@@ -73,6 +76,13 @@ DEFAULT_SENDER = "Pinpointe <noreply@mypinpointe.example>"
 DEFAULT_AUTHSERV_ID = "mx.inbox.example"
 FIRST_JOB_ID = 500_000_001
 DEFAULT_LINK_TTL_S = 7 * 86400.0
+
+
+def digest_link(job: SimJob) -> str:
+    """Return *job*'s link as a digest names it: with its job ID in the query."""
+    if "jobid=" in job.download_url:
+        return job.download_url
+    return f"{job.download_url}&jobid={job.job_id}"
 
 
 class PinpointeSimulator:
@@ -228,6 +238,11 @@ class PinpointeSimulator:
         job.wait_ready()
         mail = self._render_mail(job)
         self.deliver(mail)
+        self._sent(job, mail)
+        return mail
+
+    def _sent(self, job: SimJob, mail: bytes) -> None:
+        """Record that *mail* announced *job*: the job is complete and delivered."""
         with self._lock:
             job.mails_sent += 1
             if job.mail is None:
@@ -235,6 +250,28 @@ class PinpointeSimulator:
             if job.status == "waiting":
                 job.status = "complete"
         job.delivered.set()
+
+    def deliver_digest(self, job_ids: Sequence[str]) -> bytes:
+        """Build and deliver one digest mail announcing every job of *job_ids*; return it.
+
+        Each job's link gets ``jobid=<job ID>`` in its query (ignored when the file is
+        served) unless its style already put it there, so that the link names its job.
+        """
+        jobs = [self.job(job_id).wait_ready() for job_id in job_ids]
+        with self._lock:
+            number = sum(job.mails_sent for job in jobs)
+        entries = [
+            replace(
+                self._mail_params(job),
+                download_url=digest_link(job),
+                message_id=f"<digest-{'-'.join(job_ids)}.{number}@{self._sender_domain()}>",
+            )
+            for job in jobs
+        ]
+        mail = self._stamp(build_digest(entries), entries[0].date)
+        self.deliver(mail)
+        for job in jobs:
+            self._sent(job, mail)
         return mail
 
     # ---- the API ----------------------------------------------------------------------------
@@ -385,28 +422,35 @@ class PinpointeSimulator:
             logger.exception("simulator: job %s: preparing or delivering failed", job.job_id)
             job.error = f"{type(exc).__name__}: {exc}"
 
-    def _render_mail(self, job: SimJob) -> bytes:
-        domain = parseaddr(self.sender)[1].rpartition("@")[2] or "mypinpointe.example"
-        params = MailParams(
+    def _sender_domain(self) -> str:
+        return parseaddr(self.sender)[1].rpartition("@")[2] or "mypinpointe.example"
+
+    def _mail_params(self, job: SimJob) -> MailParams:
+        return MailParams(
             job_id=job.job_id,
             download_url=job.download_url,
             click_url=f"{self.base_url}/click",
             sender=self.sender,
             recipient=job.notify_email,
-            message_id=f"<export-{job.job_id}.{job.mails_sent}@{domain}>",
+            message_id=f"<export-{job.job_id}.{job.mails_sent}@{self._sender_domain()}>",
             date=datetime.now(UTC),
             stat=job.stat,
             records=job.records,
             expires_at=job.expires_at,
         )
-        message = STYLES[job.style].build(params)
+
+    def _stamp(self, message: EmailMessage, date: datetime) -> bytes:
         return stamp(
             message,
-            domain=domain,
-            date=params.date,
+            domain=self._sender_domain(),
+            date=date,
             authserv_id=self.authserv_id,
             dmarc=self.dmarc,
         )
+
+    def _render_mail(self, job: SimJob) -> bytes:
+        params = self._mail_params(job)
+        return self._stamp(STYLES[job.style].build(params), params.date)
 
     # ---- export links -------------------------------------------------------------------------
 

@@ -6,9 +6,14 @@ from urllib.parse import unquote
 
 import pytest
 
+from inbox_poller.matching.extract import extract
+from inbox_poller.matching.inspection import pending_exports
+from inbox_poller.matching.match import match_notification
+from inbox_poller.models import MailOutcome
 from inbox_poller.sandbox.simulator.notifications import STYLES
-from inbox_poller.sandbox.simulator.server import PinpointeSimulator
-from tests.sandbox.simulator.helpers import mail_texts, parse_mail, submit_job
+from inbox_poller.sandbox.simulator.server import PinpointeSimulator, digest_link
+from inbox_poller.urlpolicy import parse_host_rule
+from tests.sandbox.simulator.helpers import fetch, mail_texts, parse_mail, submit_job
 
 
 @pytest.mark.parametrize("style", sorted(STYLES))
@@ -53,3 +58,24 @@ def test_encodings_and_charsets_are_really_used(pinpointe_sim: PinpointeSimulato
     latin = parse_mail(pinpointe_sim.delivered[2])
     assert "Télécharger" in mail_texts(latin)
     assert "Télécharger".encode("cp1252") in pinpointe_sim.delivered[2]
+
+
+def test_a_digest_names_each_job_in_a_link_of_its_own_that_still_downloads(
+    pinpointe_sim: PinpointeSimulator,
+) -> None:
+    pinpointe_sim.send_notifications = False
+    jobs = [submit_job(pinpointe_sim, stat=stat) for stat in ("41", "42")]
+    mail = pinpointe_sim.deliver_digest([job.job_id for job in jobs])
+    assert pinpointe_sim.delivered == [mail]
+    message = parse_mail(mail)
+    assert "dmarc=pass" in message["Authentication-Results"]
+    text = mail_texts(message).replace("&amp;", "&")
+    for job in jobs:
+        assert (job.mail, job.mails_sent, job.status) == (mail, 1, "complete")
+        assert text.count(digest_link(job)) == 2  # in the text and in the HTML
+        assert fetch(pinpointe_sim, digest_link(job)).status_code == 200
+    rules = (parse_host_rule(pinpointe_sim.host_rule),)
+    exports = pending_exports([job.job_id for job in jobs])
+    match = match_notification(extract(mail), exports, rules)
+    assert match.outcome is MailOutcome.MATCHED
+    assert [p.download_url for p in match.pairings] == [digest_link(job) for job in jobs]
