@@ -187,6 +187,21 @@ class Export:
     failure was its link's, and another link may still succeed."""
 
 
+def link_failed(export: Export) -> bool:
+    """Return whether *export* failed because of its link, so that another link may work.
+
+    ``link_expired`` always; ``failed`` when its own link is among its failed links (an
+    invalid payload, a refused redirect, retries given up), not when the job failed.
+    """
+    if export.state is ExportState.LINK_EXPIRED:
+        return True
+    return (
+        export.state is ExportState.FAILED
+        and export.download_url is not None
+        and export.download_url in export.failed_links
+    )
+
+
 @dataclass(frozen=True)
 class Link:
     """A URL found in a mail, with the words that surround or label it."""

@@ -105,8 +105,14 @@ class Submitter:
 
     # ---- schedules -------------------------------------------------------------------
 
-    def submit_due(self, schedules: Sequence[ExportSchedule], now: datetime) -> list[Export]:
-        """Submit every scheduled window that is due and not exported or pending yet."""
+    def submit_due(
+        self, schedules: Sequence[ExportSchedule], now: datetime, *, notify_deadline_s: float = 0.0
+    ) -> list[Export]:
+        """Submit every scheduled window that is due and not exported or pending yet.
+
+        An export of the window whose link failed less than *notify_deadline_s* ago is
+        left to a later mail or to :meth:`reconcile`, which resubmits it after that long.
+        """
         if not schedules:
             return []
         values = self.store.daemon_values()
@@ -118,7 +124,7 @@ class Submitter:
         }
         submitted: list[Export] = []
         for due in due_requests(schedules, last_fire, now):
-            export = self._submit_one_due(due)
+            export = self._submit_one_due(due, timedelta(seconds=notify_deadline_s))
             if export is not None:
                 submitted.append(export)
         for schedule in schedules:
@@ -128,9 +134,9 @@ class Submitter:
             self.store.set_daemon_value(key, max(now, previous or now).isoformat())
         return submitted
 
-    def _submit_one_due(self, due: DueSubmission) -> Export | None:
+    def _submit_one_due(self, due: DueSubmission, link_grace: timedelta) -> Export | None:
         request = due.request
-        wanted, reason = should_submit(due, self.store.exports_for(request))
+        wanted, reason = should_submit(due, self.store.exports_for(request), link_grace=link_grace)
         if not wanted:
             logger.info(
                 "schedule %s: not submitting stat %s: %s", due.schedule_name, request.stat, reason

@@ -24,6 +24,7 @@ from inbox_poller.models import (
     Match,
     Notification,
     Pairing,
+    link_failed,
 )
 from inbox_poller.urlpolicy import HostRule
 
@@ -67,21 +68,6 @@ class MatchOptions:
     resubmitted: frozenset[int] = frozenset()
     """Exports known to have been resubmitted, besides those whose successor is among
     the exports given (re-matching gives only the exports older than the mail)."""
-
-
-def link_failed(export: Export) -> bool:
-    """Return whether *export* failed because of its link, so that another link may work.
-
-    ``link_expired`` always; ``failed`` when its own link is among its failed links (an
-    invalid payload, a refused redirect, retries given up), not when the job failed.
-    """
-    if export.state is ExportState.LINK_EXPIRED:
-        return True
-    return (
-        export.state is ExportState.FAILED
-        and export.download_url is not None
-        and export.download_url in export.failed_links
-    )
 
 
 def awaiting_link(

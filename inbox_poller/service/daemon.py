@@ -264,7 +264,11 @@ class Daemon:
 
     def _submit_due(self, session: _Session) -> None:
         with self._submit_lock:  # one Pinpointe request at a time
-            session.submitter.submit_due(session.config.schedules, self._clock())
+            session.submitter.submit_due(
+                session.config.schedules,
+                self._clock(),
+                notify_deadline_s=session.config.exports.notify_deadline,
+            )
 
     def _reconcile(self, session: _Session) -> None:
         with self._submit_lock:

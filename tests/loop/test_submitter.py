@@ -83,6 +83,22 @@ def test_a_pending_export_of_the_same_window_blocks_a_second_submit(
     assert len(api.submitted) == 1
 
 
+def test_a_window_whose_link_just_failed_is_left_to_a_later_mail_or_the_deadline_check(
+    submitter: Submitter, api: FakeApi, clock: Clock
+) -> None:
+    # a catch-up fire for a window whose export's link failed a moment ago: a scheduled
+    # request now and a later real mail (or reconcile) would archive the window twice
+    export = submitter.submit(ExportRequest("42", "20261128", "20261129"))
+    store = submitter.store
+    key = MailKey("INBOX", 1, 1)
+    record = MailRecord(key, "<m@x>", MailOutcome.MATCHED, "ok", clock.now, export.export_id)
+    store.record_mail(record, clock.now, download_url="https://a.example/x.json")
+    store.mark_downloading(export.export_id, clock.now)
+    store.mark_link_expired(export.export_id, "HTTP 404", clock.now)
+    assert submitter.submit_due(DAILY, clock.now, notify_deadline_s=7200) == []
+    assert len(api.submitted) == 1
+
+
 def test_overdue_failed_job_is_resubmitted_and_bounded(
     submitter: Submitter, api: FakeApi, clock: Clock
 ) -> None:

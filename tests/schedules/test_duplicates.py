@@ -75,3 +75,37 @@ def test_an_open_window_wants_fresh_data_at_each_fire() -> None:
         make_export(n, due.request, ExportState.FAILED, created=before) for n in (4, 5, 6)
     ]
     assert should_submit(due, old_failures) == (True, "no export of this stat and window yet")
+
+
+GRACE = timedelta(hours=2)
+
+
+@pytest.mark.parametrize(
+    ("failed_ago", "submit"),
+    [(timedelta(minutes=30), False), (GRACE + timedelta(minutes=1), True)],
+)
+def test_a_window_whose_link_failed_waits_for_a_later_mail_within_the_grace(
+    failed_ago: timedelta, submit: bool
+) -> None:
+    # a spoofed or dead link: a later mail may still bring the export a working one, and
+    # the deadline check resubmits it after the grace; a scheduled request meanwhile could
+    # archive the window twice (found while fixing red-team finding 2 of issue 9)
+    expired = dataclasses.replace(
+        make_export(7, DUE.request, ExportState.LINK_EXPIRED, reason="HTTP 404"),
+        updated_at=DUE.fire_time - failed_ago,
+    )
+    decision, why = should_submit(DUE, [expired], link_grace=GRACE)
+    assert decision is submit, why
+    if not submit:
+        assert "export 7 for the same stat and window lost its link" in why
+
+
+def test_a_window_whose_failed_export_was_resubmitted_is_judged_by_the_successor() -> None:
+    expired = dataclasses.replace(
+        make_export(7, DUE.request, ExportState.LINK_EXPIRED), updated_at=DUE.fire_time
+    )
+    successor = dataclasses.replace(make_export(8, DUE.request, ExportState.SUBMITTED), replaces=7)
+    decision, why = should_submit(DUE, [successor, expired], link_grace=GRACE)
+    assert decision is False and "export 8" in why
+    archived = dataclasses.replace(successor, state=ExportState.ACKNOWLEDGED)
+    assert should_submit(DUE, [archived, expired], link_grace=GRACE)[0] is False
