@@ -269,5 +269,15 @@ class ImapMailbox:
                 client.shutdown()
 
     def _guard(self, step: str) -> AbstractContextManager[None]:
-        """Translate library exceptions raised during *step* into ``MailboxError``."""
-        return session.translate_errors(self._where, step, self._config.timeout_s, self._drop)
+        """Translate library exceptions raised during *step* into ``MailboxError``.
+
+        The password is cut out of every message (a server may echo LOGIN).
+        """
+        return session.translate_errors(
+            self._where,
+            step,
+            self._config.timeout_s,
+            self._drop,
+            self._password,
+            self._config.username,
+        )

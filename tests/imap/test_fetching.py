@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from imapclient import IMAPClient
 
-from inbox_poller.imap.fetching import FETCH_CHUNK_UIDS, chunked
+from inbox_poller.imap.fetching import FETCH_CHUNK_UIDS, chunked, fetch_item
 from inbox_poller.imap.mailbox import ImapMailbox
 from inbox_poller.sandbox.dovecot.server import DovecotServer
 from tests.plugins.dovecot import MakeMailbox, imap_config_for, make_mail
@@ -26,6 +26,27 @@ def test_chunked_splits_in_order() -> None:
     assert FETCH_CHUNK_UIDS == 5000
     with pytest.raises(ValueError, match="at least 1"):
         list(chunked([1], 0))
+
+
+@pytest.mark.parametrize(
+    "answered",
+    [
+        b"BODY[HEADER.FIELDS (MESSAGE-ID)]",  # Dovecot, Cyrus
+        b'BODY[HEADER.FIELDS ("MESSAGE-ID")]',  # Courier
+        b"body[header.fields (message-id)]",
+        b'BODY[HEADER.FIELDS  ("Message-ID")]',
+        "BODY[HEADER.FIELDS (MESSAGE-ID)]",
+    ],
+)
+def test_a_fetch_item_is_found_whatever_its_quoting_and_case(answered: bytes | str) -> None:
+    item = {b"SEQ": 1, answered: b"Message-ID: <a@b>\r\n\r\n"}
+    assert fetch_item(item, b"BODY[HEADER.FIELDS (MESSAGE-ID)]") == b"Message-ID: <a@b>\r\n\r\n"
+
+
+def test_fetch_item_takes_the_first_key_present_and_none_when_absent() -> None:
+    assert fetch_item({b"BODY[]": b"whole"}, b"BODY[]<0>", b"BODY[]") == b"whole"
+    assert fetch_item({b"body[]<0>": b"part", b"BODY[]": b"whole"}, b"BODY[]<0>") == b"part"
+    assert fetch_item({b"FLAGS": ()}, b"RFC822.SIZE") is None
 
 
 def _record_fetches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[int], list[str]]]:
