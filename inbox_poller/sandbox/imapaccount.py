@@ -59,6 +59,11 @@ class TestAccount:
         """What the server puts before a personal folder's name (its personal namespace)."""
         return ""
 
+    @property
+    def separator(self) -> str:
+        """The server's hierarchy separator."""
+        return "/"
+
     def folder_name(self, name: str) -> str:
         """Return the server's name of the top-level personal folder *name*."""
         return self.personal_prefix + name

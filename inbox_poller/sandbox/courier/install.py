@@ -48,7 +48,8 @@ REQUIRED = (
 
 
 def find_courier(prefix: Path | None = None) -> Path:
-    """Return the unpacked prefix: *prefix*, else ``$INBOX_POLLER_COURIER_PREFIX``, else DEFAULT_PREFIX.
+    """Return the unpacked prefix (*prefix*, else ``$INBOX_POLLER_COURIER_PREFIX``, else
+    ``DEFAULT_PREFIX``).
 
     :raises InboxPollerError: it is incomplete, or this process cannot make a private
         mount namespace (not root, or no ``unshare``), naming what to do.

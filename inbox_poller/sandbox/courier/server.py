@@ -172,6 +172,10 @@ class CourierServer(TestAccount):
         return "INBOX."
 
     @property
+    def separator(self) -> str:
+        return "."
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
