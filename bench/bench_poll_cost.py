@@ -125,6 +125,7 @@ class Subject:
 
     @property
     def top_uid(self) -> int:
+        assert self.status.uidnext is not None, "Dovecot always reports UIDNEXT"
         return self.status.uidnext - 1
 
 
@@ -138,7 +139,7 @@ def open_subject(
     config = env.config()
     parts = build_loop(config)
     status = parts.mailbox.open()
-    if status.uidnext - 1 != messages:
+    if status.uidnext is None or status.uidnext - 1 != messages:
         raise BenchError(f"{folder}: UIDNEXT {status.uidnext} after {messages} APPENDs")
     return Subject(folder, messages, parts, status, config.state_path)
 

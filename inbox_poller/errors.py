@@ -12,7 +12,8 @@ verdict or a ``DownloadRefused``), ``matching.authresults.UnreadableField`` (one
 ``Authentication-Results`` field cannot be parsed), ``download.failures.RetryableFailure``
 (one try of a download failed; the fetcher tries again) and
 ``download.validation.CountingAbandoned`` (one record is too large to count; the payload
-is validated again without counting).
+is validated again without counting) and ``imap.names.FolderNameError`` (a configured
+folder name cannot be spelled on this server; ``imap.folder`` reports it).
 """
 
 from __future__ import annotations
@@ -58,6 +59,16 @@ class MailboxError(InboxPollerError):
 
 class MailboxLoginError(MailboxError):
     """Raised when the IMAP server rejects the configured credentials."""
+
+    retryable = False
+
+
+class ProcessedFolderError(MailboxError):
+    """Raised when ``imap.processed_folder`` cannot be found or created on the server.
+
+    The session stays usable: mail is still read and archived; only the move of the
+    acknowledgement waits (the message names the namespace and a spelling that works).
+    """
 
     retryable = False
 

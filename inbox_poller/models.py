@@ -351,8 +351,10 @@ class MailboxStatus:
     """What the selected folder and the server offer, read at SELECT time."""
 
     folder: str
+    """The folder's name on the server (``imap.folder`` spelled the server's way)."""
     uidvalidity: int
-    uidnext: int
+    uidnext: int | None
+    """None when SELECT did not report it (Courier never does): nothing may depend on it."""
     keywords_allowed: bool
     """PERMANENTFLAGS contains ``\\*``: a custom keyword can be stored."""
     can_move: bool

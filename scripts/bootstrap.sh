@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what inbox-poller's sandbox, tests and benchmarks need on a fresh Debian
-# machine: Debian packages (Dovecot, openssl, curl) and the package itself, with its
-# test tools, in ./.venv. Safe to run again; it only installs what is missing.
+# machine: Debian packages (Dovecot, openssl, curl), Courier-IMAP unpacked into a
+# private prefix (the second test server, docs/providers.md), and the package itself,
+# with its test tools, in ./.venv. Safe to run again; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,13 +12,42 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+# Courier-IMAP's libraries (its own packages conflict with dovecot-imapd: see below)
+courier_libs=(libcourier-unicode4 libgamin0 libgdbm6 libgnutls30 libidn12 libltdl7 libpcre3 perl)
+for package in "${courier_libs[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" ||
+        missing+=("$package")
+done
+sudo=()
+[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+updated=false
 if ((${#missing[@]})); then
-    sudo=()
-    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
     echo "bootstrap: installing Debian packages: ${missing[*]}" >&2
     "${sudo[@]}" apt-get update -qq
+    updated=true
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
         --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Courier-IMAP, the second server the tests run: its packages declare Conflicts:
+# imap-server, so they are downloaded and unpacked into a private prefix, never
+# installed (inbox_poller/sandbox/courier/install.py lists what it needs).
+courier_prefix="${INBOX_POLLER_COURIER_PREFIX:-/opt/inbox-poller/courier}"
+courier_packages=(courier-imap courier-base courier-authlib courier-authdaemon courier-authlib-userdb)
+if [ ! -x "$courier_prefix/usr/lib/courier/courier/imaplogin" ]; then
+    echo "bootstrap: unpacking Courier-IMAP into $courier_prefix" >&2
+    "$updated" || "${sudo[@]}" apt-get update -qq
+    debs="$(mktemp -d)"
+    chmod 0755 "$debs"  # apt's download user writes here
+    (cd "$debs" && "${sudo[@]}" apt-get download -qq "${courier_packages[@]}" 2>/dev/null)
+    "${sudo[@]}" mkdir -p "$courier_prefix.tmp"
+    for deb in "$debs"/*.deb; do
+        "${sudo[@]}" dpkg-deb -x "$deb" "$courier_prefix.tmp"
+    done
+    "${sudo[@]}" rm -rf "$courier_prefix"
+    "${sudo[@]}" mv "$courier_prefix.tmp" "$courier_prefix"
+    "${sudo[@]}" rm -rf "$debs"
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -9,6 +9,7 @@ read per chunk of explicit UIDs, and each body is retrieved with ``BODY.PEEK[]``
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -22,6 +23,38 @@ logger = logging.getLogger("inbox_poller.imap")
 FETCH_CHUNK_UIDS = 5000
 """Explicit UIDs per FETCH: imapclient 4.x cannot take ``1:*``, and Dovecot refuses
 command lines over 64 KiB (about 10,000 UIDs)."""
+
+
+_QUOTED_OR_SPACES_RE = re.compile(rb'"|\s+')
+
+
+def item_key(key: bytes | str) -> bytes:
+    """Return a FETCH answer's data-item name in one spelling: upper case, unquoted.
+
+    Servers differ in how they echo a section: Courier quotes header names
+    (``BODY[HEADER.FIELDS ("MESSAGE-ID")]``), others answer in lower case or with other
+    spacing; the names mean the same (RFC 3501 §6.4.5, §7.4.2).
+    """
+    raw = key.encode("ascii", "replace") if isinstance(key, str) else key
+    return _QUOTED_OR_SPACES_RE.sub(lambda m: b"" if m.group() == b'"' else b" ", raw).upper()
+
+
+def fetch_item(item: Mapping[Any, Any], *keys: bytes) -> Any:
+    """Return the first of *keys* present in one message's FETCH answer, whatever its spelling.
+
+    None when none is there.
+    """
+    for key in keys:
+        if key in item:  # the common case: the server echoed our spelling
+            return item[key]
+    wanted = [item_key(key) for key in keys]
+    spelled = {
+        item_key(name): value for name, value in item.items() if isinstance(name, bytes | str)
+    }
+    for key in wanted:
+        if key in spelled:
+            return spelled[key]
+    return None
 
 
 def chunked(uids: Sequence[int], size: int = FETCH_CHUNK_UIDS) -> Iterator[list[int]]:
@@ -78,15 +111,15 @@ def _fetch_one(
     """Return one message, with its body only when it is within the size cap *limit*."""
     if meta is None:  # expunged by someone else since the SEARCH
         return None
-    size = int(meta.get(b"RFC822.SIZE", 0))
-    flags = tuple(atom_text(flag) for flag in meta.get(b"FLAGS", ()))
+    size = int(fetch_item(meta, b"RFC822.SIZE") or 0)
+    flags = tuple(atom_text(flag) for flag in fetch_item(meta, b"FLAGS") or ())
     key = MailKey(status.folder, status.uidvalidity, uid)
     raw = None
     if size <= limit:
         # a partial fetch caps what we read even if the server understated the size
         with guard(f"fetch UID {uid}"):
             body = client.fetch([uid], [f"BODY.PEEK[]<0.{limit + 1}>"]).get(uid)
-        raw = None if body is None else body.get(b"BODY[]<0>", body.get(b"BODY[]"))
+        raw = None if body is None else fetch_item(body, b"BODY[]<0>", b"BODY[]")
         if not isinstance(raw, bytes):
             # expunged by another session since the SEARCH: Dovecot answers NIL
             # with [EXPUNGEISSUED], other servers leave the UID out

@@ -10,7 +10,9 @@ live in the modules it delegates to:
   timeouts and TCP keepalive, and every imapclient, socket and TLS exception
   translated into ``MailboxError`` (or ``MailboxLoginError``) naming the server and
   the step;
-* ``folder``: the SELECT response and the capabilities, read into ``MailboxStatus``;
+* ``folder`` (with ``names``): the configured folder names spelled the server's way
+  (NAMESPACE, separator, SPECIAL-USE), the processed folder created, and the SELECT
+  response and the capabilities read into ``MailboxStatus``;
 * ``fetching``: incremental ``UID SEARCH`` by watermark with the ``n:*`` trap handled,
   ``RFC822.SIZE`` before ``BODY.PEEK[]``;
 * ``marking``: keyword and MOVE only as the server allows, and never a bare EXPUNGE;
@@ -30,8 +32,9 @@ from typing import Any
 from imapclient import IMAPClient, SocketTimeout
 
 from inbox_poller.config import ImapConfig
-from inbox_poller.errors import MailboxError
+from inbox_poller.errors import MailboxError, ProcessedFolderError
 from inbox_poller.imap import fetching, folder, idle, marking, session
+from inbox_poller.imap.names import Namespaces
 from inbox_poller.models import FetchedMail, MailboxStatus, MailKey
 from inbox_poller.net import client_context
 
@@ -71,17 +74,27 @@ class ImapMailbox:
         self._client: IMAPClient | None = None
         self._status: MailboxStatus | None = None
         self._exists = 0
+        self._processed: str | None = None
+        """The processed folder's name on this server, once it is known to exist."""
+        self._processed_problem: str | None = None
+        """Why the configured processed folder cannot be used in this session."""
+        self._namespaces: Namespaces | None = None
         self._marker = marking.Marker(config, self._where)
         session.quiet_imaplib_logger()
 
     # ---- the Mailbox protocol ---------------------------------------------------------
 
     def open(self) -> MailboxStatus:
-        """Start a fresh session: connect, log in, create ``processed_folder``, select.
+        """Start a fresh session: connect, log in, name and create the folders, select.
 
-        Any session already open is closed first, so calling this again reconnects.
+        The configured folder names are spelled the server's way at each open (see
+        ``names``). A processed folder that cannot be had does not fail the session:
+        mail is still read, and ``acknowledge`` raises ``ProcessedFolderError`` instead
+        of moving. Any session already open is closed first, so calling this again
+        reconnects.
         :raises MailboxLoginError: the credentials are refused.
-        :raises MailboxError: anything else (connection, TLS, protocol).
+        :raises MailboxError: anything else (connection, TLS, protocol, the watched
+            folder cannot be selected).
         """
         self.close()
         client = self._connect()
@@ -90,14 +103,14 @@ class ImapMailbox:
             session.login(client, self._config, self._password, self._where, self._guard)
             with self._guard("read capabilities"):
                 capabilities = client.capabilities()
-            folder.ensure_processed_folder(
-                client, self._config.processed_folder, self._where, self._guard
+            namespaces = folder.read_namespaces(client, self._guard)
+            watched = folder.resolve_folder(
+                client, self._config.folder, namespaces, self._where, self._guard
             )
-            with self._guard(f"select folder {self._config.folder!r}"):
-                selected = client.select_folder(self._config.folder, readonly=False)
-            self._status = folder.read_status(
-                selected, capabilities, self._config.folder, self._where
-            )
+            self._prepare_processed(client, namespaces)
+            with self._guard(f"select folder {watched!r}"):
+                selected = client.select_folder(watched, readonly=False)
+            self._status = folder.read_status(selected, capabilities, watched, self._where)
             self._exists = folder.message_count(selected)
         except MailboxError:
             self._drop()
@@ -105,7 +118,7 @@ class ImapMailbox:
         logger.debug(
             "%s: selected %s (UIDVALIDITY %s, UIDNEXT %s, %s messages)",
             self._where,
-            self._config.folder,
+            watched,
             self._status.uidvalidity,
             self._status.uidnext,
             self._exists,
@@ -136,10 +149,19 @@ class ImapMailbox:
         """Mark one handled mail: keyword (when allowed), then move (when configured).
 
         Returns ``"keyword"``, ``"moved"``, ``"keyword, moved"``, ``"not found"`` or
-        ``"ledger only"``. Idempotent. :raises MailboxError:
+        ``"ledger only"``. Idempotent.
+        :raises ProcessedFolderError: the processed folder cannot be had (the keyword is
+            stored; the move waits for a later attempt).
+        :raises MailboxError:
         """
         client, status = self._require_open()
-        return self._marker.mark(client, status, key, message_id, self._guard)
+        if self._processed_problem is not None and self._namespaces is not None:
+            # perhaps fixed meanwhile (the folder made by hand, a transient refusal):
+            # one LIST and CREATE per attempt, only while the folder is missing
+            self._prepare_processed(client, self._namespaces, announce=False)
+        return self._marker.mark(
+            client, status, key, message_id, self._guard, self._processed, self._processed_problem
+        )
 
     def close(self) -> None:
         """Log out; never raises."""
@@ -163,8 +185,10 @@ class ImapMailbox:
         """
         try:
             status = self.open()
+            if self._processed_problem is not None:
+                raise ProcessedFolderError(self._processed_problem)
             return folder.describe(
-                self._config, status, self._exists, self._marker.describe(status)
+                self._config, status, self._exists, self._marker.describe(status, self._processed)
             )
         finally:
             self.close()
@@ -194,6 +218,26 @@ class ImapMailbox:
         return self._reports_new_mail(responses)
 
     # ---- internals --------------------------------------------------------------------
+
+    def _prepare_processed(
+        self, client: IMAPClient, namespaces: Namespaces, *, announce: bool = True
+    ) -> None:
+        """Find or create the processed folder; remember why not, when it cannot be had.
+
+        The problem is logged once per session (*announce*); a retry's failure is
+        reported by whoever acknowledges.
+        """
+        self._namespaces, self._processed, self._processed_problem = namespaces, None, None
+        try:
+            self._processed = folder.prepare_processed_folder(
+                client, self._config.processed_folder, namespaces, self._where, self._guard
+            )
+        except ProcessedFolderError as exc:
+            if self._client is None:  # the connection broke meanwhile: the session is lost
+                raise
+            if announce:
+                logger.warning("%s; mail is read and archived, but not moved", exc)
+            self._processed_problem = str(exc)
 
     def _connect(self) -> IMAPClient:
         if self._context is None:
@@ -225,5 +269,15 @@ class ImapMailbox:
                 client.shutdown()
 
     def _guard(self, step: str) -> AbstractContextManager[None]:
-        """Translate library exceptions raised during *step* into ``MailboxError``."""
-        return session.translate_errors(self._where, step, self._config.timeout_s, self._drop)
+        """Translate library exceptions raised during *step* into ``MailboxError``.
+
+        The password is cut out of every message (a server may echo LOGIN).
+        """
+        return session.translate_errors(
+            self._where,
+            step,
+            self._config.timeout_s,
+            self._drop,
+            self._password,
+            self._config.username,
+        )

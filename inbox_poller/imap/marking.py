@@ -15,6 +15,8 @@ import re
 from imapclient import DELETED, IMAPClient
 
 from inbox_poller.config import ImapConfig
+from inbox_poller.errors import ProcessedFolderError
+from inbox_poller.imap.fetching import fetch_item
 from inbox_poller.imap.session import Guard
 from inbox_poller.models import MailboxStatus, MailKey
 
@@ -43,11 +45,16 @@ class Marker:
         key: MailKey,
         message_id: str | None,
         guard: Guard,
+        target: str | None,
+        problem: str | None = None,
     ) -> str:
-        """Keyword (when allowed), then move (when configured); return what was done.
+        """Keyword (when allowed), then move to *target* (when configured); say what was done.
 
-        Returns ``"keyword"``, ``"moved"``, ``"keyword, moved"``, ``"not found"`` or
-        ``"ledger only"``. Idempotent. :raises MailboxError: (through *guard*)
+        *target* is the processed folder's name on the server; *problem* says why the
+        configured one cannot be used. Returns ``"keyword"``, ``"moved"``, ``"keyword,
+        moved"``, ``"not found"`` or ``"ledger only"``. Idempotent.
+        :raises ProcessedFolderError: *problem* is set (after storing the keyword).
+        :raises MailboxError: (through *guard*)
         """
         uids = locate(client, status, key, message_id, guard)
         if not uids:
@@ -57,16 +64,21 @@ class Marker:
             with guard(f"store keyword on UID {uids}"):
                 client.add_flags(uids, [self._config.keyword], silent=True)
             done.append("keyword")
-        if self._config.processed_folder is not None and self._move(client, status, uids, guard):
-            done.append("moved")
+        if self._config.processed_folder is not None:
+            if problem is not None or target is None:
+                raise ProcessedFolderError(problem or f"{self._where}: no processed folder")
+            if self._move(client, status, uids, guard, target):
+                done.append("moved")
         return ", ".join(done) or "ledger only"
 
-    def describe(self, status: MailboxStatus) -> str:
-        """Say how handled mail is marked in a folder with *status*, for ``check``."""
+    def describe(self, status: MailboxStatus, target: str | None) -> str:
+        """Say how handled mail is marked in a folder with *status*, for ``check``.
+
+        *target* is the processed folder's name on the server.
+        """
         parts = []
         if status.keywords_allowed:
             parts.append(f"keyword {self._config.keyword}")
-        target = self._config.processed_folder
         if target is not None and (status.can_move or status.has_uidplus):
             parts.append(
                 f"moved to {target}" + ("" if status.can_move else " (COPY + UID EXPUNGE)")
@@ -74,11 +86,9 @@ class Marker:
         return " + ".join(parts) or "ledger only"
 
     def _move(
-        self, client: IMAPClient, status: MailboxStatus, uids: list[int], guard: Guard
+        self, client: IMAPClient, status: MailboxStatus, uids: list[int], guard: Guard, target: str
     ) -> bool:
-        """Move *uids* to the processed folder as safely as the server allows."""
-        target = self._config.processed_folder
-        assert target is not None
+        """Move *uids* to the processed folder *target* as safely as the server allows."""
         if status.can_move:
             with guard(f"move UID {uids} to {target!r}"):
                 client.move(uids, target)
@@ -127,7 +137,8 @@ def locate(
     wanted = _bare_message_id(message_id)
     uids = []
     for uid, item in headers.items():
-        block = item.get(b"BODY[HEADER.FIELDS (MESSAGE-ID)]", b"")
+        # Courier answers BODY[HEADER.FIELDS ("MESSAGE-ID")]: match the key by meaning
+        block = fetch_item(item, b"BODY[HEADER.FIELDS (MESSAGE-ID)]")
         found = _header_message_id(block if isinstance(block, bytes) else b"")
         if found is not None and _bare_message_id(found) == wanted:
             uids.append(uid)

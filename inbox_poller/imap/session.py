@@ -4,15 +4,19 @@
 certificate checks always on (implicit TLS, or STARTTLS that must be advertised),
 socket timeouts and TCP keepalive, and a login whose refusal is told apart from a
 dropped connection. ``translate_errors`` turns every imapclient, socket and TLS
-exception into ``MailboxError`` (or ``MailboxLoginError``) naming the server and step;
-``quiet_imaplib_logger`` keeps the session's wire log out of the log, and ``atom_text``
-reads the atoms (flags, capabilities) the server answers with.
+exception into ``MailboxError`` (or ``MailboxLoginError``) naming the server and step,
+with the password cut out of whatever the server answered (``redact_secret``: a
+server may echo the LOGIN command in its error answer); ``quiet_imaplib_logger`` keeps
+the session's wire log out of the log, and ``atom_text`` reads the atoms (flags,
+capabilities) the server answers with.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
+import re
 import socket
 import ssl
 from collections.abc import Callable, Iterator
@@ -32,6 +36,9 @@ KEEPALIVE_COUNT = 4
 IMAPLIB_LOGGER = "imapclient.imaplib"
 """imaplib's wire log: at DEBUG it contains every server line, message bodies included."""
 
+REDACTED = "[redacted]"
+"""What stands in a server's answer where the password was."""
+
 Guard = Callable[[str], AbstractContextManager[None]]
 """Wraps one named step (``with guard("fetch UID 7"): ...``) in ``translate_errors``."""
 
@@ -50,6 +57,32 @@ def quiet_imaplib_logger() -> None:
 def atom_text(value: bytes | str) -> str:
     """Return a flag or capability as text: imapclient hands some back as bytes, some as str."""
     return value.decode("ascii", "replace") if isinstance(value, bytes) else value
+
+
+def secret_forms(secret: str, username: str = "") -> list[str]:
+    """Return every spelling of *secret* a server's answer may echo, longest first.
+
+    The password as typed and as quoted on the wire (imaplib escapes ``\\`` and
+    ``"``), inside AUTHENTICATE PLAIN's base64 (``\\0user\\0password``), and each as
+    a Python ``repr`` shows it (imaplib puts the answer's bytes into its errors so).
+    """
+    if not secret:
+        return []
+    typed = [secret, secret.replace("\\", "\\\\").replace('"', '\\"')]
+    for plain in (f"\0{username}\0{secret}", f"{username}\0{username}\0{secret}"):
+        typed.append(base64.b64encode(plain.encode("utf-8")).decode("ascii"))
+    forms = set(typed)
+    for form in typed:
+        forms.update({repr(form.encode("utf-8"))[2:-1], repr(form)[1:-1]})
+        forms.add(form.replace("\\", "\\\\"))
+    return sorted(forms, key=len, reverse=True)
+
+
+def redact_secret(text: str, secret: str, username: str = "") -> str:
+    """Return *text* with every spelling of *secret* (any case) replaced by ``[redacted]``."""
+    for form in secret_forms(secret, username):
+        text = re.sub(re.escape(form), REDACTED, text, flags=re.IGNORECASE)
+    return text
 
 
 def connect(
@@ -90,7 +123,11 @@ def connect(
 
 
 def login(client: IMAPClient, config: ImapConfig, password: str, where: str, guard: Guard) -> None:
-    """Log in; a refusal raises ``MailboxLoginError``, a dropped connection ``MailboxError``."""
+    """Log in; a refusal raises ``MailboxLoginError``, a dropped connection ``MailboxError``.
+
+    The server's answer is shown without the password, and without its exception
+    chain (which holds the answer as sent): a server may repeat the command.
+    """
     with guard("log in"):
         try:
             client.login(config.username, password)
@@ -100,9 +137,10 @@ def login(client: IMAPClient, config: ImapConfig, password: str, where: str, gua
             # the credentials (and is not worth retrying)
             if isinstance(exc.__context__, IMAPClientAbortError):
                 raise exc.__context__ from None
+            answer = redact_secret(str(exc), password, config.username)
             raise MailboxLoginError(
-                f"{where}: login as {config.username!r} refused: {exc}"
-            ) from exc
+                f"{where}: login as {config.username!r} refused: {answer}"
+            ) from None
 
 
 def enable_keepalive(sock: socket.socket) -> None:
@@ -120,40 +158,65 @@ def enable_keepalive(sock: socket.socket) -> None:
 
 @contextmanager
 def translate_errors(
-    where: str, step: str, read_timeout_s: float, drop: Callable[[], None]
+    where: str,
+    step: str,
+    read_timeout_s: float,
+    drop: Callable[[], None],
+    secret: str = "",
+    username: str = "",
 ) -> Iterator[None]:
     """Translate library exceptions raised during *step* into ``MailboxError``.
 
     *drop* forgets the session first whenever the error leaves it unusable; a NO or
-    BAD answer (and a refused login) leaves it usable.
+    BAD answer (and a refused login) leaves it usable. Every spelling of *secret*
+    (the password) is cut out of the message; then the exception chain, which holds
+    the server's answer as sent, is dropped too.
     """
     try:
         yield
-    except MailboxError:
-        raise
-    except ssl.SSLCertVerificationError as exc:
-        drop()
-        raise MailboxError(
-            f"{where}: {step} failed: TLS certificate verification failed "
-            f"({exc.verify_message}); if the server uses a private CA, set imap.ca_file"
-        ) from exc
-    except ssl.SSLError as exc:
-        drop()
-        raise MailboxError(f"{where}: {step} failed: TLS error: {exc}") from exc
-    except TimeoutError as exc:
-        drop()
-        raise MailboxError(f"{where}: {step} failed: no answer within {read_timeout_s}s") from exc
-    except OSError as exc:
-        drop()
-        raise MailboxError(f"{where}: {step} failed: {exc.strerror or exc}") from exc
-    except IMAPClientAbortError as exc:
-        drop()
-        raise MailboxError(f"{where}: {step} failed: connection lost ({exc})") from exc
-    except LoginError as exc:
-        raise MailboxLoginError(f"{where}: {step} failed: {exc}") from exc
-    except IMAPClientError as exc:
+    except MailboxError as exc:
+        clean = redact_secret(str(exc), secret, username)
+        if clean == str(exc):
+            raise
+        raise type(exc)(clean) from None
+    except Exception as exc:
+        translated = _translate(exc, where, step, read_timeout_s, drop)
+        if translated is None:
+            raise
+        clean = redact_secret(str(translated), secret, username)
+        if clean != str(translated):
+            raise type(translated)(clean) from None
+        raise translated from exc
+
+
+def _translate(
+    exc: Exception, where: str, step: str, read_timeout_s: float, drop: Callable[[], None]
+) -> MailboxError | None:
+    """Return the ``MailboxError`` for *exc*, raised during *step*; None when not ours.
+
+    *drop* is called first when the error leaves the session unusable.
+    """
+    if isinstance(exc, LoginError):
+        return MailboxLoginError(f"{where}: {step} failed: {exc}")
+    if isinstance(exc, IMAPClientError) and not isinstance(exc, IMAPClientAbortError):
         # a NO or BAD answer: the session itself is still usable
-        raise MailboxError(f"{where}: {step} failed: {exc}") from exc
-    except ValueError as exc:  # imapclient's parsers reject a malformed response
-        drop()
-        raise MailboxError(f"{where}: {step} failed: bad response ({exc})") from exc
+        return MailboxError(f"{where}: {step} failed: {exc}")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        message = (
+            f"TLS certificate verification failed ({exc.verify_message}); "
+            "if the server uses a private CA, set imap.ca_file"
+        )
+    elif isinstance(exc, ssl.SSLError):
+        message = f"TLS error: {exc}"
+    elif isinstance(exc, TimeoutError):
+        message = f"no answer within {read_timeout_s}s"
+    elif isinstance(exc, OSError):
+        message = str(exc.strerror or exc)
+    elif isinstance(exc, IMAPClientAbortError):
+        message = f"connection lost ({exc})"
+    elif isinstance(exc, ValueError):  # imapclient's parsers reject a malformed response
+        message = f"bad response ({exc})"
+    else:
+        return None
+    drop()
+    return MailboxError(f"{where}: {step} failed: {message}")

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from inbox_poller.crashpoints import crash_point
-from inbox_poller.errors import MailboxError
+from inbox_poller.errors import MailboxError, ProcessedFolderError
 from inbox_poller.loop.archiver import ExportArchiver
 from inbox_poller.loop.reader import MailReader, ReaderSettings
 from inbox_poller.models import CycleReport, MailboxStatus, utc_now
@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from inbox_poller.ledger.store import Store
 
 logger = logging.getLogger("inbox_poller.loop")
+
+ACK_PROBLEM_KEY = "acknowledge_problem"
+"""The ledger's daemon value holding why archived mail cannot be acknowledged ("" when it
+can): the processed folder is missing. ``service.health`` reports it."""
 
 DownloadStep = Callable[[CycleReport], None]
 """What a pass does with the exports that are ready to download: ``run --once`` downloads
@@ -95,7 +99,12 @@ class Poller:
     def acknowledge(
         self, mailbox: Mailbox, report: CycleReport, *, progress: Callable[[], None] = lambda: None
     ) -> None:
-        """Mark every mail whose export is archived; stops at the first mailbox failure."""
+        """Mark every mail whose export is archived; stops at the first mailbox failure.
+
+        A missing processed folder (``ProcessedFolderError``) is kept in the ledger's
+        daemon values (``ACK_PROBLEM_KEY``) until a round acknowledges everything, so
+        that ``status`` is unhealthy meanwhile; the mail stays to be acknowledged.
+        """
         for mail in self.store.mails_to_acknowledge():
             try:
                 crash_point("ack:before-mark")
@@ -105,6 +114,8 @@ class Poller:
             except MailboxError as exc:
                 logger.error("uid %s: cannot acknowledge: %s", mail.key, exc)
                 report.failed.append(f"mail {mail.key}: {exc}")
+                if isinstance(exc, ProcessedFolderError):
+                    self._set_ack_problem(str(exc))
                 return
             report.acknowledged += 1
             progress()
@@ -114,3 +125,8 @@ class Poller:
                 result,
                 extra={"uid": str(mail.key), "export_id": mail.export_id},
             )
+        self._set_ack_problem("")
+
+    def _set_ack_problem(self, problem: str) -> None:
+        if self.store.daemon_values().get(ACK_PROBLEM_KEY, "") != problem:
+            self.store.set_daemon_value(ACK_PROBLEM_KEY, problem)

@@ -2,8 +2,9 @@
 
 "Alive" is not enough: a listener can look alive and process nothing for days (a
 dropped IMAP session nobody noticed, a token that stopped refreshing). Healthy means the
-mailbox was read recently (within three poll intervals) and no export has waited past
-its notification deadline (docs/reliability.md §7.3). :func:`assess` is the pure
+mailbox was read recently (within three poll intervals), no export has waited past
+its notification deadline (docs/reliability.md §7.3), and archived mail can be
+acknowledged (its processed folder exists). :func:`assess` is the pure
 judgement; :func:`ledger_health` reads what it needs from the ledger.
 """
 
@@ -15,6 +16,7 @@ from datetime import datetime
 
 from inbox_poller.config import Config
 from inbox_poller.ledger.store import Store
+from inbox_poller.loop.poller import ACK_PROBLEM_KEY
 from inbox_poller.loop.reader import LAST_POLL_KEY
 from inbox_poller.models import FINAL_STATES, Export, ExportState
 
@@ -77,8 +79,12 @@ def assess(
     *,
     poll_interval_s: float,
     notify_deadline_s: float,
+    ack_problem: str = "",
 ) -> Health:
-    """Judge the ledger at *now*: pending work, its age, and what is wrong."""
+    """Judge the ledger at *now*: pending work, its age, and what is wrong.
+
+    *ack_problem* is why archived mail cannot be acknowledged ("" when it can).
+    """
     counts: dict[str, int] = {}
     pending: list[Export] = []
     overdue: list[str] = []
@@ -100,6 +106,8 @@ def assess(
     if overdue:
         shown = ", ".join(overdue[:5]) + (" …" if len(overdue) > 5 else "")
         problems.append(f"{len(overdue)} export(s) past the notification deadline (job {shown})")
+    if ack_problem:
+        problems.append(f"archived mail cannot be acknowledged: {ack_problem}")
     oldest = min((_waiting_since(e) for e in pending), default=None)
     return Health(
         pending=len(pending),
@@ -112,11 +120,13 @@ def assess(
 
 def ledger_health(store: Store, config: Config, now: datetime) -> Health:
     """Judge the ledger at *now* by *config*'s limits (``STATUS=`` and ``inbox-poller status``)."""
-    last = store.daemon_values().get(LAST_POLL_KEY)
+    values = store.daemon_values()
+    last = values.get(LAST_POLL_KEY)
     return assess(
         store.list_exports(),
         datetime.fromisoformat(last) if last else None,
         now,
         poll_interval_s=config.imap.poll_interval,
         notify_deadline_s=config.exports.notify_deadline,
+        ack_problem=values.get(ACK_PROBLEM_KEY, ""),
     )

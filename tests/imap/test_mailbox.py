@@ -1,14 +1,16 @@
 """ImapMailbox as a whole: the ``Mailbox`` contract, and one session's life.
 
 ``TestMailboxContract`` holds the behaviour every ``ports.Mailbox`` must show; it
-runs through a small harness against a real Dovecot on loopback (one server per
-session, one folder per test) and against ``tests.fakes.FakeMailbox``, so the fake
+runs through a small harness against two real servers on loopback, Dovecot and
+Courier-IMAP (``INBOX.`` namespace, no MOVE, quoted FETCH keys; one server per
+session, one folder per test), and against ``tests.fakes.FakeMailbox``, so the fake
 the poller's unit tests rely on is known to behave like the real thing. The other
 tests cover the session ImapMailbox holds: used before ``open``, and lost mid-session.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from email.parser import BytesHeaderParser
 from typing import Any, Protocol
@@ -19,7 +21,9 @@ from inbox_poller.errors import MailboxError
 from inbox_poller.models import FetchedMail, MailKey
 from inbox_poller.ports import Mailbox
 from inbox_poller.sandbox.dovecot.server import DovecotServer
+from inbox_poller.sandbox.imapaccount import TestAccount
 from tests.fakes import FakeMailbox
+from tests.plugins.courier import IMAP_SERVERS
 from tests.plugins.dovecot import KEYWORD, MakeMailbox, folder_flags, folder_uids, make_mail
 
 needs_dovecot = pytest.mark.dovecot
@@ -52,8 +56,10 @@ class MailboxHarness(Protocol):
         ...
 
 
-class DovecotHarness:
-    def __init__(self, server: DovecotServer, folder: str, make: MakeMailbox) -> None:
+class ServerHarness:
+    """The contract against a real server: Dovecot or Courier."""
+
+    def __init__(self, server: TestAccount, folder: str, make: MakeMailbox) -> None:
         self.server = server
         self.folder = folder
         self.processed = folder + "-done"
@@ -109,19 +115,21 @@ class FakeHarness:
         self.fake.next_uid = 1
 
 
-@pytest.fixture(params=[pytest.param("dovecot", marks=needs_dovecot), "fake"])
+@pytest.fixture(params=[*IMAP_SERVERS, "fake"])
 def mailbox_harness(request: pytest.FixtureRequest) -> Iterator[MailboxHarness]:
     if request.param == "fake":
         yield FakeHarness()
         return
-    dovecot: DovecotServer = request.getfixturevalue("dovecot")
-    folder: str = request.getfixturevalue("imap_folder")
+    server: TestAccount = request.getfixturevalue(request.param)
+    folder = server.folder_name(f"t-{uuid.uuid4().hex}")
+    server.create_folder(folder)
     make: MakeMailbox = request.getfixturevalue("make_dovecot_mailbox")
-    harness = DovecotHarness(dovecot, folder, make)
+    harness = ServerHarness(server, folder, make)
     yield harness
-    with dovecot.client() as imap:
-        if imap.folder_exists(harness.processed):
-            imap.delete_folder(harness.processed)
+    with server.client() as imap:
+        for name in (folder, harness.processed):
+            if imap.folder_exists(name):
+                imap.delete_folder(name)
 
 
 def _fetch_all(mailbox: Mailbox, after_uid: int = 0) -> list[FetchedMail]:
@@ -256,7 +264,8 @@ class TestMailboxContract:
 
         assert mailbox.acknowledge(stale, None) == "not found"
         assert mailbox.acknowledge(stale, "<nobody@example.test>") == "not found"
-        gone = MailKey(status.folder, status.uidvalidity, status.uidnext + 5)
+        # never UIDNEXT: Courier does not send it
+        gone = MailKey(status.folder, status.uidvalidity, max(mailbox_harness.uids()) + 5)
         assert mailbox.acknowledge(gone, None) == "not found"
 
 

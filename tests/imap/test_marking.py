@@ -1,4 +1,4 @@
-"""Marking handled mail on Dovecot variants without MOVE, UIDPLUS or keywords.
+"""Marking handled mail on servers without MOVE (Courier, a Dovecot variant), UIDPLUS or keywords.
 
 What every server must do (keyword, move, idempotence, lookup by Message-ID) is in the
 contract in ``test_mailbox.py``; these cover what the server's capabilities change.
@@ -13,17 +13,31 @@ from collections.abc import Callable
 import pytest
 
 from inbox_poller.sandbox.dovecot.server import DovecotServer
+from inbox_poller.sandbox.imapaccount import TestAccount
 from tests.plugins.dovecot import KEYWORD, MakeMailbox, folder_flags, folder_uids, make_mail
 
 needs_dovecot = pytest.mark.dovecot
 
 
-@needs_dovecot
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("dovecot", marks=needs_dovecot),  # MOVE hidden
+        pytest.param("courier", marks=pytest.mark.courier),  # no MOVE at all
+    ],
+)
 def test_copy_and_uid_expunge_spare_another_clients_deleted_mail(
-    dovecot_variant: Callable[..., DovecotServer], make_dovecot_mailbox: MakeMailbox
+    kind: str,
+    request: pytest.FixtureRequest,
+    dovecot_variant: Callable[..., DovecotServer],
+    make_dovecot_mailbox: MakeMailbox,
 ) -> None:
-    server = dovecot_variant(hide=("MOVE",))
-    folder, processed = "inbox-no-move", "inbox-no-move-done"
+    server: TestAccount = (
+        request.getfixturevalue("courier") if kind == "courier" else dovecot_variant(hide=("MOVE",))
+    )
+    suffix = uuid.uuid4().hex[:8]
+    folder = server.folder_name(f"inbox-no-move-{suffix}")
+    processed = folder + "-done"
     server.create_folder(folder)
     ours = server.append(folder, make_mail(subject="ours"))
     theirs = server.append(folder, make_mail(subject="theirs"), flags=("\\Deleted",))

@@ -6,11 +6,17 @@ not do (greet without STARTTLS, never answer).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +27,8 @@ from inbox_poller.imap.mailbox import ImapMailbox
 from inbox_poller.imap.session import IMAPLIB_LOGGER
 from inbox_poller.sandbox.dovecot.server import DovecotServer
 from tests.plugins.dovecot import MakeMailbox, make_mail
+from tests.plugins.echo_imap import ECHO_MODES, EchoingImapServer
+from tests.plugins.loop import REPO_ROOT
 
 needs_dovecot = pytest.mark.dovecot
 
@@ -189,3 +197,99 @@ def test_logs_hold_no_password_and_no_body_even_at_debug(
     assert caplog.records, "the canary check needs some DEBUG logging to look at"
     assert canary not in caplog.text
     assert dovecot.password not in caplog.text
+
+
+# ---- a server that echoes LOGIN (red-team finding 6) ----------------------------------
+
+ECHOED_PASSWORD = 'Ech0"ed\\Pass word'
+"""Quoted on the wire as ``"Ech0\\"ed\\\\Pass word"``: both spellings must be cut out."""
+
+ECHO_CONFIG = """\
+[pinpointe]
+api_url = "https://127.0.0.1:9/apijson.php"
+username = "exports@example.test"
+usertoken_env = "ECHO_TEST_TOKEN"
+notify_email = "exports@example.test"
+timeout_s = 2
+
+[imap]
+host = "127.0.0.1"
+port = {port}
+security = "plain"
+username = "someone"
+password_file = "imap-password"
+timeout_s = 5
+
+[download]
+allowed_hosts = [".example.test"]
+
+[archive]
+dir = "archive"
+
+[state]
+path = "state/state.db"
+"""
+
+
+def _cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INBOX_POLLER")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env["ECHO_TEST_TOKEN"] = "token-not-under-test"
+    return subprocess.run(
+        [sys.executable, "-m", "inbox_poller", "-c", str(root / "config.toml"), *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _password_spellings() -> list[str]:
+    return [ECHOED_PASSWORD, ECHOED_PASSWORD.replace("\\", "\\\\").replace('"', '\\"')]
+
+
+@pytest.mark.parametrize("mode", ECHO_MODES)
+def test_a_server_echoing_login_never_shows_the_password(
+    mode: str, echoing_imap: Callable[[str], EchoingImapServer]
+) -> None:
+    server = echoing_imap(mode)
+    mailbox = ImapMailbox(imap_config_for_port(server.port, security="plain"), ECHOED_PASSWORD)
+    with pytest.raises(MailboxError) as caught:
+        mailbox.open()
+    mailbox.close()
+
+    # the server really did repeat it; the error says what happened without it
+    assert any(b"LOGIN" in line for line in server.lines)
+    if mode != "untagged":  # an untagged answer is never shown at all
+        assert "[redacted]" in str(caught.value)
+    shown = "".join(traceback.format_exception(caught.value))
+    for spelling in _password_spellings():
+        assert spelling not in shown
+        assert spelling.lower() not in shown.lower()
+
+
+@pytest.mark.parametrize("mode", ["no", "bye"])
+def test_check_and_both_log_formats_never_carry_an_echoed_password(
+    tmp_path: Path, mode: str, echoing_imap: Callable[[str], EchoingImapServer]
+) -> None:
+    server = echoing_imap(mode)
+    (tmp_path / "config.toml").write_text(ECHO_CONFIG.format(port=server.port), encoding="utf-8")
+    secret = tmp_path / "imap-password"
+    secret.write_text(ECHOED_PASSWORD, encoding="utf-8")
+    secret.chmod(0o600)
+
+    check = _cli(tmp_path, "check")
+    text_log = _cli(tmp_path, "-v", "run", "--once")
+    json_log = _cli(tmp_path, "-v", "--log-format", "json", "run", "--once")
+
+    assert check.returncode == 1
+    assert "FAIL imap:" in check.stdout and "[redacted]" in check.stdout
+    assert text_log.returncode == 1 and "ERROR inbox_poller.loop: mailbox:" in text_log.stderr
+    json_lines = [json.loads(line) for line in json_log.stderr.splitlines()]
+    assert any(entry["message"].startswith("mailbox:") for entry in json_lines)
+    assert sum(b"LOGIN" in line for line in server.lines) == 3
+    for output in (check.stdout, check.stderr, text_log.stdout, text_log.stderr, json_log.stderr):
+        for spelling in _password_spellings():
+            assert spelling.lower() not in output.lower()

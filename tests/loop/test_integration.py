@@ -30,8 +30,10 @@ def _state(env: LoopEnv, job_id: str) -> ExportState:
     return export.state
 
 
-def test_full_loop_through_the_cli(loop_env: LoopEnv) -> None:
-    env = loop_env
+def test_full_loop_through_the_cli(server_loop_env: LoopEnv) -> None:
+    # on Dovecot and on Courier (INBOX. namespace, no MOVE), with processed_folder =
+    # "Processed": Courier refuses that name as written; INBOX.Processed is used there
+    env = server_loop_env
     job_id = env.submit()
     served = env.sim.job(job_id)
 
@@ -66,6 +68,37 @@ def test_full_loop_through_the_cli(loop_env: LoopEnv) -> None:
     assert "archived 0, acknowledged 0" in second.stdout
     assert len(env.manifest()) == 1
     assert env.archived_files() == [path]
+
+
+def test_a_processed_folder_that_cannot_be_created_never_stops_archiving(
+    loop_env: LoopEnv,
+) -> None:
+    env = loop_env
+    env.write_config(move=False, imap_extra='processed_folder = "~Processed"')  # refused
+    job_id = env.submit()
+
+    first = env.cli("run", "--once")
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "archived 1, acknowledged 0" in first.stdout
+    assert len(env.manifest()) == 1
+    assert _state(env, job_id) is ExportState.ARCHIVED
+    [flags] = env.messages().values()  # the keyword is stored; the mail is not moved
+    assert KEYWORD in flags
+    status = env.cli("status", "--json")
+    problems = json.loads(status.stdout)["problems"]
+    assert any(
+        "archived mail cannot be acknowledged" in p and "Invalid mailbox name" in p
+        for p in problems
+    ), problems
+
+    env.write_config()  # fixed: the acknowledgement is retried and succeeds
+    second = env.cli("run", "--once")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "archived 0, acknowledged 1" in second.stdout
+    assert env.messages() == {}
+    assert _state(env, job_id) is ExportState.ACKNOWLEDGED
+    problems = json.loads(env.cli("status", "--json").stdout)["problems"]
+    assert not any("acknowledged" in p for p in problems), problems
 
 
 def test_every_notification_style_is_archived(loop_env: LoopEnv) -> None:

@@ -30,6 +30,7 @@ from inbox_poller.errors import InboxPollerError
 from inbox_poller.imap.mailbox import ImapMailbox
 from inbox_poller.sandbox.dovecot.process import INSTALL_HINT, find_dovecot
 from inbox_poller.sandbox.dovecot.server import DovecotServer
+from inbox_poller.sandbox.imapaccount import TestAccount
 
 PASSWORD_ENV = "INBOX_POLLER_TEST_IMAP_PASSWORD"
 """Named in the test ImapConfig only because the config needs a source; never read."""
@@ -56,7 +57,7 @@ def require_dovecot(search_path: str | None = None) -> None:
 
 
 def imap_config_for(
-    server: DovecotServer,
+    server: TestAccount,
     folder: str,
     *,
     security: str = "tls",
@@ -94,7 +95,7 @@ def make_mail(
     return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
 
 
-def folder_flags(server: DovecotServer, folder: str, uid: int) -> set[str]:
+def folder_flags(server: TestAccount, folder: str, uid: int) -> set[str]:
     """Return the flags of *uid* in *folder*, read through a separate session."""
     with server.client() as imap:
         imap.select_folder(folder, readonly=True)
@@ -103,7 +104,7 @@ def folder_flags(server: DovecotServer, folder: str, uid: int) -> set[str]:
     return {flag.decode() for flag in found[b"FLAGS"]}
 
 
-def folder_uids(server: DovecotServer, folder: str) -> list[int]:
+def folder_uids(server: TestAccount, folder: str) -> list[int]:
     """Return the UIDs in *folder*, ascending, read through a separate session."""
     with server.client() as imap:
         imap.select_folder(folder, readonly=True)
@@ -172,7 +173,8 @@ def dovecot_variant(
 def make_dovecot_mailbox(dovecot: DovecotServer) -> Iterator[MakeMailbox]:
     """Return ``make(folder, server=None, password=None, trust_ca=True, **config)``.
 
-    It builds an ``ImapMailbox`` for *folder* (``**config`` overrides ``ImapConfig``
+    It builds an ``ImapMailbox`` for *folder* on *server* (default: the session
+    Dovecot; any ``TestAccount``, Courier too; ``**config`` overrides ``ImapConfig``
     fields); *trust_ca* false leaves the test CA out, as a misconfigured client would.
     """
     made: list[ImapMailbox] = []
@@ -180,7 +182,7 @@ def make_dovecot_mailbox(dovecot: DovecotServer) -> Iterator[MakeMailbox]:
     def make(
         folder: str,
         *,
-        server: DovecotServer | None = None,
+        server: TestAccount | None = None,
         password: str | None = None,
         trust_ca: bool = True,
         **config: Any,

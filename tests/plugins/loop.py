@@ -1,10 +1,12 @@
-"""The whole loop's test bed: a real Dovecot folder, the simulator, a TOML file and the CLI.
+"""The whole loop's test bed: a real IMAP folder, the simulator, a TOML file and the CLI.
 
 ``loop_env`` wires the session Dovecot and a per-test simulator together the way
 a user would: the simulator APPENDs its notification mails into the test's
 folder, and inbox-poller is configured through a real config file with its
 secrets in private files. Tests drive it in-process (``env.loop()``) or as
 real processes (``env.cli(...)``), which is what the crash tests need.
+``server_loop_env`` does the same on each server implementation (Dovecot, Courier)
+with ``processed_folder = "Processed"``, spelled the server's way by inbox-poller.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from inbox_poller.config import Config, load_config
 from inbox_poller.loop.parts import LoopParts
 from inbox_poller.sandbox.demo import write_secret
 from inbox_poller.sandbox.dovecot.server import DovecotServer
+from inbox_poller.sandbox.imapaccount import TestAccount
 from inbox_poller.sandbox.simulator.server import PinpointeSimulator
 from inbox_poller.wiring import build_loop
 
@@ -72,10 +75,19 @@ class LoopEnv:
     """One test's mailbox folder, simulator, configuration and directories."""
 
     root: Path
-    dovecot: DovecotServer
+    server: TestAccount
     folder: str
     processed: str
+    """The processed folder's name on the server."""
     sim: PinpointeSimulator
+    configured_processed: str | None = None
+    """What the config says (default: ``processed``)."""
+
+    @property
+    def dovecot(self) -> DovecotServer:
+        """The IMAP server, for the tests that need Dovecot itself (restart, stop)."""
+        assert isinstance(self.server, DovecotServer), "this test bed runs on Courier"
+        return self.server
 
     @property
     def config_path(self) -> Path:
@@ -89,17 +101,18 @@ class LoopEnv:
         self, *, move: bool = True, imap_extra: str = "", download_extra: str = ""
     ) -> None:
         """Write the config; *imap_extra* and *download_extra* are added to their sections."""
-        processed = f'processed_folder = "{self.processed}"' if move else ""
+        configured = self.configured_processed or self.processed
+        processed = f'processed_folder = "{configured}"' if move else ""
         self.config_path.write_text(
             CONFIG.format(
                 api_url=self.sim.api_url,
                 api_user=self.sim.username,
                 sim_ca=self.sim.ca_file,
-                imaps_port=self.dovecot.imaps_port,
-                imap_user=self.dovecot.user,
+                imaps_port=self.server.imaps_port,
+                imap_user=self.server.user,
                 folder=self.folder,
                 imap_extra="\n".join(line for line in (processed, imap_extra) if line),
-                imap_ca=self.dovecot.ca_file,
+                imap_ca=self.server.ca_file,
                 host_rule=self.sim.host_rule,
                 download_extra=download_extra,
             ),
@@ -153,7 +166,7 @@ class LoopEnv:
 
     def messages(self, folder: str | None = None) -> dict[int, tuple[bytes, ...]]:
         """Return UID -> flags of every message in *folder* (default: the test folder)."""
-        client = self.dovecot.client()
+        client = self.server.client()
         try:
             client.select_folder(folder or self.folder, readonly=True)
             uids = client.search("ALL")
@@ -166,16 +179,24 @@ class LoopEnv:
 
 def prepare_loop_env(
     root: Path,
-    dovecot: DovecotServer,
+    dovecot: TestAccount,
     folder: str,
     sim: PinpointeSimulator,
     *,
     imap_extra: str = "",
+    processed_folder: str | None = None,
 ) -> LoopEnv:
-    """Create *folder*'s processed folder and write the secrets and the config under *root*."""
-    processed = f"{folder}-done"
-    dovecot.create_folder(processed)
-    env = LoopEnv(root, dovecot, folder, processed, sim)
+    """Write the secrets and the config under *root*, for mail in *folder* on *dovecot*.
+
+    Without *processed_folder* the processed folder is ``<folder>-done``, created
+    here; with it, it is configured as given and left to inbox-poller to create.
+    """
+    if processed_folder is None:
+        processed = f"{folder}-done"
+        dovecot.create_folder(processed)
+    else:
+        processed = dovecot.folder_name(processed_folder)
+    env = LoopEnv(root, dovecot, folder, processed, sim, processed_folder)
     write_secret(root / "secrets" / "usertoken", sim.token)
     write_secret(root / "secrets" / "imap-password", dovecot.password)
     env.write_config(imap_extra=imap_extra)
@@ -197,3 +218,23 @@ def loop_env(
         yield env
     finally:
         dovecot.delete_folder(env.processed)
+
+
+@pytest.fixture
+def server_loop_env(
+    tmp_path: Path, imap_server: TestAccount, server_folder: str, pinpointe_sim: PinpointeSimulator
+) -> Iterator[LoopEnv]:
+    """A configured inbox-poller on each server, with ``processed_folder = "Processed"``."""
+    env = prepare_loop_env(
+        tmp_path, imap_server, server_folder, pinpointe_sim, processed_folder="Processed"
+    )
+
+    def deliver(raw: bytes) -> None:
+        imap_server.append(server_folder, raw)
+
+    pinpointe_sim.deliver = deliver
+    try:
+        yield env
+    finally:
+        if imap_server.folder_exists(env.processed):
+            imap_server.delete_folder(env.processed)

@@ -60,3 +60,11 @@ def test_never_polled_is_unhealthy_and_empty_ledger_is_fine_otherwise() -> None:
     )
     fine = assess([], NOW, NOW, poll_interval_s=60, notify_deadline_s=7200)
     assert fine.healthy
+
+
+def test_archived_mail_that_cannot_be_acknowledged_is_unhealthy_with_the_reason() -> None:
+    reason = "IMAP x:993: create folder 'Processed' failed: Invalid mailbox name"
+    health = assess([], NOW, NOW, poll_interval_s=60, notify_deadline_s=7200, ack_problem=reason)
+    assert not health.healthy
+    assert health.problems == (f"archived mail cannot be acknowledged: {reason}",)
+    assert reason in health.status_line()

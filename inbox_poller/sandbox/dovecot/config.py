@@ -70,6 +70,9 @@ namespace inbox {
   mailbox Trash {
     special_use = \\Trash
   }
+  mailbox Archive {
+    special_use = \\Archive
+  }
 }
 
 protocol imap {

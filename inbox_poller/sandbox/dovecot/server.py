@@ -4,7 +4,8 @@ This implements the recipe in ``docs/dovecot.md``: one instance directory holds
 everything, and ``dovecot -F -c <config>`` never reads ``/etc/dovecot``. The server
 is ready only when a real LOGIN + SELECT works, and it fails fast on the first
 `` Fatal: `` or `` Error: `` line in its log. This module holds the instance's
-life cycle and the test user's view of it (a client, folders, APPEND).
+life cycle; the test user's view of it (a client, folders, APPEND) is
+:class:`~inbox_poller.sandbox.imapaccount.TestAccount`'s.
 
 The instance directory is laid out by :mod:`.directory`; the config and the other
 files Dovecot reads (and the fixes running as root needs) are written by
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from imapclient import IMAPClient, SocketTimeout
+from imapclient import IMAPClient
 
 from inbox_poller.errors import InboxPollerError
 from inbox_poller.sandbox.dovecot import config as dovecot_config
@@ -33,19 +34,18 @@ from inbox_poller.sandbox.dovecot import process as dovecot_process
 from inbox_poller.sandbox.dovecot.directory import claim_directory, prepare_directory
 from inbox_poller.sandbox.dovecot.log import LogTail
 from inbox_poller.sandbox.dovecot.process import find_dovecot
+from inbox_poller.sandbox.imapaccount import TestAccount
 from inbox_poller.sandbox.localca import LocalCA
 
 logger = logging.getLogger("inbox_poller.sandbox")
 
 DEFAULT_USER = "inbox-poller"
 START_TIMEOUT_S = 10.0
-CLIENT_TIMEOUT_S = 10.0
 START_ATTEMPTS = 5
 _POLL_S = 0.02
-_APPENDUID_RE = re.compile(rb"\[APPENDUID (\d+) (\d+)\]")
 
 
-class DovecotServer:
+class DovecotServer(TestAccount):
     """One private Dovecot instance on 127.0.0.1 with a single test user.
 
     Nothing happens until :meth:`start`. The instance directory is created in
@@ -242,60 +242,7 @@ class DovecotServer:
     ) -> None:
         self.cleanup()
 
-    # ---- helpers for tests and the sandbox --------------------------------------------
-
-    def client(self, tls: bool = True, *, timeout_s: float = CLIENT_TIMEOUT_S) -> IMAPClient:
-        """Return a logged-in client; over TLS it verifies the certificate with ``ca_file``."""
-        if tls:
-            imap = IMAPClient(
-                self.host,
-                port=self.imaps_port,
-                ssl=True,
-                ssl_context=self._client_context(),
-                timeout=SocketTimeout(timeout_s, timeout_s),
-            )
-        else:
-            imap = IMAPClient(
-                self.host,
-                port=self.imap_port,
-                ssl=False,
-                timeout=SocketTimeout(timeout_s, timeout_s),
-            )
-        try:
-            imap.login(self.user, self.password)
-        except BaseException:
-            imap.shutdown()
-            raise
-        return imap
-
-    def _client_context(self) -> ssl.SSLContext:
-        """A verifying context trusting only our CA (the system store takes 30 ms to load)."""
-        if self._context is None:
-            self._context = ssl.create_default_context(cafile=str(self.ca_file))
-            self._context.minimum_version = ssl.TLSVersion.TLSv1_2
-        return self._context
-
-    def create_folder(self, name: str) -> None:
-        with self.client() as imap:
-            imap.create_folder(name)
-
-    def delete_folder(self, name: str) -> None:
-        with self.client() as imap:
-            imap.delete_folder(name)
-
-    def append(self, folder: str, raw: bytes, flags: tuple[str, ...] = ()) -> int:
-        """Append *raw* to *folder* and return its UID (from APPENDUID)."""
-        with self.client() as imap:
-            response = imap.append(folder, raw, flags=flags)
-        match = _APPENDUID_RE.search(response)
-        if match is None:
-            raise InboxPollerError(f"APPEND answered without APPENDUID: {response!r}")
-        return int(match.group(2))
-
-    def capabilities(self) -> tuple[str, ...]:
-        """Return the CAPABILITY list a logged-in client sees."""
-        with self.client() as imap:
-            return tuple(cap.decode() for cap in imap.capabilities())
+    # ---- helpers for tests and the sandbox: TestAccount's ---------------------------
 
     # ---- internals --------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""A throwaway Courier-IMAP on loopback: the second server implementation the tests run."""
