@@ -133,5 +133,14 @@ class ExtractError(InboxPollerError):
     """Raised when a mail cannot be parsed at all."""
 
 
+class MailTooCostly(ExtractError):
+    """Raised when reading a mail would cost more than its budget: a header, part count or
+    nesting over the parser's caps, or the worker's time or memory spent
+    (docs/reliability.md §4.3). The message starts with "too costly to read: "."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"too costly to read: {what}")
+
+
 class UsageError(InboxPollerError):
     """Raised for command-line arguments that parse but make no sense (exit status 2)."""
