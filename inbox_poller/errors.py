@@ -142,5 +142,12 @@ class MailTooCostly(ExtractError):
         super().__init__(f"too costly to read: {what}")
 
 
+class ReaderUnavailable(InboxPollerError):
+    """Raised when the worker process that reads mail cannot be started: no mail is to
+    blame, so none is recorded, and the pass stops until the next one."""
+
+    retryable = True
+
+
 class UsageError(InboxPollerError):
     """Raised for command-line arguments that parse but make no sense (exit status 2)."""
