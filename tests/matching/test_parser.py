@@ -10,13 +10,13 @@ import pytest
 from inbox_poller.errors import MailTooCostly
 from inbox_poller.matching.extract import MAX_DEPTH, extract
 from inbox_poller.matching.parser import (
-    CappedMessage,
     MAX_HEADER_BLOCK_BYTES,
     MAX_HEADER_FIELD_BYTES,
     MAX_HEADER_FIELDS,
     MAX_PARSE_DEPTH,
     MAX_PARSE_PARTS,
     MAX_PARSED_ADDRESS_BYTES,
+    CappedMessage,
     ParseBudget,
     parse_mail,
 )
