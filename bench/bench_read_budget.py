@@ -117,7 +117,6 @@ def cost_table(root: Path, cap_s: float, cap_mib: int) -> None:
 
 def overhead(reps: int) -> None:
     from inbox_poller.loop.budget import MailBudget
-
     from inbox_poller.matching.extract import extract
 
     corpus = [p.read_bytes() for p in sorted((ROOT / "tests/data/eml").glob("*.eml"))]
@@ -146,9 +145,8 @@ def overhead(reps: int) -> None:
 
 
 def through_budget() -> None:
-    from inbox_poller.loop.budget import MailBudget
-
     from inbox_poller.errors import ExtractError
+    from inbox_poller.loop.budget import MailBudget
 
     budget = MailBudget()
     print("| mail | seconds | outcome |")

@@ -87,6 +87,7 @@ class MailBudget:
         self.target = target or os.environ.get(TARGET_ENV) or EXTRACT_TARGET
         self._lock = threading.Lock()
         self._worker: subprocess.Popen[bytes] | None = None
+        self._closed = False
         self.workers_started = 0
         """How many workers this budget has started (one, unless mail was refused)."""
 
@@ -124,7 +125,15 @@ class MailBudget:
                 self._start(progress)
 
     def close(self) -> None:
-        """Stop the worker (it also ends by itself when the daemon's end of its pipe closes)."""
+        """Stop the worker (it also ends by itself when the daemon's end of its pipe closes).
+
+        A mail being read meanwhile (the daemon stopping) is not waited for: its worker is
+        killed, and that read ends in :class:`ReaderUnavailable`, blaming no mail.
+        """
+        self._closed = True
+        worker = self._worker
+        if worker is not None and worker.poll() is None:
+            worker.kill()  # only the reading thread closes its pipes
         with self._lock:
             self._discard()
 
@@ -139,6 +148,8 @@ class MailBudget:
         raise ExtractError(message)
 
     def _start(self, progress: Callable[[], None]) -> subprocess.Popen[bytes]:
+        if self._closed:
+            raise ReaderUnavailable("the mail reader is closed (the daemon is stopping)")
         root = str(Path(inbox_poller.__file__).resolve().parent.parent)
         args = [sys.executable, "-I", "-c", _BOOTSTRAP, root, self.target]
         args += [str(self.memory_limit), repr(self.time_limit_s)]

@@ -295,3 +295,28 @@ def test_the_answer_round_trips_every_field() -> None:
 def test_a_malformed_answer_is_refused_never_trusted(answer: object) -> None:
     with pytest.raises(MailTooCostly, match="malformed answer"):
         notification_from_json(answer)
+
+
+def test_closing_during_a_read_blames_no_mail(budgets: list[MailBudget]) -> None:
+    import threading
+
+    budget = _make(target=f"{TARGETS}:read")
+    budgets.append(budget)
+    budget.start()
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            budget.read(costly("sleep"))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    budget.close()  # the daemon stopping: no wait for the whole budget
+    reader.join(5)
+    assert time.monotonic() - started < 3
+    [error] = outcome
+    assert isinstance(error, ReaderUnavailable)
