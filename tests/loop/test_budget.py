@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 
@@ -298,8 +299,6 @@ def test_a_malformed_answer_is_refused_never_trusted(answer: object) -> None:
 
 
 def test_closing_during_a_read_blames_no_mail(budgets: list[MailBudget]) -> None:
-    import threading
-
     budget = _make(target=f"{TARGETS}:read")
     budgets.append(budget)
     budget.start()
