@@ -144,5 +144,21 @@ class ExtractError(InboxPollerError):
     """Raised when a mail cannot be parsed at all."""
 
 
+class MailTooCostly(ExtractError):
+    """Raised when reading a mail would cost more than its budget: a header, part count or
+    nesting over the parser's caps, or the worker's time or memory spent
+    (docs/reliability.md §4.3). The message starts with "too costly to read: "."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"too costly to read: {what}")
+
+
+class ReaderUnavailable(InboxPollerError):
+    """Raised when the worker process that reads mail cannot be started: no mail is to
+    blame, so none is recorded, and the pass stops until the next one."""
+
+    retryable = True
+
+
 class UsageError(InboxPollerError):
     """Raised for command-line arguments that parse but make no sense (exit status 2)."""

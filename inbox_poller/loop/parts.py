@@ -23,6 +23,7 @@ class LoopParts:
     poller: Poller
 
     def close(self) -> None:
-        """Log out of the mailbox and close the ledger."""
+        """Log out of the mailbox, stop the mail reader's worker and close the ledger."""
         self.mailbox.close()
+        self.poller.reader.close()
         self.store.close()

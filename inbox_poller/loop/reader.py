@@ -4,7 +4,9 @@ Every mail above the ledger's watermark is read once, judged, and recorded toget
 the watermark's advance (and, for a match, its export's ``notified``) in one
 transaction: a crash keeps all of it or none, and the mail is then simply read again.
 Mail that matches nothing is remembered as a summary (never its body) and re-matched on
-later passes, because its export may not be in the ledger yet.
+later passes, because its export may not be in the ledger yet. Each mail is read in a
+worker process within a time and memory budget (``budget.py``): a mail over it is
+recorded as refused, so that the next one is read.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from inbox_poller.crashpoints import crash_point
-from inbox_poller.errors import ExtractError, MailboxError, StoreError
-from inbox_poller.matching.extract import extract
+from inbox_poller.errors import ExtractError, MailboxError, ReaderUnavailable, StoreError
+from inbox_poller.loop.budget import MailBudget
 from inbox_poller.matching.match import (
     MATCHABLE_STATES,
     RETRY_STATES,
@@ -91,10 +93,17 @@ class MailReader:
         settings: ReaderSettings,
         *,
         clock: Callable[[], datetime] = utc_now,
+        budget: MailBudget | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
+        self.budget = budget or MailBudget()
+        """Where each mail is read: a worker process, within limits of time and memory."""
+
+    def close(self) -> None:
+        """Stop the worker that reads mail."""
+        self.budget.close()
 
     def read(
         self,
@@ -107,7 +116,10 @@ class MailReader:
         """Process every mail above the watermark of the open *mailbox*, then re-match.
 
         *status* is what the session's SELECT reported; its folder and UIDVALIDITY key the
-        watermark. *progress* is called after each mail.
+        watermark. *progress* is called after each mail, and every
+        ``budget.PROGRESS_EVERY_S`` while one is being read. When the worker that reads
+        mail cannot start, the pass stops there (logged, in *report*); the mail is read
+        again by the next pass.
         :raises MailboxError: after recording it in *report* (the daemon's watcher
             reconnects; ``run_once`` goes on with the downloads).
         """
@@ -123,19 +135,24 @@ class MailReader:
             for fetched in mailbox.fetch_new(after):
                 report.mails_seen += 1
                 try:
-                    self._process_mail(fetched, report)
+                    self._process_mail(fetched, report, progress)
                 except (ExtractError, StoreError) as exc:
                     logger.error("uid %s: %s", fetched.key, exc, extra={"uid": str(fetched.key)})
                     report.failed.append(f"mail {fetched.key}: {exc}")
                 progress()
             self._rematch(report)
             self.store.set_daemon_value(LAST_POLL_KEY, self.clock().isoformat())
+        except ReaderUnavailable as exc:
+            logger.error("mail reader: %s; mail is read again at the next pass", exc)
+            report.failed.append(f"mail reader: {exc}")
         except MailboxError as exc:
             # logged once, by whoever handles it: run_once, or the daemon's watcher
             report.failed.append(f"mailbox: {exc}")
             raise
 
-    def _process_mail(self, fetched: FetchedMail, report: CycleReport) -> None:
+    def _process_mail(
+        self, fetched: FetchedMail, report: CycleReport, progress: Callable[[], None]
+    ) -> None:
         now = self.clock()
         key = fetched.key
         if fetched.raw is None:
@@ -143,8 +160,8 @@ class MailReader:
             self._record(MailRecord(key, None, MailOutcome.REFUSED, reason, now), report)
             return
         try:
-            notification = extract(fetched.raw)
-        except ExtractError as exc:
+            notification = self.budget.read(fetched.raw, progress)
+        except ExtractError as exc:  # unreadable, or too costly to read: refused, passed
             self._record(MailRecord(key, None, MailOutcome.REFUSED, str(exc), now), report)
             return
         authenticated = False

@@ -4,6 +4,12 @@ Declared charsets are often wrong: mislabelled UTF-8, windows-1252 sent as
 ISO-8859-1, UTF-16 without a label. The order of guesses is stated in
 docs/matching.md §1; the last resort, Latin-1, cannot fail. RFC 3676
 ``format=flowed`` is undone here too, because its soft breaks split long URLs.
+
+A declared charset is a name the sender chose, and Python's codec registry holds more than
+charsets: ``bz2`` and ``zlib`` decompress (an 824-byte mail once cost a gigabyte),
+``punycode`` decodes in quadratic time, ``base64``, ``hex``, ``uu``, ``quopri`` and
+``rot13`` transform. Only text encodings are used (:func:`text_codec`); any other name
+counts as unknown.
 """
 
 from __future__ import annotations
@@ -28,6 +34,14 @@ _BOMS = (
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
 _SINGLE_BYTE_RE = re.compile(r"^(?:ascii|latin-1|iso8859-\d+|cp125\d|mac-\w+|koi8-\w+)$")
+NOT_CHARSETS = frozenset(
+    {"punycode", "idna", "unicode-escape", "raw-unicode-escape", "undefined", "charmap"}
+)
+"""Text codecs that are no charset of mail (``codecs.lookup(...).name``): ``punycode`` and
+``idna`` (quadratic, and for host names), the escape codecs (they read backslashes),
+``undefined`` and ``charmap`` (no table). Bytes-to-bytes and str-to-str codecs (``bz2``,
+``zlib``, ``base64``, ``hex``, ``uu``, ``quopri``, ``rot13``) are refused by the registry's
+own mark (:func:`text_codec`)."""
 
 
 def decode_bytes(data: bytes, declared: str | None, *, truncated: bool) -> str:
@@ -38,7 +52,7 @@ def decode_bytes(data: bytes, declared: str | None, *, truncated: bool) -> str:
     the data was cut at a size cap, so an incomplete last character is no error.
     NUL characters are removed.
     """
-    for order in _decode_order(data, _codec(declared)):
+    for order in _decode_order(data, text_codec(declared)):
         text = _try_decode(data, order, final=not truncated)
         if text is not None:
             return text.replace("\x00", "")
@@ -73,15 +87,24 @@ def unflow(text: str, *, delsp: bool) -> str:
     return "\n".join(out)
 
 
-def _codec(charset: str | None) -> str | None:
+def text_codec(charset: str | None) -> str | None:
+    """Return the codec name for a declared *charset*, or None when it is unknown or not one.
+
+    Only text encodings count: the registry marks bytes-to-bytes and str-to-str codecs
+    (``_is_text_encoding``, the mark ``bytes.decode`` itself checks), and
+    :data:`NOT_CHARSETS` lists the text codecs that are no charset.
+    """
     if not charset:
         return None
     name = charset.strip().strip("\"'").lower()
     name = _CHARSET_ALIASES.get(name, name)
     try:
-        return codecs.lookup(name).name
+        info = codecs.lookup(name)
     except (LookupError, ValueError):
         return None
+    if not getattr(info, "_is_text_encoding", True) or info.name in NOT_CHARSETS:
+        return None
+    return info.name
 
 
 def _decode_order(data: bytes, codec: str | None) -> list[str]:
@@ -111,6 +134,6 @@ def _try_decode(data: bytes, codec: str, *, final: bool) -> str | None:
     try:
         decoder = codecs.getincrementaldecoder(codec)("strict")
         text = decoder.decode(data, final=final)
-    except Exception:  # UnicodeDecodeError, or a bytes-to-bytes "charset" like base64
+    except Exception:  # UnicodeDecodeError, or a decoder that refuses its input
         return None
     return text if isinstance(text, str) else None

@@ -9,21 +9,20 @@ MIME tree and assembles the result; its helpers own the nouns: ``headers``
 (URLs and redirects) and ``jobids`` (labelled job IDs). Judging the links and matching the job IDs
 is ``verdicts.py``'s and ``match.py``'s business; docs/matching.md states the rules.
 
-Hostile input is expected: decoded parts, links and parts walked are capped, and
-malformed MIME becomes a defect string, never an exception. :class:`ExtractError`
-is raised only when nothing at all can be read.
+Hostile input is expected: the parser runs under caps (``parser.py``), decoded parts,
+links and parts walked are capped, and malformed MIME becomes a defect string, never an
+exception. :class:`ExtractError` is raised only when nothing at all can be read, and
+:class:`MailTooCostly` when the mail breaks a cap that bounds the cost of reading it.
 """
 
 from __future__ import annotations
 
-import email
-import email.policy
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 
-from inbox_poller.errors import ExtractError
+from inbox_poller.errors import ExtractError, MailTooCostly
 from inbox_poller.matching.charsets import decode_bytes, unflow
 from inbox_poller.matching.headers import (
     authentication_results,
@@ -42,6 +41,7 @@ from inbox_poller.matching.links import (
     without_broken_copies,
 )
 from inbox_poller.matching.markup import read_markup
+from inbox_poller.matching.parser import ParseBudget, parse_mail
 from inbox_poller.models import Link, Notification
 
 MAX_PART_BYTES = 2 * 1024 * 1024
@@ -60,7 +60,7 @@ MAX_UNWRAP_DEPTH = 3
 click tracker, for example)."""
 MAX_DEFECTS = 50
 
-_HTML_SNIFF_RE = re.compile(r"(?i)<(?:html|body|div|table|p|br|a\s[^>]{0,500}href)\b")
+_HTML_SNIFF_RE = re.compile(r"(?i)<(?:html|body|div|table|p|br|a\s[^<>]{0,500}href)\b")
 _META_CHARSET_RE = re.compile(
     rb"""(?i)<meta[^>]{0,200}charset\s*=\s*["']?([A-Za-z0-9_.:-]{1,40})"""
 )
@@ -76,6 +76,7 @@ class _Reader:
     defects: list[str] = field(default_factory=list)
     parts: int = 0
     budget: int = MAX_TOTAL_BYTES
+    parsing: ParseBudget = field(default_factory=ParseBudget)
     _seen: set[Link] = field(default_factory=set)
 
     def defect(self, text: str) -> None:
@@ -115,6 +116,8 @@ def extract(raw: bytes) -> Notification:
 
     Never raises on malformed MIME: problems are listed in ``defects``.
     :raises ExtractError: *raw* is empty, or not even a header could be read.
+    :raises MailTooCostly: *raw* breaks a cap of the parser (``parser.py``), or reading it
+        ran out of memory.
     """
     if not isinstance(raw, bytes | bytearray | memoryview):
         raise ExtractError(f"a mail must be bytes, not {type(raw).__name__}")
@@ -125,6 +128,8 @@ def extract(raw: bytes) -> Notification:
         return _extract(data)
     except ExtractError:
         raise
+    except MemoryError:
+        raise MailTooCostly("it needs more memory than the process may have") from None
     except Exception as exc:  # a bug or a parser corner case must not kill the caller
         raise ExtractError(f"the mail could not be read ({type(exc).__name__})") from exc
 
@@ -132,16 +137,23 @@ def extract(raw: bytes) -> Notification:
 def _extract(data: bytes) -> Notification:
     reader = _Reader()
     try:
-        msg = email.message_from_bytes(data, policy=email.policy.default)
+        msg = parse_mail(data, reader.parsing)
+    except MailTooCostly:
+        raise
     except Exception as exc:  # the parser is lenient; this is a last resort
         reader.defect(f"the MIME structure could not be parsed ({type(exc).__name__})")
         _read_text(data.decode("utf-8", "replace"), reader)
         return _notification(reader, subject="")
     _record_defects("message", msg, reader)
+    # the mail's own fields first: forwarded messages share the budget for parsing fields
     subject = header_text(msg, "Subject", reader.defect)
     sender = sender_address(msg, reader.defect)
     message_id = header_text(msg, "Message-ID", reader.defect) or None
+    domain = from_domain(msg)
+    auth_results = authentication_results(msg, reader.defect)
     _walk(msg, reader, depth=0)
+    for name in reader.parsing.unparsed:
+        reader.defect(f"header {name} too long to parse: read as written")
     if not reader.texts and not subject and not reader.links and not has_headers(msg):
         raise ExtractError("nothing readable: no headers and no text")
     return _notification(
@@ -150,8 +162,8 @@ def _extract(data: bytes) -> Notification:
         sender=sender,
         message_id=message_id,
         header_ids=header_job_ids(raw_items(msg)),
-        auth_results=authentication_results(msg, reader.defect),
-        domain=from_domain(msg),
+        auth_results=auth_results,
+        domain=domain,
     )
 
 
@@ -259,7 +271,9 @@ def _read_leaf(part: Message, ctype: str, where: str, reader: _Reader, depth: in
 def _read_attached_message(data: bytes, where: str, reader: _Reader, depth: int) -> None:
     """Read an attached ``.eml``, or a ``message/rfc822`` the parser left as bytes."""
     try:
-        inner = email.message_from_bytes(data[:MAX_PART_BYTES], policy=email.policy.default)
+        inner = parse_mail(data[:MAX_PART_BYTES], reader.parsing, depth=depth + 1)
+    except MailTooCostly:
+        raise
     except Exception:
         reader.defect(f"{where}: the attached message could not be parsed")
         return

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from email.headerregistry import AddressHeader
 from email.message import Message
+from typing import cast
 
 from inbox_poller.matching.charsets import clean_surrogates
 
@@ -25,7 +26,11 @@ authserv-id counts, and our receiving system writes it above everything older.""
 Defect = Callable[[str], None]
 """Where a reader notes what it could not read."""
 
-_BARE_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# a match starts only where a run of address characters starts: tried from every position
+# of a long run (no "@" in it), the pattern was quadratic
+_BARE_EMAIL_RE = re.compile(
+    r"(?<![A-Za-z0-9._%+'-])[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
+)
 _DOMAIN_RE = re.compile(
     r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*"
     r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
@@ -92,7 +97,12 @@ def sender_address(msg: Message, defect: Defect) -> str | None:
                 return clean_surrogates(str(address.addr_spec))
     except Exception as exc:
         defect(f"header From could not be parsed ({type(exc).__name__})")
-    found = _BARE_EMAIL_RE.search(raw_header(msg, "From"))
+    return bare_address(raw_header(msg, "From"))
+
+
+def bare_address(text: str) -> str | None:
+    """Return the first thing in *text* shaped like an address (linear in *text*)."""
+    found = _BARE_EMAIL_RE.search(text)
     return found.group(0) if found else None
 
 
@@ -102,11 +112,10 @@ def from_domain(msg: Message) -> str | None:
     Doubtful: no From field or several (a classic way past DMARC), several
     mailboxes, a group, any parse defect, or a domain that is not a plain host name.
     """
+    if sum(1 for name, _value in raw_items(msg) if name.strip().lower() == "from") != 1:
+        return None  # counted before parsing any: each one parsed costs time
     try:
-        fields = msg.get_all("From") or []
-        if len(fields) != 1:
-            return None
-        field = fields[0]
+        field = cast(object, msg.get("From"))  # a header object, or a str when unparsed
         if not isinstance(field, AddressHeader) or getattr(field, "defects", True):
             return None
         addresses = field.addresses

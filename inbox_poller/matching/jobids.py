@@ -21,6 +21,8 @@ MIN_JOB_ID_CHARS = 3
 """The shortest job ID looked for: a bare "42" occurs in too many places."""
 MAX_HEADER_IDS = 5
 """Tokens taken from one job-ID header."""
+MAX_TOKEN_CHARS = 256
+"""A labelled value longer than this is no job ID (at most 64 characters, plus extensions)."""
 
 # "Job ID: 123", "job #123", "jobid=123", "Job 123", "export id 123", "Export 123",
 # "request id 123", '"jobId": "123"'. Bounded quantifiers only: this runs on
@@ -40,7 +42,9 @@ _LIST_NEXT_RE = re.compile(r"^\s*(?:,|and|&)\s*([A-Za-z0-9][A-Za-z0-9._-]{2,63})
 _NOT_AN_ID_RE = re.compile(
     r"^(?:\d{4}[-./]\d{1,2}(?:[-./]\d{1,2})?|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}|\d+(?:[.,]\d+)+)$"
 )
-_FILE_EXT_RE = re.compile(r"(?i)(?:\.(?:json|jsonl|ndjson|gz|csv|zip|xml|txt|tgz|tar|zst))+$")
+FILE_EXTENSIONS: tuple[str, ...] = (".json", ".jsonl", ".ndjson", ".gz", ".csv", ".zip")
+FILE_EXTENSIONS += (".xml", ".txt", ".tgz", ".tar", ".zst")
+"""Ends of a token that name a file, not a job ID ("123456.json.gz" is job 123456)."""
 _JOB_PARAM_NAMES = frozenset(
     {
         "job",
@@ -98,11 +102,11 @@ def find_candidate_job_ids(
     for link in links:
         found += url_job_ids(link.url)
     found += list(extra)
-    result: list[str] = []
+    result: dict[str, None] = {}  # in order of appearance; a list was quadratic here
     for value in found:
         cleaned = _clean_job_id(value)
-        if cleaned and cleaned not in result:
-            result.append(cleaned)
+        if cleaned:
+            result.setdefault(cleaned)
     return tuple(result)
 
 
@@ -164,12 +168,29 @@ def url_job_ids(url: str) -> list[str]:
     return values
 
 
+def strip_file_extensions(value: str) -> str:
+    """Cut every :data:`FILE_EXTENSIONS` off the end of *value* ("1.json.gz" → "1"), in one
+    pass from the end (the pattern it replaces was quadratic in a run of extensions)."""
+    end = len(value)
+    lower = ascii_lower(value)
+    while True:
+        for extension in FILE_EXTENSIONS:
+            if lower.endswith(extension, 0, end):
+                end -= len(extension)
+                break
+        else:
+            return value[:end]
+
+
 def _normal_name(name: str) -> str:
     return re.sub(r"[-_.\s]", "", name).lower()
 
 
 def _clean_job_id(value: str) -> str | None:
-    value = _FILE_EXT_RE.sub("", value.strip()).rstrip("._-")
+    value = value.strip()
+    if len(value) > MAX_TOKEN_CHARS:
+        return None  # no job ID, even once file extensions are cut off
+    value = strip_file_extensions(value).rstrip("._-")
     if not _JOB_VALUE_RE.match(value) or not any(c.isdigit() for c in value):
         return None
     if not value[0].isalnum() or _NOT_AN_ID_RE.match(value):

@@ -24,9 +24,10 @@ MAX_LABEL_CHARS = 60
 # RFC 3986 characters only: a URL in running text ends at the first space, quote,
 # bracket or non-ASCII character (Japanese text puts "。" right after a link).
 BARE_URL_RE = re.compile(r"(?i)\bhttps?://[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
-# RFC 3986 appendix C: a URL in angle brackets may be broken over lines.
+# RFC 3986 appendix C: a URL in angle brackets may be broken over lines. One way only to
+# match the spaces after "<": "<\s*(?:URL:)?\s*" tried every split of a long run of them.
 _ANGLE_URL_RE = re.compile(
-    r"(?i)<\s*(?:URL:)?\s*(https?://[^<>\s]+(?:[ \t]*\r?\n[ \t]*[^<>\s]+)+)\s*>"
+    r"(?i)<\s*(?:URL:\s*)?(https?://[^<>\s]+(?:[ \t]*\r?\n[ \t]*[^<>\s]+)+)\s*>"
 )
 _TRAILING_PUNCT = ".,;:!?'\"*"
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
@@ -34,7 +35,7 @@ _AUTHORITY_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)")
 _HTTP_RE = re.compile(r"(?i)^https?://")
 _ENCODED_HTTP_RE = re.compile(r"(?i)^https?(?:%3A|:)(?:%2F|/)")
 _PROOFPOINT_V2_RE = re.compile(r"(?i)^https?-3A__")
-_PROOFPOINT_V3_RE = re.compile(r"(?i)/v3/__(https?://.+?)__;")
+_PROOFPOINT_V3_RE = re.compile(r"(?i)/v3/__(?=https?://)")
 _EMBEDDED_URL_RE = re.compile(r"(?i)https?(?::|%3A)(?://|%2F%2F)")
 _BASE64_VALUE_RE = re.compile(r"^[A-Za-z0-9+/_-]{16,}={0,2}$")
 _C0_AND_SPACE = "".join(map(chr, range(0x21)))
@@ -184,15 +185,24 @@ def unwrap_redirect(url: str) -> list[str]:
                 targets.append(target)
     if targets:
         return targets
-    v3 = _PROOFPOINT_V3_RE.search(url)
+    v3 = _proofpoint_v3_target(url)
     if v3:
-        return [clean_url(v3.group(1), None)]
+        return [clean_url(v3, None)]
     start = len(parts.scheme) + 3 + len(parts.netloc)
     embedded = _EMBEDDED_URL_RE.search(url, start)
     if embedded and parts.scheme.lower() in ("http", "https"):
         target = _as_url(url[embedded.start() :])
         return [target] if target and target != url else []
     return []
+
+
+def _proofpoint_v3_target(url: str) -> str | None:
+    """Return the URL between ``/v3/__`` and the next ``__;``: one scan, not one per start."""
+    start = _PROOFPOINT_V3_RE.search(url)
+    if start is None:
+        return None
+    end = url.find("__;", start.end() + 1)
+    return url[start.end() : end] if end >= 0 else None
 
 
 def split_params(query: str) -> list[tuple[str, str]]:

@@ -17,6 +17,7 @@ from inbox_poller.ledger.store import Store
 from inbox_poller.models import ExportRequest, ExportState
 from inbox_poller.sandbox.simulator.jobs import Faults
 from inbox_poller.wiring import build_submitter
+from tests.costly_mails import COSTLY_MAILS
 from tests.plugins.loop import LoopEnv
 
 pytestmark = pytest.mark.dovecot
@@ -397,3 +398,25 @@ def test_a_spoofed_mail_with_a_dead_link_does_not_shut_out_the_real_one(
     assert len(env.sim.job(job_id).requests) == 1
     assert env.messages() == {}  # both mails concern the archived export
     parts.close()
+
+
+def test_costly_mails_first_never_stop_the_real_notification_after_them(
+    loop_env: LoopEnv,
+) -> None:
+    """Issue 9, finding 1: every red-team mail ahead of a real notification, one run."""
+    env = loop_env
+    for build in COSTLY_MAILS.values():
+        env.dovecot.append(env.folder, build())
+    job_id = env.submit()  # its notification lands after all of them
+
+    result = env.cli("run", "--once")
+    assert result.returncode == 0, result.stderr
+    assert f"read {len(COSTLY_MAILS) + 1} mail(s)" in result.stdout
+    assert "archived 1, acknowledged 1" in result.stdout
+    assert _state(env, job_id) is ExportState.ACKNOWLEDGED
+    refusals = [line for line in result.stderr.splitlines() if "too costly to read" in line]
+    assert len(refusals) == 3, result.stderr  # the From, the Subject, the 24,000 parts
+    # the costly mails stay in place, passed: the next run reads nothing
+    assert len(env.messages()) == len(COSTLY_MAILS)
+    again = env.cli("run", "--once")
+    assert "read 0 mail(s)" in again.stdout

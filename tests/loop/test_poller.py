@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -22,13 +23,18 @@ from inbox_poller.errors import (
 )
 from inbox_poller.ledger.store import Store
 from inbox_poller.loop.archiver import ExportArchiver
+from inbox_poller.loop.budget import MailBudget
 from inbox_poller.loop.poller import Poller
 from inbox_poller.loop.reader import ReaderSettings
 from inbox_poller.loop.submitter import Submitter
 from inbox_poller.matching.sender import SenderPolicy
 from inbox_poller.models import CycleReport, ExportRequest, ExportState, MailKey, MailOutcome
 from inbox_poller.urlpolicy import parse_host_rule
+from tests.costly_mails import COSTLY_MAILS
 from tests.fakes import FakeApi, FakeDownloader, FakeMailbox
+from tests.loop.budget_targets import costly
+
+TARGETS = "tests.loop.budget_targets"
 
 KEYWORD = "$ExportArchived"
 PAYLOAD = json.dumps([{"email": "a@example.com", "event": "open"}] * 3).encode()
@@ -102,8 +108,10 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> World:
-    return World(tmp_path)
+def world(tmp_path: Path) -> Iterator[World]:
+    made = World(tmp_path)
+    yield made
+    made.poller.reader.close()
 
 
 def test_full_loop_archives_once_and_acknowledges_last(world: World) -> None:
@@ -570,3 +578,59 @@ def test_a_mail_read_before_sender_checks_were_on_never_reveals_a_job_id(world: 
     assert world.store.list_exports()[1].state is ExportState.SUBMIT_UNKNOWN
     world.configure()  # the same mail, with the check off: adopted, as documented
     assert world.run_once().archived == ["6666"]
+
+
+# --- a costly mail never stops the mailbox (issue 9, finding 1) ----------------------------
+
+
+@pytest.mark.parametrize("name", sorted(COSTLY_MAILS))
+def test_a_costly_mail_is_recorded_and_the_next_one_read(world: World, name: str) -> None:
+    costly = world.mailbox.deliver(COSTLY_MAILS[name]())
+    job_id = world.submit()
+    world.notify(job_id)
+    report = world.run_once()
+    # the costly mail is passed (refused, or read and matching nothing) and the
+    # notification after it is read, downloaded and acknowledged in the same pass
+    assert report.mails_seen == 2
+    assert report.archived == [job_id]
+    assert report.acknowledged == 1
+    assert report.failed == []
+    if name in ("folded-from", "encoded-subject", "many-parts"):
+        [refused] = report.refused
+        assert refused.startswith(f"INBOX/1000/{costly}: too costly to read: ")
+    else:
+        assert report.unmatched == 1
+    # the watermark is past both: the next pass reads nothing again
+    assert world.run_once().mails_seen == 0
+
+
+def test_a_mail_over_the_budget_is_refused_and_the_pass_goes_on(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.poller.reader.budget = MailBudget(target=f"{TARGETS}:read", time_limit_s=1.0)
+    costly_uid = world.mailbox.deliver(costly("sleep"))
+    job_id = world.submit()
+    world.notify(job_id)
+    pings: list[float] = []
+    report = CycleReport()
+    status = world.mailbox.open()
+    world.poller.run_pass(world.mailbox, status, report, progress=lambda: pings.append(1.0))
+    world.poller.reader.close()
+    stopped = "too costly to read: reading took more than 1 s (stopped)"
+    assert report.refused == [f"INBOX/1000/{costly_uid}: {stopped}"]
+    assert report.archived == [job_id]
+    assert len(pings) >= 4  # fed while the worker was waited for, not only after each mail
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert refusals == [f"uid INBOX/1000/{costly_uid}: refused (job -): {stopped}"]
+
+
+def test_a_reader_that_cannot_start_records_nothing_and_stops_the_pass(world: World) -> None:
+    world.poller.reader.budget = MailBudget(target="tests.loop.no_such_module:read")
+    world.mailbox.deliver(COSTLY_MAILS["html-anchors"]())
+    report = world.run_once()
+    assert report.mails_seen == 1
+    assert report.refused == [] and report.unmatched == 0
+    assert report.failed and report.failed[0].startswith("mail reader: the mail reader did not")
+    # nothing recorded: once the reader works, the same mail is read
+    world.poller.reader.budget = MailBudget()
+    assert world.run_once().unmatched == 1

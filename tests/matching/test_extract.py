@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 
 from inbox_poller.errors import ExtractError
+from inbox_poller.matching.charsets import text_codec
 from inbox_poller.matching.extract import extract
-from inbox_poller.matching.links import MAX_LINKS
+from inbox_poller.matching.links import MAX_LINKS, join_angle_urls, unwrap_redirect
+from inbox_poller.matching.markup import MAX_OPEN_LINKS, read_markup
 from inbox_poller.models import Notification
+from tests import costly_mails
 
 EML_DIR = Path(__file__).parents[1] / "data" / "eml"
 JOB = "482913075"
@@ -406,3 +409,84 @@ def _extract_error_cause(data: bytes) -> BaseException | None:
     except ExtractError as exc:
         return exc.__cause__
     return None
+
+
+# --- costly input (issue 9, finding 1): bounded at the root ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "charset",
+    [
+        *("bz2", "zlib", "base64", "rot13", "punycode", "idna", "hex", "uu", "quopri"),
+        *("unicode_escape", "raw_unicode_escape", "undefined", "bz2_codec", "x-unknown"),
+    ],
+)
+def test_only_text_codecs_are_charsets(charset: str) -> None:
+    assert text_codec(charset) is None
+    raw = _mail("Größe https://a.mypinpointe.com/f", f'text/plain; charset="{charset}"')
+    assert extract(raw).texts == ("Größe https://a.mypinpointe.com/f",)  # the fallback
+
+
+@pytest.mark.parametrize(
+    ("charset", "codec"),
+    [("utf-8", "utf-8"), ("UTF-7", "utf-7"), ("ks_c_5601-1987", "cp949"), ("cp037", "cp037")],
+)
+def test_real_charsets_stay_charsets(charset: str, codec: str) -> None:
+    assert text_codec(charset) == codec
+
+
+def test_a_bz2_bomb_declared_as_a_charset_is_never_expanded() -> None:
+    notification = extract(costly_mails.bz2_charset())
+    assert len(notification.texts[0]) < 2000
+
+
+def test_a_part_of_unclosed_tags_is_read_in_one_pass() -> None:
+    found = read_markup(
+        '<p>Get it: <a href="https://a.mypinpointe.com/f">file</a></p>' + "<a " * 40_000
+    )
+    assert found.hrefs == [("https://a.mypinpointe.com/f", "file")]
+    assert found.problem is not None and "never ends" in found.problem
+    assert found.text.startswith("Get it:  file <a <a")
+
+
+def test_a_short_unfinished_tail_is_left_to_html_parser() -> None:
+    found = read_markup('<a href="https://a.mypinpointe.com/f">file</a> and then <b')
+    assert found.problem is None
+    assert found.hrefs == [("https://a.mypinpointe.com/f", "file")]
+
+
+def test_hrefs_in_an_unfinished_tail_still_count() -> None:
+    tail = "<!--" + " pad" * 1000 + ' <a href="https://a.mypinpointe.com/late">late</a>'
+    found = read_markup("<p>hi</p>" + tail)  # a comment that never ends: the rest is text
+    assert found.hrefs == [("https://a.mypinpointe.com/late", "")]
+    assert "late" in found.text
+
+
+def test_an_unclosed_script_hides_the_rest_as_html_parser_does() -> None:
+    found = read_markup("<p>seen</p><script>" + "var x = 1;" * 1000)
+    assert found.text.strip() == "seen"
+
+
+def test_anchor_words_come_from_the_innermost_open_links_only() -> None:
+    found = read_markup("<a href='https://a.example/x'>x" * 8_000)
+    assert len(found.hrefs) == 8_000
+    assert all(len(words) <= 2 * MAX_OPEN_LINKS for _url, words in found.hrefs)
+    assert found.hrefs[-1][1] == "x"
+
+
+def test_duplicate_attributes_keep_the_first_as_a_browser_does() -> None:
+    found = read_markup('<a href="https://a.example/first" href="https://b.example/second">f</a>')
+    assert found.hrefs == [("https://a.example/first", "f")]
+
+
+def test_a_long_run_of_spaces_after_an_angle_bracket_is_joined_in_one_pass() -> None:
+    assert join_angle_urls("<" + " " * 200_000 + "x") == "<" + " " * 200_000 + "x"
+    assert join_angle_urls("< URL: https://a.example/\n  f >") == "<https://a.example/f>"
+
+
+def test_proofpoint_v3_is_unwrapped_with_one_scan() -> None:
+    url = "https://urldefense.com/v3/__https://a.mypinpointe.com/f.json__;!!x$"
+    assert unwrap_redirect(url) == ["https://a.mypinpointe.com/f.json"]
+    # no "__;" after any of them: one search, then the embedded-URL rule as before
+    [target] = unwrap_redirect("https://urldefense.com/v3/__https://x" + "/v3/__https://y" * 500)
+    assert target.startswith("https://x/v3/__https://y")

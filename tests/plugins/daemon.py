@@ -73,9 +73,11 @@ class DaemonProcess:
         notify: NotifySocket | None,
         *args: str,
         watchdog_usec: int = 2_000_000,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("INBOX_POLLER")}
         environ["PYTHONPATH"] = str(REPO_ROOT)
+        environ.update(extra_env or {})
         if notify is not None:
             environ["NOTIFY_SOCKET"] = str(notify.path)
             # tests: a 2 s watchdog, the shortest the daemon must keep (benchmarks: the unit's)

@@ -13,8 +13,10 @@ from itertools import pairwise
 import pytest
 
 from inbox_poller.ledger.store import Store
+from inbox_poller.loop.budget import READ_TIME_LIMIT_S, TARGET_ENV
 from inbox_poller.models import ExportState
 from inbox_poller.sandbox.simulator.jobs import Faults
+from tests.loop.budget_targets import costly
 from tests.plugins.daemon import DaemonProcess, NotifySocket
 from tests.plugins.loop import LoopEnv
 from tests.plugins.tcp_proxy import MakeTcpProxy
@@ -121,6 +123,31 @@ def test_a_hung_mailbox_session_stops_the_watchdog_pings(
     notify.listen(8.0)
     pings = notify.pings_since(stalled_at - 1.0)
     assert max(_gaps(pings)) > WATCHDOG_S, pings  # systemd would restart the service
+
+
+def test_a_mail_that_takes_the_whole_read_budget_is_refused_without_a_restart(
+    loop_env: LoopEnv, notify: NotifySocket, daemons: list[DaemonProcess]
+) -> None:
+    """Issue 9, finding 1: the reader waits for its worker in slices and feeds the watchdog,
+    so a mail that takes the whole budget is refused, not retried forever after a restart."""
+    env = loop_env
+    env.dovecot.append(env.folder, costly("sleep"))  # read first, at the catch-up pass
+    _fast_config(env)
+    target = {TARGET_ENV: "tests.loop.budget_targets:read"}
+    daemon = DaemonProcess(env, notify, extra_env=target)
+    daemons.append(daemon)
+    notify.wait_for(lambda m: "READY=1" in m)
+    ready_at = time.monotonic()
+    listener = threading.Thread(target=notify.listen, args=(READ_TIME_LIMIT_S + 4,))
+    listener.start()
+    job_id = env.submit()  # its notification lands after the costly mail
+    listener.join()
+    _wait_state(env, job_id, ExportState.ACKNOWLEDGED)
+    gaps = _gaps(notify.pings_since(ready_at))
+    assert max(gaps) < 0.75 * WATCHDOG_S, gaps  # systemd would not have restarted it
+    stopped = f"too costly to read: reading took more than {READ_TIME_LIMIT_S:g} s (stopped)"
+    assert daemon.log().count(stopped) == 1
+    assert daemon.process.poll() is None
 
 
 def test_notify_sequence_and_the_loop_running_on_its_own(

@@ -446,6 +446,20 @@ def process_status(box: SystemdBox, pid: int) -> dict[str, str]:
     return {key: value.strip() for key, _, value in (line.partition(":\t") for line in lines)}
 
 
+def children(box: SystemdBox, pid: int) -> list[int]:
+    """The processes whose parent is *pid*, in the box's procfs."""
+    found = []
+    for entry in box.path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
 def process_environ(box: SystemdBox, pid: int) -> dict[str, str]:
     raw = (box.proc(pid) / "environ").read_bytes().split(b"\0")
     return dict(entry.decode().split("=", 1) for entry in raw if b"=" in entry)
@@ -558,6 +572,16 @@ def test_the_daemon_runs_under_the_shipped_unit(systemd_box: SystemdBox, loop_en
     assert archived()[first_job] == env.sim.job(first_job).sha256
     wait_until("the mail moved", lambda: len(env.messages(env.processed)) == 1, 15)
     assert env.messages() == {}
+    # the mail was read by the read budget's worker (docs/reliability.md §4.3): a new
+    # interpreter under the same sandbox, isolated, empty environment, its own limits
+    [worker] = children(box, pid)
+    worker_status = process_status(box, worker)
+    assert (worker_status["NoNewPrivs"], worker_status["Seccomp"]) == ("1", "2")
+    limits = (box.proc(worker) / "limits").read_text()
+    assert re.search(r"Max address space\s+536870912\s+536870912", limits), limits
+    assert re.search(r"Max core file size\s+0\s+0", limits), limits
+    assert b"-I" in (box.proc(worker) / "cmdline").read_bytes().split(b"\0")
+    assert set(process_environ(box, worker)) <= {"LC_CTYPE"}
     # the pings reach systemd (WATCHDOG=1 moves the timestamp of the last one)
     assert box.show("WatchdogTimestampMonotonic")["WatchdogTimestampMonotonic"] != first_ping
 
