@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inbox_poller.archive import Archive
 from inbox_poller.config import (
@@ -29,7 +29,16 @@ from inbox_poller.ledger.lock import daemon_running, run_lock
 from inbox_poller.ledger.store import Store
 from inbox_poller.models import Export, ExportRequest, ExportState
 from inbox_poller.urlpolicy import HostRule, parse_host_rule, redact_url
-from inbox_poller.wiring import build_api, build_loop, build_mailbox, build_submitter
+from inbox_poller.wiring import (
+    build_api,
+    build_loop,
+    build_mailbox,
+    build_submitter,
+    build_token_source,
+)
+
+if TYPE_CHECKING:
+    from inbox_poller.oauth.tokens import TokenSource
 
 logger = logging.getLogger("inbox_poller.cli")
 
@@ -187,15 +196,35 @@ def _check_secret(secret: Secret) -> str:
     return f"readable from {secret.source()}"
 
 
+def _check_tokens(tokens: TokenSource) -> str:
+    tokens.access_token()
+    expires = tokens.expires_at()
+    until = expires.isoformat(timespec="seconds") if expires else "unknown"
+    return f"got an access token from {tokens.where}, valid until {until}"
+
+
+def _secret_probe_name(secret: Secret) -> str:
+    """``imap password``, or ``oauth2 refresh_token`` and its kind."""
+    if secret.key == "imap.password":
+        return "imap password"
+    return "oauth2 " + secret.key.rsplit(".", 1)[-1]
+
+
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
     probes: list[tuple[str, Callable[[], str]]] = [
         ("archive", lambda: _check_archive(config)),
         ("ledger", lambda: _check_ledger(config)),
-        ("imap password", lambda: _check_secret(config.imap_password)),
+        *[
+            (_secret_probe_name(secret), lambda secret=secret: _check_secret(secret))
+            for secret in config.imap_secrets
+        ],
         ("pinpointe token", lambda: _check_secret(config.usertoken)),
     ]
     if not args.offline:
-        probes.append(("imap", lambda: build_mailbox(config).check()))
+        tokens = build_token_source(config) if config.imap.auth == "oauth2" else None
+        if tokens is not None:
+            probes.append(("oauth2", lambda: _check_tokens(tokens)))
+        probes.append(("imap", lambda: build_mailbox(config, tokens).check()))
         probes.append(("pinpointe", lambda: build_api(config).check()))
     print(f"ok   config: {config.path}")
     failures = 0

@@ -141,6 +141,11 @@ class TokenSource:
 
     # ---- for check and auth status ------------------------------------------------------
 
+    @property
+    def where(self) -> str:
+        """The token endpoint, safe to show."""
+        return self._grant.where
+
     def expires_at(self) -> datetime | None:
         """When the cached access token expires (None when there is none)."""
         cached = self._cached

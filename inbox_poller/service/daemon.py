@@ -139,7 +139,8 @@ class Daemon:
         try:
             config = load_config(self._config_path)
             # the new session reads these at start; refuse now rather than after stopping
-            config.imap_password.read()
+            for secret in config.imap_secrets:
+                secret.read()
             config.usertoken.read()
             if config.state_path != session.config.state_path:
                 raise ConfigError(
