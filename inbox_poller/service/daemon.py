@@ -49,7 +49,7 @@ from inbox_poller.schedules.jobs import scheduler_entries
 from inbox_poller.service.downloads import DownloadPool
 from inbox_poller.service.health import ledger_health
 from inbox_poller.service.sdnotify import Notifier
-from inbox_poller.service.watcher import IDLE_RENEW_S, MailboxWatcher
+from inbox_poller.service.watcher import IDLE_RENEW_S, LOGIN_PROBLEM_KEY, MailboxWatcher
 
 logger = logging.getLogger("inbox_poller.service")
 
@@ -99,6 +99,8 @@ class Daemon:
         self._clock = clock
         self._terminate = threading.Event()
         self._reload = threading.Event()
+        self._status_now = threading.Event()
+        """Set by another thread for a ``STATUS=`` refresh now (a login problem)."""
         self._submit_lock = threading.Lock()
         self._last_watchdog = 0.0
 
@@ -128,6 +130,9 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 session = self._reload_config(session)
+            if self._status_now.is_set():
+                self._status_now.clear()
+                self._refresh_status(session)
         self._notifier.stopping()
         logger.info("daemon: stopping")
         self._stop(session)
@@ -192,6 +197,7 @@ class Daemon:
             wake=wake,
             idle_timeout_s=self._renew_every_s(),
             on_progress=self._progress,
+            on_login_problem=lambda problem: self._record_login_problem(parts.store, problem),
         )
         scheduler = BackgroundScheduler(
             timezone="UTC",
@@ -290,6 +296,14 @@ class Daemon:
         if watcher_state not in ("idle", "polling"):
             line += f"; mailbox {watcher_state}"
         self._notifier.status(line)
+
+    def _record_login_problem(self, store: Store, problem: str) -> None:
+        """Keep why the mailbox cannot be logged in to, for ``status`` and ``STATUS=``.
+
+        Refreshes ``STATUS=`` at once, so it is unhealthy within one poll interval.
+        """
+        store.set_daemon_value(LOGIN_PROBLEM_KEY, problem)
+        self._status_now.set()
 
     def _renew_every_s(self) -> float:
         """How long one wait for mail may last: ``IDLE_RENEW_S``, or less under a watchdog.

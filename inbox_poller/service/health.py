@@ -19,6 +19,7 @@ from inbox_poller.ledger.store import Store
 from inbox_poller.loop.poller import ACK_PROBLEM_KEY
 from inbox_poller.loop.reader import LAST_POLL_KEY
 from inbox_poller.models import FINAL_STATES, Export, ExportState
+from inbox_poller.service.watcher import LOGIN_PROBLEM_KEY
 
 STALE_POLL_INTERVALS = 3
 """The mailbox counts as unread after this many poll intervals without a successful pass."""
@@ -80,10 +81,12 @@ def assess(
     poll_interval_s: float,
     notify_deadline_s: float,
     ack_problem: str = "",
+    login_problem: str = "",
 ) -> Health:
     """Judge the ledger at *now*: pending work, its age, and what is wrong.
 
-    *ack_problem* is why archived mail cannot be acknowledged ("" when it can).
+    *ack_problem* is why archived mail cannot be acknowledged ("" when it can);
+    *login_problem* why the mailbox cannot be logged in to ("" when it can).
     """
     counts: dict[str, int] = {}
     pending: list[Export] = []
@@ -97,6 +100,8 @@ def assess(
         if export.state is ExportState.SUBMITTED and waiting > notify_deadline_s:
             overdue.append(export.job_id or str(export.export_id))
     problems: list[str] = []
+    if login_problem:
+        problems.append(f"cannot log in to the mailbox: {login_problem}")
     last_poll_age = (now - last_poll_at).total_seconds() if last_poll_at else None
     if last_poll_age is None or last_poll_age > STALE_POLL_INTERVALS * poll_interval_s:
         if last_poll_age is None:
@@ -129,4 +134,5 @@ def ledger_health(store: Store, config: Config, now: datetime) -> Health:
         poll_interval_s=config.imap.poll_interval,
         notify_deadline_s=config.exports.notify_deadline,
         ack_problem=values.get(ACK_PROBLEM_KEY, ""),
+        login_problem=values.get(LOGIN_PROBLEM_KEY, ""),
     )
