@@ -125,6 +125,9 @@ class OAuthServer:
     """client e-mail -> public key (PEM); :meth:`add_service_account` fills it."""
     delegations: dict[str, set[str]] = field(default_factory=dict)
     """client e-mail -> the users it may act for (domain-wide delegation)."""
+    app_mailboxes: dict[str, str] = field(default_factory=dict)
+    """client_id -> the mailbox its app-only (client credentials) tokens may open, as
+    Exchange's application access policy says."""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -136,6 +139,8 @@ class OAuthServer:
         self._issued: list[str] = []
         self.requests: list[TokenRequest] = []
         self.introspections = 0
+        self.introspected_left_s: list[float] = []
+        """For each active token introspected: the seconds it had left then."""
         self._httpd: _TlsServer | None = None
         self._thread: threading.Thread | None = None
         self._ca: LocalCA | None = None
@@ -201,8 +206,13 @@ class OAuthServer:
 
     # ---- controls for tests -----------------------------------------------------------
 
-    def add_client(self, client_id: str, secret: str | None = None) -> None:
+    def add_client(
+        self, client_id: str, secret: str | None = None, *, mailbox: str | None = None
+    ) -> None:
+        """Register a client; *mailbox* is what its app-only tokens may open."""
         self.clients[client_id] = secret
+        if mailbox is not None:
+            self.app_mailboxes[client_id] = mailbox
 
     def add_service_account(self, client_email: str, public_key: bytes, *users: str) -> None:
         self.service_accounts[client_email] = public_key
@@ -229,6 +239,13 @@ class OAuthServer:
             record.alive = False
             for access in self._access.values():
                 if access.user == record.user and access.client_id == record.client_id:
+                    access.alive = False
+
+    def revoke_access_tokens(self, user: str) -> None:
+        """Revoke every access token of *user*; refresh tokens stay valid."""
+        with self._lock:
+            for access in self._access.values():
+                if access.user == user:
                     access.alive = False
 
     def revoke_all(self, user: str) -> None:
@@ -265,15 +282,24 @@ class OAuthServer:
                     return
         raise KeyError(f"no device code with user code {user_code!r}")
 
-    def token_requests(self, grant: str | None = None) -> list[TokenRequest]:
-        """The token requests answered, oldest first (of *grant* only, when given);
-        polling a device code that is not yet approved is not counted."""
+    def token_requests(self, since: int = 0) -> list[TokenRequest]:
+        """The token requests answered, oldest first, from number *since* on (see
+        :meth:`mark`); polling a device code that is not yet approved is not counted."""
         with self._lock:
-            return [
-                r
-                for r in self.requests
-                if (grant is None or r.grant == grant) and r.error != "authorization_pending"
-            ]
+            return [r for r in self.requests[since:] if r.error != "authorization_pending"]
+
+    def mark(self) -> int:
+        """The number of requests so far, to count from (``token_requests(since=…)``)."""
+        with self._lock:
+            return len(self.requests)
+
+    def reset(self) -> None:
+        """Back to the defaults, for the next test of a shared server."""
+        with self._lock:
+            self.access_lifetime_s = 3600.0
+            self.rotate_refresh_tokens = False
+            self._faults.clear()
+            self.consent_user = "inbox-poller"
 
     def issued_tokens(self) -> list[str]:
         """Every access and refresh token this server has handed out."""
@@ -323,7 +349,8 @@ class OAuthServer:
                 if self.clients.get(client_id) is None:
                     return 400, {"error": "unauthorized_client"}, {}
                 scope = form.get("scope", "")
-                return 200, self._answer(f"app:{client_id}", client_id, scope, None), {}
+                mailbox = self.app_mailboxes.get(client_id, f"app:{client_id}")
+                return 200, self._answer(mailbox, client_id, scope, None), {}
             if grant == "authorization_code":
                 return (*self._code_grant(form, client_id), {})
             if grant == DEVICE_CODE:
@@ -445,6 +472,7 @@ class OAuthServer:
             record = self._access.get(form.get("token", ""))
             if record is None or not record.alive or record.expires_at <= time.time():
                 return {"active": False}
+            self.introspected_left_s.append(record.expires_at - time.time())
             return {
                 "active": True,
                 "username": record.user,
