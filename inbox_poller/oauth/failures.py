@@ -79,76 +79,80 @@ class Remedies:
 
 
 def classify(failure: GrantFailed, remedies: Remedies, where: str) -> Verdict:
-    """Judge one failed token request at *where* (the token URL, safe to show)."""
-    facts = f"OAuth2 token request to {where} failed ({failure.facts()})"
+    """Judge one failed token request at *where* (the token URL, safe to show).
+
+    A permanent verdict says first what a person must do (it must fit the 200
+    characters of systemd's ``STATUS=``), then what the server answered.
+    """
+    answered = f"{where} answered {failure.facts()}"
     if failure.untrusted:
         return Verdict(
             True,
-            f"{facts}: the token endpoint's certificate is not trusted; if it uses a private "
-            "CA, name it in imap.oauth2.ca_file",
+            "OAuth2 token endpoint not trusted: if it uses a private CA, name it in "
+            f"imap.oauth2.ca_file ({where}: {failure.facts()})",
         )
     status, error = failure.status, (failure.error or "").lower()
-    if failure.transport is not None or error in TRANSIENT_ERRORS:
-        return Verdict(False, facts)
-    if status is not None and (status >= 500 or status == 429 or status == 408):
-        return Verdict(False, facts)
+    if failure.transport is not None:
+        return Verdict(False, f"OAuth2 token request to {where} failed: {failure.facts()}")
+    if error in TRANSIENT_ERRORS or (
+        status is not None and (status >= 500 or status in (408, 429))
+    ):
+        return Verdict(False, f"OAuth2 token request failed for now ({answered})")
     if error == "invalid_grant":
-        return Verdict(True, f"{facts}: {_invalid_grant(remedies)}")
+        return Verdict(True, f"{_invalid_grant(remedies)} ({answered})")
     if error in CLIENT_ERRORS or (status == 401 and not error):
-        return Verdict(True, f"{facts}: {_client_refused(remedies)}")
+        return Verdict(True, f"{_client_refused(remedies)} ({answered})")
     if error in CONSENT_ERRORS or error == "access_denied":
-        return Verdict(True, f"{facts}: {_consent(remedies)}")
+        return Verdict(True, f"{_consent(remedies)} ({answered})")
     if error == "invalid_scope":
         return Verdict(
             True,
-            f"{facts}: the scope {remedies.scope!r} was refused; check imap.oauth2.scope "
-            "against docs/providers.md",
+            f"OAuth2 scope {remedies.scope!r} refused: check imap.oauth2.scope against "
+            f"docs/providers.md ({answered})",
         )
     if status is not None and 400 <= status < 500:
-        return Verdict(
-            True, f"{facts}: the token endpoint refused the request; check [imap.oauth2]"
-        )
+        return Verdict(True, f"OAuth2 request refused: check [imap.oauth2] ({answered})")
     # a 2xx or 3xx without a usable token: a confused server, worth asking again later
-    return Verdict(False, facts)
+    return Verdict(False, f"OAuth2 token request failed for now ({answered})")
 
 
 def _invalid_grant(remedies: Remedies) -> str:
     if remedies.grant == "refresh_token":
         return (
-            "the refresh token is expired, revoked or was already replaced; run "
+            "OAuth2 refresh token refused (expired, revoked or replaced): run "
             "`inbox-poller auth login` and put the new refresh token in "
-            f"{remedies.refresh_token_source} (the daemon picks it up by itself)"
+            f"{remedies.refresh_token_source}; the daemon picks it up by itself"
         )
     if remedies.grant == "service_account":
         return (
-            f"the service account may not act for {remedies.username!r}: authorise its client "
-            "ID for domain-wide delegation with this scope in the Google Admin console, and "
-            "check that imap.username is a mailbox of the domain (docs/providers.md)"
+            f"OAuth2 service account may not act for {remedies.username!r}: authorise its "
+            "client ID for domain-wide delegation with this scope in the Google Admin "
+            "console (docs/providers.md)"
         )
-    return "the grant was refused; check [imap.oauth2] against docs/providers.md"
+    return "OAuth2 grant refused: check [imap.oauth2] against docs/providers.md"
 
 
 def _client_refused(remedies: Remedies) -> str:
     if remedies.grant == "service_account":
         return (
-            "the service account's key was refused (deleted or disabled?); put a current key "
+            "OAuth2 service account key refused (deleted or disabled?): put a current key "
             "in imap.oauth2.service_account_file"
         )
     if remedies.client_secret_source:
         return (
-            "the client ID or client secret was refused; put the application's current "
-            f"client secret in {remedies.client_secret_source} and check imap.oauth2.client_id"
+            "OAuth2 client secret refused: put the application's current client secret in "
+            f"{remedies.client_secret_source} and check imap.oauth2.client_id"
         )
     return (
-        "the client was refused; check imap.oauth2.client_id, and give a client secret "
-        "if the application is not a public client"
+        "OAuth2 client refused: check imap.oauth2.client_id, and give a client secret if "
+        "the application is not a public client"
     )
 
 
 def _consent(remedies: Remedies) -> str:
     if remedies.grant == "refresh_token":
-        return "consent is missing or was withdrawn; run `inbox-poller auth login` again"
+        return "OAuth2 consent missing or withdrawn: run `inbox-poller auth login` again"
     return (
-        "the application's consent is missing or was withdrawn; an administrator must grant "
-        "it again (docs/providers.md)"
+        "OAuth2 consent missing or withdrawn: an administrator must grant the application "
+        "its permission again (docs/providers.md)"
     )

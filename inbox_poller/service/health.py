@@ -101,7 +101,7 @@ def assess(
             overdue.append(export.job_id or str(export.export_id))
     problems: list[str] = []
     if login_problem:
-        problems.append(f"cannot log in to the mailbox: {login_problem}")
+        problems.append(f"mailbox login: {login_problem}")
     last_poll_age = (now - last_poll_at).total_seconds() if last_poll_at else None
     if last_poll_age is None or last_poll_age > STALE_POLL_INTERVALS * poll_interval_s:
         if last_poll_age is None:
