@@ -237,6 +237,27 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK if failures == 0 else EXIT_FAILURE
 
 
+def cmd_auth(config: Config, args: argparse.Namespace) -> int:
+    if config.imap.oauth2 is None:
+        raise UsageError('auth needs imap.auth = "oauth2" and an [imap.oauth2] table')
+    if args.auth_command == "status":
+        from inbox_poller.oauth.status import auth_status, format_auth_status
+
+        report = auth_status(config)
+        print(json.dumps(report, indent=2) if args.json else format_auth_status(report))
+        return EXIT_OK
+    from inbox_poller.oauth.login import login, refresh_token_destination, save_refresh_token
+
+    destination = refresh_token_destination(config, args.output)
+    token = login(config, say=lambda text: print(text, flush=True))
+    save_refresh_token(destination, token)
+    print(
+        f"refresh token written to {destination} (mode 0600); a running daemon uses it at "
+        "its next login"
+    )
+    return EXIT_OK
+
+
 def _inspection_rules(args: argparse.Namespace) -> tuple[HostRule, ...]:
     if args.allowed_host:
         try:

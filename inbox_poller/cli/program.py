@@ -17,6 +17,7 @@ from inbox_poller.cli.commands import (
     EXIT_CONFIG,
     EXIT_FAILURE,
     EXIT_USAGE,
+    cmd_auth,
     cmd_check,
     cmd_exports,
     cmd_inspect,
@@ -94,6 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--offline", action="store_true", help="skip the IMAP login and the Pinpointe call"
     )
 
+    auth = commands.add_parser("auth", help="OAuth2 sign-in for the mailbox (imap.auth = oauth2)")
+    auth_commands = auth.add_subparsers(dest="auth_command", required=True, metavar="ACTION")
+    login = auth_commands.add_parser(
+        "login",
+        help="sign in once (device code for Microsoft, a browser and PKCE otherwise) and "
+        "write the refresh token where the daemon reads it",
+    )
+    login.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the refresh token here (default: imap.oauth2.refresh_token_file)",
+    )
+    auth_status = auth_commands.add_parser(
+        "status", help="the grant, the access token's expiry and rotations (never a token)"
+    )
+    auth_status.add_argument("--json", action="store_true", help="print JSON")
+
     inspect = commands.add_parser(
         "inspect-email", help="show what inbox-poller reads in one .eml file"
     )
@@ -146,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "exports": cmd_exports,
             "status": cmd_status,
             "check": cmd_check,
+            "auth": cmd_auth,
         }
         return handlers[args.command](config, args)
     except ConfigError as exc:
