@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from inbox_poller.errors import MailboxLoginError
+from inbox_poller.wiring import build_mailbox
 from tests.plugins.loop import LoopEnv
 from tests.plugins.oauth import OAuthSetup, tokens_in
 
@@ -62,3 +64,25 @@ def test_a_password_login_is_refused_by_the_oauth2_only_server(
     check = oauth_loop_env.cli("check")
     assert check.returncode == 1
     assert "FAIL imap:" in check.stdout
+
+
+@pytest.mark.dovecot
+def test_a_token_the_imap_server_refuses_is_replaced_at_the_next_login(
+    oauth_loop_env: LoopEnv, oauth: OAuthSetup
+) -> None:
+    env = oauth_loop_env
+    oauth.configure(env, "client_credentials", provider="generic")
+    mailbox = build_mailbox(env.config())
+    since = oauth.server.mark()
+    mailbox.open()
+    mailbox.close()
+    oauth.server.revoke_access_tokens(oauth.user)  # the cached token dies early
+    with pytest.raises(MailboxLoginError) as refused:
+        mailbox.open()
+    message = str(refused.value)
+    assert "XOAUTH2 login as 'inbox-poller' refused" in message or "OAUTHBEARER" in message
+    assert "server status" in message
+    assert tokens_in(message, oauth.server) == []
+    mailbox.open()  # a new token, not the refused one
+    mailbox.close()
+    assert len(oauth.server.token_requests(since)) == 2
