@@ -48,6 +48,10 @@ def _wait(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> 
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _more_logins(oauth: OAuthSetup, seen: int) -> Callable[[], bool]:
+    return lambda: oauth.server.introspections > seen
+
+
 def _configure(env: LoopEnv, oauth: OAuthSetup) -> None:
     oauth.server.access_lifetime_s = LIFETIME_S
     oauth.server.rotate_refresh_tokens = True
@@ -99,8 +103,7 @@ def test_many_token_lifetimes_with_rotation_and_a_restart(
         oauth_dovecot.restart()
         sessions += 1
         # dropped again at once: the token just got is reused, not replaced
-        logins = oauth.server.introspections
-        _wait(lambda logins=logins: oauth.server.introspections > logins, "a new login", 10)
+        _wait(_more_logins(oauth, oauth.server.introspections), "a new login", 10)
         time.sleep(1.5)  # one IDLE round: the session works, the back-off starts afresh
         oauth_dovecot.restart()
         sessions += 1
@@ -164,6 +167,7 @@ def test_a_revoked_grant_is_one_clear_line_an_unhealthy_status_and_heals_itself(
         return status.returncode == 1 and "inbox-poller auth login" in status.stdout
 
     took = _wait(unhealthy, "an unhealthy status")
+    print(f"\nstatus unhealthy {took:.1f}s after the session dropped")
     assert took < POLL_S + 5, took  # within one poll interval (plus a status round trip)
     notify.wait_for(lambda m: "UNHEALTHY" in m and "auth login" in m)
     status = env.cli("status")
@@ -187,6 +191,7 @@ def test_a_revoked_grant_is_one_clear_line_an_unhealthy_status_and_heals_itself(
         oauth.server.issue_refresh_token(oauth.user, oauth.public_client),
     )
     healed = _wait(lambda: env.cli("status").returncode == 0, "a healthy status")
+    print(f"healthy again {healed:.1f}s after the new refresh token")
     assert healed < POLL_S * 3, healed
     _archive_one(env, "801")
 
