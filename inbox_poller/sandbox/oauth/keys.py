@@ -2,7 +2,8 @@
 
 :func:`make_service_account` writes a key file shaped like the JSON key the Google Cloud
 console hands out (a fresh RSA key); :func:`verify_assertion` checks an RS256 assertion
-(RFC 7523) the way Google's token endpoint does, for :mod:`.server`.
+(RFC 7523) the way Google's token endpoint does, for :mod:`.server`. cryptography is
+imported when a key is made or checked, so loading the test fixtures needs none.
 """
 
 from __future__ import annotations
@@ -13,10 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
 
 def _b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -24,6 +21,9 @@ def _b64url_decode(text: str) -> bytes:
 
 def make_service_account(path: Path, client_email: str, token_uri: str) -> bytes:
     """Write a service-account key file to *path* (0600); return the public key (PEM)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private = key.private_bytes(
         serialization.Encoding.PEM,
@@ -59,6 +59,10 @@ def verify_assertion(
     *public_keys* maps each known ``iss`` (client e-mail) to its public key.
     :raises AssertionRefused:
     """
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
     try:
         header_b64, claims_b64, signature_b64 = assertion.split(".")
         header = json.loads(_b64url_decode(header_b64))
