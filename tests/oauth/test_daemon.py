@@ -1,6 +1,6 @@
 """The daemon on an OAuth2 login, as a real process, across many access-token lifetimes.
 
-Access tokens live 6 s here, refresh tokens rotate (the old one is refused from then
+Access tokens live 10 s here, refresh tokens rotate (the old one is refused from then
 on), and the OAuth2-only Dovecot is restarted now and then, dropping the session as a
 provider does when a token expires. The daemon must keep working, ask the token
 endpoint only when a login needs a token (never per poll), survive its own restart on
@@ -28,7 +28,7 @@ from tests.plugins.oauth import OAuthSetup, tokens_in
 
 pytestmark = pytest.mark.dovecot
 
-LIFETIME_S = 6.0
+LIFETIME_S = 10.0
 POLL_S = 5.0
 
 
@@ -95,7 +95,7 @@ def test_many_token_lifetimes_with_rotation_and_a_restart(
     started = time.monotonic()
     daemon = _start(env, notify, daemons, "-v", "--log-format", "json")
     jobs, sessions = [], 1
-    for round_number in range(6):
+    for round_number in range(5):
         jobs.append(_archive_one(env, f"70{round_number}"))
         time.sleep(LIFETIME_S * 0.5)
         # the provider drops the session (a token expired); the daemon logs in again,
@@ -103,7 +103,8 @@ def test_many_token_lifetimes_with_rotation_and_a_restart(
         oauth_dovecot.restart()
         sessions += 1
         # dropped again at once: the token just got is reused, not replaced
-        _wait(_more_logins(oauth, oauth.server.introspections), "a new login", 10)
+        # (a loaded machine may take a few back-off seconds)
+        _wait(_more_logins(oauth, oauth.server.introspections), "a new login", 45)
         time.sleep(1.5)  # one IDLE round: the session works, the back-off starts afresh
         oauth_dovecot.restart()
         sessions += 1
@@ -127,7 +128,7 @@ def test_many_token_lifetimes_with_rotation_and_a_restart(
     requests = oauth.server.token_requests(since)
     assert all(r.status == 200 for r in requests)
     lifetimes = elapsed / LIFETIME_S
-    assert lifetimes > 5
+    assert lifetimes > 4
     # about one per lifetime that saw a login: fewer than the sessions (a token with time
     # left is reused), never one per poll
     assert 3 <= len(requests) < sessions, (len(requests), sessions)
