@@ -14,7 +14,7 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
 # Courier-IMAP's libraries (its own packages conflict with dovecot-imapd: see below)
-courier_libs=(libcourier-unicode4 libgamin0 libgdbm6 libgnutls30 libidn12 libltdl7 libpcre3 perl)
+courier_libs=(libcourier-unicode4 libgamin0 gamin libgdbm6 libgnutls30 libidn12 libltdl7 libpcre3 perl)
 for package in "${courier_libs[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" ||
         missing+=("$package")
