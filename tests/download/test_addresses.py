@@ -69,6 +69,29 @@ def test_a_url_outside_the_policy_is_refused_before_resolving(
     assert sink.events == []
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "https://user:secret@files.example.test/p?sig=x",
+            "https://<userinfo>@files.example.test/p?…: the URL carries user info "
+            "(a client would connect to files.example.test)",
+        ),
+        (
+            "https://files.example.test\\@evil.test/p?sig=x",
+            "https://files.example.test\\@evil.test/p?…: the URL contains spaces, control "
+            "characters or backslashes (a client would connect to files.example.test; "
+            "urllib.parse sees evil.test)",
+        ),
+    ],
+)
+def test_a_refused_url_names_the_host_a_client_would_reach(url: str, message: str) -> None:
+    downloader = SafeDownloader(make_config(extra_hosts=list(RULES)), resolver=FakeResolver({}))
+    with pytest.raises(DownloadRefused) as refused:
+        downloader.download(url, RecordingSink())
+    assert str(refused.value) == message
+
+
 ADDRESS_REFUSALS = [
     (["10.0.0.1"], False, "not a public address"),
     (["192.168.1.1"], False, "not a public address"),

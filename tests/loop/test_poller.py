@@ -31,6 +31,7 @@ from inbox_poller.models import (
     Export,
     ExportRequest,
     ExportState,
+    MailKey,
     MailOutcome,
 )
 from inbox_poller.ports import PayloadSink
@@ -264,9 +265,7 @@ def test_the_daemon_pool_counts_unexpected_errors_and_stops_at_max_attempts(
     world.archiver.downloader = hungry
     stop = threading.Event()
     finished = threading.Semaphore(0)
-    pool = DownloadPool(
-        world.store, world.archiver, workers=2, stop=stop, on_done=finished.release
-    )
+    pool = DownloadPool(world.store, world.archiver, workers=2, stop=stop, on_done=finished.release)
     try:
         status = world.mailbox.open()
         world.poller.run_pass(world.mailbox, status, CycleReport(), downloads=pool.dispatch)
@@ -329,6 +328,47 @@ def test_hostile_link_is_refused_and_the_export_keeps_waiting(world: World) -> N
     assert export is not None and export.state is ExportState.SUBMITTED
     world.notify(job)
     assert world.run_once().archived == [job]
+
+
+def html_notification(job_id: str, url: str) -> bytes:
+    mail = EmailMessage()
+    mail["From"] = "Pinpointe <noreply@mypinpointe.example>"
+    mail["Subject"] = "Your export is ready"
+    mail["Message-ID"] = "<refused-link@example.test>"
+    mail.set_content(f"Job ID: {job_id}\n")
+    mail.add_alternative(f'<p>Job ID: {job_id}</p><p><a href="{url}">Download</a></p>', "html")
+    return mail.as_bytes()
+
+
+@pytest.mark.parametrize(
+    ("url", "recorded"),
+    [
+        (
+            "https://na01.mypinpointe.com\\@evil.example/x.json?sig=secret",
+            "https://na01.mypinpointe.com\\@evil.example/x.json?…: the URL contains spaces, "
+            "control characters or backslashes (a client would connect to "
+            "na01.mypinpointe.com; urllib.parse sees evil.example)",
+        ),
+        (
+            "https://na01.mypinpointe.com@evil.example/x.json?sig=secret",
+            "https://<userinfo>@evil.example/x.json?…: the URL carries user info "
+            "(a client would connect to evil.example)",
+        ),
+    ],
+)
+def test_a_refused_link_is_recorded_with_the_host_a_client_would_reach(
+    world: World, url: str, recorded: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = world.submit()
+    uid = world.mailbox.deliver(html_notification(job, url))
+    report = world.run_once()
+    record = world.store.get_mail(MailKey("INBOX", world.mailbox.uidvalidity, uid))
+    assert record is not None and record.outcome is MailOutcome.REFUSED
+    assert recorded in (record.reason or "")
+    assert report.refused == [f"INBOX/{world.mailbox.uidvalidity}/{uid}: {record.reason}"]
+    [logged] = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert recorded in logged
+    assert "secret" not in logged
 
 
 def test_oversized_mail_is_refused_unread(world: World) -> None:
