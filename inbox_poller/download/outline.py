@@ -54,6 +54,7 @@ _OPENERS = b"[{"
 _CLOSERS = b"]}"
 _NOT_MARKS = bytes(byte for byte in range(256) if byte not in b'"[]{}')
 _PARENS = bytes.maketrans(b"[{]}", b"(())")  # each opener "(", each closer ")"
+_EIGHT_QUOTES = b'"' * 8
 _STRING_MARKS = re.compile(rb'"[^"]*"')
 _STRING_BODY = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
 """A string's bytes up to its closing quote, a backslash ending the text, or the end."""
@@ -170,8 +171,11 @@ class Outline:
         if self.in_string:
             marks = b'"' + marks
         if b'"' in marks:
-            # dropping two adjacent quotes keeps every bracket inside or outside its string
-            marks = _STRING_MARKS.sub(b"", marks.replace(b'""', b""))
+            # dropping an even run of quotes keeps every bracket inside or outside its
+            # string; most strings hold no bracket, so most quotes go in long runs first
+            marks = marks.replace(_EIGHT_QUOTES, b"").replace(b'""', b"")
+            if b'"' in marks:
+                marks = _STRING_MARKS.sub(b"", marks)
         quote = marks.find(b'"')  # at most one is left: a string running on
         in_string = quote >= 0
         brackets = (marks[:quote] if in_string else marks).translate(_PARENS)
@@ -225,7 +229,7 @@ class Outline:
                 return None
             pos = found.start()
             if self._ended:
-                return pos, "data after the end of the top-level value"
+                return pos, "trailing garbage after the top-level value"
             byte = buf[pos]
             pos += 1
             if byte == 0x22:
@@ -260,7 +264,9 @@ class Outline:
         """
         pos = start + max(self._resume, int(escaped))
         self._resume = max(0, pos - stop)
-        if pos >= stop or _SURROGATE_HINT.search(buf, pos, stop + 3) is None:
+        if pos >= stop or buf.find(b"\\", pos, stop) < 0:
+            return None
+        if _SURROGATE_HINT.search(buf, pos, stop + 3) is None:
             return None
         limit = min(len(buf), stop + LOOKAHEAD_BYTES)
         for escape in _ESCAPES.finditer(buf, pos, limit):

@@ -88,7 +88,6 @@ TABLE: list[tuple[bytes, Verdict, bool]] = [
     # numbers simdjson refuses but ijson reads
     (b"[18446744073709551616, 1]", Shape("array", 2), False),
     (b"[1e400]", Shape("array", 1), False),
-    (b'["\\ud800"]', Shape("array", 1), False),
     # numbers ijson's conversions cannot hold (see "ijson's number limits")
     (b"[1e-9999999999999999999, 0e99999999999999999999]", Shape("array", 2), True),
     (b"[" + b"7" * 5000 + b"]", Shape("array", 1), False),
@@ -104,7 +103,24 @@ TABLE: list[tuple[bytes, Verdict, bool]] = [
     (b"[NaN]", "invalid", False),
     (b"[01]", "invalid", False),
     (b'["caf\xe9"]', "invalid", False),
+    # surrogate escapes: pairs only (docs/reliability.md §3.5)
+    (b'["\\ud83d\\ude00", {"\\uD83D\\uDE00": 1}]', Shape("array", 2), True),
+    (b'["\\\\ud800"]', Shape("array", 1), True),  # an escaped backslash, then "ud800"
+    (b'["\\ud800"]', "invalid", False),
     (b'["\\udc00"]', "invalid", False),
+    (b'["\\ud800x"]', "invalid", False),
+    (b'["\\udc00\\ud800"]', "invalid", False),
+    (b'{"\\ud800": [1]}', "invalid", False),
+    (b'{"rows": [1], "tail": "\\ud800"}', "invalid", False),
+    # the end of the document, and the nesting limit
+    (b'[{"a": 1}]"ERROR: export incomplete', "invalid", False),
+    (b'{"data": {"item": [1, 2]}} "', "invalid", False),
+    (b"[1]\x00", "invalid", False),
+    (b"[" * 512 + b"]" * 512, Shape("array", 1), True),
+    (b'{"data": {"item": [' + b"[" * 509 + b"]" * 509 + b"]}}", Shape("object", 1), True),
+    (b"[" * 513 + b"]" * 513, "invalid", False),
+    (b'{"data": {"item": [' + b"[" * 510 + b"]" * 510 + b"]}}", "invalid", False),
+    (b'{"meta": ' + b"[" * 512 + b"]" * 512 + b', "rows": [1]}', "invalid", False),
     (b'["a\x01"]', "invalid", False),
     (b"\xef\xbb\xbf[1]", "invalid", False),
     (b"<html><body>503</body></html>", "invalid", False),
