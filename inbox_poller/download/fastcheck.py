@@ -306,8 +306,9 @@ class FastCheck:
             except (ValueError, RuntimeError):  # invalid, or beyond simdjson's limits
                 return None
             for _ in range(window.pad):
-                # each padding level holds exactly the next one, so no chunk closed it
-                if not isinstance(doc, simdjson.Array) or len(doc) != 1:
+                # each padding level (an array: we opened it) must hold exactly the next
+                # one; a second element means the chunk closed its own "["
+                if len(doc) != 1:
                     doc = None
                     break
                 doc = doc[0]
