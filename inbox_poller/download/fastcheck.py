@@ -44,7 +44,7 @@ elements would nest deeper than ``MAX_DEPTH`` in the document; a padding level h
 anything but the next one (a chunk that closed its own ``[``) is refused too. At exactly
 the limit simdjson refuses a little more (an innermost container that is not empty),
 which leaves such a payload undecided, never accepted wrongly. Walking the padding costs
-about 0.1 ms per 1 MiB chunk.
+about 35 µs per 1 MiB chunk.
 
 Where simdjson and ijson differ, the fast path leaves the decision to ijson: simdjson
 refuses integers beyond 64 bits, doubles beyond ±1.8e308 and lone surrogate escapes, all
