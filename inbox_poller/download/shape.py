@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import ijson
 
 from inbox_poller.download.ijsonbackend import BACKEND, DigitRuns
+from inbox_poller.download.outline import cleared_prefix
 
 HEAD_BYTES = 1 << 16
 """Where the main array must start to be counted ("near the start")."""
@@ -47,10 +48,12 @@ def sniff_shape(head: bytes) -> tuple[str, str | None]:
     The main array is the top-level array; in a top-level object, the first array at
     depth <= 2 whose items are objects or arrays (records), else the first one with any
     items, else the first empty one: ``{"errors": [], "meta": {"fields": ["a"]},
-    "data": {"item": [{...}]}}`` counts ``data.item``. Only *head* is looked at; an
-    invalid head is left for the parser to report.
+    "data": {"item": [{...}]}}`` counts ``data.item``. Only *head* is looked at, and
+    only up to a byte that breaks the outline (nesting deeper than ``MAX_DEPTH`` costs
+    ijson memory with the square of the depth); an invalid head is left for the
+    parser to report.
     """
-    head = DigitRuns().shorten(head)
+    head = DigitRuns().shorten(cleared_prefix(head))
     kinds: list[str] = []  # the containers enclosing the current event
     top = "unknown"
     found: dict[str, str] = {}  # "empty" / "scalars" -> the first such array's item prefix

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from inbox_poller.crashpoints import crash_point
-from inbox_poller.errors import ArchiveError, DownloadError, InboxPollerError, LinkExpired
+from inbox_poller.errors import (
+    ArchiveError,
+    DownloadError,
+    DownloadTransient,
+    InboxPollerError,
+    LinkExpired,
+)
 from inbox_poller.models import ArchivedFile, CycleReport, Export, ExportState, utc_now
 from inbox_poller.ports import Downloader
 from inbox_poller.urlpolicy import redact_url
@@ -100,6 +106,8 @@ class ExportArchiver:
 
     def _download(self, export: Export, report: CycleReport) -> None:
         assert export.download_url is not None
+        if export.attempts >= self.max_attempts:
+            self._give_up(export)
         export = self.store.mark_downloading(export.export_id, self.clock())
         crash_point("download:after-start")
         logger.info(
@@ -129,13 +137,48 @@ class ExportArchiver:
                 return
             self._download_failed(export, exc)
             raise
-        except BaseException:
+        except Exception as exc:  # a bug, or MemoryError: the attempt still counts
+            part.discard()
+            self._unexpected_failure(export, exc, report)
+            return
+        except BaseException:  # the process is ending: the attempt stays counted
             part.discard()
             raise
         archived = self.archive.describe(export, result)
         self.store.mark_verified(export.export_id, str(part.path), archived, self.clock())
         crash_point("download:after-verified")
         self._publish(export.export_id, part.path, archived, report)
+
+    def _give_up(self, export: Export) -> None:
+        """Fail an export whose attempts are used up, before starting another one.
+
+        Every attempt is counted when it starts (``mark_downloading``), so an attempt that
+        ended without an outcome (the process killed, out of memory) counts too, and no
+        failure mode retries forever (docs/reliability.md §3.2).
+        """
+        unfinished = export.state is ExportState.DOWNLOADING
+        reason = (
+            f"gave up after {export.attempts} attempts (download.max_attempts = "
+            f"{self.max_attempts})"
+            + ("; the last one ended without an outcome" if unfinished else "")
+        )
+        self.store.mark_failed(export.export_id, reason, self.clock())
+        raise DownloadError(reason)
+
+    def _unexpected_failure(self, export: Export, exc: Exception, report: CycleReport) -> None:
+        """Record an unexpected error as a failed attempt, logged once with its traceback."""
+        detail = f": {exc}" if str(exc) else ""
+        error = DownloadTransient(f"unexpected {type(exc).__name__} during the download{detail}")
+        self._download_failed(export, error)
+        logger.error(
+            "export %d (job %s): %s",
+            export.export_id,
+            export.job_id,
+            self.store.get_export(export.export_id).reason,
+            exc_info=exc,
+            extra={"export_id": export.export_id, "job_id": export.job_id},
+        )
+        report.failed.append(f"job {export.job_id}: {error}")
 
     def _download_failed(self, export: Export, exc: InboxPollerError) -> None:
         attempts_left = export.attempts < self.max_attempts
