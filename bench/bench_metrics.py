@@ -184,7 +184,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--passes", type=int, default=60)
     args = parser.parse_args()
-    print("| pass (median of %d) | ms |" % args.passes)
+    print(f"| pass (median of {args.passes}) | ms |")
     print("| --- | --- |")
     for name, seconds in passes(args.passes).items():
         print(f"| {name} | {seconds * 1e3:.2f} |")
