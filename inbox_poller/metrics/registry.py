@@ -70,6 +70,7 @@ class PrometheusMetrics:
         self._textfile_problem: str | None = None
         self._write_lock = threading.Lock()
         self._listener: MetricsListener | None = None
+        self._closed = False
         self._oldest_waiting_s: float | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         self._define(poll_interval_s)
@@ -200,6 +201,8 @@ class PrometheusMetrics:
         self.token_failures.inc()
 
     def observe_health(self, sample: HealthSample) -> None:
+        if self._closed:
+            return  # a refresh that outlived the stop must not write "up 1" after "up 0"
         for state in ExportState:
             self.exports.labels(state=state.value).set(sample.counts.get(state.value, 0))
         self._oldest_waiting_s = (
@@ -249,6 +252,7 @@ class PrometheusMetrics:
 
     def close(self) -> None:
         """Stop serving; a daemon's last textfile says ``inbox_poller_up 0``."""
+        self._closed = True
         if self.mode == "daemon":
             self.up.set(0)
             self.write_textfile()

@@ -118,3 +118,13 @@ def test_a_write_failure_is_logged_once_and_never_raised(
     assert "cannot write" in messages[0] and "No such file or directory" in messages[0]
     assert "writing" in messages[1] and "again" in messages[1]
     assert (directory / "inbox_poller.prom").exists()
+
+
+def test_a_refresh_after_the_stop_does_not_bring_up_back(tmp_path: Path) -> None:
+    path = tmp_path / "inbox_poller.prom"
+    metrics = PrometheusMetrics(mode="daemon", poll_interval_s=60, textfile=path)
+    metrics.observe_health(SAMPLE)
+    metrics.close()
+    metrics.observe_health(SAMPLE)  # the scheduler's last refresh, finishing late
+    _, samples = parse(path.read_text(encoding="utf-8"))
+    assert value(samples, "inbox_poller_up") == 0
