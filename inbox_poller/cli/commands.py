@@ -71,7 +71,6 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
                 archived = [parts.store.export_by_job_id(job) for job in report.archived]
                 if metrics is not None:
                     from inbox_poller.models import utc_now
-                    from inbox_poller.service.health import ledger_health
 
                     metrics.run_ended(report.ok)
                     metrics.observe_health(ledger_health(parts.store, config, utc_now()).sample())
