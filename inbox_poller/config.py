@@ -267,6 +267,50 @@ class DaemonConfig(_Section):
     download_workers: int = Field(default=2, ge=1, le=8)
 
 
+_LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*\Z")
+_LISTEN_RE = re.compile(r"^(?:(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):)?(?P<port>[0-9]{1,5})\Z")
+
+
+class MetricsConfig(_Section):
+    listen: str | None = None
+    """``host:port`` (or a bare port, on 127.0.0.1) to serve ``/metrics`` on; off when unset."""
+    textfile: str | None = None
+    """A ``*.prom`` file for node_exporter's textfile collector, replaced atomically."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Labels added to every sample (tell several instances apart in one textfile directory)."""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        found = _LISTEN_RE.match(value) if value is not None else None
+        if value is not None and (not found or not 0 < int(found.group("port")) <= 65535):
+            raise ValueError("expected host:port such as '127.0.0.1:9464', or a port")
+        return value
+
+    @field_validator("textfile")
+    @classmethod
+    def _prom_suffix(cls, value: str | None) -> str | None:
+        if value is not None and not value.endswith(".prom"):
+            raise ValueError("node_exporter reads only files ending in .prom")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _LABEL_NAME_RE.match(name) or name.startswith("__"):
+                raise ValueError(f"{name!r} is not a Prometheus label name")
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The (host, port) to listen on, host without brackets; None when off."""
+        found = _LISTEN_RE.match(self.listen) if self.listen is not None else None
+        if found is None:
+            return None
+        return (found.group("host") or "127.0.0.1").strip("[]"), int(found.group("port"))
+
+
 class ArchiveConfig(_Section):
     dir: str = "/var/lib/inbox-poller/archive"
 
@@ -285,6 +329,7 @@ class _ConfigModel(_Section):
     daemon: DaemonConfig = DaemonConfig()
     sender: SenderConfig = SenderConfig()
     matching: MatchingConfig = MatchingConfig()
+    metrics: MetricsConfig = MetricsConfig()
     export: ExportSchedules = ()
 
 
@@ -304,6 +349,12 @@ class Config:
         base = path.parent
         self.archive_dir = (base / Path(model.archive.dir).expanduser()).resolve()
         self.state_path = (base / Path(model.state.path).expanduser()).resolve()
+        self.metrics = model.metrics
+        self.metrics_textfile = (
+            (base / Path(model.metrics.textfile).expanduser()).resolve()
+            if model.metrics.textfile
+            else None
+        )
         self.usertoken = Secret(
             "pinpointe.usertoken",
             file=model.pinpointe.usertoken_file,

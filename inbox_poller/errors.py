@@ -160,5 +160,9 @@ class ReaderUnavailable(InboxPollerError):
     retryable = True
 
 
+class MetricsError(InboxPollerError):
+    """Raised when ``[metrics] listen`` cannot be served (the address is taken or not ours)."""
+
+
 class UsageError(InboxPollerError):
     """Raised for command-line arguments that parse but make no sense (exit status 2)."""

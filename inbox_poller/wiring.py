@@ -19,9 +19,11 @@ from inbox_poller.loop.parts import LoopParts
 from inbox_poller.loop.poller import Poller
 from inbox_poller.loop.reader import ReaderSettings
 from inbox_poller.loop.submitter import Submitter
+from inbox_poller.ports import Metrics, NoMetrics
 
 if TYPE_CHECKING:
     from inbox_poller.imap.mailbox import ImapMailbox
+    from inbox_poller.metrics.registry import Mode, PrometheusMetrics
     from inbox_poller.pinpointe.client import PinpointeApi
 
 
@@ -49,13 +51,37 @@ def build_api(config: Config) -> PinpointeApi:
     return PinpointeApi(config.pinpointe, config.usertoken.read(), ca_file=config.pinpointe_ca)
 
 
-def build_loop(config: Config, *, stop: threading.Event | None = None) -> LoopParts:
+def build_metrics(config: Config, mode: Mode) -> PrometheusMetrics | None:
+    """The metrics ``[metrics]`` asks for, listening already; None when it asks for none.
+
+    prometheus_client is imported only here, and only when metrics are configured.
+    :raises MetricsError: the listen address cannot be bound.
+    """
+    if config.metrics.address is None and config.metrics_textfile is None:
+        return None
+    from inbox_poller.metrics.registry import PrometheusMetrics
+
+    metrics = PrometheusMetrics(
+        mode=mode,
+        poll_interval_s=config.imap.poll_interval,
+        labels=config.metrics.labels,
+        textfile=config.metrics_textfile,
+    )
+    if config.metrics.address is not None:
+        metrics.listen(*config.metrics.address)
+    return metrics
+
+
+def build_loop(
+    config: Config, *, stop: threading.Event | None = None, metrics: Metrics | None = None
+) -> LoopParts:
     """Wire the ledger, archive, mailbox and downloader named by the configuration.
 
     *stop*, when set, makes a download under way park itself (the daemon's shutdown).
     """
     from inbox_poller.download.fetcher import SafeDownloader
 
+    metrics = metrics or NoMetrics()
     mailbox = build_mailbox(config)
     store = Store(config.state_path)
     archiver = ExportArchiver(
@@ -64,10 +90,12 @@ def build_loop(config: Config, *, stop: threading.Event | None = None) -> LoopPa
         SafeDownloader(config.download, ca_file=config.download_ca, stop=stop),
         max_attempts=config.download.max_attempts,
         stop=stop,
+        metrics=metrics,
     )
-    return LoopParts(store, mailbox, archiver, Poller(store, archiver, reader_settings(config)))
+    poller = Poller(store, archiver, reader_settings(config), metrics=metrics)
+    return LoopParts(store, mailbox, archiver, poller)
 
 
-def build_submitter(config: Config, store: Store) -> Submitter:
+def build_submitter(config: Config, store: Store, *, metrics: Metrics | None = None) -> Submitter:
     """Wire the Pinpointe client and the ledger for submissions."""
-    return Submitter(store, build_api(config))
+    return Submitter(store, build_api(config), metrics=metrics)

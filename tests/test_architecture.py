@@ -56,6 +56,7 @@ ALLOWED = {
     "requests": {"inbox_poller.pinpointe"},
     "urllib3": {"inbox_poller.download", "inbox_poller.pinpointe"},
     "apscheduler": {"inbox_poller.service", "inbox_poller.schedules"},
+    "prometheus_client": {"inbox_poller.metrics"},
 }
 """For each "only in" contract, the rooms it exempts; every other room is its source."""
 
@@ -89,6 +90,8 @@ PLANTED = [
     ("wiring.py", "import inbox_poller.cli.commands", "Nothing below the faces imports"),
     ("loop/reader.py", "import requests", "requests is used in pinpointe/ only"),
     ("ledger/schema.py", "import inbox_poller.ledger.store", "No import circle"),
+    ("loop/poller.py", "import prometheus_client", "prometheus_client is used in metrics/"),
+    ("service/daemon.py", "import inbox_poller.metrics.registry", "The loop and the daemon"),
 ]
 
 

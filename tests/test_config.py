@@ -79,6 +79,11 @@ def test_defaults(tmp_path: Path) -> None:
         ("matching", "by_elimination = 'no'", "matching.by_elimination", "valid boolean"),
         ("matching", "by_elimination = 0", "matching.by_elimination", "valid boolean"),
         ("matching", "by_eliminaton = false", "matching.by_eliminaton", "unknown key"),
+        ("metrics", "listen = '127.0.0.1:99999'", "metrics.listen", "host:port"),
+        ("metrics", "listen = 'http://127.0.0.1:9464/'", "metrics.listen", "host:port"),
+        ("metrics", "textfile = '/var/lib/node/inbox.txt'", "metrics.textfile", ".prom"),
+        ("metrics", "labels = { '1st' = 'x' }", "metrics.labels", "not a Prometheus label"),
+        ("metrics", "labels = { __name__ = 'x' }", "metrics.labels", "not a Prometheus label"),
     ],
 )
 def test_errors_name_the_file_and_key(
@@ -174,3 +179,24 @@ def test_cli_exits_78_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "imap.host" in err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("listen", "address"),
+    [
+        ("9464", ("127.0.0.1", 9464)),  # a bare port stays on loopback
+        ("127.0.0.1:9464", ("127.0.0.1", 9464)),
+        ("[::1]:9464", ("::1", 9464)),
+        ("0.0.0.0:9100", ("0.0.0.0", 9100)),  # noqa: S104 (exposing it is a choice)
+    ],
+)
+def test_metrics_listen_addresses(tmp_path: Path, listen: str, address: tuple[str, int]) -> None:
+    text = MINIMAL + f'\n[metrics]\nlisten = "{listen}"\ntextfile = "node/ip.prom"\n'
+    config = load_config(_write(tmp_path, text))
+    assert config.metrics.address == address
+    assert config.metrics_textfile == (tmp_path / "node" / "ip.prom").resolve()
+
+
+def test_metrics_are_off_by_default(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, MINIMAL))
+    assert config.metrics.address is None and config.metrics_textfile is None

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,15 @@ from inbox_poller.errors import InboxPollerError, UsageError
 from inbox_poller.ledger.lock import daemon_running, run_lock
 from inbox_poller.ledger.store import Store
 from inbox_poller.models import Export, ExportRequest, ExportState
+from inbox_poller.service.health import Health, format_age, ledger_health, utc_iso
 from inbox_poller.urlpolicy import HostRule, parse_host_rule, redact_url
-from inbox_poller.wiring import build_api, build_loop, build_mailbox, build_submitter
+from inbox_poller.wiring import (
+    build_api,
+    build_loop,
+    build_mailbox,
+    build_metrics,
+    build_submitter,
+)
 
 logger = logging.getLogger("inbox_poller.cli")
 
@@ -43,23 +51,34 @@ EXIT_CONFIG = 78
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     Archive(config.archive_dir).ensure_writable()
     with run_lock(config.state_path):
-        if not args.once:
-            from inbox_poller.service.daemon import Daemon
-
-            daemon = Daemon(
-                resolve_config_path(args.config),
-                config,
-                lambda cfg, stop: build_loop(cfg, stop=stop),
-                build_submitter,
-            )
-            return daemon.run()
-        logger.info("%s", config.summary())
-        parts = build_loop(config)
+        metrics = build_metrics(config, "once" if args.once else "daemon")
         try:
-            report = parts.poller.run_once(parts.mailbox)
-            archived = [parts.store.export_by_job_id(job) for job in report.archived]
+            if not args.once:
+                from inbox_poller.service.daemon import Daemon
+
+                daemon = Daemon(
+                    resolve_config_path(args.config),
+                    config,
+                    lambda cfg, stop: build_loop(cfg, stop=stop, metrics=metrics),
+                    lambda cfg, store: build_submitter(cfg, store, metrics=metrics),
+                    metrics=metrics,
+                )
+                return daemon.run()
+            logger.info("%s", config.summary())
+            parts = build_loop(config, metrics=metrics)
+            try:
+                report = parts.poller.run_once(parts.mailbox)
+                archived = [parts.store.export_by_job_id(job) for job in report.archived]
+                if metrics is not None:
+                    from inbox_poller.models import utc_now
+
+                    metrics.run_ended(report.ok)
+                    metrics.observe_health(ledger_health(parts.store, config, utc_now()).sample())
+            finally:
+                parts.close()
         finally:
-            parts.close()
+            if metrics is not None:
+                metrics.close()
     print(
         f"read {report.mails_seen} mail(s): {len(report.matched)} matched, "
         f"{report.unmatched} unmatched, {len(report.refused)} refused; "
@@ -116,37 +135,55 @@ def _export_dict(export: Export, archive_dir: Path) -> dict[str, Any]:
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     from inbox_poller.models import utc_now
-    from inbox_poller.service.health import ledger_health
 
     with Store(config.state_path) as store:
         health = ledger_health(store, config, utc_now())
     running = daemon_running(config.state_path)
-    problems = list(health.problems) if running else ["the daemon is not running", *health.problems]
+    mode = "daemon" if running else health.mode
+    problems = list(health.problems)
+    if mode == "daemon" and not running:
+        problems.insert(0, "the daemon is not running")
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "healthy": not problems,
-                    "running": running,
-                    "status": health.status_line(),
-                    "problems": problems,
-                    "pending": health.pending,
-                    "oldest_pending_age_s": health.oldest_pending_age_s,
-                    "last_poll_age_s": health.last_poll_age_s,
-                    "counts": health.counts,
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps(_status_dict(health, running, mode, problems), indent=2))
     else:
         print(health.status_line())
-        print(f"daemon: {'running' if running else 'not running'}")
+        if mode == "once":
+            print(f"run --once: last run {_ago(health.last_run_at, health)}")
+        else:
+            print(f"daemon: {'running' if running else 'not running'}")
         for state in ExportState:
             if health.counts.get(state.value):
                 print(f"  {state.value:<15} {health.counts[state.value]}")
         for problem in problems:
             print(f"problem: {problem}")
     return EXIT_OK if not problems else EXIT_FAILURE
+
+
+def _ago(moment: datetime | None, health: Health) -> str:
+    if moment is None or health.at is None:
+        return "never"
+    return f"{format_age((health.at - moment).total_seconds())} ago ({utc_iso(moment)})"
+
+
+def _status_dict(health: Health, running: bool, mode: str, problems: list[str]) -> dict[str, Any]:
+    """``status --json``: ages in seconds, and the same moments as absolute UTC times."""
+    return {
+        "healthy": not problems,
+        "running": running,
+        "mode": mode,
+        "status": health.status_line(),
+        "problems": problems,
+        "pending": health.pending,
+        "oldest_pending_age_s": health.oldest_pending_age_s,
+        "last_poll_age_s": health.last_poll_age_s,
+        "counts": health.counts,
+        "checked_at": utc_iso(health.at),
+        "oldest_pending_since": utc_iso(health.oldest_pending_since),
+        "last_poll_at": utc_iso(health.last_poll_at),
+        "last_run_at": utc_iso(health.last_run_at),
+        "overdue": health.overdue,
+        "recent_failures": health.recent_failures,
+    }
 
 
 def cmd_exports(config: Config, args: argparse.Namespace) -> int:

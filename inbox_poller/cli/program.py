@@ -25,7 +25,7 @@ from inbox_poller.cli.commands import (
     cmd_status,
     cmd_submit,
 )
-from inbox_poller.cli.logsetup import configure_logging
+from inbox_poller.cli.logsetup import configure_logging, report_final_error
 from inbox_poller.config import load_config, resolve_config_path
 from inbox_poller.errors import ConfigError, InboxPollerError, UsageError
 from inbox_poller.models import DATE_RE, STAT_ID_RE, ExportState
@@ -149,16 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         return handlers[args.command](config, args)
     except ConfigError as exc:
-        print(f"inbox-poller: configuration error: {exc}", file=sys.stderr)
+        report_final_error(f"configuration error: {exc}", EXIT_CONFIG, args.log_format)
         return EXIT_CONFIG
     except UsageError as exc:
-        print(f"inbox-poller: {exc}", file=sys.stderr)
+        report_final_error(str(exc), EXIT_USAGE, args.log_format)
         return EXIT_USAGE
     except InboxPollerError as exc:
-        print(f"inbox-poller: {exc}", file=sys.stderr)
+        report_final_error(str(exc), EXIT_FAILURE, args.log_format)
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        print("inbox-poller: interrupted", file=sys.stderr)
+        report_final_error("interrupted", 130, args.log_format)
         return 130
     except BrokenPipeError:
         # the reader went away (`inbox-poller exports | head`): no traceback, and no

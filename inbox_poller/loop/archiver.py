@@ -22,8 +22,9 @@ from inbox_poller.errors import (
     InboxPollerError,
     LinkExpired,
 )
+from inbox_poller.logcontext import log_context
 from inbox_poller.models import ArchivedFile, CycleReport, Export, ExportState, utc_now
-from inbox_poller.ports import Downloader
+from inbox_poller.ports import Downloader, Metrics, NoMetrics
 from inbox_poller.urlpolicy import redact_url
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class ExportArchiver:
         max_attempts: int,
         clock: Callable[[], datetime] = utc_now,
         stop: threading.Event | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.archive = archive
@@ -53,6 +55,7 @@ class ExportArchiver:
         self.clock = clock
         self.stop = stop or threading.Event()
         """Set on shutdown: an interrupted download is parked, not failed."""
+        self.metrics: Metrics = metrics or NoMetrics()
 
     def remove_stale_parts(self) -> None:
         """Delete part files of downloads a previous process did not finish.
@@ -93,7 +96,8 @@ class ExportArchiver:
         """Bring one export to ``archived``; failures are recorded, logged and reported."""
         step = self._finish_verified if export.state is ExportState.VERIFIED else self._download
         try:
-            step(export, report)
+            with log_context(export_id=export.export_id, job_id=export.job_id):
+                step(export, report)
         except InboxPollerError as exc:
             logger.error(
                 "export %d (job %s): %s",
@@ -102,6 +106,7 @@ class ExportArchiver:
                 exc,
                 extra={"export_id": export.export_id, "job_id": export.job_id},
             )
+            self.metrics.failure("download", exc)
             report.failed.append(f"job {export.job_id}: {exc}")
 
     def _download(self, export: Export, report: CycleReport) -> None:
@@ -131,8 +136,10 @@ class ExportArchiver:
             if self.stop.is_set():
                 self.store.mark_download_parked(export.export_id, self.clock())
                 logger.info(
-                    "export %d: download interrupted by shutdown; resumes at next start",
+                    "export %d (job %s): download interrupted by shutdown; resumes at next start",
                     export.export_id,
+                    export.job_id,
+                    extra={"export_id": export.export_id, "job_id": export.job_id},
                 )
                 return
             self._download_failed(export, exc)
@@ -147,7 +154,7 @@ class ExportArchiver:
         archived = self.archive.describe(export, result)
         self.store.mark_verified(export.export_id, str(part.path), archived, self.clock())
         crash_point("download:after-verified")
-        self._publish(export.export_id, part.path, archived, report)
+        self._publish(export.export_id, part.path, archived, report, download_s=result.elapsed_s)
 
     def _give_up(self, export: Export) -> None:
         """Fail an export whose attempts are used up, before starting another one.
@@ -218,8 +225,19 @@ class ExportArchiver:
             )
 
     def _publish(
-        self, export_id: int, part: Path | None, archived: ArchivedFile, report: CycleReport
+        self,
+        export_id: int,
+        part: Path | None,
+        archived: ArchivedFile,
+        report: CycleReport,
+        *,
+        download_s: float | None = None,
     ) -> None:
+        """Rename the part into place (unless it is there), append the manifest, record.
+
+        *download_s* is how long the download took; None when a restart only finishes a
+        verified payload.
+        """
         if part is not None:
             self.archive.publish(part, archived)
         export = self.store.get_export(export_id)
@@ -227,6 +245,11 @@ class ExportArchiver:
         crash_point("download:after-manifest")
         export = self.store.mark_archived(export_id, self.clock())
         report.archived.append(str(export.job_id))
+        since = export.submitted_at or export.created_at
+        waited_s = (export.archived_at - since).total_seconds() if export.archived_at else None
+        self.metrics.export_archived(
+            export.request.method, archived.bytes, download_s=download_s, waited_s=waited_s
+        )
         logger.info(
             "export %d (job %s): archived %s (%d bytes, %s records, sha256 %s)",
             export_id,
@@ -235,5 +258,13 @@ class ExportArchiver:
             archived.bytes,
             "?" if archived.records is None else archived.records,
             archived.sha256,
-            extra={"export_id": export_id, "job_id": export.job_id},
+            extra={
+                "export_id": export_id,
+                "job_id": export.job_id,
+                "path": archived.path,
+                "bytes": archived.bytes,
+                "records": archived.records,
+                "sha256": archived.sha256,
+                "duration_s": None if download_s is None else round(download_s, 3),
+            },
         )

@@ -44,10 +44,10 @@ from inbox_poller.ledger.store import Store
 from inbox_poller.loop.parts import LoopParts
 from inbox_poller.loop.submitter import Submitter
 from inbox_poller.models import CycleReport, MailboxStatus, utc_now
-from inbox_poller.ports import Mailbox
+from inbox_poller.ports import Mailbox, Metrics, NoMetrics
 from inbox_poller.schedules.jobs import scheduler_entries
 from inbox_poller.service.downloads import DownloadPool
-from inbox_poller.service.health import ledger_health
+from inbox_poller.service.health import DAEMON_STARTED_KEY, ledger_health
 from inbox_poller.service.sdnotify import Notifier
 from inbox_poller.service.watcher import IDLE_RENEW_S, MailboxWatcher
 
@@ -90,13 +90,18 @@ class Daemon:
         *,
         notifier: Notifier | None = None,
         clock: Callable[[], datetime] = utc_now,
+        metrics: Metrics | None = None,
     ) -> None:
+        """*metrics* gets every health judgement (every ``STATUS_EVERY_S``) and the
+        watcher's failures; the loop and the submitter the factories build report to it
+        themselves."""
         self._config_path = config_path
         self._config = config
         self._build_loop = build_loop
         self._build_submitter = build_submitter
         self._notifier = notifier or Notifier()
         self._clock = clock
+        self._metrics: Metrics = metrics or NoMetrics()
         self._terminate = threading.Event()
         self._reload = threading.Event()
         self._submit_lock = threading.Lock()
@@ -121,6 +126,8 @@ class Daemon:
         """Serve until asked to stop; return the exit code."""
         self._install_signal_handlers()
         session = self._start(self._config)
+        # `status` judges by how inbox-poller runs here: as a daemon from now on
+        session.parts.store.set_daemon_value(DAEMON_STARTED_KEY, self._clock().isoformat())
         self._notifier.ready()
         logger.info("daemon: ready; %s", self._config.summary())
         self._refresh_status(session)
@@ -191,6 +198,7 @@ class Daemon:
             wake=wake,
             idle_timeout_s=self._renew_every_s(),
             on_progress=self._progress,
+            metrics=self._metrics,
         )
         scheduler = BackgroundScheduler(
             timezone="UTC",
@@ -281,10 +289,14 @@ class Daemon:
     # ---- health --------------------------------------------------------------------
 
     def _refresh_status(self, session: _Session) -> None:
+        """Judge the ledger: systemd's ``STATUS=`` line, and the metrics' gauges."""
         try:
-            line = ledger_health(session.parts.store, session.config, self._clock()).status_line()
+            health = ledger_health(session.parts.store, session.config, self._clock())
         except InboxPollerError as exc:
             line = f"ledger unreadable: {exc}"
+        else:
+            line = health.status_line()
+            self._metrics.observe_health(health.sample())
         watcher_state = session.watcher.state
         if watcher_state not in ("idle", "polling"):
             line += f"; mailbox {watcher_state}"

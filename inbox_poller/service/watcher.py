@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from inbox_poller.errors import MailboxError, MailboxLoginError
 from inbox_poller.models import MailboxStatus
-from inbox_poller.ports import Mailbox
+from inbox_poller.ports import Mailbox, Metrics, NoMetrics
 
 logger = logging.getLogger("inbox_poller.service")
 
@@ -98,6 +98,7 @@ class MailboxWatcher:
         backoff_max_s: float = BACKOFF_MAX_S,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         for name, value in (
             ("poll_interval_s", poll_interval_s),
@@ -119,6 +120,7 @@ class MailboxWatcher:
         self._backoff_max_s = backoff_max_s
         self._rng: random.Random = rng or random.SystemRandom()
         self._clock = clock
+        self._metrics: Metrics = metrics or NoMetrics()
         self.state = "connecting"
         self.last_pass_at: float | None = None
         self.sessions = 0
@@ -148,12 +150,15 @@ class MailboxWatcher:
             self._serve()
         except MailboxLoginError as exc:
             logger.error("mailbox watcher: %s", exc)
+            self._metrics.failure("mailbox", exc)
             return _short(exc)
         except MailboxError as exc:
             logger.warning("mailbox watcher: %s", exc)
+            self._metrics.failure("mailbox", exc)
             return _short(exc)
         except Exception as exc:  # a bug or a failing callback: keep watching, loudly
             logger.exception("mailbox watcher: unexpected error; reconnecting")
+            self._metrics.failure("mailbox", exc)
             return _short(exc)
         return None
 
