@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from inbox_poller import crashpoints
+from inbox_poller.archive_reader import MANIFEST_NAME, PART_SUFFIX, ManifestLine
 from inbox_poller.errors import ArchiveError
 from inbox_poller.models import (
     DATE_RE,
@@ -35,12 +36,10 @@ from inbox_poller.models import (
     Export,
 )
 
-MANIFEST_NAME = "manifest.jsonl"
 WRITE_BEHIND_BYTES = 64 * 1024 * 1024
 """Flush a part file to disk every this many bytes while it is written (from the
 download's writer thread), so the final fsync has little left to do and does not add
 the whole payload's write-back to the end of the download."""
-PART_SUFFIX = ".part"
 _METHOD_RE = JOB_ID_RE
 _HASH_CHUNK_BYTES = 1024 * 1024
 
@@ -131,27 +130,6 @@ class PartFile:
             self._fd = None
         with contextlib.suppress(OSError):
             self.path.unlink()
-
-
-@dataclass(frozen=True)
-class ManifestLine:
-    """One line of ``manifest.jsonl``; the field names are a public contract."""
-
-    job_id: str
-    stat: str
-    method: str
-    startdate: str | None
-    enddate: str | None
-    path: str
-    bytes: int
-    sha256: str
-    records: int | None
-    top_level: str
-    message_id: str | None
-    submitted_at: str | None
-    archived_at: str
-    export_id: int
-    source: str
 
 
 class Archive:
