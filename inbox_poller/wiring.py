@@ -60,7 +60,7 @@ def build_loop(config: Config, *, stop: threading.Event | None = None) -> LoopPa
     store = Store(config.state_path)
     archiver = ExportArchiver(
         store,
-        Archive(config.archive_dir),
+        Archive(config.archive_dir, config.archive_group),
         SafeDownloader(config.download, ca_file=config.download_ca, stop=stop),
         max_attempts=config.download.max_attempts,
         stop=stop,

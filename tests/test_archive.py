@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -76,7 +77,7 @@ def test_layout_and_private_atomic_publish(tmp_path: Path) -> None:
     assert not part.path.exists()
     assert stat.S_IMODE(final.parent.stat().st_mode) == 0o700
     assert archive.stale_parts(set()) == []
-    archive.append_manifest(export, archived, NOW)
+    archive.append_manifest(export, archived, NOW, lambda offset: None)
     assert stat.S_IMODE(os.stat(archive.root / "manifest.jsonl").st_mode) == 0o600
 
 
@@ -109,8 +110,12 @@ def test_manifest_is_appended_once_and_survives_a_torn_line(tmp_path: Path) -> N
     )
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text('{"job_id": "1", "sha256": "x"}\n{"job_id": "torn')
-    archive.append_manifest(export, archived, NOW)
-    archive.append_manifest(export, archived, NOW)  # a resumed crash: not twice
+    offsets: list[int] = []
+    archive.append_manifest(export, archived, NOW, offsets.append)
+    # a resumed crash: the ledger holds the offset recorded before the write; not twice
+    resumed = dataclasses.replace(export, manifest_offset=offsets[0])
+    archive.append_manifest(resumed, archived, NOW, offsets.append)
+    assert len(offsets) == 1
     lines = manifest.read_text().splitlines()
     entries = [json.loads(x) for x in lines if x.endswith("}")]
     mine = [e for e in entries if e.get("job_id") == "555"]

@@ -41,7 +41,7 @@ EXIT_CONFIG = 78
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    Archive(config.archive_dir).ensure_writable()
+    Archive(config.archive_dir, config.archive_group).ensure_writable()
     with run_lock(config.state_path):
         if not args.once:
             from inbox_poller.service.daemon import Daemon
@@ -171,7 +171,7 @@ def cmd_exports(config: Config, args: argparse.Namespace) -> int:
 
 
 def _check_archive(config: Config) -> str:
-    Archive(config.archive_dir).ensure_writable()
+    Archive(config.archive_dir, config.archive_group).ensure_writable()
     return f"{config.archive_dir} is writable"
 
 
