@@ -93,14 +93,16 @@ class Access:
 
     def apply(self, path: Path | int, mode: int) -> None:
         """Give *path* (or an open file descriptor) *mode* and the group, whatever the umask."""
+        # chown only when the group differs: under the unit, Group= already gives new files
+        # the group, and SystemCallFilter=~@privileged refuses chown itself (EPERM)
         try:
             if isinstance(path, int):
                 os.fchmod(path, mode)
-                if self.gid is not None:
+                if self.gid is not None and os.fstat(path).st_gid != self.gid:
                     os.fchown(path, -1, self.gid)
             else:
                 os.chmod(path, mode, follow_symlinks=False)
-                if self.gid is not None:
+                if self.gid is not None and os.lstat(path).st_gid != self.gid:
                     os.chown(path, -1, self.gid, follow_symlinks=False)
         except OSError as exc:
             what = path if isinstance(path, Path) else "a new file"
