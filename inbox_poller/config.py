@@ -313,6 +313,8 @@ class MetricsConfig(_Section):
 
 class ArchiveConfig(_Section):
     dir: str = "/var/lib/inbox-poller/archive"
+    group: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+    """Readers' group: payloads 0640 and directories 0750 owned by it (default: private)."""
 
 
 class StateConfig(_Section):
@@ -348,6 +350,7 @@ class Config:
         self.matching = model.matching
         base = path.parent
         self.archive_dir = (base / Path(model.archive.dir).expanduser()).resolve()
+        self.archive_group = model.archive.group
         self.state_path = (base / Path(model.state.path).expanduser()).resolve()
         self.metrics = model.metrics
         self.metrics_textfile = (

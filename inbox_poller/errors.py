@@ -140,6 +140,10 @@ class ArchiveError(InboxPollerError):
     """Raised when the archive directory cannot be written safely."""
 
 
+class ArchiveReadError(ArchiveError):
+    """Raised by ``archive_reader`` when a manifest line or a payload cannot be read."""
+
+
 class ExtractError(InboxPollerError):
     """Raised when a mail cannot be parsed at all."""
 

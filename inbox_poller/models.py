@@ -185,6 +185,15 @@ class Export:
     """Download links that failed for this export (expired, invalid payload, given up),
     oldest first: never tried again. When it holds ``download_url``, the export's own
     failure was its link's, and another link may still succeed."""
+    manifest_offset: int | None = None
+    """Where its manifest line starts (bytes into ``manifest.jsonl``), recorded before the
+    line is written, so that a resumed crash looks for the line there and nowhere else;
+    ``MANIFEST_OFFSET_UNKNOWN`` for an export verified before offsets were recorded."""
+
+
+MANIFEST_OFFSET_UNKNOWN = -1
+"""``Export.manifest_offset`` of an export left ``verified`` by a version that did not
+record offsets: its line, if any, is looked for in the whole manifest, once."""
 
 
 def link_failed(export: Export) -> bool:

@@ -86,7 +86,7 @@ def build_loop(
     store = Store(config.state_path)
     archiver = ExportArchiver(
         store,
-        Archive(config.archive_dir),
+        Archive(config.archive_dir, config.archive_group),
         SafeDownloader(config.download, ca_file=config.download_ca, stop=stop),
         max_attempts=config.download.max_attempts,
         stop=stop,

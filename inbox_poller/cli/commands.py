@@ -11,12 +11,14 @@ import argparse
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from inbox_poller.archive import Archive
+from inbox_poller.archive_reader import verify
 from inbox_poller.config import (
     CONFIG_ENV,
     Config,
@@ -49,7 +51,7 @@ EXIT_CONFIG = 78
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    Archive(config.archive_dir).ensure_writable()
+    Archive(config.archive_dir, config.archive_group).ensure_writable()
     with run_lock(config.state_path):
         metrics = build_metrics(config, "once" if args.once else "daemon")
         try:
@@ -208,8 +210,9 @@ def cmd_exports(config: Config, args: argparse.Namespace) -> int:
 
 
 def _check_archive(config: Config) -> str:
-    Archive(config.archive_dir).ensure_writable()
-    return f"{config.archive_dir} is writable"
+    Archive(config.archive_dir, config.archive_group).ensure_writable()
+    group = config.archive_group
+    return f"{config.archive_dir} is writable" + (f", shared with group {group}" if group else "")
 
 
 def _check_ledger(config: Config) -> str:
@@ -266,6 +269,38 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     report = inspect_email(raw, args.pending, _inspection_rules(args))
     print(json.dumps(report, indent=2) if args.json else format_inspection(report))
     return EXIT_OK
+
+
+def _configured_archive(args: argparse.Namespace) -> Path:
+    return load_config(resolve_config_path(args.config)).archive_dir
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    """``archive verify``: the archive against its manifest; exit 1 on any problem."""
+    root = Path(args.dir) if args.dir else _configured_archive(args)
+    started = time.monotonic()
+    report = verify(root, None if args.json else lambda problem: print(problem, flush=True))
+    took_s = time.monotonic() - started
+    if args.json:
+        summary: dict[str, Any] = {
+            "archive": str(root),
+            "ok": report.ok,
+            "lines": report.lines,
+            "payloads": report.payloads,
+            "bytes": report.bytes,
+            "seconds": round(took_s, 3),
+            "problems": [
+                {"kind": p.kind, "where": p.where, "detail": p.detail} for p in report.problems
+            ],
+        }
+        print(json.dumps(summary, indent=2))
+    else:
+        verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+        print(
+            f"archive {root}: {report.lines} manifest line(s), {report.payloads} payload(s) "
+            f"({report.bytes} bytes) checked in {took_s:.1f}s: {verdict}"
+        )
+    return EXIT_OK if report.ok else EXIT_FAILURE
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:

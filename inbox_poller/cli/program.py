@@ -17,6 +17,7 @@ from inbox_poller.cli.commands import (
     EXIT_CONFIG,
     EXIT_FAILURE,
     EXIT_USAGE,
+    cmd_archive,
     cmd_check,
     cmd_exports,
     cmd_inspect,
@@ -115,6 +116,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("--json", action="store_true", help="print JSON")
 
+    archive = commands.add_parser(
+        "archive",
+        help="check the archive",
+        description="Work with the archive directory (archive.dir).",
+    )
+    archive_commands = archive.add_subparsers(
+        dest="archive_command", required=True, metavar="ARCHIVE_COMMAND"
+    )
+    verify = archive_commands.add_parser(
+        "verify",
+        help="check every payload against the manifest; exit 1 on any problem",
+        description="Check the archive against manifest.jsonl, like `restic check`: every "
+        "line names its own job ID and file, every file has the recorded size and SHA-256, "
+        "and no other file (stray or partial) lies in the archive. Reads each file once, "
+        "as a stream; run it as a member of archive.group, or as the service's user.",
+        epilog="example: inbox-poller archive verify --json\n"
+        "exit codes: 0 no problem, 1 a problem (each one is printed), 2 usage, "
+        "78 configuration",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.add_argument(
+        "--dir", metavar="DIR", help="the archive to check (default: archive.dir of the config)"
+    )
+
     sandbox = commands.add_parser(
         "sandbox",
         help="run the whole loop on this machine against a simulated Pinpointe and a local Dovecot",
@@ -139,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_inspect(args)
         if args.command == "sandbox":
             return cmd_sandbox(args)
+        if args.command == "archive":
+            return cmd_archive(args)
         config = load_config(resolve_config_path(args.config))
         handlers = {
             "run": cmd_run,

@@ -8,7 +8,8 @@ refuses one.
 
 How it proves a payload valid
 -----------------------------
-The *main array* is the array whose items are counted as ``records`` (``shape.sniff_shape``).
+The *main array* is the array whose items are counted as ``records`` (the rule of
+``inbox_poller.mainarray``).
 The document is split as ``H + B + T``: ``H`` ends with the main array's ``[``, ``B`` is
 the array's contents and ``T`` starts with its ``]``. ``B`` is cut at commas into
 chunks ``c1 , c2 , ... , cn , E`` and each chunk is parsed by simdjson as ``[ci]``, then
@@ -67,17 +68,12 @@ from typing import Any
 import ijson
 import simdjson
 
-from inbox_poller.download import shape, validation
+from inbox_poller import mainarray
+from inbox_poller.download import validation
 from inbox_poller.download.ijsonbackend import BACKEND, DigitRuns
 from inbox_poller.download.outline import MAX_DEPTH, OutlineError, check_outline
-from inbox_poller.download.shape import (
-    CLOSERS,
-    OPENERS,
-    WHITESPACE,
-    Shape,
-    main_array_offset,
-    sniff_shape,
-)
+from inbox_poller.download.shape import Shape, sniff_shape
+from inbox_poller.mainarray import CLOSERS, OPENERS, WHITESPACE, main_array_offset
 
 FAST_CHUNK_BYTES = 1 << 20
 """Bytes of the main array per simdjson call: large enough that per-call costs vanish,
@@ -156,7 +152,7 @@ class FastCheck:
     ``feed`` every decoded piece, then ``finish``: a :class:`Shape` means valid, None means
     undecided (``reason`` says why). It never raises for any input.
 
-    ``shape.HEAD_BYTES`` and ``validation.MAX_ITEM_BYTES`` are read through their modules
+    ``mainarray.HEAD_BYTES`` and ``validation.MAX_ITEM_BYTES`` are read through their modules
     at run time, not bound at import: tests lower them.
     """
 
@@ -185,7 +181,7 @@ class FastCheck:
         try:
             if self._window is None:
                 self._head += data
-                if len(self._head) >= shape.HEAD_BYTES:
+                if len(self._head) >= mainarray.HEAD_BYTES:
                     self._start()
             else:
                 self._window.append(data)
@@ -213,7 +209,7 @@ class FastCheck:
         self._window = None
 
     def _start(self) -> None:
-        head_bytes = shape.HEAD_BYTES
+        head_bytes = mainarray.HEAD_BYTES
         head = bytes(self._head[:head_bytes])
         self._top, prefix = sniff_shape(head)
         offset = main_array_offset(head)

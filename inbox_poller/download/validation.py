@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import ijson
 
-from inbox_poller.download import shape
+from inbox_poller import mainarray
 from inbox_poller.download.ijsonbackend import BACKEND, DigitRuns
 from inbox_poller.download.outline import Outline
 from inbox_poller.download.shape import Shape, sniff_shape
@@ -117,7 +117,7 @@ def validate(read: Callable[[int], bytes], *, count: bool = True) -> Shape:
     """
     feed = _Feed(read)
     # read through the module at run time, not bound at import: tests lower HEAD_BYTES
-    top_level, prefix = sniff_shape(feed.head(shape.HEAD_BYTES))
+    top_level, prefix = sniff_shape(feed.head(mainarray.HEAD_BYTES))
     counting = count and prefix is not None
     feed.guard_items = counting
     records = 0

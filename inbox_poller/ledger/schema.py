@@ -31,7 +31,7 @@ from inbox_poller.models import (
 
 logger = logging.getLogger("inbox_poller.ledger")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -159,6 +159,14 @@ MIGRATIONS: dict[int, str] = {
     WHERE state = 'link_expired' AND download_url IS NOT NULL;
     CREATE INDEX mails_unacknowledged ON mails(acknowledged_at, outcome);
     """,
+    # v5: where each export's manifest line starts, recorded before it is written, so a
+    # resumed crash checks that one place instead of reading the whole manifest. An
+    # export verified by an earlier version may have its line already: -1
+    # (models.MANIFEST_OFFSET_UNKNOWN) has it looked for the old way, once.
+    5: """
+    ALTER TABLE exports ADD COLUMN manifest_offset INTEGER;
+    UPDATE exports SET manifest_offset = -1 WHERE state = 'verified';
+    """,
 }
 
 
@@ -254,6 +262,7 @@ def row_to_export(row: sqlite3.Row, failed_links: tuple[str, ...] = ()) -> Expor
         remote_status=row["remote_status"],
         schedule=row["schedule"],
         failed_links=failed_links,
+        manifest_offset=row["manifest_offset"],
     )
 
 

@@ -243,6 +243,13 @@ class Store(MailRecords):
             source=archived.source,
         )
 
+    def record_manifest_offset(self, export_id: int, offset: int) -> None:
+        """Record where *export_id*'s manifest line is about to start (before it is written)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE exports SET manifest_offset = ? WHERE export_id = ?", (offset, export_id)
+            )
+
     def mark_archived(self, export_id: int, now: datetime) -> Export:
         return self._change(
             export_id, ExportState.ARCHIVED, now, None, archived_at=to_iso(now), part_path=None

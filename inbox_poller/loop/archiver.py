@@ -241,7 +241,12 @@ class ExportArchiver:
         if part is not None:
             self.archive.publish(part, archived)
         export = self.store.get_export(export_id)
-        self.archive.append_manifest(export, archived, self.clock())
+        self.archive.append_manifest(
+            export,
+            archived,
+            self.clock(),
+            lambda offset: self.store.record_manifest_offset(export_id, offset),
+        )
         crash_point("download:after-manifest")
         export = self.store.mark_archived(export_id, self.clock())
         report.archived.append(str(export.job_id))

@@ -15,7 +15,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from inbox_poller.archive import MANIFEST_NAME, sha256_of
+from inbox_poller.archive import sha256_of
+from inbox_poller.archive_reader import MANIFEST_NAME
 from inbox_poller.config import Config, load_config
 from inbox_poller.errors import InboxPollerError
 from inbox_poller.loop.parts import LoopParts

@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 import pytest
 
-from inbox_poller.download import fastcheck, shape, validation
+from inbox_poller import mainarray
+from inbox_poller.download import fastcheck, validation
 from inbox_poller.download.fastcheck import FastCheck
 from inbox_poller.download.shape import Shape
 from inbox_poller.errors import PayloadInvalid
@@ -218,7 +219,7 @@ def test_a_wrong_offset_is_caught_by_the_probe(
 def test_an_empty_element_is_never_hidden_by_a_cut(
     monkeypatch: pytest.MonkeyPatch, doc: bytes, piece: int
 ) -> None:
-    monkeypatch.setattr(shape, "HEAD_BYTES", 1)
+    monkeypatch.setattr(mainarray, "HEAD_BYTES", 1)
     assert authority(doc) == "invalid"
     for chunk in (1, 2, 3):
         assert fast(doc, piece=piece, chunk=chunk) is None
@@ -239,7 +240,7 @@ def test_a_chunk_that_closes_its_own_bracket_is_never_accepted(
     monkeypatch: pytest.MonkeyPatch, doc: bytes, chunk: int
 ) -> None:
     # padded, "1],[2" and its kind parse as valid JSON: the padding must hold one element
-    monkeypatch.setattr(shape, "HEAD_BYTES", 1)
+    monkeypatch.setattr(mainarray, "HEAD_BYTES", 1)
     quick = fast(doc, piece=1, chunk=chunk)
     assert quick is None or quick == authority(doc)
     if authority(doc) == "invalid":
@@ -314,7 +315,7 @@ def _run_property(check: Callable[[bytes, random.Random], None], seed: int, coun
 @pytest.fixture
 def small_head(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sniff only 64 bytes, so the fast path cuts small documents as they arrive."""
-    monkeypatch.setattr(shape, "HEAD_BYTES", 64)
+    monkeypatch.setattr(mainarray, "HEAD_BYTES", 64)
 
 
 @pytest.mark.usefixtures("small_head")

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from inbox_poller.download import shape, validation
+from inbox_poller import mainarray
+from inbox_poller.download import validation
 from inbox_poller.download.fastcheck import FastCheck
 from inbox_poller.errors import PayloadInvalid
 
@@ -111,7 +112,7 @@ def _corpus() -> list[bytes]:
 def test_the_verdict_equals_a_strict_parser_on_truncated_and_padded_payloads(
     monkeypatch: pytest.MonkeyPatch, head: int
 ) -> None:
-    monkeypatch.setattr(shape, "HEAD_BYTES", head)
+    monkeypatch.setattr(mainarray, "HEAD_BYTES", head)
     valid = decided = 0
     corpus = _corpus()
     for number, doc in enumerate(corpus):
