@@ -73,7 +73,7 @@ def test_defaults(tmp_path: Path) -> None:
         ("download", "allowed_hosts = []", "download.allowed_hosts", "at least one"),
         ("download", "max_bytes = 'big'", "download.max_bytes", "integer"),
         ("download", "retries = -1", "download.retries", "greater than or equal"),
-        ("nonsense", "x = 1", "nonsense", "unknown key"),
+        ("nonsense", "x = 1", "nonsense", "unknown section"),
         ("exports", "notify_deadline = 'soon'", "exports.notify_deadline", "not a duration"),
         ("imap", "poll_interval = 1", "imap.poll_interval", "greater than or equal to 5"),
         ("matching", "by_elimination = 'no'", "matching.by_elimination", "valid boolean"),

@@ -8,14 +8,18 @@ command raises (``ConfigError``, ``UsageError``, any other ``InboxPollerError``)
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from inbox_poller.archive import Archive
+from inbox_poller.cli.configshow import render_toml
 from inbox_poller.config import (
     CONFIG_ENV,
     Config,
@@ -24,10 +28,10 @@ from inbox_poller.config import (
     load_config,
     resolve_config_path,
 )
-from inbox_poller.errors import InboxPollerError, UsageError
+from inbox_poller.errors import ArchiveError, ConfigError, InboxPollerError, UsageError
 from inbox_poller.ledger.lock import daemon_running, run_lock
 from inbox_poller.ledger.store import Store
-from inbox_poller.models import Export, ExportRequest, ExportState
+from inbox_poller.models import Export, ExportRequest, ExportState, utc_now
 from inbox_poller.urlpolicy import HostRule, parse_host_rule, redact_url
 from inbox_poller.wiring import build_api, build_loop, build_mailbox, build_submitter
 
@@ -38,10 +42,55 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 78
 """``EX_CONFIG`` from sysexits.h: the unit file does not restart on it."""
+EXIT_TIMEOUT = 124
+"""``wait`` timed out (as ``timeout(1)`` does); the export is still under way."""
+
+_ARCHIVE_FIXES = {
+    errno.EROFS: "the file system is read-only here; under the systemd unit only "
+    "/var/lib/inbox-poller (StateDirectory=) is writable: put archive.dir under it, or name "
+    "the directory in ReadWritePaths= in a drop-in (docs/systemd.md)",
+    errno.EACCES: "make the directory (and its parents) writable by the user inbox-poller "
+    "runs as (uid {uid}), or set archive.dir to one that is",
+    errno.EPERM: "make the directory (and its parents) writable by the user inbox-poller "
+    "runs as (uid {uid}), or set archive.dir to one that is",
+    errno.ENOENT: "create the directory, or set archive.dir to one that exists",
+    errno.ENOTDIR: "archive.dir, or one of its parents, is a file: point archive.dir at a "
+    "directory",
+    errno.EEXIST: "archive.dir is a file: point it at a directory",
+    errno.ELOOP: "archive.dir goes through a symbolic link loop: point it at a directory",
+    errno.ENAMETOOLONG: "the path is too long: choose a shorter archive.dir",
+}
+"""What to do about an archive directory that cannot be used, by the errno that said so.
+Other errors (a full disk, an I/O error) are not the configuration's and exit 1."""
+
+
+def _archive_fix(exc: ArchiveError) -> str | None:
+    cause = exc.__cause__
+    if not isinstance(cause, OSError) or cause.errno not in _ARCHIVE_FIXES:
+        return None
+    return _ARCHIVE_FIXES[cause.errno].format(uid=os.geteuid())
+
+
+def _require_archive(config: Config) -> None:
+    """Prove archive.dir usable; an unusable one is a configuration error (exit 78)."""
+    try:
+        Archive(config.archive_dir).ensure_writable()
+    except ArchiveError as exc:
+        fix = _archive_fix(exc)
+        if fix is None:
+            raise
+        raise ConfigError(f"{exc}; fix: {fix}", path=str(config.path), key="archive.dir") from None
+
+
+def _warn_exposed_secrets(config: Config) -> None:
+    for secret in config.secrets:
+        if warning := secret.exposure():
+            logger.warning("%s", warning)
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    Archive(config.archive_dir).ensure_writable()
+    _require_archive(config)
+    _warn_exposed_secrets(config)
     with run_lock(config.state_path):
         if not args.once:
             from inbox_poller.service.daemon import Daemon
@@ -79,6 +128,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 def cmd_submit(config: Config, args: argparse.Namespace) -> int:
     if args.start and args.end and args.start >= args.end:
         raise UsageError("--end must be after --start (the end date is exclusive)")
+    _warn_exposed_secrets(config)
     with Store(config.state_path) as store:
         submitter = build_submitter(config, store)
         request = ExportRequest(stat=args.stat, startdate=args.start, enddate=args.end)
@@ -115,10 +165,9 @@ def _export_dict(export: Export, archive_dir: Path) -> dict[str, Any]:
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
-    from inbox_poller.models import utc_now
     from inbox_poller.service.health import ledger_health
 
-    with Store(config.state_path) as store:
+    with Store(config.state_path, read_only=True) as store:
         health = ledger_health(store, config, utc_now())
     running = daemon_running(config.state_path)
     problems = list(health.problems) if running else ["the daemon is not running", *health.problems]
@@ -151,7 +200,7 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_exports(config: Config, args: argparse.Namespace) -> int:
     states = [ExportState(args.state)] if args.state else None
-    with Store(config.state_path) as store:
+    with Store(config.state_path, read_only=True) as store:
         exports = [_export_dict(e, config.archive_dir) for e in store.list_exports(states)]
     if args.json:
         print(json.dumps(exports, indent=2))
@@ -171,19 +220,42 @@ def cmd_exports(config: Config, args: argparse.Namespace) -> int:
 
 
 def _check_archive(config: Config) -> str:
-    Archive(config.archive_dir).ensure_writable()
+    try:
+        Archive(config.archive_dir).ensure_writable()
+    except ArchiveError as exc:
+        fix = _archive_fix(exc)
+        raise ArchiveError(f"{exc}; fix: {fix}" if fix else str(exc)) from None
     return f"{config.archive_dir} is writable"
 
 
+def _creatable(path: Path) -> bool:
+    """Return whether *path* could be created: its nearest existing parent is writable."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
+
+
 def _check_ledger(config: Config) -> str:
-    with Store(config.state_path) as store:
+    path = config.state_path
+    if not path.exists():
+        if not _creatable(path):
+            raise InboxPollerError(f"no ledger at {path}, and it cannot be created there")
+        return f"no ledger at {path} yet; `run` creates it"
+    with Store(path, read_only=True) as store:
         counts = store.counts_by_state()
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "empty"
-    return f"{config.state_path} ({summary})"
+    return f"{path} ({summary})"
+
+
+class _Warning(Exception):
+    """A check that passed with something to fix: printed as ``warn``."""
 
 
 def _check_secret(secret: Secret) -> str:
     secret.read()
+    if warning := secret.exposure():
+        raise _Warning(warning)
     return f"readable from {secret.source()}"
 
 
@@ -202,10 +274,90 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     for name, probe in probes:
         try:
             print(f"ok   {name}: {probe()}")
+        except _Warning as warning:
+            print(f"warn {name}: {warning}")
         except InboxPollerError as exc:
             failures += 1
             print(f"FAIL {name}: {exc}")
     return EXIT_OK if failures == 0 else EXIT_FAILURE
+
+
+def cmd_config_show(config: Config, args: argparse.Namespace) -> int:
+    effective = config.effective()
+    if args.json:
+        print(json.dumps(effective, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    header = [
+        f"inbox-poller config show: the effective configuration of {config.path}",
+        "(defaults filled in, relative paths resolved; secrets are never shown)",
+        "secrets:",
+        *(f"  {secret.key}: {secret.source()}" for secret in config.secrets),
+    ]
+    print(render_toml(effective, header), end="")
+    return EXIT_OK
+
+
+WAIT_FAILURE_GRACE_S = 15.0
+"""How long a failed export may stay without a successor before ``wait`` gives up on it:
+the daemon records a failure and its resubmission in two steps, a moment apart."""
+
+
+def _given_up(export: Export, config: Config, now_s: float) -> bool:
+    """Return whether *export*, which has no successor, will not be archived any more."""
+    final = export.state in (
+        ExportState.SUBMIT_FAILED,
+        ExportState.SUBMIT_UNKNOWN,
+        ExportState.FAILED,
+    ) or (
+        # an expired link is asked for again after exports.notify_deadline, up to the limit
+        export.state is ExportState.LINK_EXPIRED
+        and export.resubmits >= config.exports.max_resubmits
+    )
+    return final and now_s - export.updated_at.timestamp() > WAIT_FAILURE_GRACE_S
+
+
+def cmd_wait(config: Config, args: argparse.Namespace) -> int:
+    deadline = time.monotonic() + args.timeout
+    with Store(config.state_path, read_only=True) as store:
+        export = store.export_by_job_id(args.job_id)
+        if export is None:
+            raise InboxPollerError(f"no export with job ID {args.job_id} in {config.state_path}")
+        if not daemon_running(config.state_path):
+            print(
+                "inbox-poller: the daemon is not running: the export advances only when it "
+                "does (or with `inbox-poller run --once`)",
+                file=sys.stderr,
+            )
+        while True:
+            export = store.get_export(export.export_id)
+            if export.state in (ExportState.ARCHIVED, ExportState.ACKNOWLEDGED):
+                assert export.archived is not None
+                print(config.archive_dir / export.archived.path)
+                return EXIT_OK
+            successor = store.successor(export.export_id)
+            if successor is not None:
+                print(
+                    f"inbox-poller: job {export.job_id} {export.state.value} "
+                    f"({export.reason or 'no reason recorded'}); following its resubmission, job "
+                    f"{successor.job_id or '(not yet submitted)'}",
+                    file=sys.stderr,
+                )
+                export = successor
+                continue
+            if _given_up(export, config, utc_now().timestamp()):
+                print(
+                    f"inbox-poller: job {export.job_id} {export.state.value}: {export.reason}",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILURE
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                print(
+                    f"inbox-poller: timed out: job {export.job_id} is still {export.state.value}",
+                    file=sys.stderr,
+                )
+                return EXIT_TIMEOUT
+            time.sleep(min(args.interval, remaining))
 
 
 def _inspection_rules(args: argparse.Namespace) -> tuple[HostRule, ...]:

@@ -61,8 +61,11 @@ class JsonFormatter(logging.Formatter):
         return escape_json_controls(json.dumps(entry, ensure_ascii=False))
 
 
-def configure_logging(verbose: bool, log_format: str = "text") -> None:
-    """Log to stderr without timestamps (journald adds them); quiet third-party loggers."""
+def configure_logging(verbose: bool, log_format: str = "text", *, quiet: bool = False) -> None:
+    """Log to stderr without timestamps (journald adds them); quiet third-party loggers.
+
+    *verbose* logs DEBUG and up, *quiet* WARNING and up, neither INFO and up.
+    """
     handler = logging.StreamHandler(sys.stderr)
     text = "%(levelname)s %(name)s: %(message)s"
     if log_format == "json":
@@ -73,7 +76,7 @@ def configure_logging(verbose: bool, log_format: str = "text") -> None:
         handler.setFormatter(TextFormatter(text))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     # imapclient logs every server line (message bodies, signed links) at DEBUG
     logging.getLogger("imapclient").setLevel(logging.WARNING)
     # urllib3 logs request paths with their signed query strings at DEBUG

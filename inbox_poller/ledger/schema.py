@@ -167,6 +167,24 @@ def migration_statements(version: int) -> list[str]:
     return [statement for statement in MIGRATIONS[version].split(";") if statement.strip()]
 
 
+def check_version(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse, for a read-only open, a ledger at another schema version than this one's.
+
+    :raises StoreError: naming what to do: upgrade inbox-poller, or let ``run`` migrate.
+    """
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"ledger {path} has schema version {version}, newer than this "
+            f"inbox-poller understands ({SCHEMA_VERSION}): upgrade inbox-poller"
+        )
+    if version < SCHEMA_VERSION:
+        raise StoreError(
+            f"ledger {path} has schema version {version}, older than this inbox-poller's "
+            f"({SCHEMA_VERSION}): restart the daemon (or `inbox-poller run --once`) to migrate it"
+        )
+
+
 def migrate(
     conn: sqlite3.Connection,
     transaction: Callable[[], AbstractContextManager[sqlite3.Connection]],
