@@ -291,8 +291,12 @@ def _add_exports(commands: SubParsers) -> None:
         exit_codes=[("0", "listed"), ("1", "no ledger at the configured state.path")],
         handler=cmd_exports,
     )
+    states = [s.value for s in ExportState]
     exports.add_argument(
-        "--state", choices=[s.value for s in ExportState], help="only exports in this state"
+        "--state",
+        choices=states,
+        metavar="STATE",
+        help=f"only exports in this state: {', '.join(states)}",
     )
     exports.add_argument("--json", action="store_true", help="one JSON array, for scripts")
 
