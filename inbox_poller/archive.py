@@ -239,7 +239,7 @@ class Archive:
         manifest = self.root / MANIFEST_NAME
         if self._manifest_has(manifest, line.job_id, line.sha256):
             return
-        text = json.dumps(asdict(line), sort_keys=False, ensure_ascii=False) + "\n"
+        text = manifest_json(line) + "\n"
         if self._ends_torn(manifest):
             text = "\n" + text  # a crash tore the last line: never glue ours onto it
         try:
@@ -294,6 +294,11 @@ class Archive:
             for path in self.root.rglob(f".*{PART_SUFFIX}")
             if path.is_file() and path.resolve() not in keep
         ]
+
+
+def manifest_json(line: ManifestLine) -> str:
+    """Return *line* as the one line of JSON the manifest holds (without the newline)."""
+    return json.dumps(asdict(line), sort_keys=False, ensure_ascii=False)
 
 
 def manifest_line(export: Export, archived: ArchivedFile, now: datetime) -> ManifestLine:

@@ -15,6 +15,7 @@ from inbox_poller.archive import Archive
 from inbox_poller.config import Config
 from inbox_poller.ledger.store import Store
 from inbox_poller.loop.archiver import ExportArchiver
+from inbox_poller.loop.hooks import HookDispatcher, HookSettings
 from inbox_poller.loop.parts import LoopParts
 from inbox_poller.loop.poller import Poller
 from inbox_poller.loop.reader import ReaderSettings
@@ -49,6 +50,11 @@ def build_api(config: Config) -> PinpointeApi:
     return PinpointeApi(config.pinpointe, config.usertoken.read(), ca_file=config.pinpointe_ca)
 
 
+def hook_settings(config: Config) -> HookSettings:
+    """What running hooks needs from *config*."""
+    return HookSettings(on_archived=config.hooks.on_archived, timeout_s=config.hooks.timeout)
+
+
 def build_loop(config: Config, *, stop: threading.Event | None = None) -> LoopParts:
     """Wire the ledger, archive, mailbox and downloader named by the configuration.
 
@@ -58,14 +64,18 @@ def build_loop(config: Config, *, stop: threading.Event | None = None) -> LoopPa
 
     mailbox = build_mailbox(config)
     store = Store(config.state_path)
+    hooks = hook_settings(config)
     archiver = ExportArchiver(
         store,
         Archive(config.archive_dir),
         SafeDownloader(config.download, ca_file=config.download_ca, stop=stop),
         max_attempts=config.download.max_attempts,
         stop=stop,
+        hooks=hooks.queued,
     )
-    return LoopParts(store, mailbox, archiver, Poller(store, archiver, reader_settings(config)))
+    poller = Poller(store, archiver, reader_settings(config))
+    dispatcher = HookDispatcher(store, config.archive_dir, hooks)
+    return LoopParts(store, mailbox, archiver, poller, dispatcher)
 
 
 def build_submitter(config: Config, store: Store) -> Submitter:

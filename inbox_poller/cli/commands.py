@@ -31,7 +31,7 @@ from inbox_poller.config import (
 from inbox_poller.errors import ArchiveError, ConfigError, InboxPollerError, UsageError
 from inbox_poller.ledger.lock import daemon_running, run_lock
 from inbox_poller.ledger.store import Store
-from inbox_poller.models import Export, ExportRequest, ExportState, utc_now
+from inbox_poller.models import Export, ExportRequest, ExportState, HookRun, utc_now
 from inbox_poller.urlpolicy import HostRule, parse_host_rule, redact_url
 from inbox_poller.wiring import build_api, build_loop, build_mailbox, build_submitter
 
@@ -107,6 +107,8 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
         try:
             report = parts.poller.run_once(parts.mailbox)
             archived = [parts.store.export_by_job_id(job) for job in report.archived]
+            # after the pass: a hook never holds up reading, archiving or acknowledging
+            report.failed.extend(parts.hooks.run_due())
         finally:
             parts.close()
     print(
@@ -137,7 +139,33 @@ def cmd_submit(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _export_dict(export: Export, archive_dir: Path) -> dict[str, Any]:
+def _hook_dict(run: HookRun) -> dict[str, Any]:
+    return {
+        "hook": run.hook,
+        "state": "failing" if run.failing else run.state.value,
+        "attempts": run.attempts,
+        "next_at": run.next_at.isoformat() if run.state.value == "pending" else None,
+        "last_error": run.last_error,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+    }
+
+
+def _hook_detail(runs: list[dict[str, Any]]) -> str:
+    """Say what is not done: a failing or waiting hook, in the table's detail column."""
+    shown = []
+    for run in runs:
+        if run["state"] == "failing":
+            shown.append(
+                f"[hook {run['hook']} failing, {run['attempts']} tries: {run['last_error']}]"
+            )
+        elif run["state"] != "done":
+            shown.append(f"[hook {run['hook']} {run['state']}]")
+    return " ".join(shown)
+
+
+def _export_dict(
+    export: Export, archive_dir: Path, hooks: list[HookRun] | None = None
+) -> dict[str, Any]:
     archived = export.archived
     return {
         "export_id": export.export_id,
@@ -161,6 +189,7 @@ def _export_dict(export: Export, archive_dir: Path) -> dict[str, Any]:
         "bytes": archived.bytes if archived else None,
         "sha256": archived.sha256 if archived else None,
         "records": archived.records if archived else None,
+        "hooks": [_hook_dict(run) for run in hooks or ()],
     }
 
 
@@ -201,7 +230,13 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
 def cmd_exports(config: Config, args: argparse.Namespace) -> int:
     states = [ExportState(args.state)] if args.state else None
     with Store(config.state_path, read_only=True) as store:
-        exports = [_export_dict(e, config.archive_dir) for e in store.list_exports(states)]
+        runs: dict[int, list[HookRun]] = {}
+        for run in store.hook_runs():
+            runs.setdefault(run.export_id, []).append(run)
+        exports = [
+            _export_dict(e, config.archive_dir, runs.get(e.export_id))
+            for e in store.list_exports(states)
+        ]
     if args.json:
         print(json.dumps(exports, indent=2))
         return EXIT_OK
@@ -211,7 +246,9 @@ def cmd_exports(config: Config, args: argparse.Namespace) -> int:
     print(f"{'id':>5}  {'state':<14} {'job':<14} {'stat':<10} {'window':<19} detail")
     for e in exports:
         window = f"{e['startdate'] or '-'}..{e['enddate'] or '-'}"
-        detail = e["path"] or e["reason"] or ""
+        detail = " ".join(
+            part for part in (e["path"] or e["reason"] or "", _hook_detail(e["hooks"])) if part
+        )
         print(
             f"{e['export_id']:>5}  {e['state']:<14} {e['job_id'] or '-':<14} "
             f"{e['stat']:<10} {window:<19} {detail}"
@@ -259,6 +296,15 @@ def _check_secret(secret: Secret) -> str:
     return f"readable from {secret.source()}"
 
 
+def _check_hook(program: str) -> str:
+    path = Path(program)
+    if not path.is_file():
+        raise InboxPollerError(f"{program}: no such file")
+    if not os.access(path, os.X_OK):
+        raise InboxPollerError(f"{program}: not executable (chmod +x {program})")
+    return f"{program} is executable"
+
+
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
     probes: list[tuple[str, Callable[[], str]]] = [
         ("archive", lambda: _check_archive(config)),
@@ -266,6 +312,9 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
         ("imap password", lambda: _check_secret(config.imap_password)),
         ("pinpointe token", lambda: _check_secret(config.usertoken)),
     ]
+    if config.hooks.on_archived:
+        program = config.hooks.on_archived[0]
+        probes.append(("hook on_archived", lambda: _check_hook(program)))
     if not args.offline:
         probes.append(("imap", lambda: build_mailbox(config).check()))
         probes.append(("pinpointe", lambda: build_api(config).check()))

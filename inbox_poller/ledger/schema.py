@@ -22,6 +22,8 @@ from inbox_poller.models import (
     Export,
     ExportRequest,
     ExportState,
+    HookRun,
+    HookState,
     Link,
     MailKey,
     MailOutcome,
@@ -31,7 +33,7 @@ from inbox_poller.models import (
 
 logger = logging.getLogger("inbox_poller.ledger")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -159,6 +161,23 @@ MIGRATIONS: dict[int, str] = {
     WHERE state = 'link_expired' AND download_url IS NOT NULL;
     CREATE INDEX mails_unacknowledged ON mails(acknowledged_at, outcome);
     """,
+    # v5: hooks run at least once: each archived export's runs are recorded with its move
+    # to archived, and kept with their failures and next try across restarts
+    5: """
+    CREATE TABLE hook_runs (
+        export_id   INTEGER NOT NULL REFERENCES exports(export_id),
+        hook        TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        next_at     TEXT NOT NULL,
+        last_error  TEXT,
+        created_at  TEXT NOT NULL,
+        finished_at TEXT,
+        PRIMARY KEY (export_id, hook)
+    );
+    CREATE INDEX hook_runs_state ON hook_runs(state, next_at);
+    """,
 }
 
 
@@ -272,6 +291,25 @@ def row_to_export(row: sqlite3.Row, failed_links: tuple[str, ...] = ()) -> Expor
         remote_status=row["remote_status"],
         schedule=row["schedule"],
         failed_links=failed_links,
+    )
+
+
+def row_to_hook_run(row: sqlite3.Row) -> HookRun:
+    """Return the :class:`HookRun` held by one ``hook_runs`` row joined with its ``job_id``."""
+    next_at = from_iso(row["next_at"])
+    created = from_iso(row["created_at"])
+    assert next_at is not None and created is not None
+    return HookRun(
+        export_id=row["export_id"],
+        job_id=row["job_id"],
+        hook=row["hook"],
+        payload=row["payload"],
+        state=HookState(row["state"]),
+        attempts=row["attempts"],
+        next_at=next_at,
+        last_error=row["last_error"],
+        created_at=created,
+        finished_at=from_iso(row["finished_at"]),
     )
 
 

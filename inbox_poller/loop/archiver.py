@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from inbox_poller.archive import manifest_json, manifest_line
 from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import ArchiveError, DownloadError, InboxPollerError, LinkExpired
 from inbox_poller.models import ArchivedFile, CycleReport, Export, ExportState, utc_now
@@ -39,6 +40,7 @@ class ExportArchiver:
         max_attempts: int,
         clock: Callable[[], datetime] = utc_now,
         stop: threading.Event | None = None,
+        hooks: Sequence[str] = (),
     ) -> None:
         self.store = store
         self.archive = archive
@@ -47,6 +49,9 @@ class ExportArchiver:
         self.clock = clock
         self.stop = stop or threading.Event()
         """Set on shutdown: an interrupted download is parked, not failed."""
+        self.hooks = tuple(hooks)
+        """The hooks queued with each archived export (``loop.hooks``), with its manifest
+        line."""
 
     def remove_stale_parts(self) -> None:
         """Delete part files of downloads a previous process did not finish.
@@ -180,9 +185,11 @@ class ExportArchiver:
         if part is not None:
             self.archive.publish(part, archived)
         export = self.store.get_export(export_id)
-        self.archive.append_manifest(export, archived, self.clock())
+        now = self.clock()
+        self.archive.append_manifest(export, archived, now)
         crash_point("download:after-manifest")
-        export = self.store.mark_archived(export_id, self.clock())
+        event = manifest_json(manifest_line(export, archived, now)) if self.hooks else ""
+        export = self.store.mark_archived(export_id, now, hooks=self.hooks, event=event)
         report.archived.append(str(export.job_id))
         logger.info(
             "export %d (job %s): archived %s (%d bytes, %s records, sha256 %s)",

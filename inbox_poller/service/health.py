@@ -3,9 +3,10 @@
 "Alive" is not enough: a listener can look alive and process nothing for days (a
 dropped IMAP session nobody noticed, a token that stopped refreshing). Healthy means the
 mailbox was read recently (within three poll intervals), no export has waited past
-its notification deadline (docs/reliability.md §7.3), and archived mail can be
-acknowledged (its processed folder exists). :func:`assess` is the pure
-judgement; :func:`ledger_health` reads what it needs from the ledger.
+its notification deadline (docs/reliability.md §7.3), archived mail can be
+acknowledged (its processed folder exists), and no hook is failing (docs/hooks.md).
+:func:`assess` is the pure judgement; :func:`ledger_health` reads what it needs from
+the ledger.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from inbox_poller.config import Config
 from inbox_poller.ledger.store import Store
 from inbox_poller.loop.poller import ACK_PROBLEM_KEY
 from inbox_poller.loop.reader import LAST_POLL_KEY
-from inbox_poller.models import FINAL_STATES, Export, ExportState
+from inbox_poller.models import FINAL_STATES, Export, ExportState, HookRun
 
 STALE_POLL_INTERVALS = 3
 """The mailbox counts as unread after this many poll intervals without a successful pass."""
@@ -80,10 +81,12 @@ def assess(
     poll_interval_s: float,
     notify_deadline_s: float,
     ack_problem: str = "",
+    hook_runs: Iterable[HookRun] = (),
 ) -> Health:
     """Judge the ledger at *now*: pending work, its age, and what is wrong.
 
-    *ack_problem* is why archived mail cannot be acknowledged ("" when it can).
+    *ack_problem* is why archived mail cannot be acknowledged ("" when it can);
+    *hook_runs* are the pending ones, of which those that failed are a problem.
     """
     counts: dict[str, int] = {}
     pending: list[Export] = []
@@ -108,6 +111,13 @@ def assess(
         problems.append(f"{len(overdue)} export(s) past the notification deadline (job {shown})")
     if ack_problem:
         problems.append(f"archived mail cannot be acknowledged: {ack_problem}")
+    failing = [run for run in hook_runs if run.failing]
+    if failing:
+        worst = max(failing, key=lambda run: run.attempts)
+        problems.append(
+            f"{len(failing)} hook run(s) failing (job {worst.job_id}: {worst.hook} failed "
+            f"{worst.attempts} time(s): {worst.last_error})"
+        )
     oldest = min((_waiting_since(e) for e in pending), default=None)
     return Health(
         pending=len(pending),
@@ -129,4 +139,5 @@ def ledger_health(store: Store, config: Config, now: datetime) -> Health:
         poll_interval_s=config.imap.poll_interval,
         notify_deadline_s=config.exports.notify_deadline,
         ack_problem=values.get(ACK_PROBLEM_KEY, ""),
+        hook_runs=store.pending_hook_runs(),
     )
