@@ -316,3 +316,20 @@ def test_wait_returns_the_file_run_once_archives(loop_env: LoopEnv) -> None:
     assert waiter.returncode == 0
     [archived] = loop_env.archived_files()
     assert out == f"{archived}\n"
+
+
+def test_check_fails_a_hook_program_that_cannot_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOKEN_VAR", "t")
+    monkeypatch.setenv("PASSWORD_VAR", "p")
+    program = tmp_path / "load-export"
+    path = _config(tmp_path, f'\n[hooks]\non_archived = ["{program}", "--fast"]\n')
+    assert main(["check", "--offline", "-c", str(path)]) == 1
+    assert f"FAIL hook on_archived: {program}: no such file" in capsys.readouterr().out
+    program.write_text("#!/bin/sh\n")
+    assert main(["check", "--offline", "-c", str(path)]) == 1
+    assert f"not executable (chmod +x {program})" in capsys.readouterr().out
+    program.chmod(0o755)
+    assert main(["check", "--offline", "-c", str(path)]) == 0
+    assert f"ok   hook on_archived: {program} is executable" in capsys.readouterr().out
