@@ -1004,10 +1004,10 @@ def test_each_account_runs_in_its_own_instance_of_the_template(
         assert not box.path(f"{states['globex']}/archive/manifest.jsonl").exists()
         globex = box.run(account_admin, "globex", "exports", "--json", check=False)
         assert globex.returncode == 0 and json.loads(globex.stdout) == [], globex.stderr
-        shown = box.run(account_admin, "acme", "config", "show", check=False)
-        assert "imap.password: file /run/credentials/run-" in shown.stdout, shown.stdout
+        config = box.run(account_admin, "acme", "config", "show", check=False)
+        assert "imap.password: file /run/credentials/run-" in config.stdout, config.stdout
         for secret in secrets_of(env):
-            assert secret not in shown.stdout
+            assert secret not in config.stdout
     finally:
         for account in states:
             box.ctl("stop", f"inbox-poller@{account}.service", check=False)
