@@ -28,7 +28,13 @@ from inbox_poller.config import (
     load_config,
     resolve_config_path,
 )
-from inbox_poller.errors import ArchiveError, ConfigError, InboxPollerError, UsageError
+from inbox_poller.errors import (
+    ArchiveError,
+    ConfigError,
+    InboxPollerError,
+    StoreError,
+    UsageError,
+)
 from inbox_poller.ledger.lock import daemon_running, run_lock
 from inbox_poller.ledger.store import Store
 from inbox_poller.models import Export, ExportRequest, ExportState, HookRun, utc_now
@@ -351,6 +357,10 @@ WAIT_FAILURE_GRACE_S = 15.0
 the daemon records a failure and its resubmission in two steps, a moment apart."""
 
 
+WAIT_UNREADABLE_TRIES = 3
+"""Failed looks at the ledger in a row that ``wait`` tolerates before it gives up."""
+
+
 def _given_up(export: Export, config: Config, now_s: float) -> bool:
     """Return whether *export*, which has no successor, will not be archived any more."""
     final = export.state in (
@@ -365,48 +375,65 @@ def _given_up(export: Export, config: Config, now_s: float) -> bool:
     return final and now_s - export.updated_at.timestamp() > WAIT_FAILURE_GRACE_S
 
 
+def _read_export(config: Config, export_id: int) -> tuple[Export, Export | None]:
+    """Return the export and its successor, from a fresh read-only look at the ledger
+    (a connection opened while no writer ran would never see later changes)."""
+    with Store(config.state_path, read_only=True) as store:
+        return store.get_export(export_id), store.successor(export_id)
+
+
 def cmd_wait(config: Config, args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout
     with Store(config.state_path, read_only=True) as store:
-        export = store.export_by_job_id(args.job_id)
-        if export is None:
-            raise InboxPollerError(f"no export with job ID {args.job_id} in {config.state_path}")
-        if not daemon_running(config.state_path):
+        first = store.export_by_job_id(args.job_id)
+    if first is None:
+        raise InboxPollerError(f"no export with job ID {args.job_id} in {config.state_path}")
+    if not daemon_running(config.state_path):
+        print(
+            "inbox-poller: the daemon is not running: the export advances only when it "
+            "does (or with `inbox-poller run --once`)",
+            file=sys.stderr,
+        )
+    export_id = first.export_id
+    unreadable = 0
+    while True:
+        try:
+            export, successor = _read_export(config, export_id)
+            unreadable = 0
+        except StoreError:
+            # a daemon starting while we read may show us a page in flux: look again
+            unreadable += 1
+            if unreadable > WAIT_UNREADABLE_TRIES:
+                raise
+            time.sleep(args.interval)
+            continue
+        if export.state in (ExportState.ARCHIVED, ExportState.ACKNOWLEDGED):
+            assert export.archived is not None
+            print(config.archive_dir / export.archived.path)
+            return EXIT_OK
+        if successor is not None:
             print(
-                "inbox-poller: the daemon is not running: the export advances only when it "
-                "does (or with `inbox-poller run --once`)",
+                f"inbox-poller: job {export.job_id} {export.state.value} "
+                f"({export.reason or 'no reason recorded'}); following its resubmission, job "
+                f"{successor.job_id or '(not yet submitted)'}",
                 file=sys.stderr,
             )
-        while True:
-            export = store.get_export(export.export_id)
-            if export.state in (ExportState.ARCHIVED, ExportState.ACKNOWLEDGED):
-                assert export.archived is not None
-                print(config.archive_dir / export.archived.path)
-                return EXIT_OK
-            successor = store.successor(export.export_id)
-            if successor is not None:
-                print(
-                    f"inbox-poller: job {export.job_id} {export.state.value} "
-                    f"({export.reason or 'no reason recorded'}); following its resubmission, job "
-                    f"{successor.job_id or '(not yet submitted)'}",
-                    file=sys.stderr,
-                )
-                export = successor
-                continue
-            if _given_up(export, config, utc_now().timestamp()):
-                print(
-                    f"inbox-poller: job {export.job_id} {export.state.value}: {export.reason}",
-                    file=sys.stderr,
-                )
-                return EXIT_FAILURE
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                print(
-                    f"inbox-poller: timed out: job {export.job_id} is still {export.state.value}",
-                    file=sys.stderr,
-                )
-                return EXIT_TIMEOUT
-            time.sleep(min(args.interval, remaining))
+            export_id = successor.export_id
+            continue
+        if _given_up(export, config, utc_now().timestamp()):
+            print(
+                f"inbox-poller: job {export.job_id} {export.state.value}: {export.reason}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            print(
+                f"inbox-poller: timed out: job {export.job_id} is still {export.state.value}",
+                file=sys.stderr,
+            )
+            return EXIT_TIMEOUT
+        time.sleep(min(args.interval, remaining))
 
 
 def _inspection_rules(args: argparse.Namespace) -> tuple[HostRule, ...]:

@@ -67,10 +67,16 @@ class LedgerConnection:
     def _open_read_only(self, path: Path) -> None:
         if not path.exists():
             raise LedgerMissing(path)
-        old_umask = os.umask(0o077)  # SQLite may create the -wal and -shm files: private
+        uri = f"{path.absolute().as_uri()}?mode=ro"
+        if not path.with_name(path.name + "-wal").exists():
+            # no writer has it open (a WAL writer keeps the -wal file while it runs), so
+            # read it as a plain file: nothing is created beside it, no -shm owned by the
+            # reader (root) that the service's user could then not open
+            uri += "&immutable=1"
+        old_umask = os.umask(0o077)  # SQLite may create the -shm file: private
         try:
             self._conn = sqlite3.connect(
-                f"{path.absolute().as_uri()}?mode=ro",
+                uri,
                 uri=True,
                 timeout=10.0,
                 isolation_level=None,

@@ -38,11 +38,30 @@ def test_a_reader_sees_the_writers_commits_and_cannot_write(tmp_path: Path) -> N
     writer.close()
 
 
-def test_a_reader_after_the_daemon_stopped_leaves_only_private_files(tmp_path: Path) -> None:
+def test_a_reader_after_the_daemon_stopped_creates_nothing_beside_the_ledger(
+    tmp_path: Path,
+) -> None:
+    # run as root on the service's ledger, a -wal or -shm file of root's would lock the
+    # service's own user out of it at its next start
     path = tmp_path / "state.db"
     Store(path).close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.db"]
+    tmp_path.chmod(0o500)  # and it needs no write access to the directory
+    try:
+        with Store(path, read_only=True) as reader:
+            assert reader.counts_by_state() == {}
+    finally:
+        tmp_path.chmod(0o700)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.db"]
+
+
+def test_a_reader_beside_a_running_writer_keeps_its_files_private(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    writer = Store(path)
+    (tmp_path / "state.db-shm").unlink(missing_ok=True)  # let the reader create it
     with Store(path, read_only=True) as reader:
         assert reader.counts_by_state() == {}
+    writer.close()
     for name in ("state.db", "state.db-wal", "state.db-shm"):
         if (tmp_path / name).exists():
             assert stat.S_IMODE((tmp_path / name).stat().st_mode) & 0o077 == 0, name
