@@ -25,6 +25,7 @@ looks at that one offset (docs/reliability.md §3.6).
 from __future__ import annotations
 
 import contextlib
+import errno
 import grp
 import hashlib
 import json
@@ -131,9 +132,12 @@ class Access:
             try:
                 os.mkdir(path, self.dir_mode)
             except FileExistsError:
-                if not path.is_dir():
-                    raise
-                continue  # created meanwhile (another download): leave it as it is
+                if path.is_dir():
+                    continue  # created meanwhile (another download): leave it as it is
+                if path != directory:  # a parent is a file, as os.makedirs reports it
+                    error = os.strerror(errno.ENOTDIR)
+                    raise NotADirectoryError(errno.ENOTDIR, error, str(path)) from None
+                raise
             self.apply(path, self.dir_mode)
 
 
@@ -331,7 +335,7 @@ class Archive:
         """
         line = manifest_line(export, archived, now)
         manifest = self.root / MANIFEST_NAME
-        text = json.dumps(asdict(line), sort_keys=False, ensure_ascii=False) + "\n"
+        text = manifest_json(line) + "\n"
         with self._manifest_lock:
             try:
                 fd = os.open(
@@ -421,6 +425,11 @@ class Archive:
             for path in self.root.rglob(f".*{PART_SUFFIX}")
             if path.is_file() and path.resolve() not in keep
         ]
+
+
+def manifest_json(line: ManifestLine) -> str:
+    """Return *line* as the one line of JSON the manifest holds (without the newline)."""
+    return json.dumps(asdict(line), sort_keys=False, ensure_ascii=False)
 
 
 def manifest_line(export: Export, archived: ArchivedFile, now: datetime) -> ManifestLine:

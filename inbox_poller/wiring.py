@@ -15,6 +15,7 @@ from inbox_poller.archive import Archive
 from inbox_poller.config import Config
 from inbox_poller.ledger.store import Store
 from inbox_poller.loop.archiver import ExportArchiver
+from inbox_poller.loop.hooks import HookDispatcher, HookSettings
 from inbox_poller.loop.parts import LoopParts
 from inbox_poller.loop.poller import Poller
 from inbox_poller.loop.reader import ReaderSettings
@@ -72,6 +73,11 @@ def build_metrics(config: Config, mode: Mode) -> PrometheusMetrics | None:
     return metrics
 
 
+def hook_settings(config: Config) -> HookSettings:
+    """What running hooks needs from *config*."""
+    return HookSettings(on_archived=config.hooks.on_archived, timeout_s=config.hooks.timeout)
+
+
 def build_loop(
     config: Config, *, stop: threading.Event | None = None, metrics: Metrics | None = None
 ) -> LoopParts:
@@ -84,6 +90,7 @@ def build_loop(
     metrics = metrics or NoMetrics()
     mailbox = build_mailbox(config)
     store = Store(config.state_path)
+    hooks = hook_settings(config)
     archiver = ExportArchiver(
         store,
         Archive(config.archive_dir, config.archive_group),
@@ -91,9 +98,11 @@ def build_loop(
         max_attempts=config.download.max_attempts,
         stop=stop,
         metrics=metrics,
+        hooks=hooks.queued,
     )
     poller = Poller(store, archiver, reader_settings(config), metrics=metrics)
-    return LoopParts(store, mailbox, archiver, poller)
+    dispatcher = HookDispatcher(store, config.archive_dir, hooks)
+    return LoopParts(store, mailbox, archiver, poller, dispatcher)
 
 
 def build_submitter(config: Config, store: Store, *, metrics: Metrics | None = None) -> Submitter:

@@ -99,8 +99,11 @@ def writes_to_journal(stream: TextIO) -> bool:
     return expected == f"{info.st_dev}:{info.st_ino}"
 
 
-def configure_logging(verbose: bool, log_format: str = "text") -> None:
-    """Log to stderr (the time only off journald); quiet third-party loggers."""
+def configure_logging(verbose: bool, log_format: str = "text", *, quiet: bool = False) -> None:
+    """Log to stderr (the time only off journald); quiet third-party loggers.
+
+    *verbose* logs DEBUG and up, *quiet* WARNING and up, neither INFO and up.
+    """
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
@@ -111,7 +114,7 @@ def configure_logging(verbose: bool, log_format: str = "text") -> None:
     handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     # imapclient logs every server line (message bodies, signed links) at DEBUG
     logging.getLogger("imapclient").setLevel(logging.WARNING)
     # urllib3 logs request paths with their signed query strings at DEBUG

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from inbox_poller.archive import manifest_json, manifest_line
 from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import (
     ArchiveError,
@@ -47,6 +48,7 @@ class ExportArchiver:
         clock: Callable[[], datetime] = utc_now,
         stop: threading.Event | None = None,
         metrics: Metrics | None = None,
+        hooks: Sequence[str] = (),
     ) -> None:
         self.store = store
         self.archive = archive
@@ -56,6 +58,9 @@ class ExportArchiver:
         self.stop = stop or threading.Event()
         """Set on shutdown: an interrupted download is parked, not failed."""
         self.metrics: Metrics = metrics or NoMetrics()
+        self.hooks = tuple(hooks)
+        """The hooks queued with each archived export (``loop.hooks``), with its manifest
+        line."""
 
     def remove_stale_parts(self) -> None:
         """Delete part files of downloads a previous process did not finish.
@@ -241,14 +246,16 @@ class ExportArchiver:
         if part is not None:
             self.archive.publish(part, archived)
         export = self.store.get_export(export_id)
+        now = self.clock()
         self.archive.append_manifest(
             export,
             archived,
-            self.clock(),
+            now,
             lambda offset: self.store.record_manifest_offset(export_id, offset),
         )
         crash_point("download:after-manifest")
-        export = self.store.mark_archived(export_id, self.clock())
+        event = manifest_json(manifest_line(export, archived, now)) if self.hooks else ""
+        export = self.store.mark_archived(export_id, now, hooks=self.hooks, event=event)
         report.archived.append(str(export.job_id))
         since = export.submitted_at or export.created_at
         waited_s = (export.archived_at - since).total_seconds() if export.archived_at else None

@@ -13,6 +13,8 @@ Threads and who owns what:
   hung mailbox session gets the service restarted;
 * a small **download pool** (``downloads.py``), so one large payload does not hold
   up the mailbox;
+* a **hook thread** (``hookrunner.py``) that runs ``[hooks] on_archived`` for each
+  archived export, woken by the download pool, so a slow hook never holds up the mail;
 * **APScheduler** (UTC, coalescing, one instance per job, fixed job ids, a
   memory job store: the ledger is the source of truth) submits scheduled
   exports, checks overdue ones, and refreshes ``STATUS=``.
@@ -48,6 +50,7 @@ from inbox_poller.ports import Mailbox, Metrics, NoMetrics
 from inbox_poller.schedules.jobs import scheduler_entries
 from inbox_poller.service.downloads import DownloadPool
 from inbox_poller.service.health import DAEMON_STARTED_KEY, ledger_health
+from inbox_poller.service.hookrunner import HookRunner
 from inbox_poller.service.sdnotify import Notifier
 from inbox_poller.service.watcher import IDLE_RENEW_S, MailboxWatcher
 
@@ -76,6 +79,8 @@ class _Session:
     scheduler: BackgroundScheduler
     stop: threading.Event
     watcher_thread: threading.Thread
+    hook_wake: threading.Event
+    hook_thread: threading.Thread
 
 
 class Daemon:
@@ -171,15 +176,22 @@ class Daemon:
     def _start(self, config: Config) -> _Session:
         stop = threading.Event()
         wake = threading.Event()
+        hook_wake = threading.Event()
         parts = self._build_loop(config, stop)
         parts.archiver.remove_stale_parts()
+
+        def on_done() -> None:
+            wake.set()  # a finished download has mail to acknowledge: a pass soon
+            hook_wake.set()  # ... and maybe hooks to run
+
         downloads = DownloadPool(
             parts.store,
             parts.archiver,
             workers=config.daemon.download_workers,
             stop=stop,
-            on_done=wake.set,  # a finished download has mail to acknowledge: a pass soon
+            on_done=on_done,
         )
+        hooks = HookRunner(parts.hooks, stop=stop, wake=hook_wake)
 
         def on_pass(mailbox: Mailbox, status: MailboxStatus) -> None:
             parts.poller.run_pass(
@@ -214,10 +226,13 @@ class Daemon:
             scheduler,
             stop,
             threading.Thread(target=watcher.run, name="mailbox-watcher", daemon=True),
+            hook_wake,
+            threading.Thread(target=hooks.run, name="hooks", daemon=True),
         )
         self._schedule(session)
         scheduler.start()
         session.watcher_thread.start()
+        session.hook_thread.start()
         # exports left in flight by a previous run (crash, SIGKILL, SIGTERM) resume now
         downloads.dispatch()
         return session
@@ -226,9 +241,11 @@ class Daemon:
         """Stop the session within ``SHUTDOWN_GRACE_S``; parked work resumes next start."""
         deadline = time.monotonic() + SHUTDOWN_GRACE_S
         session.stop.set()  # downloads abort and park as "notified"; the watcher returns
+        session.hook_wake.set()  # a running hook is killed and stays pending
         session.scheduler.shutdown(wait=False)
         session.downloads.shutdown(deadline)
         session.watcher_thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        session.hook_thread.join(timeout=max(0.1, deadline - time.monotonic()))
         session.parts.close()
 
     def _schedule(self, session: _Session) -> None:

@@ -4,9 +4,10 @@
 dropped IMAP session nobody noticed, a token that stopped refreshing). Healthy means the
 mailbox was read recently (within three poll intervals), no export has waited past
 its notification deadline (docs/reliability.md §7.3), no export failed in the last
-24 hours (``submit_failed``, ``failed``, ``link_expired``), and archived mail can be
-acknowledged (its processed folder exists). :func:`assess` is the pure
-judgement; :func:`ledger_health` reads what it needs from the ledger.
+24 hours (``submit_failed``, ``failed``, ``link_expired``), archived mail can be
+acknowledged (its processed folder exists), and no hook is failing (docs/hooks.md).
+:func:`assess` is the pure judgement; :func:`ledger_health` reads what it needs from
+the ledger.
 
 Two ways of running are judged: the daemon (``run``), and ``run --once`` from cron.
 Whichever made the last start counts (``Health.mode``): for cron, the daemon need not
@@ -26,7 +27,7 @@ from inbox_poller.config import Config
 from inbox_poller.ledger.store import Store
 from inbox_poller.loop.poller import ACK_PROBLEM_KEY, LAST_RUN_KEY
 from inbox_poller.loop.reader import LAST_POLL_KEY
-from inbox_poller.models import FINAL_STATES, Export, ExportState
+from inbox_poller.models import FINAL_STATES, Export, ExportState, HookRun
 from inbox_poller.ports import HealthSample
 
 STALE_POLL_INTERVALS = 3
@@ -135,12 +136,14 @@ def assess(
     ack_problem: str = "",
     mode: Mode = "daemon",
     last_run: Mapping[str, object] | None = None,
+    hook_runs: Iterable[HookRun] = (),
 ) -> Health:
     """Judge the ledger at *now*: pending work, its age, and what is wrong.
 
     *ack_problem* is why archived mail cannot be acknowledged ("" when it can).
     *last_run* is what the last ``run --once`` recorded (``at``, ``ok``, ``failed``);
-    in mode ``once`` a failed last run is a problem.
+    in mode ``once`` a failed last run is a problem. *hook_runs* are the pending ones,
+    of which those that failed are a problem.
     """
     counts: dict[str, int] = {}
     pending: list[Export] = []
@@ -175,6 +178,13 @@ def assess(
         failed = [str(line) for line in _as_list(last_run.get("failed"))]
         when = f" at {utc_iso(run_at)}" if run_at else ""
         problems.append(f"the last run --once{when} failed: {_shown(failed) or 'unknown'}")
+    failing = [run for run in hook_runs if run.failing]
+    if failing:
+        worst = max(failing, key=lambda run: run.attempts)
+        problems.append(
+            f"{len(failing)} hook run(s) failing (job {worst.job_id}: {worst.hook} failed "
+            f"{worst.attempts} time(s): {worst.last_error})"
+        )
     oldest = min((_waiting_since(e) for e in pending), default=None)
     return Health(
         pending=len(pending),
@@ -242,4 +252,5 @@ def ledger_health(store: Store, config: Config, now: datetime) -> Health:
         ack_problem=values.get(ACK_PROBLEM_KEY, ""),
         mode=mode,
         last_run=last_run,
+        hook_runs=store.pending_hook_runs(),
     )

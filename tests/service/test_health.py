@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from inbox_poller.loop.poller import LAST_RUN_KEY
-from inbox_poller.models import Export, ExportRequest, ExportState
+from inbox_poller.models import Export, ExportRequest, ExportState, HookRun, HookState
 from inbox_poller.service.health import (
     DAEMON_STARTED_KEY,
     assess,
@@ -174,3 +174,27 @@ def test_utc_iso_is_absolute_utc() -> None:
     tokyo = datetime(2026, 11, 29, 21, 0, 5, tzinfo=timezone(timedelta(hours=9)))
     assert utc_iso(tokyo) == "2026-11-29T12:00:05Z"
     assert utc_iso(None) is None
+
+
+def _run(attempts: int, error: str | None = None) -> HookRun:
+    state = HookState.PENDING
+    return HookRun(7, "1007", "on_archived", "{}", state, attempts, NOW, error, NOW, None)
+
+
+def test_a_failing_hook_is_unhealthy_and_one_not_run_yet_is_not() -> None:
+    polled = NOW - timedelta(seconds=20)
+    waiting = assess(
+        [], polled, NOW, poll_interval_s=60, notify_deadline_s=7200, hook_runs=[_run(0)]
+    )
+    assert waiting.healthy
+    failing = assess(
+        [],
+        polled,
+        NOW,
+        poll_interval_s=60,
+        notify_deadline_s=7200,
+        hook_runs=[_run(0), _run(3, "exit 1: no route"), _run(1, "timed out after 300s (killed)")],
+    )
+    assert failing.problems == (
+        "2 hook run(s) failing (job 1007: on_archived failed 3 time(s): exit 1: no route)",
+    )
