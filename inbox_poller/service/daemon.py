@@ -333,11 +333,13 @@ class Daemon:
     def _progress(self, _what: str) -> None:
         """Called by the watcher after each completed wait, pass step or back-off second.
 
-        Pings at most every half ping interval (a quarter of ``$WATCHDOG_USEC``), so the
-        time between pings stays within the interval ``sd_watchdog_enabled(3)`` asks for.
+        Pings at most once a second, and never less often than progress comes: a short
+        watchdog gets one at least every half ping interval (a quarter of
+        ``$WATCHDOG_USEC``), within the interval ``sd_watchdog_enabled(3)`` asks for; a long
+        one gets one after each IDLE renewal and pass, so systemd sees the daemon's pace.
         """
         interval = self._notifier.watchdog_interval_s
         now = time.monotonic()
-        if interval is not None and now - self._last_watchdog >= interval / 2:
+        if interval is not None and now - self._last_watchdog >= min(interval / 2, 1.0):
             self._notifier.watchdog()
             self._last_watchdog = now
