@@ -156,7 +156,7 @@ def child_main(url: str, ca: Path, out: Path, *, validate: bool = True) -> None:
     part.seal()
     archived = archive.describe(export, result)
     archive.publish(part.path, archived)
-    archive.append_manifest(export, archived, utc_now())
+    archive.append_manifest(export, archived, utc_now(), lambda offset: None)
     done = time.perf_counter()
     archive.final_path(archived).replace(out)
     print(

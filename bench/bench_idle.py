@@ -5,7 +5,7 @@ Starts a private Dovecot (IDLE advertised), the Pinpointe simulator and
 watchdog of 120 s as under the shipped unit (``bench_latency.running_daemon``). Once the daemon
 says READY=1 it is left alone and sampled every second from ``/proc/<pid>``:
 ``VmRSS`` of ``status`` and ``utime + stime`` of ``stat``. What it does meanwhile:
-an IDLE renewed every 5 s, a watchdog ping every 30 s (a quarter of 120 s), STATUS= every
+an IDLE renewed every 5 s and a watchdog ping after each renewal, STATUS= every
 10 s, a mailbox pass every ``poll_interval`` (60 s) and the scheduler's reconcile
 every 60 s.
 

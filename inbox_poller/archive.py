@@ -7,40 +7,54 @@ Layout (built only from validated IDs, never from names found in mail or URLs)::
         <method>/<YYYY>/<MM>/stat-<stat>_job-<job_id>.json
 
 ``YYYY/MM`` is the UTC month the export was submitted. A payload is written to
-``.<job_id>.<random>.part`` in its final directory (``O_CREAT|O_EXCL|O_NOFOLLOW``,
-mode 0600), fsynced, renamed over the final name, and the directory fsynced
-(docs/reliability.md §3.6). Only then does the manifest get its line (fsynced too).
+``.<job_id>.<random>.part`` in its final directory (``O_CREAT|O_EXCL|O_NOFOLLOW``),
+fsynced, renamed over the final name, and the directory fsynced (docs/reliability.md
+§3.6). Only then does the manifest get its line (fsynced too). The layout and the line's
+fields are the public contract of ``archive_reader``, which reads them.
+
+Files are private (0600) and every directory the archive creates, the archive directory
+and its missing parents included, is 0700, whatever the umask. With ``archive.group``,
+files are 0640 and directories 0750, owned by that group (the process must be a member:
+under systemd, ``Group=``; docs/systemd.md).
+
+The manifest is appended to, never read whole: before its line is written, the line's
+offset is handed to the caller to record (the ledger commits it), so a resumed crash
+looks at that one offset (docs/reliability.md §3.6).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import grp
 import hashlib
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from inbox_poller import crashpoints
+from inbox_poller.archive_reader import MANIFEST_NAME, MAX_LINE_BYTES, PART_SUFFIX, ManifestLine
 from inbox_poller.errors import ArchiveError
 from inbox_poller.models import (
     DATE_RE,
     JOB_ID_RE,
+    MANIFEST_OFFSET_UNKNOWN,
     STAT_ID_RE,
     ArchivedFile,
     DownloadResult,
     Export,
 )
 
-MANIFEST_NAME = "manifest.jsonl"
 WRITE_BEHIND_BYTES = 64 * 1024 * 1024
 """Flush a part file to disk every this many bytes while it is written (from the
 download's writer thread), so the final fsync has little left to do and does not add
 the whole payload's write-back to the end of the download."""
-PART_SUFFIX = ".part"
 _METHOD_RE = JOB_ID_RE
 _HASH_CHUNK_BYTES = 1024 * 1024
 
@@ -62,10 +76,81 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-class PartFile:
-    """A private temporary file in the final directory; implements ``PayloadSink``."""
+class Access:
+    """Who may read the archive: its owner only, or its owner and one group."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, group: str | None = None) -> None:
+        self.group = group
+        self.gid: int | None = None
+        if group is not None:
+            try:
+                self.gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise ArchiveError(
+                    f"archive.group: there is no group {group!r} on this system"
+                ) from None
+        self.file_mode = 0o600 if group is None else 0o640
+        self.dir_mode = 0o700 if group is None else 0o750
+
+    def apply(self, path: Path | int, mode: int) -> None:
+        """Give *path* (or an open file descriptor) *mode* and the group, whatever the umask."""
+        # chown only when the group differs: under the unit, Group= already gives new files
+        # the group, and SystemCallFilter=~@privileged refuses chown itself (EPERM)
+        try:
+            if isinstance(path, int):
+                os.fchmod(path, mode)
+                if self.gid is not None and os.fstat(path).st_gid != self.gid:
+                    os.fchown(path, -1, self.gid)
+            else:
+                os.chmod(path, mode, follow_symlinks=False)
+                if self.gid is not None and os.lstat(path).st_gid != self.gid:
+                    os.chown(path, -1, self.gid, follow_symlinks=False)
+        except OSError as exc:
+            what = path if isinstance(path, Path) else "a new file"
+            hint = ""
+            if self.gid is not None and exc.errno in (1, 22):  # EPERM, EINVAL
+                hint = (
+                    f" (to give files to group {self.group!r}, inbox-poller must be a member"
+                    " of it: under systemd, Group= in the unit; docs/systemd.md)"
+                )
+            raise ArchiveError(
+                f"cannot set the mode or group of {what}: {exc.strerror}{hint}"
+            ) from exc
+
+    def make_dirs(self, directory: Path) -> None:
+        """Create *directory* and its missing parents, each with the archive's mode and group.
+
+        :raises OSError: a directory cannot be created.
+        :raises ArchiveError: its mode or group cannot be set.
+        """
+        missing: list[Path] = []
+        current = directory
+        while not current.is_dir() and current != current.parent:
+            missing.append(current)
+            current = current.parent
+        for path in reversed(missing):
+            try:
+                os.mkdir(path, self.dir_mode)
+            except FileExistsError:
+                if path.is_dir():
+                    continue  # created meanwhile (another download): leave it as it is
+                if path != directory:  # a parent is a file, as os.makedirs reports it
+                    error = os.strerror(errno.ENOTDIR)
+                    raise NotADirectoryError(errno.ENOTDIR, error, str(path)) from None
+                raise
+            self.apply(path, self.dir_mode)
+
+
+PRIVATE = Access()
+
+
+class PartFile:
+    """A temporary file in the final directory; implements ``PayloadSink``.
+
+    Created with the archive's file mode and group (0600 when no group is set).
+    """
+
+    def __init__(self, path: Path, access: Access = PRIVATE) -> None:
         self.path = path
         self._written = 0
         try:
@@ -74,6 +159,12 @@ class PartFile:
             )
         except OSError as exc:
             raise ArchiveError(f"cannot create {path}: {exc.strerror}") from exc
+        if access is not PRIVATE:
+            try:
+                access.apply(self._fd, access.file_mode)
+            except ArchiveError:
+                self.discard()
+                raise
 
     def write(self, data: bytes) -> None:
         if self._fd is None:
@@ -133,43 +224,37 @@ class PartFile:
             self.path.unlink()
 
 
-@dataclass(frozen=True)
-class ManifestLine:
-    """One line of ``manifest.jsonl``; the field names are a public contract."""
-
-    job_id: str
-    stat: str
-    method: str
-    startdate: str | None
-    enddate: str | None
-    path: str
-    bytes: int
-    sha256: str
-    records: int | None
-    top_level: str
-    message_id: str | None
-    submitted_at: str | None
-    archived_at: str
-    export_id: int
-    source: str
-
-
 class Archive:
     """The archive directory: final paths, part files, publishing and the manifest."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, group: str | None = None) -> None:
+        """*group* is ``archive.group``: files 0640 and directories 0750, owned by it.
+
+        :raises ArchiveError: no such group.
+        """
         self.root = root
+        self.access = PRIVATE if group is None else Access(group)
+        self._manifest_lock = threading.Lock()  # the download pool's threads append
 
     def ensure_writable(self) -> None:
-        """Create the archive directory (0700) and prove a private file can be written."""
+        """Create the archive directory and prove a file can be written in it.
+
+        With a group, the directory and the manifest get the group's modes (0750, 0640),
+        so that setting ``archive.group`` later opens an existing archive's top to it.
+        """
         try:
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.access.make_dirs(self.root)
             probe = self.root / f".write-test.{secrets.token_hex(4)}"
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             os.close(fd)
             probe.unlink()
         except OSError as exc:
             raise ArchiveError(f"archive directory {self.root} is not writable: {exc}") from exc
+        if self.access is not PRIVATE:
+            self.access.apply(self.root, self.access.dir_mode)
+            manifest = self.root / MANIFEST_NAME
+            if manifest.is_file() and not manifest.is_symlink():
+                self.access.apply(manifest, self.access.file_mode)
 
     def relative_path(self, export: Export) -> str:
         """Return the final path of *export*'s payload, relative to the archive root."""
@@ -192,11 +277,11 @@ class Archive:
         """Create the private temporary file the download is streamed into."""
         final = self._final(self.relative_path(export))
         try:
-            final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.access.make_dirs(final.parent)
         except OSError as exc:
             raise ArchiveError(f"cannot create {final.parent}: {exc.strerror}") from exc
         name = f".{export.job_id}.{secrets.token_hex(6)}{PART_SUFFIX}"
-        return PartFile(final.parent / name)
+        return PartFile(final.parent / name, self.access)
 
     def describe(self, export: Export, result: DownloadResult) -> ArchivedFile:
         return ArchivedFile(
@@ -233,40 +318,86 @@ class Archive:
     def final_path(self, archived: ArchivedFile) -> Path:
         return self._final(archived.path)
 
-    def append_manifest(self, export: Export, archived: ArchivedFile, now: datetime) -> None:
-        """Append *export*'s line unless the manifest already has it (a resumed crash); fsync."""
+    def append_manifest(
+        self,
+        export: Export,
+        archived: ArchivedFile,
+        now: datetime,
+        record: Callable[[int], None],
+    ) -> None:
+        """Append *export*'s line to the manifest once, even across crashes; fsync.
+
+        The manifest is never read whole. *record* is called with the offset the line
+        will start at, before it is written, and must make it durable (the ledger
+        commits it as ``Export.manifest_offset``). On a later call for the same export,
+        the line is looked for at that offset only: found, nothing is written; a tail
+        cut short there (a crash in the write) is cut off and the line written again.
+        """
         line = manifest_line(export, archived, now)
         manifest = self.root / MANIFEST_NAME
-        if self._manifest_has(manifest, line.job_id, line.sha256):
-            return
-        text = json.dumps(asdict(line), sort_keys=False, ensure_ascii=False) + "\n"
-        if self._ends_torn(manifest):
-            text = "\n" + text  # a crash tore the last line: never glue ours onto it
-        try:
-            fd = os.open(
-                manifest,
-                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o600,
-            )
+        text = manifest_json(line) + "\n"
+        with self._manifest_lock:
             try:
-                os.write(fd, text.encode("utf-8"))
+                fd = os.open(
+                    manifest,
+                    os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                )
+            except OSError as exc:
+                raise ArchiveError(f"cannot open {manifest}: {exc.strerror}") from exc
+            try:
+                if os.fstat(fd).st_size == 0:
+                    self.access.apply(fd, self.access.file_mode)
+                if self._already_there(fd, export.manifest_offset, line, manifest):
+                    return
+                end = os.fstat(fd).st_size
+                if end and os.pread(fd, 1, end - 1) != b"\n":
+                    text = "\n" + text  # a torn line: never glue ours onto it
+                    end += 1
+                record(end)
+                crashpoints.crash_point("archive:before-manifest-line")
+                self._write(fd, text.encode("utf-8"))
                 os.fsync(fd)
+            except OSError as exc:
+                raise ArchiveError(f"cannot append to {manifest}: {exc.strerror}") from exc
             finally:
                 os.close(fd)
-        except OSError as exc:
-            raise ArchiveError(f"cannot append to {manifest}: {exc.strerror}") from exc
 
     @staticmethod
-    def _ends_torn(manifest: Path) -> bool:
-        try:
-            with manifest.open("rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                if handle.tell() == 0:
-                    return False
-                handle.seek(-1, os.SEEK_END)
-                return handle.read(1) != b"\n"
-        except FileNotFoundError:
+    def _write(fd: int, data: bytes) -> None:
+        if crashpoints.armed("archive:mid-manifest-line"):
+            os.write(fd, data[: len(data) // 2])
+            crashpoints.crash_point("archive:mid-manifest-line")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    def _already_there(
+        self, fd: int, recorded: int | None, line: ManifestLine, manifest: Path
+    ) -> bool:
+        """Whether the line was written before a crash; cut off a torn write of it."""
+        if recorded is None:
+            return False  # never attempted
+        if recorded == MANIFEST_OFFSET_UNKNOWN:  # verified by an older version
+            return self._manifest_has(manifest, line.job_id, line.sha256)
+        end = os.fstat(fd).st_size
+        if recorded >= end:
             return False
+        tail = os.pread(fd, min(end - recorded, MAX_LINE_BYTES), recorded)
+        found, newline, _ = tail.partition(b"\n")
+        if not newline:
+            if end - recorded <= MAX_LINE_BYTES:
+                os.ftruncate(fd, recorded)  # our write, cut short: nothing was after it
+            return False
+        try:
+            entry = json.loads(found)
+        except ValueError:
+            return False
+        return (
+            isinstance(entry, dict)
+            and entry.get("job_id") == line.job_id
+            and entry.get("sha256") == line.sha256
+        )
 
     @staticmethod
     def _manifest_has(manifest: Path, job_id: str, sha256: str) -> bool:
@@ -294,6 +425,11 @@ class Archive:
             for path in self.root.rglob(f".*{PART_SUFFIX}")
             if path.is_file() and path.resolve() not in keep
         ]
+
+
+def manifest_json(line: ManifestLine) -> str:
+    """Return *line* as the one line of JSON the manifest holds (without the newline)."""
+    return json.dumps(asdict(line), sort_keys=False, ensure_ascii=False)
 
 
 def manifest_line(export: Export, archived: ArchivedFile, now: datetime) -> ManifestLine:

@@ -9,10 +9,14 @@ environment variable. They are read only when needed, and never printed.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
+import stat
 import tomllib
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,12 +27,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     StrictBool,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from inbox_poller.errors import ConfigError
 from inbox_poller.matching.sender import SenderPolicy
@@ -54,11 +59,21 @@ def is_loopback_host(host: str) -> bool:
 class Secret:
     """A secret read from a file or an environment variable; its value is never in a repr."""
 
-    def __init__(self, key: str, *, file: str | None, env: str | None, base_dir: Path) -> None:
+    def __init__(
+        self,
+        key: str,
+        *,
+        file: str | None,
+        env: str | None,
+        base_dir: Path,
+        config_path: Path | None = None,
+    ) -> None:
         self.key = key
         self._file = file
         self._env = env
         self._base_dir = base_dir
+        self._config_path = config_path
+        """The file that names this secret, for error messages."""
 
     def source(self) -> str:
         """Describe where the secret comes from, safe to print."""
@@ -89,27 +104,67 @@ class Secret:
                 return candidate  # unreadable: read() reports it as a configuration error
         return self._base_dir / path
 
+    def _where(self, path: Path) -> str:
+        """Name the file really tried: through a link, and after $CREDENTIALS_DIRECTORY."""
+        shown = str(path)
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError):
+            real = path
+        if real != path:
+            shown += f" (a link to {real})"
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        relative = self._file is not None and not Path(self._file).is_absolute()
+        if creds and relative and not path.is_relative_to(creds):
+            shown += f" (not found in $CREDENTIALS_DIRECTORY {creds} either)"
+        return shown
+
+    def _error(self, message: str, key: str) -> ConfigError:
+        config = str(self._config_path) if self._config_path is not None else None
+        return ConfigError(message, path=config, key=key)
+
     def read(self) -> str:
-        """Return the secret; raise ``ConfigError`` naming the key if it cannot be read."""
+        """Return the secret; raise ``ConfigError`` naming the config file, the key and
+        the secret's own file if it cannot be read."""
         path = self.path()
         if path is not None:
             try:
                 value = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
-                raise ConfigError(
-                    f"cannot read the secret file {path}: {exc.strerror}", key=f"{self.key}_file"
+                raise self._error(
+                    f"cannot read the secret file {self._where(path)}: {exc.strerror}",
+                    f"{self.key}_file",
                 ) from None
             if not value:
-                raise ConfigError(f"the secret file {path} is empty", key=f"{self.key}_file")
+                raise self._error(
+                    f"the secret file {self._where(path)} is empty", f"{self.key}_file"
+                )
             return value
         if self._env is None:
             raise ConfigError("no file or environment variable is configured", key=self.key)
         env_value = os.environ.get(self._env, "").strip()
         if not env_value:
-            raise ConfigError(
-                f"the environment variable {self._env} is not set or empty", key=f"{self.key}_env"
+            raise self._error(
+                f"the environment variable {self._env} is not set or empty", f"{self.key}_env"
             )
         return env_value
+
+    def exposure(self) -> str | None:
+        """Return a warning when the secret's file is readable by its group or others."""
+        path = self.path()
+        if path is None:
+            return None
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            return None  # read() reports it
+        if not mode & 0o044:
+            return None
+        who = " and ".join(w for bit, w in ((0o040, "its group"), (0o004, "others")) if mode & bit)
+        return (
+            f"{self.key}: the secret file {path} is readable by {who} (mode {mode:04o}): "
+            f"chmod 600 {path}"
+        )
 
     def __repr__(self) -> str:
         return f"Secret({self.key}: {self.source()})"
@@ -119,14 +174,52 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
-def _one_secret(values: dict[str, Any], name: str) -> dict[str, Any]:
+def _secret_problem(values: object, name: str) -> str | None:
+    if not isinstance(values, dict):
+        return None
     has_file = values.get(f"{name}_file") is not None
     has_env = values.get(f"{name}_env") is not None
     if has_file == has_env:
-        raise ValueError(
-            f"give exactly one of {name}_file (a path) or {name}_env (a variable name)"
-        )
-    return values
+        return f"give exactly one of {name}_file (a path) or {name}_env (a variable name)"
+    return None
+
+
+def _with_problem(exc: ValidationError, problem: str, values: object) -> ValidationError:
+    """Return *exc* with one more error for the section itself (every problem is listed)."""
+    details: list[InitErrorDetails] = []
+    for error in exc.errors():
+        detail = InitErrorDetails(type=error["type"], loc=error["loc"], input=error["input"])
+        if "ctx" in error:
+            detail["ctx"] = error["ctx"]
+        details.append(detail)
+    details.append(
+        InitErrorDetails(type=PydanticCustomError("value_error", problem), loc=(), input=values)
+    )
+    try:
+        return ValidationError.from_exception_data(exc.title, details)
+    except (TypeError, ValueError, KeyError):
+        return exc  # an error type that cannot be rebuilt: its own errors still show
+
+
+_Model = typing.TypeVar("_Model", bound=BaseModel)
+
+
+def _one_secret(values: object, handler: ModelWrapValidatorHandler[_Model], name: str) -> _Model:
+    """Validate a section that names one secret by exactly one of ``*_file`` or ``*_env``.
+
+    The rule is checked beside the section's other keys, so that a file with several
+    problems gets all of them at once.
+    """
+    problem = _secret_problem(values, name)
+    try:
+        model = handler(values)
+    except ValidationError as exc:
+        if problem is None:
+            raise
+        raise _with_problem(exc, problem, values) from None
+    if problem is not None:
+        raise ValueError(problem)
+    return model
 
 
 PositiveSeconds = Annotated[float, Field(gt=0, le=86400)]
@@ -135,14 +228,18 @@ _DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*$")
 _DURATION_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def parse_duration(text: str) -> float:
+    """Return the seconds *text* means: a number of seconds, or ``"90s"``, ``"30m"``, ``"2h"``,
+    ``"1d"``; raise ``ValueError`` saying what is expected."""
+    found = _DURATION_RE.fullmatch(text)
+    if not found:
+        raise ValueError(f"{text!r} is not a duration: use seconds or '30m', '2h', '1d'")
+    return float(found.group(1)) * _DURATION_UNIT_S[found.group(2)]
+
+
 def _duration(value: object) -> object:
     """Accept seconds as a number, or a string such as ``"90s"``, ``"30m"``, ``"2h"``, ``"1d"``."""
-    if isinstance(value, str):
-        found = _DURATION_RE.match(value)
-        if not found:
-            raise ValueError(f"{value!r} is not a duration: use seconds or '30m', '2h', '1d'")
-        return float(found.group(1)) * _DURATION_UNIT_S[found.group(2)]
-    return value
+    return parse_duration(value) if isinstance(value, str) else value
 
 
 Duration = Annotated[float, BeforeValidator(_duration), Field(gt=0, le=366 * 86400)]
@@ -157,10 +254,12 @@ class PinpointeConfig(_Section):
     ca_file: str | None = None
     timeout_s: PositiveSeconds = 60.0
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _exactly_one_token(cls, values: dict[str, Any]) -> dict[str, Any]:
-        return _one_secret(values, "usertoken")
+    def _exactly_one_token(
+        cls, values: object, handler: ModelWrapValidatorHandler[PinpointeConfig]
+    ) -> PinpointeConfig:
+        return _one_secret(values, handler, "usertoken")
 
     @field_validator("api_url")
     @classmethod
@@ -316,18 +415,20 @@ class ImapConfig(_Section):
     poll_interval: Duration = Field(default=60.0, ge=5)
     """Seconds between scheduled polls, which run even when IDLE pushes new mail."""
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _exactly_one_password(cls, values: dict[str, Any]) -> dict[str, Any]:
+    def _exactly_one_password(
+        cls, values: object, handler: ModelWrapValidatorHandler[ImapConfig]
+    ) -> ImapConfig:
         if isinstance(values, dict) and values.get("auth") == "oauth2":
             if values.get("password_file") is not None or values.get("password_env") is not None:
                 raise ValueError('auth = "oauth2" takes no password_file or password_env')
             if not isinstance(values.get("oauth2"), dict):
                 raise ValueError('auth = "oauth2" needs an [imap.oauth2] table')
-            return values
+            return handler(values)
         if isinstance(values, dict) and values.get("oauth2") is not None:
             raise ValueError('[imap.oauth2] is used only with auth = "oauth2"')
-        return _one_secret(values, "password")
+        return _one_secret(values, handler, "password")
 
     @model_validator(mode="after")
     def _plain_only_on_loopback(self) -> ImapConfig:
@@ -411,12 +512,80 @@ class DaemonConfig(_Section):
     download_workers: int = Field(default=2, ge=1, le=8)
 
 
+_LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*\Z")
+_LISTEN_RE = re.compile(r"^(?:(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):)?(?P<port>[0-9]{1,5})\Z")
+
+
+class MetricsConfig(_Section):
+    listen: str | None = None
+    """``host:port`` (or a bare port, on 127.0.0.1) to serve ``/metrics`` on; off when unset."""
+    textfile: str | None = None
+    """A ``*.prom`` file for node_exporter's textfile collector, replaced atomically."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Labels added to every sample (tell several instances apart in one textfile directory)."""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        found = _LISTEN_RE.match(value) if value is not None else None
+        if value is not None and (not found or not 0 < int(found.group("port")) <= 65535):
+            raise ValueError("expected host:port such as '127.0.0.1:9464', or a port")
+        return value
+
+    @field_validator("textfile")
+    @classmethod
+    def _prom_suffix(cls, value: str | None) -> str | None:
+        if value is not None and not value.endswith(".prom"):
+            raise ValueError("node_exporter reads only files ending in .prom")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _LABEL_NAME_RE.match(name) or name.startswith("__"):
+                raise ValueError(f"{name!r} is not a Prometheus label name")
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The (host, port) to listen on, host without brackets; None when off."""
+        found = _LISTEN_RE.match(self.listen) if self.listen is not None else None
+        if found is None:
+            return None
+        return (found.group("host") or "127.0.0.1").strip("[]"), int(found.group("port"))
+
+
 class ArchiveConfig(_Section):
     dir: str = "/var/lib/inbox-poller/archive"
+    group: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+    """Readers' group: payloads 0640 and directories 0750 owned by it (default: private)."""
 
 
 class StateConfig(_Section):
     path: str = "/var/lib/inbox-poller/state.db"
+
+
+class HooksConfig(_Section):
+    on_archived: tuple[str, ...] = ()
+    """A program and its arguments (no shell), run after each export is archived with its
+    manifest line on stdin (docs/hooks.md); empty for none."""
+    timeout: Duration = Field(default=300.0, le=86400)
+    """How long one run of a hook may take before it is killed (and retried)."""
+
+    @field_validator("on_archived")
+    @classmethod
+    def _program(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            return value
+        if any(not part or "\0" in part for part in value):
+            raise ValueError("expected a program and its arguments, none of them empty")
+        if not Path(value[0]).is_absolute():
+            raise ValueError(
+                f"expected the program as an absolute path, got {value[0]!r} "
+                "(hooks run without a shell and without $PATH)"
+            )
+        return value
 
 
 class _ConfigModel(_Section):
@@ -429,6 +598,8 @@ class _ConfigModel(_Section):
     daemon: DaemonConfig = DaemonConfig()
     sender: SenderConfig = SenderConfig()
     matching: MatchingConfig = MatchingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    hooks: HooksConfig = HooksConfig()
     export: ExportSchedules = ()
 
 
@@ -445,27 +616,43 @@ class Config:
         self.schedules: tuple[ExportSchedule, ...] = model.export
         self.sender_policy = model.sender.policy
         self.matching = model.matching
+        self.hooks = model.hooks
+        self._model = model
         base = path.parent
         self.archive_dir = (base / Path(model.archive.dir).expanduser()).resolve()
+        self.archive_group = model.archive.group
         self.state_path = (base / Path(model.state.path).expanduser()).resolve()
+        self.metrics = model.metrics
+        self.metrics_textfile = (
+            (base / Path(model.metrics.textfile).expanduser()).resolve()
+            if model.metrics.textfile
+            else None
+        )
         self.usertoken = Secret(
             "pinpointe.usertoken",
             file=model.pinpointe.usertoken_file,
             env=model.pinpointe.usertoken_env,
             base_dir=base,
+            config_path=path,
         )
         self.imap_password = Secret(
             "imap.password",
             file=model.imap.password_file,
             env=model.imap.password_env,
             base_dir=base,
+            config_path=path,
         )
-        self.pinpointe_ca = self._ca(model.pinpointe.ca_file, "pinpointe.ca_file")
-        self.imap_ca = self._ca(model.imap.ca_file, "imap.ca_file")
-        self.oauth2 = self._oauth2(model.imap.oauth2, base)
-        self.download_ca = self._ca(model.download.ca_file, "download.ca_file")
+        missing: list[tuple[str | None, str]] = []
+        self.pinpointe_ca = self._ca(model.pinpointe.ca_file, "pinpointe.ca_file", missing)
+        self.imap_ca = self._ca(model.imap.ca_file, "imap.ca_file", missing)
+        self.oauth2 = self._oauth2(model.imap.oauth2, base, missing)
+        self.download_ca = self._ca(model.download.ca_file, "download.ca_file", missing)
+        if missing:
+            raise ConfigError.listing(missing, path=str(self.path))
 
-    def _oauth2(self, oauth2: OAuth2Config | None, base: Path) -> OAuth2Secrets | None:
+    def _oauth2(
+        self, oauth2: OAuth2Config | None, base: Path, missing: list[tuple[str | None, str]]
+    ) -> OAuth2Secrets | None:
         if oauth2 is None:
             return None
         return OAuth2Secrets(
@@ -474,20 +661,23 @@ class Config:
                 file=oauth2.client_secret_file,
                 env=oauth2.client_secret_env,
                 base_dir=base,
+                config_path=self.path,
             ),
             refresh_token=Secret(
                 "imap.oauth2.refresh_token",
                 file=oauth2.refresh_token_file,
                 env=oauth2.refresh_token_env,
                 base_dir=base,
+                config_path=self.path,
             ),
             service_account=Secret(
                 "imap.oauth2.service_account",
                 file=oauth2.service_account_file,
                 env=None,
                 base_dir=base,
+                config_path=self.path,
             ),
-            ca_file=self._ca(oauth2.ca_file, "imap.oauth2.ca_file"),
+            ca_file=self._ca(oauth2.ca_file, "imap.oauth2.ca_file", missing),
         )
 
     @property
@@ -497,13 +687,37 @@ class Config:
             return (self.imap_password,)
         return self.oauth2.secrets()
 
-    def _ca(self, value: str | None, key: str) -> Path | None:
+    def _ca(
+        self, value: str | None, key: str, missing: list[tuple[str | None, str]]
+    ) -> Path | None:
         if value is None:
             return None
         ca = (self.path.parent / Path(value).expanduser()).resolve()
         if not ca.is_file():
-            raise ConfigError(f"no such CA file: {ca}", path=str(self.path), key=key)
+            missing.append((key, f"no such CA file: {ca}"))
         return ca
+
+    @property
+    def secrets(self) -> tuple[Secret, ...]:
+        """Every secret the configuration names."""
+        return (self.usertoken, self.imap_password)
+
+    def effective(self) -> dict[str, Any]:
+        """Return the configuration as it is used: every key, defaults filled in, paths
+        resolved; secrets are named by where they are read from, never by their value,
+        and any value under a key that names a secret inline is redacted."""
+        data = self._model.model_dump(mode="json")
+        data["archive"]["dir"] = str(self.archive_dir)
+        data["state"]["path"] = str(self.state_path)
+        for section, ca in (
+            ("pinpointe", self.pinpointe_ca),
+            ("imap", self.imap_ca),
+            ("download", self.download_ca),
+        ):
+            if ca is not None:
+                data[section]["ca_file"] = str(ca)
+        redacted: dict[str, Any] = _redact(data)
+        return redacted
 
     def summary(self) -> str:
         """One line describing the effective configuration, without secrets."""
@@ -515,6 +729,7 @@ class Config:
             f"downloads from {', '.join(self.download.allowed_hosts)}; "
             f"archive {self.archive_dir}; state {self.state_path}; "
             f"{len(self.schedules)} scheduled export(s)"
+            + (f"; hook on_archived {self.hooks.on_archived[0]}" if self.hooks.on_archived else "")
         )
 
     def _auth_summary(self) -> str:
@@ -547,20 +762,86 @@ class OAuth2Secrets:
         )
 
 
+REDACTED = "<redacted>"
+_SECRET_KEY_RE = re.compile(r"(password|token|secret|credential)", re.IGNORECASE)
+"""Keys whose value would be a secret, unless they only name where it is (``*_file``,
+``*_env``)."""
+
+
+def _redact(value: Any, key: str = "") -> Any:
+    """Return *value* with every secret-looking value replaced by :data:`REDACTED`.
+
+    A value under a key such as ``password`` or ``client_secret`` is a secret; one under
+    ``password_file`` or ``usertoken_env`` only says where the secret is. URLs lose
+    their user information and query (which may carry a token).
+    """
+    if isinstance(value, dict):
+        return {name: _redact(item, name) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_redact(item, key) for item in value]
+    if key and _SECRET_KEY_RE.search(key) and not key.endswith(("_file", "_env")):
+        return REDACTED if value is not None else None
+    if isinstance(value, str) and "://" in value:
+        parts = urlsplit(value)
+        if parts.username is not None or parts.password is not None or parts.query:
+            host = parts.netloc.rpartition("@")[2]
+            query = f"?{REDACTED}" if parts.query else ""
+            return f"{parts.scheme}://{host}{parts.path}{query}"
+    return value
+
+
 def resolve_config_path(cli_path: str | None) -> Path:
     """Apply the lookup order: ``-c PATH``, then ``$INBOX_POLLER_CONFIG``, then /etc."""
     return Path(cli_path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
 
 
+def _model_of(annotation: object) -> type[BaseModel] | None:
+    """Return the model a field holds: itself, or inside ``tuple[...]``/``Annotated[...]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        if (found := _model_of(arg)) is not None:
+            return found
+    return None
+
+
+def _names_at(loc: Sequence[int | str]) -> tuple[type[BaseModel] | None, list[str]]:
+    """Return the model at *loc* (a key's location without the key) and its key names."""
+    model: type[BaseModel] | None = _ConfigModel
+    for part in loc:
+        if model is None:
+            break
+        if isinstance(part, int):
+            continue  # the n-th [[export]] table: same model
+        field = model.model_fields.get(part)
+        model = _model_of(field.annotation) if field is not None else None
+    return model, list(model.model_fields) if model is not None else []
+
+
+def _suggestion(name: str, known: Sequence[str], *, section: bool) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if not close:
+        return ""
+    return f"; did you mean [{close[0]}]?" if section else f"; did you mean {close[0]}?"
+
+
 def _describe(error: ErrorDetails) -> tuple[str, str]:
-    key = ".".join(str(part) for part in error["loc"])
+    loc = error["loc"]
+    key = ".".join(str(part) for part in loc)
     message = str(error["msg"])
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     if error["type"] == "extra_forbidden":
-        message = "unknown key (check the spelling against config.example.toml)"
+        _, known = _names_at(loc[:-1])
+        is_section = len(loc) == 1 and isinstance(error.get("input"), dict)
+        message = "unknown section" if is_section else "unknown key"
+        if is_section:
+            key = f"[{key}]"
+        hint = _suggestion(str(loc[-1]), known, section=is_section)
+        message += hint or " (check the spelling against config.example.toml)"
     elif error["type"] == "missing":
-        message = "this key is required"
+        model, _ = _names_at(loc)
+        message = "this section is required" if model is not None else "this key is required"
     elif "input" in error and not isinstance(error["input"], dict):
         message = f"{message}, got {error['input']!r}"
     return key, message
@@ -586,7 +867,7 @@ def load_config(path: Path) -> Config:
         model = _ConfigModel.model_validate(data)
     except ValidationError as exc:
         problems = [_describe(e) for e in exc.errors(include_url=False)]
-        key, message = problems[0]
-        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-        raise ConfigError(message + more, path=str(path), key=key or None) from None
+        raise ConfigError.listing(
+            [(key or None, message) for key, message in problems], path=str(path)
+        ) from None
     return Config(model, path.resolve())

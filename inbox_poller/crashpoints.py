@@ -22,11 +22,19 @@ POINTS = (
     "download:mid-body",
     "download:after-verified",
     "archive:after-rename",
+    "archive:before-manifest-line",
+    "archive:mid-manifest-line",
     "download:after-manifest",
     "ack:before-mark",
     "ack:after-mark",
 )
 """Every crash point, in the order a normal export passes them."""
+
+
+def armed(name: str) -> bool:
+    """Whether ``INBOX_POLLER_CRASH_AT`` names *name*: for a step that must do part of its
+    work before it crashes (a write cut in the middle)."""
+    return os.environ.get(CRASH_ENV) == name
 
 
 def crash_point(name: str) -> None:

@@ -26,19 +26,49 @@ class InboxPollerError(Exception):
 
 
 class ConfigError(InboxPollerError):
-    """Raised when the configuration file is missing, unreadable or invalid."""
+    """Raised when the configuration file is missing, unreadable or invalid.
 
-    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+    ``problems`` holds every (key, message) found, so that one run lists them all; the
+    message shows one on the same line, several on a line each.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        key: str | None = None,
+        problems: list[tuple[str | None, str]] | None = None,
+    ) -> None:
         self.path = path
         self.key = key
+        self.problems = problems or [(key, message)]
         where = path or "<config>"
         if key:
             where = f"{where}: {key}"
         super().__init__(f"{where}: {message}")
 
+    @classmethod
+    def listing(cls, problems: list[tuple[str | None, str]], *, path: str) -> ConfigError:
+        """Return the error for *problems* (at least one) found in the file at *path*."""
+        if len(problems) == 1:
+            key, message = problems[0]
+            return cls(message, path=path, key=key)
+        lines = [f"{len(problems)} problems:"]
+        lines += [f"  {key}: {message}" if key else f"  {message}" for key, message in problems]
+        return cls("\n".join(lines), path=path, key=None, problems=problems)
+
 
 class StoreError(InboxPollerError):
     """Raised when the ledger cannot be opened, migrated or written."""
+
+
+class LedgerMissing(StoreError):
+    """Raised when a command that only reads finds no ledger file (it never creates one)."""
+
+    def __init__(self, path: object) -> None:
+        self.path = path
+        super().__init__(f"no ledger at {path} (has the daemon run?)")
 
 
 class IllegalTransition(StoreError):
@@ -158,6 +188,10 @@ class ArchiveError(InboxPollerError):
     """Raised when the archive directory cannot be written safely."""
 
 
+class ArchiveReadError(ArchiveError):
+    """Raised by ``archive_reader`` when a manifest line or a payload cannot be read."""
+
+
 class ExtractError(InboxPollerError):
     """Raised when a mail cannot be parsed at all."""
 
@@ -176,6 +210,10 @@ class ReaderUnavailable(InboxPollerError):
     blame, so none is recorded, and the pass stops until the next one."""
 
     retryable = True
+
+
+class MetricsError(InboxPollerError):
+    """Raised when ``[metrics] listen`` cannot be served (the address is taken or not ours)."""
 
 
 class UsageError(InboxPollerError):

@@ -185,6 +185,15 @@ class Export:
     """Download links that failed for this export (expired, invalid payload, given up),
     oldest first: never tried again. When it holds ``download_url``, the export's own
     failure was its link's, and another link may still succeed."""
+    manifest_offset: int | None = None
+    """Where its manifest line starts (bytes into ``manifest.jsonl``), recorded before the
+    line is written, so that a resumed crash looks for the line there and nowhere else;
+    ``MANIFEST_OFFSET_UNKNOWN`` for an export verified before offsets were recorded."""
+
+
+MANIFEST_OFFSET_UNKNOWN = -1
+"""``Export.manifest_offset`` of an export left ``verified`` by a version that did not
+record offsets: its line, if any, is looked for in the whole manifest, once."""
 
 
 def link_failed(export: Export) -> bool:
@@ -389,3 +398,37 @@ class DownloadResult:
     """The last URL fetched after redirects, redacted (scheme://host/path)."""
     attempts: int
     elapsed_s: float
+
+
+class HookState(StrEnum):
+    """Where one run of a hook for one export is. Persisted by value."""
+
+    PENDING = "pending"
+    """Not run yet, or failed and due again at ``next_at``."""
+    DONE = "done"
+    """Exited 0."""
+    SKIPPED = "skipped"
+    """Dropped because the hook is no longer configured."""
+
+
+@dataclass(frozen=True)
+class HookRun:
+    """One hook to run (at least once) for one archived export (docs/hooks.md)."""
+
+    export_id: int
+    job_id: str | None
+    hook: str
+    """The ``[hooks]`` key: ``on_archived``."""
+    payload: str
+    """The event as one line of JSON (for ``on_archived``, the export's manifest line)."""
+    state: HookState
+    attempts: int
+    """Runs that failed so far."""
+    next_at: datetime
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def failing(self) -> bool:
+        return self.state is HookState.PENDING and self.attempts > 0

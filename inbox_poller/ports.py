@@ -1,15 +1,18 @@
 """The seams the core holds its network edges to: one ``Protocol`` each, one copy each.
 
-``loop/`` and ``service/`` see the mailbox, the Pinpointe API and the downloader only
-through these; ``imap/``, ``pinpointe/`` and ``download/`` implement them, and the
-tests' fakes implement the same ones. The ledger and the archive are used as concrete
-types: they are local files, tested for real. ``AccessTokens`` is the seam between two
-edges: ``imap/`` logs in with the tokens ``oauth/`` gets, without importing it.
+``loop/`` and ``service/`` see the mailbox, the Pinpointe API, the downloader and the
+metrics only through these; ``imap/``, ``pinpointe/``, ``download/`` and ``metrics/``
+implement them, and the tests' fakes implement the same ones. The ledger and the
+archive are used as concrete types: they are local files, tested for real.
+``AccessTokens`` is the seam between two edges: ``imap/`` logs in with the tokens
+``oauth/`` gets, without importing it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import BinaryIO, Protocol
 
 from inbox_poller.models import DownloadResult, ExportRequest, FetchedMail, MailboxStatus, MailKey
@@ -160,3 +163,65 @@ class AccessTokens(Protocol):
         """Drop *token* from the cache: the IMAP server refused it, so the next login gets a
         fresh one (never in a loop: token requests stay bounded)."""
         ...
+
+
+@dataclass(frozen=True)
+class HealthSample:
+    """What the ledger and the health judgement say at one moment, for the gauges."""
+
+    counts: Mapping[str, int]
+    """Exports by state (states with none may be missing)."""
+    oldest_waiting_at: datetime | None
+    """When the oldest export not yet in a final state started waiting."""
+    last_pass_at: datetime | None
+    """The last successful mailbox pass."""
+    overdue: int
+    """Exports past their notification deadline."""
+    recent_failures: int
+    """Exports that ended ``submit_failed``, ``failed`` or ``link_expired`` in the last 24 h."""
+    healthy: bool
+
+
+class Metrics(Protocol):
+    """Where the loop and the service report what is counted (``metrics.PrometheusMetrics``).
+
+    Every call is cheap and never raises; :class:`NoMetrics` is the default, so a loop
+    without ``[metrics]`` (and every test of it) runs without Prometheus.
+    """
+
+    def export_archived(
+        self, method: str, size_bytes: int, *, download_s: float | None, waited_s: float | None
+    ) -> None:
+        """Count one archived payload: its bytes, the download's duration (None when a
+        restart only finished a verified one) and the time since it was submitted."""
+        ...
+
+    def failure(self, source: str, error: BaseException) -> None:
+        """Count one failure of *source* (``"mailbox"``, ``"api"`` or ``"download"``)."""
+        ...
+
+    def token_refresh_failed(self) -> None:
+        """Count one failed refresh of an OAuth2 access token (called by the token source)."""
+        ...
+
+    def observe_health(self, sample: HealthSample) -> None:
+        """Set the gauges from *sample* (and write the textfile, when there is one)."""
+        ...
+
+
+class NoMetrics:
+    """The :class:`Metrics` that counts nothing: no ``[metrics]`` section, and tests."""
+
+    def export_archived(
+        self, method: str, size_bytes: int, *, download_s: float | None, waited_s: float | None
+    ) -> None:
+        pass
+
+    def failure(self, source: str, error: BaseException) -> None:
+        pass
+
+    def token_refresh_failed(self) -> None:
+        pass
+
+    def observe_health(self, sample: HealthSample) -> None:
+        pass

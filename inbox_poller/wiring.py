@@ -16,13 +16,16 @@ from inbox_poller.archive import Archive
 from inbox_poller.config import Config
 from inbox_poller.ledger.store import Store
 from inbox_poller.loop.archiver import ExportArchiver
+from inbox_poller.loop.hooks import HookDispatcher, HookSettings
 from inbox_poller.loop.parts import LoopParts
 from inbox_poller.loop.poller import Poller
 from inbox_poller.loop.reader import ReaderSettings
 from inbox_poller.loop.submitter import Submitter
+from inbox_poller.ports import Metrics, NoMetrics
 
 if TYPE_CHECKING:
     from inbox_poller.imap.mailbox import ImapMailbox
+    from inbox_poller.metrics.registry import Mode, PrometheusMetrics
     from inbox_poller.oauth.tokens import TokenSource
     from inbox_poller.pinpointe.client import PinpointeApi
 
@@ -37,24 +40,27 @@ def reader_settings(config: Config) -> ReaderSettings:
     )
 
 
-def build_mailbox(config: Config, tokens: TokenSource | None = None) -> ImapMailbox:
+def build_mailbox(
+    config: Config, tokens: TokenSource | None = None, *, metrics: Metrics | None = None
+) -> ImapMailbox:
     """The IMAP mailbox named by the configuration (not yet connected).
 
-    With ``auth = "oauth2"`` it logs in with *tokens*, or a token source of its own.
+    With ``auth = "oauth2"`` it logs in with *tokens*, or a token source of its own that
+    counts its failed refreshes in *metrics*.
     """
     from inbox_poller.imap.mailbox import ImapMailbox
 
     if config.imap.auth == "oauth2":
-        tokens = tokens or build_token_source(config)
+        tokens = tokens or build_token_source(config, metrics=metrics)
         return ImapMailbox(config.imap, tokens=tokens, ca_file=config.imap_ca)
     return ImapMailbox(config.imap, config.imap_password.read(), ca_file=config.imap_ca)
 
 
-def build_token_source(config: Config) -> TokenSource:
+def build_token_source(config: Config, *, metrics: Metrics | None = None) -> TokenSource:
     """The OAuth2 access tokens ``[imap.oauth2]`` names (nothing is requested yet)."""
     from inbox_poller.oauth.provider import build_token_source as build
 
-    return build(config)
+    return build(config, metrics=metrics)
 
 
 def build_api(config: Config) -> PinpointeApi:
@@ -64,25 +70,59 @@ def build_api(config: Config) -> PinpointeApi:
     return PinpointeApi(config.pinpointe, config.usertoken.read(), ca_file=config.pinpointe_ca)
 
 
-def build_loop(config: Config, *, stop: threading.Event | None = None) -> LoopParts:
+def build_metrics(config: Config, mode: Mode) -> PrometheusMetrics | None:
+    """The metrics ``[metrics]`` asks for, listening already; None when it asks for none.
+
+    prometheus_client is imported only here, and only when metrics are configured.
+    :raises MetricsError: the listen address cannot be bound.
+    """
+    if config.metrics.address is None and config.metrics_textfile is None:
+        return None
+    from inbox_poller.metrics.registry import PrometheusMetrics
+
+    metrics = PrometheusMetrics(
+        mode=mode,
+        poll_interval_s=config.imap.poll_interval,
+        labels=config.metrics.labels,
+        textfile=config.metrics_textfile,
+    )
+    if config.metrics.address is not None:
+        metrics.listen(*config.metrics.address)
+    return metrics
+
+
+def hook_settings(config: Config) -> HookSettings:
+    """What running hooks needs from *config*."""
+    return HookSettings(on_archived=config.hooks.on_archived, timeout_s=config.hooks.timeout)
+
+
+def build_loop(
+    config: Config, *, stop: threading.Event | None = None, metrics: Metrics | None = None
+) -> LoopParts:
     """Wire the ledger, archive, mailbox and downloader named by the configuration.
 
     *stop*, when set, makes a download under way park itself (the daemon's shutdown).
     """
     from inbox_poller.download.fetcher import SafeDownloader
 
-    mailbox = build_mailbox(config)
+    metrics = metrics or NoMetrics()
+    mailbox = build_mailbox(config, metrics=metrics)
     store = Store(config.state_path)
+    hooks = hook_settings(config)
     archiver = ExportArchiver(
         store,
-        Archive(config.archive_dir),
+        Archive(config.archive_dir, config.archive_group),
         SafeDownloader(config.download, ca_file=config.download_ca, stop=stop),
         max_attempts=config.download.max_attempts,
         stop=stop,
+        metrics=metrics,
+        hooks=hooks.queued,
     )
-    return LoopParts(store, mailbox, archiver, Poller(store, archiver, reader_settings(config)))
+    poller = Poller(store, archiver, reader_settings(config), metrics=metrics)
+    dispatcher = HookDispatcher(store, config.archive_dir, hooks)
+    return LoopParts(store, mailbox, archiver, poller, dispatcher)
 
 
-def build_submitter(config: Config, store: Store) -> Submitter:
+def build_submitter(config: Config, store: Store, *, metrics: Metrics | None = None) -> Submitter:
     """Wire the Pinpointe client and the ledger for submissions."""
-    return Submitter(store, build_api(config))
+    return Submitter(store, build_api(config), metrics=metrics)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install what inbox-poller's sandbox, tests and benchmarks need on a fresh Debian
-# machine: Debian packages (Dovecot, openssl, curl), Courier-IMAP unpacked into a
-# private prefix (the second test server, docs/providers.md), and the package itself,
-# with its test tools, in ./.venv. Safe to run again; it only installs what is missing.
+# machine: Debian packages (Dovecot, openssl, curl), Courier-IMAP and promtool unpacked
+# into private prefixes (the second test server, docs/providers.md; the alert rules'
+# checker, docs/metrics.md), and the package itself, with its test tools, in ./.venv. Safe to run again; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +14,7 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
 # Courier-IMAP's libraries (its own packages conflict with dovecot-imapd: see below)
-courier_libs=(libcourier-unicode4 libgamin0 libgdbm6 libgnutls30 libidn12 libltdl7 libpcre3 perl)
+courier_libs=(libcourier-unicode4 libgamin0 gamin libgdbm6 libgnutls30 libidn12 libltdl7 libpcre3 perl)
 for package in "${courier_libs[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" ||
         missing+=("$package")
@@ -47,6 +47,27 @@ if [ ! -x "$courier_prefix/usr/lib/courier/courier/imaplogin" ]; then
     done
     "${sudo[@]}" rm -rf "$courier_prefix"
     "${sudo[@]}" mv "$courier_prefix.tmp" "$courier_prefix"
+    "${sudo[@]}" rm -rf "$debs"
+fi
+
+# promtool, which checks and unit-tests contrib/prometheus/alerts.yml and lints the
+# metrics' names (tests/contrib, tests/metrics): Debian's prometheus package provides it;
+# it is unpacked into a private prefix, never installed, so that no Prometheus server is
+# enabled on this machine.
+promtool_prefix="${INBOX_POLLER_PROMTOOL_PREFIX:-/opt/inbox-poller/prometheus}"
+if [ ! -x "$promtool_prefix/usr/bin/promtool" ]; then
+    echo "bootstrap: unpacking promtool into $promtool_prefix" >&2
+    "$updated" || "${sudo[@]}" apt-get update -qq
+    updated=true
+    debs="$(mktemp -d)"
+    chmod 0755 "$debs"  # apt's download user writes here
+    (cd "$debs" && "${sudo[@]}" apt-get download -qq prometheus 2>/dev/null)
+    "${sudo[@]}" rm -rf "$promtool_prefix.tmp"
+    "${sudo[@]}" mkdir -p "$promtool_prefix.tmp"
+    "${sudo[@]}" dpkg-deb -x "$debs"/prometheus_*.deb "$promtool_prefix.tmp"
+    "${sudo[@]}" "$promtool_prefix.tmp/usr/bin/promtool" --version >/dev/null
+    "${sudo[@]}" rm -rf "$promtool_prefix"
+    "${sudo[@]}" mv "$promtool_prefix.tmp" "$promtool_prefix"
     "${sudo[@]}" rm -rf "$debs"
 fi
 

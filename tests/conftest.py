@@ -7,7 +7,9 @@ for Dovecot, the Pinpointe simulator and HTTP servers stay in their own files.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,21 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
     monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """Undo what a test's ``main()`` did to logging (handlers on a closed stream, levels)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    quieted = {
+        name: logging.getLogger(name).level for name in ("apscheduler", "imapclient", "urllib3")
+    }
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, saved in quieted.items():
+        logging.getLogger(name).setLevel(saved)
 
 
 @pytest.hookimpl(tryfirst=True)

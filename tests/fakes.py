@@ -20,7 +20,7 @@ from inbox_poller.models import (
     MailboxStatus,
     MailKey,
 )
-from inbox_poller.ports import PayloadSink
+from inbox_poller.ports import HealthSample, PayloadSink
 
 
 @dataclass
@@ -157,3 +157,31 @@ class FakeDownloader:
             attempts=1,
             elapsed_s=0.0,
         )
+
+
+class RecordingMetrics:
+    """A ``ports.Metrics`` that keeps every call, for tests of what the loop reports."""
+
+    def __init__(self) -> None:
+        self.archived: list[tuple[str, int, float | None, float | None]] = []
+        self.failures: list[tuple[str, BaseException]] = []
+        self.token_failures = 0
+        self.samples: list[HealthSample] = []
+
+    def export_archived(
+        self, method: str, size_bytes: int, *, download_s: float | None, waited_s: float | None
+    ) -> None:
+        self.archived.append((method, size_bytes, download_s, waited_s))
+
+    def failure(self, source: str, error: BaseException) -> None:
+        self.failures.append((source, error))
+
+    def token_refresh_failed(self) -> None:
+        self.token_failures += 1
+
+    def observe_health(self, sample: HealthSample) -> None:
+        self.samples.append(sample)
+
+    def kinds(self) -> list[tuple[str, str]]:
+        """Each failure as (source, exception class name)."""
+        return [(source, type(error).__name__) for source, error in self.failures]

@@ -57,6 +57,8 @@ ALLOWED = {
     "urllib3": {"inbox_poller.download", "inbox_poller.pinpointe"},
     "apscheduler": {"inbox_poller.service", "inbox_poller.schedules"},
     "token-libraries": {"inbox_poller.oauth"},
+    "prometheus_client": {"inbox_poller.metrics"},
+    "subprocess": {"inbox_poller.hooks", "inbox_poller.loop", "inbox_poller.sandbox"},
 }
 """For each "only in" contract, the rooms it exempts; every other room is its source."""
 
@@ -91,7 +93,11 @@ PLANTED = [
     ("loop/reader.py", "import requests", "requests is used in pinpointe/ and oauth/ only"),
     ("imap/session.py", "import inbox_poller.oauth.tokens", "No edge imports another edge"),
     ("wiring.py", "import msal", "msal, google-auth and authlib are used in oauth/ only"),
+    ("ledger/store.py", "import subprocess", "Programs are started in hooks/ only"),
+    ("hooks/process.py", "import inbox_poller.ledger.store", "No edge imports another edge"),
     ("ledger/schema.py", "import inbox_poller.ledger.store", "No import circle"),
+    ("loop/poller.py", "import prometheus_client", "prometheus_client is used in metrics/"),
+    ("service/daemon.py", "import inbox_poller.metrics.registry", "The loop and the daemon"),
 ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import stat
@@ -12,7 +14,13 @@ import pytest
 
 from inbox_poller.archive import Archive, PartFile
 from inbox_poller.errors import ArchiveError
-from inbox_poller.models import ArchivedFile, Export, ExportRequest, ExportState
+from inbox_poller.models import (
+    MANIFEST_OFFSET_UNKNOWN,
+    ArchivedFile,
+    Export,
+    ExportRequest,
+    ExportState,
+)
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -76,7 +84,7 @@ def test_layout_and_private_atomic_publish(tmp_path: Path) -> None:
     assert not part.path.exists()
     assert stat.S_IMODE(final.parent.stat().st_mode) == 0o700
     assert archive.stale_parts(set()) == []
-    archive.append_manifest(export, archived, NOW)
+    archive.append_manifest(export, archived, NOW, lambda offset: None)
     assert stat.S_IMODE(os.stat(archive.root / "manifest.jsonl").st_mode) == 0o600
 
 
@@ -109,8 +117,12 @@ def test_manifest_is_appended_once_and_survives_a_torn_line(tmp_path: Path) -> N
     )
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text('{"job_id": "1", "sha256": "x"}\n{"job_id": "torn')
-    archive.append_manifest(export, archived, NOW)
-    archive.append_manifest(export, archived, NOW)  # a resumed crash: not twice
+    offsets: list[int] = []
+    archive.append_manifest(export, archived, NOW, offsets.append)
+    # a resumed crash: the ledger holds the offset recorded before the write; not twice
+    resumed = dataclasses.replace(export, manifest_offset=offsets[0])
+    archive.append_manifest(resumed, archived, NOW, offsets.append)
+    assert len(offsets) == 1
     lines = manifest.read_text().splitlines()
     entries = [json.loads(x) for x in lines if x.endswith("}")]
     mine = [e for e in entries if e.get("job_id") == "555"]
@@ -129,3 +141,153 @@ def test_manifest_is_appended_once_and_survives_a_torn_line(tmp_path: Path) -> N
         "submitted_at",
         "archived_at",
     }
+
+
+def _archived(archive: Archive, export: Export, body: bytes = b"[1]") -> ArchivedFile:
+    return ArchivedFile(archive.relative_path(export), len(body), "ab" * 32, 1, "array", "h")
+
+
+def _manifest_lines(root: Path) -> list[bytes]:
+    return (root / "manifest.jsonl").read_bytes().splitlines(keepends=True)
+
+
+def test_every_directory_it_creates_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        archive = Archive(tmp_path / "missing" / "archive")
+        archive.ensure_writable()
+        archive.begin(_export("1")).discard()
+    finally:
+        os.umask(old)
+    created = [
+        tmp_path / "missing",
+        archive.root,
+        *(archive.root / "GetNewsletterContactDataSummaryAsync" / "2026" / "11" / "x").parents,
+    ]
+    for directory in {d for d in created if d.is_relative_to(tmp_path / "missing")}:
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+
+
+def _readers_group() -> tuple[str, int]:
+    """A group this process may give files to: another one as root, else its own."""
+    import grp
+
+    if os.geteuid() == 0:
+        for name in ("daemon", "nogroup", "adm"):
+            with contextlib.suppress(KeyError):
+                return name, grp.getgrnam(name).gr_gid
+    gid = os.getegid()
+    return grp.getgrgid(gid).gr_name, gid
+
+
+def test_a_readers_group_gets_0640_files_and_0750_directories(tmp_path: Path) -> None:
+    name, gid = _readers_group()
+    old = os.umask(0o077)  # the unit's UMask=: the modes are set, not left to the umask
+    try:
+        archive = Archive(tmp_path / "archive", group=name)
+        archive.ensure_writable()
+        export = _export("777")
+        part = archive.begin(export)
+        part.write(b"[1]")
+        part.seal()
+        archived = _archived(archive, export)
+        archive.publish(part.path, archived)
+        archive.append_manifest(export, archived, NOW, lambda offset: None)
+    finally:
+        os.umask(old)
+    final = archive.final_path(archived)
+    for path in (final, archive.root / "manifest.jsonl"):
+        info = path.stat()
+        assert (stat.S_IMODE(info.st_mode), info.st_gid) == (0o640, gid), path
+    for directory in [archive.root, *final.parent.relative_to(archive.root).parents]:
+        info = (archive.root / directory).stat()
+        assert (stat.S_IMODE(info.st_mode), info.st_gid) == (0o750, gid), directory
+    month = final.parent
+    assert (stat.S_IMODE(month.stat().st_mode), month.stat().st_gid) == (0o750, gid)
+
+
+def test_setting_a_group_later_opens_the_archive_top_to_it(tmp_path: Path) -> None:
+    name, gid = _readers_group()
+    Archive(tmp_path / "archive").ensure_writable()
+    (tmp_path / "archive" / "manifest.jsonl").write_bytes(b"")
+    os.chmod(tmp_path / "archive" / "manifest.jsonl", 0o600)
+    Archive(tmp_path / "archive", group=name).ensure_writable()
+    root = (tmp_path / "archive").stat()
+    manifest = (tmp_path / "archive" / "manifest.jsonl").stat()
+    assert (stat.S_IMODE(root.st_mode), root.st_gid) == (0o750, gid)
+    assert (stat.S_IMODE(manifest.st_mode), manifest.st_gid) == (0o640, gid)
+
+
+def test_an_unknown_group_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ArchiveError, match="there is no group 'no-such-group-x'"):
+        Archive(tmp_path, group="no-such-group-x")
+
+
+def test_the_offset_is_recorded_before_the_line_is_written(tmp_path: Path) -> None:
+    archive = Archive(tmp_path)
+    first, second = _export("1"), _export("2")
+    seen: list[tuple[int, int]] = []
+
+    def record(offset: int) -> None:
+        manifest = tmp_path / "manifest.jsonl"
+        seen.append((offset, manifest.stat().st_size if manifest.exists() else 0))
+
+    archive.append_manifest(first, _archived(archive, first), NOW, record)
+    archive.append_manifest(second, _archived(archive, second), NOW, record)
+    lines = _manifest_lines(tmp_path)
+    assert seen == [(0, 0), (len(lines[0]), len(lines[0]))]  # the line starts there, unwritten
+
+
+def test_a_resumed_append_never_reads_the_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the whole-manifest scan (O(n) per export) is left only for exports verified by an
+    # older version (MANIFEST_OFFSET_UNKNOWN)
+    def no_scan(*args: object) -> bool:
+        raise AssertionError("read the whole manifest")
+
+    monkeypatch.setattr(Archive, "_manifest_has", staticmethod(no_scan))
+    archive = Archive(tmp_path)
+    (tmp_path / "manifest.jsonl").write_text('{"job_id": "0"}\n' * 1000)
+    export = _export("5")
+    offsets: list[int] = []
+    archive.append_manifest(export, _archived(archive, export), NOW, offsets.append)
+    resumed = dataclasses.replace(export, manifest_offset=offsets[0])
+    archive.append_manifest(resumed, _archived(archive, export), NOW, offsets.append)
+    assert len(_manifest_lines(tmp_path)) == 1001
+
+
+def test_its_own_torn_write_is_cut_off_and_written_again(tmp_path: Path) -> None:
+    archive = Archive(tmp_path)
+    other, mine = _export("1"), _export("2")
+    archive.append_manifest(other, _archived(archive, other), NOW, lambda offset: None)
+    offsets: list[int] = []
+    archive.append_manifest(mine, _archived(archive, mine), NOW, offsets.append)
+    manifest = tmp_path / "manifest.jsonl"
+    whole = manifest.read_bytes()
+    manifest.write_bytes(whole[: offsets[0] + 40])  # the crash cut the write short
+    resumed = dataclasses.replace(mine, manifest_offset=offsets[0])
+    archive.append_manifest(resumed, _archived(archive, mine), NOW, offsets.append)
+    entries = [json.loads(line) for line in _manifest_lines(tmp_path)]
+    assert [e["job_id"] for e in entries] == ["1", "2"]
+    assert offsets == [offsets[0], offsets[0]]
+
+
+def test_a_line_never_written_is_written_after_later_ones(tmp_path: Path) -> None:
+    # recorded, then the process died before writing; another export appended meanwhile
+    archive = Archive(tmp_path)
+    mine, other = _export("2"), _export("3")
+    archive.append_manifest(other, _archived(archive, other), NOW, lambda offset: None)
+    resumed = dataclasses.replace(mine, manifest_offset=0)
+    archive.append_manifest(resumed, _archived(archive, mine), NOW, lambda offset: None)
+    entries = [json.loads(line) for line in _manifest_lines(tmp_path)]
+    assert [e["job_id"] for e in entries] == ["3", "2"]
+
+
+def test_an_export_verified_before_offsets_existed_is_looked_for_once(tmp_path: Path) -> None:
+    archive = Archive(tmp_path)
+    export = _export("9")
+    archive.append_manifest(export, _archived(archive, export), NOW, lambda offset: None)
+    legacy = dataclasses.replace(export, manifest_offset=MANIFEST_OFFSET_UNKNOWN)
+    archive.append_manifest(legacy, _archived(archive, export), NOW, lambda offset: None)
+    assert len(_manifest_lines(tmp_path)) == 1

@@ -74,12 +74,17 @@ def test_defaults(tmp_path: Path) -> None:
         ("download", "allowed_hosts = []", "download.allowed_hosts", "at least one"),
         ("download", "max_bytes = 'big'", "download.max_bytes", "integer"),
         ("download", "retries = -1", "download.retries", "greater than or equal"),
-        ("nonsense", "x = 1", "nonsense", "unknown key"),
+        ("nonsense", "x = 1", "nonsense", "unknown section"),
         ("exports", "notify_deadline = 'soon'", "exports.notify_deadline", "not a duration"),
         ("imap", "poll_interval = 1", "imap.poll_interval", "greater than or equal to 5"),
         ("matching", "by_elimination = 'no'", "matching.by_elimination", "valid boolean"),
         ("matching", "by_elimination = 0", "matching.by_elimination", "valid boolean"),
         ("matching", "by_eliminaton = false", "matching.by_eliminaton", "unknown key"),
+        ("metrics", "listen = '127.0.0.1:99999'", "metrics.listen", "host:port"),
+        ("metrics", "listen = 'http://127.0.0.1:9464/'", "metrics.listen", "host:port"),
+        ("metrics", "textfile = '/var/lib/node/inbox.txt'", "metrics.textfile", ".prom"),
+        ("metrics", "labels = { '1st' = 'x' }", "metrics.labels", "not a Prometheus label"),
+        ("metrics", "labels = { __name__ = 'x' }", "metrics.labels", "not a Prometheus label"),
     ],
 )
 def test_errors_name_the_file_and_key(
@@ -279,3 +284,214 @@ def test_oauth2_settings_are_checked_at_load(
         load_config(_write(tmp_path, text))
     assert message in str(error.value)
     assert "imap" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("listen", "address"),
+    [
+        ("9464", ("127.0.0.1", 9464)),  # a bare port stays on loopback
+        ("127.0.0.1:9464", ("127.0.0.1", 9464)),
+        ("[::1]:9464", ("::1", 9464)),
+        ("0.0.0.0:9100", ("0.0.0.0", 9100)),  # noqa: S104 (exposing it is a choice)
+    ],
+)
+def test_metrics_listen_addresses(tmp_path: Path, listen: str, address: tuple[str, int]) -> None:
+    text = MINIMAL + f'\n[metrics]\nlisten = "{listen}"\ntextfile = "node/ip.prom"\n'
+    config = load_config(_write(tmp_path, text))
+    assert config.metrics.address == address
+    assert config.metrics_textfile == (tmp_path / "node" / "ip.prom").resolve()
+
+
+def test_metrics_are_off_by_default(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, MINIMAL))
+    assert config.metrics.address is None and config.metrics_textfile is None
+
+
+# ---- every problem at once, with the right name suggested --------------------------------
+
+RED_TEAM = """
+[pinpointe]
+username = "u@example.com"
+notify_email = "nobody"
+
+[imapp]
+host = "imap.example.com"
+
+[imap]
+host = "imap.example.com"
+port = 99999
+username = "box@example.com"
+password_env = "PASSWORD_VAR"
+pasword_file = "imap-password"
+
+[exprts]
+notify_deadline = "2h"
+"""
+
+
+def test_every_problem_is_listed_with_the_right_name_suggested(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, RED_TEAM)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert sorted(caught.value.problems) == sorted(
+        [
+            (
+                "pinpointe.notify_email",
+                "String should match pattern '^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$', got 'nobody'",
+            ),
+            (
+                "pinpointe",
+                "give exactly one of usertoken_file (a path) or usertoken_env (a variable name)",
+            ),
+            ("imap.port", "Input should be less than or equal to 65535, got 99999"),
+            ("imap.pasword_file", "unknown key; did you mean password_file?"),
+            ("[imapp]", "unknown section; did you mean [imap]?"),
+            ("[exprts]", "unknown section; did you mean [exports]?"),
+        ]
+    )
+    assert main(["-c", str(path), "exports"]) == 78
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"inbox-poller: configuration error: {path}: 6 problems:"
+    assert "  [imapp]: unknown section; did you mean [imap]?" in err
+    assert len(err) == 7
+
+
+def test_a_missing_section_and_a_hopeless_name(tmp_path: Path) -> None:
+    path = _write(tmp_path, MINIMAL.replace("[imap]", "[zzzz]"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert sorted(caught.value.problems) == [
+        ("[zzzz]", "unknown section (check the spelling against config.example.toml)"),
+        ("imap", "this section is required"),
+    ]
+
+
+def test_a_misspelt_key_in_an_export_table_is_matched_against_that_table(tmp_path: Path) -> None:
+    text = MINIMAL + '\n[[export]]\nname = "d"\nstat = "1"\ncron = "0 3 * * *"\nwindw = "x"\n'
+    with pytest.raises(ConfigError, match=r"export\.0\.windw: unknown key; did you mean window\?"):
+        load_config(_write(tmp_path, text))
+
+
+def test_missing_ca_files_are_all_named(tmp_path: Path) -> None:
+    text = MINIMAL.replace("[imap]", "[imap]\nca_file = 'a.pem'").replace(
+        "[pinpointe]", "[pinpointe]\nca_file = 'b.pem'"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, text))
+    assert [key for key, _ in caught.value.problems] == ["pinpointe.ca_file", "imap.ca_file"]
+
+
+# ---- secrets: the real file named, group- or world-readable files warned about -----------
+
+
+def test_a_secret_error_names_the_config_file_and_the_file_really_tried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    text = MINIMAL.replace('usertoken_env = "TOKEN_VAR"', 'usertoken_file = "usertoken"')
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path).usertoken.read()
+    assert str(caught.value) == (
+        f"{path}: pinpointe.usertoken_file: cannot read the secret file {tmp_path}/usertoken "
+        f"(not found in $CREDENTIALS_DIRECTORY {creds} either): No such file or directory"
+    )
+    real = tmp_path / "real-token"
+    real.write_text("")
+    (tmp_path / "usertoken").symlink_to(real)
+    with pytest.raises(ConfigError, match=rf"usertoken \(a link to {real}\) .* is empty"):
+        load_config(path).usertoken.read()
+    monkeypatch.delenv("PASSWORD_VAR", raising=False)
+    with pytest.raises(ConfigError, match=rf"^{path}: imap.password_env: the environment"):
+        load_config(path).imap_password.read()
+
+
+@pytest.mark.parametrize(
+    ("mode", "who"),
+    [
+        (0o600, None),
+        (0o400, None),
+        (0o640, "its group"),
+        (0o604, "others"),
+        (0o644, "its group and others"),
+    ],
+)
+def test_a_secret_file_readable_by_group_or_others_is_warned_about(
+    tmp_path: Path, mode: int, who: str | None
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    token.chmod(mode)
+    text = MINIMAL.replace('usertoken_env = "TOKEN_VAR"', 'usertoken_file = "token"')
+    config = load_config(_write(tmp_path, text))
+    warning = config.usertoken.exposure()
+    if who is None:
+        assert warning is None
+    else:
+        assert warning == (
+            f"pinpointe.usertoken: the secret file {token} is readable by {who} "
+            f"(mode {mode:04o}): chmod 600 {token}"
+        )
+    assert config.imap_password.exposure() is None  # an environment variable
+
+
+def test_run_warns_about_an_exposed_secret_in_its_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    token.chmod(0o644)
+    text = MINIMAL.replace('usertoken_env = "TOKEN_VAR"', 'usertoken_file = "token"')
+    # the refused submit (nothing on port 1) is enough to reach the warning
+    text = text.replace("[pinpointe]", '[pinpointe]\napi_url = "https://127.0.0.1:1/x"')
+    path = _write(tmp_path, text + f'\n[state]\npath = "{tmp_path / "s.db"}"\n')
+    main(["-c", str(path), "submit", "--stat", "1"])
+    assert f"WARNING inbox_poller.cli: pinpointe.usertoken: the secret file {token}" in (
+        capsys.readouterr().err
+    )
+
+
+# ---- [hooks] -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ('on_archived = ["load-export"]', "absolute path, got 'load-export'"),
+        ('on_archived = ["/bin/true", ""]', "none of them empty"),
+        ('on_archived = "/bin/true"', "valid tuple"),
+        ('timeout = "forever"', "not a duration"),
+        ("timeout = 0", "greater than 0"),
+    ],
+)
+def test_hook_errors_name_the_key(tmp_path: Path, lines: str, message: str) -> None:
+    with pytest.raises(ConfigError, match="hooks") as caught:
+        load_config(_write(tmp_path, MINIMAL + "\n[hooks]\n" + lines + "\n"))
+    assert message in str(caught.value)
+
+
+def test_hooks_default_to_none(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, MINIMAL))
+    assert config.hooks.on_archived == ()
+    assert config.hooks.timeout == 300
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("90s", 90), ("30m", 1800), ("2h", 7200), ("1.5d", 129600)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    from inbox_poller.config import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "2 hours", "-1s", "1h30m", "2h\n\n3"])
+def test_not_durations(text: str) -> None:
+    from inbox_poller.config import parse_duration
+
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(text)

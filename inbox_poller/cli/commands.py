@@ -8,14 +8,20 @@ command raises (``ConfigError``, ``UsageError``, any other ``InboxPollerError``)
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
+import sys
+import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inbox_poller.archive import Archive
+from inbox_poller.archive_reader import verify
+from inbox_poller.cli.configshow import render_toml
 from inbox_poller.config import (
     CONFIG_ENV,
     Config,
@@ -24,15 +30,23 @@ from inbox_poller.config import (
     load_config,
     resolve_config_path,
 )
-from inbox_poller.errors import InboxPollerError, UsageError
+from inbox_poller.errors import (
+    ArchiveError,
+    ConfigError,
+    InboxPollerError,
+    StoreError,
+    UsageError,
+)
 from inbox_poller.ledger.lock import daemon_running, run_lock
 from inbox_poller.ledger.store import Store
-from inbox_poller.models import Export, ExportRequest, ExportState
+from inbox_poller.models import Export, ExportRequest, ExportState, HookRun, utc_now
+from inbox_poller.service.health import Health, format_age, ledger_health, utc_iso
 from inbox_poller.urlpolicy import HostRule, parse_host_rule, redact_url
 from inbox_poller.wiring import (
     build_api,
     build_loop,
     build_mailbox,
+    build_metrics,
     build_submitter,
     build_token_source,
 )
@@ -47,28 +61,84 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 78
 """``EX_CONFIG`` from sysexits.h: the unit file does not restart on it."""
+EXIT_TIMEOUT = 124
+"""``wait`` timed out (as ``timeout(1)`` does); the export is still under way."""
+
+_ARCHIVE_FIXES = {
+    errno.EROFS: "the file system is read-only here; under the systemd unit only "
+    "/var/lib/inbox-poller (StateDirectory=) is writable: put archive.dir under it, or name "
+    "the directory in ReadWritePaths= in a drop-in (docs/systemd.md)",
+    errno.EACCES: "make the directory (and its parents) writable by the user inbox-poller "
+    "runs as (uid {uid}), or set archive.dir to one that is",
+    errno.EPERM: "make the directory (and its parents) writable by the user inbox-poller "
+    "runs as (uid {uid}), or set archive.dir to one that is",
+    errno.ENOENT: "create the directory, or set archive.dir to one that exists",
+    errno.ENOTDIR: "archive.dir, or one of its parents, is a file: point archive.dir at a "
+    "directory",
+    errno.EEXIST: "archive.dir is a file: point it at a directory",
+    errno.ELOOP: "archive.dir goes through a symbolic link loop: point it at a directory",
+    errno.ENAMETOOLONG: "the path is too long: choose a shorter archive.dir",
+}
+"""What to do about an archive directory that cannot be used, by the errno that said so.
+Other errors (a full disk, an I/O error) are not the configuration's and exit 1."""
+
+
+def _archive_fix(exc: ArchiveError) -> str | None:
+    cause = exc.__cause__
+    if not isinstance(cause, OSError) or cause.errno not in _ARCHIVE_FIXES:
+        return None
+    return _ARCHIVE_FIXES[cause.errno].format(uid=os.geteuid())
+
+
+def _require_archive(config: Config) -> None:
+    """Prove archive.dir usable; an unusable one is a configuration error (exit 78)."""
+    try:
+        Archive(config.archive_dir, config.archive_group).ensure_writable()
+    except ArchiveError as exc:
+        fix = _archive_fix(exc)
+        if fix is None:
+            raise
+        raise ConfigError(f"{exc}; fix: {fix}", path=str(config.path), key="archive.dir") from None
+
+
+def _warn_exposed_secrets(config: Config) -> None:
+    for secret in config.secrets:
+        if warning := secret.exposure():
+            logger.warning("%s", warning)
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    Archive(config.archive_dir).ensure_writable()
+    _require_archive(config)
+    _warn_exposed_secrets(config)
     with run_lock(config.state_path):
-        if not args.once:
-            from inbox_poller.service.daemon import Daemon
-
-            daemon = Daemon(
-                resolve_config_path(args.config),
-                config,
-                lambda cfg, stop: build_loop(cfg, stop=stop),
-                build_submitter,
-            )
-            return daemon.run()
-        logger.info("%s", config.summary())
-        parts = build_loop(config)
+        metrics = build_metrics(config, "once" if args.once else "daemon")
         try:
-            report = parts.poller.run_once(parts.mailbox)
-            archived = [parts.store.export_by_job_id(job) for job in report.archived]
+            if not args.once:
+                from inbox_poller.service.daemon import Daemon
+
+                daemon = Daemon(
+                    resolve_config_path(args.config),
+                    config,
+                    lambda cfg, stop: build_loop(cfg, stop=stop, metrics=metrics),
+                    lambda cfg, store: build_submitter(cfg, store, metrics=metrics),
+                    metrics=metrics,
+                )
+                return daemon.run()
+            logger.info("%s", config.summary())
+            parts = build_loop(config, metrics=metrics)
+            try:
+                report = parts.poller.run_once(parts.mailbox)
+                archived = [parts.store.export_by_job_id(job) for job in report.archived]
+                # after the pass: a hook never holds up reading, archiving or acknowledging
+                report.failed.extend(parts.hooks.run_due())
+                if metrics is not None:
+                    metrics.run_ended(report.ok)
+                    metrics.observe_health(ledger_health(parts.store, config, utc_now()).sample())
+            finally:
+                parts.close()
         finally:
-            parts.close()
+            if metrics is not None:
+                metrics.close()
     print(
         f"read {report.mails_seen} mail(s): {len(report.matched)} matched, "
         f"{report.unmatched} unmatched, {len(report.refused)} refused; "
@@ -88,6 +158,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 def cmd_submit(config: Config, args: argparse.Namespace) -> int:
     if args.start and args.end and args.start >= args.end:
         raise UsageError("--end must be after --start (the end date is exclusive)")
+    _warn_exposed_secrets(config)
     with Store(config.state_path) as store:
         submitter = build_submitter(config, store)
         request = ExportRequest(stat=args.stat, startdate=args.start, enddate=args.end)
@@ -96,7 +167,33 @@ def cmd_submit(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _export_dict(export: Export, archive_dir: Path) -> dict[str, Any]:
+def _hook_dict(run: HookRun) -> dict[str, Any]:
+    return {
+        "hook": run.hook,
+        "state": "failing" if run.failing else run.state.value,
+        "attempts": run.attempts,
+        "next_at": run.next_at.isoformat() if run.state.value == "pending" else None,
+        "last_error": run.last_error,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+    }
+
+
+def _hook_detail(runs: list[dict[str, Any]]) -> str:
+    """Say what is not done: a failing or waiting hook, in the table's detail column."""
+    shown = []
+    for run in runs:
+        if run["state"] == "failing":
+            shown.append(
+                f"[hook {run['hook']} failing, {run['attempts']} tries: {run['last_error']}]"
+            )
+        elif run["state"] != "done":
+            shown.append(f"[hook {run['hook']} {run['state']}]")
+    return " ".join(shown)
+
+
+def _export_dict(
+    export: Export, archive_dir: Path, hooks: list[HookRun] | None = None
+) -> dict[str, Any]:
     archived = export.archived
     return {
         "export_id": export.export_id,
@@ -120,36 +217,26 @@ def _export_dict(export: Export, archive_dir: Path) -> dict[str, Any]:
         "bytes": archived.bytes if archived else None,
         "sha256": archived.sha256 if archived else None,
         "records": archived.records if archived else None,
+        "hooks": [_hook_dict(run) for run in hooks or ()],
     }
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
-    from inbox_poller.models import utc_now
-    from inbox_poller.service.health import ledger_health
-
-    with Store(config.state_path) as store:
+    with Store(config.state_path, read_only=True) as store:
         health = ledger_health(store, config, utc_now())
     running = daemon_running(config.state_path)
-    problems = list(health.problems) if running else ["the daemon is not running", *health.problems]
+    mode = "daemon" if running else health.mode
+    problems = list(health.problems)
+    if mode == "daemon" and not running:
+        problems.insert(0, "the daemon is not running")
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "healthy": not problems,
-                    "running": running,
-                    "status": health.status_line(),
-                    "problems": problems,
-                    "pending": health.pending,
-                    "oldest_pending_age_s": health.oldest_pending_age_s,
-                    "last_poll_age_s": health.last_poll_age_s,
-                    "counts": health.counts,
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps(_status_dict(health, running, mode, problems), indent=2))
     else:
         print(health.status_line())
-        print(f"daemon: {'running' if running else 'not running'}")
+        if mode == "once":
+            print(f"run --once: last run {_ago(health.last_run_at, health)}")
+        else:
+            print(f"daemon: {'running' if running else 'not running'}")
         for state in ExportState:
             if health.counts.get(state.value):
                 print(f"  {state.value:<15} {health.counts[state.value]}")
@@ -158,10 +245,43 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK if not problems else EXIT_FAILURE
 
 
+def _ago(moment: datetime | None, health: Health) -> str:
+    if moment is None or health.at is None:
+        return "never"
+    return f"{format_age((health.at - moment).total_seconds())} ago ({utc_iso(moment)})"
+
+
+def _status_dict(health: Health, running: bool, mode: str, problems: list[str]) -> dict[str, Any]:
+    """``status --json``: ages in seconds, and the same moments as absolute UTC times."""
+    return {
+        "healthy": not problems,
+        "running": running,
+        "mode": mode,
+        "status": health.status_line(),
+        "problems": problems,
+        "pending": health.pending,
+        "oldest_pending_age_s": health.oldest_pending_age_s,
+        "last_poll_age_s": health.last_poll_age_s,
+        "counts": health.counts,
+        "checked_at": utc_iso(health.at),
+        "oldest_pending_since": utc_iso(health.oldest_pending_since),
+        "last_poll_at": utc_iso(health.last_poll_at),
+        "last_run_at": utc_iso(health.last_run_at),
+        "overdue": health.overdue,
+        "recent_failures": health.recent_failures,
+    }
+
+
 def cmd_exports(config: Config, args: argparse.Namespace) -> int:
     states = [ExportState(args.state)] if args.state else None
-    with Store(config.state_path) as store:
-        exports = [_export_dict(e, config.archive_dir) for e in store.list_exports(states)]
+    with Store(config.state_path, read_only=True) as store:
+        runs: dict[int, list[HookRun]] = {}
+        for run in store.hook_runs():
+            runs.setdefault(run.export_id, []).append(run)
+        exports = [
+            _export_dict(e, config.archive_dir, runs.get(e.export_id))
+            for e in store.list_exports(states)
+        ]
     if args.json:
         print(json.dumps(exports, indent=2))
         return EXIT_OK
@@ -171,7 +291,9 @@ def cmd_exports(config: Config, args: argparse.Namespace) -> int:
     print(f"{'id':>5}  {'state':<14} {'job':<14} {'stat':<10} {'window':<19} detail")
     for e in exports:
         window = f"{e['startdate'] or '-'}..{e['enddate'] or '-'}"
-        detail = e["path"] or e["reason"] or ""
+        detail = " ".join(
+            part for part in (e["path"] or e["reason"] or "", _hook_detail(e["hooks"])) if part
+        )
         print(
             f"{e['export_id']:>5}  {e['state']:<14} {e['job_id'] or '-':<14} "
             f"{e['stat']:<10} {window:<19} {detail}"
@@ -180,19 +302,43 @@ def cmd_exports(config: Config, args: argparse.Namespace) -> int:
 
 
 def _check_archive(config: Config) -> str:
-    Archive(config.archive_dir).ensure_writable()
-    return f"{config.archive_dir} is writable"
+    try:
+        Archive(config.archive_dir, config.archive_group).ensure_writable()
+    except ArchiveError as exc:
+        fix = _archive_fix(exc)
+        raise ArchiveError(f"{exc}; fix: {fix}" if fix else str(exc)) from None
+    group = config.archive_group
+    return f"{config.archive_dir} is writable" + (f", shared with group {group}" if group else "")
+
+
+def _creatable(path: Path) -> bool:
+    """Return whether *path* could be created: its nearest existing parent is writable."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
 
 
 def _check_ledger(config: Config) -> str:
-    with Store(config.state_path) as store:
+    path = config.state_path
+    if not path.exists():
+        if not _creatable(path):
+            raise InboxPollerError(f"no ledger at {path}, and it cannot be created there")
+        return f"no ledger at {path} yet; `run` creates it"
+    with Store(path, read_only=True) as store:
         counts = store.counts_by_state()
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "empty"
-    return f"{config.state_path} ({summary})"
+    return f"{path} ({summary})"
+
+
+class _Warning(Exception):
+    """A check that passed with something to fix: printed as ``warn``."""
 
 
 def _check_secret(secret: Secret) -> str:
     secret.read()
+    if warning := secret.exposure():
+        raise _Warning(warning)
     return f"readable from {secret.source()}"
 
 
@@ -210,6 +356,15 @@ def _secret_probe_name(secret: Secret) -> str:
     return "oauth2 " + secret.key.rsplit(".", 1)[-1]
 
 
+def _check_hook(program: str) -> str:
+    path = Path(program)
+    if not path.is_file():
+        raise InboxPollerError(f"{program}: no such file")
+    if not os.access(path, os.X_OK):
+        raise InboxPollerError(f"{program}: not executable (chmod +x {program})")
+    return f"{program} is executable"
+
+
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
     probes: list[tuple[str, Callable[[], str]]] = [
         ("archive", lambda: _check_archive(config)),
@@ -220,6 +375,9 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
         ],
         ("pinpointe token", lambda: _check_secret(config.usertoken)),
     ]
+    if config.hooks.on_archived:
+        program = config.hooks.on_archived[0]
+        probes.append(("hook on_archived", lambda: _check_hook(program)))
     if not args.offline:
         tokens = build_token_source(config) if config.imap.auth == "oauth2" else None
         if tokens is not None:
@@ -231,6 +389,8 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     for name, probe in probes:
         try:
             print(f"ok   {name}: {probe()}")
+        except _Warning as warning:
+            print(f"warn {name}: {warning}")
         except InboxPollerError as exc:
             failures += 1
             print(f"FAIL {name}: {exc}")
@@ -258,6 +418,105 @@ def cmd_auth(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_config_show(config: Config, args: argparse.Namespace) -> int:
+    effective = config.effective()
+    if args.json:
+        print(json.dumps(effective, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    header = [
+        f"inbox-poller config show: the effective configuration of {config.path}",
+        "(defaults filled in, relative paths resolved; secrets are never shown)",
+        "secrets:",
+        *(f"  {secret.key}: {secret.source()}" for secret in config.secrets),
+    ]
+    print(render_toml(effective, header), end="")
+    return EXIT_OK
+
+
+WAIT_FAILURE_GRACE_S = 15.0
+"""How long a failed export may stay without a successor before ``wait`` gives up on it:
+the daemon records a failure and its resubmission in two steps, a moment apart."""
+
+
+WAIT_UNREADABLE_TRIES = 3
+"""Failed looks at the ledger in a row that ``wait`` tolerates before it gives up."""
+
+
+def _given_up(export: Export, config: Config, now_s: float) -> bool:
+    """Return whether *export*, which has no successor, will not be archived any more."""
+    final = export.state in (
+        ExportState.SUBMIT_FAILED,
+        ExportState.SUBMIT_UNKNOWN,
+        ExportState.FAILED,
+    ) or (
+        # an expired link is asked for again after exports.notify_deadline, up to the limit
+        export.state is ExportState.LINK_EXPIRED
+        and export.resubmits >= config.exports.max_resubmits
+    )
+    return final and now_s - export.updated_at.timestamp() > WAIT_FAILURE_GRACE_S
+
+
+def _read_export(config: Config, export_id: int) -> tuple[Export, Export | None]:
+    """Return the export and its successor, from a fresh read-only look at the ledger
+    (a connection opened while no writer ran would never see later changes)."""
+    with Store(config.state_path, read_only=True) as store:
+        return store.get_export(export_id), store.successor(export_id)
+
+
+def cmd_wait(config: Config, args: argparse.Namespace) -> int:
+    deadline = time.monotonic() + args.timeout
+    with Store(config.state_path, read_only=True) as store:
+        first = store.export_by_job_id(args.job_id)
+    if first is None:
+        raise InboxPollerError(f"no export with job ID {args.job_id} in {config.state_path}")
+    if not daemon_running(config.state_path):
+        print(
+            "inbox-poller: the daemon is not running: the export advances only when it "
+            "does (or with `inbox-poller run --once`)",
+            file=sys.stderr,
+        )
+    export_id = first.export_id
+    unreadable = 0
+    while True:
+        try:
+            export, successor = _read_export(config, export_id)
+            unreadable = 0
+        except StoreError:
+            # a daemon starting while we read may show us a page in flux: look again
+            unreadable += 1
+            if unreadable > WAIT_UNREADABLE_TRIES:
+                raise
+            time.sleep(args.interval)
+            continue
+        if export.state in (ExportState.ARCHIVED, ExportState.ACKNOWLEDGED):
+            assert export.archived is not None
+            print(config.archive_dir / export.archived.path)
+            return EXIT_OK
+        if successor is not None:
+            print(
+                f"inbox-poller: job {export.job_id} {export.state.value} "
+                f"({export.reason or 'no reason recorded'}); following its resubmission, job "
+                f"{successor.job_id or '(not yet submitted)'}",
+                file=sys.stderr,
+            )
+            export_id = successor.export_id
+            continue
+        if _given_up(export, config, utc_now().timestamp()):
+            print(
+                f"inbox-poller: job {export.job_id} {export.state.value}: {export.reason}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            print(
+                f"inbox-poller: timed out: job {export.job_id} is still {export.state.value}",
+                file=sys.stderr,
+            )
+            return EXIT_TIMEOUT
+        time.sleep(min(args.interval, remaining))
+
+
 def _inspection_rules(args: argparse.Namespace) -> tuple[HostRule, ...]:
     if args.allowed_host:
         try:
@@ -279,6 +538,38 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     report = inspect_email(raw, args.pending, _inspection_rules(args))
     print(json.dumps(report, indent=2) if args.json else format_inspection(report))
     return EXIT_OK
+
+
+def _configured_archive(args: argparse.Namespace) -> Path:
+    return load_config(resolve_config_path(args.config)).archive_dir
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    """``archive verify``: the archive against its manifest; exit 1 on any problem."""
+    root = Path(args.dir) if args.dir else _configured_archive(args)
+    started = time.monotonic()
+    report = verify(root, None if args.json else lambda problem: print(problem, flush=True))
+    took_s = time.monotonic() - started
+    if args.json:
+        summary: dict[str, Any] = {
+            "archive": str(root),
+            "ok": report.ok,
+            "lines": report.lines,
+            "payloads": report.payloads,
+            "bytes": report.bytes,
+            "seconds": round(took_s, 3),
+            "problems": [
+                {"kind": p.kind, "where": p.where, "detail": p.detail} for p in report.problems
+            ],
+        }
+        print(json.dumps(summary, indent=2))
+    else:
+        verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+        print(
+            f"archive {root}: {report.lines} manifest line(s), {report.payloads} payload(s) "
+            f"({report.bytes} bytes) checked in {took_s:.1f}s: {verdict}"
+        )
+    return EXIT_OK if report.ok else EXIT_FAILURE
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:

@@ -1,41 +1,74 @@
 """The command line: the parser, dispatch to the subcommands and exit codes.
 
-Exit codes: 0 ok, 1 failure, 2 usage, 78 configuration (``EX_CONFIG``).
-The object graph is built in ``wiring``, logging is set up by ``logsetup`` and the
-subcommands live in ``commands``.
+Exit codes: 0 ok, 1 failure, 2 usage, 78 configuration (``EX_CONFIG``); ``wait`` adds
+124 (timed out). The object graph is built in ``wiring``, logging is set up by
+``logsetup`` and the subcommands live in ``commands``.
+
+Each subcommand's parser is defined by one ``_add_<name>`` function listed in
+:data:`SUBCOMMANDS`, through :func:`add_command`, which gives it the global options
+(``-c``, ``-v``, ``-q``, ``--log-format``: accepted before or after the subcommand) and
+a ``--help`` with a description, an example and the exit codes.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Sequence
+from datetime import date
+from typing import TYPE_CHECKING, TypeAlias
 
 from inbox_poller import __version__
 from inbox_poller.cli.commands import (
     EXIT_CONFIG,
     EXIT_FAILURE,
     EXIT_USAGE,
+    cmd_archive,
     cmd_auth,
     cmd_check,
+    cmd_config_show,
     cmd_exports,
     cmd_inspect,
     cmd_run,
     cmd_sandbox,
     cmd_status,
     cmd_submit,
+    cmd_wait,
 )
-from inbox_poller.cli.logsetup import configure_logging
-from inbox_poller.config import load_config, resolve_config_path
+from inbox_poller.cli.logsetup import configure_logging, report_final_error
+from inbox_poller.config import load_config, parse_duration, resolve_config_path
 from inbox_poller.errors import ConfigError, InboxPollerError, UsageError
-from inbox_poller.models import DATE_RE, STAT_ID_RE, ExportState
+from inbox_poller.models import JOB_ID_RE, STAT_ID_RE, ExportState
+
+PROG = "inbox-poller"
+
+if TYPE_CHECKING:
+    SubParsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+_DATE_FORMS = (
+    re.compile(r"(?P<y>[0-9]{4})(?P<m>[0-9]{2})(?P<d>[0-9]{2})"),
+    re.compile(r"(?P<y>[0-9]{4})-(?P<m>[0-9]{2})-(?P<d>[0-9]{2})"),
+)
+
+EXIT_CODES_COMMON = (
+    ("2", "usage error (an unknown option, a malformed value)"),
+    ("78", "configuration error (the file, a key or a secret; nothing was done)"),
+)
 
 
 def _date(value: str) -> str:
-    if not DATE_RE.match(value):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a date in YYYYMMDD form")
-    return value
+    """Return *value*, a real date as YYYYMMDD or YYYY-MM-DD, as YYYYMMDD."""
+    for form in _DATE_FORMS:
+        if found := form.fullmatch(value):
+            try:
+                day = date(int(found["y"]), int(found["m"]), int(found["d"]))
+            except ValueError as exc:
+                raise argparse.ArgumentTypeError(f"{value!r} is not a real date: {exc}") from None
+            return f"{day:%Y%m%d}"
+    raise argparse.ArgumentTypeError(f"{value!r} is not a date in YYYYMMDD or YYYY-MM-DD form")
 
 
 def _stat(value: str) -> str:
@@ -44,76 +77,328 @@ def _stat(value: str) -> str:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="inbox-poller",
-        description="Submit Pinpointe async exports and archive the payloads their "
-        "notification mails link to, exactly once.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
+def _job_id(value: str) -> str:
+    if not JOB_ID_RE.match(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a job ID")
+    return value
+
+
+def _duration(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Add ``-c``, ``-v``, ``-q`` and ``--log-format``.
+
+    On the top-level parser they carry the defaults; on each subcommand they are
+    ``SUPPRESS``ed, so that a value given there overrides the top level's and a value
+    not given there leaves it alone.
+    """
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    group = parser.add_argument_group("global options (before or after the subcommand)")
+    group.add_argument(
         "-c",
         "--config",
         metavar="PATH",
+        default=default(None),
         help="the TOML configuration (default: $INBOX_POLLER_CONFIG, else "
         "/etc/inbox-poller/config.toml)",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
-    parser.add_argument(
+    group.add_argument(
+        "-v", "--verbose", action="store_true", default=default(False), help="log debug details"
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default(False),
+        help="log warnings and errors only",
+    )
+    group.add_argument(
         "--log-format",
         choices=("text", "json"),
-        default="text",
+        default=default("text"),
         help="text (journald-friendly, the default) or one JSON object per line",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="read the mailbox, download, archive, acknowledge")
+
+def _epilog(examples: Sequence[str], exit_codes: Sequence[tuple[str, str]]) -> str:
+    """Return the examples and the exit codes (the command's own first, then the common
+    ones it does not give itself)."""
+    codes = dict(exit_codes)
+    for code, meaning in EXIT_CODES_COMMON:
+        codes.setdefault(code, meaning)
+    lines = ["example:" if len(examples) == 1 else "examples:"]
+    lines += [f"  {example}" for example in examples]
+    lines += ["", "exit status:"]
+    width = max(len(code) for code in codes)
+    for code in sorted(codes, key=int):
+        wrapped = textwrap.wrap(codes[code], width=75 - width)
+        lines.append(f"  {code:<{width}}  {wrapped[0]}")
+        lines += [f"  {'':<{width}}  {more}" for more in wrapped[1:]]
+    return "\n".join(lines)
+
+
+def add_command(
+    commands: SubParsers,
+    name: str,
+    *,
+    summary: str,
+    description: str,
+    examples: Sequence[str],
+    exit_codes: Sequence[tuple[str, str]],
+    handler: Callable[..., int] | None,
+    needs_config: bool = True,
+) -> argparse.ArgumentParser:
+    """Add one subcommand with the global options and a ``--help`` that shows its use.
+
+    *exit_codes* lists what the command itself returns; usage (2) and configuration
+    (78) errors are added. *handler* is ``handler(config, args)`` when *needs_config*,
+    else ``handler(args)``; ``None`` for a group whose own subcommands have handlers.
+    """
+    parser = commands.add_parser(
+        name,
+        help=summary,
+        description=textwrap.fill(description, width=79),
+        epilog=_epilog(examples, exit_codes),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _global_options(parser, suppress=True)
+    parser.set_defaults(handler=handler, needs_config=needs_config)
+    return parser
+
+
+# ---- the subcommands, one function each -------------------------------------------------
+
+
+def _add_run(commands: SubParsers) -> None:
+    run = add_command(
+        commands,
+        "run",
+        summary="read the mailbox, download, archive, acknowledge",
+        description="Run the daemon (IDLE on the mailbox, the download pool, scheduled "
+        "exports, hooks) until SIGTERM; SIGHUP reloads the configuration. With --once, make "
+        "one mailbox pass with every pending download, acknowledgement and due hook, then "
+        "exit (for cron).",
+        examples=[f"{PROG} run --once"],
+        exit_codes=[
+            ("0", "stopped on request (--once: everything it tried worked)"),
+            ("1", "--once: the mailbox could not be read, a download or a hook failed"),
+            (
+                "78",
+                "configuration error, or archive.dir is unusable (not creatable, not "
+                "writable, a file); the fix is named",
+            ),
+        ],
+        handler=cmd_run,
+    )
     run.add_argument(
         "--once",
         action="store_true",
         help="one mailbox pass plus all pending downloads and acknowledgements, then exit",
     )
 
-    submit = commands.add_parser("submit", help="submit one contact-data export; print its job ID")
-    submit.add_argument("--stat", required=True, type=_stat, help="the campaign send's stat ID")
-    submit.add_argument("--start", type=_date, metavar="YYYYMMDD", help="first day (inclusive)")
-    submit.add_argument("--end", type=_date, metavar="YYYYMMDD", help="end day (exclusive)")
 
-    status = commands.add_parser(
-        "status", help="the daemon's health; exits 1 when it is unhealthy or not running"
+def _add_submit(commands: SubParsers) -> None:
+    submit = add_command(
+        commands,
+        "submit",
+        summary="submit one contact-data export; print its job ID",
+        description="Record one GetNewsletterContactDataSummaryAsync export in the ledger, "
+        "POST it to Pinpointe once, and print the job ID it answers with. Dates are checked "
+        "before anything is written.",
+        examples=[f"{PROG} submit --stat 12345 --start 2026-11-01 --end 2026-11-02"],
+        exit_codes=[
+            ("0", "submitted: the job ID is on stdout"),
+            ("1", "Pinpointe refused the request, or its answer was lost (see `exports`)"),
+            ("2", "usage error, a date that does not exist, or --end not after --start"),
+        ],
+        handler=cmd_submit,
+    )
+    submit.add_argument("--stat", required=True, type=_stat, help="the campaign send's stat ID")
+    submit.add_argument(
+        "--start", type=_date, metavar="DATE", help="first day, inclusive (YYYYMMDD or YYYY-MM-DD)"
+    )
+    submit.add_argument(
+        "--end", type=_date, metavar="DATE", help="end day, exclusive (YYYYMMDD or YYYY-MM-DD)"
+    )
+
+
+def _add_wait(commands: SubParsers) -> None:
+    wait = add_command(
+        commands,
+        "wait",
+        summary="block until an export is archived; print its file's path",
+        description="Wait until the export with this job ID is archived and print the "
+        "archived file's path on stdout (for Airflow, cron and shell callers). An export "
+        "that Pinpointe failed and the daemon resubmits is followed to its replacement. "
+        "Reads the ledger only; the daemon (or `run --once`) does the work.",
+        examples=[f'path=$({PROG} wait "$({PROG} submit --stat 12345)" --timeout 2h)'],
+        exit_codes=[
+            ("0", "archived: the file's path is on stdout"),
+            ("1", "the export failed for good, or no export has this job ID"),
+            ("124", "timed out; the export is still under way"),
+        ],
+        handler=cmd_wait,
+    )
+    wait.add_argument("job_id", metavar="JOB_ID", type=_job_id, help="the job ID `submit` printed")
+    wait.add_argument(
+        "--timeout",
+        type=_duration,
+        default=24 * 3600.0,
+        metavar="DURATION",
+        help="give up after this long: seconds, or 90s, 30m, 2h, 1d (default: 1d)",
+    )
+    wait.add_argument(
+        "--interval",
+        type=_duration,
+        default=2.0,
+        metavar="DURATION",
+        help="how often to look at the ledger (default: 2s)",
+    )
+
+
+def _add_status(commands: SubParsers) -> None:
+    status = add_command(
+        commands,
+        "status",
+        summary="the daemon's health; exits 1 when it is unhealthy or not running",
+        description="Judge the daemon from its ledger: pending exports and their age, "
+        "the last mailbox pass, exports past their deadline, failing hooks. Opens the "
+        "ledger read-only.",
+        examples=[f"{PROG} status --json"],
+        exit_codes=[
+            ("0", "healthy"),
+            ("1", "unhealthy, not running, or no ledger yet (every problem is printed)"),
+        ],
+        handler=cmd_status,
     )
     status.add_argument("--json", action="store_true", help="print JSON")
 
-    exports = commands.add_parser("exports", help="list the exports in the ledger")
+
+def _add_exports(commands: SubParsers) -> None:
+    exports = add_command(
+        commands,
+        "exports",
+        summary="list the exports in the ledger",
+        description="List every export in the ledger, oldest first, with its state, window, "
+        "archived file or the reason it failed, and its hooks. Opens the ledger read-only.",
+        examples=[f"{PROG} exports --state failed", f"{PROG} exports --json | jq '.[].path'"],
+        exit_codes=[("0", "listed"), ("1", "no ledger at the configured state.path")],
+        handler=cmd_exports,
+    )
+    states = [s.value for s in ExportState]
     exports.add_argument(
-        "--state", choices=[s.value for s in ExportState], help="only exports in this state"
+        "--state",
+        choices=states,
+        metavar="STATE",
+        help=f"only exports in this state: {', '.join(states)}",
     )
     exports.add_argument("--json", action="store_true", help="one JSON array, for scripts")
 
-    check = commands.add_parser("check", help="validate the setup and probe the servers")
+
+def _add_check(commands: SubParsers) -> None:
+    check = add_command(
+        commands,
+        "check",
+        summary="validate the setup and probe the servers",
+        description="Check the configuration, the archive directory, the ledger (read-only), "
+        "the secrets and the hooks, then log in to IMAP and call Pinpointe's "
+        "Authentication/APITest. Prints one line per check: ok, warn or FAIL.",
+        examples=[f"{PROG} check --offline"],
+        exit_codes=[("0", "every check passed (warnings allowed)"), ("1", "a check failed")],
+        handler=cmd_check,
+    )
     check.add_argument(
         "--offline", action="store_true", help="skip the IMAP login and the Pinpointe call"
     )
 
-    auth = commands.add_parser("auth", help="OAuth2 sign-in for the mailbox (imap.auth = oauth2)")
-    auth_commands = auth.add_subparsers(dest="auth_command", required=True, metavar="ACTION")
-    login = auth_commands.add_parser(
+
+def _add_auth(commands: SubParsers) -> None:
+    group = add_command(
+        commands,
+        "auth",
+        summary="OAuth2 sign-in for the mailbox (imap.auth = oauth2)",
+        description="Get the first refresh token, and see the state of the OAuth2 sign-in.",
+        examples=[f"{PROG} auth login", f"{PROG} auth status"],
+        exit_codes=[("0", "done")],
+        handler=None,
+    )
+    actions = group.add_subparsers(dest="auth_command", required=True, metavar="ACTION")
+    login = add_command(
+        actions,
         "login",
-        help="sign in once (device code for Microsoft, a browser and PKCE otherwise) and "
-        "write the refresh token where the daemon reads it",
+        summary="sign in once and write the refresh token where the daemon reads it",
+        description="Run the interactive consent once, where a person is present: the "
+        "device-code flow for Microsoft (prints a code and the page to enter it on), the "
+        "authorization-code flow with PKCE and a loopback redirect on 127.0.0.1 for Google "
+        "and generic providers (prints the URL to open). The refresh token is written with "
+        "mode 0600 to imap.oauth2.refresh_token_file (or --output); it is never printed.",
+        examples=[f"{PROG} auth login", f"{PROG} auth login --output ./refresh-token"],
+        exit_codes=[("0", "the refresh token was written"), ("1", "the sign-in failed")],
+        handler=cmd_auth,
     )
     login.add_argument(
         "--output",
         metavar="FILE",
         help="write the refresh token here (default: imap.oauth2.refresh_token_file)",
     )
-    auth_status = auth_commands.add_parser(
-        "status", help="the grant, the access token's expiry and rotations (never a token)"
+    status = add_command(
+        actions,
+        "status",
+        summary="the grant, the access token's expiry and rotations (never a token)",
+        description="Get an access token as the daemon would and show the grant, the token "
+        "endpoint, when the access token expires and whether the refresh token was rotated. "
+        "Tokens themselves are never shown.",
+        examples=[f"{PROG} auth status --json"],
+        exit_codes=[("0", "shown"), ("1", "no token could be got (the reason is printed)")],
+        handler=cmd_auth,
     )
-    auth_status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--json", action="store_true", help="print JSON")
 
-    inspect = commands.add_parser(
-        "inspect-email", help="show what inbox-poller reads in one .eml file"
+
+def _add_config(commands: SubParsers) -> None:
+    group = add_command(
+        commands,
+        "config",
+        summary="show the effective configuration",
+        description="Work with the configuration file.",
+        examples=[f"{PROG} config show"],
+        exit_codes=[("0", "done")],
+        handler=None,
+    )
+    actions = group.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = add_command(
+        actions,
+        "show",
+        summary="print the effective configuration, secrets redacted",
+        description="Print the configuration as inbox-poller reads it: every key with its "
+        "default filled in, relative paths resolved, and for each secret where it is read "
+        "from (never its value). The TOML output is itself a valid configuration.",
+        examples=[f"{PROG} -c /etc/inbox-poller/config.toml config show"],
+        exit_codes=[("0", "printed")],
+        handler=cmd_config_show,
+    )
+    show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+
+
+def _add_inspect(commands: SubParsers) -> None:
+    inspect = add_command(
+        commands,
+        "inspect-email",
+        summary="show what inbox-poller reads in one .eml file",
+        description="Read one saved mail as the daemon would: its job IDs, links, the "
+        "verdict on each link and which export it would match. Nothing is recorded.",
+        examples=[f"{PROG} inspect-email notification.eml --pending 987654 --json"],
+        exit_codes=[("0", "shown"), ("1", "the file cannot be read")],
+        handler=cmd_inspect,
+        needs_config=False,
     )
     inspect.add_argument("path", metavar="PATH", help="an RFC 822 message (.eml)")
     inspect.add_argument(
@@ -133,14 +418,88 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("--json", action="store_true", help="print JSON")
 
-    sandbox = commands.add_parser(
+
+def _add_archive(commands: SubParsers) -> None:
+    group = add_command(
+        commands,
+        "archive",
+        summary="check the archive",
+        description="Work with the archive directory (archive.dir).",
+        examples=[f"{PROG} archive verify"],
+        exit_codes=[("0", "done")],
+        handler=None,
+        needs_config=False,
+    )
+    actions = group.add_subparsers(dest="archive_command", required=True, metavar="ACTION")
+    verify = add_command(
+        actions,
+        "verify",
+        summary="check every payload against the manifest; exit 1 on any problem",
+        description="Check the archive against manifest.jsonl, like `restic check`: every "
+        "line names its own job ID and file, every file has the recorded size and SHA-256, "
+        "and no other file (stray or partial) lies in the archive. Reads each file once, "
+        "as a stream; run it as a member of archive.group, or as the service's user.",
+        examples=[f"{PROG} archive verify --json", f"{PROG} archive verify --dir /srv/archive"],
+        exit_codes=[("0", "no problem"), ("1", "a problem (each one is printed)")],
+        handler=cmd_archive,
+        needs_config=False,
+    )
+    verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.add_argument(
+        "--dir", metavar="DIR", help="the archive to check (default: archive.dir of the config)"
+    )
+
+
+def _add_sandbox(commands: SubParsers) -> None:
+    sandbox = add_command(
+        commands,
         "sandbox",
-        help="run the whole loop on this machine against a simulated Pinpointe and a local Dovecot",
+        summary="run the whole loop on this machine against a simulated Pinpointe and a "
+        "local Dovecot",
+        description="Start a throwaway Dovecot and the Pinpointe simulator, write a "
+        "configuration for them, and submit, receive, download, archive and acknowledge one "
+        "export with inbox-poller's real code. Running it again in the same --dir adds "
+        "another export to the same ledger and archive.",
+        examples=[f"{PROG} sandbox --dir ~/inbox-poller-sandbox --records 500"],
+        exit_codes=[("0", "the export was archived and acknowledged"), ("1", "a step failed")],
+        handler=cmd_sandbox,
+        needs_config=False,
     )
     sandbox.add_argument("--dir", metavar="DIR", help="keep the sandbox's files here")
     sandbox.add_argument(
         "--records", type=int, default=20000, help="records in the simulated payload"
     )
+
+
+SUBCOMMANDS: tuple[Callable[[SubParsers], None], ...] = (
+    _add_run,
+    _add_submit,
+    _add_wait,
+    _add_status,
+    _add_exports,
+    _add_check,
+    _add_auth,
+    _add_config,
+    _add_inspect,
+    _add_archive,
+    _add_sandbox,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Submit Pinpointe async exports and archive the payloads their "
+        "notification mails link to, exactly once.",
+        epilog=f"`{PROG} COMMAND --help` shows each command's use, an example and its exit "
+        "codes.\nexit status: 0 ok, 1 failure, 2 usage, 78 configuration.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _global_options(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(commands)
     return parser
 
 
@@ -149,35 +508,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.verbose and args.quiet:
+            parser.error("-v and -q cannot be used together")
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
-    configure_logging(args.verbose, args.log_format)
+    configure_logging(args.verbose, args.log_format, quiet=args.quiet)
     try:
-        if args.command == "inspect-email":
-            return cmd_inspect(args)
-        if args.command == "sandbox":
-            return cmd_sandbox(args)
+        if not args.needs_config:
+            return int(args.handler(args))
         config = load_config(resolve_config_path(args.config))
-        handlers = {
-            "run": cmd_run,
-            "submit": cmd_submit,
-            "exports": cmd_exports,
-            "status": cmd_status,
-            "check": cmd_check,
-            "auth": cmd_auth,
-        }
-        return handlers[args.command](config, args)
+        return int(args.handler(config, args))
     except ConfigError as exc:
-        print(f"inbox-poller: configuration error: {exc}", file=sys.stderr)
+        report_final_error(f"configuration error: {exc}", EXIT_CONFIG, args.log_format)
         return EXIT_CONFIG
     except UsageError as exc:
-        print(f"inbox-poller: {exc}", file=sys.stderr)
+        report_final_error(str(exc), EXIT_USAGE, args.log_format)
         return EXIT_USAGE
     except InboxPollerError as exc:
-        print(f"inbox-poller: {exc}", file=sys.stderr)
+        report_final_error(str(exc), EXIT_FAILURE, args.log_format)
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        print("inbox-poller: interrupted", file=sys.stderr)
+        report_final_error("interrupted", 130, args.log_format)
         return 130
     except BrokenPipeError:
         # the reader went away (`inbox-poller exports | head`): no traceback, and no

@@ -31,6 +31,21 @@ _PRIVATE_NETWORKS = tuple(
     for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
 )
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(address)
+    for address in (
+        "169.254.169.254",  # AWS, GCP, Azure, Oracle, OpenStack, DigitalOcean... (link-local)
+        "169.254.170.2",  # AWS ECS task metadata (link-local)
+        "169.254.0.23",  # Tencent Cloud (link-local)
+        "fd00:ec2::254",  # AWS instance metadata over IPv6 (in fc00::/7)
+        "fd20:ce::254",  # Google Cloud metadata over IPv6 (in fc00::/7)
+        "100.100.100.200",  # Alibaba Cloud (in 100.64/10)
+        "192.0.0.192",  # Oracle Cloud, the older metadata address
+        "168.63.129.16",  # Azure WireServer, the platform's host endpoint (a public address)
+    )
+)
+"""The cloud metadata endpoints: never connected to, whatever ``allow_private_addresses``
+says (docs/reliability.md §4.1). The one list; the docs and config.example.toml point here."""
 _STOP_POLL_S = 0.1
 
 Resolver = Callable[[str, int], Sequence[str]]
@@ -62,8 +77,8 @@ def address_refusal(address: str, *, allow_private: bool) -> str | None:
 
     Only global addresses pass (``is_global``, judged on the IPv4 address inside mapped,
     6to4 and NAT64 forms). With *allow_private*, loopback, RFC 1918, 100.64/10 and
-    fc00::/7 pass too. Link-local (the cloud metadata address), multicast, unspecified,
-    site-local and reserved addresses never do.
+    fc00::/7 pass too. Link-local, multicast, unspecified, site-local and reserved
+    addresses never do, nor any of ``METADATA_ADDRESSES``.
     """
     try:
         ip = _unwrap(ipaddress.ip_address(address.split("%", 1)[0]))
@@ -72,6 +87,8 @@ def address_refusal(address: str, *, allow_private: bool) -> str | None:
     site_local = isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local
     if ip.is_link_local or ip.is_multicast or ip.is_unspecified or site_local:
         return f"{ip} is a link-local, multicast or unspecified address"
+    if ip in METADATA_ADDRESSES:
+        return f"{ip} is a cloud metadata address"
     if allow_private and (ip.is_loopback or any(ip in net for net in _PRIVATE_NETWORKS)):
         return None
     if ip.is_reserved or not ip.is_global:

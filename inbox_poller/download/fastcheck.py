@@ -8,7 +8,8 @@ refuses one.
 
 How it proves a payload valid
 -----------------------------
-The *main array* is the array whose items are counted as ``records`` (``shape.sniff_shape``).
+The *main array* is the array whose items are counted as ``records`` (the rule of
+``inbox_poller.mainarray``).
 The document is split as ``H + B + T``: ``H`` ends with the main array's ``[``, ``B`` is
 the array's contents and ``T`` starts with its ``]``. ``B`` is cut at commas into
 chunks ``c1 , c2 , ... , cn , E`` and each chunk is parsed by simdjson as ``[ci]``, then
@@ -20,7 +21,11 @@ only when all of the following hold:
    empty only when there was no cut);
 2. ijson, over the *probe* ``H + "\\u0000<random>" + T`` (the document with the array's
    contents replaced by one string no payload can know), completes without error and
-   yields exactly one value at the main array's prefix: that string.
+   yields exactly one value at the main array's prefix: that string;
+3. ``H`` and ``T`` keep the outline (``outline.py``): ``H`` nests at most ``MAX_DEPTH``
+   deep and leaves the main array open at depth ``d``; ``T``, followed from depth ``d``,
+   nests no deeper, and nothing but whitespace follows the end of the top-level value
+   (ijson alone accepts a document followed by a string that never ends).
 
 Soundness: by (2) the probe is valid JSON and the last byte of ``H`` opens an array
 whose single element is the probe string (were that ``[`` inside a string, the probe's
@@ -34,16 +39,24 @@ the probe's string has that prefix and nothing else in ``H + T`` has it, so the 
 counted are exactly the array's elements (values nested in an element have longer
 prefixes), ``sum(len([ci])) + len([E])``.
 
+Nesting: each chunk is parsed inside ``_pad(d)`` padding arrays (``[[...[ci]...]]``), so
+simdjson's own limit (a value nested deeper than 1,024) refuses every chunk whose
+elements would nest deeper than ``MAX_DEPTH`` in the document; a padding level holding
+anything but the next one (a chunk that closed its own ``[``) is refused too. At exactly
+the limit simdjson refuses a little more (an innermost container that is not empty),
+which leaves such a payload undecided, never accepted wrongly. Walking the padding costs
+about 35 µs per 1 MiB chunk.
+
 Where simdjson and ijson differ, the fast path leaves the decision to ijson: simdjson
-refuses integers beyond 64 bits, doubles beyond ±1.8e308, nesting beyond 1024 and lone
-surrogate escapes, all of which ijson reads, so these become *undecided*, never
-"invalid". ijson counts records only while no item of the main array is longer than
-``validation.MAX_ITEM_BYTES``; the fast path counts only when its chunk sizes prove the
-same (no item, and no stretch before the first or after the last, can then be that
-long), and is undecided otherwise. Any other doubt (no main array in the head, no cut
-within ``MAX_ITEM_BYTES``, the closing ``]`` not among the last ``MAX_CLOSE_TRIES``
-candidates, an unexpected error) also leaves the payload undecided. The probe goes
-through ``ijsonbackend.DigitRuns`` like every input ijson sees.
+refuses integers beyond 64 bits, doubles beyond ±1.8e308 and lone surrogate escapes, all
+of which ijson reads (the last ones only to refuse them, by the outline), so these
+become *undecided*, never "invalid". ijson counts records only while no item of the main
+array is longer than ``validation.MAX_ITEM_BYTES``; the fast path counts only when its
+chunk sizes prove the same (no item, and no stretch before the first or after the last,
+can then be that long), and is undecided otherwise. Any other doubt (no main array in
+the head, no cut within ``MAX_ITEM_BYTES``, the closing ``]`` not among the last
+``MAX_CLOSE_TRIES`` candidates, an unexpected error) also leaves the payload undecided.
+The probe goes through ``ijsonbackend.DigitRuns`` like every input ijson sees.
 """
 
 from __future__ import annotations
@@ -55,16 +68,12 @@ from typing import Any
 import ijson
 import simdjson
 
-from inbox_poller.download import shape, validation
+from inbox_poller import mainarray
+from inbox_poller.download import validation
 from inbox_poller.download.ijsonbackend import BACKEND, DigitRuns
-from inbox_poller.download.shape import (
-    CLOSERS,
-    OPENERS,
-    WHITESPACE,
-    Shape,
-    main_array_offset,
-    sniff_shape,
-)
+from inbox_poller.download.outline import MAX_DEPTH, OutlineError, check_outline
+from inbox_poller.download.shape import Shape, sniff_shape
+from inbox_poller.mainarray import CLOSERS, OPENERS, WHITESPACE, main_array_offset
 
 FAST_CHUNK_BYTES = 1 << 20
 """Bytes of the main array per simdjson call: large enough that per-call costs vanish,
@@ -81,34 +90,58 @@ _CUT_SCAN_COMMAS = 64
 _PROBE_VALUE = "\x00" + secrets.token_hex(16).translate(str.maketrans("0123456789", "ghijklmnop"))
 _PROBE_JSON = b'"\\u0000' + _PROBE_VALUE[1:].encode() + b'"'
 
+SIMDJSON_MAX_DEPTH = 1024
+"""simdjson refuses a document with a value nested deeper than this (its default)."""
+assert MAX_DEPTH < SIMDJSON_MAX_DEPTH
+
+
+def _pad(depth: int) -> int:
+    """Padding arrays around a chunk of a main array at nesting *depth*: with them,
+    simdjson's own depth limit refuses exactly the chunks whose elements would nest
+    deeper than ``MAX_DEPTH`` in the document (and, at the limit, a few more)."""
+    return SIMDJSON_MAX_DEPTH - 1 - MAX_DEPTH + depth
+
 
 class _Window:
-    """``b"["`` followed by the main array's bytes not yet checked, in a buffer reused in
-    place: a bytearray that grew and shrank by a megabyte per chunk would make the
-    allocator map fresh pages for every chunk (measured: a page fault per 4 KiB)."""
+    """``pad`` padding ``[``, then ``b"["`` and the main array's bytes not yet checked.
 
-    def __init__(self, start: bytes | bytearray) -> None:
-        self.data = bytearray(b"[")
-        self.size = 1
+    ``data[:first]`` is ``[`` * (``pad`` + 1); the contents start at ``first``, and
+    ``size`` ends them. ``data`` always has room for ``pad`` + 1 closing brackets after
+    ``size``. The buffer is reused in place: a bytearray that grew and shrank by a
+    megabyte per chunk would make the allocator map fresh pages for every chunk
+    (measured: a page fault per 4 KiB).
+    """
+
+    def __init__(self, start: bytes | bytearray, pad: int) -> None:
+        self.pad = pad
+        self.first = pad + 1
+        self.data = bytearray(b"[" * self.first) + bytearray(self.first)
+        self.size = self.first
         self.append(start)
+
+    @property
+    def used(self) -> int:
+        """``b"["`` and the contents: the length the chunk sizes are measured by."""
+        return self.size - self.pad
 
     def append(self, piece: bytes | bytearray) -> None:
         end = self.size + len(piece)
-        if end > len(self.data):  # grow by doubling, rarely
-            self.data.extend(bytes(max(end, 2 * len(self.data)) - len(self.data)))
+        if end + self.first > len(self.data):  # grow by doubling, rarely
+            wanted = max(end + self.first, 2 * len(self.data))
+            self.data.extend(bytes(wanted - len(self.data)))
         self.data[self.size : end] = piece
         self.size = end
 
     def drop(self, end: int) -> None:
-        """Remove ``data[1:end]``."""
+        """Remove ``data[first:end]``."""
         rest = self.size - end
-        self.data[1 : 1 + rest] = self.data[end : self.size]
-        self.size = 1 + rest
+        self.data[self.first : self.first + rest] = self.data[end : self.size]
+        self.size = self.first + rest
 
     def trailing_whitespace(self, end: int) -> int:
-        """How many whitespace bytes end ``data[1:end]``."""
+        """How many whitespace bytes end ``data[first:end]``."""
         pos = end
-        while pos > 1 and self.data[pos - 1] in WHITESPACE:
+        while pos > self.first and self.data[pos - 1] in WHITESPACE:
             pos -= 1
         return end - pos
 
@@ -119,7 +152,7 @@ class FastCheck:
     ``feed`` every decoded piece, then ``finish``: a :class:`Shape` means valid, None means
     undecided (``reason`` says why). It never raises for any input.
 
-    ``shape.HEAD_BYTES`` and ``validation.MAX_ITEM_BYTES`` are read through their modules
+    ``mainarray.HEAD_BYTES`` and ``validation.MAX_ITEM_BYTES`` are read through their modules
     at run time, not bound at import: tests lower them.
     """
 
@@ -130,6 +163,7 @@ class FastCheck:
         self._head = bytearray()
         self._window: _Window | None = None  # None until the head is sniffed
         self._skeleton_head = b""  # H: the document up to and including the main "["
+        self._depth = 0  # the nesting depth at the end of H: the main array's own
         self._top = "unknown"
         self._prefix = ""
         self._seen = 0
@@ -147,7 +181,7 @@ class FastCheck:
         try:
             if self._window is None:
                 self._head += data
-                if len(self._head) >= shape.HEAD_BYTES:
+                if len(self._head) >= mainarray.HEAD_BYTES:
                     self._start()
             else:
                 self._window.append(data)
@@ -175,7 +209,7 @@ class FastCheck:
         self._window = None
 
     def _start(self) -> None:
-        head_bytes = shape.HEAD_BYTES
+        head_bytes = mainarray.HEAD_BYTES
         head = bytes(self._head[:head_bytes])
         self._top, prefix = sniff_shape(head)
         offset = main_array_offset(head)
@@ -184,14 +218,23 @@ class FastCheck:
             return
         self._prefix = prefix
         self._skeleton_head = bytes(self._head[: offset + 1])
-        self._window = _Window(self._head[offset + 1 :])
+        try:
+            before = check_outline(self._skeleton_head, end_of_text=False)
+        except OutlineError as exc:
+            self._give_up(f"before the main array: {exc.reason}")
+            return
+        if before.in_string or not 0 < before.depth <= MAX_DEPTH:
+            self._give_up("the main array's offset is not where a value may start")
+            return
+        self._depth = before.depth
+        self._window = _Window(self._head[offset + 1 :], pad=_pad(before.depth))
         self._head = bytearray()
         self._next_try = self._chunk_bytes
         self._cut()
 
     def _cut(self) -> None:
         """Validate and drop whole elements from the window while it is large enough."""
-        while self._window is not None and self._window.size >= self._next_try:
+        while self._window is not None and self._window.used >= self._next_try:
             if not self._cut_once(self._window):
                 self._wait_for_more(self._window)
 
@@ -205,10 +248,10 @@ class FastCheck:
         return False
 
     def _wait_for_more(self, window: _Window) -> None:
-        if window.size > self._gap_limit:
+        if window.used > self._gap_limit:
             self._give_up(f"no element boundary within {self._gap_limit} bytes")
             return
-        self._next_try = window.size + self._chunk_bytes
+        self._next_try = window.used + self._chunk_bytes
 
     def _cut_candidates(self, window: _Window) -> list[int]:
         """The last commas that may end a chunk: between two objects or arrays if any."""
@@ -217,8 +260,8 @@ class FastCheck:
         between: list[int] = []
         pos = window.size
         while len(commas) < _CUT_SCAN_COMMAS and len(between) < MAX_CUT_TRIES:
-            comma = data.rfind(b",", 1, pos)
-            if comma < 1:
+            comma = data.rfind(b",", window.first, pos)
+            if comma < window.first:
                 break
             commas.append(comma)
             if self._between_containers(window, comma):
@@ -230,29 +273,41 @@ class FastCheck:
     def _between_containers(window: _Window, comma: int) -> bool:
         data = window.data
         before, after = comma - 1, comma + 1
-        while before > 0 and data[before] in WHITESPACE:
+        while before > window.pad and data[before] in WHITESPACE:
             before -= 1
         while after < window.size and data[after] in WHITESPACE:
             after += 1
         return data[before] in CLOSERS and after < window.size and data[after] in OPENERS
 
     def _count_through(self, window: _Window, end: int) -> int | None:
-        """Parse ``data[:end] + "]"`` (the byte at *end* swapped in place); its length or None."""
-        data = window.data
-        saved = data[end]
-        data[end] = 0x5D  # "]"
-        try:
-            return self._count(window, end)
-        finally:
-            data[end] = saved
+        """The length of the chunk ``data[first:end]`` as an array, if simdjson accepts it.
 
-    def _count(self, window: _Window, end: int) -> int | None:
-        """The length of the array ``data[: end + 1]`` if simdjson accepts it."""
-        with memoryview(window.data) as whole, whole[: end + 1] as view:
+        The bytes from *end* are swapped in place for the closing brackets of the chunk
+        and its padding (``_pad``), and put back.
+        """
+        data = window.data
+        close = end + window.first
+        saved = bytes(data[end:close])
+        data[end:close] = b"]" * window.first
+        try:
+            return self._count(window, close)
+        finally:
+            data[end:close] = saved
+
+    def _count(self, window: _Window, close: int) -> int | None:
+        """The length of the chunk if ``data[:close]``, chunk and padding, is accepted."""
+        with memoryview(window.data) as whole, whole[:close] as view:
             try:
                 doc: Any = self._parser.parse(view)
             except (ValueError, RuntimeError):  # invalid, or beyond simdjson's limits
                 return None
+            for _ in range(window.pad):
+                # each padding level (an array: we opened it) must hold exactly the next
+                # one; a second element means the chunk closed its own "["
+                if len(doc) != 1:
+                    doc = None
+                    break
+                doc = doc[0]
             count = len(doc) if isinstance(doc, simdjson.Array) else None
             del doc  # the parser refuses to parse again while a document is alive
         return count
@@ -264,7 +319,7 @@ class FastCheck:
     def _drop(self, window: _Window, comma: int, count: int) -> None:
         """Account for the chunk ``data[1:comma]`` and remove it with its comma."""
         # from the last element before this chunk to its last element (MAX_ITEM_BYTES)
-        if comma + self._last_ws + self._first_gap() > self._gap_limit:
+        if comma - window.pad + self._last_ws + self._first_gap() > self._gap_limit:
             self._give_up(f"an element may be over {validation.MAX_ITEM_BYTES} bytes")
             return
         self._last_ws = window.trailing_whitespace(comma)
@@ -279,13 +334,13 @@ class FastCheck:
         assert window is not None
         pos = window.size
         for _ in range(MAX_CLOSE_TRIES):
-            close = window.data.rfind(b"]", 1, pos)
-            if close < 1:
+            close = window.data.rfind(b"]", window.first, pos)
+            if close < window.first:
                 break
             pos = close
             if not self._probe(bytes(window.data[close : window.size])):
                 continue
-            count = self._count(window, close)
+            count = self._count_through(window, close)
             if count is None or (count == 0 and self._chunks):
                 continue
             if not self._counting_agrees(window, close, count):
@@ -299,12 +354,21 @@ class FastCheck:
         """Whether ijson, given this payload, would count its records (MAX_ITEM_BYTES)."""
         if not self._chunks and not count:
             return self._seen <= self._gap_limit
-        to_last = close + self._last_ws + self._first_gap()
+        to_last = close - window.pad + self._last_ws + self._first_gap()
         after_last = window.trailing_whitespace(close) + window.size - close
         return to_last <= self._gap_limit and after_last <= self._gap_limit
 
     def _probe(self, tail: bytes) -> bool:
-        """Whether ijson accepts ``H + probe + tail`` with the probe as the only item."""
+        """Whether ijson accepts ``H + probe + tail`` with the probe as the only item.
+
+        *tail* must keep the outline first: it closes the document at the nesting depth
+        H leaves open, and only whitespace may follow (ijson would accept a string that
+        never ends there).
+        """
+        try:
+            check_outline(tail, depth=self._depth)
+        except OutlineError:
+            return False
         probe = DigitRuns().shorten(self._skeleton_head + _PROBE_JSON + tail)
         found: list[object] = []
         try:

@@ -235,6 +235,12 @@ class SafeDownloader:
             fetched.shape.records,
             tries,
             elapsed,
+            extra={
+                "bytes": fetched.size,
+                "sha256": fetched.sha256,
+                "records": fetched.shape.records,
+                "duration_s": round(elapsed, 3),
+            },
         )
         return DownloadResult(
             bytes=fetched.size,

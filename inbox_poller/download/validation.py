@@ -2,7 +2,9 @@
 
 ijson's C parser reads the payload from its start (about 90 MB/s), in bounded memory. It
 decides every payload the fast path (``fastcheck``) leaves undecided, and only it refuses
-one (:class:`PayloadInvalid`). Counting builds each item of the main array; an item
+one (:class:`PayloadInvalid`). Every byte passes ``outline.Outline`` before ijson sees it,
+so the nesting limit, the end of the document and paired surrogate escapes hold here too
+(ijson alone keeps none of them). Counting builds each item of the main array; an item
 longer than ``MAX_ITEM_BYTES`` abandons the count (:class:`CountingAbandoned`), and the
 caller validates again without counting.
 """
@@ -14,8 +16,9 @@ from collections.abc import Callable
 
 import ijson
 
-from inbox_poller.download import shape
+from inbox_poller import mainarray
 from inbox_poller.download.ijsonbackend import BACKEND, DigitRuns
+from inbox_poller.download.outline import Outline
 from inbox_poller.download.shape import Shape, sniff_shape
 from inbox_poller.errors import PayloadInvalid
 
@@ -36,15 +39,20 @@ class CountingAbandoned(Exception):
 class _Feed:
     """The payload as a file for ijson: the head kept for sniffing, slices counted.
 
-    Digit runs are shortened on the way (``DigitRuns``); ``fed`` counts the payload's
-    own bytes. While ``guard_items``, a stretch of more than ``MAX_ITEM_BYTES`` without a
-    counted item raises :class:`CountingAbandoned`.
+    Every slice passes the outline first, and digit runs are shortened on the way
+    (``DigitRuns``); ``fed`` counts the payload's own bytes handed on. At a byte that
+    breaks the outline, ijson gets the bytes before it (and may report an earlier
+    error of its own); the next read raises :class:`PayloadInvalid`. While
+    ``guard_items``, a stretch of more than ``MAX_ITEM_BYTES`` without a counted item
+    raises :class:`CountingAbandoned`.
     """
 
     def __init__(self, read: Callable[[int], bytes]) -> None:
         self._read = read
         self._buffer = b""
         self._pos = 0
+        self._outline = Outline()
+        self._ended = False
         self._digits = DigitRuns()
         self.fed = 0
         self.item_mark = 0
@@ -60,18 +68,30 @@ class _Feed:
         if size == 0:  # ijson probes the type with read(0)
             return b""
         while True:
-            if self._pos >= len(self._buffer):
+            broken = self._outline.error
+            if broken is not None:
+                raise PayloadInvalid(_message(broken.offset, broken.reason))
+            if self._pos >= len(self._buffer) and not self._ended:
                 self._buffer, self._pos = self._read(PARSE_SLICE_BYTES), 0
             if self.guard_items and self.fed - self.item_mark > MAX_ITEM_BYTES:
                 raise CountingAbandoned
-            if not self._buffer:
+            if self._ended:
                 return b""
-            piece = self._buffer[self._pos : self._pos + PARSE_SLICE_BYTES]
-            self._pos += len(piece)
-            self.fed += len(piece)
-            shortened = self._digits.shorten(piece)
+            if self._buffer:
+                piece = self._buffer[self._pos : self._pos + PARSE_SLICE_BYTES]
+                self._pos += len(piece)
+                cleared = self._outline.feed(piece)
+            else:
+                self._ended = True
+                cleared = self._outline.finish()
+            self.fed += len(cleared)
+            shortened = self._digits.shorten(cleared)
             if shortened:  # b"" would tell ijson the payload ended
                 return shortened
+
+
+def _message(offset: int, reason: str) -> str:
+    return f"not one valid JSON document (at or before byte {offset}): {reason}"
 
 
 def _short_reason(exc: Exception) -> str:
@@ -97,7 +117,7 @@ def validate(read: Callable[[int], bytes], *, count: bool = True) -> Shape:
     """
     feed = _Feed(read)
     # read through the module at run time, not bound at import: tests lower HEAD_BYTES
-    top_level, prefix = sniff_shape(feed.head(shape.HEAD_BYTES))
+    top_level, prefix = sniff_shape(feed.head(mainarray.HEAD_BYTES))
     counting = count and prefix is not None
     feed.guard_items = counting
     records = 0
@@ -107,7 +127,5 @@ def validate(read: Callable[[int], bytes], *, count: bool = True) -> Shape:
             feed.item_mark = feed.fed
     except (ijson.JSONError, ValueError, ArithmeticError) as exc:
         # "from None": yajl's message quotes the payload (contact data) next to the error
-        raise PayloadInvalid(
-            f"not one valid JSON document (at or before byte {feed.fed}): {_short_reason(exc)}"
-        ) from None
+        raise PayloadInvalid(_message(feed.fed, _short_reason(exc))) from None
     return Shape(top_level, records if counting else None)

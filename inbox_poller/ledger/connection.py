@@ -6,6 +6,10 @@ Durability rules (docs/reliability.md §6): WAL, ``synchronous=FULL``, a busy ti
 :meth:`LedgerConnection._transition`, which checks the state machine in
 ``models.ALLOWED_TRANSITIONS`` and appends a row to ``events``, so the history of
 every export can be replayed.
+
+Commands that only read (``exports``, ``status``, ``wait``, ``check``) open the file
+with ``read_only=True``: SQLite's ``mode=ro``, no migration, and a missing file is
+:class:`~inbox_poller.errors.LedgerMissing` instead of a new, empty ledger.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
 
-from inbox_poller.errors import IllegalTransition, StoreError
-from inbox_poller.ledger.schema import migrate, to_iso
+from inbox_poller.errors import IllegalTransition, LedgerMissing, StoreError
+from inbox_poller.ledger.schema import check_version, migrate, to_iso
 from inbox_poller.models import ExportState, can_transition
 
 
@@ -28,11 +32,16 @@ class LedgerConnection:
     """The connection, its lock and transactions; the base of ``MailRecords`` and ``Store``.
 
     Closes when used as a context manager (``with Store(path) as store: ...``).
+    *read_only* opens an existing ledger for reading only (see the module docstring).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only
         self._lock = threading.RLock()
+        if read_only:
+            self._open_read_only(path)
+            return
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             old_umask = os.umask(0o077)  # the ledger holds download links: private
@@ -54,6 +63,35 @@ class LedgerConnection:
             os.chmod(path, 0o600)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the ledger {path}: {exc}") from exc
+
+    def _open_read_only(self, path: Path) -> None:
+        if not path.exists():
+            raise LedgerMissing(path)
+        uri = f"{path.absolute().as_uri()}?mode=ro"
+        if not path.with_name(path.name + "-wal").exists():
+            # no writer has it open (a WAL writer keeps the -wal file while it runs), so
+            # read it as a plain file: nothing is created beside it, no -shm owned by the
+            # reader (root) that the service's user could then not open
+            uri += "&immutable=1"
+        old_umask = os.umask(0o077)  # SQLite may create the -shm file: private
+        try:
+            self._conn = sqlite3.connect(
+                uri,
+                uri=True,
+                timeout=10.0,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA busy_timeout=10000")
+            check = self._conn.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise StoreError(f"ledger {path} failed its integrity check: {check}")
+            check_version(self._conn, path)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the ledger {path}: {exc}") from exc
+        finally:
+            os.umask(old_umask)
 
     def close(self) -> None:
         with self._lock:

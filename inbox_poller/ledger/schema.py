@@ -22,6 +22,8 @@ from inbox_poller.models import (
     Export,
     ExportRequest,
     ExportState,
+    HookRun,
+    HookState,
     Link,
     MailKey,
     MailOutcome,
@@ -31,7 +33,7 @@ from inbox_poller.models import (
 
 logger = logging.getLogger("inbox_poller.ledger")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -159,12 +161,55 @@ MIGRATIONS: dict[int, str] = {
     WHERE state = 'link_expired' AND download_url IS NOT NULL;
     CREATE INDEX mails_unacknowledged ON mails(acknowledged_at, outcome);
     """,
+    # v5: where each export's manifest line starts, recorded before it is written, so a
+    # resumed crash checks that one place instead of reading the whole manifest. An
+    # export verified by an earlier version may have its line already: -1
+    # (models.MANIFEST_OFFSET_UNKNOWN) has it looked for the old way, once.
+    5: """
+    ALTER TABLE exports ADD COLUMN manifest_offset INTEGER;
+    UPDATE exports SET manifest_offset = -1 WHERE state = 'verified';
+    """,
+    # v6: hooks run at least once: each archived export's runs are recorded with its move
+    # to archived, and kept with their failures and next try across restarts
+    6: """
+    CREATE TABLE hook_runs (
+        export_id   INTEGER NOT NULL REFERENCES exports(export_id),
+        hook        TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        next_at     TEXT NOT NULL,
+        last_error  TEXT,
+        created_at  TEXT NOT NULL,
+        finished_at TEXT,
+        PRIMARY KEY (export_id, hook)
+    );
+    CREATE INDEX hook_runs_state ON hook_runs(state, next_at);
+    """,
 }
 
 
 def migration_statements(version: int) -> list[str]:
     """Return the SQL statements that take the ledger to schema *version*."""
     return [statement for statement in MIGRATIONS[version].split(";") if statement.strip()]
+
+
+def check_version(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse, for a read-only open, a ledger at another schema version than this one's.
+
+    :raises StoreError: naming what to do: upgrade inbox-poller, or let ``run`` migrate.
+    """
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"ledger {path} has schema version {version}, newer than this "
+            f"inbox-poller understands ({SCHEMA_VERSION}): upgrade inbox-poller"
+        )
+    if version < SCHEMA_VERSION:
+        raise StoreError(
+            f"ledger {path} has schema version {version}, older than this inbox-poller's "
+            f"({SCHEMA_VERSION}): restart the daemon (or `inbox-poller run --once`) to migrate it"
+        )
 
 
 def migrate(
@@ -254,6 +299,26 @@ def row_to_export(row: sqlite3.Row, failed_links: tuple[str, ...] = ()) -> Expor
         remote_status=row["remote_status"],
         schedule=row["schedule"],
         failed_links=failed_links,
+        manifest_offset=row["manifest_offset"],
+    )
+
+
+def row_to_hook_run(row: sqlite3.Row) -> HookRun:
+    """Return the :class:`HookRun` held by one ``hook_runs`` row joined with its ``job_id``."""
+    next_at = from_iso(row["next_at"])
+    created = from_iso(row["created_at"])
+    assert next_at is not None and created is not None
+    return HookRun(
+        export_id=row["export_id"],
+        job_id=row["job_id"],
+        hook=row["hook"],
+        payload=row["payload"],
+        state=HookState(row["state"]),
+        attempts=row["attempts"],
+        next_at=next_at,
+        last_error=row["last_error"],
+        created_at=created,
+        finished_at=from_iso(row["finished_at"]),
     )
 
 

@@ -3,24 +3,32 @@
 :class:`Store` is the one object the rest of the program holds. It is built in layers,
 one noun each: ``schema`` (tables, migrations, row mapping), ``connection`` (the
 connection, transactions and the checked state transition), ``mails`` (mail records
-and watermarks), and here the exports: one named method per state change, each
-checked against ``models.ALLOWED_TRANSITIONS`` and recorded in ``events``.
+and watermarks), ``hookruns`` (the hooks to run after archiving), and here the exports:
+one named method per state change, each checked against ``models.ALLOWED_TRANSITIONS``
+and recorded in ``events``.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from inbox_poller.errors import StoreError
-from inbox_poller.ledger.mails import MailRecords
+from inbox_poller.ledger.hookruns import HookRecords
 from inbox_poller.ledger.schema import from_iso, row_to_export, to_iso
-from inbox_poller.models import FINAL_STATES, ArchivedFile, Export, ExportRequest, ExportState
+from inbox_poller.models import (
+    FINAL_STATES,
+    ArchivedFile,
+    Export,
+    ExportRequest,
+    ExportState,
+    HookState,
+)
 
 
-class Store(MailRecords):
+class Store(HookRecords):
     """The SQLite ledger. One instance per process; safe to share between threads."""
 
     def create_export(
@@ -243,10 +251,36 @@ class Store(MailRecords):
             source=archived.source,
         )
 
-    def mark_archived(self, export_id: int, now: datetime) -> Export:
-        return self._change(
-            export_id, ExportState.ARCHIVED, now, None, archived_at=to_iso(now), part_path=None
-        )
+    def record_manifest_offset(self, export_id: int, offset: int) -> None:
+        """Record where *export_id*'s manifest line is about to start (before it is written)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE exports SET manifest_offset = ? WHERE export_id = ?", (offset, export_id)
+            )
+
+    def mark_archived(
+        self, export_id: int, now: datetime, *, hooks: Sequence[str] = (), event: str = ""
+    ) -> Export:
+        """Record the export as archived; in the same transaction, queue a run of each of
+        *hooks* with *event* (its manifest line) as payload, due now."""
+        with self._transaction() as conn:
+            self._transition(
+                conn,
+                export_id,
+                ExportState.ARCHIVED,
+                now,
+                None,
+                archived_at=to_iso(now),
+                part_path=None,
+            )
+            for hook in hooks:
+                conn.execute(
+                    "INSERT OR IGNORE INTO hook_runs"
+                    " (export_id, hook, payload, state, next_at, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (export_id, hook, event, HookState.PENDING.value, to_iso(now), to_iso(now)),
+                )
+        return self.get_export(export_id)
 
     def mark_redownload(self, export_id: int, reason: str, now: datetime) -> Export:
         """A verified file vanished before it was archived: download again."""

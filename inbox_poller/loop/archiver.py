@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from inbox_poller.archive import manifest_json, manifest_line
 from inbox_poller.crashpoints import crash_point
-from inbox_poller.errors import ArchiveError, DownloadError, InboxPollerError, LinkExpired
+from inbox_poller.errors import (
+    ArchiveError,
+    DownloadError,
+    DownloadTransient,
+    InboxPollerError,
+    LinkExpired,
+)
+from inbox_poller.logcontext import log_context
 from inbox_poller.models import ArchivedFile, CycleReport, Export, ExportState, utc_now
-from inbox_poller.ports import Downloader
+from inbox_poller.ports import Downloader, Metrics, NoMetrics
 from inbox_poller.urlpolicy import redact_url
 
 if TYPE_CHECKING:
@@ -39,6 +47,8 @@ class ExportArchiver:
         max_attempts: int,
         clock: Callable[[], datetime] = utc_now,
         stop: threading.Event | None = None,
+        metrics: Metrics | None = None,
+        hooks: Sequence[str] = (),
     ) -> None:
         self.store = store
         self.archive = archive
@@ -47,6 +57,10 @@ class ExportArchiver:
         self.clock = clock
         self.stop = stop or threading.Event()
         """Set on shutdown: an interrupted download is parked, not failed."""
+        self.metrics: Metrics = metrics or NoMetrics()
+        self.hooks = tuple(hooks)
+        """The hooks queued with each archived export (``loop.hooks``), with its manifest
+        line."""
 
     def remove_stale_parts(self) -> None:
         """Delete part files of downloads a previous process did not finish.
@@ -87,7 +101,8 @@ class ExportArchiver:
         """Bring one export to ``archived``; failures are recorded, logged and reported."""
         step = self._finish_verified if export.state is ExportState.VERIFIED else self._download
         try:
-            step(export, report)
+            with log_context(export_id=export.export_id, job_id=export.job_id):
+                step(export, report)
         except InboxPollerError as exc:
             logger.error(
                 "export %d (job %s): %s",
@@ -96,10 +111,13 @@ class ExportArchiver:
                 exc,
                 extra={"export_id": export.export_id, "job_id": export.job_id},
             )
+            self.metrics.failure("download", exc)
             report.failed.append(f"job {export.job_id}: {exc}")
 
     def _download(self, export: Export, report: CycleReport) -> None:
         assert export.download_url is not None
+        if export.attempts >= self.max_attempts:
+            self._give_up(export)
         export = self.store.mark_downloading(export.export_id, self.clock())
         crash_point("download:after-start")
         logger.info(
@@ -123,19 +141,56 @@ class ExportArchiver:
             if self.stop.is_set():
                 self.store.mark_download_parked(export.export_id, self.clock())
                 logger.info(
-                    "export %d: download interrupted by shutdown; resumes at next start",
+                    "export %d (job %s): download interrupted by shutdown; resumes at next start",
                     export.export_id,
+                    export.job_id,
+                    extra={"export_id": export.export_id, "job_id": export.job_id},
                 )
                 return
             self._download_failed(export, exc)
             raise
-        except BaseException:
+        except Exception as exc:  # a bug, or MemoryError: the attempt still counts
+            part.discard()
+            self._unexpected_failure(export, exc, report)
+            return
+        except BaseException:  # the process is ending: the attempt stays counted
             part.discard()
             raise
         archived = self.archive.describe(export, result)
         self.store.mark_verified(export.export_id, str(part.path), archived, self.clock())
         crash_point("download:after-verified")
-        self._publish(export.export_id, part.path, archived, report)
+        self._publish(export.export_id, part.path, archived, report, download_s=result.elapsed_s)
+
+    def _give_up(self, export: Export) -> None:
+        """Fail an export whose attempts are used up, before starting another one.
+
+        Every attempt is counted when it starts (``mark_downloading``), so an attempt that
+        ended without an outcome (the process killed, out of memory) counts too, and no
+        failure mode retries forever (docs/reliability.md §3.2).
+        """
+        unfinished = export.state is ExportState.DOWNLOADING
+        reason = (
+            f"gave up after {export.attempts} attempts (download.max_attempts = "
+            f"{self.max_attempts})"
+            + ("; the last one ended without an outcome" if unfinished else "")
+        )
+        self.store.mark_failed(export.export_id, reason, self.clock())
+        raise DownloadError(reason)
+
+    def _unexpected_failure(self, export: Export, exc: Exception, report: CycleReport) -> None:
+        """Record an unexpected error as a failed attempt, logged once with its traceback."""
+        detail = f": {exc}" if str(exc) else ""
+        error = DownloadTransient(f"unexpected {type(exc).__name__} during the download{detail}")
+        self._download_failed(export, error)
+        logger.error(
+            "export %d (job %s): %s",
+            export.export_id,
+            export.job_id,
+            self.store.get_export(export.export_id).reason,
+            exc_info=exc,
+            extra={"export_id": export.export_id, "job_id": export.job_id},
+        )
+        report.failed.append(f"job {export.job_id}: {error}")
 
     def _download_failed(self, export: Export, exc: InboxPollerError) -> None:
         attempts_left = export.attempts < self.max_attempts
@@ -175,15 +230,38 @@ class ExportArchiver:
             )
 
     def _publish(
-        self, export_id: int, part: Path | None, archived: ArchivedFile, report: CycleReport
+        self,
+        export_id: int,
+        part: Path | None,
+        archived: ArchivedFile,
+        report: CycleReport,
+        *,
+        download_s: float | None = None,
     ) -> None:
+        """Rename the part into place (unless it is there), append the manifest, record.
+
+        *download_s* is how long the download took; None when a restart only finishes a
+        verified payload.
+        """
         if part is not None:
             self.archive.publish(part, archived)
         export = self.store.get_export(export_id)
-        self.archive.append_manifest(export, archived, self.clock())
+        now = self.clock()
+        self.archive.append_manifest(
+            export,
+            archived,
+            now,
+            lambda offset: self.store.record_manifest_offset(export_id, offset),
+        )
         crash_point("download:after-manifest")
-        export = self.store.mark_archived(export_id, self.clock())
+        event = manifest_json(manifest_line(export, archived, now)) if self.hooks else ""
+        export = self.store.mark_archived(export_id, now, hooks=self.hooks, event=event)
         report.archived.append(str(export.job_id))
+        since = export.submitted_at or export.created_at
+        waited_s = (export.archived_at - since).total_seconds() if export.archived_at else None
+        self.metrics.export_archived(
+            export.request.method, archived.bytes, download_s=download_s, waited_s=waited_s
+        )
         logger.info(
             "export %d (job %s): archived %s (%d bytes, %s records, sha256 %s)",
             export_id,
@@ -192,5 +270,13 @@ class ExportArchiver:
             archived.bytes,
             "?" if archived.records is None else archived.records,
             archived.sha256,
-            extra={"export_id": export_id, "job_id": export.job_id},
+            extra={
+                "export_id": export_id,
+                "job_id": export.job_id,
+                "path": archived.path,
+                "bytes": archived.bytes,
+                "records": archived.records,
+                "sha256": archived.sha256,
+                "duration_s": None if download_s is None else round(download_s, 3),
+            },
         )

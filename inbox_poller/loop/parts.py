@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from inbox_poller.loop.archiver import ExportArchiver
+from inbox_poller.loop.hooks import HookDispatcher
 from inbox_poller.loop.poller import Poller
 from inbox_poller.ports import Mailbox
 
@@ -21,6 +22,9 @@ class LoopParts:
     mailbox: Mailbox
     archiver: ExportArchiver
     poller: Poller
+    hooks: HookDispatcher
+    """Runs the hooks of archived exports: the daemon on its own thread, ``run --once``
+    after its pass."""
 
     def close(self) -> None:
         """Log out of the mailbox, stop the mail reader's worker and close the ledger."""

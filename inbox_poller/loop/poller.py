@@ -9,6 +9,7 @@ export is archived, so a crash anywhere leaves it to be read (or marked) again.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -19,7 +20,7 @@ from inbox_poller.errors import MailboxError, ProcessedFolderError
 from inbox_poller.loop.archiver import ExportArchiver
 from inbox_poller.loop.reader import MailReader, ReaderSettings
 from inbox_poller.models import CycleReport, MailboxStatus, utc_now
-from inbox_poller.ports import Mailbox
+from inbox_poller.ports import Mailbox, Metrics, NoMetrics
 
 if TYPE_CHECKING:
     from inbox_poller.ledger.store import Store
@@ -29,6 +30,11 @@ logger = logging.getLogger("inbox_poller.loop")
 ACK_PROBLEM_KEY = "acknowledge_problem"
 """The ledger's daemon value holding why archived mail cannot be acknowledged ("" when it
 can): the processed folder is missing. ``service.health`` reports it."""
+
+LAST_RUN_KEY = "last_run_once"
+"""The ledger's daemon value recording the last ``run --once``: JSON with ``at`` (ISO time),
+``ok`` and ``failed`` (the first few failures). ``service.health`` judges cron users by it."""
+RUN_FAILURES_KEPT = 5
 
 DownloadStep = Callable[[CycleReport], None]
 """What a pass does with the exports that are ready to download: ``run --once`` downloads
@@ -45,11 +51,13 @@ class Poller:
         settings: ReaderSettings,
         *,
         clock: Callable[[], datetime] = utc_now,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.archiver = archiver
         self.reader = MailReader(store, settings, clock=clock)
         self.clock = clock
+        self.metrics: Metrics = metrics or NoMetrics()
 
     def run_pass(
         self,
@@ -77,7 +85,8 @@ class Poller:
         """Open a session, make one pass with the downloads in line, close; return the report.
 
         Parts left by an interrupted download are removed first. When the mailbox cannot
-        be opened or read, the downloads still run and the failure is in the report.
+        be opened or read, the downloads still run and the failure is in the report. The
+        outcome is kept in the ledger (``LAST_RUN_KEY``) for ``status``.
         """
         report = CycleReport()
         self.archiver.remove_stale_parts()
@@ -85,16 +94,28 @@ class Poller:
             status = mailbox.open()
         except MailboxError as exc:
             logger.error("mailbox: %s", exc)
+            self.metrics.failure("mailbox", exc)
             report.failed.append(f"mailbox: {exc}")
             self.archiver.process_downloads(report)
+            self._record_run(report)
             return report
         try:
             self.run_pass(mailbox, status, report)
         except MailboxError as exc:
             logger.error("mailbox: %s", exc)  # in the report already; acknowledge next time
+            self.metrics.failure("mailbox", exc)
         finally:
             mailbox.close()
+        self._record_run(report)
         return report
+
+    def _record_run(self, report: CycleReport) -> None:
+        record = {
+            "at": self.clock().isoformat(),
+            "ok": report.ok,
+            "failed": report.failed[:RUN_FAILURES_KEPT],
+        }
+        self.store.set_daemon_value(LAST_RUN_KEY, json.dumps(record))
 
     def acknowledge(
         self, mailbox: Mailbox, report: CycleReport, *, progress: Callable[[], None] = lambda: None
@@ -112,7 +133,13 @@ class Poller:
                 crash_point("ack:after-mark")
                 self.store.mark_mail_acknowledged(mail.key, result, self.clock())
             except MailboxError as exc:
-                logger.error("uid %s: cannot acknowledge: %s", mail.key, exc)
+                logger.error(
+                    "uid %s: cannot acknowledge: %s",
+                    mail.key,
+                    exc,
+                    extra={"uid": str(mail.key), "export_id": mail.export_id},
+                )
+                self.metrics.failure("mailbox", exc)
                 report.failed.append(f"mail {mail.key}: {exc}")
                 if isinstance(exc, ProcessedFolderError):
                     self._set_ack_problem(str(exc))

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING
 
 from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import ApiError, InboxPollerError
+from inbox_poller.logcontext import log_context
 from inbox_poller.models import Export, ExportRequest, ExportState, utc_now
-from inbox_poller.ports import JOB_NOT_FOUND, ExportApi
+from inbox_poller.ports import JOB_NOT_FOUND, ExportApi, Metrics, NoMetrics
 from inbox_poller.schedules.due import DueSubmission, due_requests
 from inbox_poller.schedules.duplicates import should_submit
 from inbox_poller.schedules.table import ExportSchedule
@@ -42,15 +43,26 @@ FINISHED_STATUSES = frozenset({"complete", "completed", "done", "finished", "suc
 LAST_FIRE_KEY = "schedule:{name}:last_fire"
 
 
+def _ids(export: Export) -> dict[str, object]:
+    """The ``extra`` of a log line about *export*: its ``export_id`` and ``job_id``."""
+    return {"export_id": export.export_id, "job_id": export.job_id}
+
+
 class Submitter:
     """Submits exports through the API and records every outcome in the ledger."""
 
     def __init__(
-        self, store: Store, api: ExportApi, *, clock: Callable[[], datetime] = utc_now
+        self,
+        store: Store,
+        api: ExportApi,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.api = api
         self.clock = clock
+        self.metrics: Metrics = metrics or NoMetrics()
         self._gave_up: set[int] = set()  # log "giving up" once per export and process
 
     def submit(
@@ -78,11 +90,18 @@ class Submitter:
         )
         crash_point("submit:before-post")
         try:
-            job_id = self.api.submit(request)
+            with log_context(export_id=export.export_id):
+                job_id = self.api.submit(request)
         except ApiError as exc:
+            self.metrics.failure("api", exc)
             if exc.definitive:
                 self.store.mark_submit_failed(export.export_id, str(exc), self.clock())
-                logger.error("export %d: Pinpointe refused the request: %s", export.export_id, exc)
+                logger.error(
+                    "export %d: Pinpointe refused the request: %s",
+                    export.export_id,
+                    exc,
+                    extra={"export_id": export.export_id},
+                )
             else:
                 self.store.mark_submit_unknown(export.export_id, str(exc), self.clock())
                 logger.error(
@@ -90,6 +109,7 @@ class Submitter:
                     " may exist; its notification will be adopted if it names one job ID): %s",
                     export.export_id,
                     exc,
+                    extra={"export_id": export.export_id},
                 )
             raise
         crash_point("submit:after-post")
@@ -161,10 +181,16 @@ class Submitter:
             if now - checked < deadline or export.job_id is None:
                 continue
             try:
-                status = self.api.job_status([export.job_id]).get(export.job_id, JOB_NOT_FOUND)
+                with log_context(export_id=export.export_id, job_id=export.job_id):
+                    status = self.api.job_status([export.job_id]).get(export.job_id, JOB_NOT_FOUND)
             except ApiError as exc:
+                self.metrics.failure("api", exc)
                 logger.warning(
-                    "export %d (job %s): cannot check: %s", export.export_id, export.job_id, exc
+                    "export %d (job %s): cannot check: %s",
+                    export.export_id,
+                    export.job_id,
+                    exc,
+                    extra=_ids(export),
                 )
                 continue
             if status in FAILED_STATUSES or status in FINISHED_STATUSES:
@@ -175,7 +201,13 @@ class Submitter:
                 )
                 reason = f"no notification after {notify_deadline_s:.0f}s; {why}"
                 self.store.mark_failed(export.export_id, reason, now)
-                logger.warning("export %d (job %s): %s", export.export_id, export.job_id, reason)
+                logger.warning(
+                    "export %d (job %s): %s",
+                    export.export_id,
+                    export.job_id,
+                    reason,
+                    extra=_ids(export),
+                )
                 replacement = self._resubmit(self.store.get_export(export.export_id), max_resubmits)
                 if replacement is not None:
                     resubmitted.append(replacement)
@@ -186,6 +218,7 @@ class Submitter:
                     export.export_id,
                     export.job_id,
                     status,
+                    extra=_ids(export),
                 )
         for export in self.store.list_exports([ExportState.LINK_EXPIRED]):
             if now - (export.submitted_at or export.created_at) < deadline:
@@ -206,6 +239,7 @@ class Submitter:
                     export.export_id,
                     export.job_id,
                     export.resubmits,
+                    extra=_ids(export),
                 )
             return None
         try:
@@ -218,5 +252,6 @@ class Submitter:
             export.job_id,
             replacement.export_id,
             replacement.job_id,
+            extra=_ids(export),
         )
         return replacement

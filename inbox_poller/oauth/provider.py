@@ -13,13 +13,16 @@ from inbox_poller.oauth.failures import Remedies
 from inbox_poller.oauth.grants import GenericGrant, GoogleGrant, Grant, MicrosoftGrant
 from inbox_poller.oauth.http import Exchange, prepare_session
 from inbox_poller.oauth.tokens import TokenSource
+from inbox_poller.ports import Metrics
 
 
 def _reader(secret: Secret) -> Callable[[], str] | None:
     return secret.read if secret.configured else None
 
 
-def build_token_source(config: Config, *, clock: Callable[[], float] | None = None) -> TokenSource:
+def build_token_source(
+    config: Config, *, clock: Callable[[], float] | None = None, metrics: Metrics | None = None
+) -> TokenSource:
     """The token source for ``[imap.oauth2]`` (which must be configured).
 
     Nothing is read or requested here: secrets are read at each token request, so a
@@ -71,6 +74,7 @@ def build_token_source(config: Config, *, clock: Callable[[], float] | None = No
         inputs=inputs,
         state_dir=config.state_dir,
         describe=f"{oauth2.provider} {oauth2.grant}",
+        metrics=metrics,
         **kwargs,
     )
 

@@ -41,6 +41,7 @@ from inbox_poller.oauth.chain import STATUS_FILE, RefreshChain, digest, write_pr
 from inbox_poller.oauth.failures import GrantFailed, Remedies, classify
 from inbox_poller.oauth.grants import Grant, TokenAnswer
 from inbox_poller.oauth.http import Exchange
+from inbox_poller.ports import Metrics, NoMetrics
 
 logger = logging.getLogger("inbox_poller.oauth")
 
@@ -96,6 +97,7 @@ class TokenSource:
         state_dir: Path | None = None,
         describe: str = "",
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self._grant = grant
         self._remedies = remedies
@@ -105,6 +107,7 @@ class TokenSource:
         self._state_dir = state_dir
         self._describe = describe
         self._clock = clock
+        self._metrics: Metrics = metrics or NoMetrics()
         self._lock = threading.Lock()
         self._cached: _Cached | None = None
         self._requests: deque[float] = deque()
@@ -184,11 +187,13 @@ class TokenSource:
         try:
             answer = self._fetch(now)
         except TokenRefused as exc:
+            self._metrics.token_refresh_failed()
             self._refused = (self._fingerprint(), now, str(exc))
             self._cached = None
             self._write_status(now, failure=str(exc), permanent=True)
             raise
         except TokenError as exc:
+            self._metrics.token_refresh_failed()
             if usable and self._cached is not None:
                 logger.warning("%s; using the current access token meanwhile", exc)
                 return self._cached.token

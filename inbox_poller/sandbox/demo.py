@@ -9,15 +9,18 @@ payload. Everything else is the daemon's real code, configured through a real TO
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import sys
 import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
 
-from inbox_poller.archive import MANIFEST_NAME, sha256_of
+from inbox_poller.archive import sha256_of
+from inbox_poller.archive_reader import MANIFEST_NAME
 from inbox_poller.config import Config, load_config
-from inbox_poller.errors import InboxPollerError
+from inbox_poller.errors import InboxPollerError, UsageError
 from inbox_poller.loop.parts import LoopParts
 from inbox_poller.loop.submitter import Submitter
 from inbox_poller.models import ExportRequest, ExportState, utc_now
@@ -71,12 +74,40 @@ def write_secret(path: Path, value: str) -> None:
         handle.write(value + "\n")
 
 
+def _sandbox_dir(directory: Path | None) -> Path:
+    """Return the sandbox's directory, absolute (the closing hint works from anywhere).
+
+    :raises UsageError: when *directory* is a file or cannot be created.
+    """
+    if directory is None:
+        return Path(tempfile.mkdtemp(prefix="inbox-poller-sandbox-"))
+    base = directory.expanduser().absolute()
+    if base.exists() and not base.is_dir():
+        raise UsageError(f"--dir {directory}: not a directory")
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--dir {directory}: cannot create it: {exc.strerror}") from None
+    return base
+
+
+def shell_command() -> str:
+    """Return how to run this inbox-poller from a fresh shell, where $PATH may lack it."""
+    script = Path(sys.executable).parent / "inbox-poller"
+    if script.is_file() and os.access(script, os.X_OK):
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m inbox_poller"
+
+
 def run_sandbox(directory: Path | None, *, records: int) -> int:
-    """Run one export end to end and print each step; return the exit code."""
+    """Run one export end to end and print each step; return the exit code.
+
+    Run again in the same *directory*, it adds one more export to the same ledger and
+    archive (a new Dovecot and simulator each time; the simulator's job IDs continue).
+    """
     from inbox_poller.wiring import build_loop, build_submitter
 
-    base = directory or Path(tempfile.mkdtemp(prefix="inbox-poller-sandbox-"))
-    base.mkdir(parents=True, exist_ok=True)
+    base = _sandbox_dir(directory)
     _step(f"sandbox directory: {base}")
     with DovecotServer() as dovecot:
         _step(
@@ -166,5 +197,5 @@ def _run_loop(
     print(f"manifest:  {config.archive_dir / MANIFEST_NAME}")
     print(f"ledger:    {parts.store.path}")
     print(f"config:    {config_path}")
-    print(f"look at the ledger with: inbox-poller -c {config_path} exports")
+    print(f"look at the ledger with: {shell_command()} -c {shlex.quote(str(config_path))} exports")
     return 0

@@ -13,6 +13,8 @@ Threads and who owns what:
   hung mailbox session gets the service restarted;
 * a small **download pool** (``downloads.py``), so one large payload does not hold
   up the mailbox;
+* a **hook thread** (``hookrunner.py``) that runs ``[hooks] on_archived`` for each
+  archived export, woken by the download pool, so a slow hook never holds up the mail;
 * **APScheduler** (UTC, coalescing, one instance per job, fixed job ids, a
   memory job store: the ledger is the source of truth) submits scheduled
   exports, checks overdue ones, and refreshes ``STATUS=``.
@@ -44,10 +46,11 @@ from inbox_poller.ledger.store import Store
 from inbox_poller.loop.parts import LoopParts
 from inbox_poller.loop.submitter import Submitter
 from inbox_poller.models import CycleReport, MailboxStatus, utc_now
-from inbox_poller.ports import Mailbox
+from inbox_poller.ports import Mailbox, Metrics, NoMetrics
 from inbox_poller.schedules.jobs import scheduler_entries
 from inbox_poller.service.downloads import DownloadPool
-from inbox_poller.service.health import ledger_health
+from inbox_poller.service.health import DAEMON_STARTED_KEY, ledger_health
+from inbox_poller.service.hookrunner import HookRunner
 from inbox_poller.service.sdnotify import Notifier
 from inbox_poller.service.watcher import IDLE_RENEW_S, LOGIN_PROBLEM_KEY, MailboxWatcher
 
@@ -76,6 +79,8 @@ class _Session:
     scheduler: BackgroundScheduler
     stop: threading.Event
     watcher_thread: threading.Thread
+    hook_wake: threading.Event
+    hook_thread: threading.Thread
 
 
 class Daemon:
@@ -90,13 +95,18 @@ class Daemon:
         *,
         notifier: Notifier | None = None,
         clock: Callable[[], datetime] = utc_now,
+        metrics: Metrics | None = None,
     ) -> None:
+        """*metrics* gets every health judgement (every ``STATUS_EVERY_S``) and the
+        watcher's failures; the loop and the submitter the factories build report to it
+        themselves."""
         self._config_path = config_path
         self._config = config
         self._build_loop = build_loop
         self._build_submitter = build_submitter
         self._notifier = notifier or Notifier()
         self._clock = clock
+        self._metrics: Metrics = metrics or NoMetrics()
         self._terminate = threading.Event()
         self._reload = threading.Event()
         self._status_now = threading.Event()
@@ -123,6 +133,8 @@ class Daemon:
         """Serve until asked to stop; return the exit code."""
         self._install_signal_handlers()
         session = self._start(self._config)
+        # `status` judges by how inbox-poller runs here: as a daemon from now on
+        session.parts.store.set_daemon_value(DAEMON_STARTED_KEY, self._clock().isoformat())
         self._notifier.ready()
         logger.info("daemon: ready; %s", self._config.summary())
         self._refresh_status(session)
@@ -170,15 +182,22 @@ class Daemon:
     def _start(self, config: Config) -> _Session:
         stop = threading.Event()
         wake = threading.Event()
+        hook_wake = threading.Event()
         parts = self._build_loop(config, stop)
         parts.archiver.remove_stale_parts()
+
+        def on_done() -> None:
+            wake.set()  # a finished download has mail to acknowledge: a pass soon
+            hook_wake.set()  # ... and maybe hooks to run
+
         downloads = DownloadPool(
             parts.store,
             parts.archiver,
             workers=config.daemon.download_workers,
             stop=stop,
-            on_done=wake.set,  # a finished download has mail to acknowledge: a pass soon
+            on_done=on_done,
         )
+        hooks = HookRunner(parts.hooks, stop=stop, wake=hook_wake)
 
         def on_pass(mailbox: Mailbox, status: MailboxStatus) -> None:
             parts.poller.run_pass(
@@ -198,6 +217,7 @@ class Daemon:
             idle_timeout_s=self._renew_every_s(),
             on_progress=self._progress,
             on_login_problem=lambda problem: self._record_login_problem(parts.store, problem),
+            metrics=self._metrics,
         )
         scheduler = BackgroundScheduler(
             timezone="UTC",
@@ -213,10 +233,13 @@ class Daemon:
             scheduler,
             stop,
             threading.Thread(target=watcher.run, name="mailbox-watcher", daemon=True),
+            hook_wake,
+            threading.Thread(target=hooks.run, name="hooks", daemon=True),
         )
         self._schedule(session)
         scheduler.start()
         session.watcher_thread.start()
+        session.hook_thread.start()
         # exports left in flight by a previous run (crash, SIGKILL, SIGTERM) resume now
         downloads.dispatch()
         return session
@@ -225,9 +248,11 @@ class Daemon:
         """Stop the session within ``SHUTDOWN_GRACE_S``; parked work resumes next start."""
         deadline = time.monotonic() + SHUTDOWN_GRACE_S
         session.stop.set()  # downloads abort and park as "notified"; the watcher returns
+        session.hook_wake.set()  # a running hook is killed and stays pending
         session.scheduler.shutdown(wait=False)
         session.downloads.shutdown(deadline)
         session.watcher_thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        session.hook_thread.join(timeout=max(0.1, deadline - time.monotonic()))
         session.parts.close()
 
     def _schedule(self, session: _Session) -> None:
@@ -288,10 +313,14 @@ class Daemon:
     # ---- health --------------------------------------------------------------------
 
     def _refresh_status(self, session: _Session) -> None:
+        """Judge the ledger: systemd's ``STATUS=`` line, and the metrics' gauges."""
         try:
-            line = ledger_health(session.parts.store, session.config, self._clock()).status_line()
+            health = ledger_health(session.parts.store, session.config, self._clock())
         except InboxPollerError as exc:
             line = f"ledger unreadable: {exc}"
+        else:
+            line = health.status_line()
+            self._metrics.observe_health(health.sample())
         watcher_state = session.watcher.state
         if watcher_state not in ("idle", "polling"):
             line += f"; mailbox {watcher_state}"
@@ -319,11 +348,13 @@ class Daemon:
     def _progress(self, _what: str) -> None:
         """Called by the watcher after each completed wait, pass step or back-off second.
 
-        Pings at most every half ping interval (a quarter of ``$WATCHDOG_USEC``), so the
-        time between pings stays within the interval ``sd_watchdog_enabled(3)`` asks for.
+        Pings at most once a second, and never less often than progress comes: a short
+        watchdog gets one at least every half ping interval (a quarter of
+        ``$WATCHDOG_USEC``), within the interval ``sd_watchdog_enabled(3)`` asks for; a long
+        one gets one after each IDLE renewal and pass, so systemd sees the daemon's pace.
         """
         interval = self._notifier.watchdog_interval_s
         now = time.monotonic()
-        if interval is not None and now - self._last_watchdog >= interval / 2:
+        if interval is not None and now - self._last_watchdog >= min(interval / 2, 1.0):
             self._notifier.watchdog()
             self._last_watchdog = now

@@ -80,9 +80,13 @@ class DownloadPool:
             if export.state in DOWNLOAD_STATES:
                 self._archiver.download_export(export, CycleReport())
         except InboxPollerError as exc:
-            logger.error("export %d: %s", export_id, exc)
+            logger.error("export %d: %s", export_id, exc, extra={"export_id": export_id})
         except Exception:
-            logger.exception("export %d: unexpected error in the download worker", export_id)
+            logger.exception(
+                "export %d: unexpected error in the download worker",
+                export_id,
+                extra={"export_id": export_id},
+            )
         finally:
             with self._lock:
                 self._in_flight.pop(export_id, None)

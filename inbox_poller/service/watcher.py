@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from inbox_poller.errors import MailboxError, MailboxLoginError, TokenRefused
 from inbox_poller.models import MailboxStatus
-from inbox_poller.ports import Mailbox
+from inbox_poller.ports import Mailbox, Metrics, NoMetrics
 
 logger = logging.getLogger("inbox_poller.service")
 
@@ -104,6 +104,7 @@ class MailboxWatcher:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_login_problem: Callable[[str], None] = lambda problem: None,
+        metrics: Metrics | None = None,
     ) -> None:
         for name, value in (
             ("poll_interval_s", poll_interval_s),
@@ -129,6 +130,7 @@ class MailboxWatcher:
         self.login_problem = ""
         """Why the last session could not log in ("" once one did): a refused login or
         OAuth2 grant, which waiting will not fix."""
+        self._metrics: Metrics = metrics or NoMetrics()
         self.state = "connecting"
         self._token_refused = False
         self.last_pass_at: float | None = None
@@ -168,12 +170,15 @@ class MailboxWatcher:
             else:  # said once already; the status keeps saying it
                 logger.debug("mailbox watcher: still: %s", exc)
             self._set_login_problem(text)
+            self._metrics.failure("mailbox", exc)
             return _short(exc)
         except MailboxError as exc:
             logger.warning("mailbox watcher: %s", exc)
+            self._metrics.failure("mailbox", exc)
             return _short(exc)
         except Exception as exc:  # a bug or a failing callback: keep watching, loudly
             logger.exception("mailbox watcher: unexpected error; reconnecting")
+            self._metrics.failure("mailbox", exc)
             return _short(exc)
         return None
 

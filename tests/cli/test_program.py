@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import re
 from pathlib import Path
 
 import pytest
 
 from inbox_poller.cli import main
+from inbox_poller.cli.program import build_parser
+from tests.samples import MINIMAL
 
 
 @pytest.mark.parametrize(
@@ -45,3 +49,137 @@ def test_inspect_email_shows_a_digests_pairing_as_text_and_json(
     text = capsys.readouterr().out
     assert "Digest:     2 exports, each with its own link" in text
     assert "  job 590174263: matched, https://exports.mypinpointe.com/files/590174263/" in text
+
+
+# ---- global options, before or after the subcommand --------------------------------------
+
+
+def _leaf_parsers() -> list[tuple[str, argparse.ArgumentParser]]:
+    """Every command a user can run, nested groups (``config show``) included."""
+    found: list[tuple[str, argparse.ArgumentParser]] = []
+
+    def walk(prefix: str, parser: argparse.ArgumentParser) -> None:
+        groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not groups:
+            found.append((prefix, parser))
+            return
+        for group in groups:
+            for name, sub in group.choices.items():
+                walk(f"{prefix} {name}".strip(), sub)
+
+    walk("", build_parser())
+    return found
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-c", "C.toml", "-q", "--log-format", "json", "exports", "--json"],
+        ["exports", "--json", "-c", "C.toml", "-q", "--log-format", "json"],
+        ["-q", "exports", "-c", "C.toml", "--json", "--log-format=json"],
+        ["config", "show", "--config", "C.toml", "--quiet", "--log-format", "json"],
+    ],
+)
+def test_global_options_are_accepted_before_or_after_the_subcommand(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    assert (args.config, args.quiet, args.verbose, args.log_format) == (
+        "C.toml",
+        True,
+        False,
+        "json",
+    )
+
+
+def test_global_options_keep_their_defaults_when_not_given() -> None:
+    args = build_parser().parse_args(["status"])
+    assert (args.config, args.quiet, args.verbose, args.log_format) == (None, False, False, "text")
+    # given on both sides: the one after the subcommand wins, as it was typed last
+    args = build_parser().parse_args(["-c", "first.toml", "status", "-c", "last.toml"])
+    assert args.config == "last.toml"
+
+
+def test_verbose_and_quiet_together_are_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-v", "status", "-q"]) == 2
+    assert "-v and -q cannot be used together" in capsys.readouterr().err
+
+
+def test_quiet_logs_warnings_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    config = tmp_path / "config.toml"
+    config.write_text(MINIMAL + f'\n[state]\npath = "{tmp_path / "state.db"}"\n')
+    main(["exports", "-c", str(config), "-q"])
+    assert logging.getLogger().level == logging.WARNING
+    main(["exports", "-c", str(config), "-v"])
+    assert logging.getLogger().level == logging.DEBUG
+
+
+@pytest.mark.parametrize("command", [name for name, _ in _leaf_parsers()])
+def test_every_subcommands_help_has_a_description_an_example_and_the_exit_codes(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*command.split(), "--help"]) == 0
+    text = capsys.readouterr().out
+    usage, _, rest = text.partition("\n\n")
+    assert usage.startswith(f"usage: inbox-poller {command} ")
+    description = rest.split("\n\n")[0]
+    assert len(description.split()) >= 8, description  # a sentence, not the one-line summary
+    examples = text.split("example:" if "example:" in text else "examples:")[1].split("\n\n")[0]
+    assert re.search(rf"inbox-poller (.* )?{command}( |$)", examples, re.MULTILINE), examples
+    codes = text.split("exit status:\n")[1]
+    listed = [line.split()[0] for line in codes.splitlines() if line[:4].strip().isdigit()]
+    assert "0" in listed and "2" in listed and "78" in listed
+    for line in text.splitlines():
+        assert len(line) <= 80, line
+
+
+def test_the_help_test_sees_every_command() -> None:
+    # a command added without add_command (no example, no exit codes) still gets walked
+    names = [name for name, _ in _leaf_parsers()]
+    assert {"run", "submit", "wait", "status", "exports", "check", "config show"} <= set(names)
+
+
+# ---- submit's dates: real dates, ISO accepted, refused before anything is written --------
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "why"),
+    [
+        ("--start", "20261332", "month must be in 1..12"),
+        ("--start", "2026-02-30", "day is out of range for month"),
+        ("--end", "20260229", "day is out of range for month"),  # 2026 is not a leap year
+        ("--end", "2026-1-5", "not a date in YYYYMMDD or YYYY-MM-DD form"),
+        ("--start", "２０２６１１０１", "not a date"),  # fullwidth digits match \d, not us
+        ("--start", "2026-11-01T00:00", "not a date"),
+    ],
+)
+def test_a_date_that_does_not_exist_is_a_usage_error_before_anything_is_written(
+    tmp_path: Path, option: str, value: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(MINIMAL + f'\n[state]\npath = "{tmp_path / "state" / "state.db"}"\n')
+    assert main(["-c", str(config), "submit", "--stat", "4711", option, value]) == 2
+    err = capsys.readouterr().err
+    assert why in err
+    assert not (tmp_path / "state").exists()
+
+
+def test_iso_dates_are_accepted_and_recorded_as_pinpointe_reads_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv("TOKEN_VAR", "token")
+    # nothing listens on port 1: the POST is refused (definitively), the row stays
+    config = tmp_path / "config.toml"
+    config.write_text(
+        MINIMAL.replace("[pinpointe]", '[pinpointe]\napi_url = "https://127.0.0.1:1/apijson.php"')
+        + f'\n[state]\npath = "{tmp_path / "state.db"}"\n'
+    )
+    argv = ["submit", "--stat", "4711", "--start", "2024-02-29", "--end", "20240301"]
+    assert main([*argv, "-c", str(config), "-q"]) == 1
+    capsys.readouterr()
+    assert main(["exports", "--json", "-c", str(config)]) == 0
+    [export] = json.loads(capsys.readouterr().out)
+    assert (export["startdate"], export["enddate"]) == ("20240229", "20240301")
+    assert export["state"] == "submit_failed"

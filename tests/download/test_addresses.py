@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from inbox_poller.download.addresses import address_refusal
+from inbox_poller.download.addresses import METADATA_ADDRESSES, address_refusal
 from inbox_poller.download.fetcher import SafeDownloader
 from inbox_poller.errors import DownloadError, DownloadRefused, DownloadTransient
 from tests.download.harness import (
@@ -69,6 +69,29 @@ def test_a_url_outside_the_policy_is_refused_before_resolving(
     assert sink.events == []
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "https://user:secret@files.example.test/p?sig=x",
+            "https://<userinfo>@files.example.test/p?…: the URL carries user info "
+            "(a client would connect to files.example.test)",
+        ),
+        (
+            "https://files.example.test\\@evil.test/p?sig=x",
+            "https://files.example.test\\@evil.test/p?…: the URL contains spaces, control "
+            "characters or backslashes (a client would connect to files.example.test; "
+            "urllib.parse sees evil.test)",
+        ),
+    ],
+)
+def test_a_refused_url_names_the_host_a_client_would_reach(url: str, message: str) -> None:
+    downloader = SafeDownloader(make_config(extra_hosts=list(RULES)), resolver=FakeResolver({}))
+    with pytest.raises(DownloadRefused) as refused:
+        downloader.download(url, RecordingSink())
+    assert str(refused.value) == message
+
+
 ADDRESS_REFUSALS = [
     (["10.0.0.1"], False, "not a public address"),
     (["192.168.1.1"], False, "not a public address"),
@@ -95,6 +118,16 @@ ADDRESS_REFUSALS = [
     (["2001:db8::1"], True, "not a public address"),
     (["93.184.216.34", "10.0.0.1"], False, "10.0.0.1 is not a public address"),
     (["93.184.216.34", "169.254.169.254"], True, "link-local"),
+    # red-team 7: metadata endpoints inside the private ranges, or public, opted in or not
+    (["fd00:ec2::254"], True, "fd00:ec2::254 is a cloud metadata address"),
+    (["100.100.100.200"], True, "100.100.100.200 is a cloud metadata address"),
+    (["fd20:ce::254"], True, "fd20:ce::254 is a cloud metadata address"),
+    (["192.0.0.192"], True, "192.0.0.192 is a cloud metadata address"),
+    (["168.63.129.16"], False, "168.63.129.16 is a cloud metadata address"),
+    (["168.63.129.16"], True, "168.63.129.16 is a cloud metadata address"),
+    (["::ffff:100.100.100.200"], True, "100.100.100.200 is a cloud metadata address"),
+    (["64:ff9b::6464:64c8"], True, "100.100.100.200 is a cloud metadata address"),  # NAT64
+    (["10.0.0.1", "fd00:ec2::254"], True, "fd00:ec2::254 is a cloud metadata address"),
 ]
 
 
@@ -108,6 +141,26 @@ def test_a_host_resolving_to_a_forbidden_address_is_refused_before_connecting(
     with pytest.raises(DownloadRefused, match=reason):
         downloader.download("https://files.example.test/export.json?sig=x", RecordingSink())
     assert resolver.calls == ["files.example.test"]
+    assert connects == []
+
+
+@pytest.mark.parametrize("address", sorted(map(str, METADATA_ADDRESSES)))
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_every_metadata_address_is_refused_whatever_allow_private_says(
+    address: str, allow_private: bool
+) -> None:
+    assert address_refusal(address, allow_private=allow_private) is not None
+
+
+@pytest.mark.parametrize("address", ["100.100.100.200", "fd00:ec2::254"])
+def test_a_metadata_address_is_refused_even_when_listed_exactly(
+    address: str, connects: list[Any]
+) -> None:
+    host = f"[{address}]" if ":" in address else address
+    config = make_config(extra_hosts=[host], allow_private_addresses=True)
+    downloader = SafeDownloader(config, resolver=FakeResolver({}))
+    with pytest.raises(DownloadRefused, match="cloud metadata address"):
+        downloader.download(f"https://{host}/latest/meta-data/", RecordingSink())
     assert connects == []
 
 

@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 import pytest
 
-from inbox_poller.download import fastcheck, shape, validation
+from inbox_poller import mainarray
+from inbox_poller.download import fastcheck, validation
 from inbox_poller.download.fastcheck import FastCheck
 from inbox_poller.download.shape import Shape
 from inbox_poller.errors import PayloadInvalid
@@ -88,7 +89,6 @@ TABLE: list[tuple[bytes, Verdict, bool]] = [
     # numbers simdjson refuses but ijson reads
     (b"[18446744073709551616, 1]", Shape("array", 2), False),
     (b"[1e400]", Shape("array", 1), False),
-    (b'["\\ud800"]', Shape("array", 1), False),
     # numbers ijson's conversions cannot hold (see "ijson's number limits")
     (b"[1e-9999999999999999999, 0e99999999999999999999]", Shape("array", 2), True),
     (b"[" + b"7" * 5000 + b"]", Shape("array", 1), False),
@@ -104,7 +104,28 @@ TABLE: list[tuple[bytes, Verdict, bool]] = [
     (b"[NaN]", "invalid", False),
     (b"[01]", "invalid", False),
     (b'["caf\xe9"]', "invalid", False),
+    # surrogate escapes: pairs only (docs/reliability.md §3.5)
+    (b'["\\ud83d\\ude00", {"\\uD83D\\uDE00": 1}]', Shape("array", 2), True),
+    (b'["\\\\ud800"]', Shape("array", 1), True),  # an escaped backslash, then "ud800"
+    (b'["\\ud800"]', "invalid", False),
     (b'["\\udc00"]', "invalid", False),
+    (b'["\\ud800x"]', "invalid", False),
+    (b'["\\udc00\\ud800"]', "invalid", False),
+    (b'{"\\ud800": [1]}', "invalid", False),
+    (b'{"rows": [1], "tail": "\\ud800"}', "invalid", False),
+    # the end of the document, and the nesting limit
+    (b'[{"a": 1}]"ERROR: export incomplete', "invalid", False),
+    (b'{"data": {"item": [1, 2]}} "', "invalid", False),
+    (b"[1]\x00", "invalid", False),
+    (b"[" * 512 + b"]" * 512, Shape("array", 1), True),
+    (b'{"data": {"item": [' + b"[" * 509 + b"]" * 509 + b"]}}", Shape("object", 1), True),
+    (b"[" * 513 + b"]" * 513, "invalid", False),
+    (b"[1, " + b"[" * 511 + b"]" * 511 + b", 2]", Shape("array", 3), True),
+    (b"[1, " + b"[" * 512 + b"]" * 512 + b", 2]", "invalid", False),
+    (b'[1, {"a": ' + b"[" * 510 + b"]" * 510 + b"}, 2]", Shape("array", 3), True),
+    (b'[1, {"a": ' + b"[" * 511 + b"]" * 511 + b"}, 2]", "invalid", False),
+    (b'{"data": {"item": [' + b"[" * 510 + b"]" * 510 + b"]}}", "invalid", False),
+    (b'{"meta": ' + b"[" * 512 + b"]" * 512 + b', "rows": [1]}', "invalid", False),
     (b'["a\x01"]', "invalid", False),
     (b"\xef\xbb\xbf[1]", "invalid", False),
     (b"<html><body>503</body></html>", "invalid", False),
@@ -198,11 +219,32 @@ def test_a_wrong_offset_is_caught_by_the_probe(
 def test_an_empty_element_is_never_hidden_by_a_cut(
     monkeypatch: pytest.MonkeyPatch, doc: bytes, piece: int
 ) -> None:
-    monkeypatch.setattr(shape, "HEAD_BYTES", 1)
+    monkeypatch.setattr(mainarray, "HEAD_BYTES", 1)
     assert authority(doc) == "invalid"
     for chunk in (1, 2, 3):
         assert fast(doc, piece=piece, chunk=chunk) is None
     assert fast(b"[1,2,3,4]", piece=piece, chunk=1) == Shape("array", 4)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        b"[0,1],[2,3]",
+        b"[0,1]],[[2,3]",
+        b'{"rows": [0, 1], "x": [2, 3]}',
+        b'{"data": {"item": [0, 1]}, "z": {"item": [2, 3]}}',
+    ],
+)
+@pytest.mark.parametrize("chunk", [1, 2, 4])
+def test_a_chunk_that_closes_its_own_bracket_is_never_accepted(
+    monkeypatch: pytest.MonkeyPatch, doc: bytes, chunk: int
+) -> None:
+    # padded, "1],[2" and its kind parse as valid JSON: the padding must hold one element
+    monkeypatch.setattr(mainarray, "HEAD_BYTES", 1)
+    quick = fast(doc, piece=1, chunk=chunk)
+    assert quick is None or quick == authority(doc)
+    if authority(doc) == "invalid":
+        assert quick is None
 
 
 # --- property-style: random documents and random mutations --------------------------------
@@ -273,7 +315,7 @@ def _run_property(check: Callable[[bytes, random.Random], None], seed: int, coun
 @pytest.fixture
 def small_head(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sniff only 64 bytes, so the fast path cuts small documents as they arrive."""
-    monkeypatch.setattr(shape, "HEAD_BYTES", 64)
+    monkeypatch.setattr(mainarray, "HEAD_BYTES", 64)
 
 
 @pytest.mark.usefixtures("small_head")

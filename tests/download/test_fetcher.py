@@ -14,9 +14,12 @@ import json
 import logging
 import random
 import socket
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
+import zlib
 from collections.abc import Callable
 from datetime import timedelta
 from email.utils import format_datetime
@@ -166,6 +169,85 @@ def test_an_invalid_payload_is_refused_by_ijson_from_the_sink(
     with pytest.raises(PayloadInvalid, match=f"at or before byte {len(body)}"):
         fetch("/p")
     assert https_server.hits("/p") == 1
+
+
+# --- red-team payloads: nesting, the end of the document, surrogates (reliability.md §3.5) --
+
+NESTED = b"[" * 65536 + b"]" * 65536
+"""128 KiB, 152 bytes deflated: ijson alone took 10 GiB over it."""
+_NESTED_CHILD = """
+import resource, sys
+from pathlib import Path
+limit = int(sys.argv[4])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+from inbox_poller.config import DownloadConfig
+from inbox_poller.download.fetcher import SafeDownloader
+from inbox_poller.errors import PayloadInvalid
+from tests.download.harness import RecordingSink
+config = DownloadConfig(allowed_hosts=(sys.argv[3],), allow_private_addresses=True)
+resolver = lambda host, port: ["127.0.0.1"]
+downloader = SafeDownloader(config, ca_file=Path(sys.argv[2]), resolver=resolver)
+try:
+    downloader.download(sys.argv[1], RecordingSink())
+except PayloadInvalid as exc:
+    print("refused:", exc)
+else:
+    print("accepted")
+print("peak KiB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+_NESTED_AS_LIMIT = 2 << 30
+"""The child's address space: far above what it needs, far below what ijson alone took."""
+_NESTED_MAX_RSS_KIB = 200 * 1024
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(body=NESTED),
+        Reply(body=NESTED, gzip=True),
+        Reply(body=zlib.compress(NESTED, 9), headers={"Content-Encoding": "deflate"}),
+    ],
+    ids=["plain-128KiB", "gzip", "deflate-152B"],
+)
+def test_deeply_nested_json_is_refused_in_bounded_memory(
+    https_server: HttpsServer, reply: Reply
+) -> None:
+    https_server.route("/nested.json", reply)
+    argv = [https_server.url("/nested.json"), str(https_server.ca_file), https_server.host_rule]
+    child = subprocess.run(
+        [sys.executable, "-c", _NESTED_CHILD, *argv, str(_NESTED_AS_LIMIT)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    verdict, peak = child.stdout.splitlines()
+    assert verdict.startswith("refused: ") and "nested deeper than 512" in verdict
+    assert int(peak.split()[-1]) < _NESTED_MAX_RSS_KIB
+
+
+def test_a_document_followed_by_an_unterminated_string_is_refused(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]]
+) -> None:
+    records = [{"contactid": i, "emailaddress": f"user{i}@example.test"} for i in range(60_000)]
+    body = json.dumps(records).encode() + b'"ERROR: export incomplete'
+    https_server.route("/p", Reply(body=body, chunked=True))
+    with pytest.raises(PayloadInvalid, match="trailing garbage") as caught:
+        fetch("/p")
+    assert f"byte {len(body) - 25}" in str(caught.value)
+
+
+@pytest.mark.parametrize("escape", [b"\\ud800", b"\\udc00"], ids=["high", "low"])
+def test_a_lone_surrogate_escape_is_refused_high_or_low(
+    https_server: HttpsServer, fetch: Callable[..., tuple[Any, RecordingSink]], escape: bytes
+) -> None:
+    https_server.route("/pair", Reply(body=b'[{"name": "\\ud83d\\ude00"}]'))
+    assert fetch("/pair")[0].records == 1
+    https_server.route("/lone", Reply(body=b'[{"name": "' + escape + b'"}, {"name": "x"}]'))
+    with pytest.raises(PayloadInvalid, match="unpaired UTF-16 surrogate escape"):
+        fetch("/lone")
 
 
 class StoppingStream(io.BytesIO):

@@ -1,7 +1,8 @@
 """The main array: which array's items are counted, found in the payload's head.
 
 ``SHAPES`` checks the rule end to end, through SafeDownloader and the loopback HTTPS
-server; the other tests call ``sniff_shape`` and ``main_array_offset`` directly.
+server; the other tests call ``sniff_shape`` directly (the rule's own tests are in
+tests/test_mainarray.py).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from inbox_poller.download import shape
-from inbox_poller.download.shape import main_array_offset, sniff_shape
+from inbox_poller import mainarray
+from inbox_poller.download.shape import sniff_shape
 from tests.download.harness import RecordingSink
 from tests.plugins.https_servers import HttpsServer, Reply
 
@@ -52,32 +53,9 @@ def test_records_count_the_main_array(
 
 
 def test_an_array_beyond_the_head_is_not_the_main_array() -> None:
-    head = b'{"note": "' + b"x" * shape.HEAD_BYTES + b'", "items": [1, 2]}'
-    assert sniff_shape(head[: shape.HEAD_BYTES]) == ("object", None)
+    head = b'{"note": "' + b"x" * mainarray.HEAD_BYTES + b'", "items": [1, 2]}'
+    assert sniff_shape(head[: mainarray.HEAD_BYTES]) == ("object", None)
     assert sniff_shape(b'{"data": {"item": [') == ("object", "data.item.item")
-
-
-@pytest.mark.parametrize(
-    ("head", "offset"),
-    [
-        (b"[1]", 0),
-        (b'  {"a": 1, "b": [{}]}', 16),
-        (b'{"s": "[", "x": {"y": [1], "z": [[2]]}}', 32),
-        (b'{"s": "[", "x": {"y": [1], "z": 2}}', 22),
-        (b'{"e": [], "f": {"g": [3]}}', 21),
-        (b'{"e": [], "f": 1}', 6),
-        (b'{"a": {"b": {"c": [1]}}}', None),
-        (b'{"a\\"[": 1, "b": ["x"]}', 17),
-        (b'{"a": "unterminated [', None),
-        (b'{"data": {"item": [', 18),
-        (b'"text"', None),
-        (b"", None),
-    ],
-)
-def test_main_array_offset_follows_the_sniffing_rule(head: bytes, offset: int | None) -> None:
-    assert main_array_offset(head) == offset
-    if offset is not None:
-        assert head[offset : offset + 1] == b"["
 
 
 def test_sniff_shape_does_not_crash_on_long_digit_runs_in_the_head() -> None:

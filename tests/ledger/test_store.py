@@ -20,6 +20,7 @@ from inbox_poller.ledger.schema import (
 from inbox_poller.ledger.store import Store
 from inbox_poller.models import (
     ALLOWED_TRANSITIONS,
+    MANIFEST_OFFSET_UNKNOWN,
     ArchivedFile,
     ExportRequest,
     ExportState,
@@ -474,3 +475,33 @@ def test_a_summary_remembers_whether_its_sender_was_authenticated(store: Store) 
     old = json.loads(summary_to_json(summary))
     del old["authenticated"]  # written before issue 9: never authenticated
     assert summary_from_json(json.dumps(old)).sender_authenticated is False
+
+
+def test_the_manifest_offset_is_recorded_and_read_back(store: Store) -> None:
+    export_id = _submitted(store)
+    assert store.get_export(export_id).manifest_offset is None
+    store.record_manifest_offset(export_id, 4096)
+    assert store.get_export(export_id).manifest_offset == 4096
+
+
+def test_a_version_4_ledger_marks_verified_exports_as_unknown_offset(tmp_path: Path) -> None:
+    # a verified export may have its manifest line already (a crash before "archived"):
+    # -1 makes the archive look for it the old way, once; other exports have none yet
+    path = tmp_path / "v4.db"
+    conn = sqlite3.connect(path)
+    for version in (1, 2, 3, 4):
+        for statement in migration_statements(version):
+            conn.execute(statement)
+    when = NOW.isoformat()
+    conn.executemany(
+        "INSERT INTO exports (method, stat, state, created_at, updated_at, job_id)"
+        " VALUES ('GetNewsletterContactDataSummaryAsync', '9', ?, ?, ?, ?)",
+        [("verified", when, when, "55"), ("archived", when, when, "66")],
+    )
+    conn.execute("PRAGMA user_version = 4")
+    conn.commit()
+    conn.close()
+    store = Store(path)
+    verified, archived = store.export_by_job_id("55"), store.export_by_job_id("66")
+    assert verified is not None and verified.manifest_offset == MANIFEST_OFFSET_UNKNOWN
+    assert archived is not None and archived.manifest_offset is None

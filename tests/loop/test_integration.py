@@ -19,6 +19,7 @@ from inbox_poller.sandbox.simulator.jobs import Faults
 from inbox_poller.wiring import build_submitter
 from tests.costly_mails import COSTLY_MAILS
 from tests.plugins.loop import LoopEnv
+from tests.plugins.promtool import parse, value
 
 pytestmark = pytest.mark.dovecot
 
@@ -420,3 +421,52 @@ def test_costly_mails_first_never_stop_the_real_notification_after_them(
     assert len(env.messages()) == len(COSTLY_MAILS)
     again = env.cli("run", "--once")
     assert "read 0 mail(s)" in again.stdout
+
+
+def test_run_once_writes_a_textfile_that_keeps_counting_and_status_judges_cron(
+    loop_env: LoopEnv,
+) -> None:
+    env = loop_env
+    env.write_config()
+    with env.config_path.open("a", encoding="utf-8") as config:
+        config.write('\n[metrics]\ntextfile = "inbox_poller.prom"\n')
+    textfile = env.root / "inbox_poller.prom"
+    for stat in ("4242", "4343"):
+        env.submit(stat)
+        result = env.cli("run", "--once")
+        assert result.returncode == 0, result.stderr
+    _, samples = parse(textfile.read_text(encoding="utf-8"))
+    method = {"method": env.manifest()[0]["method"]}
+    assert value(samples, "inbox_poller_archived_exports_total", method) == 2  # both runs
+    assert value(samples, "inbox_poller_archived_bytes_total", method) == sum(
+        line["bytes"] for line in env.manifest()
+    )
+    assert value(samples, "inbox_poller_last_run_success") == 1
+    assert value(samples, "inbox_poller_exports", {"state": "acknowledged"}) == 2
+    assert value(samples, "inbox_poller_healthy") == 1
+    status = env.cli("status", "--json")
+    assert status.returncode == 0, status.stdout
+    assert json.loads(status.stdout)["mode"] == "once"
+
+
+def test_every_line_about_an_export_carries_its_ids_and_the_payloads_facts(
+    loop_env: LoopEnv,
+) -> None:
+    env = loop_env
+    job_id = env.submit()
+    result = env.cli("--log-format", "json", "-v", "run", "--once")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert all(entry["time"].endswith("Z") for entry in lines)
+    about_exports = [e for e in lines if e["message"].startswith(("export ", "download "))]
+    assert about_exports
+    for entry in about_exports:
+        assert entry.get("export_id") is not None, entry
+    downloaded = [e for e in lines if e["logger"] == "inbox_poller.download" and "bytes" in e]
+    archived = [e for e in lines if "archived" in e["message"] and e["logger"].endswith("loop")]
+    [line] = env.manifest()
+    for entry in (*downloaded, *archived):
+        assert entry["job_id"] == job_id
+        assert (entry["bytes"], entry["sha256"]) == (line["bytes"], line["sha256"])
+        assert isinstance(entry["duration_s"], float)
+    assert downloaded and archived

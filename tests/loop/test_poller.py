@@ -24,14 +24,14 @@ from inbox_poller.errors import (
 from inbox_poller.ledger.store import Store
 from inbox_poller.loop.archiver import ExportArchiver
 from inbox_poller.loop.budget import MailBudget
-from inbox_poller.loop.poller import Poller
+from inbox_poller.loop.poller import LAST_RUN_KEY, Poller
 from inbox_poller.loop.reader import ReaderSettings
 from inbox_poller.loop.submitter import Submitter
 from inbox_poller.matching.sender import SenderPolicy
 from inbox_poller.models import CycleReport, ExportRequest, ExportState, MailKey, MailOutcome
 from inbox_poller.urlpolicy import parse_host_rule
 from tests.costly_mails import COSTLY_MAILS
-from tests.fakes import FakeApi, FakeDownloader, FakeMailbox
+from tests.fakes import FakeApi, FakeDownloader, FakeMailbox, RecordingMetrics
 from tests.loop.budget_targets import costly
 
 TARGETS = "tests.loop.budget_targets"
@@ -68,17 +68,23 @@ class World:
         self.api = FakeApi()
         self.downloader = FakeDownloader()
         self.clock = Clock()
+        self.metrics = RecordingMetrics()
         self.configure()
-        self.submitter = Submitter(self.store, self.api, clock=self.clock)
+        self.submitter = Submitter(self.store, self.api, clock=self.clock, metrics=self.metrics)
 
     def configure(self, **settings: Any) -> None:
         """(Re)build the poller with these ``ReaderSettings`` (a reloaded configuration)."""
         archiver = ExportArchiver(
-            self.store, self.archive, self.downloader, max_attempts=2, clock=self.clock
+            self.store,
+            self.archive,
+            self.downloader,
+            max_attempts=2,
+            clock=self.clock,
+            metrics=self.metrics,
         )
         rules = (parse_host_rule(".mypinpointe.com"),)
         reader = ReaderSettings(rules=rules, keyword=KEYWORD, **settings)
-        self.poller = Poller(self.store, archiver, reader, clock=self.clock)
+        self.poller = Poller(self.store, archiver, reader, clock=self.clock, metrics=self.metrics)
 
     def run_once(self) -> CycleReport:
         return self.poller.run_once(self.mailbox)
@@ -634,3 +640,35 @@ def test_a_reader_that_cannot_start_records_nothing_and_stops_the_pass(world: Wo
     # nothing recorded: once the reader works, the same mail is read
     world.poller.reader.budget = MailBudget()
     assert world.run_once().unmatched == 1
+
+
+def test_the_loop_reports_archives_and_failures_to_the_metrics(world: World) -> None:
+    job = world.submit()
+    world.notify(job)
+    world.downloader.errors[world.url(job)] = [DownloadTransient("HTTP 503 three times")]
+    world.run_once()
+    world.run_once()
+    [(method, size, download_s, waited_s)] = world.metrics.archived
+    assert (method, size, download_s) == ("GetNewsletterContactDataSummaryAsync", len(PAYLOAD), 0)
+    assert waited_s is not None and waited_s > 0  # from the submission, on the test's clock
+    world.api.error = ApiError("Invalid stat", definitive=True)
+    with pytest.raises(ApiError):
+        world.submit("43")
+    world.mailbox.fail_open = MailboxError("connection refused")
+    world.run_once()
+    assert world.metrics.kinds() == [
+        ("download", "DownloadTransient"),
+        ("api", "ApiError"),
+        ("mailbox", "MailboxError"),
+    ]
+
+
+def test_run_once_records_its_outcome_for_status(world: World) -> None:
+    world.run_once()
+    assert json.loads(world.store.daemon_values()[LAST_RUN_KEY])["ok"] is True
+    world.mailbox.fail_open = MailboxError("connection refused")
+    world.run_once()
+    record = json.loads(world.store.daemon_values()[LAST_RUN_KEY])
+    assert record["ok"] is False
+    assert record["failed"] == ["mailbox: connection refused"]
+    assert datetime.fromisoformat(record["at"]) == world.clock.now

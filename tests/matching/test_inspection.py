@@ -89,6 +89,50 @@ def test_every_link_says_why_it_was_kept_or_refused() -> None:
     )
 
 
+def _html_mail(url: str) -> bytes:
+    from email.message import EmailMessage
+
+    mail = EmailMessage()
+    mail["From"] = "notifications@na01.mypinpointe.com"
+    mail["Subject"] = "Your export is ready"
+    mail.set_content(f"Job ID: {JOB}\n")
+    mail.add_alternative(f'<p>Job ID: {JOB}</p><a href="{url}">Download</a>', "html")
+    return mail.as_bytes()
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        (
+            "https://na01.mypinpointe.com\\@evil.example/x.json",
+            "backslashes (a client would connect to na01.mypinpointe.com; "
+            "urllib.parse sees evil.example)",
+        ),
+        (
+            "https://na01.mypinpointe.com@evil.example/x.json",
+            "the URL carries user info (a client would connect to evil.example)",
+        ),
+        (
+            "https://na01.mypinpointe.com%40evil.example/x.json",
+            "it is percent-encoded: na01.mypinpointe.com%40evil.example reads "
+            "na01.mypinpointe.com@evil.example",
+        ),
+        (
+            "https://na01.mypinpo\u0456nte.com/x.json",
+            "which a client would look up as na01.xn--mypinponte-32i.com",
+        ),
+    ],
+)
+def test_a_refused_link_names_the_host_a_client_would_reach(url: str, reason: str) -> None:
+    report = inspect_email(_html_mail(url), [JOB], RULES)
+    links = report["links"]
+    assert isinstance(links, list)
+    [link] = [link for link in links if link["url"] == url]
+    assert not link["kept"]
+    assert reason in link["reason"]
+    assert reason in format_inspection(report)
+
+
 def test_each_link_lists_the_links_it_was_unwrapped_from() -> None:
     links = _report("18_tracking_redirect_twice.eml", [JOB])["links"]
     by_url = {link["url"]: link for link in links}

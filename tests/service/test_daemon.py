@@ -6,8 +6,10 @@ The process and the socket are ``tests.plugins.daemon``'s.
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
+from collections.abc import Callable
 from itertools import pairwise
 
 import pytest
@@ -19,6 +21,7 @@ from inbox_poller.sandbox.simulator.jobs import Faults
 from tests.loop.budget_targets import costly
 from tests.plugins.daemon import DaemonProcess, NotifySocket
 from tests.plugins.loop import LoopEnv
+from tests.plugins.promtool import parse, scrape, value
 from tests.plugins.tcp_proxy import MakeTcpProxy
 
 pytestmark = pytest.mark.dovecot
@@ -304,3 +307,73 @@ def test_imap_server_restart_loses_and_duplicates_nothing(
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(10) == 0
     assert "reconnect" in daemon.log().lower() or "backoff" in daemon.log().lower()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_the_daemon_serves_metrics_and_writes_its_textfile_without_a_log_line(
+    loop_env: LoopEnv, notify: NotifySocket, daemons: list[DaemonProcess]
+) -> None:
+    env = loop_env
+    port = _free_port()
+    textfile = env.root / "node" / "inbox_poller.prom"
+    textfile.parent.mkdir()
+    url = f"http://127.0.0.1:{port}/metrics"
+    _fast_config(
+        env,
+        f'\n[metrics]\nlisten = "{port}"\ntextfile = "node/inbox_poller.prom"\n'
+        'labels = { account = "test" }\n',
+    )
+    daemon = DaemonProcess(env, notify)
+    daemons.append(daemon)
+    notify.wait_for(lambda m: "READY=1" in m)
+    notify.wait_for(lambda m: m.startswith("STATUS="))
+    _until(textfile.exists)
+    account = {"account": "test"}
+    _, samples = parse(scrape(url))
+    assert value(samples, "inbox_poller_up", account) == 1
+
+    # idle and scraped every second: still not one log line (docs/metrics.md)
+    before = daemon.log()
+    for _ in range(12):
+        scrape(url)
+        time.sleep(1)
+    assert daemon.log() == before
+
+    job_id = env.submit()
+    _wait_state(env, job_id, ExportState.ACKNOWLEDGED)
+    [line] = env.manifest()
+    method = {"method": line["method"], **account}
+
+    def refreshed() -> bool:
+        _, now = parse(scrape(url))
+        return value(now, "inbox_poller_exports", {"state": "acknowledged", **account}) == 1
+
+    _until(refreshed)  # the gauges follow the ledger every 10 s
+    _, samples = parse(scrape(url))
+    assert value(samples, "inbox_poller_archived_exports_total", method) == 1
+    assert value(samples, "inbox_poller_archived_bytes_total", method) == line["bytes"]
+    assert value(samples, "inbox_poller_download_duration_seconds_count", account) == 1
+    assert value(samples, "inbox_poller_submit_to_archive_seconds_count", account) == 1
+    assert value(samples, "inbox_poller_last_mailbox_pass_timestamp_seconds", account) > 0
+    assert value(samples, "inbox_poller_healthy", account) == 1
+    _, written = parse(textfile.read_text(encoding="utf-8"))
+    assert value(written, "inbox_poller_archived_exports_total", method) == 1
+
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(10) == 0
+    _, written = parse(textfile.read_text(encoding="utf-8"))
+    assert value(written, "inbox_poller_up", account) == 0
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # the listener is gone

@@ -26,7 +26,7 @@ from inbox_poller.config import load_config
 from inbox_poller.sandbox.simulator.server import DEFAULT_TOKEN
 from tests.plugins.dovecot import running_in_ci
 from tests.plugins.loop import LoopEnv
-from tests.plugins.systemd_box import BOX_ADMIN, BOX_BIN, BOX_RUN, BOX_UNIT, SystemdBox
+from tests.plugins.systemd_box import BOX_ADMIN, BOX_BIN, BOX_RUN, BOX_SRC, BOX_UNIT, SystemdBox
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD_DIR = REPO_ROOT / "systemd"
@@ -34,6 +34,9 @@ UNIT = SYSTEMD_DIR / "inbox-poller.service"
 UNIT_CONFIG = SYSTEMD_DIR / "config.toml"
 IP_DENY_DROPIN = SYSTEMD_DIR / "ip-address-deny.conf"
 ADMIN_SCRIPT = SYSTEMD_DIR / "inbox-poller-admin"
+TEMPLATE = SYSTEMD_DIR / "inbox-poller@.service"
+ACCOUNT_CONFIG = SYSTEMD_DIR / "account.toml"
+ACCOUNT_ADMIN_SCRIPT = SYSTEMD_DIR / "inbox-poller-account-admin"
 MAX_EXPOSURE = 1.5
 SYSTEM_UNIT_DIR = Path("/lib/systemd/system")
 EXPOSURE_RE = re.compile(r"Overall exposure level for \S+: (\d+\.\d+)")
@@ -125,7 +128,14 @@ def test_the_gate_fails_a_unit_without_hardening(tmp_path: Path, shipped: Unit) 
 # ---- systemd-analyze verify, offline -----------------------------------------------------
 
 
-def verify(tmp_path: Path, unit_text: str, dropins: dict[str, str] | None = None) -> str:
+def verify(
+    tmp_path: Path,
+    unit_text: str,
+    dropins: dict[str, str] | None = None,
+    *,
+    file_name: str = "inbox-poller.service",
+    unit_name: str = "inbox-poller.service",
+) -> str:
     """``systemd-analyze verify`` in a private root holding the unit and stub executables.
 
     Outside the root, verify insists that ExecStart's /opt/inbox-poller venv exists;
@@ -141,16 +151,16 @@ def verify(tmp_path: Path, unit_text: str, dropins: dict[str, str] | None = None
     (root / "bin").symlink_to("usr/bin")
     units = root / "etc/systemd/system"
     units.mkdir(parents=True)
-    (units / "inbox-poller.service").write_text(unit_text, encoding="utf-8")
+    (units / file_name).write_text(unit_text, encoding="utf-8")
     for name, text in (dropins or {}).items():
-        (units / "inbox-poller.service.d").mkdir(exist_ok=True)
-        (units / "inbox-poller.service.d" / name).write_text(text, encoding="utf-8")
+        (units / f"{unit_name}.d").mkdir(exist_ok=True)
+        (units / f"{unit_name}.d" / name).write_text(text, encoding="utf-8")
     for stub in (root / "opt/inbox-poller/venv/bin/inbox-poller", root / "usr/bin/kill"):
         stub.parent.mkdir(parents=True, exist_ok=True)
         stub.write_text("#!/bin/sh\n")
         stub.chmod(0o755)
     result = subprocess.run(
-        [tool, "verify", f"--root={root}", "--man=no", "--generators=no", "inbox-poller.service"],
+        [tool, "verify", f"--root={root}", "--man=no", "--generators=no", unit_name],
         capture_output=True,
         text=True,
         timeout=60,
@@ -283,6 +293,119 @@ def test_the_ip_address_deny_drop_in_keeps_loopback_and_blocks_private_ranges() 
     for allowed in ("127.0.0.53", "::1", "203.0.113.7"):
         address = ipaddress.ip_address(allowed)
         assert not any(address.version == n.version and address in n for n in networks)
+
+
+# ---- the template unit: one instance per account ----------------------------------------
+
+INSTANCE_KEYS = {
+    ("Unit", "Description"),
+    ("Service", "ExecStart"),
+    ("Service", "User"),
+    ("Service", "StateDirectory"),
+    ("Service", "LoadCredential"),
+}
+"""What an instance of the template has of its own; every other setting is the shipped unit's."""
+
+
+@pytest.fixture(scope="module")
+def template() -> Unit:
+    return parse_unit(TEMPLATE.read_text(encoding="utf-8"))
+
+
+def test_the_template_exposure_score_is_at_most_1_5() -> None:
+    status, score, output = exposure(TEMPLATE)
+    assert status == 0, output
+    assert score <= MAX_EXPOSURE, output
+
+
+def test_an_instance_of_the_template_verifies_cleanly(tmp_path: Path) -> None:
+    text = TEMPLATE.read_text(encoding="utf-8")
+    dropin = {"ip-address-deny.conf": IP_DENY_DROPIN.read_text(encoding="utf-8")}
+    out = verify(
+        tmp_path,
+        text,
+        dropin,
+        file_name="inbox-poller@.service",
+        unit_name="inbox-poller@acme.service",
+    )
+    assert out == ""
+    broken = text.replace("ProtectProc=", "ProtectProcs=")
+    out = verify(
+        tmp_path / "broken",
+        broken,
+        file_name="inbox-poller@.service",
+        unit_name="inbox-poller@b.service",
+    )
+    assert "Unknown key 'ProtectProcs'" in out
+
+
+def test_the_template_is_the_shipped_unit_but_for_what_each_account_owns(
+    shipped: Unit, template: Unit
+) -> None:
+    def common(unit: Unit) -> dict[str, list[tuple[str, str]]]:
+        return {
+            section: [(k, v) for k, v in pairs if (section, k) not in INSTANCE_KEYS]
+            for section, pairs in unit.items()
+        }
+
+    assert common(template) == common(shipped)
+    assert one(template, "Service", "ExecStart") == one(shipped, "Service", "ExecStart").replace(
+        "/config.toml", "/%i.toml"
+    )
+    assert one(template, "Service", "User") == "inbox-poller-%i"
+    assert one(template, "Service", "StateDirectory") == "inbox-poller-%i"
+    assert values(template, "Service", "LoadCredential") == [
+        v.replace("/inbox-poller.", "/inbox-poller-%i.")
+        for v in values(shipped, "Service", "LoadCredential")
+    ]
+    assert "%i" in one(template, "Unit", "Description")
+
+
+def test_the_account_config_matches_the_templates_directories_and_credentials(
+    template: Unit, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    text = ACCOUNT_CONFIG.read_text(encoding="utf-8")
+    assert not re.search(r"^\s*(usertoken|password)\s*=", text, re.MULTILINE)
+    account = tmp_path / "acme.toml"
+    account.write_text(text.replace("ACCOUNT", "acme"))
+    config = load_config(account)
+    state_dir = Path("/var/lib") / one(template, "Service", "StateDirectory").replace("%i", "acme")
+    assert config.state_path.parent == state_dir
+    assert config.archive_dir.parent == state_dir
+    credentials = dict(v.split(":", 1) for v in values(template, "Service", "LoadCredential"))
+    assert {config.pinpointe.usertoken_file, config.imap.password_file} == set(credentials)
+
+
+def test_the_account_admin_script_runs_as_the_instance_would(template: Unit) -> None:
+    text = ACCOUNT_ADMIN_SCRIPT.read_text(encoding="utf-8")
+    properties = [
+        (key, value.replace('"$account"', "%i"))
+        for key, value in re.findall(r"--property=(\w+)=(\S+)", text)
+    ]
+    assert ("DynamicUser", "yes") in properties
+    for key in ("User", "StateDirectory", "StateDirectoryMode", "ConfigurationDirectory", "UMask"):
+        assert (key, one(template, "Service", key)) in properties
+    assert [v for k, v in properties if k == "LoadCredential"] == values(
+        template, "Service", "LoadCredential"
+    )
+    assert (
+        '/opt/inbox-poller/venv/bin/inbox-poller -c /etc/inbox-poller/"$account".toml "$@"' in text
+    )
+    assert ACCOUNT_ADMIN_SCRIPT.stat().st_mode & 0o111
+
+
+@pytest.mark.parametrize("account", ["", "../etc", "a b", "-c", "x;rm"])
+def test_the_account_admin_script_refuses_what_is_not_an_account_name(account: str) -> None:
+    result = subprocess.run(
+        [str(ACCOUNT_ADMIN_SCRIPT), account, "status"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "not an account name" in result.stderr
 
 
 # ---- inbox-poller under the real sandbox (systemd 252 booted in namespaces) -------------
@@ -732,21 +855,39 @@ def test_a_missing_credential_fails_without_restarting(
     assert shown == {"ActiveState": "failed", "ExecMainStatus": "243", "NRestarts": "0"}
 
 
-def test_other_failures_are_restarted(systemd_box: SystemdBox, loop_env: LoopEnv) -> None:
-    # The control for the two above, and ProtectSystem=strict for the daemon: an archive
-    # outside the state directory is read-only, so the start fails with exit 1.
+def test_an_archive_outside_the_writable_paths_exits_78_and_is_not_restarted(
+    systemd_box: SystemdBox, loop_env: LoopEnv
+) -> None:
+    # ProtectSystem=strict for the daemon: an archive outside the state directory is
+    # read-only; that is the configuration's fault, named with its fix, not a restart loop
     box = systemd_box
     install_config(box, loop_env)
     archive = "/var/lib/inbox-poller-archive"  # beside the state directory, not in it
     box.write("/etc/inbox-poller/config.toml", box_config(loop_env, archive=archive))
     log = box.configure("archive-outside", FAST_RESTARTS)
     assert box.ctl("start", BOX_UNIT, check=False).returncode != 0
+    time.sleep(2.5)  # more than RestartSec
+    shown = box.show("ActiveState", "ExecMainStatus", "NRestarts")
+    assert shown == {"ActiveState": "failed", "ExecMainStatus": "78", "NRestarts": "0"}
+    out = log.read_text()
+    assert f"archive directory {archive} is not writable: [Errno 30] Read-only file system" in out
+    assert "fix: the file system is read-only here; under the systemd unit only" in out
+    assert not box.path(archive).exists()
+
+
+def test_other_failures_are_restarted(systemd_box: SystemdBox, loop_env: LoopEnv) -> None:
+    # The control for the three above: a ledger that is not a database fails the start
+    # with exit 1, which is worth retrying (a disk may come back), so systemd restarts it.
+    box = systemd_box
+    install_config(box, loop_env)
+    box.path(STATE_DIR).mkdir(parents=True, exist_ok=True)
+    box.write(f"{STATE_DIR}/state.db", "not a database, but long enough to look like one\n" * 90)
+    log = box.configure("not-a-ledger", FAST_RESTARTS)
+    assert box.ctl("start", BOX_UNIT, check=False).returncode != 0
     shown = box.wait_for("NRestarts", "2", timeout_s=15)
     box.ctl("stop", BOX_UNIT, check=False)
     assert shown["NRestarts"] == "2", shown
-    out = log.read_text()
-    assert f"archive directory {archive} is not writable: [Errno 30] Read-only file system" in out
-    assert not box.path(archive).exists()
+    assert "file is not a database" in log.read_text()
 
 
 def test_the_sandbox_holds(systemd_box: SystemdBox, loop_env: LoopEnv) -> None:
@@ -793,3 +934,80 @@ def test_the_ip_address_deny_drop_in_leaves_loopback_reachable(
     if shown["Result"] == "success":
         pytest.skip("IPAddressDeny= is not enforced in this box (no cgroup BPF)")
     assert "FAIL imap" in out
+
+
+# ---- the template unit in the box: two accounts side by side -----------------------------
+
+
+def install_account(box: SystemdBox, env: LoopEnv, account: str) -> str:
+    """The documented install of one account; returns its state directory (as stored)."""
+    state = f"/var/lib/inbox-poller-{account}"
+    text = ACCOUNT_CONFIG.read_text(encoding="utf-8").replace("ACCOUNT", account)
+    config = box_config(env, archive=f"{state}/archive").replace(
+        'path = "/var/lib/inbox-poller/state.db"', f'path = "{state}/state.db"'
+    )
+    assert f'dir = "{state}/archive"' in text and f'path = "{state}/state.db"' in text
+    box.write(f"/etc/inbox-poller/{account}.toml", config)
+    box.write(f"/etc/credstore/inbox-poller-{account}.pinpointe-usertoken", env.sim.token, 0o600)
+    box.write(f"/etc/credstore/inbox-poller-{account}.imap-password", env.dovecot.password, 0o600)
+    box.run("rm", "-rf", f"/var/lib/private/inbox-poller-{account}", state)
+    return f"/var/lib/private/inbox-poller-{account}"
+
+
+def test_each_account_runs_in_its_own_instance_of_the_template(
+    systemd_box: SystemdBox, loop_env: LoopEnv
+) -> None:
+    box, env = systemd_box, loop_env
+    install_config(box, env)  # the CA files beside the configurations
+    box.write("/etc/systemd/system/inbox-poller@.service", TEMPLATE.read_text(encoding="utf-8"))
+    box.write(
+        "/etc/systemd/system/inbox-poller@.service.d/test.conf",
+        "[Service]\nStandardOutput=append:/run/box/out/%i.log\nStandardError=inherit\n",
+    )
+    box.ctl("daemon-reload")
+    states = {account: install_account(box, env, account) for account in ("acme", "globex")}
+    try:
+        for account in states:
+            started = box.ctl("start", f"inbox-poller@{account}.service", check=False)
+            log = box.path(f"/run/box/out/{account}.log")
+            assert started.returncode == 0, (started.stderr, log.read_text())
+        uids = {}
+        for account, state in states.items():
+            unit = f"inbox-poller@{account}.service"
+            shown = box.ctl("show", unit, "--property=MainPID", "--property=ActiveState").stdout
+            props = dict(line.split("=", 1) for line in shown.splitlines())
+            assert props["ActiveState"] == "active", props
+            pid = int(props["MainPID"])
+            cmdline = (box.proc(pid) / "cmdline").read_bytes().split(b"\0")[:-1]
+            assert cmdline[-3:] == [b"-c", f"/etc/inbox-poller/{account}.toml".encode(), b"run"]
+            uids[account] = int(process_status(box, pid)["Uid"].split()[0])
+            assert uids[account] in DYNAMIC_UIDS
+            environ = process_environ(box, pid)
+            assert environ["CREDENTIALS_DIRECTORY"] == f"/run/credentials/{unit}"
+            ledger = box.path(f"{state}/state.db").stat()
+            assert (ledger.st_uid, ledger.st_mode & 0o077) == (uids[account], 0)
+        assert uids["acme"] != uids["globex"]  # neither can read the other's ledger
+
+        # acme's operator submits through its own admin script; acme archives it, alone
+        box.start_dbus()
+        account_admin = str(BOX_SRC / "systemd" / "inbox-poller-account-admin")
+        submitted = box.run(account_admin, "acme", "submit", "--stat", "4242", check=False)
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = submitted.stdout.strip()
+        waited = box.run(account_admin, "acme", "wait", job_id, "--timeout", "60", check=False)
+        assert waited.returncode == 0, waited.stderr
+        # config resolves the StateDirectory= symlink: /var/lib/private/inbox-poller-acme
+        archived = waited.stdout.strip()
+        assert archived.startswith(f"{states['acme']}/archive/"), archived
+        assert box.path(archived).is_file()
+        assert box.path(f"{states['acme']}/archive/manifest.jsonl").exists()
+        assert not box.path(f"{states['globex']}/archive/manifest.jsonl").exists()
+        globex = box.run(account_admin, "globex", "exports", "--json", check=False)
+        assert globex.returncode == 0 and json.loads(globex.stdout) == [], globex.stderr
+        config = box.run(account_admin, "acme", "config", "show", check=False)
+        assert "imap.password: file /run/credentials/run-" in config.stdout, config.stdout
+        for secret in secrets_of(env):
+            assert secret not in config.stdout
+    finally:
+        for account in states:
+            box.ctl("stop", f"inbox-poller@{account}.service", check=False)

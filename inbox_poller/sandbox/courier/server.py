@@ -10,7 +10,9 @@ shell starts ``authdaemond`` (userdb) and two ``couriertcpd`` listeners on free
 loopback ports: plain text with STARTTLS, and implicit TLS through ``couriertls``,
 with a certificate from ``localca``. The server is ready when LOGIN + SELECT works on
 both. Stopping signals every process of the instance's session (the IMAP sessions
-first, so clients see the connection drop) and reaps the shell.
+first, so clients see the connection drop), reaps the shell, and ends what is left in
+the instance's mount namespace (gamin's server, private to the instance through
+``GAM_CLIENT_ID``, runs in a session of its own).
 
 The instance directory holds ``etc/`` (the ``/etc`` layer: ``courier/authdaemonrc``,
 ``courier/userdb``), ``ssl/``, ``mail/<user>/Maildir``, ``log/`` and ``start.sh``.
@@ -85,6 +87,8 @@ COURIERTLS=/usr/bin/couriertls
 TLS_CERTFILE=$dir/imapd.pem
 TLS_VERIFYPEER=NONE
 MAILDIRPATH=Maildir
+# gamin's server (IMAP_ENHANCEDIDLE) is shared per user unless named: one per instance
+GAM_CLIENT_ID=$gam_client_id
 set +a
 /usr/lib/courier/courier-authlib/authdaemond >>$dir/log/authdaemond.log 2>&1 &
 couriertcpd -address=127.0.0.1 -maxprocs=200 -maxperip=200 -nodnslookup -noidentlookup \\
@@ -105,8 +109,8 @@ class CourierServer(TestAccount):
     one unless *directory* is given (empty, or a previous instance's). Ports are
     chosen at random unless given, and kept across :meth:`restart`, as are the mail
     and its UIDVALIDITY. *enhanced_idle* (``IMAP_ENHANCEDIDLE``, through gamin) makes
-    IDLE push new mail within about a second; Debian's default (off) pushes none
-    within 10 s (docs/providers.md).
+    IDLE push new mail within about a second; with Debian's default (off) it looks only
+    every ``IMAP_IDLE_TIMEOUT`` (60 s; docs/providers.md).
     """
 
     def __init__(
@@ -138,6 +142,8 @@ class CourierServer(TestAccount):
         self._ports: tuple[int, int] | None = None
         self._start_timeout_s = start_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
+        self._namespace: str | None = None
+        """The instance's mount namespace (``mnt:[inode]``), known once it is ready."""
         self._ca: localca.LocalCA | None = None
         self._context = None
 
@@ -216,6 +222,7 @@ class CourierServer(TestAccount):
             )
         try:
             self._wait_ready(started)
+            self._namespace = _mount_namespace(self._process.pid)
         except BaseException:
             self.stop()
             raise
@@ -246,7 +253,11 @@ class CourierServer(TestAccount):
             self._process.kill()
             self._process.wait()
         _terminate(_session_members(leader))  # anything that outlived its parent
-        self._process = None
+        if self._namespace is not None:
+            # gamin's server (IMAP_ENHANCEDIDLE) starts its own session: it is found by
+            # the mount namespace it inherited, which only this instance's processes share
+            _terminate(_namespace_members(self._namespace))
+        self._process, self._namespace = None, None
 
     def restart(self) -> None:
         """Stop and start again on the same directory and ports (UIDVALIDITY survives)."""
@@ -336,6 +347,7 @@ class CourierServer(TestAccount):
             gid=MAIL_GID,
             capability=CAPABILITY,
             enhanced_idle=int(self._enhanced_idle),
+            gam_client_id=shlex.quote(f"inbox-poller-{os.getpid()}-{id(self):x}"),
             imap_port=imap_port,
             imaps_port=imaps_port,
         )
@@ -405,6 +417,27 @@ def _session_members(session: int) -> list[int]:
         if fields[0] != "Z" and int(fields[3]) == session:
             members.append(int(entry.name))
     return members
+
+
+def _mount_namespace(pid: int) -> str | None:
+    """Return the mount namespace of *pid* (``mnt:[4026532174]``), None when it is gone."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None
+
+
+def _namespace_members(namespace: str) -> list[int]:
+    """Return the live PIDs in the mount namespace *namespace* (never ours)."""
+    if namespace == _mount_namespace(os.getpid()):
+        return []  # the namespace was not private after all: never sweep the host's
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit()
+        and _mount_namespace(int(entry.name)) == namespace
+        and process.alive(int(entry.name))
+    ]
 
 
 def _terminate(pids: list[int]) -> None:

@@ -147,8 +147,16 @@ class PinpointeSimulator:
     # ---- life cycle ---------------------------------------------------------------------
 
     def start(self) -> PinpointeSimulator:
-        """Create the CA (once per ``ca_dir``) and start serving on 127.0.0.1, port 0."""
-        (self.directory / "payloads").mkdir(parents=True, exist_ok=True)
+        """Create the CA (once per ``ca_dir``) and start serving on 127.0.0.1, port 0.
+
+        Job IDs continue after those of the payloads already in the directory, so that a
+        simulator started again on it (``inbox-poller sandbox`` run twice in one
+        ``--dir``) never hands out a job ID the ledger already holds.
+        """
+        payloads = self.directory / "payloads"
+        payloads.mkdir(parents=True, exist_ok=True)
+        earlier = [int(p.stem) for p in payloads.glob("*.json") if p.stem.isdigit()]
+        self._next_job = max([self._next_job - 1, *earlier]) + 1
         ca = make_local_ca(self.ca_dir)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -49,14 +49,31 @@ def test_a_restart_drops_clients_and_keeps_mail_ports_and_uidvalidity(
         assert again.search(["ALL"]) == [uid]
 
 
+def _titles(pids: list[int]) -> list[str]:
+    return [Path(f"/proc/{pid}/comm").read_text(encoding="utf-8").strip() for pid in pids]
+
+
 def test_stop_leaves_no_process_and_the_host_sees_no_mount(own_courier: CourierServer) -> None:
     own_courier.start()
     leader = int(own_courier.settings()["PID"])
+    namespace = courier_server._mount_namespace(leader)
+    assert namespace is not None
     assert courier_server._session_members(leader)
+    # an IDLE makes imapd start gamin's server, in a session of its own
+    with own_courier.client() as imap:
+        imap.select_folder("INBOX")
+        imap.idle()
+        for _ in range(50):
+            if "gam_server" in _titles(courier_server._namespace_members(namespace)):
+                break
+            imap.idle_check(timeout=0.1)
+        imap.idle_done()
+    assert "gam_server" in _titles(courier_server._namespace_members(namespace))
 
     own_courier.stop()
 
     assert courier_server._session_members(leader) == []
+    assert courier_server._namespace_members(namespace) == []
     assert not own_courier.running
     # the overlays and the tmpfs lived in the instance's mount namespace only
     assert not Path("/etc/courier").exists()

@@ -1,0 +1,1 @@
+"""Hooks: programs run after an event (``[hooks] on_archived``), without a shell (docs/hooks.md)."""

@@ -1,0 +1,166 @@
+"""Download attempts: each one counts when it starts, whatever ends it (red-team 3).
+
+A real ledger and archive; the downloader is a fault injector that writes a little and
+then runs out of memory (or stands in for a process killed mid-download). Both ways an
+export is downloaded are exercised: in line (``Poller.run_once``, what ``run --once``
+does) and through the daemon's download pool (``service/downloads.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from inbox_poller.archive import Archive
+from inbox_poller.ledger.store import Store
+from inbox_poller.loop.archiver import ExportArchiver
+from inbox_poller.loop.poller import Poller
+from inbox_poller.loop.reader import ReaderSettings
+from inbox_poller.loop.submitter import Submitter
+from inbox_poller.models import (
+    CycleReport,
+    DownloadResult,
+    Export,
+    ExportRequest,
+    ExportState,
+)
+from inbox_poller.ports import PayloadSink
+from inbox_poller.service.downloads import DownloadPool
+from inbox_poller.urlpolicy import parse_host_rule
+from tests.fakes import FakeApi, FakeMailbox
+
+MAX_ATTEMPTS = 2
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+class MemoryHungryDownloader:
+    """Fault injection: every download writes a little, then raises *error*."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.calls = 0
+
+    def download(self, url: str, sink: PayloadSink) -> DownloadResult:
+        self.calls += 1
+        sink.write(b"[" * 1000)
+        raise self.error
+
+
+class World:
+    """One export, submitted and notified, downloaded by a faulty downloader."""
+
+    def __init__(self, tmp_path: Path, error: BaseException) -> None:
+        self.tmp_path = tmp_path
+        self.clock = Clock()
+        self.store = Store(tmp_path / "state.db")
+        self.archive = Archive(tmp_path / "archive")
+        self.mailbox = FakeMailbox()
+        self.downloader = MemoryHungryDownloader(error)
+        self.archiver = self.new_archiver()
+        settings = ReaderSettings(
+            rules=(parse_host_rule(".mypinpointe.com"),), keyword="$ExportArchived"
+        )
+        self.poller = Poller(self.store, self.archiver, settings, clock=self.clock)
+        export = Submitter(self.store, FakeApi(), clock=self.clock).submit(
+            ExportRequest("42", "20261001", "20261002")
+        )
+        assert export.job_id is not None
+        self.job = export.job_id
+        url = f"https://na01.mypinpointe.com/exports/{self.job}.json?sig=secret"
+        self.mailbox.deliver(
+            b"From: Pinpointe <noreply@mypinpointe.example>\r\n"
+            b"Subject: Your export is ready\r\nMessage-ID: <n1@example.test>\r\n\r\n"
+            + f"Job ID: {self.job}\r\nDownload: {url}\r\n".encode(),
+            "<n1@example.test>",
+        )
+
+    def new_archiver(self) -> ExportArchiver:
+        return ExportArchiver(
+            self.store, self.archive, self.downloader, max_attempts=MAX_ATTEMPTS, clock=self.clock
+        )
+
+    def export(self) -> Export:
+        export = self.store.export_by_job_id(self.job)
+        assert export is not None
+        return export
+
+
+def test_an_unexpected_error_counts_its_attempt_and_gives_up_at_max_attempts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = World(tmp_path, MemoryError())
+    first = world.poller.run_once(world.mailbox)  # run --once
+    export = world.export()
+    assert (export.state, export.attempts) == (ExportState.NOTIFIED, 1)
+    assert "unexpected MemoryError" in (export.reason or "")
+    assert first.failed == [f"job {world.job}: unexpected MemoryError during the download"]
+    [logged] = [r for r in caplog.records if "MemoryError" in r.getMessage()]
+    assert logged.exc_info is not None  # the traceback of a bug is kept, in one record
+
+    world.poller.run_once(world.mailbox)
+    export = world.export()
+    assert export.state is ExportState.FAILED
+    assert f"gave up after {MAX_ATTEMPTS} attempts" in (export.reason or "")
+    world.poller.run_once(world.mailbox)
+    assert world.downloader.calls == MAX_ATTEMPTS
+    assert list(world.archive.root.rglob("*.json")) == []
+    assert list(world.archive.root.rglob("*.part")) == []
+
+
+def test_a_download_that_never_ended_counts_and_is_not_started_past_max_attempts(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path, SystemExit(137))  # stands in for the OOM killer
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        with pytest.raises(SystemExit):
+            world.poller.run_once(world.mailbox)
+        export = world.export()
+        assert (export.state, export.attempts) == (ExportState.DOWNLOADING, attempt)
+    # the next start: the attempts are used up, so none is started
+    report = world.poller.run_once(world.mailbox)
+    assert world.downloader.calls == MAX_ATTEMPTS
+    export = world.export()
+    assert export.state is ExportState.FAILED
+    assert export.reason == (
+        f"gave up after {MAX_ATTEMPTS} attempts (download.max_attempts = {MAX_ATTEMPTS}); "
+        "the last one ended without an outcome"
+    )
+    assert report.failed == [f"job {world.job}: {export.reason}"]
+
+
+def test_the_daemon_pool_counts_unexpected_errors_and_stops_at_max_attempts(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path, MemoryError())
+    stop = threading.Event()
+    finished = threading.Semaphore(0)
+    pool = DownloadPool(world.store, world.archiver, workers=2, stop=stop, on_done=finished.release)
+    try:
+        status = world.mailbox.open()
+        world.poller.run_pass(world.mailbox, status, CycleReport(), downloads=pool.dispatch)
+        assert finished.acquire(timeout=30)
+        export = world.export()
+        assert (export.state, export.attempts) == (ExportState.NOTIFIED, 1)
+        pool.dispatch()
+        assert finished.acquire(timeout=30)
+        export = world.export()
+        assert export.state is ExportState.FAILED
+        assert f"gave up after {MAX_ATTEMPTS} attempts" in (export.reason or "")
+        pool.dispatch()  # nothing is ready any more
+        assert not finished.acquire(timeout=0.5)
+        assert world.downloader.calls == MAX_ATTEMPTS
+    finally:
+        stop.set()
+        pool.shutdown(time.monotonic() + 10)

@@ -1,0 +1,89 @@
+"""What the reader records and logs for a refused link: the host a client would reach.
+
+A refused link is recorded in the ledger's reason and logged with the host a client
+(browsers, urllib3) would have connected to, and what ``urllib.parse`` sees when that
+differs; user info is shown as present, the query never (docs/reliability.md §4.1).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from inbox_poller.archive import Archive
+from inbox_poller.ledger.store import Store
+from inbox_poller.loop.archiver import ExportArchiver
+from inbox_poller.loop.poller import Poller
+from inbox_poller.loop.reader import ReaderSettings
+from inbox_poller.loop.submitter import Submitter
+from inbox_poller.models import ExportRequest, MailKey, MailOutcome
+from inbox_poller.urlpolicy import parse_host_rule
+from tests.fakes import FakeApi, FakeDownloader, FakeMailbox
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+def html_notification(job_id: str, url: str) -> bytes:
+    mail = EmailMessage()
+    mail["From"] = "Pinpointe <noreply@mypinpointe.example>"
+    mail["Subject"] = "Your export is ready"
+    mail["Message-ID"] = "<refused-link@example.test>"
+    mail.set_content(f"Job ID: {job_id}\n")
+    mail.add_alternative(f'<p>Job ID: {job_id}</p><p><a href="{url}">Download</a></p>', "html")
+    return mail.as_bytes()
+
+
+@pytest.mark.parametrize(
+    ("url", "recorded"),
+    [
+        (
+            "https://na01.mypinpointe.com\\@evil.example/x.json?sig=secret",
+            "https://na01.mypinpointe.com\\@evil.example/x.json?…: the URL contains spaces, "
+            "control characters or backslashes (a client would connect to "
+            "na01.mypinpointe.com; urllib.parse sees evil.example)",
+        ),
+        (
+            "https://na01.mypinpointe.com@evil.example/x.json?sig=secret",
+            "https://<userinfo>@evil.example/x.json?…: the URL carries user info "
+            "(a client would connect to evil.example)",
+        ),
+    ],
+)
+def test_a_refused_link_is_recorded_with_the_host_a_client_would_reach(
+    tmp_path: Path, url: str, recorded: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    store = Store(tmp_path / "state.db")
+    archiver = ExportArchiver(
+        store, Archive(tmp_path / "archive"), FakeDownloader(), max_attempts=2, clock=clock
+    )
+    settings = ReaderSettings(
+        rules=(parse_host_rule(".mypinpointe.com"),), keyword="$ExportArchived"
+    )
+    poller = Poller(store, archiver, settings, clock=clock)
+    export = Submitter(store, FakeApi(), clock=clock).submit(ExportRequest("42"))
+    assert export.job_id is not None
+    mailbox = FakeMailbox()
+    uid = mailbox.deliver(html_notification(export.job_id, url))
+
+    report = poller.run_once(mailbox)
+
+    record = store.get_mail(MailKey("INBOX", mailbox.uidvalidity, uid))
+    assert record is not None and record.outcome is MailOutcome.REFUSED
+    assert recorded in (record.reason or "")
+    assert report.refused == [f"INBOX/{mailbox.uidvalidity}/{uid}: {record.reason}"]
+    refusals = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    [logged] = [r.getMessage() for r in refusals if "refused" in r.getMessage()]
+    assert recorded in logged
+    assert "secret" not in logged
