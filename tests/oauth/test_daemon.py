@@ -52,7 +52,13 @@ def _more_logins(oauth: OAuthSetup, seen: int) -> Callable[[], bool]:
     return lambda: oauth.server.introspections > seen
 
 
-def _configure(env: LoopEnv, oauth: OAuthSetup) -> None:
+def _configure(
+    env: LoopEnv,
+    oauth: OAuthSetup,
+    grant: str = "refresh_token",
+    provider: str = "generic",
+    mechanism: str = "auto",
+) -> None:
     oauth.server.access_lifetime_s = LIFETIME_S
     oauth.server.rotate_refresh_tokens = True
     text = env.config_path.read_text(encoding="utf-8")
@@ -62,7 +68,7 @@ def _configure(env: LoopEnv, oauth: OAuthSetup) -> None:
         ),
         encoding="utf-8",
     )
-    oauth.configure(env, "refresh_token", provider="generic")
+    oauth.configure(env, grant, provider=provider, extra=f'mechanism = "{mechanism}"\n')
 
 
 def _start(
@@ -78,6 +84,40 @@ def _archive_one(env: LoopEnv, stat: str) -> str:
     job_id = env.submit(stat)
     _wait(lambda: _state(env, job_id) is ExportState.ACKNOWLEDGED, f"job {job_id} acknowledged")
     return job_id
+
+
+@pytest.mark.parametrize(
+    ("grant", "provider", "mechanism"),
+    [
+        # refresh_token over OAUTHBEARER ("auto") is the many-lifetimes test below
+        ("refresh_token", "generic", "xoauth2"),
+        ("client_credentials", "microsoft", "xoauth2"),
+        ("client_credentials", "generic", "oauthbearer"),
+    ],
+)
+def test_the_daemon_archives_with_each_grant_and_mechanism(
+    oauth_loop_env: LoopEnv,
+    oauth: OAuthSetup,
+    oauth_dovecot: DovecotServer,
+    notify: NotifySocket,
+    daemons: list[DaemonProcess],
+    grant: str,
+    provider: str,
+    mechanism: str,
+) -> None:
+    env = oauth_loop_env
+    _configure(env, oauth, grant, provider, mechanism)
+    since = oauth.server.mark()
+    daemon = _start(env, notify, daemons)
+    first = _archive_one(env, "600")
+    oauth_dovecot.restart()  # the session drops; the daemon logs in again
+    second = _archive_one(env, "601")
+    assert [entry["job_id"] for entry in env.manifest()] == [first, second]
+    # the reconnect reused the token it had (10 s lifetime), or at most got one more
+    assert 1 <= len(oauth.server.token_requests(since)) <= 2
+    logs = daemon.log()
+    assert "Traceback" not in logs
+    assert tokens_in(logs, oauth.server, oauth.secret) == []
 
 
 def test_many_token_lifetimes_with_rotation_and_a_restart(
