@@ -353,11 +353,12 @@ def _add_auth(commands: SubParsers) -> None:
         actions,
         "status",
         summary="the grant, the access token's expiry and rotations (never a token)",
-        description="Get an access token as the daemon would and show the grant, the token "
-        "endpoint, when the access token expires and whether the refresh token was rotated. "
-        "Tokens themselves are never shown.",
+        description="Show what the daemon (or the last command) recorded in the state "
+        "directory, without a token request: the grant, the token endpoint, when the access "
+        "token expires, whether the refresh token was rotated and the last failure. Tokens "
+        "themselves are never shown; `check` gets a token and logs in with it.",
         examples=[f"{PROG} auth status --json"],
-        exit_codes=[("0", "shown"), ("1", "no token could be got (the reason is printed)")],
+        exit_codes=[("0", "shown")],
         handler=cmd_auth,
     )
     status.add_argument("--json", action="store_true", help="print JSON")
