@@ -17,6 +17,7 @@ import stat
 import tomllib
 import typing
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -78,7 +79,14 @@ class Secret:
         """Describe where the secret comes from, safe to print."""
         if self._file is not None:
             return f"file {self.path()}"
+        if self._env is None:
+            return "nowhere (not configured)"
         return f"environment variable {self._env}"
+
+    @property
+    def configured(self) -> bool:
+        """Whether a file or an environment variable is named for this secret."""
+        return self._file is not None or self._env is not None
 
     def path(self) -> Path | None:
         if self._file is None:
@@ -132,7 +140,8 @@ class Secret:
                     f"the secret file {self._where(path)} is empty", f"{self.key}_file"
                 )
             return value
-        assert self._env is not None
+        if self._env is None:
+            raise ConfigError("no file or environment variable is configured", key=self.key)
         env_value = os.environ.get(self._env, "").strip()
         if not env_value:
             raise self._error(
@@ -263,13 +272,140 @@ class PinpointeConfig(_Section):
         raise ValueError("expected an https:// URL (http only to a loopback host)")
 
 
+OAUTH2_DEFAULT_SCOPES = {
+    (
+        "microsoft",
+        "refresh_token",
+    ): "https://outlook.office.com/IMAP.AccessAsUser.All offline_access",
+    ("microsoft", "client_credentials"): "https://outlook.office365.com/.default",
+    ("google", "refresh_token"): "https://mail.google.com/",
+    ("google", "service_account"): "https://mail.google.com/",
+}
+"""The scope asked for when ``imap.oauth2.scope`` is not given (docs/providers.md)."""
+OAUTH2_GRANTS = {
+    "microsoft": ("refresh_token", "client_credentials"),
+    "google": ("refresh_token", "service_account"),
+    "generic": ("refresh_token", "client_credentials"),
+}
+MICROSOFT_LOGIN = "https://login.microsoftonline.com"
+MICROSOFT_TOKEN_PATH = "/oauth2/v2.0/token"  # noqa: S105 (a URL path, not a secret)
+GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
+GOOGLE_AUTHORIZATION_URL = "https://accounts.google.com/o/oauth2/v2/auth"
+
+
+def _https_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError("expected an https:// URL")
+    return value
+
+
+class OAuth2Config(_Section):
+    """``[imap.oauth2]``: how the IMAP login gets its access tokens (docs/providers.md)."""
+
+    provider: Literal["microsoft", "google", "generic"]
+    grant: Literal["refresh_token", "client_credentials", "service_account"] = "refresh_token"
+    client_id: str | None = Field(default=None, min_length=1)
+    client_secret_file: str | None = None
+    client_secret_env: str | None = None
+    refresh_token_file: str | None = None
+    refresh_token_env: str | None = None
+    tenant: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]{1,253}$")
+    service_account_file: str | None = None
+    token_url: str | None = None
+    authorization_url: str | None = None
+    """Where ``inbox-poller auth login`` sends the person (google: derived; generic: required
+    for ``auth login``)."""
+    scope: str | None = None
+    mechanism: Literal["auto", "xoauth2", "oauthbearer"] = "auto"
+    ca_file: str | None = None
+    timeout_s: PositiveSeconds = 30.0
+    """The read timeout of each token request (the connect timeout is at most 10 s)."""
+
+    _urls = field_validator("token_url", "authorization_url")(_https_url)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OAuth2Config:
+        provider, grant = self.provider, self.grant
+        if grant not in OAUTH2_GRANTS[provider]:
+            allowed = " or ".join(f'"{g}"' for g in OAUTH2_GRANTS[provider])
+            raise ValueError(f'provider "{provider}" takes grant = {allowed}, not "{grant}"')
+        has_secret = [self.client_secret_file is not None, self.client_secret_env is not None]
+        has_refresh = [self.refresh_token_file is not None, self.refresh_token_env is not None]
+        if all(has_secret):
+            raise ValueError("give one of client_secret_file or client_secret_env, not both")
+        if grant == "refresh_token":
+            if has_refresh.count(True) != 1:
+                raise ValueError(
+                    'grant = "refresh_token" needs exactly one of refresh_token_file or '
+                    "refresh_token_env (run `inbox-poller auth login` to get the first one)"
+                )
+        elif any(has_refresh):
+            raise ValueError(f'refresh_token_file/_env is not used with grant = "{grant}"')
+        if grant == "client_credentials" and not any(has_secret):
+            raise ValueError(
+                'grant = "client_credentials" needs client_secret_file or client_secret_env'
+            )
+        if grant == "service_account":
+            if self.service_account_file is None:
+                raise ValueError('grant = "service_account" needs service_account_file')
+        elif self.client_id is None:
+            raise ValueError(f'grant = "{grant}" needs client_id')
+        if self.service_account_file is not None and grant != "service_account":
+            raise ValueError('service_account_file is only used with grant = "service_account"')
+        if provider == "microsoft":
+            if grant == "client_credentials" and self.tenant is None:
+                raise ValueError(
+                    'app-only access (grant = "client_credentials") needs tenant, '
+                    'e.g. "contoso.onmicrosoft.com" or the tenant ID'
+                )
+            if self.token_url is not None and not urlsplit(self.token_url).path.endswith(
+                MICROSOFT_TOKEN_PATH
+            ):
+                raise ValueError(f"a Microsoft token_url ends with {MICROSOFT_TOKEN_PATH}")
+        elif self.tenant is not None:
+            raise ValueError('tenant is only used with provider = "microsoft"')
+        if provider == "generic" and self.token_url is None:
+            raise ValueError('provider = "generic" needs token_url')
+        return self
+
+    @property
+    def effective_scope(self) -> str:
+        """The scope asked for: ``scope``, else the provider's default ("" for generic)."""
+        if self.scope is not None:
+            return self.scope
+        return OAUTH2_DEFAULT_SCOPES.get((self.provider, self.grant), "")
+
+    @property
+    def effective_token_url(self) -> str | None:
+        """The token endpoint; None for a Google service account without ``token_url`` (the
+        key file's ``token_uri`` is used)."""
+        if self.token_url is not None:
+            return self.token_url
+        if self.provider == "microsoft":
+            return f"{MICROSOFT_LOGIN}/{self.tenant or 'organizations'}{MICROSOFT_TOKEN_PATH}"
+        if self.provider == "google" and self.grant == "refresh_token":
+            return GOOGLE_TOKEN_URL
+        return None
+
+    @property
+    def effective_authorization_url(self) -> str | None:
+        if self.authorization_url is not None:
+            return self.authorization_url
+        return GOOGLE_AUTHORIZATION_URL if self.provider == "google" else None
+
+
 class ImapConfig(_Section):
     host: str = Field(min_length=1)
     port: int | None = Field(default=None, ge=1, le=65535)
     security: Literal["tls", "starttls", "plain"] = "tls"
     username: str = Field(min_length=1)
+    auth: Literal["password", "oauth2"] = "password"
     password_file: str | None = None
     password_env: str | None = None
+    oauth2: OAuth2Config | None = None
     folder: str = Field(default="INBOX", min_length=1)
     processed_folder: str | None = None
     ca_file: str | None = None
@@ -284,6 +420,14 @@ class ImapConfig(_Section):
     def _exactly_one_password(
         cls, values: object, handler: ModelWrapValidatorHandler[ImapConfig]
     ) -> ImapConfig:
+        if isinstance(values, dict) and values.get("auth") == "oauth2":
+            if values.get("password_file") is not None or values.get("password_env") is not None:
+                raise ValueError('auth = "oauth2" takes no password_file or password_env')
+            if not isinstance(values.get("oauth2"), dict):
+                raise ValueError('auth = "oauth2" needs an [imap.oauth2] table')
+            return handler(values)
+        if isinstance(values, dict) and values.get("oauth2") is not None:
+            raise ValueError('[imap.oauth2] is used only with auth = "oauth2"')
         return _one_secret(values, handler, "password")
 
     @model_validator(mode="after")
@@ -501,9 +645,47 @@ class Config:
         missing: list[tuple[str | None, str]] = []
         self.pinpointe_ca = self._ca(model.pinpointe.ca_file, "pinpointe.ca_file", missing)
         self.imap_ca = self._ca(model.imap.ca_file, "imap.ca_file", missing)
+        self.oauth2 = self._oauth2(model.imap.oauth2, base, missing)
         self.download_ca = self._ca(model.download.ca_file, "download.ca_file", missing)
         if missing:
             raise ConfigError.listing(missing, path=str(self.path))
+
+    def _oauth2(
+        self, oauth2: OAuth2Config | None, base: Path, missing: list[tuple[str | None, str]]
+    ) -> OAuth2Secrets | None:
+        if oauth2 is None:
+            return None
+        return OAuth2Secrets(
+            client_secret=Secret(
+                "imap.oauth2.client_secret",
+                file=oauth2.client_secret_file,
+                env=oauth2.client_secret_env,
+                base_dir=base,
+                config_path=self.path,
+            ),
+            refresh_token=Secret(
+                "imap.oauth2.refresh_token",
+                file=oauth2.refresh_token_file,
+                env=oauth2.refresh_token_env,
+                base_dir=base,
+                config_path=self.path,
+            ),
+            service_account=Secret(
+                "imap.oauth2.service_account",
+                file=oauth2.service_account_file,
+                env=None,
+                base_dir=base,
+                config_path=self.path,
+            ),
+            ca_file=self._ca(oauth2.ca_file, "imap.oauth2.ca_file", missing),
+        )
+
+    @property
+    def imap_secrets(self) -> tuple[Secret, ...]:
+        """The secrets the IMAP login reads: the password, or those OAuth2 needs."""
+        if self.oauth2 is None:
+            return (self.imap_password,)
+        return self.oauth2.secrets()
 
     def _ca(
         self, value: str | None, key: str, missing: list[tuple[str | None, str]]
@@ -542,11 +724,41 @@ class Config:
         return (
             f"config {self.path}: api {self.pinpointe.api_url} as {self.pinpointe.username}; "
             f"imap {self.imap.security}://{self.imap.host}:{self.imap.effective_port}/"
-            f"{self.imap.folder} as {self.imap.username}; "
+            f"{self.imap.folder} as {self.imap.username}"
+            f"{self._auth_summary()}; "
             f"downloads from {', '.join(self.download.allowed_hosts)}; "
             f"archive {self.archive_dir}; state {self.state_path}; "
             f"{len(self.schedules)} scheduled export(s)"
             + (f"; hook on_archived {self.hooks.on_archived[0]}" if self.hooks.on_archived else "")
+        )
+
+    def _auth_summary(self) -> str:
+        oauth2 = self.imap.oauth2
+        if oauth2 is None:
+            return ""
+        return f" (OAuth2: {oauth2.provider} {oauth2.grant}, {oauth2.mechanism})"
+
+    @property
+    def state_dir(self) -> Path:
+        """The directory of the ledger, where the daemon keeps its other state too."""
+        return self.state_path.parent
+
+
+@dataclass(frozen=True)
+class OAuth2Secrets:
+    """The secrets and the CA file of ``[imap.oauth2]``, resolved like every other secret."""
+
+    client_secret: Secret
+    refresh_token: Secret
+    service_account: Secret
+    ca_file: Path | None
+
+    def secrets(self) -> tuple[Secret, ...]:
+        """The configured ones, in a fixed order."""
+        return tuple(
+            s
+            for s in (self.client_secret, self.refresh_token, self.service_account)
+            if s.configured
         )
 
 

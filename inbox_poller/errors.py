@@ -93,6 +93,24 @@ class MailboxLoginError(MailboxError):
     retryable = False
 
 
+class TokenError(MailboxError):
+    """Raised when no OAuth2 access token can be had for the IMAP login right now: the token
+    endpoint failed for a reason that may go away (5xx, 429, timeout, connection refused), or
+    inbox-poller is holding back to stay within its bound on token requests
+    (docs/reliability.md §2.8)."""
+
+    retryable = True
+
+
+class TokenRefused(TokenError):
+    """Raised when the token endpoint refused the grant for good: ``invalid_grant`` (a revoked,
+    expired or already rotated refresh token), a wrong client secret, consent withdrawn, an
+    unknown client or scope. The message says what a person must do; nothing changes until
+    they do (a new refresh token, secret or consent), so it is not retried in a loop."""
+
+    retryable = False
+
+
 class ProcessedFolderError(MailboxError):
     """Raised when ``imap.processed_folder`` cannot be found or created on the server.
 

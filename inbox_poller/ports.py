@@ -4,6 +4,8 @@
 metrics only through these; ``imap/``, ``pinpointe/``, ``download/`` and ``metrics/``
 implement them, and the tests' fakes implement the same ones. The ledger and the
 archive are used as concrete types: they are local files, tested for real.
+``AccessTokens`` is the seam between two edges: ``imap/`` logs in with the tokens
+``oauth/`` gets, without importing it.
 """
 
 from __future__ import annotations
@@ -135,6 +137,31 @@ class ExportApi(Protocol):
         A job Pinpointe does not know is :data:`JOB_NOT_FOUND`.
         :raises ApiError:
         """
+        ...
+
+
+class AccessTokens(Protocol):
+    """OAuth2 access tokens for the IMAP login (``oauth.tokens.TokenSource``).
+
+    The IMAP edge holds only this seam, never ``oauth/``: ``wiring`` gives it the token
+    source the configuration names (docs/reliability.md §2.8).
+    """
+
+    def access_token(self) -> str:
+        """Return an access token with more than the refresh margin of its lifetime left.
+
+        The token is reused until less than a third of its lifetime (at most 5 minutes)
+        remains, then refreshed; it lives in memory only.
+        :raises TokenRefused: the grant was refused for good; the message says what a
+            person must do.
+        :raises TokenError: no token right now (the endpoint failed, or the bound on token
+            requests holds it back); worth trying again later.
+        """
+        ...
+
+    def forget(self, token: str) -> None:
+        """Drop *token* from the cache: the IMAP server refused it, so the next login gets a
+        fresh one (never in a loop: token requests stay bounded)."""
         ...
 
 

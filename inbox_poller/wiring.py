@@ -1,7 +1,8 @@
 """The composition root: build the object graph the configuration names.
 
-This is the one place that builds the network edges (``imap/``, ``pinpointe/``,
-``download/``) and hands them to the loop. Those edges are imported where they are
+This is the one place that builds the network edges (``imap/``, ``oauth/``,
+``pinpointe/``, ``download/``) and hands them to the loop; the IMAP mailbox gets its
+OAuth2 tokens from here, through ``ports.AccessTokens``. Those edges are imported where they are
 built, so commands that never use them (``status``, ``exports``) do not pay for
 importing their libraries.
 """
@@ -25,6 +26,7 @@ from inbox_poller.ports import Metrics, NoMetrics
 if TYPE_CHECKING:
     from inbox_poller.imap.mailbox import ImapMailbox
     from inbox_poller.metrics.registry import Mode, PrometheusMetrics
+    from inbox_poller.oauth.tokens import TokenSource
     from inbox_poller.pinpointe.client import PinpointeApi
 
 
@@ -38,11 +40,27 @@ def reader_settings(config: Config) -> ReaderSettings:
     )
 
 
-def build_mailbox(config: Config) -> ImapMailbox:
-    """The IMAP mailbox named by the configuration (not yet connected)."""
+def build_mailbox(
+    config: Config, tokens: TokenSource | None = None, *, metrics: Metrics | None = None
+) -> ImapMailbox:
+    """The IMAP mailbox named by the configuration (not yet connected).
+
+    With ``auth = "oauth2"`` it logs in with *tokens*, or a token source of its own that
+    counts its failed refreshes in *metrics*.
+    """
     from inbox_poller.imap.mailbox import ImapMailbox
 
+    if config.imap.auth == "oauth2":
+        tokens = tokens or build_token_source(config, metrics=metrics)
+        return ImapMailbox(config.imap, tokens=tokens, ca_file=config.imap_ca)
     return ImapMailbox(config.imap, config.imap_password.read(), ca_file=config.imap_ca)
+
+
+def build_token_source(config: Config, *, metrics: Metrics | None = None) -> TokenSource:
+    """The OAuth2 access tokens ``[imap.oauth2]`` names (nothing is requested yet)."""
+    from inbox_poller.oauth.provider import build_token_source as build
+
+    return build(config, metrics=metrics)
 
 
 def build_api(config: Config) -> PinpointeApi:
@@ -88,7 +106,7 @@ def build_loop(
     from inbox_poller.download.fetcher import SafeDownloader
 
     metrics = metrics or NoMetrics()
-    mailbox = build_mailbox(config)
+    mailbox = build_mailbox(config, metrics=metrics)
     store = Store(config.state_path)
     hooks = hook_settings(config)
     archiver = ExportArchiver(

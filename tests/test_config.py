@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from inbox_poller.cli.program import main
-from inbox_poller.config import load_config, resolve_config_path
+from inbox_poller.config import OAuth2Config, load_config, resolve_config_path
 from inbox_poller.errors import ConfigError
 from tests.samples import MINIMAL
 
@@ -179,6 +180,110 @@ def test_cli_exits_78_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "imap.host" in err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_the_example_documents_every_oauth2_key_and_its_oauth2_table_is_valid(
+    tmp_path: Path,
+) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    for key in OAuth2Config.model_fields:
+        assert f"\n# {key} = " in text, f"imap.oauth2.{key}"
+    # uncommented (with the password left out), the table is a valid configuration
+    start = text.index("# [imap.oauth2]")
+    table = text[start:].split("\n\n", 1)[0]
+    wanted = (
+        "provider",
+        "grant",
+        "client_id",
+        "client_secret_file",
+        "refresh_token_file",
+        "tenant",
+        "scope",
+        "mechanism",
+        "timeout_s",
+    )
+    enabled = "[imap.oauth2]\n" + "\n".join(
+        line[2:]
+        for line in table.splitlines()
+        if re.match(r"# (" + "|".join(wanted) + r") = ", line)
+    )
+    changed = text.replace('auth = "password"', 'auth = "oauth2"').replace(
+        'password_file = "/etc/inbox-poller/imap-password"', ""
+    )
+    changed = changed.replace(table, enabled)
+    config = load_config(_write(tmp_path, changed))
+    assert config.imap.oauth2 is not None
+    assert config.imap.oauth2.effective_token_url == (
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+    )
+    assert [s.key for s in config.imap_secrets] == [
+        "imap.oauth2.client_secret",
+        "imap.oauth2.refresh_token",
+    ]
+
+
+OAUTH2_BASE = """
+[pinpointe]
+username = "u"
+usertoken_env = "T"
+notify_email = "a@example.com"
+
+[imap]
+host = "imap.example.com"
+username = "box@example.com"
+"""
+
+
+@pytest.mark.parametrize(
+    ("imap", "oauth2", "message"),
+    [
+        ('auth = "oauth2"', None, 'auth = "oauth2" needs an [imap.oauth2] table'),
+        ('auth = "oauth2"\npassword_env = "P"', 'provider = "google"', "takes no password"),
+        ('password_env = "P"', 'provider = "google"', "used only with auth"),
+        (
+            'auth = "oauth2"',
+            'provider = "generic"\nclient_id = "c"\nrefresh_token_env = "R"',
+            "needs token_url",
+        ),
+        (
+            'auth = "oauth2"',
+            'provider = "google"\ngrant = "client_credentials"',
+            'takes grant = "refresh_token" or "service_account"',
+        ),
+        (
+            'auth = "oauth2"',
+            'provider = "microsoft"\nclient_id = "c"',
+            "needs exactly one of refresh_token_file or refresh_token_env",
+        ),
+        (
+            'auth = "oauth2"',
+            'provider = "microsoft"\ngrant = "client_credentials"\nclient_id = "c"\n'
+            'client_secret_env = "S"',
+            "needs tenant",
+        ),
+        (
+            'auth = "oauth2"',
+            'provider = "google"\ngrant = "service_account"',
+            "needs service_account_file",
+        ),
+        (
+            'auth = "oauth2"',
+            'provider = "generic"\nclient_id = "c"\nrefresh_token_env = "R"\n'
+            'token_url = "http://login.example/token"',
+            "expected an https:// URL",
+        ),
+    ],
+)
+def test_oauth2_settings_are_checked_at_load(
+    tmp_path: Path, imap: str, oauth2: str | None, message: str
+) -> None:
+    text = OAUTH2_BASE + imap + "\n"
+    if oauth2 is not None:
+        text += "\n[imap.oauth2]\n" + oauth2 + "\n"
+    with pytest.raises(ConfigError) as error:
+        load_config(_write(tmp_path, text))
+    assert message in str(error.value)
+    assert "imap" in str(error.value)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inbox_poller.archive import Archive
 from inbox_poller.archive_reader import verify
@@ -48,7 +48,11 @@ from inbox_poller.wiring import (
     build_mailbox,
     build_metrics,
     build_submitter,
+    build_token_source,
 )
+
+if TYPE_CHECKING:
+    from inbox_poller.oauth.tokens import TokenSource
 
 logger = logging.getLogger("inbox_poller.cli")
 
@@ -338,6 +342,20 @@ def _check_secret(secret: Secret) -> str:
     return f"readable from {secret.source()}"
 
 
+def _check_tokens(tokens: TokenSource) -> str:
+    tokens.access_token()
+    expires = tokens.expires_at()
+    until = expires.isoformat(timespec="seconds") if expires else "unknown"
+    return f"got an access token from {tokens.where}, valid until {until}"
+
+
+def _secret_probe_name(secret: Secret) -> str:
+    """``imap password``, or ``oauth2 refresh_token`` and its kind."""
+    if secret.key == "imap.password":
+        return "imap password"
+    return "oauth2 " + secret.key.rsplit(".", 1)[-1]
+
+
 def _check_hook(program: str) -> str:
     path = Path(program)
     if not path.is_file():
@@ -351,14 +369,20 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
     probes: list[tuple[str, Callable[[], str]]] = [
         ("archive", lambda: _check_archive(config)),
         ("ledger", lambda: _check_ledger(config)),
-        ("imap password", lambda: _check_secret(config.imap_password)),
+        *[
+            (_secret_probe_name(secret), lambda secret=secret: _check_secret(secret))
+            for secret in config.imap_secrets
+        ],
         ("pinpointe token", lambda: _check_secret(config.usertoken)),
     ]
     if config.hooks.on_archived:
         program = config.hooks.on_archived[0]
         probes.append(("hook on_archived", lambda: _check_hook(program)))
     if not args.offline:
-        probes.append(("imap", lambda: build_mailbox(config).check()))
+        tokens = build_token_source(config) if config.imap.auth == "oauth2" else None
+        if tokens is not None:
+            probes.append(("oauth2", lambda: _check_tokens(tokens)))
+        probes.append(("imap", lambda: build_mailbox(config, tokens).check()))
         probes.append(("pinpointe", lambda: build_api(config).check()))
     print(f"ok   config: {config.path}")
     failures = 0
@@ -371,6 +395,27 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
             failures += 1
             print(f"FAIL {name}: {exc}")
     return EXIT_OK if failures == 0 else EXIT_FAILURE
+
+
+def cmd_auth(config: Config, args: argparse.Namespace) -> int:
+    if config.imap.oauth2 is None:
+        raise UsageError('auth needs imap.auth = "oauth2" and an [imap.oauth2] table')
+    if args.auth_command == "status":
+        from inbox_poller.oauth.status import auth_status, format_auth_status
+
+        report = auth_status(config)
+        print(json.dumps(report, indent=2) if args.json else format_auth_status(report))
+        return EXIT_OK
+    from inbox_poller.oauth.login import login, refresh_token_destination, save_refresh_token
+
+    destination = refresh_token_destination(config, args.output)
+    token = login(config, say=lambda text: print(text, flush=True))
+    save_refresh_token(destination, token)
+    print(
+        f"refresh token written to {destination} (mode 0600); a running daemon uses it at "
+        "its next login"
+    )
+    return EXIT_OK
 
 
 def cmd_config_show(config: Config, args: argparse.Namespace) -> int:

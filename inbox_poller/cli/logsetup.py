@@ -122,6 +122,10 @@ def configure_logging(verbose: bool, log_format: str = "text", *, quiet: bool = 
     # APScheduler logs every run of every job at INFO (~14 lines a minute while idle); its
     # misses and failures are WARNING and up, and the daemon reports them itself too
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # the token libraries log token-cache events and request details at DEBUG (msal masks
+    # tokens, but a library's masking is not ours to rely on); inbox_poller.oauth reports
+    for library in ("msal", "google", "authlib"):
+        logging.getLogger(library).setLevel(logging.WARNING)
 
 
 def report_final_error(message: str, exit_code: int, log_format: str) -> None:

@@ -27,6 +27,7 @@ from inbox_poller.cli.commands import (
     EXIT_FAILURE,
     EXIT_USAGE,
     cmd_archive,
+    cmd_auth,
     cmd_check,
     cmd_config_show,
     cmd_exports,
@@ -319,6 +320,50 @@ def _add_check(commands: SubParsers) -> None:
     )
 
 
+def _add_auth(commands: SubParsers) -> None:
+    group = add_command(
+        commands,
+        "auth",
+        summary="OAuth2 sign-in for the mailbox (imap.auth = oauth2)",
+        description="Get the first refresh token, and see the state of the OAuth2 sign-in.",
+        examples=[f"{PROG} auth login", f"{PROG} auth status"],
+        exit_codes=[("0", "done")],
+        handler=None,
+    )
+    actions = group.add_subparsers(dest="auth_command", required=True, metavar="ACTION")
+    login = add_command(
+        actions,
+        "login",
+        summary="sign in once and write the refresh token where the daemon reads it",
+        description="Run the interactive consent once, where a person is present: the "
+        "device-code flow for Microsoft (prints a code and the page to enter it on), the "
+        "authorization-code flow with PKCE and a loopback redirect on 127.0.0.1 for Google "
+        "and generic providers (prints the URL to open). The refresh token is written with "
+        "mode 0600 to imap.oauth2.refresh_token_file (or --output); it is never printed.",
+        examples=[f"{PROG} auth login", f"{PROG} auth login --output ./refresh-token"],
+        exit_codes=[("0", "the refresh token was written"), ("1", "the sign-in failed")],
+        handler=cmd_auth,
+    )
+    login.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the refresh token here (default: imap.oauth2.refresh_token_file)",
+    )
+    status = add_command(
+        actions,
+        "status",
+        summary="the grant, the access token's expiry and rotations (never a token)",
+        description="Show what the daemon (or the last command) recorded in the state "
+        "directory, without a token request: the grant, the token endpoint, when the access "
+        "token expires, whether the refresh token was rotated and the last failure. Tokens "
+        "themselves are never shown; `check` gets a token and logs in with it.",
+        examples=[f"{PROG} auth status --json"],
+        exit_codes=[("0", "shown")],
+        handler=cmd_auth,
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
+
+
 def _add_config(commands: SubParsers) -> None:
     group = add_command(
         commands,
@@ -434,6 +479,7 @@ SUBCOMMANDS: tuple[Callable[[SubParsers], None], ...] = (
     _add_status,
     _add_exports,
     _add_check,
+    _add_auth,
     _add_config,
     _add_inspect,
     _add_archive,

@@ -32,11 +32,12 @@ from typing import Any
 from imapclient import IMAPClient, SocketTimeout
 
 from inbox_poller.config import ImapConfig
-from inbox_poller.errors import MailboxError, ProcessedFolderError
+from inbox_poller.errors import MailboxError, MailboxLoginError, ProcessedFolderError
 from inbox_poller.imap import fetching, folder, idle, marking, session
 from inbox_poller.imap.names import Namespaces
 from inbox_poller.models import FetchedMail, MailboxStatus, MailKey
 from inbox_poller.net import client_context
+from inbox_poller.ports import AccessTokens
 
 logger = logging.getLogger("inbox_poller.imap")
 
@@ -45,7 +46,9 @@ class ImapMailbox:
     """The dedicated notification folder on one IMAP account.
 
     *password* is the resolved secret (``Config.imap_password.read()``); it is
-    never logged. *ca_file* is the resolved ``imap.ca_file`` (``Config.imap_ca``);
+    never logged. With ``auth = "oauth2"`` *tokens* gives the access tokens instead
+    (``ports.AccessTokens``): each login asks it for one, over ``oauth2.mechanism``.
+    *ca_file* is the resolved ``imap.ca_file`` (``Config.imap_ca``);
     when omitted, ``config.ca_file`` is used as given. The read timeout is
     ``config.timeout_s``; the connect timeout is *connect_timeout_s* or the same.
     """
@@ -53,14 +56,19 @@ class ImapMailbox:
     def __init__(
         self,
         config: ImapConfig,
-        password: str,
+        password: str = "",
         *,
+        tokens: AccessTokens | None = None,
         ca_file: Path | None = None,
         connect_timeout_s: float | None = None,
         fetch_chunk: int = fetching.FETCH_CHUNK_UIDS,
     ) -> None:
         self._config = config
         self._password = password
+        """The password, or the access token of the current login: cut out of every error."""
+        self._tokens = tokens
+        if config.auth == "oauth2" and tokens is None:
+            raise ValueError('auth = "oauth2" needs tokens')
         if ca_file is None and config.ca_file is not None:
             ca_file = Path(config.ca_file).expanduser()
         self._ca_file = ca_file
@@ -80,6 +88,8 @@ class ImapMailbox:
         """Why the configured processed folder cannot be used in this session."""
         self._namespaces: Namespaces | None = None
         self._marker = marking.Marker(config, self._where)
+        self.mechanism = "LOGIN" if tokens is None else ""
+        """How the last session logged in (``LOGIN``, ``XOAUTH2``, ``OAUTHBEARER``)."""
         session.quiet_imaplib_logger()
 
     # ---- the Mailbox protocol ---------------------------------------------------------
@@ -97,10 +107,13 @@ class ImapMailbox:
             folder cannot be selected).
         """
         self.close()
+        if self._tokens is not None:
+            # before connecting: no token, no session (and no idle connection held open)
+            self._password = self._tokens.access_token()
         client = self._connect()
         self._client = client
         try:
-            session.login(client, self._config, self._password, self._where, self._guard)
+            self._login(client)
             with self._guard("read capabilities"):
                 capabilities = client.capabilities()
             namespaces = folder.read_namespaces(client, self._guard)
@@ -187,9 +200,12 @@ class ImapMailbox:
             status = self.open()
             if self._processed_problem is not None:
                 raise ProcessedFolderError(self._processed_problem)
-            return folder.describe(
+            line = folder.describe(
                 self._config, status, self._exists, self._marker.describe(status, self._processed)
             )
+            if self._tokens is not None:
+                line += f"; logged in with {self.mechanism} (OAuth2)"
+            return line
         finally:
             self.close()
 
@@ -238,6 +254,25 @@ class ImapMailbox:
             if announce:
                 logger.warning("%s; mail is read and archived, but not moved", exc)
             self._processed_problem = str(exc)
+
+    def _login(self, client: IMAPClient) -> None:
+        if self._tokens is None:
+            session.login(client, self._config, self._password, self._where, self._guard)
+            return
+        assert self._config.oauth2 is not None
+        with self._guard("read capabilities"):
+            offered = client.capabilities()
+        mechanism = session.choose_mechanism(self._config.oauth2.mechanism, offered)
+        try:
+            session.oauth_login(
+                client, self._config, mechanism, self._password, self._where, self._guard
+            )
+        except MailboxLoginError:
+            # a token the server refuses must not be offered again: the next open gets a
+            # new one (bounded by the token source and the watcher's back-off)
+            self._tokens.forget(self._password)
+            raise
+        self.mechanism = mechanism
 
     def _connect(self) -> IMAPClient:
         if self._context is None:

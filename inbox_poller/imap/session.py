@@ -5,16 +5,18 @@ certificate checks always on (implicit TLS, or STARTTLS that must be advertised)
 socket timeouts and TCP keepalive, and a login whose refusal is told apart from a
 dropped connection. ``translate_errors`` turns every imapclient, socket and TLS
 exception into ``MailboxError`` (or ``MailboxLoginError``) naming the server and step,
-with the password cut out of whatever the server answered (``redact_secret``: a
-server may echo the LOGIN command in its error answer); ``quiet_imaplib_logger`` keeps
-the session's wire log out of the log, and ``atom_text`` reads the atoms (flags,
-capabilities) the server answers with.
+with the password (or the OAuth2 access token, also as the SASL payloads carry it) cut out of
+whatever the server answered (``redact_secret``: a server may echo the LOGIN command in
+its error answer); ``oauth_login`` logs in with XOAUTH2 or OAUTHBEARER (RFC 7628);
+``quiet_imaplib_logger`` keeps the session's wire log out of the log, and ``atom_text``
+reads the atoms (flags, capabilities) the server answers with.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import logging
 import re
 import socket
@@ -38,6 +40,9 @@ IMAPLIB_LOGGER = "imapclient.imaplib"
 
 REDACTED = "[redacted]"
 """What stands in a server's answer where the password was."""
+
+SASL_OAUTH = ("XOAUTH2", "OAUTHBEARER")
+"""The SASL mechanisms that carry an OAuth2 bearer token."""
 
 Guard = Callable[[str], AbstractContextManager[None]]
 """Wraps one named step (``with guard("fetch UID 7"): ...``) in ``translate_errors``."""
@@ -69,7 +74,10 @@ def secret_forms(secret: str, username: str = "") -> list[str]:
     if not secret:
         return []
     typed = [secret, secret.replace("\\", "\\\\").replace('"', '\\"')]
-    for plain in (f"\0{username}\0{secret}", f"{username}\0{username}\0{secret}"):
+    payloads = [f"\0{username}\0{secret}", f"{username}\0{username}\0{secret}"]
+    # an access token, as XOAUTH2 and OAUTHBEARER (RFC 7628) carry it
+    payloads += [oauth_payload(mechanism, username, secret) for mechanism in SASL_OAUTH]
+    for plain in payloads:
         typed.append(base64.b64encode(plain.encode("utf-8")).decode("ascii"))
     forms = set(typed)
     for form in typed:
@@ -140,6 +148,76 @@ def login(client: IMAPClient, config: ImapConfig, password: str, where: str, gua
             answer = redact_secret(str(exc), password, config.username)
             raise MailboxLoginError(
                 f"{where}: login as {config.username!r} refused: {answer}"
+            ) from None
+
+
+def oauth_payload(mechanism: str, username: str, token: str) -> str:
+    """The client's first SASL message carrying *token* for *username*.
+
+    XOAUTH2 (Google's and Microsoft's): ``user=…^Aauth=Bearer …^A^A``. OAUTHBEARER
+    (RFC 7628 §3.1): a GS2 header naming the user, then the same key-value pairs.
+    """
+    if mechanism == "OAUTHBEARER":
+        authzid = username.replace("=", "=3D").replace(",", "=2C")
+        return f"n,a={authzid},\x01auth=Bearer {token}\x01\x01"
+    return f"user={username}\x01auth=Bearer {token}\x01\x01"
+
+
+def choose_mechanism(configured: str, capabilities: tuple[bytes | str, ...]) -> str:
+    """Return the SASL mechanism for an OAuth2 login: *configured*, or for ``"auto"``
+    OAUTHBEARER when the server advertises it and XOAUTH2 otherwise."""
+    if configured != "auto":
+        return configured.upper()
+    offered = {atom_text(cap).upper() for cap in capabilities}
+    return "OAUTHBEARER" if "AUTH=OAUTHBEARER" in offered else "XOAUTH2"
+
+
+def _sasl_status(challenge: bytes) -> str:
+    """The server's error challenge (RFC 7628 §3.2.2: a JSON status), shown safely."""
+    text = challenge.decode("utf-8", "replace").strip()
+    try:
+        status = json.loads(text)
+    except ValueError:
+        return ""
+    if not isinstance(status, dict):
+        return ""
+    shown = {k: status[k] for k in ("status", "scope", "schemes") if isinstance(status.get(k), str)}
+    return f" (server status {json.dumps(shown, sort_keys=True)})" if shown else ""
+
+
+def oauth_login(
+    client: IMAPClient, config: ImapConfig, mechanism: str, token: str, where: str, guard: Guard
+) -> None:
+    """Log in with the access token *token* over *mechanism* (``XOAUTH2``/``OAUTHBEARER``).
+
+    A refusal raises ``MailboxLoginError`` naming the mechanism and the server's JSON
+    status (never the token); a dropped connection raises ``MailboxError``. After an
+    error challenge the client sends the empty response (XOAUTH2) or ``%x01``
+    (OAUTHBEARER, RFC 7628 §3.2.3), never the token a second time.
+    """
+    challenges: list[bytes] = []
+    payload = oauth_payload(mechanism, config.username, token).encode("utf-8")
+
+    def respond(challenge: bytes) -> bytes:
+        if not challenges:
+            challenges.append(b"")
+            return payload
+        challenges.append(challenge)
+        return b"\x01" if mechanism == "OAUTHBEARER" else b""
+
+    with guard("log in"):
+        try:
+            client.sasl_login(mechanism, respond)
+        except LoginError as exc:
+            if isinstance(exc.__context__, IMAPClientAbortError):
+                raise exc.__context__ from None
+            answer = redact_secret(str(exc), token, config.username)
+            status = _sasl_status(challenges[-1]) if len(challenges) > 1 else ""
+            raise MailboxLoginError(
+                f"{where}: {mechanism} login as {config.username!r} refused: {answer}{status}; "
+                "the access token was accepted by the token endpoint but not by the IMAP "
+                "server: check imap.oauth2.scope and that imap.username is the mailbox the "
+                "token is for (docs/providers.md)"
             ) from None
 
 

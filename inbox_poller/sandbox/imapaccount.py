@@ -78,11 +78,15 @@ class TestAccount:
             timeout=SocketTimeout(timeout_s, timeout_s),
         )
         try:
-            imap.login(self.user, self.password)
+            self._log_in(imap)
         except BaseException:
             imap.shutdown()
             raise
         return imap
+
+    def _log_in(self, imap: IMAPClient) -> None:
+        """Log *imap* in as the test user (a server may use something else than LOGIN)."""
+        imap.login(self.user, self.password)
 
     def _client_context(self) -> ssl.SSLContext:
         """A verifying context trusting only our CA (the system store takes 30 ms to load)."""

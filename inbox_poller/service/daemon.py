@@ -52,7 +52,7 @@ from inbox_poller.service.downloads import DownloadPool
 from inbox_poller.service.health import DAEMON_STARTED_KEY, ledger_health
 from inbox_poller.service.hookrunner import HookRunner
 from inbox_poller.service.sdnotify import Notifier
-from inbox_poller.service.watcher import IDLE_RENEW_S, MailboxWatcher
+from inbox_poller.service.watcher import IDLE_RENEW_S, LOGIN_PROBLEM_KEY, MailboxWatcher
 
 logger = logging.getLogger("inbox_poller.service")
 
@@ -109,6 +109,8 @@ class Daemon:
         self._metrics: Metrics = metrics or NoMetrics()
         self._terminate = threading.Event()
         self._reload = threading.Event()
+        self._status_now = threading.Event()
+        """Set by another thread for a ``STATUS=`` refresh now (a login problem)."""
         self._submit_lock = threading.Lock()
         self._last_watchdog = 0.0
 
@@ -140,6 +142,9 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 session = self._reload_config(session)
+            if self._status_now.is_set():
+                self._status_now.clear()
+                self._refresh_status(session)
         self._notifier.stopping()
         logger.info("daemon: stopping")
         self._stop(session)
@@ -151,7 +156,8 @@ class Daemon:
         try:
             config = load_config(self._config_path)
             # the new session reads these at start; refuse now rather than after stopping
-            config.imap_password.read()
+            for secret in config.imap_secrets:
+                secret.read()
             config.usertoken.read()
             if config.state_path != session.config.state_path:
                 raise ConfigError(
@@ -210,6 +216,7 @@ class Daemon:
             wake=wake,
             idle_timeout_s=self._renew_every_s(),
             on_progress=self._progress,
+            on_login_problem=lambda problem: self._record_login_problem(parts.store, problem),
             metrics=self._metrics,
         )
         scheduler = BackgroundScheduler(
@@ -318,6 +325,14 @@ class Daemon:
         if watcher_state not in ("idle", "polling"):
             line += f"; mailbox {watcher_state}"
         self._notifier.status(line)
+
+    def _record_login_problem(self, store: Store, problem: str) -> None:
+        """Keep why the mailbox cannot be logged in to, for ``status`` and ``STATUS=``.
+
+        Refreshes ``STATUS=`` at once, so it is unhealthy within one poll interval.
+        """
+        store.set_daemon_value(LOGIN_PROBLEM_KEY, problem)
+        self._status_now.set()
 
     def _renew_every_s(self) -> float:
         """How long one wait for mail may last: ``IDLE_RENEW_S``, or less under a watchdog.

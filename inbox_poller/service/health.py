@@ -29,6 +29,7 @@ from inbox_poller.loop.poller import ACK_PROBLEM_KEY, LAST_RUN_KEY
 from inbox_poller.loop.reader import LAST_POLL_KEY
 from inbox_poller.models import FINAL_STATES, Export, ExportState, HookRun
 from inbox_poller.ports import HealthSample
+from inbox_poller.service.watcher import LOGIN_PROBLEM_KEY
 
 STALE_POLL_INTERVALS = 3
 """The mailbox counts as unread after this many poll intervals without a successful pass."""
@@ -134,13 +135,15 @@ def assess(
     poll_interval_s: float,
     notify_deadline_s: float,
     ack_problem: str = "",
+    login_problem: str = "",
     mode: Mode = "daemon",
     last_run: Mapping[str, object] | None = None,
     hook_runs: Iterable[HookRun] = (),
 ) -> Health:
     """Judge the ledger at *now*: pending work, its age, and what is wrong.
 
-    *ack_problem* is why archived mail cannot be acknowledged ("" when it can).
+    *ack_problem* is why archived mail cannot be acknowledged ("" when it can);
+    *login_problem* why the mailbox cannot be logged in to ("" when it can).
     *last_run* is what the last ``run --once`` recorded (``at``, ``ok``, ``failed``);
     in mode ``once`` a failed last run is a problem. *hook_runs* are the pending ones,
     of which those that failed are a problem.
@@ -160,6 +163,8 @@ def assess(
         if export.state is ExportState.SUBMITTED and waiting > notify_deadline_s:
             overdue.append(export.job_id or str(export.export_id))
     problems: list[str] = []
+    if login_problem:
+        problems.append(f"mailbox login: {login_problem}")
     last_poll_age = (now - last_poll_at).total_seconds() if last_poll_at else None
     if last_poll_age is None or last_poll_age > STALE_POLL_INTERVALS * poll_interval_s:
         if last_poll_age is None:
@@ -250,6 +255,7 @@ def ledger_health(store: Store, config: Config, now: datetime) -> Health:
         poll_interval_s=config.imap.poll_interval,
         notify_deadline_s=config.exports.notify_deadline,
         ack_problem=values.get(ACK_PROBLEM_KEY, ""),
+        login_problem=values.get(LOGIN_PROBLEM_KEY, ""),
         mode=mode,
         last_run=last_run,
         hook_runs=store.pending_hook_runs(),

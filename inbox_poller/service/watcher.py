@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from inbox_poller.errors import MailboxError, MailboxLoginError
+from inbox_poller.errors import MailboxError, MailboxLoginError, TokenRefused
 from inbox_poller.models import MailboxStatus
 from inbox_poller.ports import Mailbox, Metrics, NoMetrics
 
@@ -44,6 +44,11 @@ often, when ``idle_timeout_s`` is shorter)."""
 WAKE_CHECK_S = 0.1
 """How often a NOOP-polling wait (no IDLE) looks at ``wake``; ``stop`` ends it at once."""
 REASON_MAX_CHARS = 200
+LOGIN_PROBLEM_KEY = "login_problem"
+"""The ledger's daemon value holding why the mailbox cannot be logged in to ("" when it
+can): a refused login or OAuth2 grant, which a person must fix. ``service.health``
+reports it."""
+LOGIN_PROBLEM_MAX_CHARS = 600
 
 
 def backoff_delay(failures: int, initial_s: float, max_s: float, rng: random.Random) -> float:
@@ -98,6 +103,7 @@ class MailboxWatcher:
         backoff_max_s: float = BACKOFF_MAX_S,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_login_problem: Callable[[str], None] = lambda problem: None,
         metrics: Metrics | None = None,
     ) -> None:
         for name, value in (
@@ -120,8 +126,13 @@ class MailboxWatcher:
         self._backoff_max_s = backoff_max_s
         self._rng: random.Random = rng or random.SystemRandom()
         self._clock = clock
+        self._on_login_problem = on_login_problem
+        self.login_problem = ""
+        """Why the last session could not log in ("" once one did): a refused login or
+        OAuth2 grant, which waiting will not fix."""
         self._metrics: Metrics = metrics or NoMetrics()
         self.state = "connecting"
+        self._token_refused = False
         self.last_pass_at: float | None = None
         self.sessions = 0
         self.failures = 0
@@ -138,7 +149,7 @@ class MailboxWatcher:
             self._close()
             if reason is None or self._stop.is_set():
                 break
-            self._back_off(reason)
+            self._back_off(reason, self._poll_interval_s if self._token_refused else None)
         self.state = "stopped"
         logger.info("mailbox watcher: stopped")
 
@@ -146,10 +157,19 @@ class MailboxWatcher:
 
     def _session(self) -> str | None:
         """Run one session until ``stop`` (return None) or a failure (return why)."""
+        self._token_refused = False
         try:
             self._serve()
-        except MailboxLoginError as exc:
-            logger.error("mailbox watcher: %s", exc)
+        except (MailboxLoginError, TokenRefused) as exc:
+            # a refused grant is not asked again until its inputs change, so trying
+            # once per poll interval costs no request and notices a fix soon
+            self._token_refused = isinstance(exc, TokenRefused)
+            text = " ".join(str(exc).split())[:LOGIN_PROBLEM_MAX_CHARS]
+            if text != self.login_problem:
+                logger.error("mailbox watcher: %s", exc)
+            else:  # said once already; the status keeps saying it
+                logger.debug("mailbox watcher: still: %s", exc)
+            self._set_login_problem(text)
             self._metrics.failure("mailbox", exc)
             return _short(exc)
         except MailboxError as exc:
@@ -165,6 +185,7 @@ class MailboxWatcher:
     def _serve(self) -> None:
         self.state = "connecting"
         status = self._mailbox.open()
+        self._set_login_problem("")
         self.sessions += 1
         if self.sessions > 1:
             logger.info("mailbox watcher: reconnected (session %d)", self.sessions)
@@ -227,11 +248,19 @@ class MailboxWatcher:
         except Exception:  # close() promises not to raise; a broken one must not stop us
             logger.exception("mailbox watcher: closing the session failed")
 
-    def _back_off(self, reason: str) -> None:
-        """Wait before the next attempt, on ``stop``, reporting progress meanwhile."""
+    def _back_off(self, reason: str, cap_s: float | None = None) -> None:
+        """Wait before the next attempt, on ``stop``, reporting progress meanwhile.
+
+        *cap_s* lowers the ceiling of the back-off (for a refused OAuth2 grant, which
+        costs no request to try again).
+        """
         self.failures += 1
+        ceiling_s = self._backoff_max_s if cap_s is None else min(cap_s, self._backoff_max_s)
         delay_s = backoff_delay(
-            self.failures, self._backoff_initial_s, self._backoff_max_s, self._rng
+            self.failures,
+            min(self._backoff_initial_s, ceiling_s),
+            ceiling_s,
+            self._rng,
         )
         self.state = f"backoff: {reason}"
         logger.info(
@@ -245,6 +274,15 @@ class MailboxWatcher:
             if self._stop.wait(step_s):
                 return
             remaining_s -= step_s
+
+    def _set_login_problem(self, problem: str) -> None:
+        if problem == self.login_problem:
+            return
+        self.login_problem = problem
+        try:
+            self._on_login_problem(problem)
+        except Exception:  # a failing report must not take the watcher down
+            logger.exception("mailbox watcher: recording the login problem failed")
 
     def _progress(self, what: str) -> None:
         try:

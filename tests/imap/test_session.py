@@ -6,6 +6,7 @@ not do (greet without STARTTLS, never answer).
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -24,7 +25,12 @@ import pytest
 from inbox_poller.config import ImapConfig
 from inbox_poller.errors import MailboxError, MailboxLoginError
 from inbox_poller.imap.mailbox import ImapMailbox
-from inbox_poller.imap.session import IMAPLIB_LOGGER
+from inbox_poller.imap.session import (
+    IMAPLIB_LOGGER,
+    choose_mechanism,
+    oauth_payload,
+    redact_secret,
+)
 from inbox_poller.sandbox.dovecot.server import DovecotServer
 from tests.plugins.dovecot import MakeMailbox, make_mail
 from tests.plugins.echo_imap import ECHO_MODES, EchoingImapServer
@@ -293,3 +299,43 @@ def test_check_and_both_log_formats_never_carry_an_echoed_password(
     for output in (check.stdout, check.stderr, text_log.stdout, text_log.stderr, json_log.stderr):
         for spelling in _password_spellings():
             assert spelling.lower() not in output.lower()
+
+
+SASL_CASES = [
+    # (mechanism, user, token, first client message)
+    ("XOAUTH2", "box@example.com", "tok", "user=box@example.com\x01auth=Bearer tok\x01\x01"),
+    ("OAUTHBEARER", "box@example.com", "tok", "n,a=box@example.com,\x01auth=Bearer tok\x01\x01"),
+    # RFC 5801: "," and "=" in the authzid are escaped
+    ("OAUTHBEARER", "a,b=c", "tok", "n,a=a=2Cb=3Dc,\x01auth=Bearer tok\x01\x01"),
+]
+
+
+@pytest.mark.parametrize(("mechanism", "user", "token", "payload"), SASL_CASES)
+def test_the_sasl_payloads(mechanism: str, user: str, token: str, payload: str) -> None:
+    assert oauth_payload(mechanism, user, token) == payload
+
+
+@pytest.mark.parametrize(
+    ("configured", "offered", "chosen"),
+    [
+        ("auto", (b"IMAP4REV1", b"AUTH=XOAUTH2", b"AUTH=OAUTHBEARER"), "OAUTHBEARER"),
+        ("auto", (b"IMAP4REV1", b"AUTH=XOAUTH2"), "XOAUTH2"),
+        ("auto", ("IMAP4rev1",), "XOAUTH2"),
+        ("xoauth2", (b"AUTH=OAUTHBEARER",), "XOAUTH2"),
+        ("oauthbearer", (), "OAUTHBEARER"),
+    ],
+)
+def test_auto_prefers_oauthbearer_when_offered(
+    configured: str, offered: tuple[bytes | str, ...], chosen: str
+) -> None:
+    assert choose_mechanism(configured, offered) == chosen
+
+
+def test_a_token_echoed_in_any_sasl_spelling_is_redacted() -> None:
+    token, user = "eyJ0eXAiOiJKV1QiLCJhbGciOi.J9-secret_part", "box@example.com"
+    for mechanism in ("XOAUTH2", "OAUTHBEARER"):
+        echoed = base64.b64encode(oauth_payload(mechanism, user, token).encode()).decode()
+        text = f"NO [AUTHENTICATIONFAILED] bad {echoed} and {token}"
+        clean = redact_secret(text, token, user)
+        assert token not in clean and echoed not in clean
+        assert clean.count("[redacted]") == 2

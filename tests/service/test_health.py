@@ -79,6 +79,16 @@ def test_archived_mail_that_cannot_be_acknowledged_is_unhealthy_with_the_reason(
     assert reason in health.status_line()
 
 
+def test_a_refused_login_is_a_problem_at_once() -> None:
+    reason = (
+        "OAuth2 refresh token refused (expired, revoked or replaced): run `inbox-poller auth login`"
+    )
+    health = assess([], NOW, NOW, poll_interval_s=60, notify_deadline_s=7200, login_problem=reason)
+    assert not health.healthy
+    assert health.problems == (f"mailbox login: {reason}",)
+    assert "run `inbox-poller auth login`" in health.status_line()
+
+
 @pytest.mark.parametrize(
     "state", [ExportState.SUBMIT_FAILED, ExportState.FAILED, ExportState.LINK_EXPIRED]
 )

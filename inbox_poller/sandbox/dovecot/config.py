@@ -15,6 +15,8 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
@@ -46,14 +48,11 @@ ssl_cert = <$ssl_cert
 ssl_key = <$ssl_key
 $ssl_dh
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = $mechanisms
 # a wrong password would otherwise delay every later login by seconds
 auth_failure_delay = 0
 
-passdb {
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u $dir/users
-}
+$passdb
 userdb {
   driver = passwd-file
   args = username_format=%u $dir/users
@@ -102,6 +101,58 @@ $extra
 """)
 
 
+PASSWORD_PASSDB = Template("""\
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $dir/users
+}""")
+
+OAUTH2_PASSDB = Template("""\
+passdb {
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = $dir/oauth2.conf.ext
+}""")
+
+OAUTH2_TEMPLATE = Template("""\
+# Written by inbox_poller.sandbox.dovecot.config: the oauth2 passdb (docs/dovecot.md).
+introspection_mode = post
+introspection_url = $introspection_url
+force_introspection = yes
+tls_ca_cert_file = $ca_file
+username_attribute = username
+active_attribute = active
+active_value = true
+timeout_msecs = 10000
+""")
+
+
+@dataclass(frozen=True)
+class DovecotOAuth2:
+    """An OAuth2-only instance: logins are XOAUTH2 or OAUTHBEARER, checked by introspection.
+
+    *introspection_url* is an RFC 7662 endpoint over https that *ca_file* vouches for
+    (``sandbox.oauth.server.OAuthServer``); *mint_token* gives the test helpers' own
+    logins an access token for a user.
+    """
+
+    introspection_url: str
+    ca_file: Path
+    mint_token: Callable[[str], str]
+
+
+def write_oauth2(directory: Path, oauth2: DovecotOAuth2) -> None:
+    """Write the oauth2 passdb's settings file."""
+    path = directory / "oauth2.conf.ext"
+    path.write_text(
+        OAUTH2_TEMPLATE.substitute(
+            introspection_url=oauth2.introspection_url, ca_file=oauth2.ca_file
+        ),
+        encoding="utf-8",
+    )
+    path.chmod(0o644)
+
+
 def render_config(
     *,
     directory: Path,
@@ -110,11 +161,13 @@ def render_config(
     ports: tuple[int, int],
     capability: str | None,
     extra: str,
+    oauth2: bool = False,
 ) -> str:
     """Return ``dovecot.conf`` for the instance in *directory*, as root or as ourselves.
 
     *capability* replaces the post-login CAPABILITY string when given; *extra* is
-    appended verbatim.
+    appended verbatim. *oauth2* makes the server OAuth2-only (``write_oauth2`` writes
+    the passdb's settings).
     """
     if os.geteuid() == 0:
         internal_user, internal_group = "root", "root"
@@ -130,7 +183,10 @@ def render_config(
         login_user = internal_user
         privileges = f"first_valid_uid = {os.geteuid()}\nfirst_valid_gid = {os.getegid()}\n"
         login_chroot, anvil_chroot = "", ""
+    passdb = OAUTH2_PASSDB if oauth2 else PASSWORD_PASSDB
     return CONFIG_TEMPLATE.substitute(
+        mechanisms="xoauth2 oauthbearer" if oauth2 else "plain login",
+        passdb=passdb.substitute(dir=directory),
         dir=directory,
         instance=instance,
         internal_user=internal_user,

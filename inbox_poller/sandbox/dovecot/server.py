@@ -57,7 +57,9 @@ class DovecotServer(TestAccount):
     *keywordless_folders* (``"nokw*"``) refuse custom keywords: their
     PERMANENTFLAGS lack ``\\*``, as on Exchange (done with the ACL plugin, by
     withholding the ``w`` right). Ports are chosen at random unless given, and
-    kept across :meth:`restart`.
+    kept across :meth:`restart`. With *oauth2* the server is OAuth2-only: it offers
+    XOAUTH2 and OAUTHBEARER and no password mechanism, and asks the introspection
+    endpoint about each token (the helpers of ``TestAccount`` log in with a minted one).
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class DovecotServer(TestAccount):
         binary: Path | None = None,
         search_path: str | None = None,
         start_timeout_s: float = START_TIMEOUT_S,
+        oauth2: dovecot_config.DovecotOAuth2 | None = None,
     ) -> None:
         self._binary = binary if binary is not None else find_dovecot(search_path)
         password = password if password is not None else secrets.token_urlsafe(16)
@@ -95,6 +98,7 @@ class DovecotServer(TestAccount):
         self._fixed_ports = (imap_port, imaps_port)
         self._ports: tuple[int, int] | None = None
         self._extra = extra_config
+        self._oauth2 = oauth2
         self._start_timeout_s = start_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
         self._ca: LocalCA | None = None
@@ -244,6 +248,12 @@ class DovecotServer(TestAccount):
 
     # ---- helpers for tests and the sandbox: TestAccount's ---------------------------
 
+    def _log_in(self, imap: IMAPClient) -> None:
+        if self._oauth2 is None:
+            super()._log_in(imap)
+        else:
+            imap.oauth2_login(self.user, self._oauth2.mint_token(self.user))
+
     # ---- internals --------------------------------------------------------------------
 
     def _prepare_directory(self) -> None:
@@ -265,7 +275,10 @@ class DovecotServer(TestAccount):
             ports=self._require_ports(),
             capability=self._capability,
             extra=dovecot_config.write_acl(self.directory, self._keywordless) + self._extra,
+            oauth2=self._oauth2 is not None,
         )
+        if self._oauth2 is not None:
+            dovecot_config.write_oauth2(self.directory, self._oauth2)
         self.config_path.write_text(text, encoding="utf-8")
 
     def _launch(self) -> None:
