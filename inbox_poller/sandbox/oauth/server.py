@@ -28,13 +28,12 @@ import hashlib
 import json
 import logging
 import secrets
-import socketserver
 import ssl
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -42,6 +41,7 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from inbox_poller.sandbox.localca import LocalCA, make_local_ca
 from inbox_poller.sandbox.oauth.keys import AssertionRefused, verify_assertion
+from inbox_poller.sandbox.tlsserver import LoopbackTlsServer
 
 logger = logging.getLogger("inbox_poller.sandbox")
 
@@ -50,7 +50,6 @@ DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
 GOOGLE_AUDIENCE = "https://oauth2.googleapis.com/token"
 """google-auth signs every assertion for Google's endpoint, whatever the token_uri."""
 MAX_BODY_BYTES = 64 * 1024
-SOCKET_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -509,33 +508,10 @@ class OAuthServer:
         return answer
 
 
-class _TlsServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _TlsServer(LoopbackTlsServer):
     def __init__(self, context: ssl.SSLContext, oauth: OAuthServer) -> None:
-        self.context = context
         self.oauth = oauth
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def server_bind(self) -> None:
-        socketserver.TCPServer.server_bind(self)  # no reverse lookup of the address
-        self.server_name = "localhost"
-        self.server_port = self.server_address[1]
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        request.settimeout(SOCKET_TIMEOUT_S)
-        try:
-            connection = self.context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            logger.debug("oauth server: TLS handshake failed: %s", exc)
-            return
-        try:
-            _Handler(connection, client_address, self)
-        finally:
-            connection.close()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.debug("oauth server: connection error", exc_info=True)
+        super().__init__(context, _Handler, "oauth server")
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-import socketserver
 import ssl
 import threading
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,11 +21,11 @@ from inbox_poller.sandbox.simulator.calls import ApiFault
 from inbox_poller.sandbox.simulator.jobs import Faults, SimJob
 from inbox_poller.sandbox.simulator.payloads import Segment, read_segments
 from inbox_poller.sandbox.simulator.rules import Answer
+from inbox_poller.sandbox.tlsserver import SOCKET_TIMEOUT_S, LoopbackTlsServer
 
 logger = logging.getLogger("inbox_poller.sandbox")
 
 MAX_API_BODY_BYTES = 1024**2
-SOCKET_TIMEOUT_S = 30.0
 
 
 class Simulator(Protocol):
@@ -65,37 +64,12 @@ class Simulator(Protocol):
         ...
 
 
-class TlsServer(ThreadingHTTPServer):
-    """A threaded HTTP server that does each TLS handshake in the connection's own thread."""
-
-    daemon_threads = True
+class TlsServer(LoopbackTlsServer):
+    """The simulator's HTTPS server: its handler asks *sim* what to answer."""
 
     def __init__(self, context: ssl.SSLContext, sim: Simulator) -> None:
-        self.context = context
         self.sim = sim
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would reverse-resolve the address (getfqdn): skip that
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = "localhost"
-        self.server_port = self.server_address[1]
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        request.settimeout(SOCKET_TIMEOUT_S)
-        try:
-            connection = self.context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            logger.debug("simulator: TLS handshake failed: %s", exc)
-            return
-        try:
-            _Handler(connection, client_address, self)
-        finally:
-            connection.close()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # clients that give up mid-body are expected here; never print tracebacks to stderr
-        logger.debug("simulator: connection error", exc_info=True)
+        super().__init__(context, _Handler, "simulator")
 
 
 def _retry_after(value: str | None) -> dict[str, str] | None:

@@ -1,0 +1,55 @@
+"""The sandbox's HTTPS servers' common base: a threaded TLS server on 127.0.0.1.
+
+The Pinpointe simulator and the OAuth2 server both serve HTTPS on loopback; this is
+the part they share. Nothing here is used in production.
+"""
+
+from __future__ import annotations
+
+import logging
+import socketserver
+import ssl
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+
+logger = logging.getLogger("inbox_poller.sandbox")
+
+SOCKET_TIMEOUT_S = 30.0
+"""How long a connection may sit idle (handshake included) before it is dropped."""
+
+
+class LoopbackTlsServer(ThreadingHTTPServer):
+    """A threaded HTTP server on 127.0.0.1 (a free port) that does each TLS handshake in
+    the connection's own thread, so one slow client never holds up the others."""
+
+    daemon_threads = True
+
+    def __init__(
+        self, context: ssl.SSLContext, handler: type[BaseHTTPRequestHandler], name: str
+    ) -> None:
+        self.context = context
+        self.name = name
+        """Who is serving, for the debug log."""
+        super().__init__(("127.0.0.1", 0), handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind would reverse-resolve the address (getfqdn): skip that
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = "localhost"
+        self.server_port = self.server_address[1]
+
+    def finish_request(self: Self, request: Any, client_address: Any) -> None:
+        request.settimeout(SOCKET_TIMEOUT_S)
+        try:
+            connection = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            logger.debug("%s: TLS handshake failed: %s", self.name, exc)
+            return
+        try:
+            self.RequestHandlerClass(connection, client_address, self)
+        finally:
+            connection.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # clients that give up mid-body are expected here; never print tracebacks to stderr
+        logger.debug("%s: connection error", self.name, exc_info=True)
