@@ -53,3 +53,21 @@ class LoopbackTlsServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         # clients that give up mid-body are expected here; never print tracebacks to stderr
         logger.debug("%s: connection error", self.name, exc_info=True)
+
+
+class LoopbackHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive and the idle timeout, and one way to send a whole answer."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = SOCKET_TIMEOUT_S
+
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)

@@ -33,7 +33,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -41,7 +40,7 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from inbox_poller.sandbox.localca import LocalCA, make_local_ca
 from inbox_poller.sandbox.oauth.keys import AssertionRefused, verify_assertion
-from inbox_poller.sandbox.tlsserver import LoopbackTlsServer
+from inbox_poller.sandbox.tlsserver import LoopbackHandler, LoopbackTlsServer
 
 logger = logging.getLogger("inbox_poller.sandbox")
 
@@ -514,8 +513,7 @@ class _TlsServer(LoopbackTlsServer):
         super().__init__(context, _Handler, "oauth server")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(LoopbackHandler):
     server: _TlsServer
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -567,14 +565,3 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         extra = {"Cache-Control": "no-store", **(headers or {})}
         self._send(status, json.dumps(answer).encode(), "application/json", extra)
-
-    def _send(
-        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)

@@ -13,7 +13,6 @@ import logging
 import ssl
 import threading
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,7 +20,7 @@ from inbox_poller.sandbox.simulator.calls import ApiFault
 from inbox_poller.sandbox.simulator.jobs import Faults, SimJob
 from inbox_poller.sandbox.simulator.payloads import Segment, read_segments
 from inbox_poller.sandbox.simulator.rules import Answer
-from inbox_poller.sandbox.tlsserver import SOCKET_TIMEOUT_S, LoopbackTlsServer
+from inbox_poller.sandbox.tlsserver import LoopbackHandler, LoopbackTlsServer
 
 logger = logging.getLogger("inbox_poller.sandbox")
 
@@ -76,9 +75,7 @@ def _retry_after(value: str | None) -> dict[str, str] | None:
     return {"Retry-After": value} if value else None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = SOCKET_TIMEOUT_S
+class _Handler(LoopbackHandler):
     server: TlsServer
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
@@ -120,17 +117,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._export(segments[1].removesuffix(".json"), query, segments[0] == "mirror")
         else:
             self._send_text(404, b"not found\n")
-
-    def _send(
-        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
 
     def _send_text(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self._send(status, body, "text/plain", headers)
