@@ -1,6 +1,6 @@
 """The daemon on an OAuth2 login, as a real process, across many access-token lifetimes.
 
-Access tokens live 10 s here, refresh tokens rotate (the old one is refused from then
+Access tokens live 20 s here, refresh tokens rotate (the old one is refused from then
 on), and the OAuth2-only Dovecot is restarted now and then, dropping the session as a
 provider does when a token expires. The daemon must keep working, ask the token
 endpoint only when a login needs a token (never per poll), survive its own restart on
@@ -28,7 +28,7 @@ from tests.plugins.oauth import OAuthSetup, tokens_in
 
 pytestmark = pytest.mark.dovecot
 
-LIFETIME_S = 10.0
+LIFETIME_S = 20.0
 POLL_S = 5.0
 
 
@@ -113,7 +113,7 @@ def test_the_daemon_archives_with_each_grant_and_mechanism(
     oauth_dovecot.restart()  # the session drops; the daemon logs in again
     second = _archive_one(env, "601")
     assert [entry["job_id"] for entry in env.manifest()] == [first, second]
-    # the reconnect reused the token it had (10 s lifetime), or at most got one more
+    # the reconnect reused the token it had (20 s lifetime), or at most got one more
     assert 1 <= len(oauth.server.token_requests(since)) <= 2
     logs = daemon.log()
     assert "Traceback" not in logs
@@ -145,7 +145,9 @@ def test_many_token_lifetimes_with_rotation_and_a_restart(
         # dropped again at once: the token just got is reused, not replaced
         # (a loaded machine may take a few back-off seconds)
         _wait(_more_logins(oauth, oauth.server.introspections), "a new login", 45)
-        time.sleep(1.5)  # one IDLE round: the session works, the back-off starts afresh
+        # the watcher starts its back-off afresh once a session survives one wait (at most
+        # a poll interval); dropping it sooner would let the back-off climb round by round
+        time.sleep(POLL_S + 1.0)
         oauth_dovecot.restart()
         sessions += 1
         if round_number == 2:
