@@ -28,6 +28,8 @@ class Shape:
 
     top_level: str
     records: int | None
+    format: str = "json"
+    """The payload's format (``download.formats``)."""
 
 
 def _events(head: bytes) -> Iterator[tuple[str, str]]:
