@@ -46,7 +46,7 @@ class FormatCheck:
         if seen == "html":
             raise PayloadInvalid(
                 f"an HTML page arrived, not a {self.expected.upper()} payload (an error or"
-                " login page?)"
+                f" login page?); its first bytes: {self.head.lstrip()[:32]!r}"
             )
         if seen == "json" or self.expected == "json":
             return "json"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ijson
 
@@ -28,7 +28,7 @@ class Shape:
 
     top_level: str
     records: int | None
-    format: str = "json"
+    format: str = field(default="json", repr=False)
     """The payload's format (``download.formats``)."""
 
 
