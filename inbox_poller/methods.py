@@ -197,6 +197,8 @@ def _ids(key: str, value: object, *, many: bool) -> list[str]:
 
 
 def _fields(key: str, value: object) -> list[str]:
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        value = value[0]  # ["all"], as the canonical form holds it
     if isinstance(value, str) and value.strip().lower() == "all":
         return ["all"]
     if isinstance(value, str):

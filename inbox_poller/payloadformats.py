@@ -24,6 +24,7 @@ with it, so both count ``records`` by the same rules:
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import io
 from collections.abc import Iterator
@@ -96,7 +97,8 @@ def _lines(stream: BinaryIO) -> Iterator[str]:
     except UnicodeDecodeError as exc:
         raise FormatError(f"the CSV is not UTF-8 text (line {number + 1}: {exc.reason})") from None
     finally:
-        text.detach()
+        with contextlib.suppress(ValueError):  # the stream was closed under us
+            text.detach()
 
 
 def csv_rows(stream: BinaryIO) -> Iterator[list[str]]:
@@ -104,7 +106,8 @@ def csv_rows(stream: BinaryIO) -> Iterator[list[str]]:
 
     Every row has the header's column count; blank lines are skipped.
     """
-    reader = csv.reader(_lines(stream), strict=True)
+    lines = _lines(stream)
+    reader = csv.reader(lines, strict=True)
     columns = 0
     try:
         for row in reader:
@@ -121,6 +124,8 @@ def csv_rows(stream: BinaryIO) -> Iterator[list[str]]:
             yield row
     except csv.Error as exc:
         raise FormatError(f"CSV line {reader.line_num}: {exc}") from None
+    finally:
+        lines.close()
     if not columns:
         raise FormatError("the CSV is empty: no header row")
 

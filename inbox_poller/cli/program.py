@@ -240,9 +240,10 @@ def _add_submit(commands: SubParsers) -> None:
     )
     submit.add_argument("--stat", type=_stat, help="the campaign send's stat ID")
     for key in ALL_OPTION_KEYS:
-        option = next(o for m in METHODS.values() if (o := m.option(key)) is not None)
         if key == "stat":
             continue
+        kinds = {o.kind: o for m in METHODS.values() if (o := m.option(key)) is not None}
+        option = kinds.get("ids") or next(iter(kinds.values()))
         users = ", ".join(name for name, m in METHODS.items() if m.option(key) is not None)
         if option.kind == "flag":
             submit.add_argument(
