@@ -251,3 +251,39 @@ def test_every_method_from_a_schedule_is_archived_once(loop_env: LoopEnv) -> Non
     )
     assert all(line["records"] == loop_env.sim.payload_records for line in lines)
     assert verify(loop_env.archive_dir).ok
+
+
+def test_a_sends_schedule_archives_each_send_once_across_restarts(loop_env: LoopEnv) -> None:
+    loop_env.config_path.write_text(
+        loop_env.config_path.read_text(encoding="utf-8")
+        + '\n[[export]]\nname = "recent-sends-daily"\nsends = "last-7-days"\n'
+        'cron = "0 4 * * *"\nwindow = "previous-day"\n',
+        encoding="utf-8",
+    )
+    config = loop_env.config()
+    now = datetime.now(UTC)
+    started = int(now.timestamp())
+    loop_env.sim.sends = [
+        {"newsletterid": nid, "name": name, "statid": stat, "starttime": str(started - age)}
+        for nid, name, stat, age in (
+            ("31", "Spring", "4711", 3600),
+            ("32", "Summer", "4712", 86400),
+            ("33", "Old", "4000", 30 * 86400),
+        )
+    ]
+    with Store(config.state_path) as store:
+        first = build_submitter(config, store).submit_due(config.schedules, now)
+    with Store(config.state_path) as store:  # a restart
+        assert build_submitter(config, store).submit_due(config.schedules, now) == []
+    assert sorted(export.request.stat for export in first) == ["4711", "4712"]
+    for export in first:
+        assert export.job_id is not None
+        loop_env.sim.job(export.job_id).wait_delivered(30)
+    parts = loop_env.loop()
+    try:
+        assert len(parts.poller.run_once(parts.mailbox).archived) == 2
+    finally:
+        parts.close()
+    shown = loop_env.cli("exports")
+    assert "schedule recent-sends-daily, send 4711 (newsletter 31 'Spring'" in shown.stdout
+    assert sorted(line["stat"] for line in loop_env.manifest()) == ["4711", "4712"]
