@@ -27,7 +27,7 @@ import codecs
 import contextlib
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 from xml.sax import SAXException
@@ -78,7 +78,7 @@ def sniff(head: bytes) -> str:
 # ---- CSV -----------------------------------------------------------------------------------
 
 
-def _lines(stream: BinaryIO) -> Iterator[str]:
+def _lines(stream: BinaryIO) -> Generator[str, None, None]:
     """Yield the decoded lines of *stream*, each checked for NUL, length and its line break."""
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="strict", newline="")
     number = 0
