@@ -17,8 +17,9 @@ with it, so both count ``records`` by the same rules:
   with DTDs forbidden (so no entity can be declared: no expansion bomb, no external
   entity, no DTD fetch), through SAX callbacks that keep no tree and no text, so memory
   is bounded by the nesting depth (at most ``MAX_DEPTH``). The *record element* is the
-  element that repeats most often under one parent within ``RECORD_DEPTH`` levels of
-  the root (ties: the deeper one); ``records`` is its count.
+  element path (``response/data/item``) that occurs most often within ``RECORD_DEPTH``
+  levels below the root (ties: the shallower one, so a record's own fields never win);
+  ``records`` is its count.
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ def xml_shape(stream: BinaryIO) -> XmlShape:
         raise FormatError("the XML has no root element")
     if not scan.counts:
         return XmlShape(scan.root, None, 0)
-    best = max(scan.counts.items(), key=lambda item: (item[1], item[0].count("/")))
+    best = max(scan.counts.items(), key=lambda item: (item[1], -item[0].count("/")))
     return XmlShape(scan.root, best[0], best[1])
 
 
