@@ -620,4 +620,9 @@ def cmd_archive(args: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from inbox_poller.sandbox.demo import run_sandbox
 
-    return run_sandbox(Path(args.dir) if args.dir else None, records=args.records)
+    return run_sandbox(
+        Path(args.dir) if args.dir else None,
+        records=args.records,
+        method_name=args.method,
+        fmt=args.format,
+    )

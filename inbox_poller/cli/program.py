@@ -508,6 +508,16 @@ def _add_sandbox(commands: SubParsers) -> None:
     sandbox.add_argument(
         "--records", type=int, default=20000, help="records in the simulated payload"
     )
+    sandbox.add_argument(
+        "--method",
+        default=CONTACT_DATA_METHOD,
+        choices=list(METHODS),
+        metavar="METHOD",
+        help=f"the Pinpointe method to export: {', '.join(METHODS)} (default: %(default)s)",
+    )
+    sandbox.add_argument(
+        "--format", choices=list(FORMATS), help="the payload format, where the method takes one"
+    )
 
 
 SUBCOMMANDS: tuple[Callable[[SubParsers], None], ...] = (
