@@ -187,7 +187,15 @@ def _columns(method: str, target: str) -> tuple[str, ...]:
         )  # fmt: skip
     if method == "GetNewsletterContactDataSummaryAsync":
         return ("subscriberid", "emailaddress", "event", "eventtime", "ipaddress", "url", "statid")
-    return ("subscriberid", "emailaddress", "status", "subscribedate", target, "firstname")
+    owner = {"GetListSubscribersAsync": "listid", "GetTagSubscribersAsync": "tagid"}
+    return (
+        "subscriberid",
+        "emailaddress",
+        "status",
+        "subscribedate",
+        owner.get(method, "segmentid"),
+        "firstname",
+    )
 
 
 def _values(method: str, target: str, k: int) -> tuple[str, ...]:
