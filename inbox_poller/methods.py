@@ -122,7 +122,7 @@ METHODS: dict[str, Method] = {
         Method(
             "GetNewsletterStatsAsync",
             "Newsletters",
-            (Option("list", "listid", "id", required=True, help="the list ID"),),
+            (Option("list", "listid", "id", required=True, help="a list ID"),),
             ("json", "csv", "xml"),
             "zulu",
             "statistics of the newsletters sent to one list",
@@ -131,7 +131,7 @@ METHODS: dict[str, Method] = {
             "GetListSubscribersAsync",
             "Lists",
             (
-                Option("list", "list", "ids", required=True, help="a list ID (repeatable)"),
+                Option("list", "list", "ids", required=True, help="a list ID"),
                 *_FILTERS,
             ),
             ("json",),
@@ -142,9 +142,7 @@ METHODS: dict[str, Method] = {
             "GetSegmentSubscribersAsync",
             "Segments",
             (
-                Option(
-                    "segment", "segmentid", "ids", required=True, help="a segment ID (repeatable)"
-                ),
+                Option("segment", "segmentid", "ids", required=True, help="a segment ID"),
                 *_FILTERS,
             ),
             ("json", "csv"),
@@ -154,7 +152,7 @@ METHODS: dict[str, Method] = {
         Method(
             "GetTagSubscribersAsync",
             "Tags",
-            (Option("tag", "tagid", "ids", required=True, help="a tag ID (repeatable)"), *_FILTERS),
+            (Option("tag", "tagid", "ids", required=True, help="a tag ID"), *_FILTERS),
             ("json", "csv"),
             "none",
             "the subscribers of one or more tags (fields inferred from the segment call)",

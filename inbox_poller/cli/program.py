@@ -244,7 +244,11 @@ def _add_submit(commands: SubParsers) -> None:
             continue
         kinds = {o.kind: o for m in METHODS.values() if (o := m.option(key)) is not None}
         option = kinds.get("ids") or next(iter(kinds.values()))
-        users = ", ".join(name for name, m in METHODS.items() if m.option(key) is not None)
+        users = ", ".join(
+            name + (" (repeatable)" if o.kind == "ids" else "")
+            for name, m in METHODS.items()
+            if (o := m.option(key)) is not None
+        )
         if option.kind == "flag":
             submit.add_argument(
                 option.flag, dest=key, action="store_true", default=None, help=f"({users})"
