@@ -60,7 +60,8 @@ class ExportSchedule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
     name: str
-    stat: tuple[str, ...] = ()
+    stat: tuple[str, ...] | None = None
+    """None for a ``sends`` table and the other methods (``config show`` leaves it out)."""
     method: str = CONTACT_DATA_METHOD
     """The Pinpointe method (``inbox_poller.methods``); its own keys follow."""
     list: tuple[str, ...] | None = None
@@ -118,7 +119,9 @@ class ExportSchedule(BaseModel):
 
     @field_validator("stat", mode="before")
     @classmethod
-    def _stat_ids(cls, value: object) -> tuple[str, ...]:
+    def _stat_ids(cls, value: object) -> tuple[str, ...] | None:
+        if value is None:
+            return None
         items = list(value) if isinstance(value, (list, tuple)) else [value]
         if not items:
             raise ValueError("expected a stat ID or a non-empty list of them")
@@ -253,7 +256,7 @@ class ExportSchedule(BaseModel):
         if self.method == CONTACT_DATA_METHOD:
             return tuple(
                 make_request(self.method, {"stat": stat}, self.format, startdate, enddate)
-                for stat in self.stat
+                for stat in self.stat or ()
             )
         return (make_request(self.method, self.method_options(), self.format, startdate, enddate),)
 
@@ -290,7 +293,7 @@ class ExportSchedule(BaseModel):
         window = self.window
         if window == "fixed":
             window = f"fixed {self.start}..{self.end}"
-        what = f"stat {','.join(self.stat)}"
+        what = f"stat {','.join(self.stat or ())}"
         if self.sends is not None:
             what = f"every send of the {self.sends}"
         elif self.method != CONTACT_DATA_METHOD:

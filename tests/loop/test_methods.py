@@ -209,6 +209,28 @@ method = "GetTagSubscribersAsync"
 tag = [9]
 cron = "0 4 * * *"
 window = "none"
+
+[[export]]
+name = "stats-json"
+method = "GetNewsletterStatsAsync"
+list = 12
+cron = "0 4 * * *"
+
+[[export]]
+name = "segment-json"
+method = "GetSegmentSubscribersAsync"
+segment = 7
+cron = "0 4 * * *"
+window = "none"
+
+[[export]]
+name = "tag-csv"
+method = "GetTagSubscribersAsync"
+tag = [9, 10]
+status = "unsubscribed"
+format = "csv"
+cron = "0 4 * * *"
+window = "none"
 """
 
 
@@ -224,7 +246,7 @@ def test_every_method_from_a_schedule_is_archived_once(loop_env: LoopEnv) -> Non
         first = submitter.submit_due(config.schedules, now)
         # a second fire of the same windows and a restart submit nothing twice
         assert submitter.submit_due(config.schedules, now + timedelta(minutes=5)) == []
-    assert len(first) == 6
+    assert len(first) == 9
     jobs = {export.job_id or "" for export in first}
     for job_id in jobs:
         assert job_id is not None
@@ -247,6 +269,9 @@ def test_every_method_from_a_schedule_is_archived_once(loop_env: LoopEnv) -> Non
             ("GetListSubscribersAsync", "json"),
             ("GetSegmentSubscribersAsync", "csv"),
             ("GetTagSubscribersAsync", "json"),
+            ("GetNewsletterStatsAsync", "json"),
+            ("GetSegmentSubscribersAsync", "json"),
+            ("GetTagSubscribersAsync", "csv"),
         ]
     )
     assert all(line["records"] == loop_env.sim.payload_records for line in lines)
