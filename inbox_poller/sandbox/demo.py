@@ -190,7 +190,7 @@ def _run_loop(
     request: ExportRequest,
 ) -> int:
     window = f" {request.startdate}..{request.enddate}" if request.startdate else ""
-    _step(f"submitting {request.method} {describe(request)} as {request.format}{window}")
+    _step(f"submitting {request.method} {describe(request)}{window}")
     export = submitter.submit(request)
     _step(f"Pinpointe answered with job ID {export.job_id}; waiting for its notification")
     deadline = time.monotonic() + WAIT_FOR_ARCHIVE_S
