@@ -132,9 +132,10 @@ def child_main(url: str, ca: Path, out: Path, *, validate: bool = True) -> None:
     """
     from inbox_poller.config import DownloadConfig
     from inbox_poller.download import fetcher as download
+    from inbox_poller.download import formats
 
     if not validate:
-        download.FastCheck = _AcceptAll  # type: ignore[attr-defined, assignment]
+        formats.FastCheck = _AcceptAll  # type: ignore[attr-defined, assignment]
     host = url.split("/")[2]
     config = DownloadConfig(allowed_hosts=(host,), allow_private_addresses=True, max_bytes=2**40)
     archive = Archive(out.parent / "archive")

@@ -4,7 +4,10 @@ Layout (built only from validated IDs, never from names found in mail or URLs)::
 
     <archive.dir>/
         manifest.jsonl                      one JSON line per archived payload
-        <method>/<YYYY>/<MM>/stat-<stat>_job-<job_id>.json
+        <method>/<YYYY>/<MM>/<target>_job-<job_id>.<json|csv|xml>
+
+``<target>`` names what was exported (``methods.target``: ``stat-4711``, ``list-3``,
+``segment-5+6``, ``tag-9``); the extension is the format that arrived.
 
 ``YYYY/MM`` is the UTC month the export was submitted. A payload is written to
 ``.<job_id>.<random>.part`` in its final directory (``O_CREAT|O_EXCL|O_NOFOLLOW``),
@@ -30,6 +33,7 @@ import grp
 import hashlib
 import json
 import os
+import re
 import secrets
 import threading
 from collections.abc import Callable
@@ -41,7 +45,9 @@ from typing import BinaryIO
 from inbox_poller import crashpoints
 from inbox_poller.archive_reader import MANIFEST_NAME, MAX_LINE_BYTES, PART_SUFFIX, ManifestLine
 from inbox_poller.errors import ArchiveError
+from inbox_poller.methods import FORMATS, target
 from inbox_poller.models import (
+    CONTACT_DATA_METHOD,
     DATE_RE,
     JOB_ID_RE,
     MANIFEST_OFFSET_UNKNOWN,
@@ -56,6 +62,7 @@ WRITE_BEHIND_BYTES = 64 * 1024 * 1024
 download's writer thread), so the final fsync has little left to do and does not add
 the whole payload's write-back to the end of the download."""
 _METHOD_RE = JOB_ID_RE
+_TARGET_RE = re.compile(r"^[a-z]{1,16}-[0-9+]{1,100}(?:\+more)?\Z")
 _HASH_CHUNK_BYTES = 1024 * 1024
 
 
@@ -256,16 +263,24 @@ class Archive:
             if manifest.is_file() and not manifest.is_symlink():
                 self.access.apply(manifest, self.access.file_mode)
 
-    def relative_path(self, export: Export) -> str:
-        """Return the final path of *export*'s payload, relative to the archive root."""
+    def relative_path(self, export: Export, fmt: str = "json") -> str:
+        """Return the final path of *export*'s payload as *fmt*, relative to the archive root."""
         request = export.request
         job_id = export.job_id or ""
         if not JOB_ID_RE.match(job_id):
             raise ArchiveError(f"export {export.export_id}: job ID {job_id!r} is not archivable")
-        if not STAT_ID_RE.match(request.stat) or not _METHOD_RE.match(request.method):
+        try:
+            named = target(request)
+        except ValueError:
+            named = ""
+        if (request.method == CONTACT_DATA_METHOD and not STAT_ID_RE.match(request.stat)) or not (
+            _METHOD_RE.match(request.method) and _TARGET_RE.match(named)
+        ):
             raise ArchiveError(f"export {export.export_id}: stat or method is not archivable")
+        if fmt not in FORMATS:
+            raise ArchiveError(f"export {export.export_id}: format {fmt!r} is not archivable")
         when = export.submitted_at or export.created_at
-        return f"{request.method}/{when:%Y}/{when:%m}/stat-{request.stat}_job-{job_id}.json"
+        return f"{request.method}/{when:%Y}/{when:%m}/{named}_job-{job_id}.{fmt}"
 
     def _final(self, relative: str) -> Path:
         final = (self.root / relative).resolve()
@@ -285,7 +300,8 @@ class Archive:
 
     def describe(self, export: Export, result: DownloadResult) -> ArchivedFile:
         return ArchivedFile(
-            path=self.relative_path(export),
+            path=self.relative_path(export, result.format),
+            format=result.format,
             bytes=result.bytes,
             sha256=result.sha256,
             records=result.records,
@@ -455,4 +471,7 @@ def manifest_line(export: Export, archived: ArchivedFile, now: datetime) -> Mani
         archived_at=now.isoformat(),
         export_id=export.export_id,
         source=archived.source,
+        format=archived.format,
+        options=json.loads(request.options or "{}"),
+        requested_format=request.format,
     )

@@ -45,6 +45,7 @@ import ijson
 
 from inbox_poller.errors import ArchiveReadError
 from inbox_poller.mainarray import HEAD_BYTES, main_array
+from inbox_poller.payloadformats import FormatError, csv_records, xml_records, xml_shape
 
 MANIFEST_NAME = "manifest.jsonl"
 PART_SUFFIX = ".part"
@@ -82,7 +83,22 @@ class ManifestLine:
     export_id: int
     source: str
     """The download link, as ``scheme://host/path`` (never its signed query)."""
+    format: str = "json"
+    """What the payload is: ``json``, ``csv`` or ``xml`` (lines written before formats
+    existed are JSON)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The method's options as requested (``{"list": ["3"], "status": "active"}``);
+    ``stat`` is its own field."""
+    requested_format: str = "json"
+    """The format that was asked for; ``format`` differs when Pinpointe sent JSON anyway."""
 
+
+_OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {
+    "format": (str,),
+    "options": (dict,),
+    "requested_format": (str,),
+}
+"""Fields added later: a line without them reads with the defaults."""
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "job_id": (str,),
@@ -101,7 +117,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "export_id": (int,),
     "source": (str,),
 }
-assert set(_FIELD_TYPES) == {f.name for f in fields(ManifestLine)}
+assert set(_FIELD_TYPES) | set(_OPTIONAL_FIELDS) == {f.name for f in fields(ManifestLine)}
 
 
 def parse_manifest_line(text: bytes | str) -> ManifestLine:
@@ -118,7 +134,13 @@ def parse_manifest_line(text: bytes | str) -> ManifestLine:
         item = value[name]
         if not isinstance(item, types) or (isinstance(item, bool) and bool not in types):
             raise ValueError(f"{name!r} is {type(item).__name__}")
-    return ManifestLine(**{name: value[name] for name in _FIELD_TYPES})
+    optional = {}
+    for name, types in _OPTIONAL_FIELDS.items():
+        if name in value:
+            if not isinstance(value[name], types):
+                raise ValueError(f"{name!r} is {type(value[name]).__name__}")
+            optional[name] = value[name]
+    return ManifestLine(**{name: value[name] for name in _FIELD_TYPES}, **optional)
 
 
 def _lines(handle: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
@@ -182,11 +204,47 @@ class ArchiveReader:
         return self.root / relative
 
     def records(self, entry: ManifestLine | str) -> Iterator[Any]:
-        """Yield the records of *entry*'s payload (a manifest line or its ``path``), streaming."""
-        return read_records(self.path(entry))
+        """Yield the records of *entry*'s payload (a manifest line or its ``path``), streaming.
+
+        JSON: the main array's items; CSV: each row as a dict keyed by the header; XML:
+        each record element as a dict of its attributes and its children's text.
+        """
+        fmt = entry.format if isinstance(entry, ManifestLine) else None
+        return read_records(self.path(entry), fmt)
 
 
-def read_records(path: str | os.PathLike[str]) -> Iterator[Any]:
+def read_records(path: str | os.PathLike[str], fmt: str | None = None) -> Iterator[Any]:
+    """Yield the records of the payload at *path*, streaming; *fmt* defaults to its
+    extension (``.csv``, ``.xml``, else JSON).
+
+    :raises ArchiveReadError: while iterating: the file cannot be read or is not valid.
+    """
+    fmt = fmt or {".csv": "csv", ".xml": "xml"}.get(Path(path).suffix, "json")
+    if fmt == "json":
+        return _json_records(path)
+    return _table_records(path, fmt)
+
+
+def _table_records(path: str | os.PathLike[str], fmt: str) -> Iterator[dict[str, str]]:
+    name = str(path)
+    try:
+        if fmt == "csv":
+            with Path(path).open("rb") as handle:
+                yield from csv_records(handle)
+            return
+        with Path(path).open("rb") as handle:
+            record_path = xml_shape(handle).record_path
+        if record_path is None:
+            return
+        with Path(path).open("rb") as handle:
+            yield from xml_records(handle, record_path)
+    except OSError as exc:
+        raise ArchiveReadError(f"cannot read {name}: {exc.strerror}") from exc
+    except FormatError as exc:
+        raise ArchiveReadError(f"{name}: {exc}") from None
+
+
+def _json_records(path: str | os.PathLike[str]) -> Iterator[Any]:
     """Yield the items of the main array of the JSON file at *path*, streaming.
 
     :raises ArchiveReadError: while iterating: the file cannot be read, is not valid

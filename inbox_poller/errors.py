@@ -63,6 +63,10 @@ class StoreError(InboxPollerError):
     """Raised when the ledger cannot be opened, migrated or written."""
 
 
+class DuplicateSubmission(StoreError):
+    """Raised when a schedule's export already holds its slot in the ledger (a racing fire)."""
+
+
 class LedgerMissing(StoreError):
     """Raised when a command that only reads finds no ledger file (it never creates one)."""
 

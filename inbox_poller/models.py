@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 CONTACT_DATA_METHOD = "GetNewsletterContactDataSummaryAsync"
-"""The only export method inbox-poller submits today."""
+"""The default export method (every method is in ``inbox_poller.methods``)."""
 
 # Anchored with \Z, not $: "$" also matches before a final newline, so "987654\n" would
 # pass, and an ID becomes a path, a ledger key and a request field.
@@ -117,12 +117,34 @@ def can_transition(current: ExportState, wanted: ExportState) -> bool:
 
 @dataclass(frozen=True)
 class ExportRequest:
-    """What to ask Pinpointe for. Dates are YYYYMMDD strings exactly as sent."""
+    """What to ask Pinpointe for. Dates are the window as YYYYMMDD, end exclusive
+    (``methods.build_details`` writes them in each method's form)."""
 
     stat: str
+    """The stat ID of a ``GetNewsletterContactDataSummaryAsync`` export; "" otherwise."""
     startdate: str | None = None
     enddate: str | None = None
     method: str = CONTACT_DATA_METHOD
+    options: str = "{}"
+    """The method's other options as canonical JSON (``methods.canonical``)."""
+    format: str = "json"
+    """The payload format requested (``json``, ``csv`` or ``xml``)."""
+
+
+@dataclass(frozen=True)
+class Send:
+    """One newsletter send, as ``GetNewslettersSent`` lists it (docs/pinpointe-api.md §7)."""
+
+    statid: str
+    newsletterid: str = ""
+    name: str = ""
+    starttime: str = ""
+
+    def describe(self) -> str:
+        """One line for ``exports`` and the logs."""
+        named = f" {self.name!r}" if self.name else ""
+        when = f", started {self.starttime}" if self.starttime else ""
+        return f"send {self.statid} (newsletter {self.newsletterid or '?'}{named}{when})"
 
 
 @dataclass(frozen=True)
@@ -147,9 +169,12 @@ class ArchivedFile:
     sha256: str
     records: int | None
     top_level: str = "unknown"
-    """``array``, ``object`` or the scalar type of the JSON document."""
+    """``array``, ``object`` or the scalar type of the JSON document; ``table`` (CSV),
+    ``element`` (XML)."""
     source: str = ""
     """Where it was downloaded from, redacted to scheme://host/path."""
+    format: str = "json"
+    """What was archived, as it arrived (``json``, ``csv``, ``xml``)."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +206,8 @@ class Export:
     remote_status: str | None = None
     schedule: str | None = None
     """The ``[[export]]`` schedule that created it, if any."""
+    origin: str | None = None
+    """For a ``sends`` schedule: the send it was expanded from (docs/schedules.md §5)."""
     failed_links: tuple[str, ...] = ()
     """Download links that failed for this export (expired, invalid payload, given up),
     oldest first: never tried again. When it holds ``download_url``, the export's own
@@ -398,6 +425,8 @@ class DownloadResult:
     """The last URL fetched after redirects, redacted (scheme://host/path)."""
     attempts: int
     elapsed_s: float
+    format: str = "json"
+    """The format the payload arrived in (``json``, ``csv``, ``xml``)."""
 
 
 class HookState(StrEnum):

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol
 
-from inbox_poller.models import DownloadResult, ExportRequest, FetchedMail, MailboxStatus, MailKey
+from inbox_poller.models import (
+    DownloadResult,
+    ExportRequest,
+    FetchedMail,
+    MailboxStatus,
+    MailKey,
+    Send,
+)
 
 JOB_NOT_FOUND = "not found"
 """The status ``ExportApi.job_status`` reports for a job Pinpointe does not know (any more)."""
@@ -96,14 +103,18 @@ class PayloadSink(Protocol):
 class Downloader(Protocol):
     """The safe HTTPS fetcher (``download.fetcher.SafeDownloader``)."""
 
-    def download(self, url: str, sink: PayloadSink) -> DownloadResult:
-        """Fetch *url* into *sink*, validating the JSON to its end.
+    def download(self, url: str, sink: PayloadSink, *, expected: str = "json") -> DownloadResult:
+        """Fetch *url* into *sink*, validating the payload to its end.
+
+        *expected* is the format requested (``json``, ``csv``, ``xml``); what arrives
+        confirms it (``download.formats``): JSON is always taken as JSON, HTML never.
 
         :raises DownloadRefused: the URL, a redirect or a resolved address is not allowed
             (raised before any connection to it).
         :raises LinkExpired: 403, 404 or 410.
         :raises PayloadTooLarge: over ``download.max_bytes`` (declared or decoded).
-        :raises PayloadInvalid: not one complete JSON document.
+        :raises PayloadInvalid: not one complete document of the format that arrived, or
+            a format that was not asked for.
         :raises DownloadTransient: 5xx/429/reset/timeout/truncation after the retries.
         :raises ArchiveError: the sink could not be written.
         """
@@ -135,6 +146,14 @@ class ExportApi(Protocol):
         """Ask ``API``/``AsyncJobStatus``; map each job ID to its lower-cased status.
 
         A job Pinpointe does not know is :data:`JOB_NOT_FOUND`.
+        :raises ApiError:
+        """
+        ...
+
+    def newsletters_sent(self, days: int) -> list[Send]:
+        """Ask ``Newsletters``/``GetNewslettersSent`` for the sends of the last *days* days
+        (every page), each once, with a stat ID.
+
         :raises ApiError:
         """
         ...

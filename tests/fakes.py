@@ -19,6 +19,7 @@ from inbox_poller.models import (
     FetchedMail,
     MailboxStatus,
     MailKey,
+    Send,
 )
 from inbox_poller.ports import HealthSample, PayloadSink
 
@@ -115,6 +116,9 @@ class FakeApi:
         self.error: ApiError | None = None
         self.last_response: str | None = None
         self.statuses: dict[str, str] = {}
+        self.sends: list[Send] = []
+        """What ``newsletters_sent`` answers (the test sets it)."""
+        self.sends_asked: list[int] = []
 
     def submit(self, request: ExportRequest) -> str:
         self.submitted.append(request)
@@ -130,6 +134,12 @@ class FakeApi:
     def job_status(self, job_ids: Sequence[str]) -> dict[str, str]:
         return {job_id: self.statuses.get(job_id, "not found") for job_id in job_ids}
 
+    def newsletters_sent(self, days: int) -> list[Send]:
+        self.sends_asked.append(days)
+        if self.error is not None:
+            raise self.error
+        return list(self.sends)
+
 
 class FakeDownloader:
     """Serves payloads by URL; a URL may instead be scripted to raise errors in turn."""
@@ -139,7 +149,7 @@ class FakeDownloader:
         self.errors: dict[str, list[DownloadError]] = {}
         self.calls: list[str] = []
 
-    def download(self, url: str, sink: PayloadSink) -> DownloadResult:
+    def download(self, url: str, sink: PayloadSink, *, expected: str = "json") -> DownloadResult:
         self.calls.append(url)
         scripted = self.errors.get(url)
         if scripted:

@@ -267,3 +267,43 @@ def test_verify_refuses_links_in_the_archive(tmp_path: Path) -> None:
 
 def test_verify_a_missing_archive(tmp_path: Path) -> None:
     assert _kinds(tmp_path / "nothing") == [("no-archive", str(tmp_path / "nothing"))]
+
+
+# ---- issue 12: formats in the manifest, CSV and XML records ----------------------------
+
+OLD_LINE = {
+    "job_id": "1", "stat": "9", "method": "GetNewsletterContactDataSummaryAsync",
+    "startdate": None, "enddate": None, "path": "m/2026/11/stat-9_job-1.json", "bytes": 2,
+    "sha256": "ab", "records": 0, "top_level": "array", "message_id": None,
+    "submitted_at": None, "archived_at": "2026-11-01T00:00:00+00:00", "export_id": 1,
+    "source": "https://x/y",
+}  # fmt: skip
+
+
+def test_a_line_written_before_formats_reads_as_json() -> None:
+    from inbox_poller.archive_reader import parse_manifest_line
+
+    line = parse_manifest_line(json.dumps(OLD_LINE))
+    assert (line.format, line.options, line.requested_format) == ("json", {}, "json")
+    newer = parse_manifest_line(
+        json.dumps({**OLD_LINE, "format": "csv", "options": {"segment": ["7"]}})
+    )
+    assert (newer.format, newer.options) == ("csv", {"segment": ["7"]})
+    with pytest.raises(ValueError, match="'format' is int"):
+        parse_manifest_line(json.dumps({**OLD_LINE, "format": 1}))
+
+
+def test_csv_and_xml_records_stream_by_extension(tmp_path: Path) -> None:
+    from inbox_poller.archive_reader import read_records
+    from inbox_poller.errors import ArchiveReadError
+
+    (tmp_path / "a.csv").write_bytes(b"id,name\r\n1,Ann\r\n2,Bo\r\n")
+    (tmp_path / "a.xml").write_bytes(b"<r><data><i><id>1</id></i><i><id>2</id></i></data></r>")
+    assert list(read_records(tmp_path / "a.csv")) == [
+        {"id": "1", "name": "Ann"},
+        {"id": "2", "name": "Bo"},
+    ]
+    assert list(read_records(tmp_path / "a.xml")) == [{"id": "1"}, {"id": "2"}]
+    (tmp_path / "bad.csv").write_bytes(b"id,name\r\n1\r\n")
+    with pytest.raises(ArchiveReadError, match=r"bad\.csv: CSV row 2 has 1 columns"):
+        list(read_records(tmp_path / "bad.csv"))

@@ -32,6 +32,9 @@ def test_the_example_documents_a_valid_configuration() -> None:
         "daily-contacts",
         "weekly-campaigns",
         "full-snapshot",
+        "recent-sends-daily",  # issue 12: sends, another method, another format
+        "segment-subscribers",
+        "list-12-stats",
         "q1-2026",
     ]
 

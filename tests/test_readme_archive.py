@@ -24,9 +24,13 @@ from tests.plugins.loop import REPO_ROOT, LoopEnv
 pytestmark = pytest.mark.dovecot
 
 README_PATH = "/var/lib/inbox-poller/archive"
-SECTION = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-SECTION = SECTION.split("## Read the archive", 1)[1].split("\n## ", 1)[0].split("### Logs")[0]
+README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+WHOLE = README.split("## Read the archive", 1)[1].split("\n## ", 1)[0].split("### Logs")[0]
+SECTION, FORMATS_SECTION = WHOLE.split("### Every method and format")
 BLOCKS = re.findall(r"```(python|sql)\n(.*?)```", SECTION, re.DOTALL)
+FORMAT_BLOCKS = re.findall(r"```(python|sql)\n(.*?)```", FORMATS_SECTION, re.DOTALL)
+PYTHON_FORMATS = [code for language, code in FORMAT_BLOCKS if language == "python"]
+SQL_FORMATS = [code for language, code in FORMAT_BLOCKS if language == "sql"]
 PYTHON = [code for language, code in BLOCKS if language == "python"]
 SQL = [code for language, code in BLOCKS if language == "sql"]
 RECORDS = (120, 75, 3)
@@ -116,3 +120,67 @@ def test_duckdb_returns_every_record_of_array_payloads(loop_env: LoopEnv) -> Non
     assert len(rows) == sum(RECORDS)
     assert isinstance(rows[0][columns.index("job_id")], str)
     assert len(run_python(PYTHON[0], root)["records"]) == sum(RECORDS)
+
+
+FORMAT_EXPORTS = (
+    ("GetSegmentSubscribersAsync", ["--segment", "7", "--format", "csv"], 30),
+    ("GetSegmentSubscribersAsync", ["--segment", "8", "--format", "csv"], 20),
+    ("GetNewsletterStatsAsync", ["--list", "12", "--format", "xml"], 25),
+    ("GetNewsletterStatsAsync", ["--list", "12", "--format", "csv"], 10),
+    ("GetListSubscribersAsync", ["--list", "3"], 5),
+)
+
+
+def make_formats_archive(env: LoopEnv) -> Path:
+    """Archive one export per ``FORMAT_EXPORTS`` entry through the CLI and the loop."""
+    jobs = []
+    for method, args, records in FORMAT_EXPORTS:
+        env.sim.payload_records = records
+        result = env.cli("submit", "--method", method, *args)
+        assert result.returncode == 0, result.stderr
+        jobs.append(result.stdout.strip())
+        env.sim.job(jobs[-1]).wait_delivered(30)
+    parts = env.loop()
+    try:
+        report = parts.poller.run_once(parts.mailbox)
+    finally:
+        parts.close()
+    assert sorted(report.archived) == sorted(jobs), report
+    return env.archive_dir
+
+
+def test_the_readme_has_the_format_examples_these_tests_run() -> None:
+    assert len(PYTHON_FORMATS) == 2 and len(SQL_FORMATS) == 1, FORMAT_BLOCKS
+    assert "read_csv" in SQL_FORMATS[0] and "read_xml" in PYTHON_FORMATS[1]
+
+
+def test_the_reader_and_pandas_read_csv_and_xml_payloads(loop_env: LoopEnv) -> None:
+    need("pandas")
+    root = make_formats_archive(loop_env)
+    lines = loop_env.manifest()
+    csv_records = sum(line["records"] for line in lines if line["format"] == "csv")
+    xml_records = sum(line["records"] for line in lines if line["format"] == "xml")
+    assert (csv_records, xml_records) == (60, 25)
+    tables = run_python(PYTHON_FORMATS[0], root)["tables"]
+    assert (len(tables["csv"]), len(tables["xml"])) == (csv_records, xml_records)
+    assert isinstance(tables["csv"]["subscriberid"].dropna().iloc[0], str)
+    assert tables["xml"].groupby("job_id").size().to_dict() == {
+        line["job_id"]: line["records"] for line in lines if line["format"] == "xml"
+    }
+    alone = run_python(PYTHON_FORMATS[1], root)
+    assert (len(alone["rows"]), len(alone["items"])) == (csv_records, xml_records)
+    assert isinstance(alone["items"]["statid"].iloc[0], str)
+    assert isinstance(alone["rows"]["job_id"].iloc[0], str)
+
+
+def test_duckdb_reads_the_csv_payloads_of_one_method(loop_env: LoopEnv) -> None:
+    need("duckdb")
+    root = make_formats_archive(loop_env)
+    columns, rows = run_sql(SQL_FORMATS[0], root)
+    segments = [line for line in loop_env.manifest() if line["method"].startswith("GetSegment")]
+    assert len(rows) == sum(line["records"] for line in segments) == 50
+    by_job = dict.fromkeys((line["job_id"] for line in segments), 0)
+    for row in rows:
+        by_job[row[columns.index("job_id")]] += 1
+    assert by_job == {line["job_id"]: line["records"] for line in segments}
+    assert isinstance(rows[0][columns.index("subscriberid")], str)

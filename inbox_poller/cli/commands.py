@@ -39,7 +39,15 @@ from inbox_poller.errors import (
 )
 from inbox_poller.ledger.lock import daemon_running, run_lock
 from inbox_poller.ledger.store import Store
-from inbox_poller.models import Export, ExportRequest, ExportState, HookRun, utc_now
+from inbox_poller.methods import ALL_OPTION_KEYS, METHODS, make_request, target
+from inbox_poller.models import (
+    CONTACT_DATA_METHOD,
+    Export,
+    ExportRequest,
+    ExportState,
+    HookRun,
+    utc_now,
+)
 from inbox_poller.service.health import Health, format_age, ledger_health, utc_iso
 from inbox_poller.urlpolicy import HostRule, parse_host_rule, redact_url
 from inbox_poller.wiring import (
@@ -155,13 +163,28 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILURE
 
 
+def _submit_request(args: argparse.Namespace) -> ExportRequest:
+    """The request `submit`'s options ask for; ``UsageError`` for what the method refuses."""
+    raw = {key: getattr(args, key, None) for key in ALL_OPTION_KEYS}
+    if raw.get("custom_fields") is not None:
+        raw["custom_fields"] = str(raw["custom_fields"])
+    try:
+        return make_request(args.method, raw, args.format, args.start, args.end)
+    except ValueError as exc:
+        flags = {key: "--" + key.replace("_", "-") for key in ALL_OPTION_KEYS}
+        message = str(exc)
+        for key, flag in flags.items():
+            message = message.replace(f"'{key}'", flag)
+        raise UsageError(f"submit: {message}") from None
+
+
 def cmd_submit(config: Config, args: argparse.Namespace) -> int:
     if args.start and args.end and args.start >= args.end:
         raise UsageError("--end must be after --start (the end date is exclusive)")
+    request = _submit_request(args)
     _warn_exposed_secrets(config)
     with Store(config.state_path) as store:
         submitter = build_submitter(config, store)
-        request = ExportRequest(stat=args.stat, startdate=args.start, enddate=args.end)
         export = submitter.submit(request)
     print(export.job_id)
     return EXIT_OK
@@ -201,6 +224,12 @@ def _export_dict(
         "job_id": export.job_id,
         "stat": export.request.stat,
         "method": export.request.method,
+        "options": json.loads(export.request.options or "{}"),
+        "format": export.request.format,
+        "payload_format": archived.format if archived else None,
+        "target": target(export.request) if export.request.method in METHODS else None,
+        "schedule": export.schedule,
+        "origin": export.origin,
         "startdate": export.request.startdate,
         "enddate": export.request.enddate,
         "reason": export.reason,
@@ -291,12 +320,28 @@ def cmd_exports(config: Config, args: argparse.Namespace) -> int:
     print(f"{'id':>5}  {'state':<14} {'job':<14} {'stat':<10} {'window':<19} detail")
     for e in exports:
         window = f"{e['startdate'] or '-'}..{e['enddate'] or '-'}"
-        detail = " ".join(
-            part for part in (e["path"] or e["reason"] or "", _hook_detail(e["hooks"])) if part
+        origin = ", ".join(
+            part
+            for part in (
+                f"schedule {e['schedule']}" if e["schedule"] else "",
+                e["origin"] or "",
+                f"{e['method']} {e['format']}" if e["method"] != CONTACT_DATA_METHOD else "",
+            )
+            if part
         )
+        detail = " ".join(
+            part
+            for part in (
+                e["path"] or e["reason"] or "",
+                f"[{origin}]" if origin else "",
+                _hook_detail(e["hooks"]),
+            )
+            if part
+        )
+        what = e["stat"] or e["target"] or "-"
         print(
             f"{e['export_id']:>5}  {e['state']:<14} {e['job_id'] or '-':<14} "
-            f"{e['stat']:<10} {window:<19} {detail}"
+            f"{what:<10} {window:<19} {detail}"
         )
     return EXIT_OK
 
@@ -575,4 +620,9 @@ def cmd_archive(args: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from inbox_poller.sandbox.demo import run_sandbox
 
-    return run_sandbox(Path(args.dir) if args.dir else None, records=args.records)
+    return run_sandbox(
+        Path(args.dir) if args.dir else None,
+        records=args.records,
+        method_name=args.method,
+        fmt=args.format,
+    )

@@ -41,7 +41,8 @@ from inbox_poller.cli.commands import (
 from inbox_poller.cli.logsetup import configure_logging, report_final_error
 from inbox_poller.config import load_config, parse_duration, resolve_config_path
 from inbox_poller.errors import ConfigError, InboxPollerError, UsageError
-from inbox_poller.models import JOB_ID_RE, STAT_ID_RE, ExportState
+from inbox_poller.methods import ALL_OPTION_KEYS, FORMATS, METHODS
+from inbox_poller.models import CONTACT_DATA_METHOD, JOB_ID_RE, STAT_ID_RE, ExportState
 
 PROG = "inbox-poller"
 
@@ -209,19 +210,60 @@ def _add_submit(commands: SubParsers) -> None:
     submit = add_command(
         commands,
         "submit",
-        summary="submit one contact-data export; print its job ID",
-        description="Record one GetNewsletterContactDataSummaryAsync export in the ledger, "
-        "POST it to Pinpointe once, and print the job ID it answers with. Dates are checked "
-        "before anything is written.",
-        examples=[f"{PROG} submit --stat 12345 --start 2026-11-01 --end 2026-11-02"],
+        summary="submit one async export (any Pinpointe method); print its job ID",
+        description="Record one async export in the ledger, POST it to Pinpointe once, and "
+        "print the job ID it answers with. --method picks the method (default "
+        f"{CONTACT_DATA_METHOD}); each method takes its own options, and an option or "
+        "--format it does not take is a usage error. Dates are checked before anything is "
+        "written.",
+        examples=[
+            f"{PROG} submit --stat 12345 --start 2026-11-01 --end 2026-11-02",
+            f"{PROG} submit --method GetTagSubscribersAsync --tag 7 --format csv",
+        ],
         exit_codes=[
             ("0", "submitted: the job ID is on stdout"),
             ("1", "Pinpointe refused the request, or its answer was lost (see `exports`)"),
-            ("2", "usage error, a date that does not exist, or --end not after --start"),
+            (
+                "2",
+                "usage error, an option or format the method does not take, a date that does "
+                "not exist, or --end not after --start",
+            ),
         ],
         handler=cmd_submit,
     )
-    submit.add_argument("--stat", required=True, type=_stat, help="the campaign send's stat ID")
+    submit.add_argument(
+        "--method",
+        default=CONTACT_DATA_METHOD,
+        choices=list(METHODS),
+        metavar="METHOD",
+        help=f"the Pinpointe method: {', '.join(METHODS)} (default: %(default)s)",
+    )
+    submit.add_argument("--stat", type=_stat, help="the campaign send's stat ID")
+    for key in ALL_OPTION_KEYS:
+        if key == "stat":
+            continue
+        kinds = {o.kind: o for m in METHODS.values() if (o := m.option(key)) is not None}
+        option = kinds.get("ids") or next(iter(kinds.values()))
+        users = ", ".join(
+            name + (" (repeatable)" if o.kind == "ids" else "")
+            for name, m in METHODS.items()
+            if (o := m.option(key)) is not None
+        )
+        if option.kind == "flag":
+            submit.add_argument(
+                option.flag, dest=key, action="store_true", default=None, help=f"({users})"
+            )
+        else:
+            submit.add_argument(
+                option.flag,
+                dest=key,
+                action="append" if option.kind == "ids" else "store",
+                metavar=option.key.upper(),
+                help=f"{option.help} ({users})",
+            )
+    submit.add_argument(
+        "--format", choices=list(FORMATS), help="the payload format, where the method takes one"
+    )
     submit.add_argument(
         "--start", type=_date, metavar="DATE", help="first day, inclusive (YYYYMMDD or YYYY-MM-DD)"
     )
@@ -469,6 +511,16 @@ def _add_sandbox(commands: SubParsers) -> None:
     sandbox.add_argument("--dir", metavar="DIR", help="keep the sandbox's files here")
     sandbox.add_argument(
         "--records", type=int, default=20000, help="records in the simulated payload"
+    )
+    sandbox.add_argument(
+        "--method",
+        default=CONTACT_DATA_METHOD,
+        choices=list(METHODS),
+        metavar="METHOD",
+        help=f"the Pinpointe method to export: {', '.join(METHODS)} (default: %(default)s)",
+    )
+    sandbox.add_argument(
+        "--format", choices=list(FORMATS), help="the payload format, where the method takes one"
     )
 
 

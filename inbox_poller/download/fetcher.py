@@ -38,7 +38,7 @@ from urllib3.exceptions import HTTPError
 from urllib3.util import parse_url
 
 from inbox_poller import __version__
-from inbox_poller.download import validation
+from inbox_poller.download import formats, validation
 from inbox_poller.download.addresses import PinnedConnections, Resolver, system_resolver
 from inbox_poller.download.failures import (
     RetryableFailure,
@@ -46,7 +46,7 @@ from inbox_poller.download.failures import (
     is_certificate_failure,
     status_problem,
 )
-from inbox_poller.download.fastcheck import FastCheck
+from inbox_poller.download.formats import FormatCheck
 from inbox_poller.download.shape import Shape
 from inbox_poller.download.spool import Spool
 from inbox_poller.download.validation import CountingAbandoned
@@ -101,7 +101,7 @@ class _Clock:
 
 
 def _stream_body(
-    response: BaseHTTPResponse, spool: Spool, check: FastCheck, max_bytes: int, clock: _Clock
+    response: BaseHTTPResponse, spool: Spool, check: FormatCheck, max_bytes: int, clock: _Clock
 ) -> int:
     """Spool and check the decoded body, checking the size cap, the deadline and the stop
     request before each read; return its size. Raise RetryableFailure if it ends short of
@@ -161,8 +161,9 @@ class SafeDownloader:
         self._sleep = sleep
         self._stop = stop
 
-    def download(self, url: str, sink: PayloadSink) -> DownloadResult:
-        """Fetch *url* into *sink*, validating the JSON to its end (see ``ports.Downloader``).
+    def download(self, url: str, sink: PayloadSink, *, expected: str = "json") -> DownloadResult:
+        """Fetch *url* into *sink*, validating the payload to its end (``ports.Downloader``);
+        *expected* is the format requested (``download.formats``).
 
         A failure is raised, not logged: the caller logs it once, with its export.
         """
@@ -175,7 +176,8 @@ class SafeDownloader:
             while True:
                 tries += 1
                 try:
-                    return self._result(self._try(url, sink, clock, shown), shown, tries, clock)
+                    fetched = self._try(url, sink, clock, shown, expected)
+                    return self._result(fetched, shown, tries, clock)
                 except RetryableFailure as exc:
                     failures += 1
                     self._before_retry(exc, shown, failures, clock)
@@ -250,12 +252,15 @@ class SafeDownloader:
             final_url=redact_url(fetched.final_url),
             attempts=tries,
             elapsed_s=elapsed,
+            format=fetched.shape.format,
         )
 
-    def _try(self, url: str, sink: PayloadSink, clock: _Clock, shown: str) -> _Fetched:
+    def _try(
+        self, url: str, sink: PayloadSink, clock: _Clock, shown: str, expected: str = "json"
+    ) -> _Fetched:
         """One try: follow redirects, then stream, store and validate the body."""
         response, final_url = self._open(url, clock)
-        check = FastCheck()
+        check = FormatCheck(expected)
         spool = Spool(sink.write)
         try:
             size = _stream_body(response, spool, check, self._config.max_bytes, clock)
@@ -266,7 +271,11 @@ class SafeDownloader:
         finally:
             spool.close()
             response.close()
-        shape = check.finish() or self._validate_written(sink, clock, shown, check.reason)
+        arrived = check.arrived()
+        if arrived != "json":
+            shape = formats.validate_stored(arrived, sink.read_back)
+        else:
+            shape = check.fast_shape() or self._validate_written(sink, clock, shown, check.reason)
         return _Fetched(shape, digest, size, final_url)
 
     def _validate_written(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ijson
 
@@ -28,6 +28,8 @@ class Shape:
 
     top_level: str
     records: int | None
+    format: str = field(default="json", repr=False)
+    """The payload's format (``download.formats``)."""
 
 
 def _events(head: bytes) -> Iterator[tuple[str, str]]:

@@ -33,7 +33,7 @@ from inbox_poller.models import (
 
 logger = logging.getLogger("inbox_poller.ledger")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -186,6 +186,21 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX hook_runs_state ON hook_runs(state, next_at);
     """,
+    # v7: every async export method (inbox_poller.methods): the method's options as
+    # canonical JSON, the format requested and the one archived, the send a `sends`
+    # schedule expanded, and a slot that makes (schedule, method, target, window, format,
+    # attempt) unique. Old rows read as GetNewsletterContactDataSummaryAsync, JSON.
+    7: """
+    ALTER TABLE exports ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE exports ADD COLUMN format TEXT NOT NULL DEFAULT 'json';
+    ALTER TABLE exports ADD COLUMN payload_format TEXT;
+    ALTER TABLE exports ADD COLUMN origin TEXT;
+    ALTER TABLE exports ADD COLUMN schedule_slot TEXT;
+    CREATE UNIQUE INDEX exports_schedule_slot ON exports(schedule_slot)
+        WHERE schedule_slot IS NOT NULL;
+    CREATE INDEX exports_request ON exports(method, stat, startdate, enddate);
+    UPDATE exports SET payload_format = 'json' WHERE sha256 IS NOT NULL
+    """,
 }
 
 
@@ -266,6 +281,7 @@ def row_to_export(row: sqlite3.Row, failed_links: tuple[str, ...] = ()) -> Expor
             row["records"],
             row["top_level"] or "unknown",
             row["source"] or "",
+            row["payload_format"] or "json",
         )
     created = from_iso(row["created_at"])
     updated = from_iso(row["updated_at"])
@@ -278,6 +294,8 @@ def row_to_export(row: sqlite3.Row, failed_links: tuple[str, ...] = ()) -> Expor
             startdate=row["startdate"],
             enddate=row["enddate"],
             method=row["method"],
+            options=row["options"],
+            format=row["format"],
         ),
         state=ExportState(row["state"]),
         created_at=created,
@@ -298,6 +316,7 @@ def row_to_export(row: sqlite3.Row, failed_links: tuple[str, ...] = ()) -> Expor
         checked_at=from_iso(row["checked_at"]),
         remote_status=row["remote_status"],
         schedule=row["schedule"],
+        origin=row["origin"],
         failed_links=failed_links,
         manifest_offset=row["manifest_offset"],
     )

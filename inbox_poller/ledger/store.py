@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from inbox_poller.errors import StoreError
+from inbox_poller.errors import DuplicateSubmission, StoreError
 from inbox_poller.ledger.hookruns import HookRecords
 from inbox_poller.ledger.schema import from_iso, row_to_export, to_iso
 from inbox_poller.models import (
@@ -38,39 +38,84 @@ class Store(HookRecords):
         *,
         replaces: Export | None = None,
         schedule: str | None = None,
+        origin: str | None = None,
     ) -> Export:
         """Insert a new export in ``submitting``: the trace exists before the POST.
 
         *replaces* is the earlier export this one retries (after a failed job, a lost
         notification or an expired link); the chain's length is kept in ``resubmits``.
+        *origin* says which send a ``sends`` schedule expanded it from.
+
+        An export a schedule creates takes a *slot*, unique in the ledger: the schedule,
+        the request (method, options, format, window) and how many exports the schedule
+        made of it before. Two fires that race for the same (schedule, window, target)
+        cannot both insert: the second raises ``DuplicateSubmission``.
         """
         reason = "created" if schedule is None else f"created by schedule {schedule}"
+        if origin is not None:
+            reason += f" from {origin}"
         if replaces is not None:
             reason = f"resubmission of export {replaces.export_id}"
         with self._transaction() as conn:
             if replaces is not None:
                 self._check_replaceable(conn, replaces.export_id)
-            cursor = conn.execute(
-                "INSERT INTO exports (method, stat, startdate, enddate, state, created_at,"
-                " updated_at, replaces, resubmits, schedule)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    request.method,
-                    request.stat,
-                    request.startdate,
-                    request.enddate,
-                    ExportState.SUBMITTING.value,
-                    to_iso(now),
-                    to_iso(now),
-                    replaces.export_id if replaces else None,
-                    replaces.resubmits + 1 if replaces else 0,
-                    schedule if replaces is None else replaces.schedule,
-                ),
-            )
+            slot = None
+            if schedule is not None and replaces is None:
+                slot = self._schedule_slot(conn, schedule, request)
+            try:
+                cursor = conn.execute(
+                    "INSERT INTO exports (method, stat, startdate, enddate, state, created_at,"
+                    " updated_at, replaces, resubmits, schedule, options, format, origin,"
+                    " schedule_slot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        request.method,
+                        request.stat,
+                        request.startdate,
+                        request.enddate,
+                        ExportState.SUBMITTING.value,
+                        to_iso(now),
+                        to_iso(now),
+                        replaces.export_id if replaces else None,
+                        replaces.resubmits + 1 if replaces else 0,
+                        schedule if replaces is None else replaces.schedule,
+                        request.options,
+                        request.format,
+                        origin if replaces is None else replaces.origin,
+                        slot,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                if slot is None:
+                    raise
+                raise DuplicateSubmission(
+                    f"schedule {schedule} already submitted this export ({slot})"
+                ) from exc
             export_id = cursor.lastrowid
             assert export_id is not None
             self._event(conn, export_id, None, ExportState.SUBMITTING, reason, now)
         return self.get_export(export_id)
+
+    @staticmethod
+    def _schedule_slot(conn: sqlite3.Connection, schedule: str, request: ExportRequest) -> str:
+        row = conn.execute(
+            "SELECT COUNT(*) AS n FROM exports WHERE schedule = ? AND replaces IS NULL"
+            " AND method = ? AND stat = ? AND options = ? AND format = ?"
+            " AND startdate IS ? AND enddate IS ?",
+            (
+                schedule,
+                request.method,
+                request.stat,
+                request.options,
+                request.format,
+                request.startdate,
+                request.enddate,
+            ),
+        ).fetchone()
+        window = f"{request.startdate or '-'}..{request.enddate or '-'}"
+        return (
+            f"{schedule}|{request.method}|{request.stat}|{request.options}|{request.format}"
+            f"|{window}|{row['n']}"
+        )
 
     def _check_replaceable(self, conn: sqlite3.Connection, export_id: int) -> None:
         """Refuse to resubmit an export that a later mail brought back to ``notified``."""
@@ -131,11 +176,19 @@ class Store(HookRecords):
         return self._exports(rows)
 
     def exports_for(self, request: ExportRequest) -> list[Export]:
-        """Return the exports of exactly *request* (method, stat and window), oldest first."""
+        """Return the exports of exactly *request* (method, options, format and window),
+        oldest first."""
         rows = self._query(
             "SELECT * FROM exports WHERE method = ? AND stat = ? AND startdate IS ?"
-            " AND enddate IS ? ORDER BY export_id",
-            (request.method, request.stat, request.startdate, request.enddate),
+            " AND enddate IS ? AND options = ? AND format = ? ORDER BY export_id",
+            (
+                request.method,
+                request.stat,
+                request.startdate,
+                request.enddate,
+                request.options,
+                request.format,
+            ),
         )
         return self._exports(rows)
 
@@ -249,6 +302,7 @@ class Store(HookRecords):
             records=archived.records,
             top_level=archived.top_level,
             source=archived.source,
+            payload_format=archived.format,
         )
 
     def record_manifest_offset(self, export_id: int, offset: int) -> None:

@@ -130,7 +130,9 @@ class ExportArchiver:
         )
         part = self.archive.begin(export)
         try:
-            result = self.downloader.download(export.download_url or "", part)
+            result = self.downloader.download(
+                export.download_url or "", part, expected=export.request.format
+            )
             part.seal()
         except LinkExpired as exc:
             part.discard()

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from inbox_poller.crashpoints import crash_point
-from inbox_poller.errors import ApiError, InboxPollerError
+from inbox_poller.errors import ApiError, DuplicateSubmission, InboxPollerError
 from inbox_poller.logcontext import log_context
-from inbox_poller.models import Export, ExportRequest, ExportState, utc_now
+from inbox_poller.methods import describe
+from inbox_poller.models import Export, ExportRequest, ExportState, Send, utc_now
 from inbox_poller.ports import JOB_NOT_FOUND, ExportApi, Metrics, NoMetrics
 from inbox_poller.schedules.due import DueSubmission, due_requests
 from inbox_poller.schedules.duplicates import should_submit
@@ -71,19 +73,21 @@ class Submitter:
         *,
         replaces: Export | None = None,
         schedule: str | None = None,
+        origin: str | None = None,
     ) -> Export:
         """Record the export, POST it once, and record the job ID (or why there is none).
 
         :raises ApiError: after the export is marked ``submit_failed`` or ``submit_unknown``.
+        :raises DuplicateSubmission: the schedule's export is in the ledger already.
         """
         export = self.store.create_export(
-            request, self.clock(), replaces=replaces, schedule=schedule
+            request, self.clock(), replaces=replaces, schedule=schedule, origin=origin
         )
         logger.info(
-            "export %d: submitting %s stat=%s start=%s end=%s",
+            "export %d: submitting %s %s start=%s end=%s",
             export.export_id,
             request.method,
-            request.stat,
+            describe(request),
             request.startdate or "-",
             request.enddate or "-",
             extra={"export_id": export.export_id},
@@ -143,28 +147,82 @@ class Submitter:
             for s in schedules
         }
         submitted: list[Export] = []
+        unexpanded: set[str] = set()
+        sends: dict[int, list[Send]] = {}
         for due in due_requests(schedules, last_fire, now):
-            export = self._submit_one_due(due, timedelta(seconds=notify_deadline_s))
-            if export is not None:
-                submitted.append(export)
+            expanded = [due]
+            if due.sends_days is not None:
+                found = self._expand_sends(due, sends)
+                if found is None:
+                    unexpanded.add(due.schedule_name)
+                    continue
+                expanded = found
+            for one in expanded:
+                export = self._submit_one_due(one, timedelta(seconds=notify_deadline_s))
+                if export is not None:
+                    submitted.append(export)
         for schedule in schedules:
+            if schedule.name in unexpanded:
+                continue  # its sends are asked for again at the next fire: nothing is missed
             key = LAST_FIRE_KEY.format(name=schedule.name)
             previous = last_fire.get(schedule.name)
             # never move a schedule's clock backwards (a stepped system clock)
             self.store.set_daemon_value(key, max(now, previous or now).isoformat())
         return submitted
 
+    def _expand_sends(
+        self, due: DueSubmission, cache: dict[int, list[Send]]
+    ) -> list[DueSubmission] | None:
+        """One submission per send of the last N days (None: Pinpointe could not say)."""
+        days = due.sends_days
+        assert days is not None
+        if days not in cache:
+            try:
+                cache[days] = self.api.newsletters_sent(days)
+            except ApiError as exc:
+                self.metrics.failure("api", exc)
+                logger.error(
+                    "schedule %s: cannot list the sends of the last %d days (asked again at"
+                    " the next fire): %s",
+                    due.schedule_name,
+                    days,
+                    exc,
+                )
+                return None
+        found = cache[days]
+        logger.info(
+            "schedule %s: %d send(s) in the last %d days for window %s..%s: %s",
+            due.schedule_name,
+            len(found),
+            days,
+            due.startdate or "-",
+            due.enddate or "-",
+            ", ".join(send.statid for send in found) or "none",
+        )
+        return [
+            replace(
+                due,
+                stat=send.statid,
+                template=ExportRequest(send.statid, due.startdate, due.enddate),
+                sends_days=None,
+                origin=send.describe(),
+            )
+            for send in found
+        ]
+
     def _submit_one_due(self, due: DueSubmission, link_grace: timedelta) -> Export | None:
         request = due.request
+        what = describe(request) + (f" from {due.origin}" if due.origin else "")
         wanted, reason = should_submit(due, self.store.exports_for(request), link_grace=link_grace)
         if not wanted:
-            logger.info(
-                "schedule %s: not submitting stat %s: %s", due.schedule_name, request.stat, reason
-            )
+            logger.info("schedule %s: not submitting %s: %s", due.schedule_name, what, reason)
             return None
-        logger.info("schedule %s: submitting stat %s: %s", due.schedule_name, request.stat, reason)
+        logger.info("schedule %s: submitting %s: %s", due.schedule_name, what, reason)
         try:
-            return self.submit(request, schedule=due.schedule_name)
+            return self.submit(request, schedule=due.schedule_name, origin=due.origin)
+        except DuplicateSubmission as exc:
+            logger.info("schedule %s: not submitting %s: %s", due.schedule_name, what, exc)
+            return None
         except ApiError:
             return None  # recorded in the ledger and logged by submit()
 

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 
 from inbox_poller.errors import ApiError
-from inbox_poller.models import JOB_ID_RE
+from inbox_poller.models import JOB_ID_RE, STAT_ID_RE, Send
 from inbox_poller.pinpointe.envelope import excerpt
 from inbox_poller.ports import JOB_NOT_FOUND
 
@@ -164,3 +164,39 @@ def _status_pairs(data: object, job_ids: Sequence[str]) -> Iterator[tuple[str, s
                 text = _scalar_text(value) or _first_scalar(_children([value]), _STATUS_KEYS)
                 if text is not None:
                     yield str(key), text
+
+
+def parse_sends(data: object) -> tuple[list[Send], str | None]:
+    """Return the sends of one ``GetNewslettersSent`` page and its ``next`` (None: absent).
+
+    Items are ``data.item[...]`` (or a bare list); an item without a valid ``statid`` (a
+    newsletter not sent as a campaign) is skipped. ``next`` is read from
+    ``data.pagination.next`` or ``data.next``.
+    """
+    items: object = data
+    following: str | None = None
+    if isinstance(data, Mapping):
+        items = data.get("item", data.get("items", []))
+        pagination = data.get("pagination")
+        source = pagination if isinstance(pagination, Mapping) else data
+        following = _scalar_text(source.get("next"))
+    if isinstance(items, Mapping):
+        items = [items]  # PHP's one-item list
+    if not isinstance(items, list):
+        raise ApiError("GetNewslettersSent answered without a list of sends")
+    sends = []
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        statid = _scalar_text(item.get("statid"))
+        if statid is None or not STAT_ID_RE.match(statid) or statid == "0":
+            continue
+        sends.append(
+            Send(
+                statid=statid,
+                newsletterid=_scalar_text(item.get("newsletterid")) or "",
+                name=excerpt(_scalar_text(item.get("name")) or "", 80),
+                starttime=_scalar_text(item.get("starttime")) or "",
+            )
+        )
+    return sends, following

@@ -28,8 +28,14 @@ from urllib3.util.retry import Retry
 from inbox_poller import __version__, net
 from inbox_poller.config import PinpointeConfig
 from inbox_poller.errors import ApiError, ApiUnavailable
-from inbox_poller.models import ExportRequest
-from inbox_poller.pinpointe.answers import describe_account, extract_job_id, parse_job_statuses
+from inbox_poller.methods import METHODS, describe
+from inbox_poller.models import ExportRequest, Send
+from inbox_poller.pinpointe.answers import (
+    describe_account,
+    extract_job_id,
+    parse_job_statuses,
+    parse_sends,
+)
 from inbox_poller.pinpointe.envelope import (
     ApiReply,
     build_envelope,
@@ -52,6 +58,10 @@ RAW_RESPONSE_CHARS = 4096
 """How much of the last (redacted) answer is kept for the ledger."""
 
 _JOBS_NOT_FOUND = "jobs not found"
+SEND_PAGE_LIMIT = 500
+"""Sends asked for per ``GetNewslettersSent`` page."""
+MAX_SEND_PAGES = 100
+"""Pages read at most: 50,000 sends, far beyond any N-day range."""
 
 
 class _VerifyingAdapter(HTTPAdapter):
@@ -106,13 +116,45 @@ class PinpointeApi:
             left), not ``definitive`` when the export may exist.
         """
         details = submit_details(request, self._config.notify_email)
-        data = check_reply(self._post("Newsletters", request.method, details))
+        requesttype = METHODS[request.method].requesttype
+        data = check_reply(self._post(requesttype, request.method, details))
         job_id = extract_job_id(data)
         # the submitter logs the submission at INFO, with its export
         logger.debug(
-            "pinpointe: %s stat=%s accepted as job %s", request.method, request.stat, job_id
+            "pinpointe: %s %s accepted as job %s", request.method, describe(request), job_id
         )
         return job_id
+
+    def newsletters_sent(self, days: int) -> list[Send]:
+        """List the newsletter sends of the last *days* days (``Newsletters``/
+        ``GetNewslettersSent``, synchronous, paginated; docs/pinpointe-api.md §7).
+
+        Sends without a stat ID are left out. The pages are read until ``next`` is
+        ``"0"`` (or missing), at most ``MAX_SEND_PAGES`` of ``SEND_PAGE_LIMIT`` each.
+        :raises ApiError:
+        """
+        sends: dict[str, Send] = {}
+        start = "0"
+        for _ in range(MAX_SEND_PAGES):
+            details: dict[str, Any] = {
+                "intervalcount": str(days),
+                "intervalunits": "days",
+                "pagination": {"limit": str(SEND_PAGE_LIMIT), "next": start},
+            }
+            data = check_reply(self._post("Newsletters", "GetNewslettersSent", details))
+            page, following = parse_sends(data)
+            for send in page:
+                sends.setdefault(send.statid, send)
+            if following in (None, "0", start):
+                break
+            start = following
+        else:
+            raise ApiError(
+                f"GetNewslettersSent: more than {MAX_SEND_PAGES} pages of sends; "
+                "shorten the sends range"
+            )
+        logger.debug("pinpointe: GetNewslettersSent %d days: %d sends", days, len(sends))
+        return list(sends.values())
 
     def check(self) -> str:
         """Call ``Authentication``/``APITest``; return a one-line description of the account."""

@@ -21,11 +21,11 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from inbox_poller.errors import ApiAuthError, ApiError, ApiUnavailable
-from inbox_poller.models import DATE_RE, STAT_ID_RE, ExportRequest
+from inbox_poller.methods import build_details
+from inbox_poller.models import ExportRequest
 
 EXCERPT_CHARS = 200
 """How much of an unreadable body an error message quotes."""
@@ -84,30 +84,16 @@ def build_envelope(
 
 
 def submit_details(request: ExportRequest, notify_email: str) -> dict[str, Any]:
-    """Return ``details`` for an async contact-data export; raise ``ApiError`` on bad input.
+    """Return ``details`` for *request*'s async export; raise ``ApiError`` on bad input.
 
-    Scalars are strings, and unused optional elements are left out rather than sent
-    empty, as the method pages ask.
+    Built by ``methods.build_details``, the one place that knows each method's options,
+    formats and date form: scalars are strings, and unused optional elements are left
+    out rather than sent empty, as the method pages ask.
     """
-    if not STAT_ID_RE.match(request.stat):
-        raise ApiError(f"stat {request.stat!r} is not a stat ID (digits only); nothing was sent")
-    details: dict[str, Any] = {"stat": request.stat}
-    for name, value in (("startdate", request.startdate), ("enddate", request.enddate)):
-        if value is None:
-            continue
-        if not DATE_RE.match(value) or not _is_calendar_date(value):
-            raise ApiError(f"{name} {value!r} is not a YYYYMMDD date; nothing was sent")
-        details[name] = value
-    details["notify"] = {"type": "email", "value": notify_email}
-    return details
-
-
-def _is_calendar_date(value: str) -> bool:
     try:
-        datetime.strptime(value, "%Y%m%d")
-    except ValueError:
-        return False
-    return True
+        return build_details(request, notify_email)
+    except ValueError as exc:
+        raise ApiError(f"{exc}; nothing was sent") from None
 
 
 def error_text(errormessage: object, errordetail: object = None) -> str | None:

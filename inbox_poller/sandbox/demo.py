@@ -23,11 +23,14 @@ from inbox_poller.config import Config, load_config
 from inbox_poller.errors import InboxPollerError, UsageError
 from inbox_poller.loop.parts import LoopParts
 from inbox_poller.loop.submitter import Submitter
-from inbox_poller.models import ExportRequest, ExportState, utc_now
+from inbox_poller.methods import describe, make_request, method
+from inbox_poller.models import CONTACT_DATA_METHOD, ExportRequest, ExportState, utc_now
 from inbox_poller.sandbox.dovecot.server import DovecotServer
 from inbox_poller.sandbox.simulator.server import PinpointeSimulator
 
 SANDBOX_STAT = "1001"
+SANDBOX_TARGETS = {"stat": SANDBOX_STAT, "list": "12", "segment": "7", "tag": "9"}
+"""The ID the sandbox exports, by the method's target option (``methods.Method.target``)."""
 WAIT_FOR_ARCHIVE_S = 60.0
 
 CONFIG_TEMPLATE = """\
@@ -99,7 +102,31 @@ def shell_command() -> str:
     return f"{shlex.quote(sys.executable)} -m inbox_poller"
 
 
-def run_sandbox(directory: Path | None, *, records: int) -> int:
+def sandbox_request(name: str, fmt: str | None) -> ExportRequest:
+    """The export the sandbox submits for method *name* (yesterday, where it takes dates).
+
+    :raises UsageError: a format the method does not take.
+    """
+    found = method(name)
+    today = utc_now().date()
+    start = end = None
+    if found.date_form != "none":
+        start = (today - timedelta(days=1)).strftime("%Y%m%d")
+        end = today.strftime("%Y%m%d")
+    key = found.target.key
+    try:
+        return make_request(name, {key: SANDBOX_TARGETS[key]}, fmt, start, end)
+    except ValueError as exc:
+        raise UsageError(f"sandbox: {exc}") from None
+
+
+def run_sandbox(
+    directory: Path | None,
+    *,
+    records: int,
+    method_name: str = CONTACT_DATA_METHOD,
+    fmt: str | None = None,
+) -> int:
     """Run one export end to end and print each step; return the exit code.
 
     Run again in the same *directory*, it adds one more export to the same ledger and
@@ -107,6 +134,7 @@ def run_sandbox(directory: Path | None, *, records: int) -> int:
     """
     from inbox_poller.wiring import build_loop, build_submitter
 
+    request = sandbox_request(method_name, fmt)
     base = _sandbox_dir(directory)
     _step(f"sandbox directory: {base}")
     with DovecotServer() as dovecot:
@@ -148,7 +176,7 @@ def run_sandbox(directory: Path | None, *, records: int) -> int:
             parts = build_loop(config)
             try:
                 submitter = build_submitter(config, parts.store)
-                return _run_loop(parts, submitter, simulator, config, config_path)
+                return _run_loop(parts, submitter, simulator, config, config_path, request)
             finally:
                 parts.close()
 
@@ -159,12 +187,11 @@ def _run_loop(
     simulator: PinpointeSimulator,
     config: Config,
     config_path: Path,
+    request: ExportRequest,
 ) -> int:
-    today = utc_now().date()
-    start = (today - timedelta(days=1)).strftime("%Y%m%d")
-    end = today.strftime("%Y%m%d")
-    _step(f"submitting GetNewsletterContactDataSummaryAsync stat={SANDBOX_STAT} {start}..{end}")
-    export = submitter.submit(ExportRequest(SANDBOX_STAT, start, end))
+    window = f" {request.startdate}..{request.enddate}" if request.startdate else ""
+    _step(f"submitting {request.method} {describe(request)}{window}")
+    export = submitter.submit(request)
     _step(f"Pinpointe answered with job ID {export.job_id}; waiting for its notification")
     deadline = time.monotonic() + WAIT_FOR_ARCHIVE_S
     while True:
@@ -183,7 +210,8 @@ def _run_loop(
     if sha256_of(path) != served:
         raise InboxPollerError(f"{path}: the archived bytes differ from what was served")
     _step(
-        f"archived {export.archived.bytes} bytes, {export.archived.records} records, "
+        f"archived {export.archived.bytes} bytes of {export.archived.format.upper()}, "
+        f"{export.archived.records} records, "
         f"sha256 {export.archived.sha256} (equal to what the simulator served)"
     )
     _step(f"the mail was acknowledged: {export.mail} (keyword {config.imap.keyword}, moved)")

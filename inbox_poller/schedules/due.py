@@ -26,9 +26,18 @@ class DueSubmission:
     stat: str
     startdate: str | None
     enddate: str | None
+    template: ExportRequest | None = None
+    """The whole request (method, options, format), when the schedule gives more than a stat."""
+    sends_days: int | None = None
+    """For a ``sends`` schedule: N of last-N-days. The submitter asks Pinpointe for the
+    sends and expands this one due window into one submission per send."""
+    origin: str | None = None
+    """The send an expanded submission came from."""
 
     @property
     def request(self) -> ExportRequest:
+        if self.template is not None:
+            return self.template
         return ExportRequest(stat=self.stat, startdate=self.startdate, enddate=self.enddate)
 
 
@@ -51,7 +60,7 @@ def due_requests(
     if catch_up_limit < 1:
         raise ValueError("catch_up_limit must be at least 1")
     now = as_utc(now, "now")
-    due: dict[tuple[str, str | None, str | None], DueSubmission] = {}
+    due: dict[object, DueSubmission] = {}
     for schedule in schedules:
         previous = last_fire.get(schedule.name)
         after = None if previous is None else as_utc(previous, "last_fire")
@@ -65,9 +74,23 @@ def due_requests(
                 catch_up_limit,
             )
         for (startdate, enddate), fire in windows.items():
-            for stat in schedule.stat:
-                key = (stat, startdate, enddate)
+            days = schedule.sends_days
+            if days is not None:
+                key: object = ("sends", schedule.name, startdate, enddate)
+                due[key] = DueSubmission(
+                    schedule.name, fire, "", startdate, enddate, sends_days=days
+                )
+                continue
+            for request in schedule.requests(startdate, enddate):
+                plain = request == ExportRequest(request.stat, startdate, enddate)
                 # Two schedules asking for the same export: keep the latest fire time.
-                if key not in due or due[key].fire_time < fire:
-                    due[key] = DueSubmission(schedule.name, fire, stat, startdate, enddate)
+                if request not in due or due[request].fire_time < fire:
+                    due[request] = DueSubmission(
+                        schedule.name,
+                        fire,
+                        request.stat,
+                        startdate,
+                        enddate,
+                        template=None if plain else request,
+                    )
     return sorted(due.values(), key=lambda d: d.fire_time)

@@ -22,7 +22,9 @@ from pydantic import (
     model_validator,
 )
 
-from inbox_poller.models import STAT_ID_RE
+from inbox_poller.methods import describe, make_request
+from inbox_poller.methods import method as method_named
+from inbox_poller.models import CONTACT_DATA_METHOD, STAT_ID_RE, ExportRequest
 
 INTERVAL_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 """Every ``every`` schedule fires at INTERVAL_EPOCH + k * interval, whenever the daemon started."""
@@ -34,6 +36,7 @@ MAX_WINDOW_DAYS = 366
 _NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}\Z")
 _EVERY_RE = re.compile(r"^([0-9]{1,9})\s*([smhd])\Z")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SENDS_RE = re.compile(r"^last-([0-9]{1,4})-days?\Z")
 _WINDOW_RE = re.compile(r"^(?:previous-day|none|fixed|last-([0-9]{1,4})-days?)\Z")
 
 
@@ -57,7 +60,19 @@ class ExportSchedule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
     name: str
-    stat: tuple[str, ...]
+    stat: tuple[str, ...] | None = None
+    """None for a ``sends`` table and the other methods (``config show`` leaves it out)."""
+    method: str = CONTACT_DATA_METHOD
+    """The Pinpointe method (``inbox_poller.methods``); its own keys follow."""
+    list: tuple[str, ...] | None = None
+    segment: tuple[str, ...] | None = None
+    tag: tuple[str, ...] | None = None
+    status: str | None = None
+    include_membership: bool | None = None
+    custom_fields: str | tuple[str, ...] | None = None
+    format: str | None = None
+    sends: str | None = None
+    """``last-N-days``: every newsletter send of the last N days (GetNewslettersSent)."""
     cron: str | None = None
     every: str | None = None
     window: str = "previous-day"
@@ -71,9 +86,42 @@ class ExportSchedule(BaseModel):
             raise ValueError("expected 1 to 64 of a-z, 0-9, '_' and '-'")
         return value
 
+    @field_validator("list", "segment", "tag", mode="before")
+    @classmethod
+    def _id_list(cls, value: object) -> object:
+        if value is None:
+            return None
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        return tuple(
+            str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+            for item in items
+        )
+
+    @field_validator("custom_fields", mode="before")
+    @classmethod
+    def _custom_fields(cls, value: object) -> object:
+        if isinstance(value, list):
+            return tuple(
+                str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+                for item in value
+            )
+        return value
+
+    @field_validator("sends")
+    @classmethod
+    def _sends(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        found = _SENDS_RE.match(value)
+        if found is None or not 1 <= int(found[1]) <= MAX_WINDOW_DAYS:
+            raise ValueError(f'expected "last-N-days" with N from 1 to {MAX_WINDOW_DAYS}')
+        return value
+
     @field_validator("stat", mode="before")
     @classmethod
-    def _stat_ids(cls, value: object) -> tuple[str, ...]:
+    def _stat_ids(cls, value: object) -> tuple[str, ...] | None:
+        if value is None:
+            return None
         items = list(value) if isinstance(value, (list, tuple)) else [value]
         if not items:
             raise ValueError("expected a stat ID or a non-empty list of them")
@@ -143,6 +191,7 @@ class ExportSchedule(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ExportSchedule:
+        self._check_method()
         if (self.cron is None) == (self.every is None):
             raise ValueError(
                 'give exactly one of cron (such as "0 3 * * *") or every (such as "6h")'
@@ -155,6 +204,67 @@ class ExportSchedule(BaseModel):
         elif self.start is not None or self.end is not None:
             raise ValueError('start and end are only used with window = "fixed"')
         return self
+
+    def _check_method(self) -> None:
+        try:
+            found = method_named(self.method)
+        except ValueError as exc:
+            raise ValueError(f"method: {exc}") from None
+        if self.sends is not None:
+            if self.method != CONTACT_DATA_METHOD:
+                raise ValueError(f"sends is only used with method = {CONTACT_DATA_METHOD!r}")
+            if self.stat:
+                raise ValueError("give stat or sends, not both")
+        given = [*self.method_options(), *(["stat"] if self.stat else [])]
+        for key in given:
+            if found.option(key) is None:
+                takes = ", ".join(option.key for option in found.options)
+                raise ValueError(f"{self.method} takes no {key!r} (it takes {takes})")
+        if self.method == CONTACT_DATA_METHOD:
+            if not self.stat and self.sends is None:
+                raise ValueError("give stat (a stat ID or a list of them) or sends")
+        else:
+            try:
+                self.requests()
+            except ValueError as exc:
+                raise ValueError(str(exc)) from None
+        if self.format is not None and self.format not in found.formats:
+            raise ValueError(
+                f"{self.method} does not take format {self.format!r} (its documentation"
+                f" allows {', '.join(found.formats)})"
+            )
+        if found.date_form == "none" and self.window != "none":
+            raise ValueError(f'{self.method} takes no dates: set window = "none"')
+
+    def method_options(self) -> dict[str, object]:
+        """The method's own keys that are set (``stat`` not included)."""
+        values = {
+            "list": self.list,
+            "segment": self.segment,
+            "tag": self.tag,
+            "status": self.status,
+            "include_membership": self.include_membership,
+            "custom_fields": self.custom_fields,
+        }
+        return {key: value for key, value in values.items() if value is not None}
+
+    def requests(
+        self, startdate: str | None = None, enddate: str | None = None
+    ) -> tuple[ExportRequest, ...]:
+        """The exports one fire asks for with this window: one per stat for the contact
+        data method (none for ``sends``: those come from Pinpointe), one otherwise."""
+        if self.method == CONTACT_DATA_METHOD:
+            return tuple(
+                make_request(self.method, {"stat": stat}, self.format, startdate, enddate)
+                for stat in self.stat or ()
+            )
+        return (make_request(self.method, self.method_options(), self.format, startdate, enddate),)
+
+    @property
+    def sends_days(self) -> int | None:
+        """N for ``sends = "last-N-days"``."""
+        found = _SENDS_RE.match(self.sends or "")
+        return None if found is None else int(found[1])
 
     @property
     def every_s(self) -> int | None:
@@ -183,7 +293,14 @@ class ExportSchedule(BaseModel):
         window = self.window
         if window == "fixed":
             window = f"fixed {self.start}..{self.end}"
-        return f"export {self.name}: stat {','.join(self.stat)}, {when} UTC, window {window}"
+        what = f"stat {','.join(self.stat or ())}"
+        if self.sends is not None:
+            what = f"every send of the {self.sends}"
+        elif self.method != CONTACT_DATA_METHOD:
+            what = f"{self.method} {describe(self.requests()[0])}"
+        if self.format is not None and self.method == CONTACT_DATA_METHOD:
+            what += f" ({self.format})"
+        return f"export {self.name}: {what}, {when} UTC, window {window}"
 
 
 def _unique_names(schedules: tuple[ExportSchedule, ...]) -> tuple[ExportSchedule, ...]:

@@ -183,3 +183,37 @@ def test_iso_dates_are_accepted_and_recorded_as_pinpointe_reads_them(
     [export] = json.loads(capsys.readouterr().out)
     assert (export["startdate"], export["enddate"]) == ("20240229", "20240301")
     assert export["state"] == "submit_failed"
+
+
+# ---- submit --method: an option or format the method does not take is a usage error ------
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["--method", "GetSegmentSubscribersAsync", "--segment", "7", "--format", "xml"],
+         "does not take format 'xml'"),
+        (["--stat", "4711", "--format", "csv"], "does not take format 'csv'"),
+        (["--method", "GetListSubscribersAsync", "--list", "3", "--format", "csv"],
+         "allows json"),
+        (["--method", "GetListSubscribersAsync", "--segment", "7", "--list", "3"],
+         "takes no --segment"),
+        (["--method", "GetTagSubscribersAsync"], "needs --tag"),
+        (["--method", "GetNewsletterStatsAsync", "--list", "1", "--list", "2"], "one ID"),
+        (["--method", "GetTagSubscribersAsync", "--tag", "9", "--status", "gone"],
+         "expected one of any"),
+        (["--method", "GetTagSubscribersAsync", "--tag", "9", "--start", "20260101"],
+         "takes no dates"),
+        (["--method", "GetNoSuchAsync", "--stat", "1"], "invalid choice"),
+        (["--list", "3"], "takes no --list"),
+    ],
+)  # fmt: skip
+def test_an_option_or_format_the_method_does_not_take_is_a_usage_error(
+    tmp_path: Path, argv: list[str], why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(MINIMAL + f'\n[state]\npath = "{tmp_path / "state" / "state.db"}"\n')
+    assert main(["-c", str(config), "submit", *argv]) == 2
+    err = capsys.readouterr().err
+    assert why in err
+    assert not (tmp_path / "state").exists()

@@ -18,6 +18,7 @@ from inbox_poller.ledger.schema import (
     summary_to_json,
 )
 from inbox_poller.ledger.store import Store
+from inbox_poller.methods import make_request
 from inbox_poller.models import (
     ALLOWED_TRANSITIONS,
     MANIFEST_OFFSET_UNKNOWN,
@@ -236,6 +237,44 @@ def test_a_version_1_ledger_is_migrated_in_place(tmp_path: Path) -> None:
     assert export is not None
     assert (export.state, export.resubmits, export.replaces) == (ExportState.SUBMITTED, 0, None)
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_version_6_ledger_reads_its_exports_as_contact_data_json(tmp_path: Path) -> None:
+    path = tmp_path / "v6.db"
+    conn = sqlite3.connect(path)
+    for version in range(1, 7):
+        for statement in migration_statements(version):
+            conn.execute(statement)
+    conn.execute(
+        "INSERT INTO exports (method, stat, startdate, enddate, state, created_at, updated_at,"
+        " job_id, archive_path, bytes, sha256, records, top_level, schedule) VALUES"
+        " ('GetNewsletterContactDataSummaryAsync', '9', '20261101', '20261102', 'archived',"
+        " ?, ?, '55', 'x/stat-9_job-55.json', 3, 'ab', 1, 'array', 'daily')",
+        (NOW.isoformat(), NOW.isoformat()),
+    )
+    conn.execute("PRAGMA user_version = 6")
+    conn.commit()
+    conn.close()
+    store = Store(path)
+    export = store.export_by_job_id("55")
+    assert export is not None and export.archived is not None
+    assert export.request == ExportRequest("9", "20261101", "20261102")
+    assert (export.request.options, export.request.format) == ("{}", "json")
+    assert export.archived.format == "json" and export.origin is None
+    assert store.exports_for(ExportRequest("9", "20261101", "20261102")) == [export]
+    # the old row holds no slot: the same schedule's next export of the window gets one
+    later = store.create_export(export.request, NOW, schedule="daily")
+    assert later.schedule == "daily"
+
+
+def test_options_and_format_are_kept_and_tell_requests_apart(store: Store) -> None:
+    segment = make_request("GetSegmentSubscribersAsync", {"segment": [7], "status": "active"})
+    as_csv = make_request("GetSegmentSubscribersAsync", {"segment": [7], "status": "active"}, "csv")
+    first = store.create_export(segment, NOW, schedule="s", origin="send 1 (newsletter 2)")
+    assert store.get_export(first.export_id).request == segment
+    assert store.get_export(first.export_id).origin == "send 1 (newsletter 2)"
+    assert store.exports_for(as_csv) == []
+    assert [e.export_id for e in store.exports_for(segment)] == [first.export_id]
 
 
 def test_resubmission_chain_and_checks(store: Store) -> None:

@@ -52,7 +52,7 @@ class MemoryHungryDownloader:
         self.error = error
         self.calls = 0
 
-    def download(self, url: str, sink: PayloadSink) -> DownloadResult:
+    def download(self, url: str, sink: PayloadSink, *, expected: str = "json") -> DownloadResult:
         self.calls += 1
         sink.write(b"[" * 1000)
         raise self.error

@@ -7,10 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from inbox_poller.errors import ApiError
+from inbox_poller.errors import ApiError, DuplicateSubmission
 from inbox_poller.ledger.store import Store
 from inbox_poller.loop.submitter import Submitter
-from inbox_poller.models import ExportRequest, ExportState, MailKey, MailOutcome, MailRecord
+from inbox_poller.models import (
+    ExportRequest,
+    ExportState,
+    MailKey,
+    MailOutcome,
+    MailRecord,
+    Send,
+)
 from inbox_poller.schedules.table import ExportSchedule
 from tests.fakes import FakeApi
 
@@ -166,3 +173,91 @@ def test_api_outage_during_reconcile_changes_nothing(
     clock.now += timedelta(hours=3)
     assert submitter.reconcile(clock.now, notify_deadline_s=7200, max_resubmits=2) == []
     assert submitter.store.get_export(export.export_id).state is ExportState.SUBMITTED
+
+
+SENDS = (
+    ExportSchedule.model_validate(
+        {
+            "name": "recent-sends-daily",
+            "sends": "last-7-days",
+            "cron": "0 3 * * *",
+            "window": "previous-day",
+        }
+    ),
+)
+
+
+def _sent(*statids: str) -> list[Send]:
+    return [
+        Send(statid, str(int(statid) // 10), f"news {statid}", "1764000000") for statid in statids
+    ]
+
+
+def test_a_sends_schedule_submits_one_export_per_send_and_window(
+    submitter: Submitter, api: FakeApi, clock: Clock
+) -> None:
+    api.sends = _sent("4711", "4712")
+    first = submitter.submit_due(SENDS, clock.now)
+    assert api.sends_asked == [7]
+    assert sorted(e.request.stat for e in first) == ["4711", "4712"]
+    assert {(e.request.startdate, e.request.enddate) for e in first} == {("20261128", "20261129")}
+    assert all(e.schedule == "recent-sends-daily" for e in first)
+    assert first[0].origin is not None and first[0].origin.startswith("send 47")
+    # a second fire the same day, and a restart (a new Submitter on the same ledger)
+    clock.now = START + timedelta(minutes=30)
+    assert submitter.submit_due(SENDS, clock.now) == []
+    again = Submitter(submitter.store, api, clock=clock)
+    assert again.submit_due(SENDS, clock.now) == []
+    # a new send the next day: yesterday's window for every send of the last 7 days
+    api.sends = _sent("4711", "4712", "4713")
+    clock.now = START + timedelta(days=1)
+    second = submitter.submit_due(SENDS, clock.now)
+    assert sorted(e.request.stat for e in second) == ["4711", "4712", "4713"]
+    assert {e.request.startdate for e in second} == {"20261129"}
+    assert len(api.submitted) == 5
+
+
+def test_missed_fires_of_a_sends_schedule_are_caught_up_once(
+    submitter: Submitter, api: FakeApi, clock: Clock
+) -> None:
+    api.sends = _sent("4711")
+    submitter.submit_due(SENDS, clock.now)
+    clock.now = START + timedelta(days=3)  # three fires missed
+    caught_up = submitter.submit_due(SENDS, clock.now)
+    assert sorted(e.request.startdate or "" for e in caught_up) == [
+        "20261129",
+        "20261130",
+        "20261201",
+    ]
+    assert submitter.submit_due(SENDS, clock.now) == []
+    pairs = [(r.stat, r.startdate) for r in api.submitted]
+    assert len(pairs) == len(set(pairs)) == 4
+
+
+def test_a_failed_sends_listing_leaves_the_fire_for_the_next_one(
+    submitter: Submitter, api: FakeApi, clock: Clock
+) -> None:
+    api.error = ApiError("Pinpointe is down", status=503, definitive=False)
+    assert submitter.submit_due(SENDS, clock.now) == []
+    api.error = None
+    api.sends = _sent("4711")
+    clock.now = START + timedelta(hours=2)
+    later = submitter.submit_due(SENDS, clock.now)
+    assert [(e.request.stat, e.request.startdate) for e in later] == [("4711", "20261128")]
+
+
+def test_two_racing_fires_cannot_insert_the_same_scheduled_export(
+    submitter: Submitter, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = submitter.store
+    request = ExportRequest("4711", "20261128", "20261129")
+    first = store.create_export(request, clock.now, schedule="daily")
+    # fault injection: a second fire that counted before the first one's row existed
+    # computes the same slot; the ledger's unique index refuses it
+    monkeypatch.setattr(
+        Store, "_schedule_slot", staticmethod(lambda conn, schedule, request: "the-slot")
+    )
+    store.create_export(ExportRequest("1"), clock.now, schedule="other")
+    with pytest.raises(DuplicateSubmission, match="already submitted"):
+        store.create_export(request, clock.now, schedule="daily")
+    assert [e.export_id for e in store.exports_for(request)] == [first.export_id]

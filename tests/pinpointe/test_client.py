@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from typing import Any
 
 import pytest
 
 from inbox_poller.errors import ApiAuthError, ApiError, ApiUnavailable
+from inbox_poller.methods import make_request
 from inbox_poller.models import ExportRequest
 from inbox_poller.pinpointe.client import PinpointeApi
 from inbox_poller.ports import JOB_NOT_FOUND
@@ -89,12 +91,89 @@ def test_a_wrong_token_is_an_auth_error(pinpointe_sim: PinpointeSimulator) -> No
 
 
 def test_a_refusal_is_definitive(pinpointe_sim: PinpointeSimulator) -> None:
+    # issue 12: an unknown method is refused before sending (methods.py); the server's
+    # refusal is now that of a list the account does not have
+    api = _api(pinpointe_sim)
+    with pytest.raises(ApiError) as caught:
+        api.submit(make_request("GetNewsletterStatsAsync", {"list": "999999"}))
+    assert caught.value.status == 400
+    assert caught.value.definitive is True
+    assert "invalid argument list id" in str(caught.value)
+
+
+def test_an_unknown_method_is_refused_before_anything_is_sent(
+    pinpointe_sim: PinpointeSimulator,
+) -> None:
     api = _api(pinpointe_sim)
     with pytest.raises(ApiError) as caught:
         api.submit(ExportRequest(stat="42", method="GetNoSuchThingAsync"))
-    assert caught.value.status == 400
     assert caught.value.definitive is True
-    assert "Unknown requesttype or requestmethod" in str(caught.value)
+    assert "unknown method 'GetNoSuchThingAsync'" in str(caught.value)
+    assert pinpointe_sim.api_calls == []
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "fmt", "details"),
+    [
+        (
+            "GetNewsletterStatsAsync",
+            {"list": "12"},
+            "csv",
+            {"listid": 12, "format": "csv", "startdate": "2026-11-01T00:00:00Z",
+             "enddate": "2026-11-01T23:59:59Z"},
+        ),
+        (
+            "GetListSubscribersAsync",
+            {"list": ["3", "5"], "status": "active", "custom_fields": "all"},
+            None,
+            {"list": ["3", "5"], "status": "active", "customfields": ["all"],
+             "startdate": "20261101", "enddate": "20261102"},
+        ),
+        (
+            "GetSegmentSubscribersAsync",
+            {"segment": [7], "include_membership": True},
+            "csv",
+            {"segmentid": ["7"], "include_membership": True, "format": "csv"},
+        ),
+        ("GetTagSubscribersAsync", {"tag": "9", "custom_fields": "1,2"}, None,
+         {"tagid": ["9"], "customfields": ["1", "2"]}),
+    ],
+)  # fmt: skip
+def test_every_method_is_accepted_by_the_simulator_with_its_documented_fields(
+    pinpointe_sim: PinpointeSimulator,
+    method: str,
+    options: dict[str, object],
+    fmt: str | None,
+    details: dict[str, object],
+) -> None:
+    api = _api(pinpointe_sim)
+    dated = "startdate" in details
+    start, end = ("20261101", "20261102") if dated else (None, None)
+    job_id = api.submit(make_request(method, options, fmt, start, end))
+    call = pinpointe_sim.api_calls[-1]
+    assert call.requestmethod == method
+    sent = dict(call.details or {})
+    assert sent.pop("notify") == {"type": "email", "value": "exports@inbox.example"}
+    assert sent == details
+    assert pinpointe_sim.job(job_id).format == (fmt or "json")
+
+
+def test_newsletters_sent_reads_every_page(pinpointe_sim: PinpointeSimulator) -> None:
+    now = int(time.time())
+    pinpointe_sim.sends = [
+        {"newsletterid": str(n), "name": f"news {n}", "statid": str(7000 + n),
+         "starttime": str(now - n * 3600)}
+        for n in range(1, 1203)
+    ] + [{"newsletterid": "1", "name": "old", "statid": "1", "starttime": str(now - 9 * 86400)},
+         {"newsletterid": "2", "name": "draft", "statid": "0", "starttime": str(now)}]  # fmt: skip
+    sends = _api(pinpointe_sim).newsletters_sent(7)
+    # the last 7 days only: older sends and sends without a stat ID are left out
+    assert [send.statid for send in sends] == [str(7000 + n) for n in range(1, 168)]
+    assert pinpointe_sim.sent_calls == 1
+    # more than a page (SEND_PAGE_LIMIT = 500): every page is read
+    pinpointe_sim.sends = [{"statid": str(8000 + n), "starttime": str(now)} for n in range(1201)]
+    assert len(_api(pinpointe_sim).newsletters_sent(1)) == 1201
+    assert pinpointe_sim.sent_calls == 1 + 3
 
 
 def test_a_connection_closed_after_the_request_is_unknown_and_not_retried(

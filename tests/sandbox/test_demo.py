@@ -119,3 +119,24 @@ def test_the_sandbox_refuses_a_dir_that_is_a_file(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr == f"inbox-poller: --dir {tmp_path / 'a-file'}: not a directory\n"
     assert result.stdout == ""
+
+
+def test_the_sandbox_runs_any_method_and_format_into_one_archive(tmp_path: Path) -> None:
+    require_dovecot()
+    directory = str(tmp_path / "sandbox")
+    runs = [
+        ("GetNewsletterStatsAsync", "xml"),
+        ("GetSegmentSubscribersAsync", "csv"),
+        ("GetTagSubscribersAsync", "json"),
+    ]
+    for method, fmt in runs:
+        result = _sandbox(
+            "--dir", directory, "--records", "40", "--method", method, "--format", fmt
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"of {fmt.upper()}, 40 records" in result.stdout
+    manifest = (tmp_path / "sandbox" / "archive" / "manifest.jsonl").read_text().splitlines()
+    assert [(json.loads(line)["method"], json.loads(line)["format"]) for line in manifest] == runs
+    refused = _sandbox("--dir", directory, "--method", "GetListSubscribersAsync", "--format", "csv")
+    assert refused.returncode == 2
+    assert "does not take format 'csv'" in refused.stderr

@@ -49,7 +49,8 @@ INVALID: list[tuple[dict[str, Any], str, str]] = [
     ({"stat": []}, "export.0.stat", "non-empty list"),
     ({"stat": ["4711", "x"]}, "export.0.stat", "'x' is not a stat ID"),
     ({"stat": ["4711", 4711]}, "export.0.stat", "listed twice"),
-    ({"stat": None}, "export.0.stat", "this key is required"),
+    # stat is no longer required on its own (issue 12: sends, or another method's keys)
+    ({"stat": None}, "export.0", "give stat (a stat ID or a list of them) or sends"),
     ({"name": "Daily"}, "export.0.name", "a-z, 0-9"),
     ({"name": ""}, "export.0.name", "a-z, 0-9"),
     ({"enabled": True}, "export.0.enabled", "unknown key"),

@@ -25,6 +25,11 @@ from inbox_poller.sandbox.tlsserver import LoopbackHandler, LoopbackTlsServer
 logger = logging.getLogger("inbox_poller.sandbox")
 
 MAX_API_BODY_BYTES = 1024**2
+_CONTENT_TYPES = {
+    "json": "application/json",
+    "csv": "text/csv; charset=utf-8",
+    "xml": "application/xml",
+}
 
 
 class Simulator(Protocol):
@@ -114,7 +119,8 @@ class _Handler(LoopbackHandler):
         if parts.path == "/click":
             self._click(query.get("u", ""))
         elif len(segments) == 2 and segments[0] in ("exports", "mirror"):
-            self._export(segments[1].removesuffix(".json"), query, segments[0] == "mirror")
+            token = segments[1].rsplit(".", 1)[0] if "." in segments[1] else segments[1]
+            self._export(token, query, segments[0] == "mirror")
         else:
             self._send_text(404, b"not found\n")
 
@@ -165,7 +171,7 @@ class _Handler(LoopbackHandler):
             start, end, status = parsed[0], parsed[1], 206
         body_index = sim.count_body_served(job)
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", _CONTENT_TYPES.get(job.format, "application/json"))
         self.send_header("ETag", etag)
         self.send_header("Last-Modified", last_modified)
         self.send_header("Accept-Ranges", "bytes")

@@ -46,6 +46,9 @@ class Faults:
     """Send no Content-Length; the body ends when the connection closes."""
     ignore_range: bool = False
     """Answer 200 with the whole body even to a Range request."""
+    replace_body: bytes | None = None
+    """Serve these bytes instead of the payload (an HTML page, a truncated CSV, an XML
+    bomb: the red-team payloads)."""
 
 
 @dataclass
@@ -66,6 +69,11 @@ class SimJob:
     style: str
     faults: Faults
     payload_path: Path
+    method: str = "GetNewsletterContactDataSummaryAsync"
+    format: str = "json"
+    """The payload format requested (``details.format``, default ``json``)."""
+    details: dict[str, object] = field(default_factory=dict)
+    """The request's ``details``, as received."""
     status: str = "waiting"
     """What AsyncJobStatus reports: ``waiting``, then ``complete``; tests may set ``failed``."""
     sha256: str = ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import shutil
 import threading
 from collections.abc import Iterator
@@ -173,3 +174,101 @@ def _read_segment(segment: Segment, start: int, end: int) -> Iterator[bytes]:
         chunk = segment.block[inner : min(size, inner + end - start)]
         start += len(chunk)
         yield chunk
+
+
+# ---- every method, every format ---------------------------------------------------------
+
+
+def _columns(method: str, target: str) -> tuple[str, ...]:
+    if method == "GetNewsletterStatsAsync":
+        return (
+            "statid", "starttime", "finishtime", "sendsize", "emailopens", "linkclicks",
+            "unsubscribecount", "subject", "newslettername", "listname",
+        )  # fmt: skip
+    if method == "GetNewsletterContactDataSummaryAsync":
+        return ("subscriberid", "emailaddress", "event", "eventtime", "ipaddress", "url", "statid")
+    owner = {"GetListSubscribersAsync": "listid", "GetTagSubscribersAsync": "tagid"}
+    return (
+        "subscriberid",
+        "emailaddress",
+        "status",
+        "subscribedate",
+        owner.get(method, "segmentid"),
+        "firstname",
+    )
+
+
+def _values(method: str, target: str, k: int) -> tuple[str, ...]:
+    if method == "GetNewsletterStatsAsync":
+        start = _EPOCH_2025 + k * 86400
+        return (
+            str(90_000 + k), str(start), str(start + 900), str(1000 + k), str(400 + k % 97),
+            str(80 + k % 31), str(k % 7), f"Offer, week {k}", f"news-{k}", f"list {target}",
+        )  # fmt: skip
+    if method == "GetNewsletterContactDataSummaryAsync":
+        return (
+            str(1_000_000 + k), f"contact{k:07d}@example.com", "click" if k % 3 == 0 else "open",
+            str(_EPOCH_2025 + k * 37), f"192.0.2.{k % 254 + 1}",
+            f"https://www.example.com/offer/{k % 50}" if k % 3 == 0 else "", target,
+        )  # fmt: skip
+    status = ("active", "inactive", "bounced", "unsubscribed")[k % 4]
+    return (
+        str(2_000_000 + k), f"subscriber{k:07d}@example.com", status,
+        str(_EPOCH_2025 + k * 61), target, "Ann" if k % 2 else 'O"Brien, Jo',
+    )  # fmt: skip
+
+
+def _xml_text(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _csv_field(value: str) -> str:
+    if any(char in value for char in ',"\r\n'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def write_table_payload(
+    path: Path, *, method: str, target: str, fmt: str, records: int
+) -> PayloadInfo:
+    """Write an export of *method* as *fmt* (``json``, ``csv`` or ``xml``) to *path*.
+
+    JSON is ``{"status":"SUCCESS","data":{"item":[…]}}``; CSV a header and one row per
+    record (CRLF, quoted where needed); XML ``<response><status>SUCCESS</status><data>``
+    with one ``<item>`` per record. *target* is the ID the records name.
+    """
+    columns = _columns(method, target)
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("wb") as out:
+
+        def emit(text: str) -> None:
+            nonlocal size
+            data = text.encode()
+            out.write(data)
+            digest.update(data)
+            size += len(data)
+
+        if fmt == "csv":
+            emit(",".join(columns) + "\r\n")
+        elif fmt == "xml":
+            emit('<?xml version="1.0" encoding="UTF-8"?>\n<response><status>SUCCESS</status>')
+            emit("<data>\n")
+        else:
+            emit('{"status":"SUCCESS","data":{"item":[\n')
+        for start in range(0, records, _RECORD_BATCH):
+            lines = []
+            for k in range(start, min(records, start + _RECORD_BATCH)):
+                values = _values(method, target, k)
+                pairs = list(zip(columns, values, strict=True))
+                if fmt == "csv":
+                    lines.append(",".join(_csv_field(v) for v in values) + "\r\n")
+                elif fmt == "xml":
+                    cells = "".join(f"<{c}>{_xml_text(v)}</{c}>" for c, v in pairs)
+                    lines.append(f"<item>{cells}</item>\n")
+                else:
+                    cells = ",".join(f"{json.dumps(c)}:{json.dumps(v)}" for c, v in pairs)
+                    lines.append(("," if k else "") + "{" + cells + "}\n")
+            emit("".join(lines))
+        emit("</data></response>\n" if fmt == "xml" else "" if fmt == "csv" else "]}}\n")
+    return PayloadInfo(bytes=size, sha256=digest.hexdigest(), records=records)

@@ -54,17 +54,22 @@ from inbox_poller.sandbox.simulator.payloads import (
     gzip_copy,
     padding,
     write_payload,
+    write_table_payload,
 )
 from inbox_poller.sandbox.simulator.rules import (
     CONTACT_METHOD,
+    METHODS,
+    SENT_METHOD,
     SIM_USER_ID,
     Answer,
     SubmitShape,
     envelope_problem,
     failed,
+    interval_s,
     jobids_problem,
+    method_problem,
+    sent_problem,
     submit_data,
-    submit_problem,
     success,
 )
 
@@ -76,6 +81,12 @@ DEFAULT_SENDER = "Pinpointe <noreply@mypinpointe.example>"
 DEFAULT_AUTHSERV_ID = "mx.inbox.example"
 FIRST_JOB_ID = 500_000_001
 DEFAULT_LINK_TTL_S = 7 * 86400.0
+
+
+def _target_of(method: str, details: dict[str, Any]) -> str:
+    """The ID (or IDs, joined by "+") an export request names."""
+    value = details[METHODS[method].target]
+    return "+".join(value) if isinstance(value, list) else str(value)
 
 
 def digest_link(job: SimJob) -> str:
@@ -132,6 +143,12 @@ class PinpointeSimulator:
         self.authserv_id = DEFAULT_AUTHSERV_ID
         self.sender = DEFAULT_SENDER
         self.jobs: dict[str, SimJob] = {}
+        self.sends: list[dict[str, str]] = []
+        """What GetNewslettersSent lists (items as Pinpointe's page shows them; the tests
+        set it); only sends whose ``starttime`` falls in the asked interval are listed."""
+        self.sent_calls = 0
+        self.unknown_ids: set[str] = {"999999"}
+        """IDs (of lists, segments, tags, stats) the simulated account does not have."""
         self.api_calls: list[ApiCall] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -155,7 +172,7 @@ class PinpointeSimulator:
         """
         payloads = self.directory / "payloads"
         payloads.mkdir(parents=True, exist_ok=True)
-        earlier = [int(p.stem) for p in payloads.glob("*.json") if p.stem.isdigit()]
+        earlier = [int(p.stem) for p in payloads.iterdir() if p.stem.isdigit()]
         self._next_job = max([self._next_job - 1, *earlier]) + 1
         ca = make_local_ca(self.ca_dir)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -301,24 +318,42 @@ class PinpointeSimulator:
         method = (envelope["requesttype"].lower(), envelope["requestmethod"].lower())
         if method == ("authentication", "apitest"):
             return 200, success({"userid": SIM_USER_ID, "username": self.username})
-        if method == ("newsletters", CONTACT_METHOD.lower()):
-            return self._submit(details)
+        for name, spec in METHODS.items():
+            if method == (spec.requesttype, name.lower()):
+                return self._submit(name, details)
+        if method == ("newsletters", SENT_METHOD.lower()):
+            return self._newsletters_sent(details)
         if method == ("api", "asyncjobstatus"):
             return self._job_status(details)
         return 400, failed("Unknown requesttype or requestmethod")
 
-    def _submit(self, details: dict[str, Any]) -> Answer:
-        problem = submit_problem(details)
+    def _newsletters_sent(self, details: dict[str, Any]) -> Answer:
+        problem = sent_problem(details)
         if problem is not None:
             return 400, failed(problem)
-        job = self._new_job(details)
+        since = datetime.now(UTC).timestamp() - interval_s(details)
+        with self._lock:
+            self.sent_calls += 1
+            recent = [s for s in self.sends if int(s.get("starttime", "0")) >= since]
+        pagination = details.get("pagination", {})
+        start = int(pagination.get("next", "0"))
+        limit = int(pagination.get("limit", "0")) or len(recent) or 1
+        page = recent[start : start + limit]
+        following = start + limit if start + limit < len(recent) else 0
+        return 200, success({"item": page, "pagination": {"next": str(following)}})
+
+    def _submit(self, name: str, details: dict[str, Any]) -> Answer:
+        problem = method_problem(name, details, frozenset(self.unknown_ids))
+        if problem is not None:
+            return 400, failed(problem)
+        job = self._new_job(details, name)
         if self.notify_before_response:
             self._prepare(job, notify=self.send_notifications, delay_s=0.0)
         else:
             self._spawn(job)
         return 200, success(submit_data(job.job_id, job.created_at, self.submit_shape))
 
-    def _new_job(self, details: dict[str, Any]) -> SimJob:
+    def _new_job(self, details: dict[str, Any], method: str = CONTACT_METHOD) -> SimJob:
         now = datetime.now(UTC).replace(microsecond=0)
         expires = int((now + timedelta(seconds=self.link_ttl_s)).timestamp())
         token = secrets.token_urlsafe(18)
@@ -329,23 +364,27 @@ class PinpointeSimulator:
             job_id = str(self._next_job)
             self._next_job += 1
             faults, self._next_faults = self._next_faults or Faults(), None
+        fmt = str(details.get("format", "json"))
         query = f"expires={expires}&sig={self._links.sign(token, str(expires))}"
         if STYLES[style].job_id_in_link:
             query += f"&jobid={job_id}"
         job = SimJob(
             job_id=job_id,
             token=token,
-            stat=details["stat"],
+            stat=_target_of(method, details),
             startdate=details.get("startdate"),
             enddate=details.get("enddate"),
             notify_email=details["notify"]["value"],
             created_at=now,
             expires_at=datetime.fromtimestamp(expires, UTC),
-            download_url=f"{self.base_url}/exports/{token}.json?{query}",
-            mirror_url=f"{self.base_url}/mirror/{token}.json?{query}",
+            download_url=f"{self.base_url}/exports/{token}.{fmt}?{query}",
+            mirror_url=f"{self.base_url}/mirror/{token}.{fmt}?{query}",
             style=style,
             faults=faults,
-            payload_path=self.directory / "payloads" / f"{job_id}.json",
+            payload_path=self.directory / "payloads" / f"{job_id}.{fmt}",
+            method=method,
+            format=fmt,
+            details=dict(details),
         )
         with self._lock:
             self.jobs[job_id] = job
@@ -362,7 +401,7 @@ class PinpointeSimulator:
                 {
                     "jobid": job.job_id,
                     "status": job.status,
-                    "requestmethod": CONTACT_METHOD,
+                    "requestmethod": job.method,
                     "stat": job.stat,
                     "created": str(int(job.created_at.timestamp())),
                 }
@@ -415,13 +454,22 @@ class PinpointeSimulator:
     def _prepare(self, job: SimJob, notify: bool, delay_s: float) -> None:
         """Write the payload, then (after *delay_s*) deliver the notification."""
         try:
-            info = write_payload(
-                job.payload_path,
-                stat=job.stat,
-                records=self.payload_records,
-                min_bytes=self.payload_bytes,
-                shape=self.payload_shape,
-            )
+            if job.method == CONTACT_METHOD and job.format == "json":
+                info = write_payload(
+                    job.payload_path,
+                    stat=job.stat,
+                    records=self.payload_records,
+                    min_bytes=self.payload_bytes,
+                    shape=self.payload_shape,
+                )
+            else:
+                info = write_table_payload(
+                    job.payload_path,
+                    method=job.method,
+                    target=job.stat,
+                    fmt=job.format,
+                    records=self.payload_records,
+                )
             job.sha256, job.bytes, job.records = info.sha256, info.bytes, info.records
             job.ready.set()
             if notify and not self._stopping.wait(delay_s):
@@ -488,6 +536,9 @@ class PinpointeSimulator:
     def served_body(self, job: SimJob) -> tuple[list[Segment], str]:
         """Return the segments of the body to serve for *job*'s faults, and its ETag."""
         faults = job.faults
+        if faults.replace_body is not None:
+            tag = hashlib.sha256(faults.replace_body).hexdigest()[:32]
+            return [bytes_segment(faults.replace_body, compress=faults.gzip)], f'"{tag}"'
         source = gzip_copy(job.payload_path, self._lock) if faults.gzip else job.payload_path
         segments = [file_segment(source)]
         decoded = job.bytes

@@ -125,3 +125,53 @@ def test_a_failing_deliver_callback_is_recorded(pinpointe_sim: PinpointeSimulato
         time.sleep(0.02)
     assert job.error == "OSError: mailbox full"
     assert job.mail is None
+
+
+def _method(method: str, requesttype: str, **details: object) -> bytes:
+    return api_request(method, requesttype=requesttype, details={**details, "notify": NOTIFY})
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (_method("GetNewsletterStatsAsync", "Newsletters"), "Missing required field: listid"),
+        (_method("GetNewsletterStatsAsync", "Newsletters", listid="12"), "expected an integer"),
+        (_method("GetNewsletterStatsAsync", "Newsletters", listid=999999), "invalid argument list"),
+        (
+            _method("GetNewsletterStatsAsync", "Newsletters", listid=1, startdate="20250101"),
+            "expected YYYY-MM-DDTHH:MM:SSZ",
+        ),
+        (_method("GetNewsletterStatsAsync", "Newsletters", listid=1, format="pdf"), "format"),
+        (_method("GetListSubscribersAsync", "Lists", list="3"), "expected an array"),
+        (_method("GetListSubscribersAsync", "Lists", list=[]), "at least one ID"),
+        (_method("GetListSubscribersAsync", "Lists", list=[3]), "strings of digits"),
+        (_method("GetListSubscribersAsync", "Lists", list=["3"], format="csv"), "Unknown param"),
+        (_method("GetListSubscribersAsync", "Lists", list=["3"], status="x"), "Invalid status"),
+        (
+            _method("GetListSubscribersAsync", "Lists", list=["3"], include_membership="1"),
+            "boolean",
+        ),
+        (_method("GetSegmentSubscribersAsync", "Segments", segmentid=["1"], format="xml"), "json"),
+        (
+            _method("GetSegmentSubscribersAsync", "Segments", segmentid=["1"], startdate="2"),
+            "Unknown parameter: startdate",
+        ),
+        (_method("GetTagSubscribersAsync", "Tags", tagid=["999999"]), "invalid argument tag id"),
+        (_method("GetTagSubscribersAsync", "Tags"), "Missing required field: tagid"),
+        (
+            api_request("GetNewslettersSent", details={"intervalcount": 7}),
+            "Invalid intervalcount",
+        ),
+        (
+            api_request("GetNewslettersSent", details={"intervalcount": "7", "intervalunits": "d"}),
+            "Invalid intervalunits",
+        ),
+    ],
+)
+def test_every_method_refuses_what_its_page_forbids(
+    pinpointe_sim: PinpointeSimulator, body: bytes, message: str
+) -> None:
+    status, answer = pinpointe_sim.handle_api(body)
+    assert (status, answer["status"]) == (400, "FAILED")
+    assert message in answer["errormessage"]
+    assert pinpointe_sim.jobs == {}
