@@ -85,6 +85,7 @@ class Samples:
     wall_s: list[float] = field(default_factory=list)
     first_work_s: list[float] = field(default_factory=list)
     rss_mib: list[float] = field(default_factory=list)
+    cpu_s: list[float] = field(default_factory=list)
 
 
 class FirstCall:
@@ -109,8 +110,8 @@ class FirstCall:
             self.at = None
 
 
-def run_once(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, float]:
-    """Run *argv*; return (started monotonic, wall seconds, peak RSS MiB).
+def run_once(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, float, float]:
+    """Run *argv*; return (started monotonic, wall seconds, peak RSS MiB, CPU seconds).
 
     The peak RSS comes from GNU time (``%M``): ``ru_maxrss`` of a child forked from this
     process would start at this process's own size (Linux records the forked image's
@@ -119,7 +120,7 @@ def run_once(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, fl
     rss_file = cwd / "maxrss"
     started = time.monotonic()
     process = subprocess.Popen(
-        [TIME, "-q", "-f", "%M", "-o", str(rss_file), *argv],
+        [TIME, "-q", "-f", "%M %U %S", "-o", str(rss_file), *argv],
         cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -131,8 +132,8 @@ def run_once(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, fl
     code = process.returncode
     if code != 0 and not (code == 1 and "status" in argv):  # status: 1 means unhealthy
         raise SystemExit(f"{' '.join(argv[3:])} exited {code}: {errors.strip()[-1500:]}")
-    rss_kib = int(rss_file.read_text(encoding="ascii").split()[-1])
-    return started, wall, rss_kib / 1024
+    rss_kib, user_s, system_s = rss_file.read_text(encoding="ascii").split()[-3:]
+    return started, wall, int(rss_kib) / 1024, float(user_s) + float(system_s)
 
 
 def commands(python: str, config: Path) -> dict[str, list[str]]:
@@ -148,9 +149,21 @@ def commands(python: str, config: Path) -> dict[str, list[str]]:
 
 
 def environment(root: Path) -> dict[str, str]:
+    """The commands' environment: *root* on the path, and bytecode read from its cache
+    (an installed package has one; without it every import compiles its source)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INBOX_POLLER")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPATH"] = str(root)
     return env
+
+
+def compile_tree(root: Path) -> None:
+    """Write the bytecode cache of *root*'s ``inbox_poller``, as installing it does."""
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(root / "inbox_poller")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, Samples]]:
@@ -158,6 +171,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, Samples
     if args.root is not None:
         roots = {"before": args.root.resolve(), "after": REPO_ROOT}
     results: dict[str, dict[str, Samples]] = {label: {} for label in roots}
+    for root in roots.values():
+        compile_tree(root)
     with PinpointeSimulator(work / "sim") as sim:
         sim.send_notifications = False
         first = FirstCall(sim)
@@ -184,10 +199,11 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, Samples
             order = runs[rep % len(runs) :] + runs[: rep % len(runs)]
             for label, name, argv, env in order:
                 first.reset()
-                started, wall, rss = run_once(argv, work, env)
+                started, wall, rss, cpu = run_once(argv, work, env)
                 samples = results[label].setdefault(name, Samples())
                 samples.wall_s.append(wall)
                 samples.rss_mib.append(rss)
+                samples.cpu_s.append(cpu)
                 if first.at is not None:
                     samples.first_work_s.append(first.at - started)
         if args.importtime:
@@ -219,8 +235,9 @@ def table(results: dict[str, dict[str, Samples]], reps: int) -> str:
     lines = [
         f"median of {reps} runs; peak RSS is the median of GNU time's %M",
         "",
-        "| code | command | wall s | first work s | minus `python -c pass` s | peak RSS MiB |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| code | command | wall s | first work s | minus `python -c pass` s | CPU s "
+        "| peak RSS MiB |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for label, by_name in results.items():
         anchor = statistics.median(by_name["python -c pass"].wall_s)
@@ -231,7 +248,8 @@ def table(results: dict[str, dict[str, Samples]], reps: int) -> str:
             lines.append(
                 f"| {label} | {name} | {wall:.3f} | "
                 + (f"{first:.3f}" if first is not None else "-")
-                + f" | {shown - anchor:+.3f} | {statistics.median(samples.rss_mib):.1f} |"
+                + f" | {shown - anchor:+.3f} | {statistics.median(samples.cpu_s):.2f}"
+                f" | {statistics.median(samples.rss_mib):.1f} |"
             )
     return "\n".join(lines)
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from inbox_poller.archive import Archive
 from inbox_poller.archive_reader import verify
+from inbox_poller.cli import exits
 from inbox_poller.cli.configshow import render_toml
 from inbox_poller.config import (
     CONFIG_ENV,
@@ -56,13 +57,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("inbox_poller.cli")
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_CONFIG = 78
-"""``EX_CONFIG`` from sysexits.h: the unit file does not restart on it."""
-EXIT_TIMEOUT = 124
-"""``wait`` timed out (as ``timeout(1)`` does); the export is still under way."""
+EXIT_OK = exits.EXIT_OK
+EXIT_FAILURE = exits.EXIT_FAILURE
+EXIT_USAGE = exits.EXIT_USAGE
+EXIT_CONFIG = exits.EXIT_CONFIG
+EXIT_TIMEOUT = exits.EXIT_TIMEOUT
 
 _ARCHIVE_FIXES = {
     errno.EROFS: "the file system is read-only here; under the systemd unit only "

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 
 from inbox_poller.errors import MailboxError, MailboxLoginError, TokenRefused
+from inbox_poller.ledger.keys import LOGIN_PROBLEM_KEY as LOGIN_PROBLEM_KEY
 from inbox_poller.models import MailboxStatus
 from inbox_poller.ports import Mailbox, Metrics, NoMetrics
 
@@ -44,10 +45,6 @@ often, when ``idle_timeout_s`` is shorter)."""
 WAKE_CHECK_S = 0.1
 """How often a NOOP-polling wait (no IDLE) looks at ``wake``; ``stop`` ends it at once."""
 REASON_MAX_CHARS = 200
-LOGIN_PROBLEM_KEY = "login_problem"
-"""The ledger's daemon value holding why the mailbox cannot be logged in to ("" when it
-can): a refused login or OAuth2 grant, which a person must fix. ``service.health``
-reports it."""
 LOGIN_PROBLEM_MAX_CHARS = 600
 
 
