@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,6 +202,10 @@ class Run:
     seconds: float
     peak_rss_mib: float
     report: dict[str, Any]
+    cpu_s: float = 0.0
+    """user + system CPU time of the command (all its threads)."""
+    server_cpu_s: float = 0.0
+    """CPU time the server used meanwhile (openssl only)."""
 
 
 def _timed(argv: list[str], root: Path | None = None) -> Run:
@@ -224,7 +228,7 @@ def _timed(argv: list[str], root: Path | None = None) -> Run:
         raise SystemExit(f"{argv[0]} failed ({process.returncode}): {errors.strip()[-2000:]}")
     lines = [line for line in output.splitlines() if line.startswith("{")]
     report = json.loads(lines[-1]) if lines else {}
-    return Run(seconds, usage.ru_maxrss / 1024, report)
+    return Run(seconds, usage.ru_maxrss / 1024, report, usage.ru_utime + usage.ru_stime)
 
 
 class OpensslServer:
@@ -264,6 +268,11 @@ class OpensslServer:
             shutil.copyfileobj(body, out, MIB)
         return f"https://localhost:{self.port}/{served.name}"
 
+    def cpu_seconds(self) -> float:
+        """user + system CPU time the server has used so far."""
+        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def close(self) -> None:
         self._process.terminate()
         self._process.wait(timeout=10)
@@ -282,6 +291,10 @@ class PythonServer:
 
         self._server.route(f"/{payload.name}", Reply(file=payload))
         return self._server.url(f"/{payload.name}")
+
+    def cpu_seconds(self) -> float:
+        """Not known: the server runs in this process."""
+        return 0.0
 
     def close(self) -> None:
         self._server.close()
@@ -324,6 +337,7 @@ def _measure(
     reps: int,
     *,
     pin: list[str],
+    server_cpu: Callable[[], float],
     before: Path | None = None,
 ) -> dict[str, float]:
     """Run curl, the downloader and the downloader without validation *reps* times each,
@@ -346,7 +360,9 @@ def _measure(
     order = list(commands)
     for _ in range(reps):
         for name in order:
+            server_before = server_cpu()
             run = _timed(commands[name], root=before if name == "old" else None)
+            run.server_cpu_s = server_cpu() - server_before
             (work / "curl.out" if name == "curl" else out).unlink()
             if name != "curl" and run.report["sha256"] != digest:
                 raise SystemExit("the archived payload differs from the one served")
@@ -360,7 +376,12 @@ def _measure(
             for run in runs[name]
         )
 
-    old = {"old": median("old", "download_s+commit_s")} if before is not None else {}
+    def cpu(name: str, server: bool = False) -> float:
+        return statistics.median(run.server_cpu_s if server else run.cpu_s for run in runs[name])
+
+    old = {}
+    if before is not None:
+        old = {"old": median("old", "download_s+commit_s"), "old_cpu": cpu("old")}
     return {
         **old,
         "curl": median("curl"),
@@ -369,6 +390,11 @@ def _measure(
         "commit": median("ours", "commit_s"),
         "bare": median("bare", "download_s+commit_s"),
         "rss": max(run.peak_rss_mib for run in runs["ours"]),
+        "curl_cpu": cpu("curl"),
+        "ours_cpu": cpu("ours"),
+        "bare_cpu": cpu("bare"),
+        "server_cpu": cpu("curl", server=True),
+        "server_ours_cpu": cpu("ours", server=True),
         "fast": floor.report["fast_s"],
         "ijson": floor.report["ijson_s"],
     }
@@ -402,6 +428,21 @@ def _print_table(
             f"| {m['ours'] / m['curl']:.2f}x | {m['work'] / m['curl']:.2f}x | {m['bare']:.2f} "
             f"| {m['bare'] / m['curl']:.2f}x | {m['fast']:.2f} | {m['ijson']:.2f} "
             f"| {m['rss']:.0f} |"
+        )
+    print(
+        "\nCPU seconds (user + system, median): the client, and the server while it served"
+        " that client\n"
+    )
+    print(
+        "| size | curl | server for curl | inbox-poller | server for inbox-poller "
+        "| without validation | before (--root) |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for size, m in rows:
+        old_cpu = f"{m['old_cpu']:.2f}" if "old_cpu" in m else "-"
+        print(
+            f"| {size} MiB | {m['curl_cpu']:.2f} | {m['server_cpu']:.2f} | {m['ours_cpu']:.2f} "
+            f"| {m['server_ours_cpu']:.2f} | {m['bare_cpu']:.2f} | {old_cpu} |"
         )
     for size, m in rows:
         if "old" in m:
@@ -467,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
                     payload,
                     args.reps,
                     pin=client_pin,
+                    server_cpu=server.cpu_seconds,
                     before=args.root.resolve() if args.root else None,
                 )
                 rows.append((size, measured))
