@@ -19,8 +19,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inbox_poller.archive import Archive
-from inbox_poller.archive_reader import verify
 from inbox_poller.cli import exits
 from inbox_poller.cli.configshow import render_toml
 from inbox_poller.config import (
@@ -91,6 +89,8 @@ def _archive_fix(exc: ArchiveError) -> str | None:
 
 def _require_archive(config: Config) -> None:
     """Prove archive.dir usable; an unusable one is a configuration error (exit 78)."""
+    from inbox_poller.archive import Archive  # here: status and exports need no archive
+
     try:
         Archive(config.archive_dir, config.archive_group).ensure_writable()
     except ArchiveError as exc:
@@ -301,6 +301,8 @@ def cmd_exports(config: Config, args: argparse.Namespace) -> int:
 
 
 def _check_archive(config: Config) -> str:
+    from inbox_poller.archive import Archive
+
     try:
         Archive(config.archive_dir, config.archive_group).ensure_writable()
     except ArchiveError as exc:
@@ -545,6 +547,8 @@ def _configured_archive(args: argparse.Namespace) -> Path:
 
 def cmd_archive(args: argparse.Namespace) -> int:
     """``archive verify``: the archive against its manifest; exit 1 on any problem."""
+    from inbox_poller.archive_reader import verify
+
     root = Path(args.dir) if args.dir else _configured_archive(args)
     started = time.monotonic()
     report = verify(root, None if args.json else lambda problem: print(problem, flush=True))
