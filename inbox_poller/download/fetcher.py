@@ -5,7 +5,8 @@ One download is one or more *tries* of the same URL (docs/reliability.md §3, §
 * before any connection, the URL and every redirect target are checked and their host's
   addresses validated and pinned (``addresses.PinnedConnections``);
 * the body streams in bounded memory, with (connect, read) timeouts and a wall-clock
-  deadline, to SHA-256 and the sink on a helper thread (``spool.Spool``) and through
+  deadline, into reused buffers that two helper threads take in order
+  (``spool.Spool``): one hashes (SHA-256) and writes to the sink, the other runs
   ``fastcheck.FastCheck`` (simdjson); a payload the fast check leaves undecided is then
   validated by ijson, the authority (``validation.validate``), read back from the sink
   (``PayloadSink.read_back``);
@@ -158,7 +159,8 @@ class SafeDownloader:
     """Download allow-listed HTTPS payloads safely (``ports.Downloader``).
 
     One instance serves one thread at a time. The sink is written from a helper thread
-    (never concurrently), ``sink.restart()`` is called before each retry, and
+    (never concurrently, each piece a memoryview valid during the call only),
+    ``sink.restart()`` is called before each retry, and
     ``sink.read_back()`` when the fast check leaves the payload to ijson.
     """
 
