@@ -26,7 +26,8 @@ from typing import Protocol
 from inbox_poller.errors import ArchiveError, InboxPollerError
 
 BUFFERS = 6
-"""Pieces in flight (each ``chunk_bytes``): enough to absorb the jitter of three threads."""
+"""Pieces in flight at most (each ``chunk_bytes``): enough to absorb the jitter of three
+threads. Buffers are made as the reader gets ahead, so a small payload uses one."""
 
 
 class Check(Protocol):
@@ -54,10 +55,9 @@ class Spool:
         self._write = write
         self._check = check
         self._sha = hashlib.sha256()
-        self._views = [memoryview(bytearray(chunk_bytes)) for _ in range(BUFFERS)]
+        self._chunk_bytes = chunk_bytes
+        self._views: list[memoryview] = []  # made when needed: a small payload needs one
         self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for index in range(BUFFERS):
-            self._free.put(index)
         self._users = [0] * BUFFERS
         self._lock = threading.Lock()
         self._to_writer: queue.SimpleQueue[_Item] = queue.SimpleQueue()
@@ -78,7 +78,14 @@ class Spool:
         """A free buffer to read the next piece into (waits while all are in use)."""
         self._raise_error()
         if self._current is None:
-            self._current = self._free.get()
+            try:
+                self._current = self._free.get_nowait()
+            except queue.Empty:
+                if len(self._views) < BUFFERS:
+                    self._views.append(memoryview(bytearray(self._chunk_bytes)))
+                    self._current = len(self._views) - 1
+                else:
+                    self._current = self._free.get()
         return self._views[self._current]
 
     def put(self, size: int) -> None:

@@ -63,3 +63,19 @@ def test_the_writer_and_the_check_get_every_piece_in_order_from_a_few_reused_buf
     assert written == sent and checked == sent
     assert len(buffers) <= BUFFERS
     assert digest == hashlib.sha256(sent).hexdigest()
+
+
+def test_a_payload_of_one_piece_makes_one_buffer_not_all_of_them() -> None:
+    checked = bytearray()
+
+    class Check:
+        def feed(self, piece: memoryview) -> None:
+            checked.extend(piece)
+
+    spool = Spool(lambda piece: None, Check(), chunk_bytes=1 << 20)
+    buffer = spool.buffer()
+    buffer[:5] = b"[1,2]"
+    spool.put(5)
+    assert spool.finish() == hashlib.sha256(b"[1,2]").hexdigest()
+    assert checked == b"[1,2]"
+    assert len(spool._views) == 1  # 1 MiB, not BUFFERS MiB, for a small payload
