@@ -10,10 +10,9 @@ parts, are imported where they are built, so commands that never use them (``sta
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING
 
-from inbox_poller.ports import Downloader, ExportApi, Metrics, NoMetrics, PayloadSink
+from inbox_poller.ports import Metrics, NoMetrics
 
 if TYPE_CHECKING:
     from inbox_poller.config import Config
@@ -24,66 +23,8 @@ if TYPE_CHECKING:
     from inbox_poller.loop.reader import ReaderSettings
     from inbox_poller.loop.submitter import Submitter
     from inbox_poller.metrics.registry import Mode, PrometheusMetrics
-    from inbox_poller.models import DownloadResult, ExportRequest
     from inbox_poller.oauth.tokens import TokenSource
     from inbox_poller.pinpointe.client import PinpointeApi
-
-
-_Built = TypeVar("_Built")
-
-
-class _OnFirstUse(Generic[_Built]):
-    """Build an edge when it is first used, once, from any thread.
-
-    An idle daemon (no export waiting) never downloads and never calls Pinpointe: it need
-    not import urllib3, simdjson and the validators, nor requests (bench/bench_idle.py).
-    """
-
-    def __init__(self, build: Callable[[], _Built]) -> None:
-        self._build: Callable[[], _Built] | None = build
-        self._built: _Built | None = None
-        self._lock = threading.Lock()
-
-    def get(self) -> _Built:
-        with self._lock:
-            if self._built is None:
-                assert self._build is not None
-                self._built, self._build = self._build(), None
-            return self._built
-
-
-class LazyDownloader:
-    """A ``ports.Downloader`` that builds the real one at the first download."""
-
-    def __init__(self, build: Callable[[], Downloader]) -> None:
-        self._edge = _OnFirstUse(build)
-
-    def download(self, url: str, sink: PayloadSink) -> DownloadResult:
-        return self._edge.get().download(url, sink)
-
-
-class LazyExportApi:
-    """A ``ports.ExportApi`` that builds the Pinpointe client at its first call."""
-
-    def __init__(self, build: Callable[[], ExportApi]) -> None:
-        self._edge = _OnFirstUse(build)
-
-    @property
-    def last_response(self) -> str | None:
-        return self._edge.get().last_response
-
-    @last_response.setter
-    def last_response(self, value: str | None) -> None:
-        self._edge.get().last_response = value
-
-    def submit(self, request: ExportRequest) -> str:
-        return self._edge.get().submit(request)
-
-    def check(self) -> str:
-        return self._edge.get().check()
-
-    def job_status(self, job_ids: Sequence[str]) -> dict[str, str]:
-        return self._edge.get().job_status(job_ids)
 
 
 def reader_settings(config: Config) -> ReaderSettings:
@@ -128,19 +69,6 @@ def build_api(config: Config) -> PinpointeApi:
     return PinpointeApi(config.pinpointe, config.usertoken.read(), ca_file=config.pinpointe_ca)
 
 
-def _lazy_api(config: Config) -> LazyExportApi:
-    """The Pinpointe client, built (and requests imported) at its first call; the token is
-    read now, so that a missing secret stops the start, as before."""
-    token = config.usertoken.read()
-
-    def build() -> ExportApi:
-        from inbox_poller.pinpointe.client import PinpointeApi
-
-        return PinpointeApi(config.pinpointe, token, ca_file=config.pinpointe_ca)
-
-    return LazyExportApi(build)
-
-
 def build_metrics(config: Config, mode: Mode) -> PrometheusMetrics | None:
     """The metrics ``[metrics]`` asks for, listening already; None when it asks for none.
 
@@ -177,6 +105,7 @@ def build_loop(
     *stop*, when set, makes a download under way park itself (the daemon's shutdown).
     """
     from inbox_poller.archive import Archive
+    from inbox_poller.download.fetcher import SafeDownloader
     from inbox_poller.ledger.store import Store
     from inbox_poller.loop.archiver import ExportArchiver
     from inbox_poller.loop.hooks import HookDispatcher
@@ -190,7 +119,7 @@ def build_loop(
     archiver = ExportArchiver(
         store,
         Archive(config.archive_dir, config.archive_group),
-        _lazy_downloader(config, stop),
+        SafeDownloader(config.download, ca_file=config.download_ca, stop=stop),
         max_attempts=config.download.max_attempts,
         stop=stop,
         metrics=metrics,
@@ -201,23 +130,8 @@ def build_loop(
     return LoopParts(store, mailbox, archiver, poller, dispatcher)
 
 
-def _lazy_downloader(config: Config, stop: threading.Event | None) -> LazyDownloader:
-    """The safe downloader, built (urllib3, simdjson and ijson imported) at the first download;
-    its CA file is loaded now, so that a bad ``download.ca_file`` stops the start, as before."""
-    from inbox_poller.net import client_context
-
-    client_context(config.download_ca)
-
-    def build() -> Downloader:
-        from inbox_poller.download.fetcher import SafeDownloader
-
-        return SafeDownloader(config.download, ca_file=config.download_ca, stop=stop)
-
-    return LazyDownloader(build)
-
-
 def build_submitter(config: Config, store: Store, *, metrics: Metrics | None = None) -> Submitter:
-    """Wire the Pinpointe client (built at its first call) and the ledger for submissions."""
+    """Wire the Pinpointe client and the ledger for submissions."""
     from inbox_poller.loop.submitter import Submitter
 
-    return Submitter(store, _lazy_api(config), metrics=metrics)
+    return Submitter(store, build_api(config), metrics=metrics)

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 
 from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import MailboxError, ProcessedFolderError
-from inbox_poller.ledger.keys import ACK_PROBLEM_KEY as ACK_PROBLEM_KEY
-from inbox_poller.ledger.keys import LAST_RUN_KEY as LAST_RUN_KEY
+from inbox_poller.ledger.keys import ACK_PROBLEM_KEY, LAST_RUN_KEY
 from inbox_poller.loop.archiver import ExportArchiver
 from inbox_poller.loop.reader import MailReader, ReaderSettings
 from inbox_poller.models import CycleReport, MailboxStatus, utc_now

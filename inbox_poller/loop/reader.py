@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import ExtractError, MailboxError, ReaderUnavailable, StoreError
-from inbox_poller.ledger.keys import LAST_POLL_KEY as LAST_POLL_KEY
+from inbox_poller.ledger.keys import LAST_POLL_KEY
 from inbox_poller.loop.budget import MailBudget
 from inbox_poller.matching.match import (
     MATCHABLE_STATES,

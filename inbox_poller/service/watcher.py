@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable
 
 from inbox_poller.errors import MailboxError, MailboxLoginError, TokenRefused
-from inbox_poller.ledger.keys import LOGIN_PROBLEM_KEY as LOGIN_PROBLEM_KEY
 from inbox_poller.models import MailboxStatus
 from inbox_poller.ports import Mailbox, Metrics, NoMetrics
 
