@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,12 +203,22 @@ class Run:
     seconds: float
     peak_rss_mib: float
     report: dict[str, Any]
+    cpu_s: float = 0.0
+    """user + system CPU time of the command (all its threads)."""
+    server_cpu_s: float = 0.0
+    """CPU time the server used meanwhile (openssl only)."""
 
 
-def _timed(argv: list[str]) -> Run:
-    """Run *argv*; return its wall time, peak RSS (wait4) and JSON report, if any."""
+def _timed(argv: list[str], root: Path | None = None) -> Run:
+    """Run *argv* (from *root*, with it on PYTHONPATH, if given); return its wall time,
+    peak RSS (wait4) and JSON report, if any."""
+    env = None
+    if root is not None:
+        env = {**os.environ, "PYTHONPATH": str(root)}
     started = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=root, env=env
+    )
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
     assert process.stdout is not None and process.stderr is not None
@@ -219,17 +229,18 @@ def _timed(argv: list[str]) -> Run:
         raise SystemExit(f"{argv[0]} failed ({process.returncode}): {errors.strip()[-2000:]}")
     lines = [line for line in output.splitlines() if line.startswith("{")]
     report = json.loads(lines[-1]) if lines else {}
-    return Run(seconds, usage.ru_maxrss / 1024, report)
+    return Run(seconds, usage.ru_maxrss / 1024, report, usage.ru_utime + usage.ru_stime)
 
 
 class OpensslServer:
     """``openssl s_server -HTTP``: serves files holding a complete HTTP response (C, fast)."""
 
-    def __init__(self, root: Path, cert: Path, key: Path) -> None:
+    def __init__(self, root: Path, cert: Path, key: Path, pin: list[str] | None = None) -> None:
         self.root = root
         self.port = _free_port()
         self._process = subprocess.Popen(
             [
+                *(pin or []),
                 "openssl",
                 "s_server",
                 "-quiet",
@@ -258,6 +269,11 @@ class OpensslServer:
             shutil.copyfileobj(body, out, MIB)
         return f"https://localhost:{self.port}/{served.name}"
 
+    def cpu_seconds(self) -> float:
+        """user + system CPU time the server has used so far."""
+        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def close(self) -> None:
         self._process.terminate()
         self._process.wait(timeout=10)
@@ -277,8 +293,21 @@ class PythonServer:
         self._server.route(f"/{payload.name}", Reply(file=payload))
         return self._server.url(f"/{payload.name}")
 
+    def cpu_seconds(self) -> float:
+        """Not known: the server runs in this process."""
+        return 0.0
+
     def close(self) -> None:
         self._server.close()
+
+
+def _pinning() -> tuple[list[str], list[str]]:
+    """``taskset`` prefixes: the server on the last CPU, the clients on all the others."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 or shutil.which("taskset") is None:
+        raise SystemExit("--pin needs taskset and at least 2 CPUs")
+    others = ",".join(str(cpu) for cpu in cpus[:-1])
+    return ["taskset", "-c", str(cpus[-1])], ["taskset", "-c", others]
 
 
 def _free_port() -> int:
@@ -301,22 +330,40 @@ def _wait_for_port(port: int) -> None:
     raise SystemExit(f"the server did not start on port {port}")
 
 
-def _measure(url: str, ca: Path, work: Path, payload: Path, reps: int) -> dict[str, float]:
+def _measure(
+    url: str,
+    ca: Path,
+    work: Path,
+    payload: Path,
+    reps: int,
+    *,
+    pin: list[str],
+    server_cpu: Callable[[], float],
+    before: Path | None = None,
+) -> dict[str, float]:
     """Run curl, the downloader and the downloader without validation *reps* times each,
-    in a rotating order (the VM's noise drifts); return medians and the peak RSS."""
-    runs: dict[str, list[Run]] = {"curl": [], "ours": [], "bare": []}
+    in a rotating order (the VM's noise drifts); return medians and the peak RSS.
+
+    *pin* prefixes every client (``taskset -c 0`` or nothing); with *before*, the
+    downloader also runs with ``inbox_poller`` imported from that directory ("old").
+    """
+    runs: dict[str, list[Run]] = {"curl": [], "ours": [], "bare": [], "old": []}
     out = work / "archive" / f"{payload.stem}.json"
-    child = [sys.executable, "-m", "bench.bench_download", "--child", url, str(ca), str(out)]
+    child = [*pin, sys.executable, "-m", "bench.bench_download", "--child", url, str(ca), str(out)]
     commands = {
-        "curl": ["curl", "-s", "-o", str(work / "curl.out"), "--cacert", str(ca), url],
+        "curl": [*pin, "curl", "-s", "-o", str(work / "curl.out"), "--cacert", str(ca), url],
         "ours": child,
         "bare": [*child, "--no-validation"],
     }
+    if before is not None:
+        commands["old"] = child
     digest = _sha256(payload)
     order = list(commands)
     for _ in range(reps):
         for name in order:
-            run = _timed(commands[name])
+            server_before = server_cpu()
+            run = _timed(commands[name], root=before if name == "old" else None)
+            run.server_cpu_s = server_cpu() - server_before
             (work / "curl.out" if name == "curl" else out).unlink()
             if name != "curl" and run.report["sha256"] != digest:
                 raise SystemExit("the archived payload differs from the one served")
@@ -330,13 +377,25 @@ def _measure(url: str, ca: Path, work: Path, payload: Path, reps: int) -> dict[s
             for run in runs[name]
         )
 
+    def cpu(name: str, server: bool = False) -> float:
+        return statistics.median(run.server_cpu_s if server else run.cpu_s for run in runs[name])
+
+    old = {}
+    if before is not None:
+        old = {"old": median("old", "download_s+commit_s"), "old_cpu": cpu("old")}
     return {
+        **old,
         "curl": median("curl"),
         "ours": median("ours"),
         "work": median("ours", "download_s+commit_s"),
         "commit": median("ours", "commit_s"),
         "bare": median("bare", "download_s+commit_s"),
         "rss": max(run.peak_rss_mib for run in runs["ours"]),
+        "curl_cpu": cpu("curl"),
+        "ours_cpu": cpu("ours"),
+        "bare_cpu": cpu("bare"),
+        "server_cpu": cpu("curl", server=True),
+        "server_ours_cpu": cpu("ours", server=True),
         "fast": floor.report["fast_s"],
         "ijson": floor.report["ijson_s"],
     }
@@ -350,8 +409,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _print_table(rows: list[tuple[int, dict[str, float]]], server: str, reps: int) -> None:
-    print(f"\nserver: {server}; median of {reps} runs; peak RSS is the maximum over the runs")
+def _print_table(
+    rows: list[tuple[int, dict[str, float]]], server: str, reps: int, pinned: bool
+) -> None:
+    placement = "server on CPU 1, clients on CPU 0 (taskset)" if pinned else "not pinned"
+    print(
+        f"\nserver: {server}, {placement}; median of {reps} runs; "
+        "peak RSS is the maximum over the runs"
+    )
     print(
         "| size | curl s | inbox-poller s (process) | download + commit s | ratio (process) "
         "| ratio (download + commit) | without validation s | its ratio "
@@ -365,6 +430,27 @@ def _print_table(rows: list[tuple[int, dict[str, float]]], server: str, reps: in
             f"| {m['bare'] / m['curl']:.2f}x | {m['fast']:.2f} | {m['ijson']:.2f} "
             f"| {m['rss']:.0f} |"
         )
+    print(
+        "\nCPU seconds (user + system, median): the client, and the server while it served"
+        " that client\n"
+    )
+    print(
+        "| size | curl | server for curl | inbox-poller | server for inbox-poller "
+        "| without validation | before (--root) |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for size, m in rows:
+        old_cpu = f"{m['old_cpu']:.2f}" if "old_cpu" in m else "-"
+        print(
+            f"| {size} MiB | {m['curl_cpu']:.2f} | {m['server_cpu']:.2f} | {m['ours_cpu']:.2f} "
+            f"| {m['server_ours_cpu']:.2f} | {m['bare_cpu']:.2f} | {old_cpu} |"
+        )
+    for size, m in rows:
+        if "old" in m:
+            print(
+                f"{size} MiB, download + commit with --root (before): {m['old']:.2f} s, "
+                f"{m['old'] / m['curl']:.2f}x curl"
+            )
     commits = ", ".join(f"{m['commit']:.2f} s at {size} MiB" for size, m in rows)
     print(f"\n(commit, i.e. fsync + rename + directory fsync: {commits}.)")
 
@@ -375,6 +461,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--server", choices=("openssl", "python"), default="openssl")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="taskset: the server on the last CPU, curl and the downloader on the others",
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        help="also run the downloader with inbox_poller imported from this directory",
+    )
     parser.add_argument("--child", nargs=3, metavar=("URL", "CA", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--no-validation", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--floor", type=Path, help=argparse.SUPPRESS)
@@ -393,8 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ca = make_local_ca(work / "ca")
         (work / "archive").mkdir()
+        server_pin, client_pin = _pinning() if args.pin else ([], [])
         server: OpensslServer | PythonServer = (
-            OpensslServer(work, ca.server_cert, ca.server_key)
+            OpensslServer(work, ca.server_cert, ca.server_key, server_pin)
             if args.server == "openssl"
             else PythonServer(work, ca)
         )
@@ -405,10 +502,20 @@ def main(argv: list[str] | None = None) -> int:
                 count = write_payload(payload, size * MIB)
                 print(f"{size} MiB: {count} records, {payload.stat().st_size} bytes", flush=True)
                 url = server.publish(payload)
-                rows.append((size, _measure(url, ca.ca_cert, work, payload, args.reps)))
+                measured = _measure(
+                    url,
+                    ca.ca_cert,
+                    work,
+                    payload,
+                    args.reps,
+                    pin=client_pin,
+                    server_cpu=server.cpu_seconds,
+                    before=args.root.resolve() if args.root else None,
+                )
+                rows.append((size, measured))
         finally:
             server.close()
-        _print_table(rows, args.server, args.reps)
+        _print_table(rows, args.server, args.reps, args.pin)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -58,9 +58,10 @@ from inbox_poller.models import (
 )
 
 WRITE_BEHIND_BYTES = 64 * 1024 * 1024
-"""Flush a part file to disk every this many bytes while it is written (from the
-download's writer thread), so the final fsync has little left to do and does not add
-the whole payload's write-back to the end of the download."""
+"""Flush a part file to disk every this many bytes while it is written, so the final
+fsync has little left to do and does not add the whole payload's write-back to the end
+of the download. The flush runs on a thread of its own (:class:`_Flusher`): the writer
+never waits for the disk."""
 _METHOD_RE = JOB_ID_RE
 _TARGET_RE = re.compile(r"^[a-z]{1,16}-[0-9+]{1,100}(?:\+more)?\Z")
 _HASH_CHUNK_BYTES = 1024 * 1024
@@ -151,6 +152,48 @@ class Access:
 PRIVATE = Access()
 
 
+class _Flusher:
+    """``fdatasync`` one file on a thread of its own, whenever asked, while it is written.
+
+    A failure is kept and raised by :meth:`check` (the writer's next write, or the seal):
+    Linux reports a write-back error to one ``fsync`` of a file descriptor only, so one
+    seen here must not be lost.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._asked = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.error: OSError | None = None
+
+    def ask(self) -> None:
+        """Flush soon (at most one flush waits behind the one under way)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="part-flush", daemon=True)
+            self._thread.start()
+        self._asked.set()
+
+    def stop(self) -> None:
+        """Wait for a flush under way; idempotent. Call before the descriptor is closed."""
+        if self._thread is not None:
+            self._stopping = True
+            self._asked.set()
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            self._asked.wait()
+            self._asked.clear()
+            if self._stopping:
+                return
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                self.error = self.error or exc
+
+
 class PartFile:
     """A temporary file in the final directory; implements ``PayloadSink``.
 
@@ -166,6 +209,7 @@ class PartFile:
             )
         except OSError as exc:
             raise ArchiveError(f"cannot create {path}: {exc.strerror}") from exc
+        self._flusher = _Flusher(self._fd)
         if access is not PRIVATE:
             try:
                 access.apply(self._fd, access.file_mode)
@@ -173,7 +217,7 @@ class PartFile:
                 self.discard()
                 raise
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if self._fd is None:
             raise ArchiveError(f"{self.path} is already closed")
         view = memoryview(data)
@@ -187,11 +231,14 @@ class PartFile:
             crashpoints.crash_point("download:mid-body")
         before = self._written
         self._written += len(data)
+        self._raise_flush_error()
         if self._written // WRITE_BEHIND_BYTES != before // WRITE_BEHIND_BYTES:
-            try:
-                os.fdatasync(self._fd)
-            except OSError as exc:
-                raise ArchiveError(f"cannot flush {self.path}: {exc.strerror}") from exc
+            self._flusher.ask()
+
+    def _raise_flush_error(self) -> None:
+        error = self._flusher.error
+        if error is not None:
+            raise ArchiveError(f"cannot flush {self.path}: {error.strerror}") from error
 
     def restart(self) -> None:
         if self._fd is None:
@@ -215,6 +262,8 @@ class PartFile:
         if self._fd is None:
             return
         try:
+            self._flusher.stop()
+            self._raise_flush_error()
             os.fsync(self._fd)
         except OSError as exc:
             raise ArchiveError(f"cannot fsync {self.path}: {exc.strerror}") from exc
@@ -225,6 +274,7 @@ class PartFile:
     def discard(self) -> None:
         """Close and delete the file; never raises."""
         if self._fd is not None:
+            self._flusher.stop()
             os.close(self._fd)
             self._fd = None
         with contextlib.suppress(OSError):

@@ -36,9 +36,11 @@ from pydantic import (
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from inbox_poller.errors import ConfigError
-from inbox_poller.matching.sender import SenderPolicy
 from inbox_poller.schedules.table import ExportSchedule, ExportSchedules
 from inbox_poller.urlpolicy import HostRule, parse_host_rule
+
+if typing.TYPE_CHECKING:
+    from inbox_poller.matching.sender import SenderPolicy
 
 DEFAULT_CONFIG_PATH = "/etc/inbox-poller/config.toml"
 CONFIG_ENV = "INBOX_POLLER_CONFIG"
@@ -487,12 +489,18 @@ class SenderConfig(_Section):
         if bool(self.authserv_ids) != bool(self.domains):
             raise ValueError("give both authserv_ids and domains, or neither (check off)")
         if self.authserv_ids:
-            SenderPolicy(self.authserv_ids, self.domains)
+            self._build_policy()
         return self
 
     @property
     def policy(self) -> SenderPolicy | None:
-        return SenderPolicy(self.authserv_ids, self.domains) if self.authserv_ids else None
+        return self._build_policy() if self.authserv_ids else None
+
+    def _build_policy(self) -> SenderPolicy:
+        # imported here: only reading mail needs it, and matching/ imports the email package
+        from inbox_poller.matching.sender import SenderPolicy
+
+        return SenderPolicy(self.authserv_ids, self.domains)
 
 
 class MatchingConfig(_Section):

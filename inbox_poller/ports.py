@@ -84,8 +84,9 @@ class Mailbox(Protocol):
 class PayloadSink(Protocol):
     """Where a download writes the decoded payload (``archive.PartFile``)."""
 
-    def write(self, data: bytes) -> None:
-        """Append *data*. :raises ArchiveError:"""
+    def write(self, data: bytes | memoryview) -> None:
+        """Append *data*. A memoryview is valid only during the call (the downloader
+        reuses its buffers): copy the bytes, never keep the object. :raises ArchiveError:"""
         ...
 
     def restart(self) -> None:

@@ -2,9 +2,9 @@
 
 This is the one place that builds the network edges (``imap/``, ``oauth/``,
 ``pinpointe/``, ``download/``) and hands them to the loop; the IMAP mailbox gets its
-OAuth2 tokens from here, through ``ports.AccessTokens``. Those edges are imported where they are
-built, so commands that never use them (``status``, ``exports``) do not pay for
-importing their libraries.
+OAuth2 tokens from here, through ``ports.AccessTokens``. Those edges, and the loop's
+parts, are imported where they are built, so commands that never use them (``status``,
+``exports``) do not pay for importing them (bench/bench_cli_startup.py).
 """
 
 from __future__ import annotations
@@ -12,19 +12,16 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from inbox_poller.archive import Archive
-from inbox_poller.config import Config
-from inbox_poller.ledger.store import Store
-from inbox_poller.loop.archiver import ExportArchiver
-from inbox_poller.loop.hooks import HookDispatcher, HookSettings
-from inbox_poller.loop.parts import LoopParts
-from inbox_poller.loop.poller import Poller
-from inbox_poller.loop.reader import ReaderSettings
-from inbox_poller.loop.submitter import Submitter
 from inbox_poller.ports import Metrics, NoMetrics
 
 if TYPE_CHECKING:
+    from inbox_poller.config import Config
     from inbox_poller.imap.mailbox import ImapMailbox
+    from inbox_poller.ledger.store import Store
+    from inbox_poller.loop.hooks import HookSettings
+    from inbox_poller.loop.parts import LoopParts
+    from inbox_poller.loop.reader import ReaderSettings
+    from inbox_poller.loop.submitter import Submitter
     from inbox_poller.metrics.registry import Mode, PrometheusMetrics
     from inbox_poller.oauth.tokens import TokenSource
     from inbox_poller.pinpointe.client import PinpointeApi
@@ -32,6 +29,8 @@ if TYPE_CHECKING:
 
 def reader_settings(config: Config) -> ReaderSettings:
     """What reading mail needs from *config*."""
+    from inbox_poller.loop.reader import ReaderSettings
+
     return ReaderSettings(
         rules=config.download.host_rules,
         keyword=config.imap.keyword,
@@ -93,6 +92,8 @@ def build_metrics(config: Config, mode: Mode) -> PrometheusMetrics | None:
 
 def hook_settings(config: Config) -> HookSettings:
     """What running hooks needs from *config*."""
+    from inbox_poller.loop.hooks import HookSettings
+
     return HookSettings(on_archived=config.hooks.on_archived, timeout_s=config.hooks.timeout)
 
 
@@ -103,7 +104,13 @@ def build_loop(
 
     *stop*, when set, makes a download under way park itself (the daemon's shutdown).
     """
+    from inbox_poller.archive import Archive
     from inbox_poller.download.fetcher import SafeDownloader
+    from inbox_poller.ledger.store import Store
+    from inbox_poller.loop.archiver import ExportArchiver
+    from inbox_poller.loop.hooks import HookDispatcher
+    from inbox_poller.loop.parts import LoopParts
+    from inbox_poller.loop.poller import Poller
 
     metrics = metrics or NoMetrics()
     mailbox = build_mailbox(config, metrics=metrics)
@@ -125,4 +132,6 @@ def build_loop(
 
 def build_submitter(config: Config, store: Store, *, metrics: Metrics | None = None) -> Submitter:
     """Wire the Pinpointe client and the ledger for submissions."""
+    from inbox_poller.loop.submitter import Submitter
+
     return Submitter(store, build_api(config), metrics=metrics)

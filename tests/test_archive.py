@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import stat
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -291,3 +292,48 @@ def test_an_export_verified_before_offsets_existed_is_looked_for_once(tmp_path: 
     legacy = dataclasses.replace(export, manifest_offset=MANIFEST_OFFSET_UNKNOWN)
     archive.append_manifest(legacy, _archived(archive, export), NOW, lambda offset: None)
     assert len(_manifest_lines(tmp_path)) == 1
+
+
+def test_write_behind_flushes_on_its_own_thread_while_the_writer_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inbox_poller import archive
+
+    monkeypatch.setattr(archive, "WRITE_BEHIND_BYTES", 1024)
+    flushed_on: list[str] = []
+    flushed = threading.Event()
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        flushed_on.append(threading.current_thread().name)
+        real_fdatasync(fd)
+        flushed.set()
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    part = PartFile(tmp_path / ".x.part")
+    for _ in range(8):
+        part.write(memoryview(b"x" * 512))
+    assert flushed.wait(10)  # a flush asked for at the last mark may not have run yet
+    part.seal()
+    assert flushed_on and set(flushed_on) == {"part-flush"}
+    assert (tmp_path / ".x.part").read_bytes() == b"x" * 4096
+
+
+def test_a_failed_write_behind_flush_is_raised_by_the_seal_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inbox_poller import archive
+
+    monkeypatch.setattr(archive, "WRITE_BEHIND_BYTES", 1024)
+    failed = threading.Event()
+
+    def fdatasync(fd: int) -> None:
+        failed.set()
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    part = PartFile(tmp_path / ".x.part")
+    part.write(b"x" * 2048)
+    assert failed.wait(10)
+    with pytest.raises(ArchiveError, match=r"cannot flush .*Input/output error"):
+        part.seal()

@@ -19,8 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inbox_poller.archive import Archive
-from inbox_poller.archive_reader import verify
+from inbox_poller.cli import exits
 from inbox_poller.cli.configshow import render_toml
 from inbox_poller.config import (
     CONFIG_ENV,
@@ -64,13 +63,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("inbox_poller.cli")
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_CONFIG = 78
-"""``EX_CONFIG`` from sysexits.h: the unit file does not restart on it."""
-EXIT_TIMEOUT = 124
-"""``wait`` timed out (as ``timeout(1)`` does); the export is still under way."""
+EXIT_OK = exits.EXIT_OK
+EXIT_FAILURE = exits.EXIT_FAILURE
+EXIT_USAGE = exits.EXIT_USAGE
+EXIT_CONFIG = exits.EXIT_CONFIG
+EXIT_TIMEOUT = exits.EXIT_TIMEOUT
 
 _ARCHIVE_FIXES = {
     errno.EROFS: "the file system is read-only here; under the systemd unit only "
@@ -100,6 +97,8 @@ def _archive_fix(exc: ArchiveError) -> str | None:
 
 def _require_archive(config: Config) -> None:
     """Prove archive.dir usable; an unusable one is a configuration error (exit 78)."""
+    from inbox_poller.archive import Archive  # here: status and exports need no archive
+
     try:
         Archive(config.archive_dir, config.archive_group).ensure_writable()
     except ArchiveError as exc:
@@ -347,6 +346,8 @@ def cmd_exports(config: Config, args: argparse.Namespace) -> int:
 
 
 def _check_archive(config: Config) -> str:
+    from inbox_poller.archive import Archive
+
     try:
         Archive(config.archive_dir, config.archive_group).ensure_writable()
     except ArchiveError as exc:
@@ -591,6 +592,8 @@ def _configured_archive(args: argparse.Namespace) -> Path:
 
 def cmd_archive(args: argparse.Namespace) -> int:
     """``archive verify``: the archive against its manifest; exit 1 on any problem."""
+    from inbox_poller.archive_reader import verify
+
     root = Path(args.dir) if args.dir else _configured_archive(args)
     started = time.monotonic()
     report = verify(root, None if args.json else lambda problem: print(problem, flush=True))

@@ -22,24 +22,8 @@ from datetime import date
 from typing import TYPE_CHECKING, TypeAlias
 
 from inbox_poller import __version__
-from inbox_poller.cli.commands import (
-    EXIT_CONFIG,
-    EXIT_FAILURE,
-    EXIT_USAGE,
-    cmd_archive,
-    cmd_auth,
-    cmd_check,
-    cmd_config_show,
-    cmd_exports,
-    cmd_inspect,
-    cmd_run,
-    cmd_sandbox,
-    cmd_status,
-    cmd_submit,
-    cmd_wait,
-)
+from inbox_poller.cli.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_USAGE
 from inbox_poller.cli.logsetup import configure_logging, report_final_error
-from inbox_poller.config import load_config, parse_duration, resolve_config_path
 from inbox_poller.errors import ConfigError, InboxPollerError, UsageError
 from inbox_poller.methods import ALL_OPTION_KEYS, FORMATS, METHODS
 from inbox_poller.models import CONTACT_DATA_METHOD, JOB_ID_RE, STAT_ID_RE, ExportState
@@ -85,6 +69,8 @@ def _job_id(value: str) -> str:
 
 
 def _duration(value: str) -> float:
+    from inbox_poller.config import parse_duration
+
     try:
         return parse_duration(value)
     except ValueError as exc:
@@ -146,6 +132,20 @@ def _epilog(examples: Sequence[str], exit_codes: Sequence[tuple[str, str]]) -> s
     return "\n".join(lines)
 
 
+def _command(name: str) -> Callable[..., int]:
+    """The subcommand *name* of ``commands``, imported when it runs: ``--help`` and a usage
+    error import none of them, and ``commands`` imports only what every command shares
+    (bench/bench_cli_startup.py)."""
+
+    def run(*args: object) -> int:
+        from inbox_poller.cli import commands
+
+        return int(getattr(commands, name)(*args))
+
+    run.__name__ = run.__qualname__ = name
+    return run
+
+
 def add_command(
     commands: SubParsers,
     name: str,
@@ -197,7 +197,7 @@ def _add_run(commands: SubParsers) -> None:
                 "writable, a file); the fix is named",
             ),
         ],
-        handler=cmd_run,
+        handler=_command("cmd_run"),
     )
     run.add_argument(
         "--once",
@@ -229,7 +229,7 @@ def _add_submit(commands: SubParsers) -> None:
                 "not exist, or --end not after --start",
             ),
         ],
-        handler=cmd_submit,
+        handler=_command("cmd_submit"),
     )
     submit.add_argument(
         "--method",
@@ -287,7 +287,7 @@ def _add_wait(commands: SubParsers) -> None:
             ("1", "the export failed for good, or no export has this job ID"),
             ("124", "timed out; the export is still under way"),
         ],
-        handler=cmd_wait,
+        handler=_command("cmd_wait"),
     )
     wait.add_argument("job_id", metavar="JOB_ID", type=_job_id, help="the job ID `submit` printed")
     wait.add_argument(
@@ -319,7 +319,7 @@ def _add_status(commands: SubParsers) -> None:
             ("0", "healthy"),
             ("1", "unhealthy, not running, or no ledger yet (every problem is printed)"),
         ],
-        handler=cmd_status,
+        handler=_command("cmd_status"),
     )
     status.add_argument("--json", action="store_true", help="print JSON")
 
@@ -333,7 +333,7 @@ def _add_exports(commands: SubParsers) -> None:
         "archived file or the reason it failed, and its hooks. Opens the ledger read-only.",
         examples=[f"{PROG} exports --state failed", f"{PROG} exports --json | jq '.[].path'"],
         exit_codes=[("0", "listed"), ("1", "no ledger at the configured state.path")],
-        handler=cmd_exports,
+        handler=_command("cmd_exports"),
     )
     states = [s.value for s in ExportState]
     exports.add_argument(
@@ -355,7 +355,7 @@ def _add_check(commands: SubParsers) -> None:
         "Authentication/APITest. Prints one line per check: ok, warn or FAIL.",
         examples=[f"{PROG} check --offline"],
         exit_codes=[("0", "every check passed (warnings allowed)"), ("1", "a check failed")],
-        handler=cmd_check,
+        handler=_command("cmd_check"),
     )
     check.add_argument(
         "--offline", action="store_true", help="skip the IMAP login and the Pinpointe call"
@@ -384,7 +384,7 @@ def _add_auth(commands: SubParsers) -> None:
         "mode 0600 to imap.oauth2.refresh_token_file (or --output); it is never printed.",
         examples=[f"{PROG} auth login", f"{PROG} auth login --output ./refresh-token"],
         exit_codes=[("0", "the refresh token was written"), ("1", "the sign-in failed")],
-        handler=cmd_auth,
+        handler=_command("cmd_auth"),
     )
     login.add_argument(
         "--output",
@@ -401,7 +401,7 @@ def _add_auth(commands: SubParsers) -> None:
         "themselves are never shown; `check` gets a token and logs in with it.",
         examples=[f"{PROG} auth status --json"],
         exit_codes=[("0", "shown")],
-        handler=cmd_auth,
+        handler=_command("cmd_auth"),
     )
     status.add_argument("--json", action="store_true", help="print JSON")
 
@@ -426,7 +426,7 @@ def _add_config(commands: SubParsers) -> None:
         "from (never its value). The TOML output is itself a valid configuration.",
         examples=[f"{PROG} -c /etc/inbox-poller/config.toml config show"],
         exit_codes=[("0", "printed")],
-        handler=cmd_config_show,
+        handler=_command("cmd_config_show"),
     )
     show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
 
@@ -440,7 +440,7 @@ def _add_inspect(commands: SubParsers) -> None:
         "verdict on each link and which export it would match. Nothing is recorded.",
         examples=[f"{PROG} inspect-email notification.eml --pending 987654 --json"],
         exit_codes=[("0", "shown"), ("1", "the file cannot be read")],
-        handler=cmd_inspect,
+        handler=_command("cmd_inspect"),
         needs_config=False,
     )
     inspect.add_argument("path", metavar="PATH", help="an RFC 822 message (.eml)")
@@ -484,7 +484,7 @@ def _add_archive(commands: SubParsers) -> None:
         "as a stream; run it as a member of archive.group, or as the service's user.",
         examples=[f"{PROG} archive verify --json", f"{PROG} archive verify --dir /srv/archive"],
         exit_codes=[("0", "no problem"), ("1", "a problem (each one is printed)")],
-        handler=cmd_archive,
+        handler=_command("cmd_archive"),
         needs_config=False,
     )
     verify.add_argument("--json", action="store_true", help="print one JSON object")
@@ -505,7 +505,7 @@ def _add_sandbox(commands: SubParsers) -> None:
         "another export to the same ledger and archive.",
         examples=[f"{PROG} sandbox --dir ~/inbox-poller-sandbox --records 500"],
         exit_codes=[("0", "the export was archived and acknowledged"), ("1", "a step failed")],
-        handler=cmd_sandbox,
+        handler=_command("cmd_sandbox"),
         needs_config=False,
     )
     sandbox.add_argument("--dir", metavar="DIR", help="keep the sandbox's files here")
@@ -569,6 +569,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not args.needs_config:
             return int(args.handler(args))
+        from inbox_poller.config import load_config, resolve_config_path
+
         config = load_config(resolve_config_path(args.config))
         return int(args.handler(config, args))
     except ConfigError as exc:

@@ -112,7 +112,7 @@ class _Window:
     (measured: a page fault per 4 KiB).
     """
 
-    def __init__(self, start: bytes | bytearray, pad: int) -> None:
+    def __init__(self, start: bytes | bytearray | memoryview, pad: int) -> None:
         self.pad = pad
         self.first = pad + 1
         self.data = bytearray(b"[" * self.first) + bytearray(self.first)
@@ -124,7 +124,7 @@ class _Window:
         """``b"["`` and the contents: the length the chunk sizes are measured by."""
         return self.size - self.pad
 
-    def append(self, piece: bytes | bytearray) -> None:
+    def append(self, piece: bytes | bytearray | memoryview) -> None:
         end = self.size + len(piece)
         if end + self.first > len(self.data):  # grow by doubling, rarely
             wanted = max(end + self.first, 2 * len(self.data))
@@ -173,7 +173,7 @@ class FastCheck:
         self._next_try = 0
         self.reason: str | None = None
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Take the next piece of the payload."""
         if self.reason is not None:
             return

@@ -5,7 +5,8 @@ One download is one or more *tries* of the same URL (docs/reliability.md §3, §
 * before any connection, the URL and every redirect target are checked and their host's
   addresses validated and pinned (``addresses.PinnedConnections``);
 * the body streams in bounded memory, with (connect, read) timeouts and a wall-clock
-  deadline, to SHA-256 and the sink on a helper thread (``spool.Spool``) and through
+  deadline, into reused buffers that two helper threads take in order
+  (``spool.Spool``): one hashes (SHA-256) and writes to the sink, the other runs
   ``fastcheck.FastCheck`` (simdjson); a payload the fast check leaves undecided is then
   validated by ijson, the authority (``validation.validate``), read back from the sink
   (``PayloadSink.read_back``);
@@ -100,27 +101,47 @@ class _Clock:
             raise DownloadTransient(f"the download deadline ({self.deadline_s:g} s) passed")
 
 
-def _stream_body(
-    response: BaseHTTPResponse, spool: Spool, check: FormatCheck, max_bytes: int, clock: _Clock
-) -> int:
-    """Spool and check the decoded body, checking the size cap, the deadline and the stop
-    request before each read; return its size. Raise RetryableFailure if it ends short of
-    its Content-Length."""
-    declared = response.length_remaining  # None when chunked or absent
+def _reader(response: BaseHTTPResponse) -> tuple[Callable[[memoryview], int], bool]:
+    """``readinto`` for the decoded body, into the caller's buffer; and whether it reads
+    the body as sent (then the bytes read are the bytes received).
+
+    An uncompressed body is read from the ``http.client`` response under urllib3's, which
+    would allocate a fresh ``bytes`` per read and copy it once more; a compressed one
+    goes through urllib3's decoder and is copied into the buffer.
+    """
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    raw = getattr(response, "_fp", None)
+    if encoding in ("", "identity") and isinstance(raw, http.client.HTTPResponse):
+        return raw.readinto, True
     chunks = response.stream(CHUNK_BYTES, decode_content=True)
+
+    def read_decoded(buffer: memoryview) -> int:
+        chunk = next(chunks, b"")  # at most CHUNK_BYTES (urllib3 buffers the rest)
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    return read_decoded, False
+
+
+def _stream_body(response: BaseHTTPResponse, spool: Spool, max_bytes: int, clock: _Clock) -> int:
+    """Read the decoded body into the spool, checking the size cap, the deadline and the
+    stop request before each read; return its size. Raise RetryableFailure if it ends short
+    of its Content-Length."""
+    declared = response.length_remaining  # None when chunked or absent
+    readinto, as_sent = _reader(response)
     decoded = 0
     while True:
         clock.check()
-        chunk = next(chunks, b"")
-        if not chunk:
+        buffer = spool.buffer()
+        size = readinto(buffer)
+        if not size:
             break
-        decoded += len(chunk)
+        decoded += size
         if decoded > max_bytes:
             raise PayloadTooLarge(f"the payload exceeds download.max_bytes ({max_bytes})")
-        spool.put(chunk)  # first, so hashing and writing overlap with the check
-        check.feed(chunk)
+        spool.put(size)
     clock.check()  # a read cut short by a stop request is not the end
-    received = response.tell()
+    received = decoded if as_sent else response.tell()
     if declared is not None and received != declared:
         raise RetryableFailure(f"the body ended after {received} of {declared} bytes")
     return decoded
@@ -138,7 +159,8 @@ class SafeDownloader:
     """Download allow-listed HTTPS payloads safely (``ports.Downloader``).
 
     One instance serves one thread at a time. The sink is written from a helper thread
-    (never concurrently), ``sink.restart()`` is called before each retry, and
+    (never concurrently, each piece a memoryview valid during the call only),
+    ``sink.restart()`` is called before each retry, and
     ``sink.read_back()`` when the fast check leaves the payload to ijson.
     """
 
@@ -261,9 +283,9 @@ class SafeDownloader:
         """One try: follow redirects, then stream, store and validate the body."""
         response, final_url = self._open(url, clock)
         check = FormatCheck(expected)
-        spool = Spool(sink.write)
+        spool = Spool(sink.write, check, chunk_bytes=CHUNK_BYTES)
         try:
-            size = _stream_body(response, spool, check, self._config.max_bytes, clock)
+            size = _stream_body(response, spool, self._config.max_bytes, clock)
             digest = spool.finish()
         except (HTTPError, OSError, http.client.HTTPException) as exc:
             clock.check()  # a read cut short by a stop request

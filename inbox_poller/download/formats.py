@@ -34,9 +34,10 @@ class FormatCheck:
         self.head = b""
         self.json: FastCheck | None = FastCheck() if expected == "json" else None
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: memoryview) -> None:
+        """Take the next piece (``spool.Check``: valid during the call only; never raises)."""
         if len(self.head) < SNIFF_BYTES:
-            self.head += chunk[: SNIFF_BYTES - len(self.head)]
+            self.head += bytes(chunk[: SNIFF_BYTES - len(self.head)])
         if self.json is not None:
             self.json.feed(chunk)
 

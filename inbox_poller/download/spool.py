@@ -1,10 +1,18 @@
-"""Hash and store the decoded chunks of a download on a helper thread.
+"""Hash, store and check the decoded body of a download on two helper threads.
 
-SHA-256 and file writes release the GIL, so they run beside the downloading thread,
-which reads (TLS releases the GIL too) and runs the fast JSON check (simdjson holds it).
-Measured on 512 MiB over loopback (bench/README.md), this layout was as fast as any
-other tried (write, hash and check on three threads; write alone and hash with the
-check), and it is the simplest: the sink is written from one thread, in order.
+The downloading thread reads each piece of the body straight into one of a few reused
+buffers (:meth:`Spool.buffer`, :meth:`Spool.put`) and goes back to the network at once.
+Two helpers take every piece in order, from the same buffer:
+
+* the *writer* hashes it (SHA-256) and writes it to the sink: both release the GIL;
+* the *checker* feeds it to the fast JSON check (``fastcheck.FastCheck``, simdjson).
+
+A buffer is read into again only when both have finished with it, so memory is bounded
+by ``BUFFERS`` pieces whatever the payload's size, and no piece is copied on its way
+(the sink copies it into the page cache, the check into its window). Reusing the
+buffers also spares the allocator: a fresh megabyte per piece, freed on another thread,
+made glibc map and fault in fresh pages (measured: 40,000 minor faults for 512 MiB).
+Measured layouts are in bench/README.md.
 """
 
 from __future__ import annotations
@@ -13,54 +21,129 @@ import hashlib
 import queue
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from inbox_poller.errors import ArchiveError, InboxPollerError
 
-QUEUE_DEPTH = 4
-"""Chunks queued for the helper: enough to absorb jitter; each one is a network read
-(1 MiB), so this bounds the memory in flight (measured: 8 cost 4 MiB more RSS, no time)."""
+BUFFERS = 6
+"""Pieces in flight at most (each ``chunk_bytes``): enough to absorb the jitter of three
+threads. Buffers are made as the reader gets ahead, so a small payload uses one."""
+
+
+class Check(Protocol):
+    """What the checker feeds (``fastcheck.FastCheck``): it never raises."""
+
+    def feed(self, data: memoryview) -> None: ...
+
+
+_Item = tuple[int, int] | None
+"""(buffer index, bytes in it), or None: the end."""
 
 
 class Spool:
-    """Hash and write every chunk put, in order, on a helper thread.
+    """Hash and write every piece put, and feed it to *check*, in order, on two threads.
 
-    :param write: the sink's ``write``; a failure stops writing and is raised by the
-        next ``put`` or by ``finish`` (as ``ArchiveError`` unless it is one of ours).
+    :param write: the sink's ``write``; it gets a memoryview valid only during the call.
+        A failure stops writing and is raised by the next ``buffer``/``put`` or by
+        ``finish`` (as ``ArchiveError`` unless it is one of ours).
+    :param check: fed the same pieces, in order, on its own thread.
     """
 
-    def __init__(self, write: Callable[[bytes], None]) -> None:
+    def __init__(
+        self, write: Callable[[memoryview], None], check: Check, *, chunk_bytes: int
+    ) -> None:
         self._write = write
+        self._check = check
         self._sha = hashlib.sha256()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUE_DEPTH)
+        self._chunk_bytes = chunk_bytes
+        self._views: list[memoryview] = []  # made when needed: a small payload needs one
+        self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._users = [0] * BUFFERS
+        self._lock = threading.Lock()
+        self._to_writer: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._to_checker: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="download-spool", daemon=True)
-        self._thread.start()
+        self._current: int | None = None
+        self._threads = [
+            threading.Thread(target=self._writer, name="download-write", daemon=True),
+            threading.Thread(target=self._checker, name="download-check", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        self._open = True
 
-    def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            if self._error is None:  # after a failure, keep draining so put() never blocks
-                try:
-                    self._sha.update(chunk)
-                    self._write(chunk)
-                except BaseException as exc:  # re-raised in the downloading thread
-                    self._error = exc
+    # --- the downloading thread ------------------------------------------------------------
 
-    def put(self, chunk: bytes) -> None:
-        """Queue *chunk*; raise an earlier write failure."""
+    def buffer(self) -> memoryview:
+        """A free buffer to read the next piece into (waits while all are in use)."""
         self._raise_error()
-        self._queue.put(chunk)
+        if self._current is None:
+            try:
+                self._current = self._free.get_nowait()
+            except queue.Empty:
+                if len(self._views) < BUFFERS:
+                    self._views.append(memoryview(bytearray(self._chunk_bytes)))
+                    self._current = len(self._views) - 1
+                else:
+                    self._current = self._free.get()
+        return self._views[self._current]
+
+    def put(self, size: int) -> None:
+        """Hand on the first *size* bytes of the buffer last returned by :meth:`buffer`."""
+        self._raise_error()
+        index = self._current
+        assert index is not None, "put() without buffer()"
+        self._current = None
+        with self._lock:
+            self._users[index] = 2
+        self._to_writer.put((index, size))
+        self._to_checker.put((index, size))
 
     def finish(self) -> str:
-        """Wait until every chunk is written; return the SHA-256 hex digest."""
+        """Wait until every piece is written and checked; return the SHA-256 hex digest."""
         self.close()
         self._raise_error()
         return self._sha.hexdigest()
 
     def close(self) -> None:
-        """Stop the helper thread after the chunks already queued; idempotent."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+        """Stop both helpers after the pieces already put; idempotent."""
+        if self._open:
+            self._open = False
+            self._to_writer.put(None)
+            self._to_checker.put(None)
+            for thread in self._threads:
+                thread.join()
+
+    # --- the helpers ----------------------------------------------------------------------
+
+    def _writer(self) -> None:
+        while (item := self._to_writer.get()) is not None:
+            index, size = item
+            if self._error is None:  # after a failure, keep draining so buffer() never waits
+                try:
+                    with self._views[index][:size] as piece:
+                        self._sha.update(piece)
+                        self._write(piece)
+                except BaseException as exc:  # re-raised in the downloading thread
+                    self._error = exc
+            self._release(index)
+
+    def _checker(self) -> None:
+        while (item := self._to_checker.get()) is not None:
+            index, size = item
+            try:
+                with self._views[index][:size] as piece:
+                    self._check.feed(piece)
+            except BaseException as exc:  # the check never raises; a bug is not hidden
+                self._error = self._error or exc
+            self._release(index)
+
+    def _release(self, index: int) -> None:
+        with self._lock:
+            self._users[index] -= 1
+            free = self._users[index] == 0
+        if free:
+            self._free.put(index)
 
     def _raise_error(self) -> None:
         if self._error is None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import MailboxError, ProcessedFolderError
+from inbox_poller.ledger.keys import ACK_PROBLEM_KEY, LAST_RUN_KEY
 from inbox_poller.loop.archiver import ExportArchiver
 from inbox_poller.loop.reader import MailReader, ReaderSettings
 from inbox_poller.models import CycleReport, MailboxStatus, utc_now
@@ -27,13 +28,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("inbox_poller.loop")
 
-ACK_PROBLEM_KEY = "acknowledge_problem"
-"""The ledger's daemon value holding why archived mail cannot be acknowledged ("" when it
-can): the processed folder is missing. ``service.health`` reports it."""
-
-LAST_RUN_KEY = "last_run_once"
-"""The ledger's daemon value recording the last ``run --once``: JSON with ``at`` (ISO time),
-``ok`` and ``failed`` (the first few failures). ``service.health`` judges cron users by it."""
 RUN_FAILURES_KEPT = 5
 
 DownloadStep = Callable[[CycleReport], None]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import ExtractError, MailboxError, ReaderUnavailable, StoreError
+from inbox_poller.ledger.keys import LAST_POLL_KEY
 from inbox_poller.loop.budget import MailBudget
 from inbox_poller.matching.match import (
     MATCHABLE_STATES,
@@ -49,8 +50,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("inbox_poller.loop")
 
-LAST_POLL_KEY = "last_poll_at"
-"""Ledger key of the last successful mailbox pass (``status`` and ``STATUS=`` read it)."""
 DEFAULT_REMATCH_WINDOW = timedelta(days=7)
 """How long an unmatched mail is kept for re-matching (its export may not be known yet)."""
 

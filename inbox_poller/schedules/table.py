@@ -11,8 +11,6 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -153,6 +151,10 @@ class ExportSchedule(BaseModel):
                 "write the weekday field with names (mon-fri, sun): APScheduler 3.x counts"
                 " 0 as Monday where crontab counts 0 as Sunday"
             )
+        # imported here, not at the top: a config without [[export]] tables (every
+        # command but the daemon's) need not load APScheduler (bench/bench_cli_startup.py)
+        from apscheduler.triggers.cron import CronTrigger
+
         try:
             trigger = CronTrigger.from_crontab(" ".join(fields), timezone=UTC)
         except ValueError as exc:
@@ -282,6 +284,9 @@ class ExportSchedule(BaseModel):
 
     def trigger(self) -> Any:
         """Return a new APScheduler trigger (UTC) that says when this schedule fires."""
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
         seconds = self.every_s
         if seconds is not None:
             return IntervalTrigger(seconds=seconds, start_date=INTERVAL_EPOCH, timezone=UTC)

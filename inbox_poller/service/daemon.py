@@ -42,6 +42,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from inbox_poller.config import Config, load_config
 from inbox_poller.errors import ConfigError, InboxPollerError
+from inbox_poller.ledger.keys import LOGIN_PROBLEM_KEY
 from inbox_poller.ledger.store import Store
 from inbox_poller.loop.parts import LoopParts
 from inbox_poller.loop.submitter import Submitter
@@ -52,7 +53,7 @@ from inbox_poller.service.downloads import DownloadPool
 from inbox_poller.service.health import DAEMON_STARTED_KEY, ledger_health
 from inbox_poller.service.hookrunner import HookRunner
 from inbox_poller.service.sdnotify import Notifier
-from inbox_poller.service.watcher import IDLE_RENEW_S, LOGIN_PROBLEM_KEY, MailboxWatcher
+from inbox_poller.service.watcher import IDLE_RENEW_S, MailboxWatcher
 
 logger = logging.getLogger("inbox_poller.service")
 

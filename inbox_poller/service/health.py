@@ -24,12 +24,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from inbox_poller.config import Config
+from inbox_poller.ledger.keys import ACK_PROBLEM_KEY, LAST_POLL_KEY, LAST_RUN_KEY, LOGIN_PROBLEM_KEY
 from inbox_poller.ledger.store import Store
-from inbox_poller.loop.poller import ACK_PROBLEM_KEY, LAST_RUN_KEY
-from inbox_poller.loop.reader import LAST_POLL_KEY
 from inbox_poller.models import FINAL_STATES, Export, ExportState, HookRun
 from inbox_poller.ports import HealthSample
-from inbox_poller.service.watcher import LOGIN_PROBLEM_KEY
 
 STALE_POLL_INTERVALS = 3
 """The mailbox counts as unread after this many poll intervals without a successful pass."""

@@ -44,10 +44,6 @@ often, when ``idle_timeout_s`` is shorter)."""
 WAKE_CHECK_S = 0.1
 """How often a NOOP-polling wait (no IDLE) looks at ``wake``; ``stop`` ends it at once."""
 REASON_MAX_CHARS = 200
-LOGIN_PROBLEM_KEY = "login_problem"
-"""The ledger's daemon value holding why the mailbox cannot be logged in to ("" when it
-can): a refused login or OAuth2 grant, which a person must fix. ``service.health``
-reports it."""
 LOGIN_PROBLEM_MAX_CHARS = 600
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from inbox_poller.cli.program import main
+from inbox_poller.ledger.keys import LAST_POLL_KEY, LAST_RUN_KEY
 from inbox_poller.ledger.store import Store
-from inbox_poller.loop.poller import LAST_RUN_KEY
-from inbox_poller.loop.reader import LAST_POLL_KEY
 from inbox_poller.models import ExportRequest, utc_now
 from tests.samples import MINIMAL
 

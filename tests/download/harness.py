@@ -33,7 +33,7 @@ class RecordingSink:
         self.data = bytearray()
         self.events: list[str] = []
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.data += data
         self.events.append("write")
 

@@ -13,7 +13,7 @@ from inbox_poller.errors import PayloadInvalid
 def _arrived(expected: str, body: bytes) -> str:
     check = FormatCheck(expected)
     for start in range(0, len(body), 3):  # the head survives being fed in pieces
-        check.feed(body[start : start + 3])
+        check.feed(memoryview(body)[start : start + 3])
     return check.arrived()
 
 

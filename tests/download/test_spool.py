@@ -1,10 +1,15 @@
-"""The spool: a failure of the sink's write stops the download, never retried."""
+"""The spool: every piece reaches the sink and the check in order, from a few reused
+buffers; a failure of the sink's write stops the download, never retried."""
 
 from __future__ import annotations
+
+import hashlib
+import time
 
 import pytest
 
 from inbox_poller.download.fetcher import SafeDownloader
+from inbox_poller.download.spool import BUFFERS, Spool
 from inbox_poller.errors import ArchiveError
 from tests.download.harness import BIG, RecordingSink, make_config
 from tests.plugins.https_servers import HttpsServer, Reply
@@ -15,7 +20,7 @@ class FailingSink(RecordingSink):
         super().__init__()
         self.error = error
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         raise self.error
 
 
@@ -30,3 +35,47 @@ def test_a_failing_sink_stops_the_download_without_retrying(
     with pytest.raises(ArchiveError, match=r"disk full|No space left"):
         downloader.download(https_server.url("/big"), FailingSink(error))
     assert https_server.hits("/big") == 1
+
+
+def test_the_writer_and_the_check_get_every_piece_in_order_from_a_few_reused_buffers() -> None:
+    written = bytearray()
+    checked = bytearray()
+
+    def slow_write(piece: memoryview) -> None:
+        time.sleep(0.001)  # the reader gets ahead: it must wait for a free buffer
+        written.extend(piece)
+
+    class Check:
+        def feed(self, piece: memoryview) -> None:
+            checked.extend(piece)
+
+    spool = Spool(slow_write, Check(), chunk_bytes=64)
+    buffers: set[int] = set()
+    sent = bytearray()
+    for n in range(10 * BUFFERS):
+        buffer = spool.buffer()
+        buffers.add(id(buffer.obj))
+        piece = bytes([n % 256]) * (1 + n % 64)
+        buffer[: len(piece)] = piece
+        spool.put(len(piece))
+        sent += piece
+    digest = spool.finish()
+    assert written == sent and checked == sent
+    assert len(buffers) <= BUFFERS
+    assert digest == hashlib.sha256(sent).hexdigest()
+
+
+def test_a_payload_of_one_piece_makes_one_buffer_not_all_of_them() -> None:
+    checked = bytearray()
+
+    class Check:
+        def feed(self, piece: memoryview) -> None:
+            checked.extend(piece)
+
+    spool = Spool(lambda piece: None, Check(), chunk_bytes=1 << 20)
+    buffer = spool.buffer()
+    buffer[:5] = b"[1,2]"
+    spool.put(5)
+    assert spool.finish() == hashlib.sha256(b"[1,2]").hexdigest()
+    assert checked == b"[1,2]"
+    assert len(spool._views) == 1  # 1 MiB, not BUFFERS MiB, for a small payload

@@ -21,10 +21,11 @@ from inbox_poller.errors import (
     MailboxError,
     PayloadInvalid,
 )
+from inbox_poller.ledger.keys import LAST_RUN_KEY
 from inbox_poller.ledger.store import Store
 from inbox_poller.loop.archiver import ExportArchiver
 from inbox_poller.loop.budget import MailBudget
-from inbox_poller.loop.poller import LAST_RUN_KEY, Poller
+from inbox_poller.loop.poller import Poller
 from inbox_poller.loop.reader import ReaderSettings
 from inbox_poller.loop.submitter import Submitter
 from inbox_poller.matching.sender import SenderPolicy

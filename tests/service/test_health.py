@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from inbox_poller.loop.poller import LAST_RUN_KEY
+from inbox_poller.ledger.keys import LAST_RUN_KEY
 from inbox_poller.models import Export, ExportRequest, ExportState, HookRun, HookState
 from inbox_poller.service.health import (
     DAEMON_STARTED_KEY,
