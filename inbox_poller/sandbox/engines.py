@@ -131,11 +131,20 @@ def _user_kwargs(user: ServiceUser | None) -> dict[str, object]:
     return {"user": user.uid, "group": user.gid, "extra_groups": [], "cwd": "/"}
 
 
+def write_secret(path: Path, value: str) -> None:
+    """Write *value* and a newline to *path*, readable by its owner only."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(value + "\n")
+
+
 # ---- the engine's process ---------------------------------------------------------------
 
 
 def launch(
-    argv: Sequence[str], log_path: Path, user: ServiceUser | None = None
+    argv: Sequence[str],
+    log_path: Path,
+    user: ServiceUser | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start *argv* in a session of its own, stdout and stderr appended to *log_path*."""
     with log_path.open("ab") as log:

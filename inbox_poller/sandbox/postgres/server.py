@@ -13,7 +13,6 @@ that user. The server is ready only when the test role logs in over TLS and runs
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import shutil
 import signal
@@ -324,8 +323,8 @@ class PostgresServer:
         for sub in ("run", "log"):
             (self._dir / sub).mkdir(mode=0o700, exist_ok=True)
         ca = localca.make_local_ca(self._dir / "ssl")
-        _write_secret(self.password_file, self._password)
-        _write_secret(self._dir / "superuser-password", self._superuser_password)
+        engines.write_secret(self.password_file, self._password)
+        engines.write_secret(self._dir / "superuser-password", self._superuser_password)
         # as root, the server runs as the postgres user: it owns the directory, the
         # sockets' directory, its key (postgres refuses a key others can read) and its log
         engines.give_to(
@@ -434,13 +433,6 @@ class PostgresServer:
                 )
         with self.connect() as conn:
             conn.execute("SELECT 1")
-
-
-def _write_secret(path: Path, value: str) -> None:
-    """Write *value* and a newline to *path*, readable by its owner only."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        file.write(value + "\n")
 
 
 def _read_secret(path: Path, default: str) -> str:
