@@ -207,41 +207,84 @@ def stop(
     engine: str,
     timeout_s: float = STOP_KILL_AFTER_S,
 ) -> None:
-    """Send *signum* to the engine, wait for it, and leave nothing of its group running.
+    """Send *signum* to the engine, wait for it, and leave none of its processes running.
 
-    After *timeout_s* the whole process group gets SIGKILL. Any process of the group
-    still alive once the leader is gone (an orphaned child) gets SIGKILL too.
+    The engine's processes are its descendants and its process group (PostgreSQL's
+    backends leave the group: each calls ``setsid``). SIGKILL goes to all of them at
+    once, as a crash would; any other signal to the leader only, and after *timeout_s*
+    SIGKILL to all. Whatever of them still runs once the leader is gone gets SIGKILL.
     """
     group = process.pid  # start_new_session: the leader's PID is the group's
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signum)
+    family = set(descendants(process.pid))
+    if signum == signal.SIGKILL:
+        _kill([process.pid, *family])
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signum)
     try:
         process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         logger.warning("%s: still running after %ss; killing it", engine, timeout_s)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)
+        family.update(descendants(process.pid))
+        _kill([process.pid, *family])
         process.wait()
     deadline = time.monotonic() + timeout_s
-    while (members := group_members(group)) and time.monotonic() < deadline:
-        for pid in members:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    while time.monotonic() < deadline:
+        survivors = [pid for pid in family if alive(pid)] + group_members(group)
+        if not survivors:
+            return
+        _kill(survivors)
         time.sleep(_POLL_S)
+    logger.warning("%s: processes %s survive SIGKILL", engine, survivors)
+
+
+def _kill(pids: Sequence[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _stat(pid: int | str) -> list[str] | None:
+    """Return the fields of ``/proc/<pid>/stat`` after the command name, or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    # the command name is in parentheses and may itself contain them
+    return text.rsplit(")", 1)[1].split()
+
+
+def alive(pid: int) -> bool:
+    """Return whether *pid* runs; a zombie counts as gone."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def _live_processes() -> list[tuple[int, int, int]]:
+    """Return (PID, parent PID, process group) of every live process, from ``/proc``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(entry.name)
+            if fields is not None and fields[0] != "Z":
+                found.append((int(entry.name), int(fields[1]), int(fields[2])))
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Return the live descendants of *pid* (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
+    for child, parent, _ in _live_processes():
+        children.setdefault(parent, []).append(child)
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def group_members(group: int) -> list[int]:
-    """Return the live (not zombie) PIDs in process group *group*, read from ``/proc``."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text(encoding="ascii", errors="replace")
-        except OSError:
-            continue
-        # the command name is in parentheses and may itself contain them
-        fields = text.rsplit(")", 1)[1].split()
-        if fields[0] != "Z" and int(fields[2]) == group:
-            members.append(int(entry.name))
-    return members
+    """Return the live PIDs in process group *group*."""
+    return [pid for pid, _, pgid in _live_processes() if pgid == group]
