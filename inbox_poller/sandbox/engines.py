@@ -116,19 +116,16 @@ def run_as(
             check=False,
             timeout=timeout_s,
             stdin=subprocess.DEVNULL,
-            **_user_kwargs(user),
+            user=user.uid if user else None,
+            group=user.gid if user else None,
+            extra_groups=[] if user else None,
+            cwd="/" if user else None,  # a directory the user can enter
         )
     except subprocess.TimeoutExpired:
         raise InboxPollerError(f"{what} did not finish within {timeout_s}s") from None
     if result.returncode != 0:
         output = (result.stderr or result.stdout).strip().splitlines()[-3:]
         raise InboxPollerError(f"{what} failed: {' '.join(output)[:500]}")
-
-
-def _user_kwargs(user: ServiceUser | None) -> dict[str, object]:
-    if user is None:
-        return {}
-    return {"user": user.uid, "group": user.gid, "extra_groups": [], "cwd": "/"}
 
 
 def write_secret(path: Path, value: str) -> None:
@@ -155,7 +152,10 @@ def launch(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            **_user_kwargs(user),  # type: ignore[arg-type]
+            user=user.uid if user else None,
+            group=user.gid if user else None,
+            extra_groups=[] if user else None,
+            cwd="/" if user else None,
         )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -94,9 +93,7 @@ def test_a_stop_or_a_crash_leaves_no_process_and_cleanup_no_directory(
     server.start()
     try:
         with capsys.disabled():
-            print(
-                f"\npostgres: a new cluster (initdb included) started in {server.start_seconds:.2f}s"
-            )
+            print(f"\npostgres: a new cluster (initdb too) started in {server.start_seconds:.2f}s")
         postmaster = server.pid
         assert postmaster is not None
         with server.connect():
@@ -139,6 +136,6 @@ def test_the_newest_major_version_is_chosen(tmp_path: Path) -> None:
         bindir.mkdir(parents=True)
         for name in ("postgres", "initdb"):
             (bindir / name).write_text("#!/bin/sh\n", encoding="ascii")
-            os.chmod(bindir / name, 0o755)
+            (bindir / name).chmod(0o700)
     (tmp_path / "17" / "bin").mkdir(parents=True)  # a leftover without the programs
     assert find_bindir(root=tmp_path) == tmp_path / "15" / "bin"

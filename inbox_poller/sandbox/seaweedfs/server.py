@@ -50,6 +50,10 @@ _PROBE_KEY = "ready"
 REGION = "us-east-1"
 """SeaweedFS accepts any region in a signature; this is the one clients are given."""
 START_TIMEOUT_S = 30.0
+STOP_GRACE_S = 2.0
+"""How long a stop waits for weed's graceful shutdown before SIGKILL. It takes about a
+second, but ten more while a client holds a keep-alive connection to the S3 port (as a
+daemon does); a kill is as safe as the crash :meth:`SeaweedFSServer.crash` makes (tested)."""
 _MARKER = "inbox-poller-seaweedfs"
 """A file naming a directory as one of ours (so nothing else is used, or deleted)."""
 _PORTS = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc")
@@ -110,6 +114,13 @@ class SeaweedFSServer:
         if self._ports is None:
             raise InboxPollerError("the SeaweedFS instance has not been started yet")
         return self._ports["s3"]
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Every listener's port by name (``s3``, ``master``, ``filer_grpc``, ``admin``, …)."""
+        if self._ports is None:
+            raise InboxPollerError("the SeaweedFS instance has not been started yet")
+        return {**self._ports, "admin_grpc": self._ports["admin"] + _GRPC_OFFSET}
 
     @property
     def endpoint_url(self) -> str:
@@ -209,7 +220,12 @@ class SeaweedFSServer:
         """Stop the server (SIGTERM: it flushes and closes its volumes). A no-op when stopped."""
         if self._process is None:
             return
-        engines.stop(self._process, signal.SIGTERM, engine=f"seaweedfs {self.directory}")
+        engines.stop(
+            self._process,
+            signal.SIGTERM,
+            engine=f"seaweedfs {self.directory}",
+            timeout_s=STOP_GRACE_S,
+        )
         self._process = None
         self._remove_grpc_sockets()
 
@@ -366,15 +382,13 @@ class SeaweedFSServer:
         """Delete the gRPC sockets weed left in ``/tmp`` for this instance's ports."""
         if self._ports is None:
             return
-        grpc_ports = [port for name, port in self._ports.items() if name.endswith("_grpc")]
-        for port in (*grpc_ports, self._ports["admin"] + _GRPC_OFFSET):
+        for port in [port for name, port in self.ports.items() if name.endswith("_grpc")]:
             for path in _GRPC_SOCKETS.glob(f"seaweedfs-*-grpc-{port}.sock"):
                 if path.is_socket():
                     path.unlink(missing_ok=True)
 
     def _launch(self) -> None:
-        assert self._ports is not None
-        for port in (*self._ports.values(), self._ports["admin"] + _GRPC_OFFSET):
+        for port in self.ports.values():
             if not engines.port_is_free(port):
                 raise InboxPollerError(f"127.0.0.1:{port}: port already in use")
         process = engines.launch(self._command(), self.log_path)
