@@ -159,45 +159,61 @@ def launch(
         )
 
 
+def log_size(log_path: Path) -> int:
+    """Return the size of *log_path* now (0 when missing): where a start's lines begin."""
+    try:
+        return log_path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def wait_until_ready(
     process: subprocess.Popen[bytes],
     probe: Callable[[], bool],
     *,
     engine: str,
     log_path: Path,
+    log_offset: int,
     timeout_s: float,
 ) -> float:
     """Wait until *probe* returns true; return the seconds it took.
 
-    :raises InboxPollerError: with the log's last line when the process exits first or
-        the time runs out.
+    :raises InboxPollerError: with the last line logged since *log_offset* when the
+        process exits first or the time runs out; its message says "port already in
+        use" when the engine logged that it could not bind (a start may then retry).
     """
     started = time.monotonic()
     while True:
         if process.poll() is not None:
+            lines = _lines_since(log_path, log_offset)
+            taken = any("address already in use" in line.lower() for line in lines)
             raise InboxPollerError(
-                f"{engine} exited with status {process.returncode} while starting: "
-                f"{last_line(log_path)}"
+                f"{engine} exited with status {process.returncode} while starting"
+                f"{' (port already in use)' if taken else ''}: {_last(lines, log_path)}"
             )
         if probe():
             return time.monotonic() - started
         if time.monotonic() - started > timeout_s:
             raise InboxPollerError(
                 f"{engine} did not become ready within {timeout_s}s "
-                f"(last log line: {last_line(log_path)})"
+                f"(last log line: {_last(_lines_since(log_path, log_offset), log_path)})"
             )
         time.sleep(_POLL_S)
 
 
-def last_line(log_path: Path) -> str:
-    """Return the last non-empty line of *log_path* (for an error), or a pointer to it."""
+def _lines_since(log_path: Path, offset: int) -> list[str]:
     try:
         with log_path.open("rb") as log:
-            log.seek(max(0, log_path.stat().st_size - 4096))
-            lines = log.read().decode("utf-8", "replace").strip().splitlines()
+            log.seek(offset)
+            return log.read().decode("utf-8", "replace").strip().splitlines()
     except OSError:
-        lines = []
-    return lines[-1].strip()[:500] if lines else f"nothing logged; see {log_path}"
+        return []
+
+
+def _last(lines: list[str], log_path: Path) -> str:
+    """Return the last non-empty of *lines* (for an error), or a pointer to the log."""
+    lines = [line.strip() for line in lines if line.strip()]
+    return lines[-1][:500] if lines else f"nothing logged; see {log_path}"
 
 
 def stop(

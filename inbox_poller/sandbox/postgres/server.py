@@ -155,7 +155,7 @@ class PostgresServer:
 
     @property
     def pid(self) -> int | None:
-        """The postmaster's PID while it runs (its process group holds every backend)."""
+        """The postmaster's PID while it runs (the backends are its children)."""
         return self._process.pid if self.running and self._process is not None else None
 
     def url_for(self, database: str, *, user: str | None = None) -> str:
@@ -392,6 +392,7 @@ class PostgresServer:
     def _launch(self) -> None:
         if not engines.port_is_free(self.port):
             raise InboxPollerError(f"127.0.0.1:{self.port}: port already in use")
+        offset = engines.log_size(self.log_path)
         process = engines.launch(self._command(), self.log_path, self._service_user)
         self._process = process
         engines.wait_until_ready(
@@ -399,6 +400,7 @@ class PostgresServer:
             self._superuser_ready,
             engine="PostgreSQL",
             log_path=self.log_path,
+            log_offset=offset,
             timeout_s=self._start_timeout_s,
         )
 

@@ -391,6 +391,7 @@ class SeaweedFSServer:
         for port in self.ports.values():
             if not engines.port_is_free(port):
                 raise InboxPollerError(f"127.0.0.1:{port}: port already in use")
+        offset = engines.log_size(self.log_path)
         process = engines.launch(self._command(), self.log_path)
         self._process = process
         probe = self.client(timeout_s=2.0)
@@ -399,6 +400,7 @@ class SeaweedFSServer:
             lambda: _ready(probe, self._bucket),
             engine="SeaweedFS",
             log_path=self.log_path,
+            log_offset=offset,
             timeout_s=self._start_timeout_s,
         )
 
