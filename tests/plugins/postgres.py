@@ -24,7 +24,7 @@ import pytest
 
 from inbox_poller.errors import InboxPollerError
 from inbox_poller.sandbox import engines
-from inbox_poller.sandbox.postgres.binaries import INSTALL_HINT, find_bindir
+from inbox_poller.sandbox.postgres.binaries import DEBIAN_ROOT, INSTALL_HINT, find_bindir
 from tests.plugins.dovecot import running_in_ci
 
 if TYPE_CHECKING:
@@ -33,10 +33,10 @@ if TYPE_CHECKING:
     from inbox_poller.sandbox.postgres.server import PostgresServer
 
 
-def require_postgres() -> None:
+def require_postgres(root: Path = DEBIAN_ROOT, search_path: str | None = None) -> None:
     """Skip the test when PostgreSQL cannot run here; fail it instead when running in CI."""
     try:
-        find_bindir()
+        find_bindir(root, search_path)
         engines.service_user("postgres", f"postgres refuses to run as root; {INSTALL_HINT}")
         if importlib.util.find_spec("psycopg") is None:
             raise InboxPollerError("psycopg is not installed: pip install -e '.[test]'")

@@ -30,10 +30,10 @@ if TYPE_CHECKING:
     from inbox_poller.sandbox.seaweedfs.server import SeaweedFSServer
 
 
-def require_seaweedfs() -> None:
+def require_seaweedfs(search_path: str | None = None) -> None:
     """Skip the test when SeaweedFS cannot run here; fail it instead when running in CI."""
     try:
-        weed_version(find_weed())
+        weed_version(find_weed(search_path))
         if importlib.util.find_spec("boto3") is None:
             raise InboxPollerError(f"boto3 is not installed: {INSTALL_HINT}")
     except InboxPollerError as exc:

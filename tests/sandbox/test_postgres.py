@@ -12,7 +12,7 @@ from inbox_poller.errors import InboxPollerError
 from inbox_poller.sandbox import engines, localca
 from inbox_poller.sandbox.postgres.binaries import INSTALL_HINT, find_bindir
 from inbox_poller.sandbox.postgres.server import PostgresServer
-from tests.plugins.postgres import PgDatabase
+from tests.plugins.postgres import PgDatabase, require_postgres
 
 pytestmark = pytest.mark.postgres
 
@@ -30,9 +30,11 @@ def test_the_role_logs_in_with_its_password_over_verified_tls(
             " FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
         ).fetchone()
         listen = conn.execute("SHOW listen_addresses").fetchone()
+        fsync = conn.execute("SHOW fsync").fetchone()
     assert row == (postgres.user, postgres.database, True, row[3] if row else None)
     assert row is not None and row[3] in ("TLSv1.2", "TLSv1.3")
     assert listen == ("127.0.0.1",)
+    assert fsync == ("off",)  # speed over crash safety unless durable=True
     assert postgres.password_file.stat().st_mode & 0o077 == 0
 
 
@@ -89,14 +91,15 @@ def test_a_restart_drops_connections_and_keeps_commits(
 def test_a_stop_or_a_crash_leaves_no_process_and_cleanup_no_directory(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    server = PostgresServer()
+    server = PostgresServer(durable=True)
     server.start()
     try:
         with capsys.disabled():
             print(f"\npostgres: a new cluster (initdb too) started in {server.start_seconds:.2f}s")
         postmaster = server.pid
         assert postmaster is not None
-        with server.connect():
+        with server.connect() as conn:
+            assert conn.execute("SHOW fsync").fetchone() == ("on",)
             # the checkpointer, the writers, the launchers and this connection's backend
             family = engines.descendants(postmaster)
             assert len(family) > 3
@@ -139,3 +142,14 @@ def test_the_newest_major_version_is_chosen(tmp_path: Path) -> None:
             (bindir / name).chmod(0o700)
     (tmp_path / "17" / "bin").mkdir(parents=True)  # a leftover without the programs
     assert find_bindir(root=tmp_path) == tmp_path / "15" / "bin"
+
+
+def test_the_fixture_skips_without_postgres_but_fails_in_ci(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=INSTALL_HINT):
+        require_postgres(root=tmp_path, search_path=str(tmp_path))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=INSTALL_HINT):
+        require_postgres(root=tmp_path, search_path=str(tmp_path))

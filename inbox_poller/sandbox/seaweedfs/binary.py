@@ -25,18 +25,18 @@ MINIMUM_VERSION = (4, 0)
 
 
 def find_weed(search_path: str | None = None) -> Path:
-    """Return the ``weed`` binary: this environment's scripts directory first, then PATH.
+    """Return the ``weed`` binary on *search_path* (default: this environment's scripts
+    directory, then PATH).
 
     :raises InboxPollerError: naming the install command when it is nowhere.
     """
-    directories = [sysconfig.get_path("scripts"), str(Path(sys.executable).parent)]
-    path = os.pathsep.join(
-        [*directories, search_path if search_path is not None else os.environ.get("PATH", "")]
-    )
-    found = shutil.which("weed", path=path)
+    if search_path is None:
+        scripts = [sysconfig.get_path("scripts"), str(Path(sys.executable).parent)]
+        search_path = os.pathsep.join([*scripts, os.environ.get("PATH", "")])
+    found = shutil.which("weed", path=search_path)
     if found is None:
         raise InboxPollerError(
-            f"the weed binary (SeaweedFS) was not found (searched {path}); "
+            f"the weed binary (SeaweedFS) was not found (searched {search_path or 'nothing'}); "
             f"install it with: {INSTALL_HINT}"
         )
     return Path(found)
