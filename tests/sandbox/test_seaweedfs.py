@@ -108,6 +108,35 @@ def test_a_multipart_upload_completes_and_an_aborted_one_leaves_nothing(
     assert keys == ["big.json"]
 
 
+def test_conditional_writes_never_replace_an_object_and_copies_are_server_side(
+    s3_bucket: S3Bucket,
+) -> None:
+    # what an archive that must never write an export twice can lean on (docs/engines.md)
+    client = _client(s3_bucket)
+    client.put_object(Bucket=s3_bucket.name, Key="once", Body=b"first", IfNoneMatch="*")
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        client.put_object(Bucket=s3_bucket.name, Key="once", Body=b"second", IfNoneMatch="*")
+    assert caught.value.response["Error"]["Code"] == "PreconditionFailed"
+    upload = client.create_multipart_upload(Bucket=s3_bucket.name, Key="once")
+    part = client.upload_part(
+        Bucket=s3_bucket.name, Key="once", UploadId=upload["UploadId"], PartNumber=1, Body=b"3"
+    )
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        client.complete_multipart_upload(
+            Bucket=s3_bucket.name,
+            Key="once",
+            UploadId=upload["UploadId"],
+            MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
+            IfNoneMatch="*",
+        )
+    assert caught.value.response["Error"]["Code"] == "PreconditionFailed"
+    assert client.get_object(Bucket=s3_bucket.name, Key="once")["Body"].read() == b"first"
+    client.copy_object(
+        Bucket=s3_bucket.name, Key="copy", CopySource={"Bucket": s3_bucket.name, "Key": "once"}
+    )
+    assert client.get_object(Bucket=s3_bucket.name, Key="copy")["Body"].read() == b"first"
+
+
 def test_requests_to_an_ip_endpoint_are_path_style(s3_bucket: S3Bucket) -> None:
     client = _client(s3_bucket)
     sent: list[str] = []
