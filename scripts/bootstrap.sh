@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what inbox-poller's sandbox, tests and benchmarks need on a fresh Debian
-# machine: Debian packages (Dovecot, openssl, curl), Courier-IMAP and promtool unpacked
+# machine: Debian packages (Dovecot, PostgreSQL, openssl, curl), Courier-IMAP and promtool unpacked
 # into private prefixes (the second test server, docs/providers.md; the alert rules'
 # checker, docs/metrics.md), and the package itself, with its test tools, in ./.venv. Safe to run again; it only installs what is missing.
 set -euo pipefail
@@ -13,6 +13,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+# PostgreSQL's server programs, for the throwaway clusters of the tests (docs/engines.md)
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
 # Courier-IMAP's libraries (its own packages conflict with dovecot-imapd: see below)
 courier_libs=(libcourier-unicode4 libgamin0 gamin libgdbm6 libgnutls30 libidn12 libltdl7 libpcre3 perl)
 for package in "${courier_libs[@]}"; do
@@ -28,6 +30,22 @@ if ((${#missing[@]})); then
     updated=true
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
         --no-install-recommends "${missing[@]}" >/dev/null
+    if [[ " ${missing[*]} " == *" postgresql "* ]]; then
+        # The package creates and may start a cluster of its own ("main", port 5432) that
+        # the tests never use (they start private ones): stop it and keep it from starting
+        # at boot. A PostgreSQL that was installed before is left alone.
+        for conf in /etc/postgresql/*/*/start.conf; do
+            [ -f "$conf" ] && "${sudo[@]}" sed -i 's/^auto$/manual/' "$conf"
+        done
+        if [ -d /run/systemd/system ]; then
+            "${sudo[@]}" systemctl disable --now -q postgresql 2>/dev/null || true
+        fi
+        pg_lsclusters --no-header 2>/dev/null | while read -r version cluster _ status _; do
+            if [ "$status" = online ]; then
+                "${sudo[@]}" pg_ctlcluster "$version" "$cluster" stop
+            fi
+        done
+    fi
 fi
 
 # Courier-IMAP, the second server the tests run: its packages declare Conflicts:

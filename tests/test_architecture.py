@@ -59,6 +59,8 @@ ALLOWED = {
     "token-libraries": {"inbox_poller.oauth"},
     "prometheus_client": {"inbox_poller.metrics"},
     "subprocess": {"inbox_poller.hooks", "inbox_poller.loop", "inbox_poller.sandbox"},
+    "psycopg": {"inbox_poller.ledger", "inbox_poller.sandbox"},
+    "boto3": {"inbox_poller.archive", "inbox_poller.sandbox"},
 }
 """For each "only in" contract, the rooms it exempts; every other room is its source."""
 
@@ -98,6 +100,8 @@ PLANTED = [
     ("ledger/schema.py", "import inbox_poller.ledger.store", "No import circle"),
     ("loop/poller.py", "import prometheus_client", "prometheus_client is used in metrics/"),
     ("service/daemon.py", "import inbox_poller.metrics.registry", "The loop and the daemon"),
+    ("loop/poller.py", "import psycopg", "psycopg is used in ledger/ only"),
+    ("wiring.py", "import botocore.config", "boto3 and botocore are used in the archive"),
 ]
 
 

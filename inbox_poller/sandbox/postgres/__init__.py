@@ -1,0 +1,1 @@
+"""A throwaway PostgreSQL cluster on loopback, for the tests, the benchmarks and the sandbox."""

@@ -1,0 +1,1 @@
+"""A throwaway SeaweedFS (S3 over HTTPS) on loopback, for the tests and the sandbox."""
