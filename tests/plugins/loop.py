@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,8 @@ class LoopEnv:
     sim: PinpointeSimulator
     configured_processed: str | None = None
     """What the config says (default: ``processed``)."""
+    built: list[LoopParts] = field(default_factory=list)
+    """Every loop :meth:`loop` built, closed by :meth:`close` (the fixtures call it)."""
 
     @property
     def dovecot(self) -> DovecotServer:
@@ -123,7 +125,14 @@ class LoopEnv:
         return load_config(self.config_path)
 
     def loop(self) -> LoopParts:
-        return build_loop(self.config())
+        parts = build_loop(self.config())
+        self.built.append(parts)
+        return parts
+
+    def close(self) -> None:
+        """Close every loop built here: its mail reader's worker, the mailbox, the ledger."""
+        for parts in self.built:
+            parts.close()
 
     def cli(self, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``inbox-poller -c CONFIG ARGS`` as a separate process."""
@@ -217,6 +226,7 @@ def loop_env(
     try:
         yield env
     finally:
+        env.close()
         dovecot.delete_folder(env.processed)
 
 
@@ -236,5 +246,6 @@ def server_loop_env(
     try:
         yield env
     finally:
+        env.close()
         if imap_server.folder_exists(env.processed):
             imap_server.delete_folder(env.processed)

@@ -146,6 +146,7 @@ def oauth_loop_env(
     try:
         yield env
     finally:
+        env.close()
         if oauth_dovecot.running:
             oauth_dovecot.delete_folder(env.processed)
             oauth_dovecot.delete_folder(folder)
