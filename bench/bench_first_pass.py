@@ -97,7 +97,11 @@ def measure(root: Path, messages: int, age_days: float) -> list[list[str]]:
         finally:
             store.close()
         assert export.job_id is not None
-        sim.deliver = lambda raw: dovecot.append(FOLDER, raw) and None
+
+        def deliver(raw: bytes) -> None:
+            dovecot.append(FOLDER, raw)
+
+        sim.deliver = deliver
         sim.deliver_notification(export.job_id)
         all_ms, since_ms, recent = search_ms(dovecot, FOLDER)
         elapsed = run_once(env.config_path, env.root)

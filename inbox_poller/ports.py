@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import BinaryIO, Protocol
 
 from inbox_poller.models import DownloadResult, ExportRequest, FetchedMail, MailboxStatus, MailKey
@@ -37,8 +37,11 @@ class Mailbox(Protocol):
         """
         ...
 
-    def fetch_new(self, after_uid: int) -> Iterator[FetchedMail]:
+    def fetch_new(self, after_uid: int, since: date | None = None) -> Iterator[FetchedMail]:
         """Yield the messages with UID > *after_uid*, in ascending UID order.
+
+        With *since*, only those whose internal date falls on that day or later
+        (``UID SEARCH ... SINCE``: older mail is skipped by the server, never fetched).
 
         Each message's ``RFC822.SIZE`` is checked before its body is retrieved
         with ``BODY.PEEK[]`` (which never sets ``\\Seen``); larger ones come

@@ -26,6 +26,7 @@ import logging
 import ssl
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +139,10 @@ class ImapMailbox:
         )
         return self._status
 
-    def fetch_new(self, after_uid: int) -> Iterator[FetchedMail]:
+    def fetch_new(self, after_uid: int, since: date | None = None) -> Iterator[FetchedMail]:
         """Yield the messages with UID > *after_uid*, in ascending UID order, one at a time.
+
+        With *since*, only mail the server dates on or after that day (``SEARCH SINCE``).
 
         Sizes and flags are read per chunk of at most ``fetch_chunk`` UIDs; each body is
         retrieved with ``BODY.PEEK[]`` (``\\Seen`` stays unset) only when it is within
@@ -156,6 +159,7 @@ class ImapMailbox:
             chunk_size=self._fetch_chunk,
             where=self._where,
             guard=self._guard,
+            since=since,
         )
 
     def acknowledge(self, key: MailKey, message_id: str | None) -> str:

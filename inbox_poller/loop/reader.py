@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from inbox_poller.crashpoints import crash_point
@@ -30,6 +30,7 @@ from inbox_poller.matching.match import (
 from inbox_poller.matching.sender import SenderPolicy, check_sender
 from inbox_poller.matching.summary import explain, notification_from_summary, summarize
 from inbox_poller.models import (
+    FINAL_STATES,
     CycleReport,
     FetchedMail,
     MailboxStatus,
@@ -53,6 +54,13 @@ LAST_POLL_KEY = "last_poll_at"
 """Ledger key of the last successful mailbox pass (``status`` and ``STATUS=`` read it)."""
 DEFAULT_REMATCH_WINDOW = timedelta(days=7)
 """How long an unmatched mail is kept for re-matching (its export may not be known yet)."""
+FIRST_PASS_MARGIN = timedelta(days=1)
+"""On a folder's first pass (no watermark for its UIDVALIDITY), mail the server dates more
+than this before the oldest export that can still take a notification is skipped by the
+server (``SEARCH SINCE``), never read: it cannot be that export's notification. The margin
+covers up to 12 hours of difference between this host's clock and the server's, in any
+time zone (SINCE compares the internal date's day, as the server's zone has it)
+(docs/reliability.md §2.9)."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +140,8 @@ class MailReader:
                     status.folder,
                     status.uidvalidity,
                 )
-            for fetched in mailbox.fetch_new(after):
+            since = self._first_pass_since() if after == 0 else None
+            for fetched in mailbox.fetch_new(after, since):
                 report.mails_seen += 1
                 try:
                     self._process_mail(fetched, report, progress)
@@ -149,6 +158,20 @@ class MailReader:
             # logged once, by whoever handles it: run_once, or the daemon's watcher
             report.failed.append(f"mailbox: {exc}")
             raise
+
+    def _first_pass_since(self) -> date:
+        """The first day whose mail a folder's first pass reads (``FIRST_PASS_MARGIN``).
+
+        A notification is sent only after its export exists in the ledger (the row is
+        written before the POST), so mail older than the oldest export that can still take
+        one, less the margin, is no export's notification; with no such export, none is.
+        Mail of exports already done needs nothing: a copy of it is handled through the
+        ledger's record of the first one (by Message-ID).
+        """
+        exports = self.store.list_exports()
+        open_ = [e for e in exports if e.state not in FINAL_STATES] + awaiting_link(exports)
+        oldest = min((e.created_at for e in open_), default=self.clock())
+        return (min(oldest, self.clock()) - FIRST_PASS_MARGIN).date()
 
     def _process_mail(
         self, fetched: FetchedMail, report: CycleReport, progress: Callable[[], None]

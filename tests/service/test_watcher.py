@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from itertools import pairwise
 from typing import Any
 
@@ -490,7 +491,7 @@ class ScriptedMailbox:
             raise self.open_failures.pop(0)
         return self.status
 
-    def fetch_new(self, after_uid: int) -> Iterator[FetchedMail]:
+    def fetch_new(self, after_uid: int, since: date | None = None) -> Iterator[FetchedMail]:
         raise AssertionError("the watcher never reads mail itself")
 
     def acknowledge(self, key: MailKey, message_id: str | None) -> str:
