@@ -79,9 +79,9 @@ class FakeMailbox:
         self.since.append(since)
         for uid in sorted(u for u in self.messages if u > after_uid):
             message = self.messages[uid]
-            if since is not None and message.internal_date is not None:
-                if message.internal_date.date() < since:
-                    continue
+            dated = message.internal_date
+            if since is not None and dated is not None and dated.date() < since:
+                continue
             key = MailKey(self.folder, self.uidvalidity, uid)
             size = len(message.raw)
             if size > self.max_message_bytes:

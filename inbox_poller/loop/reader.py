@@ -20,18 +20,22 @@ from typing import TYPE_CHECKING
 from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import ExtractError, MailboxError, ReaderUnavailable, StoreError
 from inbox_poller.loop.budget import MailBudget
+from inbox_poller.matching.jobids import ascii_lower, id_key
 from inbox_poller.matching.match import (
     MATCHABLE_STATES,
     RETRY_STATES,
     MatchOptions,
     awaiting_link,
     match_notification,
+    mention_keys,
+    mentioned_exports,
 )
 from inbox_poller.matching.sender import SenderPolicy, check_sender
 from inbox_poller.matching.summary import explain, notification_from_summary, summarize
 from inbox_poller.models import (
     FINAL_STATES,
     CycleReport,
+    Export,
     FetchedMail,
     MailboxStatus,
     MailKey,
@@ -92,6 +96,63 @@ class ReaderSettings:
         )
 
 
+class KnownExports:
+    """The ledger's exports, kept current from its ``events`` and indexed by job ID.
+
+    Matching one mail needs every export only when the mail names none of them; a
+    backlog of notifications names one each. Reading all exports for every mail made a
+    backlog of n mails cost O(n²) (list and job-ID scan per mail); here each mail reads
+    only the exports changed since the last one (``Store.exports_changed_since``) and the
+    few its text can name (``match.mention_keys``).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._mark = -1
+        self._by_id: dict[int, Export] = {}
+        self._by_key: dict[str, set[int]] = {}
+        self._replaced: set[int] = set()
+
+    def refresh(self) -> None:
+        """Read what changed in the ledger since the last call (everything, the first time)."""
+        if self._mark < 0:
+            self._mark = self._store.last_event_id()
+            changed = self._store.list_exports()
+        else:
+            self._mark, changed = self._store.exports_changed_since(self._mark)
+        for export in changed:
+            old = self._by_id.get(export.export_id)
+            if old is not None and old.job_id != export.job_id:
+                self._unindex(old)
+            self._by_id[export.export_id] = export
+            if export.job_id:
+                for key in {id_key(export.job_id), ascii_lower(export.job_id)} - {None}:
+                    assert key is not None
+                    self._by_key.setdefault(key, set()).add(export.export_id)
+            if export.replaces is not None:
+                self._replaced.add(export.replaces)
+
+    def _unindex(self, export: Export) -> None:
+        if export.job_id:
+            for key in {id_key(export.job_id), ascii_lower(export.job_id)} - {None}:
+                assert key is not None
+                self._by_key.get(key, set()).discard(export.export_id)
+
+    def all(self) -> list[Export]:
+        """Every export, oldest first (as ``Store.list_exports``)."""
+        return sorted(self._by_id.values(), key=lambda e: e.export_id)
+
+    def named_by(self, keys: set[str]) -> list[Export]:
+        """The exports whose job ID is under one of *keys* (``match.mention_keys``)."""
+        ids = sorted({i for key in keys for i in self._by_key.get(key, ())})
+        return [self._by_id[i] for i in ids]
+
+    @property
+    def replaced(self) -> frozenset[int]:
+        """Every export some later export resubmitted."""
+        return frozenset(self._replaced)
+
+
 class MailReader:
     """Read, judge and record new mail; re-match what matched nothing yet."""
 
@@ -108,6 +169,7 @@ class MailReader:
         self.clock = clock
         self.budget = budget or MailBudget()
         """Where each mail is read: a worker process, within limits of time and memory."""
+        self.known = KnownExports(store)
 
     def close(self) -> None:
         """Stop the worker that reads mail."""
@@ -216,10 +278,18 @@ class MailReader:
             pairings = [Pairing(e, None, MailOutcome.DUPLICATE, reason) for e in exports]
             self._record(copy, report, pairings=pairings)
             return
-        options = self.settings.options(authenticated=authenticated)
-        match = match_notification(
-            notification, self.store.list_exports(), self.settings.rules, options
-        )
+        self.known.refresh()
+        named = self.known.named_by(mention_keys(notification))
+        if named and mentioned_exports(notification, named)[0]:
+            # it names exports of ours: they, and which exports were resubmitted, are all
+            # the decision reads (match.match_notification), the same as with every export
+            options = self.settings.options(
+                authenticated=authenticated, resubmitted=self.known.replaced
+            )
+            match = match_notification(notification, named, self.settings.rules, options)
+        else:
+            options = self.settings.options(authenticated=authenticated)
+            match = match_notification(notification, self.known.all(), self.settings.rules, options)
         record = MailRecord(
             key,
             notification.message_id,
