@@ -137,13 +137,17 @@ class Result:
         return self.count / self.seconds
 
 
-def run_once(config_path: Path, cwd: Path) -> float:
-    """Run ``inbox-poller -c CONFIG run --once`` as a child; return its wall time."""
+def run_once(config_path: Path, cwd: Path, profile: Path | None = None) -> float:
+    """Run ``inbox-poller -c CONFIG run --once`` as a child; return its wall time.
+
+    With *profile*, the child runs under cProfile and writes its statistics there.
+    """
     environ = {k: v for k, v in os.environ.items() if not k.startswith("INBOX_POLLER")}
     environ["PYTHONPATH"] = str(REPO_ROOT)
+    profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "inbox_poller", "-c", str(config_path), "run", "--once"],
+        [sys.executable, *profiler, "-m", "inbox_poller", "-c", str(config_path), "run", "--once"],
         cwd=cwd,
         env=environ,
         capture_output=True,
@@ -158,7 +162,9 @@ def run_once(config_path: Path, cwd: Path) -> float:
     return elapsed
 
 
-def measure_count(root: Path, dovecot: DovecotServer, count: int, payload_bytes: int) -> Result:
+def measure_count(
+    root: Path, dovecot: DovecotServer, count: int, payload_bytes: int, profile: Path | None
+) -> Result:
     folder = f"backlog-{count}"
     with PinpointeSimulator(root / f"sim-{count}", payload_bytes=payload_bytes) as sim:
         sim.send_notifications = False
@@ -169,7 +175,7 @@ def measure_count(root: Path, dovecot: DovecotServer, count: int, payload_bytes:
         seconds = deliver_all(sim, dovecot, folder, jobs)
         print(f"  appended {count} notifications in {seconds:.1f}s", file=sys.stderr)
         search = search_ms(dovecot, folder)
-        elapsed = run_once(env.config_path, env.root)
+        elapsed = run_once(env.config_path, env.root, profile)
         print(f"  run --once: {elapsed:.1f}s", file=sys.stderr)
         store = Store(config.state_path)
         try:
@@ -235,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--payload-bytes", type=int, default=100_000)
     parser.add_argument("--workdir", type=Path, help="parent of the temporary directory")
+    parser.add_argument("--profile", type=Path, help="run the child under cProfile, to FILE")
     return parser
 
 
@@ -246,7 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             dovecot = start_dovecot()
             stack.callback(dovecot.cleanup)
             fsyncs = fsync_rate(root / "probe")
-            results = [measure_count(root, dovecot, n, args.payload_bytes) for n in args.counts]
+            results = [
+                measure_count(root, dovecot, n, args.payload_bytes, args.profile)
+                for n in args.counts
+            ]
     except (BenchError, InboxPollerError) as exc:
         print(f"bench_backlog: error: {exc}", file=sys.stderr)
         return 1

@@ -117,6 +117,7 @@ def build_loop(
         stop=stop,
         metrics=metrics,
         hooks=hooks.queued,
+        workers=config.daemon.download_workers,
     )
     poller = Poller(store, archiver, reader_settings(config), metrics=metrics)
     dispatcher = HookDispatcher(store, config.archive_dir, hooks)

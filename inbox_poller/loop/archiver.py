@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,6 +50,7 @@ class ExportArchiver:
         stop: threading.Event | None = None,
         metrics: Metrics | None = None,
         hooks: Sequence[str] = (),
+        workers: int = 1,
     ) -> None:
         self.store = store
         self.archive = archive
@@ -61,6 +63,9 @@ class ExportArchiver:
         self.hooks = tuple(hooks)
         """The hooks queued with each archived export (``loop.hooks``), with its manifest
         line."""
+        self.workers = workers
+        """How many exports :meth:`process_downloads` downloads at once (``run --once``;
+        the daemon's pool has its own threads, ``[daemon] download_workers``)."""
 
     def remove_stale_parts(self) -> None:
         """Delete part files of downloads a previous process did not finish.
@@ -88,14 +93,38 @@ class ExportArchiver:
         done: set[tuple[int, str | None]] = set()
         ready = self.store.list_exports([ExportState.NOTIFIED, ExportState.DOWNLOADING])
         while ready:
-            for export in ready:
-                done.add((export.export_id, export.download_url))
-                self.download_export(export, report)
+            done.update((export.export_id, export.download_url) for export in ready)
+            self._download_all(ready, report)
             ready = [
                 e
                 for e in self.store.list_exports([ExportState.NOTIFIED])
                 if (e.export_id, e.download_url) not in done
             ]
+
+    def _download_all(self, exports: Sequence[Export], report: CycleReport) -> None:
+        """Download *exports* on up to ``workers`` threads; report them in their order.
+
+        Each export is on one thread only, and every step of each is recorded as when
+        they run one after another: the ledger and the manifest serialise their writes.
+        On an interruption (Ctrl-C) ``stop`` is set, so the downloads under way park
+        themselves (``notified``, the attempt not counted) before it is raised.
+        """
+        if self.workers <= 1 or len(exports) <= 1:
+            for export in exports:
+                self.download_export(export, report)
+            return
+        reports = [CycleReport() for _ in exports]
+        with ThreadPoolExecutor(
+            max_workers=min(self.workers, len(exports)), thread_name_prefix="download"
+        ) as pool:
+            try:
+                list(pool.map(self.download_export, exports, reports))
+            except BaseException:
+                self.stop.set()
+                raise
+        for each in reports:
+            report.archived += each.archived
+            report.failed += each.failed
 
     def download_export(self, export: Export, report: CycleReport) -> None:
         """Bring one export to ``archived``; failures are recorded, logged and reported."""
