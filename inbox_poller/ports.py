@@ -62,6 +62,14 @@ class Mailbox(Protocol):
         """
         ...
 
+    def acknowledge_many(self, mails: Sequence[tuple[MailKey, str | None]]) -> list[str]:
+        """Mark several handled mails, each (key, Message-ID) as :meth:`acknowledge` would,
+        with one command per step for the whole set (``UID STORE``, ``UID MOVE 1:5,9``);
+        return what was done to each, in order. Idempotent.
+        :raises MailboxError:
+        """
+        ...
+
     def idle_wait(self, timeout_s: float, interrupted: Callable[[], bool] | None = None) -> bool:
         """Wait at most *timeout_s* (less once *interrupted()* is true) for new mail.
 

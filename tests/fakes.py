@@ -48,6 +48,8 @@ class FakeMailbox:
         self.bodies_fetched: list[int] = []
         self.move_to_processed = True
         self.seen_next_uid = 1
+        self.batches: list[int] = []
+        """The size of each ``acknowledge_many`` call."""
         self.since: list[date | None] = []
         """The *since* of each ``fetch_new`` call."""
 
@@ -106,6 +108,10 @@ class FakeMailbox:
             self.processed.append(self.messages.pop(uid))
             return "keyword, moved"
         return "keyword"
+
+    def acknowledge_many(self, mails: Sequence[tuple[MailKey, str | None]]) -> list[str]:
+        self.batches.append(len(mails))
+        return [self.acknowledge(key, message_id) for key, message_id in mails]
 
     def idle_wait(self, timeout_s: float, interrupted: Callable[[], bool] | None = None) -> bool:
         """Return at once whether mail was delivered since the last open or wait."""

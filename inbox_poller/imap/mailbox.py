@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import date
 from pathlib import Path
@@ -178,6 +178,20 @@ class ImapMailbox:
             self._prepare_processed(client, self._namespaces, announce=False)
         return self._marker.mark(
             client, status, key, message_id, self._guard, self._processed, self._processed_problem
+        )
+
+    def acknowledge_many(self, mails: Sequence[tuple[MailKey, str | None]]) -> list[str]:
+        """Mark several handled mails with one command per step (``UID STORE``, ``UID
+        MOVE`` of their UID set); return what was done to each, as :meth:`acknowledge`.
+
+        :raises ProcessedFolderError: as :meth:`acknowledge` (the keywords are stored).
+        :raises MailboxError:
+        """
+        client, status = self._require_open()
+        if self._processed_problem is not None and self._namespaces is not None:
+            self._prepare_processed(client, self._namespaces, announce=False)
+        return self._marker.mark_many(
+            client, status, mails, self._guard, self._processed, self._processed_problem
         )
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ import random
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from itertools import pairwise
@@ -495,6 +495,9 @@ class ScriptedMailbox:
         raise AssertionError("the watcher never reads mail itself")
 
     def acknowledge(self, key: MailKey, message_id: str | None) -> str:
+        raise AssertionError("the watcher never acknowledges mail itself")
+
+    def acknowledge_many(self, mails: Sequence[tuple[MailKey, str | None]]) -> list[str]:
         raise AssertionError("the watcher never acknowledges mail itself")
 
     def idle_wait(self, timeout_s: float, interrupted: Callable[[], bool] | None = None) -> bool:
