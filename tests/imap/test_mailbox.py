@@ -205,6 +205,26 @@ class TestMailboxContract:
         assert len(moved) == 1
         assert KEYWORD in mailbox_harness.flags(moved[0], mailbox_harness.processed)
 
+    def test_acknowledge_many_marks_a_set_at_once_and_is_idempotent(
+        self, mailbox_harness: MailboxHarness
+    ) -> None:
+        uids = [mailbox_harness.deliver(make_mail(subject=f"m{n}")) for n in range(6)]
+        left = uids[3]  # a gap: the set is 1:3,5:6 in ranges
+        mailbox = mailbox_harness.mailbox(processed_folder=mailbox_harness.processed)
+        mailbox.open()
+        mails = [m for m in _fetch_all(mailbox) if m.key.uid != left]
+        wanted = [(m.key, None) for m in mails]
+
+        assert mailbox.acknowledge_many(wanted) == ["keyword, moved"] * 5
+
+        assert mailbox_harness.uids() == [left]
+        moved = mailbox_harness.uids(mailbox_harness.processed)
+        assert len(moved) == 5
+        assert all(
+            KEYWORD in mailbox_harness.flags(uid, mailbox_harness.processed) for uid in moved
+        )
+        assert mailbox.acknowledge_many(wanted) == ["not found"] * 5
+
     def test_acknowledge_keyword_only_without_a_processed_folder(
         self, mailbox_harness: MailboxHarness
     ) -> None:
