@@ -12,6 +12,7 @@ recorded as refused, so that the next one is read.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -43,6 +44,7 @@ from inbox_poller.models import (
     MailRecord,
     MailSummary,
     Match,
+    Notification,
     Pairing,
     utc_now,
 )
@@ -58,6 +60,11 @@ LAST_POLL_KEY = "last_poll_at"
 """Ledger key of the last successful mailbox pass (``status`` and ``STATUS=`` read it)."""
 DEFAULT_REMATCH_WINDOW = timedelta(days=7)
 """How long an unmatched mail is kept for re-matching (its export may not be known yet)."""
+RECORD_BATCH = 200
+RECORD_BATCH_S = 0.25
+"""Mails read are recorded in one ledger transaction, up to ``RECORD_BATCH`` of them or
+what was read within ``RECORD_BATCH_S`` of the first (so a quiet pass records its one mail
+at once, and a backlog pays one fsync per batch, not per mail)."""
 FIRST_PASS_MARGIN = timedelta(days=1)
 """On a folder's first pass (no watermark for its UIDVALIDITY), mail the server dates more
 than this before the oldest export that can still take a notification is skipped by the
@@ -170,6 +177,8 @@ class MailReader:
         self.budget = budget or MailBudget()
         """Where each mail is read: a worker process, within limits of time and memory."""
         self.known = KnownExports(store)
+        self._deferred: list[tuple[MailRecord, Match | None, list[Pairing]]] | None = None
+        """While a batch is recorded: what to log once it is committed."""
 
     def close(self) -> None:
         """Stop the worker that reads mail."""
@@ -203,14 +212,22 @@ class MailReader:
                     status.uidvalidity,
                 )
             since = self._first_pass_since() if after == 0 else None
-            for fetched in mailbox.fetch_new(after, since):
-                report.mails_seen += 1
-                try:
-                    self._process_mail(fetched, report, progress)
-                except (ExtractError, StoreError) as exc:
-                    logger.error("uid %s: %s", fetched.key, exc, extra={"uid": str(fetched.key)})
-                    report.failed.append(f"mail {fetched.key}: {exc}")
-                progress()
+            pending: list[tuple[FetchedMail, Notification | MailRecord]] = []
+            opened = 0.0
+            try:
+                for fetched in mailbox.fetch_new(after, since):
+                    report.mails_seen += 1
+                    pending.append((fetched, self._read_one(fetched, progress)))
+                    if len(pending) == 1:
+                        opened = time.monotonic()
+                    if len(pending) >= RECORD_BATCH or time.monotonic() - opened >= RECORD_BATCH_S:
+                        batch, pending = pending, []
+                        self._record_batch(batch, report)
+                    progress()
+            except Exception:
+                self._record_batch(pending, report)  # what was read before the failure
+                raise
+            self._record_batch(pending, report)
             self._rematch(report)
             self.store.set_daemon_value(LAST_POLL_KEY, self.clock().isoformat())
         except ReaderUnavailable as exc:
@@ -235,20 +252,63 @@ class MailReader:
         oldest = min((e.created_at for e in open_), default=self.clock())
         return (min(oldest, self.clock()) - FIRST_PASS_MARGIN).date()
 
-    def _process_mail(
-        self, fetched: FetchedMail, report: CycleReport, progress: Callable[[], None]
-    ) -> None:
+    def _read_one(
+        self, fetched: FetchedMail, progress: Callable[[], None]
+    ) -> Notification | MailRecord:
+        """Read one mail in the budget's worker: its notification, or the record refusing it.
+
+        :raises ReaderUnavailable: the worker cannot start (nothing is recorded).
+        """
         now = self.clock()
         key = fetched.key
         if fetched.raw is None:
             reason = f"{fetched.size} bytes is larger than imap.max_message_bytes; not read"
-            self._record(MailRecord(key, None, MailOutcome.REFUSED, reason, now), report)
-            return
+            return MailRecord(key, None, MailOutcome.REFUSED, reason, now)
         try:
-            notification = self.budget.read(fetched.raw, progress)
+            return self.budget.read(fetched.raw, progress)
         except ExtractError as exc:  # unreadable, or too costly to read: refused, passed
-            self._record(MailRecord(key, None, MailOutcome.REFUSED, str(exc), now), report)
+            return MailRecord(key, None, MailOutcome.REFUSED, str(exc), now)
+
+    def _record_batch(
+        self, pending: list[tuple[FetchedMail, Notification | MailRecord]], report: CycleReport
+    ) -> None:
+        """Judge and record the mails read, in one ledger transaction (one fsync for all).
+
+        A crash before the commit loses the whole batch: each of its mails is read again,
+        as one would be alone (docs/reliability.md §8.1). Each mail is still recorded all
+        or nothing (a savepoint): one the ledger refuses is logged and passed, as alone.
+        The log lines and the report follow the commit.
+        """
+        if not pending:
             return
+        self._deferred = []
+        try:
+            with self.store.batch():
+                for fetched, read in pending:
+                    try:
+                        self._process_mail(fetched, read, report)
+                    except StoreError as exc:
+                        logger.error(
+                            "uid %s: %s", fetched.key, exc, extra={"uid": str(fetched.key)}
+                        )
+                        report.failed.append(f"mail {fetched.key}: {exc}")
+                    crash_point("mail:mid-batch")
+            crash_point("mail:after-record")
+            deferred = self._deferred
+        finally:
+            self._deferred = None
+        for record, match, pairs in deferred:
+            self._log_mail(record, match, pairs, report)
+
+    def _process_mail(
+        self, fetched: FetchedMail, read: Notification | MailRecord, report: CycleReport
+    ) -> None:
+        now = self.clock()
+        key = fetched.key
+        if isinstance(read, MailRecord):
+            self._record(read, report)
+            return
+        notification = read
         authenticated = False
         if self.settings.sender_policy is not None:
             untrusted = check_sender(notification, self.settings.sender_policy)
@@ -339,6 +399,9 @@ class MailReader:
             self.store.rematch_mail(record, self.clock(), pairings=pairs)
         else:
             self.store.record_mail(record, self.clock(), summary=summary, pairings=pairs)
+        if self._deferred is not None:  # in a batch: logged once it is committed
+            self._deferred.append((record, match, pairs))
+            return
         crash_point("mail:after-record")
         self._log_mail(record, match, pairs, report)
 
