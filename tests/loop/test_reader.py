@@ -155,3 +155,36 @@ def test_a_first_pass_with_no_export_waiting_reads_only_recent_mail(tmp_path: Pa
 
     assert mailbox.bodies_fetched == [recent]
     assert mailbox.since[0] is not None and mailbox.since[0] < clock.now.date()
+
+
+def test_the_reader_sees_exports_another_process_submitted_between_passes(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    store = Store(tmp_path / "state.db")
+    downloader = FakeDownloader()
+    archiver = ExportArchiver(
+        store, Archive(tmp_path / "archive"), downloader, max_attempts=2, clock=clock
+    )
+    settings = ReaderSettings(
+        rules=(parse_host_rule(".mypinpointe.com"),), keyword="$ExportArchived"
+    )
+    poller = Poller(store, archiver, settings, clock=clock)
+    api = FakeApi()
+    mailbox = FakeMailbox()
+    jobs = []
+    for stat in ("41", "42"):
+        # `inbox-poller submit` beside the daemon: its own connection to the ledger
+        with Store(tmp_path / "state.db") as other:
+            export = Submitter(other, api, clock=clock).submit(ExportRequest(stat))
+        assert export.job_id is not None
+        jobs.append(export.job_id)
+        url = f"https://na01.mypinpointe.com/exports/{export.job_id}.json?sig=1"
+        downloader.payloads[url] = b"[1]"
+        mail = html_notification(export.job_id, url).replace(
+            b"refused-link@", f"n{export.job_id}@".encode()
+        )
+        mailbox.deliver(mail, internal_date=export.created_at)
+        report = poller.run_once(mailbox)
+        assert report.archived == [export.job_id], report.failed
+    assert [e.state.value for e in store.list_exports()] == ["acknowledged"] * 2
