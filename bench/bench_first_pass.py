@@ -103,8 +103,10 @@ def measure(root: Path, messages: int, age_days: float) -> list[list[str]]:
 
         sim.deliver = deliver
         sim.deliver_notification(export.job_id)
-        all_ms, since_ms, recent = search_ms(dovecot, FOLDER)
+        # the run first: its SEARCH SINCE reads every mail's date once (Dovecot then
+        # caches them), so the anchor after it is the warm cost of the same question
         elapsed = run_once(env.config_path, env.root)
+        all_ms, since_ms, recent = search_ms(dovecot, FOLDER)
         print(f"first run --once: {elapsed:.1f}s", file=sys.stderr)
         store = Store(config.state_path)
         try:
@@ -116,7 +118,10 @@ def measure(root: Path, messages: int, age_days: float) -> list[list[str]]:
         return [
             [f"{messages:,} mails, {age_days:g} days old + 1 notification", f"{elapsed:.2f}"],
             ["anchor: one UID SEARCH ALL", f"{all_ms / 1000:.4f}"],
-            [f"anchor: one UID SEARCH SINCE today ({recent} found)", f"{since_ms / 1000:.4f}"],
+            [
+                f"anchor: one UID SEARCH SINCE today, warm ({recent} found)",
+                f"{since_ms / 1000:.4f}",
+            ],
         ]
 
 
