@@ -37,7 +37,7 @@ logger = logging.getLogger("inbox_poller.loop")
 
 
 class ExportArchiver:
-    """Download, verify, publish and record notified exports, one after another."""
+    """Download, verify, publish and record notified exports (``workers`` at a time)."""
 
     def __init__(
         self,
@@ -83,7 +83,7 @@ class ExportArchiver:
             stale.unlink(missing_ok=True)
 
     def process_downloads(self, report: CycleReport) -> None:
-        """Finish verified exports, then download every notified one, one after another.
+        """Finish verified exports, then download every notified one, ``workers`` at a time.
 
         An export whose link failed and that another mail's link took over is downloaded
         again in the same pass, from that link; a link is never tried twice.

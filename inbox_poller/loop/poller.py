@@ -3,8 +3,9 @@
 The daemon's mailbox watcher calls :meth:`Poller.run_pass` with the session it keeps
 open, and hands the downloads to its pool; ``inbox-poller run --once`` calls
 :meth:`Poller.run_once`, which opens a session, makes the same pass with the downloads
-done in line, and closes it. Acknowledging comes last: a mail is marked only once its
-export is archived, so a crash anywhere leaves it to be read (or marked) again.
+done by the pass itself (``[daemon] download_workers`` at a time), and closes it.
+Acknowledging comes last: a mail is marked only once its export is archived, so a crash
+anywhere leaves it to be read (or marked) again.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ set) and recorded in one ledger transaction."""
 
 DownloadStep = Callable[[CycleReport], None]
 """What a pass does with the exports that are ready to download: ``run --once`` downloads
-them in line (``ExportArchiver.process_downloads``), the daemon hands them to its pool."""
+them itself (``ExportArchiver.process_downloads``), the daemon hands them to its pool."""
 
 
 class Poller:
@@ -86,7 +87,7 @@ class Poller:
         self.acknowledge(mailbox, report, progress=progress)
 
     def run_once(self, mailbox: Mailbox) -> CycleReport:
-        """Open a session, make one pass with the downloads in line, close; return the report.
+        """Open a session, make one pass that downloads itself, close; return the report.
 
         Parts left by an interrupted download are removed first. When the mailbox cannot
         be opened or read, the downloads still run and the failure is in the report. The

@@ -222,12 +222,12 @@ class MailReader:
                         opened = time.monotonic()
                     if len(pending) >= RECORD_BATCH or time.monotonic() - opened >= RECORD_BATCH_S:
                         batch, pending = pending, []
-                        self._record_batch(batch, report)
+                        self._record_batch(batch, report, progress)
                     progress()
             except Exception:
-                self._record_batch(pending, report)  # what was read before the failure
+                self._record_batch(pending, report, progress)  # what was read before the failure
                 raise
-            self._record_batch(pending, report)
+            self._record_batch(pending, report, progress)
             self._rematch(report)
             self.store.set_daemon_value(LAST_POLL_KEY, self.clock().isoformat())
         except ReaderUnavailable as exc:
@@ -270,7 +270,10 @@ class MailReader:
             return MailRecord(key, None, MailOutcome.REFUSED, str(exc), now)
 
     def _record_batch(
-        self, pending: list[tuple[FetchedMail, Notification | MailRecord]], report: CycleReport
+        self,
+        pending: list[tuple[FetchedMail, Notification | MailRecord]],
+        report: CycleReport,
+        progress: Callable[[], None],
     ) -> None:
         """Judge and record the mails read, in one ledger transaction (one fsync for all).
 
@@ -293,6 +296,7 @@ class MailReader:
                         )
                         report.failed.append(f"mail {fetched.key}: {exc}")
                     crash_point("mail:mid-batch")
+                    progress()  # the watchdog: a batch of 200 is work, not a hang
             crash_point("mail:after-record")
             deferred = self._deferred
         finally:
