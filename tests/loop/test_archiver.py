@@ -215,5 +215,6 @@ def test_run_once_downloads_a_backlog_several_at_a_time_and_reports_it_in_order(
     assert report.archived == jobs  # in the exports' order, whichever thread finished first
     assert len(downloader.threads) == 2
     assert {e.state for e in store.list_exports()} == {ExportState.ACKNOWLEDGED}
+    assert mailbox.batches == [4]  # the four mails acknowledged as one set
     manifest = (tmp_path / "archive" / "manifest.jsonl").read_text(encoding="utf-8")
     assert sorted(json.loads(line)["job_id"] for line in manifest.splitlines()) == sorted(jobs)
