@@ -80,8 +80,15 @@ class Poller:
         each mail read or acknowledged (the daemon's watchdog: a long pass is not a hang).
         :raises MailboxError: reading failed; recorded in *report*, not acknowledged.
         """
+        if downloads is None:  # run --once: downloads start while the rest is read
+            early: Callable[[], None] = self.archiver.start_downloads
+        else:  # the daemon: its pool takes each batch's exports at once
+
+            def early() -> None:
+                downloads(report)
+
         try:
-            self.reader.read(mailbox, status, report, progress=progress)
+            self.reader.read(mailbox, status, report, progress=progress, on_recorded=early)
         finally:
             (downloads or self.archiver.process_downloads)(report)
         self.acknowledge(mailbox, report, progress=progress)

@@ -191,8 +191,12 @@ class MailReader:
         report: CycleReport,
         *,
         progress: Callable[[], None] = lambda: None,
+        on_recorded: Callable[[], None] = lambda: None,
     ) -> None:
         """Process every mail above the watermark of the open *mailbox*, then re-match.
+
+        *on_recorded* is called after each batch of mail records is committed (downloads
+        may start while the rest is read).
 
         *status* is what the session's SELECT reported; its folder and UIDVALIDITY key the
         watermark. *progress* is called after each mail, and every
@@ -223,12 +227,14 @@ class MailReader:
                     if len(pending) >= RECORD_BATCH or time.monotonic() - opened >= RECORD_BATCH_S:
                         batch, pending = pending, []
                         self._record_batch(batch, report, progress)
+                        on_recorded()
                     progress()
             except Exception:
                 self._record_batch(pending, report, progress)  # what was read before the failure
                 raise
             self._record_batch(pending, report, progress)
             self._rematch(report)
+            on_recorded()
             self.store.set_daemon_value(LAST_POLL_KEY, self.clock().isoformat())
         except ReaderUnavailable as exc:
             logger.error("mail reader: %s; mail is read again at the next pass", exc)
