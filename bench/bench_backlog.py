@@ -32,6 +32,7 @@ import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -132,6 +133,10 @@ class Result:
     manifest_lines: int
     left_in_folder: int
     search_ms: float
+    halves_s: tuple[float, float] = (0.0, 0.0)
+    """Seconds from the start to the middle archived export, and from there to the last
+    (from the run's log): equal halves mean a steady rate, a longer second half a cost
+    that grows with what is done already."""
     child_cpu_s: float = 0.0
     """CPU (user + system) of the ``run --once`` process."""
     server_cpu_s: float = 0.0
@@ -165,6 +170,20 @@ def run_once(config_path: Path, cwd: Path, profile: Path | None = None) -> float
         tail = "\n".join(done.stderr.splitlines()[-15:])
         raise BenchError(f"run --once exited {done.returncode}:\n{tail}")
     return elapsed
+
+
+def halves(log: Path, elapsed: float) -> tuple[float, float]:
+    """Split the run at its middle archived export (by the log's timestamps)."""
+    stamps = [
+        datetime.fromisoformat(line.split(" ", 1)[0].replace("Z", "+00:00"))
+        for line in log.read_text(encoding="utf-8").splitlines()
+        if ": archived " in line
+    ]
+    if len(stamps) < 2:
+        return (elapsed, 0.0)
+    middle, last = stamps[len(stamps) // 2], stamps[-1]
+    second = (last - middle).total_seconds()
+    return (elapsed - second, second)
 
 
 def measure_count(
@@ -215,6 +234,7 @@ def measure_count(
             lines,
             len(env.messages()),
             search,
+            halves(env.root / "run-once.err", elapsed),
             child_cpu,
             server_cpu,
         )
@@ -234,6 +254,7 @@ def report(results: Sequence[Result], fsyncs: float) -> str:
             f"{r.seconds:.1f}",
             f"{r.rate:.0f}",
             f"{r.seconds / r.count * 1000:.2f}",
+            f"{r.halves_s[0]:.1f} / {r.halves_s[1]:.1f}",
             f"{r.child_cpu_s / r.count * 1000:.1f}",
             f"{r.server_cpu_s / r.count * 1000:.1f}",
             f"{r.search_ms:.1f}",
@@ -245,6 +266,7 @@ def report(results: Sequence[Result], fsyncs: float) -> str:
         "run --once s",
         "exports/s",
         "ms per export",
+        "first / second half s",
         "CPU ms per export (run --once)",
         "CPU ms per export (simulator)",
         "one UID SEARCH ALL ms",
