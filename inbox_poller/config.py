@@ -518,6 +518,7 @@ class ExportsConfig(_Section):
 
 class DaemonConfig(_Section):
     download_workers: int = Field(default=2, ge=1, le=8)
+    """Downloads at once: the daemon's pool, and ``run --once`` for a backlog."""
 
 
 _LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*\Z")

@@ -17,6 +17,7 @@ POINTS = (
     "submit:before-post",
     "submit:after-post",
     "mail:before-record",
+    "mail:mid-batch",
     "mail:after-record",
     "download:after-start",
     "download:mid-body",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import BinaryIO, Protocol
 
 from inbox_poller.models import (
@@ -44,8 +44,11 @@ class Mailbox(Protocol):
         """
         ...
 
-    def fetch_new(self, after_uid: int) -> Iterator[FetchedMail]:
+    def fetch_new(self, after_uid: int, since: date | None = None) -> Iterator[FetchedMail]:
         """Yield the messages with UID > *after_uid*, in ascending UID order.
+
+        With *since*, only those whose internal date falls on that day or later
+        (``UID SEARCH ... SINCE``: older mail is skipped by the server, never fetched).
 
         Each message's ``RFC822.SIZE`` is checked before its body is retrieved
         with ``BODY.PEEK[]`` (which never sets ``\\Seen``); larger ones come
@@ -62,6 +65,14 @@ class Mailbox(Protocol):
         already moved is not an error. Returns what was done, for the log:
         ``"keyword"``, ``"moved"``, ``"keyword, moved"``, ``"not found"`` or
         ``"ledger only"`` (no keyword allowed and no processed folder).
+        :raises MailboxError:
+        """
+        ...
+
+    def acknowledge_many(self, mails: Sequence[tuple[MailKey, str | None]]) -> list[str]:
+        """Mark several handled mails, each (key, Message-ID) as :meth:`acknowledge` would,
+        with one command per step for the whole set (``UID STORE``, ``UID MOVE 1:5,9``);
+        return what was done to each, in order. Idempotent.
         :raises MailboxError:
         """
         ...

@@ -10,9 +10,10 @@ parts, are imported where they are built, so commands that never use them (``sta
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from inbox_poller.ports import Metrics, NoMetrics
+from inbox_poller.ports import Downloader, Metrics, NoMetrics, PayloadSink
 
 if TYPE_CHECKING:
     from inbox_poller.config import Config
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from inbox_poller.loop.reader import ReaderSettings
     from inbox_poller.loop.submitter import Submitter
     from inbox_poller.metrics.registry import Mode, PrometheusMetrics
+    from inbox_poller.models import DownloadResult
     from inbox_poller.oauth.tokens import TokenSource
     from inbox_poller.pinpointe.client import PinpointeApi
 
@@ -97,6 +99,25 @@ def hook_settings(config: Config) -> HookSettings:
     return HookSettings(on_archived=config.hooks.on_archived, timeout_s=config.hooks.timeout)
 
 
+class DownloaderPerThread:
+    """A ``ports.Downloader`` that gives each thread its own downloader, made on first use.
+
+    A ``SafeDownloader`` serves one download at a time (its pinned connections are closed
+    when each download ends), and the daemon's pool and ``run --once`` download on
+    several threads.
+    """
+
+    def __init__(self, make: Callable[[], Downloader]) -> None:
+        self._make = make
+        self._local = threading.local()
+
+    def download(self, url: str, sink: PayloadSink, *, expected: str = "json") -> DownloadResult:
+        downloader: Downloader | None = getattr(self._local, "downloader", None)
+        if downloader is None:
+            downloader = self._local.downloader = self._make()
+        return downloader.download(url, sink, expected=expected)
+
+
 def build_loop(
     config: Config, *, stop: threading.Event | None = None, metrics: Metrics | None = None
 ) -> LoopParts:
@@ -119,11 +140,14 @@ def build_loop(
     archiver = ExportArchiver(
         store,
         Archive(config.archive_dir, config.archive_group),
-        SafeDownloader(config.download, ca_file=config.download_ca, stop=stop),
+        DownloaderPerThread(
+            lambda: SafeDownloader(config.download, ca_file=config.download_ca, stop=stop)
+        ),
         max_attempts=config.download.max_attempts,
         stop=stop,
         metrics=metrics,
         hooks=hooks.queued,
+        workers=config.daemon.download_workers,
     )
     poller = Poller(store, archiver, reader_settings(config), metrics=metrics)
     dispatcher = HookDispatcher(store, config.archive_dir, hooks)

@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
 
 from inbox_poller.errors import ApiError, DownloadError, MailboxError
 from inbox_poller.models import (
@@ -29,6 +30,8 @@ class FakeMessage:
     raw: bytes
     flags: set[str] = field(default_factory=set)
     message_id: str | None = None
+    internal_date: datetime | None = None
+    """When the server received it; None: the fake ignores ``since`` for it."""
 
 
 class FakeMailbox:
@@ -46,11 +49,17 @@ class FakeMailbox:
         self.bodies_fetched: list[int] = []
         self.move_to_processed = True
         self.seen_next_uid = 1
+        self.batches: list[int] = []
+        """The size of each ``acknowledge_many`` call."""
+        self.since: list[date | None] = []
+        """The *since* of each ``fetch_new`` call."""
 
-    def deliver(self, raw: bytes, message_id: str | None = None) -> int:
+    def deliver(
+        self, raw: bytes, message_id: str | None = None, *, internal_date: datetime | None = None
+    ) -> int:
         uid = self.next_uid
         self.next_uid += 1
-        self.messages[uid] = FakeMessage(raw, message_id=message_id)
+        self.messages[uid] = FakeMessage(raw, message_id=message_id, internal_date=internal_date)
         return uid
 
     def reset_uidvalidity(self) -> None:
@@ -60,7 +69,7 @@ class FakeMailbox:
         self.messages = {}
         self.next_uid = 1
         for message in old:
-            uid = self.deliver(message.raw, message.message_id)
+            uid = self.deliver(message.raw, message.message_id, internal_date=message.internal_date)
             self.messages[uid].flags = set(message.flags)
 
     def open(self) -> MailboxStatus:
@@ -69,9 +78,13 @@ class FakeMailbox:
         self.seen_next_uid = self.next_uid
         return MailboxStatus(self.folder, self.uidvalidity, self.next_uid, True, True, True, True)
 
-    def fetch_new(self, after_uid: int) -> Iterator[FetchedMail]:
+    def fetch_new(self, after_uid: int, since: date | None = None) -> Iterator[FetchedMail]:
+        self.since.append(since)
         for uid in sorted(u for u in self.messages if u > after_uid):
             message = self.messages[uid]
+            dated = message.internal_date
+            if since is not None and dated is not None and dated.date() < since:
+                continue
             key = MailKey(self.folder, self.uidvalidity, uid)
             size = len(message.raw)
             if size > self.max_message_bytes:
@@ -96,6 +109,10 @@ class FakeMailbox:
             self.processed.append(self.messages.pop(uid))
             return "keyword, moved"
         return "keyword"
+
+    def acknowledge_many(self, mails: Sequence[tuple[MailKey, str | None]]) -> list[str]:
+        self.batches.append(len(mails))
+        return [self.acknowledge(key, message_id) for key, message_id in mails]
 
     def idle_wait(self, timeout_s: float, interrupted: Callable[[], bool] | None = None) -> bool:
         """Return at once whether mail was delivered since the last open or wait."""

@@ -24,8 +24,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +139,10 @@ class ImapMailbox:
         )
         return self._status
 
-    def fetch_new(self, after_uid: int) -> Iterator[FetchedMail]:
+    def fetch_new(self, after_uid: int, since: date | None = None) -> Iterator[FetchedMail]:
         """Yield the messages with UID > *after_uid*, in ascending UID order, one at a time.
+
+        With *since*, only mail the server dates on or after that day (``SEARCH SINCE``).
 
         Sizes and flags are read per chunk of at most ``fetch_chunk`` UIDs; each body is
         retrieved with ``BODY.PEEK[]`` (``\\Seen`` stays unset) only when it is within
@@ -156,6 +159,7 @@ class ImapMailbox:
             chunk_size=self._fetch_chunk,
             where=self._where,
             guard=self._guard,
+            since=since,
         )
 
     def acknowledge(self, key: MailKey, message_id: str | None) -> str:
@@ -174,6 +178,20 @@ class ImapMailbox:
             self._prepare_processed(client, self._namespaces, announce=False)
         return self._marker.mark(
             client, status, key, message_id, self._guard, self._processed, self._processed_problem
+        )
+
+    def acknowledge_many(self, mails: Sequence[tuple[MailKey, str | None]]) -> list[str]:
+        """Mark several handled mails with one command per step (``UID STORE``, ``UID
+        MOVE`` of their UID set); return what was done to each, as :meth:`acknowledge`.
+
+        :raises ProcessedFolderError: as :meth:`acknowledge` (the keywords are stored).
+        :raises MailboxError:
+        """
+        client, status = self._require_open()
+        if self._processed_problem is not None and self._namespaces is not None:
+            self._prepare_processed(client, self._namespaces, announce=False)
+        return self._marker.mark_many(
+            client, status, mails, self._guard, self._processed, self._processed_problem
         )
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 
 from imapclient import DELETED, IMAPClient
 
@@ -71,6 +72,66 @@ class Marker:
                 done.append("moved")
         return ", ".join(done) or "ledger only"
 
+    def mark_many(
+        self,
+        client: IMAPClient,
+        status: MailboxStatus,
+        mails: Sequence[tuple[MailKey, str | None]],
+        guard: Guard,
+        target: str | None,
+        problem: str | None = None,
+    ) -> list[str]:
+        """Mark several handled mails with one command per step; say what was done to each.
+
+        Mails of the selected folder and UIDVALIDITY are found with one ``UID SEARCH`` of
+        their UID set, then keyworded with one ``UID STORE`` and moved with one ``UID
+        MOVE`` (or one COPY, STORE and ``UID EXPUNGE``) of the UIDs found; the others (an
+        older UIDVALIDITY) are looked up by Message-ID and marked one by one, as by
+        :meth:`mark`. The same results as :meth:`mark` for each, in order; idempotent.
+        :raises ProcessedFolderError: *problem* is set (after storing the keywords).
+        :raises MailboxError: (through *guard*)
+        """
+        results: dict[int, str] = {}
+        here = [
+            i
+            for i, (key, _) in enumerate(mails)
+            if key.mailbox == status.folder and key.uidvalidity == status.uidvalidity
+        ]
+        elsewhere = set(range(len(mails))) - set(here)
+        for i, (key, message_id) in enumerate(mails):
+            if i in elsewhere:
+                results[i] = self.mark(client, status, key, message_id, guard, target, problem)
+        if here:
+            wanted = sorted({mails[i][0].uid for i in here})
+            with guard(f"look up {len(wanted)} UIDs"):
+                found = set(client.search(["UID", uid_set(wanted)]))
+            uids = [uid for uid in wanted if uid in found]
+            done = self._mark_uids(client, status, uids, guard, target, problem) if uids else ""
+            for i in here:
+                results[i] = done if mails[i][0].uid in found else "not found"
+        return [results[i] for i in range(len(mails))]
+
+    def _mark_uids(
+        self,
+        client: IMAPClient,
+        status: MailboxStatus,
+        uids: list[int],
+        guard: Guard,
+        target: str | None,
+        problem: str | None,
+    ) -> str:
+        done = []
+        if status.keywords_allowed:
+            with guard(f"store keyword on {len(uids)} UIDs"):
+                client.add_flags(uid_set(uids), [self._config.keyword], silent=True)
+            done.append("keyword")
+        if self._config.processed_folder is not None:
+            if problem is not None or target is None:
+                raise ProcessedFolderError(problem or f"{self._where}: no processed folder")
+            if self._move(client, status, uids, guard, target):
+                done.append("moved")
+        return ", ".join(done) or "ledger only"
+
     def describe(self, status: MailboxStatus, target: str | None) -> str:
         """Say how handled mail is marked in a folder with *status*, for ``check``.
 
@@ -89,18 +150,19 @@ class Marker:
         self, client: IMAPClient, status: MailboxStatus, uids: list[int], guard: Guard, target: str
     ) -> bool:
         """Move *uids* to the processed folder *target* as safely as the server allows."""
+        named = f"UID {uids}" if len(uids) == 1 else f"{len(uids)} UIDs"
         if status.can_move:
-            with guard(f"move UID {uids} to {target!r}"):
-                client.move(uids, target)
+            with guard(f"move {named} to {target!r}"):
+                client.move(uid_set(uids), target)
             return True
         if status.has_uidplus:
             # not atomic: a crash after COPY leaves a copy in both folders, which the
             # ledger tolerates; UID EXPUNGE touches only our UIDs, never another
             # client's \Deleted mail
-            with guard(f"copy UID {uids} to {target!r}"):
-                client.copy(uids, target)
-                client.add_flags(uids, [DELETED], silent=True)
-                client.uid_expunge(uids)
+            with guard(f"copy {named} to {target!r}"):
+                client.copy(uid_set(uids), target)
+                client.add_flags(uid_set(uids), [DELETED], silent=True)
+                client.uid_expunge(uid_set(uids))
             return True
         if not self._warned_cannot_move:
             logger.warning(
@@ -111,6 +173,24 @@ class Marker:
             )
             self._warned_cannot_move = True
         return False
+
+
+def uid_set(uids: Sequence[int]) -> str:
+    """Return *uids* as an IMAP sequence set of ranges, ``1:5,9,12:14``: one short
+    argument however many mails a batch marks (Dovecot refuses lines over 64 KiB)."""
+    ordered = sorted(set(uids))
+    if not ordered:
+        raise ValueError("an empty UID set")
+    runs: list[str] = []
+    start = previous = ordered[0]
+    for uid in [*ordered[1:], None]:
+        if uid is not None and uid == previous + 1:
+            previous = uid
+            continue
+        runs.append(str(start) if start == previous else f"{start}:{previous}")
+        if uid is not None:
+            start = previous = uid
+    return ",".join(runs)
 
 
 def locate(

@@ -39,6 +39,8 @@ class LedgerConnection:
         self.path = path
         self.read_only = read_only
         self._lock = threading.RLock()
+        self._batching = False
+        """A :meth:`batch` is open (on the thread holding ``_lock``)."""
         if read_only:
             self._open_read_only(path)
             return
@@ -104,7 +106,32 @@ class LedgerConnection:
         self.close()
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Commit every change made inside as one transaction: one fsync for many rows.
+
+        Each ``_transaction`` inside becomes a savepoint: a change that fails is undone
+        alone, as if its own transaction had failed, and the others stay. Nothing is
+        durable before the end; a crash inside loses all of it, so only steps that may
+        be repeated are batched (mail records: the mail is read again). Other threads
+        wait for the end (the connection's lock), other processes for the write lock.
+        """
+        with self._lock:
+            if self._batching:
+                yield
+                return
+            with self._transaction():
+                self._batching = True
+                try:
+                    yield
+                finally:
+                    self._batching = False
+
+    @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        if self._batching and self._owns_lock():
+            with self._savepoint() as conn:
+                yield conn
+            return
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -122,6 +149,27 @@ class LedgerConnection:
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise StoreError(f"ledger {self.path}: commit failed: {exc}") from exc
+
+    def _owns_lock(self) -> bool:
+        """Whether this thread holds the connection's lock (it runs the open batch)."""
+        return bool(self._lock._is_owned())  # type: ignore[attr-defined]
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[sqlite3.Connection]:
+        """One change inside a :meth:`batch`: undone alone when it fails."""
+        with self._lock:
+            self._conn.execute("SAVEPOINT change")
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                self._conn.execute("ROLLBACK TO change")
+                self._conn.execute("RELEASE change")
+                raise StoreError(f"ledger {self.path}: {exc}") from exc
+            except BaseException:
+                self._conn.execute("ROLLBACK TO change")
+                self._conn.execute("RELEASE change")
+                raise
+            self._conn.execute("RELEASE change")
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:

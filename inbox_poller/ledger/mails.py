@@ -361,30 +361,41 @@ class MailRecords(LedgerConnection):
 
     def mark_mail_acknowledged(self, key: MailKey, result: str, now: datetime) -> None:
         """Record that a mail was marked on the server; its archived exports become final."""
+        self.mark_mails_acknowledged([(key, result)], now)
+
+    def mark_mails_acknowledged(self, marked: Sequence[tuple[MailKey, str]], now: datetime) -> None:
+        """Record that each mail of *marked* was marked on the server (with what was done),
+        in one transaction: one fsync for a batch (``Poller.acknowledge``)."""
         with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT 1 FROM mails WHERE mailbox = ? AND uidvalidity = ? AND uid = ?",
-                (key.mailbox, key.uidvalidity, key.uid),
-            ).fetchone()
-            if row is None:
-                raise StoreError(f"mail {key} is not in the ledger")
-            conn.execute(
-                "UPDATE mails SET acknowledged_at = ?, ack_result = ? WHERE mailbox = ?"
-                " AND uidvalidity = ? AND uid = ?",
-                (to_iso(now), result, key.mailbox, key.uidvalidity, key.uid),
+            for key, result in marked:
+                self._acknowledged(conn, key, result, now)
+
+    def _acknowledged(
+        self, conn: sqlite3.Connection, key: MailKey, result: str, now: datetime
+    ) -> None:
+        row = conn.execute(
+            "SELECT 1 FROM mails WHERE mailbox = ? AND uidvalidity = ? AND uid = ?",
+            (key.mailbox, key.uidvalidity, key.uid),
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"mail {key} is not in the ledger")
+        conn.execute(
+            "UPDATE mails SET acknowledged_at = ?, ack_result = ? WHERE mailbox = ?"
+            " AND uidvalidity = ? AND uid = ?",
+            (to_iso(now), result, key.mailbox, key.uidvalidity, key.uid),
+        )
+        archived = conn.execute(
+            "SELECT e.export_id FROM mail_exports p JOIN exports e"
+            " ON e.export_id = p.export_id WHERE p.mailbox = ? AND p.uidvalidity = ?"
+            " AND p.uid = ? AND e.state = ? ORDER BY e.export_id",
+            (key.mailbox, key.uidvalidity, key.uid, ExportState.ARCHIVED.value),
+        ).fetchall()
+        for export in archived:
+            self._transition(
+                conn,
+                export["export_id"],
+                ExportState.ACKNOWLEDGED,
+                now,
+                f"mail {key}: {result}",
+                acknowledged_at=to_iso(now),
             )
-            archived = conn.execute(
-                "SELECT e.export_id FROM mail_exports p JOIN exports e"
-                " ON e.export_id = p.export_id WHERE p.mailbox = ? AND p.uidvalidity = ?"
-                " AND p.uid = ? AND e.state = ? ORDER BY e.export_id",
-                (key.mailbox, key.uidvalidity, key.uid, ExportState.ARCHIVED.value),
-            ).fetchall()
-            for export in archived:
-                self._transition(
-                    conn,
-                    export["export_id"],
-                    ExportState.ACKNOWLEDGED,
-                    now,
-                    f"mail {key}: {result}",
-                    acknowledged_at=to_iso(now),
-                )

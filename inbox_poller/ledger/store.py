@@ -27,6 +27,9 @@ from inbox_poller.models import (
     HookState,
 )
 
+FEW_ROWS = 500
+"""Up to this many exports, their failed links are read by ID rather than all at once."""
+
 
 class Store(HookRecords):
     """The SQLite ledger. One instance per process; safe to share between threads."""
@@ -135,7 +138,16 @@ class Store(HookRecords):
         if not rows:
             return []
         failed: dict[int, list[str]] = {}
-        for link in self._query("SELECT export_id, url FROM failed_links ORDER BY failed_at"):
+        query = "SELECT export_id, url FROM failed_links ORDER BY failed_at, rowid"
+        ids: list[int] = []
+        if len(rows) <= FEW_ROWS:  # a few exports (one per state change): their links only
+            ids = [row["export_id"] for row in rows]
+            marks = ",".join("?" * len(ids))
+            query = (
+                f"SELECT export_id, url FROM failed_links WHERE export_id IN ({marks})"  # noqa: S608
+                " ORDER BY failed_at, rowid"
+            )
+        for link in self._query(query, ids):
             failed.setdefault(link["export_id"], []).append(link["url"])
         return [row_to_export(row, tuple(failed.get(row["export_id"], ()))) for row in rows]
 
@@ -174,6 +186,28 @@ class Store(HookRecords):
                 wanted,
             )
         return self._exports(rows)
+
+    def last_event_id(self) -> int:
+        """Return the newest ``events`` row's ID (0 for none): a mark for
+        :meth:`exports_changed_since`."""
+        rows = self._query("SELECT COALESCE(MAX(event_id), 0) AS last FROM events")
+        return int(rows[0]["last"])
+
+    def exports_changed_since(self, event_id: int) -> tuple[int, list[Export]]:
+        """Return the newest event's ID and the exports with an event after *event_id*.
+
+        Every change of an export that matching reads (its state, job ID, link, failed
+        links, its creation) writes an ``events`` row in the same transaction, so a caller
+        holding the exports of an earlier mark stays current by reading only these.
+        """
+        last = self.last_event_id()
+        rows = self._query(
+            "SELECT * FROM exports WHERE export_id IN"
+            " (SELECT DISTINCT export_id FROM events WHERE event_id > ? AND event_id <= ?)"
+            " ORDER BY export_id",
+            (event_id, last),
+        )
+        return last, self._exports(rows)
 
     def exports_for(self, request: ExportRequest) -> list[Export]:
         """Return the exports of exactly *request* (method, options, format and window),

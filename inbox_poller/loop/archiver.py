@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,7 +37,7 @@ logger = logging.getLogger("inbox_poller.loop")
 
 
 class ExportArchiver:
-    """Download, verify, publish and record notified exports, one after another."""
+    """Download, verify, publish and record notified exports (``workers`` at a time)."""
 
     def __init__(
         self,
@@ -49,6 +50,7 @@ class ExportArchiver:
         stop: threading.Event | None = None,
         metrics: Metrics | None = None,
         hooks: Sequence[str] = (),
+        workers: int = 1,
     ) -> None:
         self.store = store
         self.archive = archive
@@ -61,6 +63,14 @@ class ExportArchiver:
         self.hooks = tuple(hooks)
         """The hooks queued with each archived export (``loop.hooks``), with its manifest
         line."""
+        self._done: set[tuple[int, str | None]] = set()
+        """(export, link) pairs this pass has tried: each is tried once per pass."""
+        self._background: threading.Thread | None = None
+        self._background_report = CycleReport()
+        self._background_error: BaseException | None = None
+        self.workers = workers
+        """How many exports :meth:`process_downloads` downloads at once (``run --once``;
+        the daemon's pool has its own threads, ``[daemon] download_workers``)."""
 
     def remove_stale_parts(self) -> None:
         """Delete part files of downloads a previous process did not finish.
@@ -78,24 +88,94 @@ class ExportArchiver:
             stale.unlink(missing_ok=True)
 
     def process_downloads(self, report: CycleReport) -> None:
-        """Finish verified exports, then download every notified one, one after another.
+        """Finish verified exports, then download every notified one, ``workers`` at a time.
 
         An export whose link failed and that another mail's link took over is downloaded
         again in the same pass, from that link; a link is never tried twice.
         """
+        try:
+            self._join_background(report)
+            self._download_ready(report)
+        finally:
+            self._done = set()  # the next pass may try each link again
+
+    def start_downloads(self) -> None:
+        """Start downloading what is ready on a background thread, unless one is running.
+
+        ``run --once`` calls it after each batch of mail is recorded, so its downloads
+        overlap the reading of the rest, as the daemon's pool does; the pass ends with
+        :meth:`process_downloads`, which waits for it, reports what it did, and downloads
+        what was notified since. One download loop runs at a time, and each (export, link)
+        is tried once per pass, as when the pass downloads only at its end.
+        """
+        if self._background is not None and self._background.is_alive():
+            return
+        self._join_background(self._background_report)  # a finished one: collect it
+        self._background = threading.Thread(
+            target=self._download_in_background, name="downloads", daemon=False
+        )
+        self._background.start()
+
+    def _download_in_background(self) -> None:
+        try:
+            self._download_ready(self._background_report)
+        except BaseException as exc:  # raised in the pass's thread, by _join_background
+            self._background_error = exc
+
+    def _join_background(self, report: CycleReport) -> None:
+        """Wait for the background downloads; add what they did to *report*; re-raise."""
+        background, self._background = self._background, None
+        if background is not None:
+            try:
+                background.join()
+            except BaseException:  # Ctrl-C while waiting: the downloads park themselves
+                self.stop.set()
+                raise
+        if report is not self._background_report:
+            report.archived += self._background_report.archived
+            report.failed += self._background_report.failed
+            self._background_report = CycleReport()
+        error, self._background_error = self._background_error, None
+        if error is not None:
+            raise error
+
+    def _download_ready(self, report: CycleReport) -> None:
         for export in self.store.list_exports([ExportState.VERIFIED]):
             self.download_export(export, report)
-        done: set[tuple[int, str | None]] = set()
-        ready = self.store.list_exports([ExportState.NOTIFIED, ExportState.DOWNLOADING])
-        while ready:
-            for export in ready:
-                done.add((export.export_id, export.download_url))
+        wanted = [ExportState.NOTIFIED, ExportState.DOWNLOADING]
+        while ready := [
+            e
+            for e in self.store.list_exports(wanted)
+            if (e.export_id, e.download_url) not in self._done
+        ]:
+            self._done.update((export.export_id, export.download_url) for export in ready)
+            self._download_all(ready, report)
+            wanted = [ExportState.NOTIFIED]
+
+    def _download_all(self, exports: Sequence[Export], report: CycleReport) -> None:
+        """Download *exports* on up to ``workers`` threads; report them in their order.
+
+        Each export is on one thread only, and every step of each is recorded as when
+        they run one after another: the ledger and the manifest serialise their writes.
+        On an interruption (Ctrl-C) ``stop`` is set, so the downloads under way park
+        themselves (``notified``, the attempt not counted) before it is raised.
+        """
+        if self.workers <= 1 or len(exports) <= 1:
+            for export in exports:
                 self.download_export(export, report)
-            ready = [
-                e
-                for e in self.store.list_exports([ExportState.NOTIFIED])
-                if (e.export_id, e.download_url) not in done
-            ]
+            return
+        reports = [CycleReport() for _ in exports]
+        with ThreadPoolExecutor(
+            max_workers=min(self.workers, len(exports)), thread_name_prefix="download"
+        ) as pool:
+            try:
+                list(pool.map(self.download_export, exports, reports))
+            except BaseException:
+                self.stop.set()
+                raise
+        for each in reports:
+            report.archived += each.archived
+            report.failed += each.failed
 
     def download_export(self, export: Export, report: CycleReport) -> None:
         """Bring one export to ``archived``; failures are recorded, logged and reported."""

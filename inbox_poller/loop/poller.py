@@ -3,8 +3,9 @@
 The daemon's mailbox watcher calls :meth:`Poller.run_pass` with the session it keeps
 open, and hands the downloads to its pool; ``inbox-poller run --once`` calls
 :meth:`Poller.run_once`, which opens a session, makes the same pass with the downloads
-done in line, and closes it. Acknowledging comes last: a mail is marked only once its
-export is archived, so a crash anywhere leaves it to be read (or marked) again.
+done by the pass itself (``[daemon] download_workers`` at a time), and closes it.
+Acknowledging comes last: a mail is marked only once its export is archived, so a crash
+anywhere leaves it to be read (or marked) again.
 """
 
 from __future__ import annotations
@@ -30,9 +31,13 @@ logger = logging.getLogger("inbox_poller.loop")
 
 RUN_FAILURES_KEPT = 5
 
+ACK_BATCH = 1000
+"""Mails acknowledged with one command per step (``UID STORE``, ``UID MOVE`` of their UID
+set) and recorded in one ledger transaction."""
+
 DownloadStep = Callable[[CycleReport], None]
 """What a pass does with the exports that are ready to download: ``run --once`` downloads
-them in line (``ExportArchiver.process_downloads``), the daemon hands them to its pool."""
+them itself (``ExportArchiver.process_downloads``), the daemon hands them to its pool."""
 
 
 class Poller:
@@ -69,14 +74,21 @@ class Poller:
         each mail read or acknowledged (the daemon's watchdog: a long pass is not a hang).
         :raises MailboxError: reading failed; recorded in *report*, not acknowledged.
         """
+        if downloads is None:  # run --once: downloads start while the rest is read
+            early: Callable[[], None] = self.archiver.start_downloads
+        else:  # the daemon: its pool takes each batch's exports at once
+
+            def early() -> None:
+                downloads(report)
+
         try:
-            self.reader.read(mailbox, status, report, progress=progress)
+            self.reader.read(mailbox, status, report, progress=progress, on_recorded=early)
         finally:
             (downloads or self.archiver.process_downloads)(report)
         self.acknowledge(mailbox, report, progress=progress)
 
     def run_once(self, mailbox: Mailbox) -> CycleReport:
-        """Open a session, make one pass with the downloads in line, close; return the report.
+        """Open a session, make one pass that downloads itself, close; return the report.
 
         Parts left by an interrupted download are removed first. When the mailbox cannot
         be opened or read, the downloads still run and the failure is in the report. The
@@ -116,36 +128,48 @@ class Poller:
     ) -> None:
         """Mark every mail whose export is archived; stops at the first mailbox failure.
 
+        Up to ``ACK_BATCH`` mails at a time: one command per step for the whole set on the
+        server, then one ledger transaction; a crash between the two marks them again at
+        the next pass (marking is idempotent: a moved mail is "not found").
+
         A missing processed folder (``ProcessedFolderError``) is kept in the ledger's
         daemon values (``ACK_PROBLEM_KEY``) until a round acknowledges everything, so
         that ``status`` is unhealthy meanwhile; the mail stays to be acknowledged.
         """
-        for mail in self.store.mails_to_acknowledge():
+        mails = self.store.mails_to_acknowledge()
+        for start in range(0, len(mails), ACK_BATCH):
+            batch = mails[start : start + ACK_BATCH]
             try:
                 crash_point("ack:before-mark")
-                result = mailbox.acknowledge(mail.key, mail.message_id)
+                results = mailbox.acknowledge_many([(m.key, m.message_id) for m in batch])
                 crash_point("ack:after-mark")
-                self.store.mark_mail_acknowledged(mail.key, result, self.clock())
+                self.store.mark_mails_acknowledged(
+                    [(m.key, r) for m, r in zip(batch, results, strict=True)], self.clock()
+                )
             except MailboxError as exc:
+                first = batch[0]
+                more = f" (and {len(batch) - 1} more)" if len(batch) > 1 else ""
                 logger.error(
-                    "uid %s: cannot acknowledge: %s",
-                    mail.key,
+                    "uid %s%s: cannot acknowledge: %s",
+                    first.key,
+                    more,
                     exc,
-                    extra={"uid": str(mail.key), "export_id": mail.export_id},
+                    extra={"uid": str(first.key), "export_id": first.export_id},
                 )
                 self.metrics.failure("mailbox", exc)
-                report.failed.append(f"mail {mail.key}: {exc}")
+                report.failed.append(f"mail {first.key}{more}: {exc}")
                 if isinstance(exc, ProcessedFolderError):
                     self._set_ack_problem(str(exc))
                 return
-            report.acknowledged += 1
-            progress()
-            logger.info(
-                "uid %s: acknowledged (%s)",
-                mail.key,
-                result,
-                extra={"uid": str(mail.key), "export_id": mail.export_id},
-            )
+            for mail, result in zip(batch, results, strict=True):
+                report.acknowledged += 1
+                progress()
+                logger.info(
+                    "uid %s: acknowledged (%s)",
+                    mail.key,
+                    result,
+                    extra={"uid": str(mail.key), "export_id": mail.export_id},
+                )
         self._set_ack_problem("")
 
     def _set_ack_problem(self, problem: str) -> None:

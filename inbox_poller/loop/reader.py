@@ -12,26 +12,32 @@ recorded as refused, so that the next one is read.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import ExtractError, MailboxError, ReaderUnavailable, StoreError
 from inbox_poller.ledger.keys import LAST_POLL_KEY
 from inbox_poller.loop.budget import MailBudget
+from inbox_poller.matching.jobids import ascii_lower, id_key
 from inbox_poller.matching.match import (
     MATCHABLE_STATES,
     RETRY_STATES,
     MatchOptions,
     awaiting_link,
     match_notification,
+    mention_keys,
+    mentioned_exports,
 )
 from inbox_poller.matching.sender import SenderPolicy, check_sender
 from inbox_poller.matching.summary import explain, notification_from_summary, summarize
 from inbox_poller.models import (
+    FINAL_STATES,
     CycleReport,
+    Export,
     FetchedMail,
     MailboxStatus,
     MailKey,
@@ -39,6 +45,7 @@ from inbox_poller.models import (
     MailRecord,
     MailSummary,
     Match,
+    Notification,
     Pairing,
     utc_now,
 )
@@ -52,6 +59,18 @@ logger = logging.getLogger("inbox_poller.loop")
 
 DEFAULT_REMATCH_WINDOW = timedelta(days=7)
 """How long an unmatched mail is kept for re-matching (its export may not be known yet)."""
+RECORD_BATCH = 200
+RECORD_BATCH_S = 0.25
+"""Mails read are recorded in one ledger transaction, up to ``RECORD_BATCH`` of them or
+what was read within ``RECORD_BATCH_S`` of the first (so a quiet pass records its one mail
+at once, and a backlog pays one fsync per batch, not per mail)."""
+FIRST_PASS_MARGIN = timedelta(days=1)
+"""On a folder's first pass (no watermark for its UIDVALIDITY), mail the server dates more
+than this before the oldest export that can still take a notification is skipped by the
+server (``SEARCH SINCE``), never read: it cannot be that export's notification. The margin
+covers up to 12 hours of difference between this host's clock and the server's, in any
+time zone (SINCE compares the internal date's day, as the server's zone has it)
+(docs/reliability.md §2.9)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +102,63 @@ class ReaderSettings:
         )
 
 
+class KnownExports:
+    """The ledger's exports, kept current from its ``events`` and indexed by job ID.
+
+    Matching one mail needs every export only when the mail names none of them; a
+    backlog of notifications names one each. Reading all exports for every mail made a
+    backlog of n mails cost O(n²) (list and job-ID scan per mail); here each mail reads
+    only the exports changed since the last one (``Store.exports_changed_since``) and the
+    few its text can name (``match.mention_keys``).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._mark = -1
+        self._by_id: dict[int, Export] = {}
+        self._by_key: dict[str, set[int]] = {}
+        self._replaced: set[int] = set()
+
+    def refresh(self) -> None:
+        """Read what changed in the ledger since the last call (everything, the first time)."""
+        if self._mark < 0:
+            self._mark = self._store.last_event_id()
+            changed = self._store.list_exports()
+        else:
+            self._mark, changed = self._store.exports_changed_since(self._mark)
+        for export in changed:
+            old = self._by_id.get(export.export_id)
+            if old is not None and old.job_id != export.job_id:
+                self._unindex(old)
+            self._by_id[export.export_id] = export
+            if export.job_id:
+                for key in {id_key(export.job_id), ascii_lower(export.job_id)} - {None}:
+                    assert key is not None
+                    self._by_key.setdefault(key, set()).add(export.export_id)
+            if export.replaces is not None:
+                self._replaced.add(export.replaces)
+
+    def _unindex(self, export: Export) -> None:
+        if export.job_id:
+            for key in {id_key(export.job_id), ascii_lower(export.job_id)} - {None}:
+                assert key is not None
+                self._by_key.get(key, set()).discard(export.export_id)
+
+    def all(self) -> list[Export]:
+        """Every export, oldest first (as ``Store.list_exports``)."""
+        return sorted(self._by_id.values(), key=lambda e: e.export_id)
+
+    def named_by(self, keys: set[str]) -> list[Export]:
+        """The exports whose job ID is under one of *keys* (``match.mention_keys``)."""
+        ids = sorted({i for key in keys for i in self._by_key.get(key, ())})
+        return [self._by_id[i] for i in ids]
+
+    @property
+    def replaced(self) -> frozenset[int]:
+        """Every export some later export resubmitted."""
+        return frozenset(self._replaced)
+
+
 class MailReader:
     """Read, judge and record new mail; re-match what matched nothing yet."""
 
@@ -99,6 +175,9 @@ class MailReader:
         self.clock = clock
         self.budget = budget or MailBudget()
         """Where each mail is read: a worker process, within limits of time and memory."""
+        self.known = KnownExports(store)
+        self._deferred: list[tuple[MailRecord, Match | None, list[Pairing]]] | None = None
+        """While a batch is recorded: what to log once it is committed."""
 
     def close(self) -> None:
         """Stop the worker that reads mail."""
@@ -111,8 +190,12 @@ class MailReader:
         report: CycleReport,
         *,
         progress: Callable[[], None] = lambda: None,
+        on_recorded: Callable[[], None] = lambda: None,
     ) -> None:
         """Process every mail above the watermark of the open *mailbox*, then re-match.
+
+        *on_recorded* is called after each batch of mail records is committed (downloads
+        may start while the rest is read).
 
         *status* is what the session's SELECT reported; its folder and UIDVALIDITY key the
         watermark. *progress* is called after each mail, and every
@@ -131,15 +214,26 @@ class MailReader:
                     status.folder,
                     status.uidvalidity,
                 )
-            for fetched in mailbox.fetch_new(after):
-                report.mails_seen += 1
-                try:
-                    self._process_mail(fetched, report, progress)
-                except (ExtractError, StoreError) as exc:
-                    logger.error("uid %s: %s", fetched.key, exc, extra={"uid": str(fetched.key)})
-                    report.failed.append(f"mail {fetched.key}: {exc}")
-                progress()
+            since = self._first_pass_since() if after == 0 else None
+            pending: list[tuple[FetchedMail, Notification | MailRecord]] = []
+            opened = 0.0
+            try:
+                for fetched in mailbox.fetch_new(after, since):
+                    report.mails_seen += 1
+                    pending.append((fetched, self._read_one(fetched, progress)))
+                    if len(pending) == 1:
+                        opened = time.monotonic()
+                    if len(pending) >= RECORD_BATCH or time.monotonic() - opened >= RECORD_BATCH_S:
+                        batch, pending = pending, []
+                        self._record_batch(batch, report, progress)
+                        on_recorded()
+                    progress()
+            except Exception:
+                self._record_batch(pending, report, progress)  # what was read before the failure
+                raise
+            self._record_batch(pending, report, progress)
             self._rematch(report)
+            on_recorded()
             self.store.set_daemon_value(LAST_POLL_KEY, self.clock().isoformat())
         except ReaderUnavailable as exc:
             logger.error("mail reader: %s; mail is read again at the next pass", exc)
@@ -149,20 +243,81 @@ class MailReader:
             report.failed.append(f"mailbox: {exc}")
             raise
 
-    def _process_mail(
-        self, fetched: FetchedMail, report: CycleReport, progress: Callable[[], None]
-    ) -> None:
+    def _first_pass_since(self) -> date:
+        """The first day whose mail a folder's first pass reads (``FIRST_PASS_MARGIN``).
+
+        A notification is sent only after its export exists in the ledger (the row is
+        written before the POST), so mail older than the oldest export that can still take
+        one, less the margin, is no export's notification; with no such export, none is.
+        Mail of exports already done needs nothing: a copy of it is handled through the
+        ledger's record of the first one (by Message-ID).
+        """
+        exports = self.store.list_exports()
+        open_ = [e for e in exports if e.state not in FINAL_STATES] + awaiting_link(exports)
+        oldest = min((e.created_at for e in open_), default=self.clock())
+        return (min(oldest, self.clock()) - FIRST_PASS_MARGIN).date()
+
+    def _read_one(
+        self, fetched: FetchedMail, progress: Callable[[], None]
+    ) -> Notification | MailRecord:
+        """Read one mail in the budget's worker: its notification, or the record refusing it.
+
+        :raises ReaderUnavailable: the worker cannot start (nothing is recorded).
+        """
         now = self.clock()
         key = fetched.key
         if fetched.raw is None:
             reason = f"{fetched.size} bytes is larger than imap.max_message_bytes; not read"
-            self._record(MailRecord(key, None, MailOutcome.REFUSED, reason, now), report)
-            return
+            return MailRecord(key, None, MailOutcome.REFUSED, reason, now)
         try:
-            notification = self.budget.read(fetched.raw, progress)
+            return self.budget.read(fetched.raw, progress)
         except ExtractError as exc:  # unreadable, or too costly to read: refused, passed
-            self._record(MailRecord(key, None, MailOutcome.REFUSED, str(exc), now), report)
+            return MailRecord(key, None, MailOutcome.REFUSED, str(exc), now)
+
+    def _record_batch(
+        self,
+        pending: list[tuple[FetchedMail, Notification | MailRecord]],
+        report: CycleReport,
+        progress: Callable[[], None],
+    ) -> None:
+        """Judge and record the mails read, in one ledger transaction (one fsync for all).
+
+        A crash before the commit loses the whole batch: each of its mails is read again,
+        as one would be alone (docs/reliability.md §8.1). Each mail is still recorded all
+        or nothing (a savepoint): one the ledger refuses is logged and passed, as alone.
+        The log lines and the report follow the commit.
+        """
+        if not pending:
             return
+        self._deferred = []
+        try:
+            with self.store.batch():
+                for fetched, read in pending:
+                    try:
+                        self._process_mail(fetched, read, report)
+                    except StoreError as exc:
+                        logger.error(
+                            "uid %s: %s", fetched.key, exc, extra={"uid": str(fetched.key)}
+                        )
+                        report.failed.append(f"mail {fetched.key}: {exc}")
+                    crash_point("mail:mid-batch")
+                    progress()  # the watchdog: a batch of 200 is work, not a hang
+            crash_point("mail:after-record")
+            deferred = self._deferred
+        finally:
+            self._deferred = None
+        for record, match, pairs in deferred:
+            self._log_mail(record, match, pairs, report)
+
+    def _process_mail(
+        self, fetched: FetchedMail, read: Notification | MailRecord, report: CycleReport
+    ) -> None:
+        now = self.clock()
+        key = fetched.key
+        if isinstance(read, MailRecord):
+            self._record(read, report)
+            return
+        notification = read
         authenticated = False
         if self.settings.sender_policy is not None:
             untrusted = check_sender(notification, self.settings.sender_policy)
@@ -192,10 +347,18 @@ class MailReader:
             pairings = [Pairing(e, None, MailOutcome.DUPLICATE, reason) for e in exports]
             self._record(copy, report, pairings=pairings)
             return
-        options = self.settings.options(authenticated=authenticated)
-        match = match_notification(
-            notification, self.store.list_exports(), self.settings.rules, options
-        )
+        self.known.refresh()
+        named = self.known.named_by(mention_keys(notification))
+        if named and mentioned_exports(notification, named)[0]:
+            # it names exports of ours: they, and which exports were resubmitted, are all
+            # the decision reads (match.match_notification), the same as with every export
+            options = self.settings.options(
+                authenticated=authenticated, resubmitted=self.known.replaced
+            )
+            match = match_notification(notification, named, self.settings.rules, options)
+        else:
+            options = self.settings.options(authenticated=authenticated)
+            match = match_notification(notification, self.known.all(), self.settings.rules, options)
         record = MailRecord(
             key,
             notification.message_id,
@@ -245,6 +408,9 @@ class MailReader:
             self.store.rematch_mail(record, self.clock(), pairings=pairs)
         else:
             self.store.record_mail(record, self.clock(), summary=summary, pairings=pairs)
+        if self._deferred is not None:  # in a batch: logged once it is committed
+            self._deferred.append((record, match, pairs))
+            return
         crash_point("mail:after-record")
         self._log_mail(record, match, pairs, report)
 

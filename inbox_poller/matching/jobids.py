@@ -201,6 +201,19 @@ def _clean_job_id(value: str) -> str | None:
 # --- known job IDs: whole-token search ----------------------------------------------
 
 
+def id_key(job_id: str) -> str | None:
+    """Return the piece :func:`find_known_ids` looks *job_id* up by: its first alphanumeric
+    run, lower-cased; None when it does not start with one (then it is never found bare)."""
+    first = _PIECE_RE.match(ascii_lower(job_id))
+    return first.group(0) if first is not None else None
+
+
+def text_pieces(texts: Iterable[str]) -> set[str]:
+    """Return every alphanumeric run of *texts*, lower-cased: a job ID found in them as a
+    whole token has its :func:`id_key` among these."""
+    return {piece for text in texts for piece in _PIECE_RE.findall(ascii_lower(text))}
+
+
 def find_known_ids(texts: Iterable[str], job_ids: Iterable[str]) -> set[str]:
     """Return which of *job_ids* (lower-cased) occur in *texts* as whole tokens.
 

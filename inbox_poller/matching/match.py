@@ -14,7 +14,13 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
-from inbox_poller.matching.jobids import MIN_JOB_ID_CHARS, ascii_lower, find_known_ids, url_forms
+from inbox_poller.matching.jobids import (
+    MIN_JOB_ID_CHARS,
+    ascii_lower,
+    find_known_ids,
+    text_pieces,
+    url_forms,
+)
 from inbox_poller.matching.verdicts import choose_download_link, judge_links
 from inbox_poller.models import (
     Export,
@@ -101,9 +107,7 @@ def mentioned_exports(
     A known job ID counts when it occurs as a whole token in the subject, any
     text, or any link (raw or percent-decoded), or when the mail labels it.
     """
-    haystacks: list[str] = [notification.subject, *notification.texts]
-    for link in notification.links:
-        haystacks += url_forms(link.url)
+    haystacks = _haystacks(notification)
     bare = [e.job_id for e in exports if e.job_id and len(e.job_id) >= MIN_JOB_ID_CHARS]
     present = find_known_ids(haystacks, bare)
     present |= {ascii_lower(c) for c in notification.candidate_job_ids}
@@ -112,6 +116,25 @@ def mentioned_exports(
     known_lower = {ascii_lower(k) for k in known}
     others = [c for c in notification.candidate_job_ids if ascii_lower(c) not in known_lower]
     return mentioned, tuple(known + others)
+
+
+def _haystacks(notification: Notification) -> list[str]:
+    """Where a job ID may be written: the subject, every text, every link in its forms."""
+    haystacks: list[str] = [notification.subject, *notification.texts]
+    for link in notification.links:
+        haystacks += url_forms(link.url)
+    return haystacks
+
+
+def mention_keys(notification: Notification) -> set[str]:
+    """Return the keys under which an export the mail mentions may be found: the pieces of
+    its text (``jobids.id_key`` of a job ID written in it) and its labelled job IDs,
+    lower-cased. Every export :func:`mentioned_exports` would find has its job ID's key
+    or its lower-cased job ID among them, so a caller holding many exports can look up
+    the few worth giving it (``loop/reader.py``)."""
+    keys = text_pieces(_haystacks(notification))
+    keys |= {ascii_lower(c) for c in notification.candidate_job_ids}
+    return keys
 
 
 # --- the decision -----------------------------------------------------------------

@@ -2,9 +2,9 @@
 
 The mailbox pass only *dispatches*: every export ready to download that is not already
 in flight goes to a worker, which brings it to ``archived`` with the same
-``ExportArchiver`` that ``run --once`` uses in line, then wakes the watcher so that its
-mail is acknowledged promptly. The ledger decides what is ready, so dispatching twice,
-or after a restart, never downloads an export twice at once.
+``ExportArchiver.download_export`` that ``run --once`` uses on its own threads, then
+wakes the watcher so that its mail is acknowledged promptly. The ledger decides what is
+ready, so dispatching twice, or after a restart, never downloads an export twice at once.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from email.parser import BytesHeaderParser
 from typing import Any, Protocol
 
@@ -41,6 +42,10 @@ class MailboxHarness(Protocol):
         """Put a message into the watched folder and return its UID."""
         ...
 
+    def deliver_dated(self, raw: bytes, when: datetime) -> int:
+        """Put a message received at *when* (its internal date) into the watched folder."""
+        ...
+
     def mailbox(self, **config: Any) -> Mailbox:
         """Return an unopened mailbox on the watched folder (``**config``: ImapConfig fields)."""
         ...
@@ -68,6 +73,11 @@ class ServerHarness:
     def deliver(self, raw: bytes) -> int:
         return self.server.append(self.folder, raw)
 
+    def deliver_dated(self, raw: bytes, when: datetime) -> int:
+        with self.server.client() as imap:
+            imap.append(self.folder, raw, msg_time=when)
+        return max(self.uids())
+
     def mailbox(self, **config: Any) -> Mailbox:
         return self._make(self.folder, server=self.server, **config)
 
@@ -93,6 +103,10 @@ class FakeHarness:
     def deliver(self, raw: bytes) -> int:
         message_id = BytesHeaderParser().parsebytes(raw)["Message-ID"]
         return self.fake.deliver(raw, message_id)
+
+    def deliver_dated(self, raw: bytes, when: datetime) -> int:
+        message_id = BytesHeaderParser().parsebytes(raw)["Message-ID"]
+        return self.fake.deliver(raw, message_id, internal_date=when)
 
     def mailbox(self, **config: Any) -> Mailbox:
         self.fake.max_message_bytes = config.get("max_message_bytes", 1024**2)
@@ -204,6 +218,39 @@ class TestMailboxContract:
         moved = mailbox_harness.uids(mailbox_harness.processed)
         assert len(moved) == 1
         assert KEYWORD in mailbox_harness.flags(moved[0], mailbox_harness.processed)
+
+    def test_fetch_new_since_a_day_skips_older_mail_on_the_server(
+        self, mailbox_harness: MailboxHarness
+    ) -> None:
+        now = datetime.now(UTC)
+        old = mailbox_harness.deliver_dated(make_mail(subject="old"), now - timedelta(days=30))
+        new = mailbox_harness.deliver(make_mail(subject="new"))
+        mailbox = mailbox_harness.mailbox()
+        mailbox.open()
+
+        since = (now - timedelta(days=1)).date()
+        assert [m.key.uid for m in mailbox.fetch_new(0, since)] == [new]
+        assert [m.key.uid for m in _fetch_all(mailbox)] == [old, new]
+
+    def test_acknowledge_many_marks_a_set_at_once_and_is_idempotent(
+        self, mailbox_harness: MailboxHarness
+    ) -> None:
+        uids = [mailbox_harness.deliver(make_mail(subject=f"m{n}")) for n in range(6)]
+        left = uids[3]  # a gap: the set is 1:3,5:6 in ranges
+        mailbox = mailbox_harness.mailbox(processed_folder=mailbox_harness.processed)
+        mailbox.open()
+        mails = [m for m in _fetch_all(mailbox) if m.key.uid != left]
+        wanted = [(m.key, None) for m in mails]
+
+        assert mailbox.acknowledge_many(wanted) == ["keyword, moved"] * 5
+
+        assert mailbox_harness.uids() == [left]
+        moved = mailbox_harness.uids(mailbox_harness.processed)
+        assert len(moved) == 5
+        assert all(
+            KEYWORD in mailbox_harness.flags(uid, mailbox_harness.processed) for uid in moved
+        )
+        assert mailbox.acknowledge_many(wanted) == ["not found"] * 5
 
     def test_acknowledge_keyword_only_without_a_processed_folder(
         self, mailbox_harness: MailboxHarness

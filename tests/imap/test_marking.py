@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
+from inbox_poller.imap.marking import uid_set
 from inbox_poller.sandbox.dovecot.server import DovecotServer
 from inbox_poller.sandbox.imapaccount import TestAccount
 from tests.plugins.dovecot import KEYWORD, MakeMailbox, folder_flags, folder_uids, make_mail
@@ -107,3 +108,10 @@ def test_without_keywords_mail_is_moved_or_left_to_the_ledger(
     else:
         assert KEYWORD not in folder_flags(server, folder, uid)
         assert folder_uids(server, folder) == [uid]
+
+
+def test_a_uid_set_is_written_as_ranges() -> None:
+    assert uid_set([9, 1, 2, 3, 5, 12, 13, 14, 3]) == "1:3,5,9,12:14"
+    assert uid_set([7]) == "7"
+    with pytest.raises(ValueError, match="empty"):
+        uid_set([])

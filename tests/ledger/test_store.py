@@ -544,3 +544,54 @@ def test_a_version_4_ledger_marks_verified_exports_as_unknown_offset(tmp_path: P
     verified, archived = store.export_by_job_id("55"), store.export_by_job_id("66")
     assert verified is not None and verified.manifest_offset == MANIFEST_OFFSET_UNKNOWN
     assert archived is not None and archived.manifest_offset is None
+
+
+def test_a_batch_commits_its_records_at_once_and_a_refused_one_alone_is_undone(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    store = Store(path)
+    other = sqlite3.connect(path)  # another process's view: only committed rows
+    with store.batch():
+        store.record_mail(_mail(1, MailOutcome.UNMATCHED), NOW)
+        with pytest.raises(StoreError):  # a match without a link: refused, undone alone
+            store.record_mail(_mail(2, MailOutcome.MATCHED), NOW)
+        store.record_mail(_mail(3, MailOutcome.UNMATCHED), NOW)
+        assert other.execute("SELECT COUNT(*) FROM mails").fetchone()[0] == 0
+        assert store.get_mail(MailKey("INBOX", 7, 3)) is not None  # its own writes: seen
+    assert sorted(r[0] for r in other.execute("SELECT uid FROM mails")) == [1, 3]
+    assert store.watermark("INBOX", 7) == 3
+    other.close()
+
+
+def test_a_batch_that_fails_keeps_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+
+    def interrupted() -> None:
+        with store.batch():
+            store.record_mail(_mail(1, MailOutcome.UNMATCHED), NOW)
+            raise RuntimeError("the process is ending")
+
+    with pytest.raises(RuntimeError):
+        interrupted()
+    assert store.get_mail(MailKey("INBOX", 7, 1)) is None
+    assert store.watermark("INBOX", 7) == 0
+    store.record_mail(_mail(1, MailOutcome.UNMATCHED), NOW)  # and the ledger still works
+    assert store.watermark("INBOX", 7) == 1
+
+
+def test_exports_changed_since_returns_only_what_an_event_touched(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    first = store.create_export(ExportRequest("1"), NOW)
+    second = store.create_export(ExportRequest("2"), NOW)
+    mark = store.last_event_id()
+    assert store.exports_changed_since(mark) == (mark, [])
+    store.mark_submitted(second.export_id, "500000002", "{}", NOW)
+    third = store.create_export(ExportRequest("3"), NOW)
+    last, changed = store.exports_changed_since(mark)
+    assert last == store.last_event_id() > mark
+    assert [(e.export_id, e.job_id) for e in changed] == [
+        (second.export_id, "500000002"),
+        (third.export_id, None),
+    ]
+    assert first.export_id not in {e.export_id for e in changed}

@@ -8,15 +8,18 @@ does) and through the daemon's download pool (``service/downloads.py``).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from inbox_poller.archive import Archive
 from inbox_poller.ledger.store import Store
+from inbox_poller.loop import reader
 from inbox_poller.loop.archiver import ExportArchiver
 from inbox_poller.loop.poller import Poller
 from inbox_poller.loop.reader import ReaderSettings
@@ -27,11 +30,12 @@ from inbox_poller.models import (
     Export,
     ExportRequest,
     ExportState,
+    FetchedMail,
 )
 from inbox_poller.ports import PayloadSink
 from inbox_poller.service.downloads import DownloadPool
 from inbox_poller.urlpolicy import parse_host_rule
-from tests.fakes import FakeApi, FakeMailbox
+from tests.fakes import FakeApi, FakeDownloader, FakeMailbox
 
 MAX_ATTEMPTS = 2
 
@@ -164,3 +168,123 @@ def test_the_daemon_pool_counts_unexpected_errors_and_stops_at_max_attempts(
     finally:
         stop.set()
         pool.shutdown(time.monotonic() + 10)
+
+
+class MeetingDownloader(FakeDownloader):
+    """Each download waits until *parties* downloads are under way at once."""
+
+    def __init__(self, parties: int) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(parties, timeout=5)
+        self.threads: set[str] = set()
+
+    def download(self, url: str, sink: PayloadSink, *, expected: str = "json") -> DownloadResult:
+        self.threads.add(threading.current_thread().name)
+        self.barrier.wait()  # BrokenBarrierError (a failed download) when run one by one
+        self.payloads[url] = b"[1]"
+        return super().download(url, sink, expected=expected)
+
+
+def test_run_once_downloads_a_backlog_several_at_a_time_and_reports_it_in_order(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    store = Store(tmp_path / "state.db")
+    downloader = MeetingDownloader(parties=2)
+    archiver = ExportArchiver(
+        store, Archive(tmp_path / "archive"), downloader, max_attempts=2, clock=clock, workers=2
+    )
+    settings = ReaderSettings(
+        rules=(parse_host_rule(".mypinpointe.com"),), keyword="$ExportArchived"
+    )
+    poller = Poller(store, archiver, settings, clock=clock)
+    submitter = Submitter(store, FakeApi(), clock=clock)
+    mailbox = FakeMailbox()
+    jobs = []
+    for stat in ("41", "42", "43", "44"):
+        job = submitter.submit(ExportRequest(stat, "20261001", "20261002")).job_id
+        assert job is not None
+        jobs.append(job)
+        url = f"https://na01.mypinpointe.com/exports/{job}.json?sig=secret"
+        mailbox.deliver(
+            b"From: Pinpointe <noreply@mypinpointe.example>\r\nSubject: Export ready\r\n"
+            + f"Message-ID: <n{job}@example.test>\r\n\r\nJob ID: {job}\r\n{url}\r\n".encode(),
+            f"<n{job}@example.test>",
+        )
+
+    report = poller.run_once(mailbox)
+
+    assert report.failed == []
+    assert report.archived == jobs  # in the exports' order, whichever thread finished first
+    assert len(downloader.threads) == 2
+    assert {e.state for e in store.list_exports()} == {ExportState.ACKNOWLEDGED}
+    assert mailbox.batches == [4]  # the four mails acknowledged as one set
+    manifest = (tmp_path / "archive" / "manifest.jsonl").read_text(encoding="utf-8")
+    assert sorted(json.loads(line)["job_id"] for line in manifest.splitlines()) == sorted(jobs)
+
+
+class SlowMailbox(FakeMailbox):
+    """Before yielding each mail after the first, waits (5 s at most) for a download to
+    start; notes whether one had."""
+
+    def __init__(self, started: threading.Event) -> None:
+        super().__init__()
+        self.started = started
+        self.overlapped: list[bool] = []
+
+    def fetch_new(self, after_uid: int, since: date | None = None) -> Iterator[FetchedMail]:
+        for number, mail in enumerate(super().fetch_new(after_uid, since)):
+            if number:
+                self.overlapped.append(self.started.wait(5))
+            yield mail
+
+
+class SignallingDownloader(FakeDownloader):
+    def __init__(self, started: threading.Event) -> None:
+        super().__init__()
+        self.started = started
+
+    def download(self, url: str, sink: PayloadSink, *, expected: str = "json") -> DownloadResult:
+        self.started.set()
+        self.payloads[url] = b"[1]"
+        return super().download(url, sink, expected=expected)
+
+
+def test_run_once_starts_downloading_while_it_still_reads_mail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reader, "RECORD_BATCH", 1)  # each mail its own batch
+    clock = Clock()
+    started = threading.Event()
+    store = Store(tmp_path / "state.db")
+    archiver = ExportArchiver(
+        store,
+        Archive(tmp_path / "archive"),
+        SignallingDownloader(started),
+        max_attempts=2,
+        clock=clock,
+        workers=2,
+    )
+    settings = ReaderSettings(
+        rules=(parse_host_rule(".mypinpointe.com"),), keyword="$ExportArchived"
+    )
+    poller = Poller(store, archiver, settings, clock=clock)
+    submitter = Submitter(store, FakeApi(), clock=clock)
+    mailbox = SlowMailbox(started)
+    jobs = []
+    for stat in ("41", "42", "43"):
+        job = submitter.submit(ExportRequest(stat, "20261001", "20261002")).job_id
+        assert job is not None
+        jobs.append(job)
+        url = f"https://na01.mypinpointe.com/exports/{job}.json?sig=secret"
+        mailbox.deliver(
+            b"From: Pinpointe <noreply@mypinpointe.example>\r\nSubject: Export ready\r\n"
+            + f"Message-ID: <n{job}@example.test>\r\n\r\nJob ID: {job}\r\n{url}\r\n".encode(),
+            f"<n{job}@example.test>",
+        )
+
+    report = poller.run_once(mailbox)
+
+    assert mailbox.overlapped == [True, True]  # the first download began before mail 2
+    assert report.archived == jobs and report.failed == []
+    assert {e.state for e in store.list_exports()} == {ExportState.ACKNOWLEDGED}

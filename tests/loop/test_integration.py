@@ -320,6 +320,51 @@ def test_crash_at_every_step_resumes_to_exactly_one_archive(loop_env: LoopEnv, p
     assert len(env.manifest()) == 1
 
 
+BATCH_POINTS = (
+    "mail:mid-batch",
+    "download:after-verified",
+    "archive:mid-manifest-line",
+    "download:after-manifest",
+    "ack:before-mark",
+    "ack:after-mark",
+)
+
+
+@pytest.mark.parametrize("point", BATCH_POINTS)
+def test_a_crash_inside_a_batch_resumes_to_exactly_one_archive_per_export(
+    loop_env: LoopEnv, point: str
+) -> None:
+    """Three notifications in one pass: their mails recorded in one ledger batch, their
+    payloads downloaded two at a time, their mails acknowledged in one set. A crash in the
+    middle of any of these ends, after a restart, in one archive per export."""
+    env = loop_env
+    jobs = [env.submit(stat) for stat in ("4242", "4343", "4444")]
+    crashed = env.cli("run", "--once", crash_at=point)
+    assert crashed.returncode == CRASH_EXIT_STATUS, crashed.stdout + crashed.stderr
+
+    for _ in range(3):
+        resumed = env.cli("run", "--once")
+        if all(_state(env, job) is ExportState.ACKNOWLEDGED for job in jobs):
+            break
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert [_state(env, job) for job in jobs] == [ExportState.ACKNOWLEDGED] * 3
+
+    assert sorted(line["job_id"] for line in env.manifest()) == sorted(jobs)
+    assert len(env.archived_files()) == 3
+    served = {env.sim.job(job).sha256 for job in jobs}
+    assert {hashlib.sha256(p.read_bytes()).hexdigest() for p in env.archived_files()} == served
+    assert env.part_files() == []
+    assert all(len(env.sim.job(job).requests) <= 2 for job in jobs)
+    assert env.messages() == {}
+    moved = env.messages(env.processed)
+    assert len(moved) == 3 and all(KEYWORD in flags for flags in moved.values())
+
+    idle = env.cli("run", "--once")
+    assert "read 0 mail(s)" in idle.stdout
+    assert "archived 0, acknowledged 0" in idle.stdout
+    assert len(env.manifest()) == 3
+
+
 def test_json_logs_are_keyed_and_never_carry_secrets(loop_env: LoopEnv) -> None:
     env = loop_env
     job_id = env.submit()

@@ -87,3 +87,104 @@ def test_a_refused_link_is_recorded_with_the_host_a_client_would_reach(
     [logged] = [r.getMessage() for r in refusals if "refused" in r.getMessage()]
     assert recorded in logged
     assert "secret" not in logged
+
+
+def test_a_first_pass_skips_on_the_server_mail_older_than_the_oldest_waiting_export(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    store = Store(tmp_path / "state.db")
+    downloader = FakeDownloader()
+    url = "https://na01.mypinpointe.com/exports/x.json?sig=1"
+    downloader.payloads[url] = b"[1, 2]"
+    archiver = ExportArchiver(
+        store, Archive(tmp_path / "archive"), downloader, max_attempts=2, clock=clock
+    )
+    settings = ReaderSettings(
+        rules=(parse_host_rule(".mypinpointe.com"),), keyword="$ExportArchived"
+    )
+    poller = Poller(store, archiver, settings, clock=clock)
+    export = Submitter(store, FakeApi(), clock=clock).submit(ExportRequest("42"))
+    assert export.job_id is not None
+    mailbox = FakeMailbox()
+    old = [
+        mailbox.deliver(f"Subject: old {n}\r\n\r\nhello\r\n".encode(), internal_date=when)
+        for n, when in enumerate(
+            [export.created_at - timedelta(days=30), export.created_at - timedelta(days=2)]
+        )
+    ]
+    # within the margin (a server clock 12 hours behind ours): still read
+    skewed = mailbox.deliver(
+        b"Subject: skewed\r\n\r\nhello\r\n", internal_date=export.created_at - timedelta(hours=12)
+    )
+    notification = mailbox.deliver(
+        html_notification(export.job_id, url), internal_date=export.created_at
+    )
+
+    report = poller.run_once(mailbox)
+
+    assert mailbox.since == [(export.created_at - timedelta(days=1)).date()]
+    assert mailbox.bodies_fetched == [skewed, notification]
+    assert report.archived == [export.job_id] and report.acknowledged == 1
+    for uid in old:
+        assert store.get_mail(MailKey("INBOX", mailbox.uidvalidity, uid)) is None
+    assert store.watermark("INBOX", mailbox.uidvalidity) == notification
+
+    # with a watermark, every new mail is read whatever its date
+    late = mailbox.deliver(
+        b"Subject: late\r\n\r\nhello\r\n", internal_date=export.created_at - timedelta(days=90)
+    )
+    poller.run_once(mailbox)
+    assert mailbox.since[-1] is None
+    assert mailbox.bodies_fetched[-1] == late
+
+
+def test_a_first_pass_with_no_export_waiting_reads_only_recent_mail(tmp_path: Path) -> None:
+    clock = Clock()
+    store = Store(tmp_path / "state.db")
+    archiver = ExportArchiver(
+        store, Archive(tmp_path / "archive"), FakeDownloader(), max_attempts=2, clock=clock
+    )
+    settings = ReaderSettings(rules=(), keyword="$ExportArchived")
+    poller = Poller(store, archiver, settings, clock=clock)
+    mailbox = FakeMailbox()
+    mailbox.deliver(b"Subject: old\r\n\r\nhi\r\n", internal_date=clock.now - timedelta(days=3))
+    recent = mailbox.deliver(b"Subject: new\r\n\r\nhi\r\n", internal_date=clock.now)
+
+    poller.run_once(mailbox)
+
+    assert mailbox.bodies_fetched == [recent]
+    assert mailbox.since[0] is not None and mailbox.since[0] < clock.now.date()
+
+
+def test_the_reader_sees_exports_another_process_submitted_between_passes(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    store = Store(tmp_path / "state.db")
+    downloader = FakeDownloader()
+    archiver = ExportArchiver(
+        store, Archive(tmp_path / "archive"), downloader, max_attempts=2, clock=clock
+    )
+    settings = ReaderSettings(
+        rules=(parse_host_rule(".mypinpointe.com"),), keyword="$ExportArchived"
+    )
+    poller = Poller(store, archiver, settings, clock=clock)
+    api = FakeApi()
+    mailbox = FakeMailbox()
+    jobs = []
+    for stat in ("41", "42"):
+        # `inbox-poller submit` beside the daemon: its own connection to the ledger
+        with Store(tmp_path / "state.db") as other:
+            export = Submitter(other, api, clock=clock).submit(ExportRequest(stat))
+        assert export.job_id is not None
+        jobs.append(export.job_id)
+        url = f"https://na01.mypinpointe.com/exports/{export.job_id}.json?sig=1"
+        downloader.payloads[url] = b"[1]"
+        mail = html_notification(export.job_id, url).replace(
+            b"refused-link@", f"n{export.job_id}@".encode()
+        )
+        mailbox.deliver(mail, internal_date=export.created_at)
+        report = poller.run_once(mailbox)
+        assert report.archived == [export.job_id], report.failed
+    assert [e.state.value for e in store.list_exports()] == ["acknowledged"] * 2

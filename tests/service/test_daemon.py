@@ -10,16 +10,18 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
 import pytest
 
 from inbox_poller.ledger.store import Store
 from inbox_poller.loop.budget import READ_TIME_LIMIT_S, TARGET_ENV
-from inbox_poller.models import ExportState
+from inbox_poller.models import ExportState, MailKey
 from inbox_poller.sandbox.simulator.jobs import Faults
 from tests.loop.budget_targets import costly
 from tests.plugins.daemon import DaemonProcess, NotifySocket
+from tests.plugins.dovecot import make_mail
 from tests.plugins.loop import LoopEnv
 from tests.plugins.promtool import parse, scrape, value
 from tests.plugins.tcp_proxy import MakeTcpProxy
@@ -307,6 +309,57 @@ def test_imap_server_restart_loses_and_duplicates_nothing(
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(10) == 0
     assert "reconnect" in daemon.log().lower() or "backoff" in daemon.log().lower()
+
+
+OLD_MAILS = 3000
+
+
+def test_first_start_on_a_full_mailbox_reads_only_the_new_mail(
+    loop_env: LoopEnv, notify: NotifySocket, daemons: list[DaemonProcess]
+) -> None:
+    """Submit, deliver, then start the daemon for the first time on a folder that already
+    holds thousands of mails from a month before: the old mail is skipped by the server
+    (SEARCH SINCE), never fetched or recorded; the notification is archived once
+    (docs/reliability.md §2.9)."""
+    env = loop_env
+    month_ago = datetime.now(UTC) - timedelta(days=30)
+    with env.dovecot.client() as client:
+        for first in range(0, OLD_MAILS, 500):
+            client.multiappend(
+                env.folder,
+                [
+                    {
+                        "msg": make_mail(
+                            f"news {n}", "Hello.\n", message_id=f"<old-{n}@example.org>"
+                        ),
+                        "date": month_ago,
+                    }
+                    for n in range(first, min(first + 500, OLD_MAILS))
+                ],
+            )
+    job_id = env.submit()  # the simulator delivers its notification now
+    daemon = _ready_daemon(env, notify, daemons)
+    _wait_state(env, job_id, ExportState.ACKNOWLEDGED)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(10) == 0
+
+    store = Store(env.root / "state" / "state.db")
+    try:
+        export = store.export_by_job_id(job_id)
+        assert export is not None and export.mail is not None
+        assert export.mail.uid == OLD_MAILS + 1
+        # not one old mail was read: only the notification is recorded
+        assert all(
+            store.get_mail(MailKey(export.mail.mailbox, export.mail.uidvalidity, uid)) is None
+            for uid in range(1, OLD_MAILS + 1)
+        )
+        assert store.watermark(export.mail.mailbox, export.mail.uidvalidity) == OLD_MAILS + 1
+    finally:
+        store.close()
+    assert [line["job_id"] for line in env.manifest()] == [job_id]
+    assert len(env.archived_files()) == 1
+    assert len(env.messages()) == OLD_MAILS  # the old mail is left alone
+    assert len(env.messages(env.processed)) == 1
 
 
 def _free_port() -> int:

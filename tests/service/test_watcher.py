@@ -14,8 +14,9 @@ import random
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from itertools import pairwise
 from typing import Any
 
@@ -490,10 +491,13 @@ class ScriptedMailbox:
             raise self.open_failures.pop(0)
         return self.status
 
-    def fetch_new(self, after_uid: int) -> Iterator[FetchedMail]:
+    def fetch_new(self, after_uid: int, since: date | None = None) -> Iterator[FetchedMail]:
         raise AssertionError("the watcher never reads mail itself")
 
     def acknowledge(self, key: MailKey, message_id: str | None) -> str:
+        raise AssertionError("the watcher never acknowledges mail itself")
+
+    def acknowledge_many(self, mails: Sequence[tuple[MailKey, str | None]]) -> list[str]:
         raise AssertionError("the watcher never acknowledges mail itself")
 
     def idle_wait(self, timeout_s: float, interrupted: Callable[[], bool] | None = None) -> bool:

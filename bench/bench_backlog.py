@@ -1,0 +1,331 @@
+"""Benchmark: a backlog of notifications archived by one ``run --once``, exports per second.
+
+For each count of ``--counts`` (1,000 and 10,000) a fresh folder and ledger on a private
+Dovecot (sdbox, TLS) and the Pinpointe simulator (payloads of ``--payload-bytes``,
+100 KB): that many exports are submitted in process through the real client
+(``wiring.build_submitter``), each notification is rendered by the simulator and put in
+the folder with MULTIAPPEND, and then one ``inbox-poller -c CONFIG run --once`` (a child
+process, as cron runs it) reads, downloads, archives and acknowledges all of them. The
+figure is the count divided by that process's wall time. The run is checked: every
+payload archived once, one manifest line each, every mail moved out of the folder.
+
+The anchors, measured in the same run: the disk's fsync rate (a 100-byte write and
+``fsync`` of a small file in the archive's directory, repeated) and one IMAP ``UID
+SEARCH`` on the full folder.
+
+Run from the repository root: ``python3 bench/bench_backlog.py`` (see bench/README.md).
+"""
+
+# ruff: noqa: E402
+# (bench/ and the repository root go on sys.path before the project imports)
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+for _path in (BENCH_DIR.parent, BENCH_DIR):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from bench_latency import STAT, BenchError, make_env, markdown_table, start_dovecot
+
+from inbox_poller.errors import InboxPollerError
+from inbox_poller.ledger.store import Store
+from inbox_poller.models import ExportRequest, ExportState
+from inbox_poller.sandbox.dovecot.server import DovecotServer
+from inbox_poller.sandbox.simulator.server import PinpointeSimulator
+from inbox_poller.wiring import build_submitter
+
+REPO_ROOT = BENCH_DIR.parent
+MULTIAPPEND_BATCH = 200
+FSYNC_SAMPLES = 300
+TARGET_RATE = 200.0
+TARGET_SCALING = 10.5
+
+
+def fsync_rate(directory: Path, samples: int = FSYNC_SAMPLES) -> float:
+    """Return fsyncs per second of a small file in *directory* (write 100 bytes, fsync)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        started = time.perf_counter()
+        for _ in range(samples):
+            os.write(fd, b"x" * 99 + b"\n")
+            os.fsync(fd)
+        elapsed = time.perf_counter() - started
+    finally:
+        os.close(fd)
+        path.unlink()
+    return samples / elapsed
+
+
+def search_ms(dovecot: DovecotServer, folder: str) -> float:
+    """Return the milliseconds of one ``UID SEARCH ALL`` on *folder* (after a warm-up)."""
+    with dovecot.client() as client:
+        client.select_folder(folder, readonly=True)
+        client.search(["ALL"])
+        started = time.perf_counter()
+        client.search(["ALL"])
+        return (time.perf_counter() - started) * 1000
+
+
+def seed_exports(
+    config_root: Path, env_config: object, count: int, sim: PinpointeSimulator
+) -> list[str]:
+    """Submit *count* exports through the real client; return their job IDs."""
+    from inbox_poller.config import Config
+
+    assert isinstance(env_config, Config)
+    store = Store(env_config.state_path)
+    try:
+        submitter = build_submitter(env_config, store)
+        jobs = []
+        started = time.perf_counter()
+        for number in range(count):
+            export = submitter.submit(
+                ExportRequest(stat=STAT, startdate="20261101", enddate="20261102")
+            )
+            assert export.job_id is not None
+            jobs.append(export.job_id)
+            if (number + 1) % 1000 == 0:
+                print(f"  submitted {number + 1}/{count}", file=sys.stderr)
+        print(f"  submitted {count} in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    finally:
+        store.close()
+    return jobs
+
+
+def deliver_all(
+    sim: PinpointeSimulator, dovecot: DovecotServer, folder: str, jobs: Sequence[str]
+) -> float:
+    """Render every job's notification and MULTIAPPEND them; return the seconds it took."""
+    mails: list[bytes] = []
+    sim.deliver = mails.append
+    for job_id in jobs:
+        sim.job(job_id).wait_ready(120)
+        sim.deliver_notification(job_id)
+    started = time.perf_counter()
+    with dovecot.client() as client:
+        for first in range(0, len(mails), MULTIAPPEND_BATCH):
+            client.multiappend(folder, mails[first : first + MULTIAPPEND_BATCH])
+    return time.perf_counter() - started
+
+
+@dataclass
+class Result:
+    count: int
+    seconds: float
+    archived: int
+    manifest_lines: int
+    left_in_folder: int
+    search_ms: float
+    halves_s: tuple[float, float] = (0.0, 0.0)
+    """Seconds from the start to the middle archived export, and from there to the last
+    (from the run's log): equal halves mean a steady rate, a longer second half a cost
+    that grows with what is done already."""
+    child_cpu_s: float = 0.0
+    """CPU (user + system) of the ``run --once`` process."""
+    server_cpu_s: float = 0.0
+    """CPU of this process meanwhile: the simulator serving the payloads."""
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+
+def run_once(config_path: Path, cwd: Path, profile: Path | None = None) -> float:
+    """Run ``inbox-poller -c CONFIG run --once`` as a child; return its wall time.
+
+    With *profile*, the child runs under cProfile and writes its statistics there.
+    """
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("INBOX_POLLER")}
+    environ["PYTHONPATH"] = str(REPO_ROOT)
+    profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, *profiler, "-m", "inbox_poller", "-c", str(config_path), "run", "--once"],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    (cwd / "run-once.err").write_text(done.stderr, encoding="utf-8")
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.splitlines()[-15:])
+        raise BenchError(f"run --once exited {done.returncode}:\n{tail}")
+    return elapsed
+
+
+def halves(log: Path, elapsed: float) -> tuple[float, float]:
+    """Split the run at its middle archived export (by the log's timestamps)."""
+    stamps = [
+        datetime.fromisoformat(line.split(" ", 1)[0].replace("Z", "+00:00"))
+        for line in log.read_text(encoding="utf-8").splitlines()
+        if ": archived " in line
+    ]
+    if len(stamps) < 2:
+        return (elapsed, 0.0)
+    middle, last = stamps[len(stamps) // 2], stamps[-1]
+    second = (last - middle).total_seconds()
+    return (elapsed - second, second)
+
+
+def measure_count(
+    root: Path,
+    dovecot: DovecotServer,
+    count: int,
+    payload_bytes: int,
+    profile: Path | None,
+    workers: int | None = None,
+) -> Result:
+    folder = f"backlog-{count}"
+    with PinpointeSimulator(root / f"sim-{count}", payload_bytes=payload_bytes) as sim:
+        sim.send_notifications = False
+        env = make_env(root / folder, dovecot, sim, folder)
+        if workers is not None:
+            with env.config_path.open("a", encoding="utf-8") as config_file:
+                config_file.write(f"\n[daemon]\ndownload_workers = {workers}\n")
+        config = env.config()
+        print(f"backlog of {count}:", file=sys.stderr)
+        jobs = seed_exports(env.root, config, count, sim)
+        seconds = deliver_all(sim, dovecot, folder, jobs)
+        print(f"  appended {count} notifications in {seconds:.1f}s", file=sys.stderr)
+        search = search_ms(dovecot, folder)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        elapsed = run_once(env.config_path, env.root, profile)
+        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        own_after = resource.getrusage(resource.RUSAGE_SELF)
+        child_cpu = (children_after.ru_utime - children.ru_utime) + (
+            children_after.ru_stime - children.ru_stime
+        )
+        server_cpu = (own_after.ru_utime - own.ru_utime) + (own_after.ru_stime - own.ru_stime)
+        print(f"  run --once: {elapsed:.1f}s", file=sys.stderr)
+        store = Store(config.state_path)
+        try:
+            counts = store.counts_by_state()
+        finally:
+            store.close()
+        acknowledged = counts.get(ExportState.ACKNOWLEDGED.value, 0)
+        if acknowledged != count:
+            raise BenchError(f"{count} exports, {acknowledged} acknowledged: {counts}")
+        manifest = env.archive_dir / "manifest.jsonl"
+        lines = len(manifest.read_text(encoding="utf-8").splitlines())
+        result = Result(
+            count,
+            elapsed,
+            len(env.archived_files()),
+            lines,
+            len(env.messages()),
+            search,
+            halves(env.root / "run-once.err", elapsed),
+            child_cpu,
+            server_cpu,
+        )
+        if result.archived != count or lines != count or result.left_in_folder:
+            raise BenchError(f"the run did not archive exactly once: {result}")
+        shutil.rmtree(env.archive_dir, ignore_errors=True)  # 100 KB x count
+        shutil.rmtree(sim.directory / "payloads", ignore_errors=True)
+        dovecot.delete_folder(folder)
+        dovecot.delete_folder(env.processed)
+        return result
+
+
+def report(results: Sequence[Result], fsyncs: float) -> str:
+    rows = [
+        [
+            f"{r.count:,}",
+            f"{r.seconds:.1f}",
+            f"{r.rate:.0f}",
+            f"{r.seconds / r.count * 1000:.2f}",
+            f"{r.halves_s[0]:.1f} / {r.halves_s[1]:.1f}",
+            f"{r.child_cpu_s / r.count * 1000:.1f}",
+            f"{r.server_cpu_s / r.count * 1000:.1f}",
+            f"{r.search_ms:.1f}",
+        ]
+        for r in results
+    ]
+    headers = [
+        "backlog",
+        "run --once s",
+        "exports/s",
+        "ms per export",
+        "first / second half s",
+        "CPU ms per export (run --once)",
+        "CPU ms per export (simulator)",
+        "one UID SEARCH ALL ms",
+    ]
+    lines = [markdown_table(headers, rows), "", f"anchor: {fsyncs:.0f} fsyncs/s of a small file"]
+    first = results[0]
+    verdict = "met" if first.rate >= TARGET_RATE else "MISSED"
+    lines.append(f"target >= {TARGET_RATE:g} exports/s at {first.count:,}: {verdict}")
+    if len(results) > 1:
+        ratio = results[1].seconds / first.seconds
+        scale = results[1].count / first.count
+        verdict = "met" if ratio <= TARGET_SCALING * scale / 10 else "MISSED"
+        lines.append(
+            f"{results[1].count:,} took {ratio:.2f}x the time of {first.count:,}"
+            f" (target <= {TARGET_SCALING * scale / 10:g}x): {verdict}"
+        )
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--counts",
+        type=lambda text: [int(part) for part in text.split(",")],
+        default=[1000, 10_000],
+        help="backlog sizes, comma-separated (default 1000,10000)",
+    )
+    parser.add_argument("--payload-bytes", type=int, default=100_000)
+    parser.add_argument("--workdir", type=Path, help="parent of the temporary directory")
+    parser.add_argument("--profile", type=Path, help="run the child under cProfile, to FILE")
+    parser.add_argument(
+        "--workers", type=int, help="[daemon] download_workers (default: the config's, 2)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="ip-bench-backlog-", dir=args.workdir))
+    try:
+        with ExitStack() as stack:
+            dovecot = start_dovecot()
+            stack.callback(dovecot.cleanup)
+            fsyncs = fsync_rate(root / "probe")
+            results = [
+                measure_count(root, dovecot, n, args.payload_bytes, args.profile, args.workers)
+                for n in args.counts
+            ]
+    except (BenchError, InboxPollerError) as exc:
+        print(f"bench_backlog: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench_backlog: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(report(results, fsyncs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
