@@ -25,14 +25,12 @@ import logging
 import os
 import secrets
 import shlex
-import shutil
 import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from string import Template
-from types import TracebackType
 
 from imapclient import IMAPClient
 
@@ -42,6 +40,7 @@ from inbox_poller.sandbox.courier.install import find_courier
 from inbox_poller.sandbox.dovecot import process
 from inbox_poller.sandbox.dovecot.config import MAIL_GID, MAIL_UID
 from inbox_poller.sandbox.imapaccount import TestAccount
+from inbox_poller.sandbox.lifecycle import ThrowawayServer
 
 logger = logging.getLogger("inbox_poller.sandbox")
 
@@ -102,7 +101,7 @@ wait
 """)
 
 
-class CourierServer(TestAccount):
+class CourierServer(TestAccount, ThrowawayServer):
     """One private Courier-IMAP instance on 127.0.0.1 with a single test user.
 
     Nothing happens until :meth:`start`. The instance directory is a new temporary
@@ -258,33 +257,6 @@ class CourierServer(TestAccount):
             # the mount namespace it inherited, which only this instance's processes share
             _terminate(_namespace_members(self._namespace))
         self._process, self._namespace = None, None
-
-    def restart(self) -> None:
-        """Stop and start again on the same directory and ports (UIDVALIDITY survives)."""
-        self.stop()
-        self.start()
-
-    def cleanup(self) -> None:
-        """Stop the server and delete its directory (never one it refused to use)."""
-        self.stop()
-        if self._dir is not None and self._owns_dir:
-            shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> CourierServer:
-        try:
-            self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
     def settings(self) -> dict[str, str]:
         """Return the instance's settings as KEY=VALUE pairs."""

@@ -19,12 +19,10 @@ import hashlib
 import logging
 import re
 import secrets
-import shutil
 import ssl
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 from imapclient import IMAPClient
 
@@ -35,6 +33,7 @@ from inbox_poller.sandbox.dovecot.directory import claim_directory, prepare_dire
 from inbox_poller.sandbox.dovecot.log import LogTail
 from inbox_poller.sandbox.dovecot.process import find_dovecot
 from inbox_poller.sandbox.imapaccount import TestAccount
+from inbox_poller.sandbox.lifecycle import ThrowawayServer
 from inbox_poller.sandbox.localca import LocalCA
 
 logger = logging.getLogger("inbox_poller.sandbox")
@@ -45,7 +44,7 @@ START_ATTEMPTS = 5
 _POLL_S = 0.02
 
 
-class DovecotServer(TestAccount):
+class DovecotServer(TestAccount, ThrowawayServer):
     """One private Dovecot instance on 127.0.0.1 with a single test user.
 
     Nothing happens until :meth:`start`. The instance directory is created in
@@ -218,33 +217,6 @@ class DovecotServer(TestAccount):
         dovecot_process.terminate(master, self.instance_name, str(self.directory))
         self._reap()
         logger.debug("dovecot %s: stopped in %.3fs", self.directory, time.monotonic() - started)
-
-    def restart(self) -> None:
-        """Stop and start again on the same directory and ports (UIDVALIDITY survives)."""
-        self.stop()
-        self.start()
-
-    def cleanup(self) -> None:
-        """Stop the server and delete its directory (never a directory it refused to use)."""
-        self.stop()
-        if self._dir is not None and self._owns_dir:
-            shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> DovecotServer:
-        try:
-            self.start()
-        except BaseException:
-            self.cleanup()  # __exit__ will not run; the error already holds the log line
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
     # ---- helpers for tests and the sandbox: TestAccount's ---------------------------
 

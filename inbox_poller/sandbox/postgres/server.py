@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import logging
 import secrets
-import shutil
 import signal
 import subprocess
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import quote
 
 import psycopg
@@ -29,6 +27,7 @@ from psycopg import sql
 
 from inbox_poller.errors import InboxPollerError
 from inbox_poller.sandbox import engines, localca
+from inbox_poller.sandbox.lifecycle import ThrowawayServer
 from inbox_poller.sandbox.postgres.binaries import INSTALL_HINT, find_bindir
 
 logger = logging.getLogger("inbox_poller.sandbox")
@@ -43,7 +42,7 @@ _MARKER = "inbox-poller-postgres"
 """A file naming a directory as one of ours (so nothing else is used, or deleted)."""
 
 
-class PostgresServer:
+class PostgresServer(ThrowawayServer):
     """One private PostgreSQL cluster on 127.0.0.1 with a test role and its database.
 
     Nothing happens until :meth:`start`; the first start runs ``initdb`` and creates the
@@ -231,33 +230,6 @@ class PostgresServer:
             return
         engines.stop(self._process, signal.SIGKILL, engine=f"postgres {self.directory}")
         self._process = None
-
-    def restart(self) -> None:
-        """Stop and start again on the same directory and port."""
-        self.stop()
-        self.start()
-
-    def cleanup(self) -> None:
-        """Stop the cluster and delete its directory (never one it refused to use)."""
-        self.stop()
-        if self._dir is not None and self._owns_dir:
-            shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> PostgresServer:
-        try:
-            self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
     # ---- clients ----------------------------------------------------------------------
 

@@ -19,7 +19,6 @@ import json
 import logging
 import random
 import secrets
-import shutil
 import signal
 import string
 import subprocess
@@ -27,7 +26,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeAlias
 
 import boto3
@@ -36,6 +34,7 @@ from botocore.config import Config
 
 from inbox_poller.errors import InboxPollerError
 from inbox_poller.sandbox import engines, localca
+from inbox_poller.sandbox.lifecycle import ThrowawayServer
 from inbox_poller.sandbox.seaweedfs.binary import find_weed, weed_version
 
 S3Client: TypeAlias = Any
@@ -63,7 +62,7 @@ _GRPC_OFFSET = 10000
 """The admin server's workers dial its HTTP port plus this, whatever ``-admin.port.grpc`` says."""
 
 
-class SeaweedFSServer:
+class SeaweedFSServer(ThrowawayServer):
     """One private SeaweedFS on 127.0.0.1 with one S3 identity and one bucket.
 
     Nothing happens until :meth:`start`. The directory is a new one in the system
@@ -236,33 +235,6 @@ class SeaweedFSServer:
         engines.stop(self._process, signal.SIGKILL, engine=f"seaweedfs {self.directory}")
         self._process = None
         self._remove_grpc_sockets()
-
-    def restart(self) -> None:
-        """Stop and start again on the same directory and ports; objects survive."""
-        self.stop()
-        self.start()
-
-    def cleanup(self) -> None:
-        """Stop the server and delete its directory (never one it refused to use)."""
-        self.stop()
-        if self._dir is not None and self._owns_dir:
-            shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> SeaweedFSServer:
-        try:
-            self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
     # ---- clients ----------------------------------------------------------------------
 
