@@ -35,7 +35,7 @@ from string import Template
 from imapclient import IMAPClient
 
 from inbox_poller.errors import InboxPollerError
-from inbox_poller.sandbox import localca
+from inbox_poller.sandbox import engines, localca
 from inbox_poller.sandbox.courier.install import find_courier
 from inbox_poller.sandbox.dovecot import process
 from inbox_poller.sandbox.dovecot.config import MAIL_GID, MAIL_UID
@@ -206,7 +206,7 @@ class CourierServer(TestAccount, ThrowawayServer):
         if self._ports is None:
             self._ports = process.choose_ports(self._fixed_ports)
         for port in self._ports:
-            if not process.port_is_free(port):
+            if not engines.port_is_free(port):
                 raise InboxPollerError(f"127.0.0.1:{port}: Address already in use")
         script = self.directory / "start.sh"
         script.write_text(self._script(), encoding="utf-8")

@@ -14,12 +14,12 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 from inbox_poller.errors import InboxPollerError
+from inbox_poller.sandbox import engines
 
 logger = logging.getLogger("inbox_poller.sandbox")
 
@@ -29,8 +29,6 @@ INSTALL_HINT = "apt-get install -y dovecot-imapd"
 SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin")
 """Where Dovecot lives when ``/usr/sbin`` is not on a non-login shell's PATH."""
 
-PORT_RANGE = (20000, 32000)
-"""Below Linux's ephemeral range (32768+), so outgoing connections never hold our ports."""
 STOP_KILL_AFTER_S = 10.0
 _STOP_POLL_S = 0.005
 
@@ -54,23 +52,11 @@ def find_dovecot(search_path: str | None = None) -> Path:
 # ---- ports ----------------------------------------------------------------------------
 
 
-def port_is_free(port: int) -> bool:
-    """Return whether Dovecot could bind *port* on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # as Dovecot does: connections left in TIME_WAIT do not block a listener
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port(avoid: set[int]) -> int:
     """Return a loopback TCP port nobody listens on right now (it may be taken later)."""
     for _ in range(200):
-        port = random.randrange(*PORT_RANGE)
-        if port not in avoid and port_is_free(port):
+        port = random.randrange(*engines.PORT_RANGE)
+        if port not in avoid and engines.port_is_free(port):
             return port
     raise InboxPollerError("no free loopback port found for Dovecot")
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from imapclient import IMAPClient
 
 from inbox_poller.errors import InboxPollerError
+from inbox_poller.sandbox import engines
 from inbox_poller.sandbox.dovecot import config as dovecot_config
 from inbox_poller.sandbox.dovecot import process as dovecot_process
 from inbox_poller.sandbox.dovecot.directory import claim_directory, prepare_directory
@@ -256,7 +257,7 @@ class DovecotServer(TestAccount, ThrowawayServer):
     def _launch(self) -> None:
         # Dovecot itself takes about 2 s to give up on a taken port; look first
         for port in self._require_ports():
-            if not dovecot_process.port_is_free(port):
+            if not engines.port_is_free(port):
                 raise InboxPollerError(f"127.0.0.1:{port}: Address already in use")
         self._write_config()
         log = LogTail(self.log_path)
