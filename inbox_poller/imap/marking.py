@@ -60,17 +60,7 @@ class Marker:
         uids = locate(client, status, key, message_id, guard)
         if not uids:
             return "not found"  # logged by the caller, with the export it belongs to
-        done = []
-        if status.keywords_allowed:
-            with guard(f"store keyword on UID {uids}"):
-                client.add_flags(uids, [self._config.keyword], silent=True)
-            done.append("keyword")
-        if self._config.processed_folder is not None:
-            if problem is not None or target is None:
-                raise ProcessedFolderError(problem or f"{self._where}: no processed folder")
-            if self._move(client, status, uids, guard, target):
-                done.append("moved")
-        return ", ".join(done) or "ledger only"
+        return self._mark_uids(client, status, uids, guard, target, problem)
 
     def mark_many(
         self,
@@ -122,7 +112,7 @@ class Marker:
     ) -> str:
         done = []
         if status.keywords_allowed:
-            with guard(f"store keyword on {len(uids)} UIDs"):
+            with guard(f"store keyword on UID {uid_set(uids)}"):
                 client.add_flags(uid_set(uids), [self._config.keyword], silent=True)
             done.append("keyword")
         if self._config.processed_folder is not None:
