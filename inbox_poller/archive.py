@@ -418,7 +418,9 @@ class Archive:
                     return
                 end = os.fstat(fd).st_size
                 if end and os.pread(fd, 1, end - 1) != b"\n":
-                    text = "\n" + text  # a torn line: never glue ours onto it
+                    end = self._cut_torn_tail(fd, end)
+                if end and os.pread(fd, 1, end - 1) != b"\n":
+                    text = "\n" + text  # a torn line we may not cut: never glue ours onto it
                     end += 1
                 record(end)
                 crashpoints.crash_point("archive:before-manifest-line")
@@ -428,6 +430,24 @@ class Archive:
                 raise ArchiveError(f"cannot append to {manifest}: {exc.strerror}") from exc
             finally:
                 os.close(fd)
+
+    @staticmethod
+    def _cut_torn_tail(fd: int, end: int) -> int:
+        """Cut off a line a crash left unfinished at the end; return the new end.
+
+        Every line is written with its newline, so a tail without one is a write cut short.
+        Its export has the line's offset in the ledger and writes it again when it is
+        resumed; cutting it now keeps the manifest all whole lines even when another
+        export's line comes first (downloads resume in parallel). A tail longer than any
+        line we write is not ours and is left alone.
+        """
+        start = max(0, end - MAX_LINE_BYTES)
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline < 0 and start > 0:
+            return end
+        cut = start + newline + 1
+        os.ftruncate(fd, cut)
+        return cut
 
     @staticmethod
     def _write(fd: int, data: bytes) -> None:

@@ -274,6 +274,22 @@ def test_its_own_torn_write_is_cut_off_and_written_again(tmp_path: Path) -> None
     assert offsets == [offsets[0], offsets[0]]
 
 
+def test_a_torn_line_is_cut_when_another_export_appends_first(tmp_path: Path) -> None:
+    # downloads resume in parallel: another export may append before the torn one is redone
+    archive = Archive(tmp_path)
+    first, torn, other = _export("1"), _export("2"), _export("3")
+    archive.append_manifest(first, _archived(archive, first), NOW, lambda offset: None)
+    offsets: list[int] = []
+    archive.append_manifest(torn, _archived(archive, torn), NOW, offsets.append)
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_bytes(manifest.read_bytes()[: offsets[0] + 40])  # the crash cut it short
+    archive.append_manifest(other, _archived(archive, other), NOW, lambda offset: None)
+    resumed = dataclasses.replace(torn, manifest_offset=offsets[0])
+    archive.append_manifest(resumed, _archived(archive, torn), NOW, lambda offset: None)
+    entries = [json.loads(line) for line in _manifest_lines(tmp_path)]  # every line whole
+    assert [e["job_id"] for e in entries] == ["1", "3", "2"]
+
+
 def test_a_line_never_written_is_written_after_later_ones(tmp_path: Path) -> None:
     # recorded, then the process died before writing; another export appended meanwhile
     archive = Archive(tmp_path)
