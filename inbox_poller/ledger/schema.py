@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from inbox_poller.errors import StoreError
+from inbox_poller.ledger.engine import Tx
 from inbox_poller.models import (
     ArchivedFile,
     Export,
@@ -229,7 +230,7 @@ def check_version(conn: sqlite3.Connection, path: Path) -> None:
 
 def migrate(
     conn: sqlite3.Connection,
-    transaction: Callable[[], AbstractContextManager[sqlite3.Connection]],
+    transaction: Callable[[], AbstractContextManager[Tx]],
     path: Path,
 ) -> None:
     """Bring the ledger at *path* up to :data:`SCHEMA_VERSION`, one *transaction* per version.

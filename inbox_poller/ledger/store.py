@@ -10,12 +10,12 @@ and recorded in ``events``.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from inbox_poller.errors import DuplicateSubmission, StoreError
+from inbox_poller.ledger.engine import Tx
 from inbox_poller.ledger.hookruns import HookRecords
 from inbox_poller.ledger.schema import from_iso, row_to_export, to_iso
 from inbox_poller.models import (
@@ -69,7 +69,8 @@ class Store(HookRecords):
                 cursor = conn.execute(
                     "INSERT INTO exports (method, stat, startdate, enddate, state, created_at,"
                     " updated_at, replaces, resubmits, schedule, options, format, origin,"
-                    " schedule_slot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " schedule_slot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " RETURNING export_id",
                     (
                         request.method,
                         request.stat,
@@ -87,23 +88,22 @@ class Store(HookRecords):
                         slot,
                     ),
                 )
-            except sqlite3.IntegrityError as exc:
+                export_id = int(cursor.fetchone()["export_id"])
+            except self._integrity_errors as exc:
                 if slot is None:
                     raise
                 raise DuplicateSubmission(
                     f"schedule {schedule} already submitted this export ({slot})"
                 ) from exc
-            export_id = cursor.lastrowid
-            assert export_id is not None
             self._event(conn, export_id, None, ExportState.SUBMITTING, reason, now)
         return self.get_export(export_id)
 
     @staticmethod
-    def _schedule_slot(conn: sqlite3.Connection, schedule: str, request: ExportRequest) -> str:
+    def _schedule_slot(conn: Tx, schedule: str, request: ExportRequest) -> str:
         row = conn.execute(
             "SELECT COUNT(*) AS n FROM exports WHERE schedule = ? AND replaces IS NULL"
             " AND method = ? AND stat = ? AND options = ? AND format = ?"
-            " AND startdate IS ? AND enddate IS ?",
+            " AND startdate IS NOT DISTINCT FROM ? AND enddate IS NOT DISTINCT FROM ?",
             (
                 schedule,
                 request.method,
@@ -120,9 +120,9 @@ class Store(HookRecords):
             f"|{window}|{row['n']}"
         )
 
-    def _check_replaceable(self, conn: sqlite3.Connection, export_id: int) -> None:
+    def _check_replaceable(self, conn: Tx, export_id: int) -> None:
         """Refuse to resubmit an export that a later mail brought back to ``notified``."""
-        row = conn.execute("SELECT state FROM exports WHERE export_id = ?", (export_id,)).fetchone()
+        row = self._export_row(conn, "state", export_id)
         if row is None:
             raise StoreError(f"no export {export_id} in the ledger")
         if ExportState(row["state"]) not in FINAL_STATES:
@@ -133,20 +133,18 @@ class Store(HookRecords):
         rows = self._query("SELECT * FROM exports WHERE replaces = ?", (export_id,))
         return self._exports(rows)[0] if rows else None
 
-    def _exports(self, rows: list[sqlite3.Row]) -> list[Export]:
+    def _exports(self, rows: list[Any]) -> list[Export]:
         """Return the exports of *rows*, each with the links that failed for it."""
         if not rows:
             return []
         failed: dict[int, list[str]] = {}
-        query = "SELECT export_id, url FROM failed_links ORDER BY failed_at, rowid"
+        order = f"ORDER BY failed_at, {self._dialect.insertion_order}"
+        query = f"SELECT export_id, url FROM failed_links {order}"  # noqa: S608
         ids: list[int] = []
         if len(rows) <= FEW_ROWS:  # a few exports (one per state change): their links only
             ids = [row["export_id"] for row in rows]
             marks = ",".join("?" * len(ids))
-            query = (
-                f"SELECT export_id, url FROM failed_links WHERE export_id IN ({marks})"  # noqa: S608
-                " ORDER BY failed_at, rowid"
-            )
+            query = f"SELECT export_id, url FROM failed_links WHERE export_id IN ({marks}) {order}"  # noqa: S608
         for link in self._query(query, ids):
             failed.setdefault(link["export_id"], []).append(link["url"])
         return [row_to_export(row, tuple(failed.get(row["export_id"], ()))) for row in rows]
@@ -213,8 +211,10 @@ class Store(HookRecords):
         """Return the exports of exactly *request* (method, options, format and window),
         oldest first."""
         rows = self._query(
-            "SELECT * FROM exports WHERE method = ? AND stat = ? AND startdate IS ?"
-            " AND enddate IS ? AND options = ? AND format = ? ORDER BY export_id",
+            "SELECT * FROM exports WHERE method = ? AND stat = ?"
+            " AND startdate IS NOT DISTINCT FROM ? AND enddate IS NOT DISTINCT FROM ?"
+            " AND options = ? AND format = ?"
+            " ORDER BY export_id",
             (
                 request.method,
                 request.stat,
@@ -255,8 +255,9 @@ class Store(HookRecords):
             self._transition(conn, export_id, wanted, now, reason, **fields)
             if attempts_delta:
                 conn.execute(
-                    "UPDATE exports SET attempts = MAX(0, attempts + ?) WHERE export_id = ?",
-                    (attempts_delta, export_id),
+                    "UPDATE exports SET attempts = CASE WHEN attempts + ? < 0 THEN 0"
+                    " ELSE attempts + ? END WHERE export_id = ?",
+                    (attempts_delta, attempts_delta, export_id),
                 )
         return self.get_export(export_id)
 
@@ -267,9 +268,7 @@ class Store(HookRecords):
         adopted while its POST was in flight), only the response is recorded.
         """
         with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT state, job_id FROM exports WHERE export_id = ?", (export_id,)
-            ).fetchone()
+            row = self._export_row(conn, "state, job_id", export_id)
             if row is not None and row["job_id"] == job_id:
                 conn.execute(
                     "UPDATE exports SET submit_response = ?, submitted_at = ? WHERE export_id = ?",
@@ -363,9 +362,8 @@ class Store(HookRecords):
             )
             for hook in hooks:
                 conn.execute(
-                    "INSERT OR IGNORE INTO hook_runs"
-                    " (export_id, hook, payload, state, next_at, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO hook_runs (export_id, hook, payload, state, next_at, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (export_id, hook, event, HookState.PENDING.value, to_iso(now), to_iso(now)),
                 )
         return self.get_export(export_id)

@@ -1,10 +1,13 @@
-"""The ledger against a real SQLite file: transitions, durability settings, mail records."""
+"""The ledger against a real SQLite file and a real PostgreSQL (each store test runs on both).
+
+Transitions, durability settings, mail records."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 import stat
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,13 +35,20 @@ from inbox_poller.models import (
     MailSummary,
     Pairing,
 )
+from tests.plugins.postgres import postgres_session
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "state" / "state.db")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The ledger on each engine: a SQLite file, and a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        ledger = Store(tmp_path / "state" / "state.db")
+    else:
+        ledger = Store(postgres_session(request.getfixturevalue("pg_database")))
+    yield ledger
+    ledger.close()
 
 
 def _submitted(store: Store, job_id: str = "1001") -> int:
