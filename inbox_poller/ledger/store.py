@@ -31,6 +31,15 @@ FEW_ROWS = 500
 """Up to this many exports, their failed links are read by ID rather than all at once."""
 
 
+def schedule_slot(schedule: str, request: ExportRequest, made_before: int) -> str:
+    """The unique slot of the export *schedule* makes of *request* after *made_before*."""
+    window = f"{request.startdate or '-'}..{request.enddate or '-'}"
+    return (
+        f"{schedule}|{request.method}|{request.stat}|{request.options}|{request.format}"
+        f"|{window}|{made_before}"
+    )
+
+
 class Store(HookRecords):
     """The SQLite ledger. One instance per process; safe to share between threads."""
 
@@ -42,6 +51,7 @@ class Store(HookRecords):
         replaces: Export | None = None,
         schedule: str | None = None,
         origin: str | None = None,
+        seen: int | None = None,
     ) -> Export:
         """Insert a new export in ``submitting``: the trace exists before the POST.
 
@@ -53,6 +63,12 @@ class Store(HookRecords):
         the request (method, options, format, window) and how many exports the schedule
         made of it before. Two fires that race for the same (schedule, window, target)
         cannot both insert: the second raises ``DuplicateSubmission``.
+
+        *seen* is how many exports of the request the schedule had made when the caller
+        decided to submit (its ``exports_for`` read); the slot is taken from it, not
+        counted again here, so a decision made on a view another daemon has since
+        changed is refused too, not only an exact race (several daemons on one
+        PostgreSQL ledger check and insert in separate transactions).
         """
         reason = "created" if schedule is None else f"created by schedule {schedule}"
         if origin is not None:
@@ -64,7 +80,11 @@ class Store(HookRecords):
                 self._check_replaceable(conn, replaces.export_id)
             slot = None
             if schedule is not None and replaces is None:
-                slot = self._schedule_slot(conn, schedule, request)
+                slot = (
+                    self._schedule_slot(conn, schedule, request)
+                    if seen is None
+                    else schedule_slot(schedule, request, seen)
+                )
             try:
                 cursor = conn.execute(
                     "INSERT INTO exports (method, stat, startdate, enddate, state, created_at,"
@@ -114,11 +134,7 @@ class Store(HookRecords):
                 request.enddate,
             ),
         ).fetchone()
-        window = f"{request.startdate or '-'}..{request.enddate or '-'}"
-        return (
-            f"{schedule}|{request.method}|{request.stat}|{request.options}|{request.format}"
-            f"|{window}|{row['n']}"
-        )
+        return schedule_slot(schedule, request, int(row["n"]))
 
     def _check_replaceable(self, conn: Tx, export_id: int) -> None:
         """Refuse to resubmit an export that a later mail brought back to ``notified``."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from inbox_poller.errors import IllegalTransition, StoreError
+from inbox_poller.errors import DuplicateSubmission, IllegalTransition, StoreError
 from inbox_poller.ledger.schema import (
     SCHEMA_VERSION,
     migration_statements,
@@ -605,3 +605,14 @@ def test_exports_changed_since_returns_only_what_an_event_touched(tmp_path: Path
         (third.export_id, None),
     ]
     assert first.export_id not in {e.export_id for e in changed}
+
+
+def test_a_schedule_decision_on_an_outdated_view_is_refused(store: Store) -> None:
+    """Another daemon inserted the window after this one looked: its insert is refused."""
+    request = ExportRequest("42", "20261001", "20261002")
+    store.create_export(request, NOW, schedule="daily", seen=0)  # the other daemon
+    with pytest.raises(DuplicateSubmission, match="schedule daily already submitted"):
+        store.create_export(request, NOW, schedule="daily", seen=0)  # decided on 0 too
+    again = store.create_export(request, NOW, schedule="daily", seen=1)  # a decided retry
+    assert again.schedule == "daily"
+    assert len(store.exports_for(request)) == 2
