@@ -41,12 +41,22 @@ class Dialect:
     """Appended to a ``SELECT`` of the row a transition reads, checks and updates."""
     insertion_order: str
     """The column that orders ``failed_links`` rows as they were inserted."""
+    skip_locked: str
+    """Appended to the ``SELECT`` that claims work: rows another daemon holds are passed."""
 
 
-SQLITE = Dialect("sqlite", begin="BEGIN IMMEDIATE", for_update="", insertion_order="rowid")
+SQLITE = Dialect(
+    "sqlite", begin="BEGIN IMMEDIATE", for_update="", insertion_order="rowid", skip_locked=""
+)
 """``BEGIN IMMEDIATE`` takes the file's write lock: no row lock is needed."""
 
-POSTGRES = Dialect("postgresql", begin="BEGIN", for_update=" FOR UPDATE", insertion_order="seq")
+POSTGRES = Dialect(
+    "postgresql",
+    begin="BEGIN",
+    for_update=" FOR UPDATE",
+    insertion_order="seq",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
+)
 """READ COMMITTED: the row read of a transition is locked (and re-read after a wait)."""
 
 

@@ -1,4 +1,4 @@
-"""The PostgreSQL ledger's tables: schema version 7 of ``ledger.schema`` in one step.
+"""The PostgreSQL ledger's tables: schema version 7 of ``ledger.schema`` in one step, then on.
 
 A new database gets the current schema at once (SQLite's v1-v7 steps exist to upgrade
 files written by earlier releases; no PostgreSQL ledger predates version 7). The version
@@ -155,7 +155,16 @@ CREATE TABLE hook_runs (
 CREATE INDEX hook_runs_state ON hook_runs(state, next_at)
 """
 
-PG_MIGRATIONS: dict[int, str] = {}
+PG_BASE_VERSION = 7
+"""The version :data:`PG_SCHEMA` creates; :data:`PG_MIGRATIONS` go on from there."""
+
+PG_MIGRATIONS: dict[int, str] = {
+    8: """
+    ALTER TABLE exports ADD COLUMN owner TEXT;
+    ALTER TABLE exports ADD COLUMN lease_until TEXT;
+    CREATE INDEX exports_owner ON exports(owner)
+    """,
+}
 """Statements taking a PostgreSQL ledger from the version before to the key's version."""
 
 
@@ -209,15 +218,16 @@ def pg_migrate(conn: Tx, where: str) -> None:
             for statement in _statements(PG_SCHEMA):
                 conn.execute(statement)
             conn.execute("CREATE TABLE schema_version (version BIGINT NOT NULL)")
-            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            logger.info("ledger %s: created at schema version %d", where, SCHEMA_VERSION)
-        else:
-            _refuse_newer(version, where)
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _statements(PG_MIGRATIONS[target]):
-                    conn.execute(statement)
-                conn.execute("UPDATE schema_version SET version = ?", (target,))
-                logger.info("ledger %s: migrated to schema version %d", where, target)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (PG_BASE_VERSION,))
+            version = PG_BASE_VERSION
+        _refuse_newer(version, where)
+        start = version
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _statements(PG_MIGRATIONS[target]):
+                conn.execute(statement)
+            conn.execute("UPDATE schema_version SET version = ?", (target,))
+        if start != SCHEMA_VERSION:
+            logger.info("ledger %s: at schema version %d (was %d)", where, SCHEMA_VERSION, start)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

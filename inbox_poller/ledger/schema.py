@@ -34,7 +34,7 @@ from inbox_poller.models import (
 
 logger = logging.getLogger("inbox_poller.ledger")
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -201,6 +201,14 @@ MIGRATIONS: dict[int, str] = {
         WHERE schedule_slot IS NOT NULL;
     CREATE INDEX exports_request ON exports(method, stat, startdate, enddate);
     UPDATE exports SET payload_format = 'json' WHERE sha256 IS NOT NULL
+    """,
+    # v8: several daemons on one (PostgreSQL) ledger: the daemon working on an export and
+    # until when its lease runs; a lease not renewed (its daemon died) lets another take
+    # the export over (Store.claim_download, docs/scale-out-progress-ledger.md)
+    8: """
+    ALTER TABLE exports ADD COLUMN owner TEXT;
+    ALTER TABLE exports ADD COLUMN lease_until TEXT;
+    CREATE INDEX exports_owner ON exports(owner)
     """,
 }
 

@@ -11,7 +11,7 @@ and recorded in ``events``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from inbox_poller.errors import DuplicateSubmission, StoreError
@@ -416,6 +416,83 @@ class Store(HookRecords):
     def part_path(self, export_id: int) -> str | None:
         rows = self._query("SELECT part_path FROM exports WHERE export_id = ?", (export_id,))
         return rows[0]["part_path"] if rows else None
+
+    # ---- claims and leases (several daemons on one ledger) ---------------------
+
+    def claim_download(self, owner: str, now: datetime, lease: timedelta) -> Export | None:
+        """Take the oldest export waiting for its download, for *owner*, until *lease* ends.
+
+        Waiting: ``notified``, or ``downloading``/``verified`` under a lease that ran out
+        (its daemon died or lost the database): that one is taken over and downloaded
+        again (the dead daemon's partial file is on its own machine), and its event says
+        from whom. An export in flight without a lease (a daemon that does not claim) is
+        never taken. The row is read ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so daemons
+        claiming at once each get another export and none waits for the other; the
+        move to ``downloading`` (one attempt counted) is in the same transaction.
+        Returns None when nothing waits.
+        """
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT export_id, state, owner, lease_until FROM exports"  # noqa: S608
+                " WHERE state = ? OR (state IN (?, ?) AND lease_until < ?)"
+                f" ORDER BY export_id LIMIT 1{self._dialect.skip_locked}",
+                (
+                    ExportState.NOTIFIED.value,
+                    ExportState.DOWNLOADING.value,
+                    ExportState.VERIFIED.value,
+                    to_iso(now),
+                ),
+            ).fetchone()
+            if row is None:
+                return None
+            export_id = int(row["export_id"])
+            reason = f"claimed by {owner}"
+            if row["state"] != ExportState.NOTIFIED.value:
+                reason = (
+                    f"taken over by {owner} from {row['owner'] or 'a daemon without a lease'}"
+                    f" (lease until {row['lease_until'] or '-'})"
+                )
+            self._transition(
+                conn,
+                export_id,
+                ExportState.DOWNLOADING,
+                now,
+                reason,
+                part_path=None,
+                owner=owner,
+                lease_until=to_iso(now + lease),
+            )
+            conn.execute(
+                "UPDATE exports SET attempts = attempts + 1 WHERE export_id = ?", (export_id,)
+            )
+        return self.get_export(export_id)
+
+    def renew_leases(self, owner: str, now: datetime, lease: timedelta) -> int:
+        """The heartbeat: extend the leases of *owner*'s exports in flight; return how many.
+
+        An export another daemon took over is no longer *owner*'s and is not renewed.
+        """
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE exports SET lease_until = ? WHERE owner = ? AND state IN (?, ?)"
+                " RETURNING export_id",
+                (
+                    to_iso(now + lease),
+                    owner,
+                    ExportState.DOWNLOADING.value,
+                    ExportState.VERIFIED.value,
+                ),
+            )
+            return len(cursor.fetchall())
+
+    def lease(self, export_id: int) -> tuple[str | None, datetime | None]:
+        """Return who holds *export_id* and until when (None, None: nobody)."""
+        rows = self._query(
+            "SELECT owner, lease_until FROM exports WHERE export_id = ?", (export_id,)
+        )
+        if not rows:
+            raise StoreError(f"no export {export_id} in the ledger")
+        return rows[0]["owner"], from_iso(rows[0]["lease_until"])
 
     # ---- daemon state ----------------------------------------------------------
 

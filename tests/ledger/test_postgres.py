@@ -222,3 +222,49 @@ def test_a_transition_waits_for_the_other_daemon_and_checks_its_result(
     assert isinstance(outcome[0], IllegalTransition)
     states = [to for _, _, to, _ in first.history(export.export_id)]
     assert states.count("archived") == 1
+
+
+@pytestmark_pg
+def test_daemons_claiming_at_once_each_get_other_exports_and_none_twice(
+    two_daemons: tuple[Store, Store], pg_database: PgDatabase
+) -> None:
+    first, _ = two_daemons
+    third = Store(postgres_session(pg_database))
+    daemons = (*two_daemons, third)
+    ids = []
+    for uid in range(1, 31):
+        export = first.create_export(ExportRequest(str(uid)), NOW)
+        first.mark_submitted(export.export_id, str(5000 + uid), "raw", NOW)
+        first.record_mail(
+            MailRecord(
+                MailKey("INBOX", 1, uid),
+                f"<{uid}@x>",
+                MailOutcome.MATCHED,
+                "",
+                NOW,
+                export.export_id,
+            ),
+            NOW,
+            download_url=f"https://x.example/{uid}",
+        )
+        ids.append(export.export_id)
+    claims: dict[str, list[int]] = {}
+    lease = timedelta(seconds=30)
+
+    def work(store: Store, name: str) -> None:
+        while (export := store.claim_download(name, NOW, lease)) is not None:
+            claims.setdefault(name, []).append(export.export_id)
+
+    threads = [
+        threading.Thread(target=work, args=(store, f"daemon-{n}"))
+        for n, store in enumerate(daemons)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    third.close()
+    every = sorted(i for claimed in claims.values() for i in claimed)
+    assert every == ids  # each once
+    for name, claimed in claims.items():
+        assert all(first.lease(i)[0] == name for i in claimed)
