@@ -13,9 +13,25 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
+from inbox_poller.errors import StoreError
 from inbox_poller.ledger import lock
 from inbox_poller.ledger.store import Store
+
+INSTALL_HINT = "pip install 'inbox-poller[postgres]'"
+
+
+def _postgres(url: str) -> ModuleType:
+    """Return ``ledger.postgres``; without psycopg, say how to install it."""
+    try:
+        from inbox_poller.ledger import postgres
+    except ImportError as exc:
+        raise StoreError(
+            f"the ledger {url} is PostgreSQL, which needs psycopg ({exc.name} is missing): "
+            f"{INSTALL_HINT}"
+        ) from None
+    return postgres
 
 
 def open_ledger(
@@ -32,9 +48,8 @@ def open_ledger(
     """
     if url is None:
         return Store(path, read_only=read_only)
-    from inbox_poller.ledger.postgres import open_postgres
-
-    session = open_postgres(url, password() if password else None, read_only=read_only)
+    postgres = _postgres(url)
+    session = postgres.open_postgres(url, password() if password else None, read_only=read_only)
     return Store(session, read_only=read_only)
 
 
@@ -45,9 +60,8 @@ def run_lock(path: Path, url: str | None, password: Callable[[], str] | None) ->
         with lock.run_lock(path):
             yield
         return
-    from inbox_poller.ledger.postgres import daemon_lock
-
-    with daemon_lock(url, password() if password else None):
+    postgres = _postgres(url)
+    with postgres.daemon_lock(url, password() if password else None):
         yield
 
 
@@ -55,6 +69,5 @@ def daemon_running(path: Path, url: str | None, password: Callable[[], str] | No
     """Return whether a daemon or pass holds the ledger's lock (``status``, ``wait``)."""
     if url is None:
         return lock.daemon_running(path)
-    from inbox_poller.ledger.postgres import daemon_lock_held
-
-    return daemon_lock_held(url, password() if password else None)
+    postgres = _postgres(url)
+    return bool(postgres.daemon_lock_held(url, password() if password else None))

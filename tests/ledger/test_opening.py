@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
-from inbox_poller.errors import InboxPollerError
+from inbox_poller.errors import InboxPollerError, StoreError
 from inbox_poller.ledger.opening import daemon_running, open_ledger, run_lock
 from inbox_poller.models import ExportRequest
 from tests.ledger.test_store import NOW
@@ -74,3 +75,20 @@ def test_one_daemon_per_postgresql_ledger_and_a_dead_ones_lock_goes_with_it(
     with run_lock(path, url, password):
         assert daemon_running(path, url, password)
     assert not path.with_name("state.db.lock").exists()
+
+
+def test_a_postgresql_ledger_without_psycopg_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "inbox_poller.ledger.postgres", None)
+    monkeypatch.delattr("inbox_poller.ledger.postgres", raising=False)
+    url = "postgresql://inbox@127.0.0.1/ledger"
+    for attempt in (
+        lambda: open_ledger(tmp_path / "s.db", url, None),
+        lambda: daemon_running(tmp_path / "s.db", url, None),
+    ):
+        with pytest.raises(
+            StoreError, match=r"needs psycopg .*pip install 'inbox-poller\[postgres\]'"
+        ):
+            attempt()
