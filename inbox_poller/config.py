@@ -571,8 +571,60 @@ class ArchiveConfig(_Section):
     """Readers' group: payloads 0640 and directories 0750 owned by it (default: private)."""
 
 
+DEFAULT_STATE_PATH = "/var/lib/inbox-poller/state.db"
+
+_PG_SCHEMES = ("postgresql", "postgres")
+
+
+def _postgres_url_problem(url: str) -> str | None:
+    """Say what is wrong with a ``[state] url`` (None when nothing is).
+
+    The URL is logged and shown (``config show``, ``status``), so it must not carry the
+    password: that is ``password_file``/``password_env`` or libpq's ``.pgpass``.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a bad port raises here)
+    except ValueError as exc:
+        return f"url is not a valid URL: {exc}"
+    if parts.scheme not in _PG_SCHEMES:
+        return f"url must start with postgresql:// (got {parts.scheme or 'no'} scheme)"
+    if parts.password is not None or re.search(r"(^|&)(ssl)?password=", parts.query):
+        return (
+            "url must not contain the password (it would be logged): "
+            "use password_file, password_env or a .pgpass file"
+        )
+    if not parts.path.strip("/"):
+        return "url must name a database: postgresql://user@host/DATABASE"
+    return None
+
+
 class StateConfig(_Section):
-    path: str = "/var/lib/inbox-poller/state.db"
+    """The ledger: a SQLite file (``path``, the default) or PostgreSQL (``url``)."""
+
+    path: str | None = None
+    url: str | None = None
+    """``postgresql://user@host[:port]/database[?sslmode=verify-full&sslrootcert=…]``."""
+    password_file: str | None = None
+    password_env: str | None = None
+
+    @model_validator(mode="after")
+    def _path_or_url(self) -> StateConfig:
+        if self.path is not None and self.url is not None:
+            raise ValueError("give exactly one of path (a SQLite file) or url (PostgreSQL)")
+        if self.url is None:
+            if self.password_file is not None or self.password_env is not None:
+                raise ValueError("password_file and password_env are used only with url")
+            return self
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError(
+                "give at most one of password_file or password_env "
+                "(or neither, for a .pgpass file or a client certificate)"
+            )
+        problem = _postgres_url_problem(self.url)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
 
 class HooksConfig(_Section):
@@ -630,7 +682,22 @@ class Config:
         base = path.parent
         self.archive_dir = (base / Path(model.archive.dir).expanduser()).resolve()
         self.archive_group = model.archive.group
-        self.state_path = (base / Path(model.state.path).expanduser()).resolve()
+        self.state_path = (
+            base / Path(model.state.path or DEFAULT_STATE_PATH).expanduser()
+        ).resolve()
+        """The SQLite ledger; with ``state_url``, only its directory is used (local state)."""
+        self.state_url = model.state.url
+        """The PostgreSQL ledger's URL (never with a password), or None for SQLite."""
+        self.state_password: Secret | None = None
+        """The PostgreSQL password, when ``[state]`` names one (else libpq's ``.pgpass``)."""
+        if model.state.password_file is not None or model.state.password_env is not None:
+            self.state_password = Secret(
+                "state.password",
+                file=model.state.password_file,
+                env=model.state.password_env,
+                base_dir=base,
+                config_path=path,
+            )
         self.metrics = model.metrics
         self.metrics_textfile = (
             (base / Path(model.metrics.textfile).expanduser()).resolve()
@@ -709,7 +776,8 @@ class Config:
     @property
     def secrets(self) -> tuple[Secret, ...]:
         """Every secret the configuration names."""
-        return (self.usertoken, self.imap_password)
+        state = () if self.state_password is None else (self.state_password,)
+        return (self.usertoken, self.imap_password, *state)
 
     def effective(self) -> dict[str, Any]:
         """Return the configuration as it is used: every key, defaults filled in, paths
@@ -717,7 +785,8 @@ class Config:
         and any value under a key that names a secret inline is redacted."""
         data = self._model.model_dump(mode="json")
         data["archive"]["dir"] = str(self.archive_dir)
-        data["state"]["path"] = str(self.state_path)
+        if self.state_url is None:
+            data["state"]["path"] = str(self.state_path)
         for section, ca in (
             ("pinpointe", self.pinpointe_ca),
             ("imap", self.imap_ca),
@@ -736,7 +805,7 @@ class Config:
             f"{self.imap.folder} as {self.imap.username}"
             f"{self._auth_summary()}; "
             f"downloads from {', '.join(self.download.allowed_hosts)}; "
-            f"archive {self.archive_dir}; state {self.state_path}; "
+            f"archive {self.archive_dir}; state {self.state_location}; "
             f"{len(self.schedules)} scheduled export(s)"
             + (f"; hook on_archived {self.hooks.on_archived[0]}" if self.hooks.on_archived else "")
         )
@@ -746,6 +815,11 @@ class Config:
         if oauth2 is None:
             return ""
         return f" (OAuth2: {oauth2.provider} {oauth2.grant}, {oauth2.mechanism})"
+
+    @property
+    def state_location(self) -> str:
+        """Where the ledger is, safe to print: its file, or its URL (which has no password)."""
+        return self.state_url if self.state_url is not None else str(self.state_path)
 
     @property
     def state_dir(self) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from inbox_poller.ports import Downloader, Metrics, NoMetrics, PayloadSink
@@ -127,7 +128,6 @@ def build_loop(
     """
     from inbox_poller.archive import Archive
     from inbox_poller.download.fetcher import SafeDownloader
-    from inbox_poller.ledger.store import Store
     from inbox_poller.loop.archiver import ExportArchiver
     from inbox_poller.loop.hooks import HookDispatcher
     from inbox_poller.loop.parts import LoopParts
@@ -135,7 +135,7 @@ def build_loop(
 
     metrics = metrics or NoMetrics()
     mailbox = build_mailbox(config, metrics=metrics)
-    store = Store(config.state_path)
+    store = open_store(config)
     hooks = hook_settings(config)
     archiver = ExportArchiver(
         store,
@@ -159,3 +159,33 @@ def build_submitter(config: Config, store: Store, *, metrics: Metrics | None = N
     from inbox_poller.loop.submitter import Submitter
 
     return Submitter(store, build_api(config), metrics=metrics)
+
+
+# ---- the ledger: SQLite ([state] path) or PostgreSQL ([state] url) ---------------------------
+
+
+def _state_password(config: Config) -> Callable[[], str] | None:
+    return config.state_password.read if config.state_password is not None else None
+
+
+def open_store(config: Config, *, read_only: bool = False) -> Store:
+    """Open the configured ledger (``ledger.opening``)."""
+    from inbox_poller.ledger.opening import open_ledger
+
+    return open_ledger(
+        config.state_path, config.state_url, _state_password(config), read_only=read_only
+    )
+
+
+def ledger_lock(config: Config) -> AbstractContextManager[None]:
+    """The one-daemon-per-ledger lock ``run`` holds (``ledger.opening.run_lock``)."""
+    from inbox_poller.ledger.opening import run_lock
+
+    return run_lock(config.state_path, config.state_url, _state_password(config))
+
+
+def ledger_running(config: Config) -> bool:
+    """Whether a daemon or pass holds the configured ledger's lock."""
+    from inbox_poller.ledger.opening import daemon_running
+
+    return daemon_running(config.state_path, config.state_url, _state_password(config))

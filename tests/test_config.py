@@ -498,3 +498,74 @@ def test_not_durations(text: str) -> None:
 
     with pytest.raises(ValueError, match="is not a duration"):
         parse_duration(text)
+
+
+# ---- [state] url (issue 14: a PostgreSQL ledger) -------------------------------------------
+
+PG_URL = "postgresql://inbox@db.internal:5433/inbox_poller?sslmode=verify-full"
+
+
+def test_state_path_stays_the_default(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, MINIMAL))
+    assert config.state_path == Path("/var/lib/inbox-poller/state.db")
+    assert config.state_url is None
+    assert config.state_password is None
+    assert config.state_location == "/var/lib/inbox-poller/state.db"
+
+
+def test_state_url_with_a_password_file(tmp_path: Path) -> None:
+    (tmp_path / "pg-password").write_text("s3cret-pg\n")
+    (tmp_path / "pg-password").chmod(0o600)
+    text = MINIMAL + f'\n[state]\nurl = "{PG_URL}"\npassword_file = "pg-password"\n'
+    config = load_config(_write(tmp_path, text))
+    assert config.state_url == PG_URL
+    assert config.state_password is not None
+    assert config.state_password.read() == "s3cret-pg"
+    assert config.state_password in config.secrets
+    assert config.state_location == PG_URL
+    assert f"state {PG_URL};" in config.summary()
+    shown = config.effective()["state"]
+    assert shown["path"] is None
+    assert shown["password_file"] == "pg-password"
+    assert "s3cret-pg" not in repr(config.effective())
+
+
+def test_state_url_with_a_password_env_or_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PG_PASS", "from-env")
+    text = MINIMAL + f'\n[state]\nurl = "{PG_URL}"\npassword_env = "PG_PASS"\n'
+    config = load_config(_write(tmp_path, text))
+    assert config.state_password is not None
+    assert config.state_password.read() == "from-env"
+    bare = load_config(_write(tmp_path, MINIMAL + f'\n[state]\nurl = "{PG_URL}"\n'))
+    assert bare.state_password is None  # libpq's .pgpass, PGPASSFILE or a client certificate
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (
+            f'path = "/tmp/s.db"\nurl = "{PG_URL}"',
+            "exactly one of path .a SQLite file. or url .PostgreSQL.",
+        ),
+        ('path = "/tmp/s.db"\npassword_file = "p"', "used only with url"),
+        ('password_env = "P"', "used only with url"),
+        (
+            f'url = "{PG_URL}"\npassword_file = "p"\npassword_env = "P"',
+            "at most one of password_file or password_env",
+        ),
+        ('url = "postgresql://inbox:hunter2@db/x"', "must not contain the password"),
+        ('url = "postgresql://inbox@db/x?password=hunter2"', "must not contain the password"),
+        ('url = "postgresql://inbox@db/x?sslpassword=hunter2"', "must not contain the password"),
+        ('url = "mysql://inbox@db/x"', "must start with postgresql:// .got mysql scheme."),
+        ('url = "/var/lib/state.db"', "must start with postgresql:// .got no scheme."),
+        ('url = "postgresql://inbox@db"', "must name a database"),
+        ('url = "postgresql://inbox@db:99999/x"', "not a valid URL"),
+    ],
+)
+def test_state_errors_name_the_key(tmp_path: Path, lines: str, message: str) -> None:
+    with pytest.raises(ConfigError, match="state") as caught:
+        load_config(_write(tmp_path, MINIMAL + f"\n[state]\n{lines}\n"))
+    assert re.search(message, str(caught.value)), str(caught.value)
+    assert "hunter2" not in str(caught.value)

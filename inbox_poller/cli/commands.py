@@ -36,8 +36,6 @@ from inbox_poller.errors import (
     StoreError,
     UsageError,
 )
-from inbox_poller.ledger.lock import daemon_running, run_lock
-from inbox_poller.ledger.store import Store
 from inbox_poller.methods import ALL_OPTION_KEYS, METHODS, make_request, target
 from inbox_poller.models import (
     CONTACT_DATA_METHOD,
@@ -56,6 +54,9 @@ from inbox_poller.wiring import (
     build_metrics,
     build_submitter,
     build_token_source,
+    ledger_lock,
+    ledger_running,
+    open_store,
 )
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ def _warn_exposed_secrets(config: Config) -> None:
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     _require_archive(config)
     _warn_exposed_secrets(config)
-    with run_lock(config.state_path):
+    with ledger_lock(config):
         metrics = build_metrics(config, "once" if args.once else "daemon")
         try:
             if not args.once:
@@ -182,7 +183,7 @@ def cmd_submit(config: Config, args: argparse.Namespace) -> int:
         raise UsageError("--end must be after --start (the end date is exclusive)")
     request = _submit_request(args)
     _warn_exposed_secrets(config)
-    with Store(config.state_path) as store:
+    with open_store(config) as store:
         submitter = build_submitter(config, store)
         export = submitter.submit(request)
     print(export.job_id)
@@ -250,9 +251,9 @@ def _export_dict(
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
-    with Store(config.state_path, read_only=True) as store:
+    with open_store(config, read_only=True) as store:
         health = ledger_health(store, config, utc_now())
-    running = daemon_running(config.state_path)
+    running = ledger_running(config)
     mode = "daemon" if running else health.mode
     problems = list(health.problems)
     if mode == "daemon" and not running:
@@ -302,7 +303,7 @@ def _status_dict(health: Health, running: bool, mode: str, problems: list[str]) 
 
 def cmd_exports(config: Config, args: argparse.Namespace) -> int:
     states = [ExportState(args.state)] if args.state else None
-    with Store(config.state_path, read_only=True) as store:
+    with open_store(config, read_only=True) as store:
         runs: dict[int, list[HookRun]] = {}
         for run in store.hook_runs():
             runs.setdefault(run.export_id, []).append(run)
@@ -367,14 +368,14 @@ def _creatable(path: Path) -> bool:
 
 def _check_ledger(config: Config) -> str:
     path = config.state_path
-    if not path.exists():
+    if config.state_url is None and not path.exists():
         if not _creatable(path):
             raise InboxPollerError(f"no ledger at {path}, and it cannot be created there")
         return f"no ledger at {path} yet; `run` creates it"
-    with Store(path, read_only=True) as store:
+    with open_store(config, read_only=True) as store:
         counts = store.counts_by_state()
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "empty"
-    return f"{path} ({summary})"
+    return f"{config.state_location} ({summary})"
 
 
 class _Warning(Exception):
@@ -505,17 +506,17 @@ def _given_up(export: Export, config: Config, now_s: float) -> bool:
 def _read_export(config: Config, export_id: int) -> tuple[Export, Export | None]:
     """Return the export and its successor, from a fresh read-only look at the ledger
     (a connection opened while no writer ran would never see later changes)."""
-    with Store(config.state_path, read_only=True) as store:
+    with open_store(config, read_only=True) as store:
         return store.get_export(export_id), store.successor(export_id)
 
 
 def cmd_wait(config: Config, args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout
-    with Store(config.state_path, read_only=True) as store:
+    with open_store(config, read_only=True) as store:
         first = store.export_by_job_id(args.job_id)
     if first is None:
-        raise InboxPollerError(f"no export with job ID {args.job_id} in {config.state_path}")
-    if not daemon_running(config.state_path):
+        raise InboxPollerError(f"no export with job ID {args.job_id} in {config.state_location}")
+    if not ledger_running(config):
         print(
             "inbox-poller: the daemon is not running: the export advances only when it "
             "does (or with `inbox-poller run --once`)",

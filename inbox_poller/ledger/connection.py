@@ -10,6 +10,10 @@ every export can be replayed.
 Commands that only read (``exports``, ``status``, ``wait``, ``check``) open the file
 with ``read_only=True``: SQLite's ``mode=ro``, no migration, and a missing file is
 :class:`~inbox_poller.errors.LedgerMissing` instead of a new, empty ledger.
+
+A PostgreSQL ledger arrives as an open :class:`~.engine.EngineSession`
+(``ledger.postgres.open_postgres``): the same statements, transactions and checked
+transitions, with the fragments of :class:`~.engine.Dialect` that differ.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from inbox_poller.errors import IllegalTransition, LedgerMissing, StoreError
+from inbox_poller.ledger.engine import SQLITE, EngineSession, Tx
 from inbox_poller.ledger.schema import check_version, migrate, to_iso
 from inbox_poller.models import ExportState, can_transition
 
@@ -35,12 +40,25 @@ class LedgerConnection:
     *read_only* opens an existing ledger for reading only (see the module docstring).
     """
 
-    def __init__(self, path: Path, *, read_only: bool = False) -> None:
-        self.path = path
+    def __init__(self, path: Path | EngineSession, *, read_only: bool = False) -> None:
         self.read_only = read_only
         self._lock = threading.RLock()
         self._batching = False
         """A :meth:`batch` is open (on the thread holding ``_lock``)."""
+        if isinstance(path, EngineSession):
+            self.path: Path | None = None
+            self.where = path.where
+            self._conn: Tx = path.conn
+            self._dialect = path.dialect
+            self._errors: tuple[type[Exception], ...] = path.errors
+            self._integrity_errors: tuple[type[Exception], ...] = path.integrity_errors
+            self._close = path.close
+            return
+        self.path = path
+        self.where = str(path)
+        self._dialect = SQLITE
+        self._errors = (sqlite3.Error,)
+        self._integrity_errors = (sqlite3.IntegrityError,)
         if read_only:
             self._open_read_only(path)
             return
@@ -48,22 +66,24 @@ class LedgerConnection:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             old_umask = os.umask(0o077)  # the ledger holds download links: private
             try:
-                self._conn = sqlite3.connect(
+                conn = sqlite3.connect(
                     str(path), timeout=10.0, isolation_level=None, check_same_thread=False
                 )
             finally:
                 os.umask(old_umask)
-            self._conn.row_factory = sqlite3.Row
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.execute("PRAGMA busy_timeout=10000")
-            check = self._conn.execute("PRAGMA quick_check").fetchone()[0]
+            self._conn = conn
+            self._close = conn.close
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=10000")
+            check = conn.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise StoreError(f"ledger {path} failed its integrity check: {check}")
-            migrate(self._conn, self._transaction, path)
+            migrate(conn, self._transaction, path)
             os.chmod(path, 0o600)
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             raise StoreError(f"cannot open the ledger {path}: {exc}") from exc
 
     def _open_read_only(self, path: Path) -> None:
@@ -77,27 +97,29 @@ class LedgerConnection:
             uri += "&immutable=1"
         old_umask = os.umask(0o077)  # SQLite may create the -shm file: private
         try:
-            self._conn = sqlite3.connect(
+            conn = sqlite3.connect(
                 uri,
                 uri=True,
                 timeout=10.0,
                 isolation_level=None,
                 check_same_thread=False,
             )
-            self._conn.row_factory = sqlite3.Row
-            self._conn.execute("PRAGMA busy_timeout=10000")
-            check = self._conn.execute("PRAGMA quick_check").fetchone()[0]
+            self._conn = conn
+            self._close = conn.close
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=10000")
+            check = conn.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise StoreError(f"ledger {path} failed its integrity check: {check}")
-            check_version(self._conn, path)
-        except sqlite3.Error as exc:
+            check_version(conn, path)
+        except self._errors as exc:
             raise StoreError(f"cannot read the ledger {path}: {exc}") from exc
         finally:
             os.umask(old_umask)
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._close()
 
     def __enter__(self) -> Self:
         return self
@@ -127,60 +149,72 @@ class LedgerConnection:
                     self._batching = False
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> Iterator[Tx]:
         if self._batching and self._owns_lock():
             with self._savepoint() as conn:
                 yield conn
             return
         with self._lock:
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreError(f"ledger {self.path}: cannot start a transaction: {exc}") from exc
+                self._conn.execute(self._dialect.begin)
+            except self._errors as exc:
+                raise StoreError(f"ledger {self.where}: cannot start a transaction: {exc}") from exc
             try:
                 yield self._conn
-            except sqlite3.Error as exc:
+            except self._errors as exc:
                 self._conn.execute("ROLLBACK")
-                raise StoreError(f"ledger {self.path}: {exc}") from exc
+                raise StoreError(f"ledger {self.where}: {exc}") from exc
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
             try:
                 self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise StoreError(f"ledger {self.path}: commit failed: {exc}") from exc
+            except self._errors as exc:
+                raise StoreError(f"ledger {self.where}: commit failed: {exc}") from exc
 
     def _owns_lock(self) -> bool:
         """Whether this thread holds the connection's lock (it runs the open batch)."""
         return bool(self._lock._is_owned())  # type: ignore[attr-defined]
 
     @contextmanager
-    def _savepoint(self) -> Iterator[sqlite3.Connection]:
+    def _savepoint(self) -> Iterator[Tx]:
         """One change inside a :meth:`batch`: undone alone when it fails."""
         with self._lock:
             self._conn.execute("SAVEPOINT change")
             try:
                 yield self._conn
-            except sqlite3.Error as exc:
+            except self._errors as exc:
                 self._conn.execute("ROLLBACK TO change")
                 self._conn.execute("RELEASE change")
-                raise StoreError(f"ledger {self.path}: {exc}") from exc
+                raise StoreError(f"ledger {self.where}: {exc}") from exc
             except BaseException:
                 self._conn.execute("ROLLBACK TO change")
                 self._conn.execute("RELEASE change")
                 raise
             self._conn.execute("RELEASE change")
 
-    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         with self._lock:
             try:
                 return list(self._conn.execute(sql, tuple(params)))
-            except sqlite3.Error as exc:
-                raise StoreError(f"ledger {self.path}: {exc}") from exc
+            except self._errors as exc:
+                raise StoreError(f"ledger {self.where}: {exc}") from exc
+
+    def _export_row(self, conn: Tx, columns: str, export_id: int) -> Any:
+        """Read *columns* of an export's row for a read-check-update in *conn*'s transaction.
+
+        On PostgreSQL the row is locked (``FOR UPDATE``) until the transaction ends, so two
+        daemons changing one export wait for each other and the second reads the first's
+        result; SQLite's ``BEGIN IMMEDIATE`` already holds the whole file.
+        """
+        return conn.execute(
+            f"SELECT {columns} FROM exports WHERE export_id = ?{self._dialect.for_update}",  # noqa: S608
+            (export_id,),
+        ).fetchone()
 
     def _event(
         self,
-        conn: sqlite3.Connection,
+        conn: Tx,
         export_id: int,
         from_state: ExportState | None,
         to_state: ExportState,
@@ -201,14 +235,14 @@ class LedgerConnection:
 
     def _transition(
         self,
-        conn: sqlite3.Connection,
+        conn: Tx,
         export_id: int,
         wanted: ExportState,
         now: datetime,
         reason: str | None,
         **fields: Any,
     ) -> None:
-        row = conn.execute("SELECT state FROM exports WHERE export_id = ?", (export_id,)).fetchone()
+        row = self._export_row(conn, "state", export_id)
         if row is None:
             raise StoreError(f"no export {export_id} in the ledger")
         current = ExportState(row["state"])

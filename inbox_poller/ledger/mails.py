@@ -10,13 +10,13 @@ all of it or none; the mail is then simply read again. Each export a mail names 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from inbox_poller.errors import IllegalTransition, StoreError
 from inbox_poller.ledger.connection import LedgerConnection
+from inbox_poller.ledger.engine import Tx
 from inbox_poller.ledger.schema import row_to_mail, summary_from_json, summary_to_json, to_iso
 from inbox_poller.models import (
     FINAL_STATES,
@@ -90,7 +90,8 @@ class MailRecords(LedgerConnection):
             conn.execute(
                 "INSERT INTO watermarks (mailbox, uidvalidity, last_uid) VALUES (?, ?, ?)"
                 " ON CONFLICT (mailbox, uidvalidity)"
-                " DO UPDATE SET last_uid = MAX(last_uid, excluded.last_uid)",
+                " DO UPDATE SET last_uid = CASE WHEN excluded.last_uid > watermarks.last_uid"
+                " THEN excluded.last_uid ELSE watermarks.last_uid END",
                 (record.key.mailbox, record.key.uidvalidity, record.key.uid),
             )
             self._pair(conn, record, pairs, now)
@@ -127,7 +128,7 @@ class MailRecords(LedgerConnection):
 
     def _pair(
         self,
-        conn: sqlite3.Connection,
+        conn: Tx,
         record: MailRecord,
         pairings: tuple[Pairing, ...],
         now: datetime,
@@ -140,8 +141,11 @@ class MailRecords(LedgerConnection):
             raise StoreError(f"mail {key}: a match needs an export and a download link")
         for pairing in pairings:
             conn.execute(
-                "INSERT OR REPLACE INTO mail_exports (mailbox, uidvalidity, uid, export_id,"
-                " job_id, outcome, reason, download_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO mail_exports (mailbox, uidvalidity, uid, export_id,"
+                " job_id, outcome, reason, download_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (mailbox, uidvalidity, uid, export_id) DO UPDATE SET"
+                " job_id = excluded.job_id, outcome = excluded.outcome,"
+                " reason = excluded.reason, download_url = excluded.download_url",
                 (
                     key.mailbox,
                     key.uidvalidity,
@@ -161,7 +165,7 @@ class MailRecords(LedgerConnection):
 
     def _put_mail(
         self,
-        conn: sqlite3.Connection,
+        conn: Tx,
         record: MailRecord,
         summary: MailSummary | None,
         *,
@@ -198,15 +202,11 @@ class MailRecords(LedgerConnection):
             ),
         )
 
-    def _notify(
-        self, conn: sqlite3.Connection, record: MailRecord, pairing: Pairing, now: datetime
-    ) -> None:
+    def _notify(self, conn: Tx, record: MailRecord, pairing: Pairing, now: datetime) -> None:
         export_id = pairing.export_id
         if pairing.download_url is None:
             raise StoreError(f"mail {record.key}: a match needs an export and a download link")
-        row = conn.execute(
-            "SELECT state, job_id, download_url FROM exports WHERE export_id = ?", (export_id,)
-        ).fetchone()
+        row = self._export_row(conn, "state, job_id, download_url", export_id)
         if row is None:
             raise StoreError(f"no export {export_id} in the ledger")
         fields: dict[str, Any] = {
@@ -237,9 +237,7 @@ class MailRecords(LedgerConnection):
                 )
         self._transition(conn, export_id, ExportState.NOTIFIED, now, reason, **fields)
 
-    def _check_another_link(
-        self, conn: sqlite3.Connection, export_id: int, row: sqlite3.Row, url: str
-    ) -> None:
+    def _check_another_link(self, conn: Tx, export_id: int, row: Any, url: str) -> None:
         """Refuse to notify a failed export again unless its link failed and *url* is new."""
         failed = self._failed_links(conn, export_id)
         if row["state"] == ExportState.FAILED.value and row["download_url"] not in failed:
@@ -254,37 +252,33 @@ class MailRecords(LedgerConnection):
             raise StoreError(f"export {export_id}: that link already failed; not tried again")
 
     @staticmethod
-    def _failed_links(conn: sqlite3.Connection, export_id: int) -> set[str]:
+    def _failed_links(conn: Tx, export_id: int) -> set[str]:
         rows = conn.execute("SELECT url FROM failed_links WHERE export_id = ?", (export_id,))
         return {row["url"] for row in rows}
 
     @staticmethod
-    def _successor_id(conn: sqlite3.Connection, export_id: int) -> int | None:
+    def _successor_id(conn: Tx, export_id: int) -> int | None:
         row = conn.execute(
             "SELECT export_id FROM exports WHERE replaces = ? LIMIT 1", (export_id,)
         ).fetchone()
         return int(row["export_id"]) if row is not None else None
 
-    def _record_failed_link(
-        self, conn: sqlite3.Connection, export_id: int, reason: str, now: datetime
-    ) -> None:
+    def _record_failed_link(self, conn: Tx, export_id: int, reason: str, now: datetime) -> None:
         """Remember that the export's current link failed: it is never tried again."""
         conn.execute(
-            "INSERT OR IGNORE INTO failed_links (export_id, url, reason, failed_at)"
+            "INSERT INTO failed_links (export_id, url, reason, failed_at)"
             " SELECT export_id, download_url, ?, ? FROM exports"
-            " WHERE export_id = ? AND download_url IS NOT NULL",
+            " WHERE export_id = ? AND download_url IS NOT NULL ON CONFLICT DO NOTHING",
             (reason, to_iso(now), export_id),
         )
 
-    def _next_link(self, conn: sqlite3.Connection, export_id: int, now: datetime) -> bool:
+    def _next_link(self, conn: Tx, export_id: int, now: datetime) -> bool:
         """Move an export whose link failed to the oldest link of its mails not yet tried.
 
         Only when its own link is what failed and it was not resubmitted; returns whether
         it is ``notified`` again. Each distinct link is tried once (docs/matching.md §6).
         """
-        row = conn.execute(
-            "SELECT state, download_url FROM exports WHERE export_id = ?", (export_id,)
-        ).fetchone()
+        row = self._export_row(conn, "state, download_url", export_id)
         if row is None or ExportState(row["state"]) not in (
             ExportState.LINK_EXPIRED,
             ExportState.FAILED,
@@ -370,9 +364,7 @@ class MailRecords(LedgerConnection):
             for key, result in marked:
                 self._acknowledged(conn, key, result, now)
 
-    def _acknowledged(
-        self, conn: sqlite3.Connection, key: MailKey, result: str, now: datetime
-    ) -> None:
+    def _acknowledged(self, conn: Tx, key: MailKey, result: str, now: datetime) -> None:
         row = conn.execute(
             "SELECT 1 FROM mails WHERE mailbox = ? AND uidvalidity = ? AND uid = ?",
             (key.mailbox, key.uidvalidity, key.uid),

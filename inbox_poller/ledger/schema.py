@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from inbox_poller.errors import StoreError
+from inbox_poller.ledger.engine import Tx
 from inbox_poller.models import (
     ArchivedFile,
     Export,
@@ -33,7 +34,7 @@ from inbox_poller.models import (
 
 logger = logging.getLogger("inbox_poller.ledger")
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -201,6 +202,14 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX exports_request ON exports(method, stat, startdate, enddate);
     UPDATE exports SET payload_format = 'json' WHERE sha256 IS NOT NULL
     """,
+    # v8: several daemons on one (PostgreSQL) ledger: the daemon working on an export and
+    # until when its lease runs; a lease not renewed (its daemon died) lets another take
+    # the export over (Store.claim_download, docs/scale-out-progress-ledger.md)
+    8: """
+    ALTER TABLE exports ADD COLUMN owner TEXT;
+    ALTER TABLE exports ADD COLUMN lease_until TEXT;
+    CREATE INDEX exports_owner ON exports(owner)
+    """,
 }
 
 
@@ -229,7 +238,7 @@ def check_version(conn: sqlite3.Connection, path: Path) -> None:
 
 def migrate(
     conn: sqlite3.Connection,
-    transaction: Callable[[], AbstractContextManager[sqlite3.Connection]],
+    transaction: Callable[[], AbstractContextManager[Tx]],
     path: Path,
 ) -> None:
     """Bring the ledger at *path* up to :data:`SCHEMA_VERSION`, one *transaction* per version.

@@ -10,12 +10,12 @@ and recorded in ``events``.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from inbox_poller.errors import DuplicateSubmission, StoreError
+from inbox_poller.ledger.engine import Tx
 from inbox_poller.ledger.hookruns import HookRecords
 from inbox_poller.ledger.schema import from_iso, row_to_export, to_iso
 from inbox_poller.models import (
@@ -31,6 +31,15 @@ FEW_ROWS = 500
 """Up to this many exports, their failed links are read by ID rather than all at once."""
 
 
+def schedule_slot(schedule: str, request: ExportRequest, made_before: int) -> str:
+    """The unique slot of the export *schedule* makes of *request* after *made_before*."""
+    window = f"{request.startdate or '-'}..{request.enddate or '-'}"
+    return (
+        f"{schedule}|{request.method}|{request.stat}|{request.options}|{request.format}"
+        f"|{window}|{made_before}"
+    )
+
+
 class Store(HookRecords):
     """The SQLite ledger. One instance per process; safe to share between threads."""
 
@@ -42,6 +51,7 @@ class Store(HookRecords):
         replaces: Export | None = None,
         schedule: str | None = None,
         origin: str | None = None,
+        seen: int | None = None,
     ) -> Export:
         """Insert a new export in ``submitting``: the trace exists before the POST.
 
@@ -53,6 +63,12 @@ class Store(HookRecords):
         the request (method, options, format, window) and how many exports the schedule
         made of it before. Two fires that race for the same (schedule, window, target)
         cannot both insert: the second raises ``DuplicateSubmission``.
+
+        *seen* is how many exports of the request the schedule had made when the caller
+        decided to submit (its ``exports_for`` read); the slot is taken from it, not
+        counted again here, so a decision made on a view another daemon has since
+        changed is refused too, not only an exact race (several daemons on one
+        PostgreSQL ledger check and insert in separate transactions).
         """
         reason = "created" if schedule is None else f"created by schedule {schedule}"
         if origin is not None:
@@ -64,12 +80,17 @@ class Store(HookRecords):
                 self._check_replaceable(conn, replaces.export_id)
             slot = None
             if schedule is not None and replaces is None:
-                slot = self._schedule_slot(conn, schedule, request)
+                slot = (
+                    self._schedule_slot(conn, schedule, request)
+                    if seen is None
+                    else schedule_slot(schedule, request, seen)
+                )
             try:
                 cursor = conn.execute(
                     "INSERT INTO exports (method, stat, startdate, enddate, state, created_at,"
                     " updated_at, replaces, resubmits, schedule, options, format, origin,"
-                    " schedule_slot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " schedule_slot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " RETURNING export_id",
                     (
                         request.method,
                         request.stat,
@@ -87,23 +108,22 @@ class Store(HookRecords):
                         slot,
                     ),
                 )
-            except sqlite3.IntegrityError as exc:
+                export_id = int(cursor.fetchone()["export_id"])
+            except self._integrity_errors as exc:
                 if slot is None:
                     raise
                 raise DuplicateSubmission(
                     f"schedule {schedule} already submitted this export ({slot})"
                 ) from exc
-            export_id = cursor.lastrowid
-            assert export_id is not None
             self._event(conn, export_id, None, ExportState.SUBMITTING, reason, now)
         return self.get_export(export_id)
 
     @staticmethod
-    def _schedule_slot(conn: sqlite3.Connection, schedule: str, request: ExportRequest) -> str:
+    def _schedule_slot(conn: Tx, schedule: str, request: ExportRequest) -> str:
         row = conn.execute(
             "SELECT COUNT(*) AS n FROM exports WHERE schedule = ? AND replaces IS NULL"
             " AND method = ? AND stat = ? AND options = ? AND format = ?"
-            " AND startdate IS ? AND enddate IS ?",
+            " AND startdate IS NOT DISTINCT FROM ? AND enddate IS NOT DISTINCT FROM ?",
             (
                 schedule,
                 request.method,
@@ -114,15 +134,11 @@ class Store(HookRecords):
                 request.enddate,
             ),
         ).fetchone()
-        window = f"{request.startdate or '-'}..{request.enddate or '-'}"
-        return (
-            f"{schedule}|{request.method}|{request.stat}|{request.options}|{request.format}"
-            f"|{window}|{row['n']}"
-        )
+        return schedule_slot(schedule, request, int(row["n"]))
 
-    def _check_replaceable(self, conn: sqlite3.Connection, export_id: int) -> None:
+    def _check_replaceable(self, conn: Tx, export_id: int) -> None:
         """Refuse to resubmit an export that a later mail brought back to ``notified``."""
-        row = conn.execute("SELECT state FROM exports WHERE export_id = ?", (export_id,)).fetchone()
+        row = self._export_row(conn, "state", export_id)
         if row is None:
             raise StoreError(f"no export {export_id} in the ledger")
         if ExportState(row["state"]) not in FINAL_STATES:
@@ -133,20 +149,18 @@ class Store(HookRecords):
         rows = self._query("SELECT * FROM exports WHERE replaces = ?", (export_id,))
         return self._exports(rows)[0] if rows else None
 
-    def _exports(self, rows: list[sqlite3.Row]) -> list[Export]:
+    def _exports(self, rows: list[Any]) -> list[Export]:
         """Return the exports of *rows*, each with the links that failed for it."""
         if not rows:
             return []
         failed: dict[int, list[str]] = {}
-        query = "SELECT export_id, url FROM failed_links ORDER BY failed_at, rowid"
+        order = f"ORDER BY failed_at, {self._dialect.insertion_order}"
+        query = f"SELECT export_id, url FROM failed_links {order}"  # noqa: S608
         ids: list[int] = []
         if len(rows) <= FEW_ROWS:  # a few exports (one per state change): their links only
             ids = [row["export_id"] for row in rows]
             marks = ",".join("?" * len(ids))
-            query = (
-                f"SELECT export_id, url FROM failed_links WHERE export_id IN ({marks})"  # noqa: S608
-                " ORDER BY failed_at, rowid"
-            )
+            query = f"SELECT export_id, url FROM failed_links WHERE export_id IN ({marks}) {order}"  # noqa: S608
         for link in self._query(query, ids):
             failed.setdefault(link["export_id"], []).append(link["url"])
         return [row_to_export(row, tuple(failed.get(row["export_id"], ()))) for row in rows]
@@ -213,8 +227,10 @@ class Store(HookRecords):
         """Return the exports of exactly *request* (method, options, format and window),
         oldest first."""
         rows = self._query(
-            "SELECT * FROM exports WHERE method = ? AND stat = ? AND startdate IS ?"
-            " AND enddate IS ? AND options = ? AND format = ? ORDER BY export_id",
+            "SELECT * FROM exports WHERE method = ? AND stat = ?"
+            " AND startdate IS NOT DISTINCT FROM ? AND enddate IS NOT DISTINCT FROM ?"
+            " AND options = ? AND format = ?"
+            " ORDER BY export_id",
             (
                 request.method,
                 request.stat,
@@ -255,8 +271,9 @@ class Store(HookRecords):
             self._transition(conn, export_id, wanted, now, reason, **fields)
             if attempts_delta:
                 conn.execute(
-                    "UPDATE exports SET attempts = MAX(0, attempts + ?) WHERE export_id = ?",
-                    (attempts_delta, export_id),
+                    "UPDATE exports SET attempts = CASE WHEN attempts + ? < 0 THEN 0"
+                    " ELSE attempts + ? END WHERE export_id = ?",
+                    (attempts_delta, attempts_delta, export_id),
                 )
         return self.get_export(export_id)
 
@@ -267,9 +284,7 @@ class Store(HookRecords):
         adopted while its POST was in flight), only the response is recorded.
         """
         with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT state, job_id FROM exports WHERE export_id = ?", (export_id,)
-            ).fetchone()
+            row = self._export_row(conn, "state, job_id", export_id)
             if row is not None and row["job_id"] == job_id:
                 conn.execute(
                     "UPDATE exports SET submit_response = ?, submitted_at = ? WHERE export_id = ?",
@@ -363,9 +378,8 @@ class Store(HookRecords):
             )
             for hook in hooks:
                 conn.execute(
-                    "INSERT OR IGNORE INTO hook_runs"
-                    " (export_id, hook, payload, state, next_at, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO hook_runs (export_id, hook, payload, state, next_at, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (export_id, hook, event, HookState.PENDING.value, to_iso(now), to_iso(now)),
                 )
         return self.get_export(export_id)
@@ -402,6 +416,83 @@ class Store(HookRecords):
     def part_path(self, export_id: int) -> str | None:
         rows = self._query("SELECT part_path FROM exports WHERE export_id = ?", (export_id,))
         return rows[0]["part_path"] if rows else None
+
+    # ---- claims and leases (several daemons on one ledger) ---------------------
+
+    def claim_download(self, owner: str, now: datetime, lease: timedelta) -> Export | None:
+        """Take the oldest export waiting for its download, for *owner*, until *lease* ends.
+
+        Waiting: ``notified``, or ``downloading``/``verified`` under a lease that ran out
+        (its daemon died or lost the database): that one is taken over and downloaded
+        again (the dead daemon's partial file is on its own machine), and its event says
+        from whom. An export in flight without a lease (a daemon that does not claim) is
+        never taken. The row is read ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so daemons
+        claiming at once each get another export and none waits for the other; the
+        move to ``downloading`` (one attempt counted) is in the same transaction.
+        Returns None when nothing waits.
+        """
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT export_id, state, owner, lease_until FROM exports"  # noqa: S608
+                " WHERE state = ? OR (state IN (?, ?) AND lease_until < ?)"
+                f" ORDER BY export_id LIMIT 1{self._dialect.skip_locked}",
+                (
+                    ExportState.NOTIFIED.value,
+                    ExportState.DOWNLOADING.value,
+                    ExportState.VERIFIED.value,
+                    to_iso(now),
+                ),
+            ).fetchone()
+            if row is None:
+                return None
+            export_id = int(row["export_id"])
+            reason = f"claimed by {owner}"
+            if row["state"] != ExportState.NOTIFIED.value:
+                reason = (
+                    f"taken over by {owner} from {row['owner'] or 'a daemon without a lease'}"
+                    f" (lease until {row['lease_until'] or '-'})"
+                )
+            self._transition(
+                conn,
+                export_id,
+                ExportState.DOWNLOADING,
+                now,
+                reason,
+                part_path=None,
+                owner=owner,
+                lease_until=to_iso(now + lease),
+            )
+            conn.execute(
+                "UPDATE exports SET attempts = attempts + 1 WHERE export_id = ?", (export_id,)
+            )
+        return self.get_export(export_id)
+
+    def renew_leases(self, owner: str, now: datetime, lease: timedelta) -> int:
+        """The heartbeat: extend the leases of *owner*'s exports in flight; return how many.
+
+        An export another daemon took over is no longer *owner*'s and is not renewed.
+        """
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE exports SET lease_until = ? WHERE owner = ? AND state IN (?, ?)"
+                " RETURNING export_id",
+                (
+                    to_iso(now + lease),
+                    owner,
+                    ExportState.DOWNLOADING.value,
+                    ExportState.VERIFIED.value,
+                ),
+            )
+            return len(cursor.fetchall())
+
+    def lease(self, export_id: int) -> tuple[str | None, datetime | None]:
+        """Return who holds *export_id* and until when (None, None: nobody)."""
+        rows = self._query(
+            "SELECT owner, lease_until FROM exports WHERE export_id = ?", (export_id,)
+        )
+        if not rows:
+            raise StoreError(f"no export {export_id} in the ledger")
+        return rows[0]["owner"], from_iso(rows[0]["lease_until"])
 
     # ---- daemon state ----------------------------------------------------------
 

@@ -74,14 +74,18 @@ class Submitter:
         replaces: Export | None = None,
         schedule: str | None = None,
         origin: str | None = None,
+        seen: int | None = None,
     ) -> Export:
         """Record the export, POST it once, and record the job ID (or why there is none).
+
+        *seen*: how many exports of *request* the schedule had made when it decided
+        (``Store.create_export``: a decision on an outdated view is refused).
 
         :raises ApiError: after the export is marked ``submit_failed`` or ``submit_unknown``.
         :raises DuplicateSubmission: the schedule's export is in the ledger already.
         """
         export = self.store.create_export(
-            request, self.clock(), replaces=replaces, schedule=schedule, origin=origin
+            request, self.clock(), replaces=replaces, schedule=schedule, origin=origin, seen=seen
         )
         logger.info(
             "export %d: submitting %s %s start=%s end=%s",
@@ -213,13 +217,17 @@ class Submitter:
     def _submit_one_due(self, due: DueSubmission, link_grace: timedelta) -> Export | None:
         request = due.request
         what = describe(request) + (f" from {due.origin}" if due.origin else "")
-        wanted, reason = should_submit(due, self.store.exports_for(request), link_grace=link_grace)
+        existing = self.store.exports_for(request)
+        wanted, reason = should_submit(due, existing, link_grace=link_grace)
         if not wanted:
             logger.info("schedule %s: not submitting %s: %s", due.schedule_name, what, reason)
             return None
         logger.info("schedule %s: submitting %s: %s", due.schedule_name, what, reason)
         try:
-            return self.submit(request, schedule=due.schedule_name, origin=due.origin)
+            seen = sum(
+                1 for e in existing if e.schedule == due.schedule_name and e.replaces is None
+            )
+            return self.submit(request, schedule=due.schedule_name, origin=due.origin, seen=seen)
         except DuplicateSubmission as exc:
             logger.info("schedule %s: not submitting %s: %s", due.schedule_name, what, exc)
             return None

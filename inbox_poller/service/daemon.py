@@ -160,11 +160,12 @@ class Daemon:
             for secret in config.imap_secrets:
                 secret.read()
             config.usertoken.read()
-            if config.state_path != session.config.state_path:
+            if config.state_location != session.config.state_location:
                 raise ConfigError(
-                    "state.path cannot change on reload; restart the service instead",
+                    "the ledger (state.path or state.url) cannot change on reload; "
+                    "restart the service instead",
                     path=str(self._config_path),
-                    key="state.path",
+                    key="state.path" if config.state_url is None else "state.url",
                 )
         except ConfigError as exc:
             logger.error("daemon: reload refused, keeping the running configuration: %s", exc)

@@ -20,7 +20,9 @@ from inbox_poller.cli import main
 from inbox_poller.config import load_config
 from inbox_poller.ledger.store import Store
 from inbox_poller.models import ArchivedFile, ExportRequest, MailKey, MailOutcome, MailRecord
+from inbox_poller.wiring import open_store
 from tests.plugins.loop import REPO_ROOT, LoopEnv
+from tests.plugins.postgres import PgDatabase
 from tests.samples import MINIMAL
 
 pytestmark = pytest.mark.timeout(60)
@@ -333,3 +335,35 @@ def test_check_fails_a_hook_program_that_cannot_run(
     program.chmod(0o755)
     assert main(["check", "--offline", "-c", str(path)]) == 0
     assert f"ok   hook on_archived: {program} is executable" in capsys.readouterr().out
+
+
+# ---- [state] url: a PostgreSQL ledger (issue 14) -------------------------------------------
+
+
+@pytest.mark.postgres
+def test_commands_read_a_postgresql_ledger(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    pg_database: PgDatabase,
+) -> None:
+    monkeypatch.setenv("TOKEN_VAR", "t")
+    monkeypatch.setenv("PASSWORD_VAR", "p")
+    path = tmp_path / "config.toml"
+    path.write_text(
+        MINIMAL
+        + f'\n[state]\nurl = "{pg_database.url}"\npassword_file = "{pg_database.password_file}"\n'
+        + f'\n[archive]\ndir = "{tmp_path / "archive"}"\n',
+        encoding="utf-8",
+    )
+    assert main(["exports", "--json", "-c", str(path)]) == 1
+    assert "has no tables yet: start the daemon" in capsys.readouterr().err
+    config = load_config(path)
+    with open_store(config) as store:  # as `run` opens it
+        store.create_export(ExportRequest("42"), datetime.now(UTC))
+    assert main(["exports", "--json", "-c", str(path)]) == 0
+    exports = json.loads(capsys.readouterr().out)
+    assert [e["state"] for e in exports] == ["submitting"]
+    assert main(["check", "--offline", "-c", str(path)]) == 0
+    assert f"ok   ledger: {pg_database.url} (1 submitting)" in capsys.readouterr().out
+    assert not (tmp_path / "state").exists()

@@ -1,16 +1,19 @@
-"""The ledger against a real SQLite file: transitions, durability settings, mail records."""
+"""The ledger against a real SQLite file and a real PostgreSQL (each store test runs on both).
+
+Transitions, durability settings, mail records."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 import stat
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from inbox_poller.errors import IllegalTransition, StoreError
+from inbox_poller.errors import DuplicateSubmission, IllegalTransition, StoreError
 from inbox_poller.ledger.schema import (
     SCHEMA_VERSION,
     migration_statements,
@@ -32,13 +35,20 @@ from inbox_poller.models import (
     MailSummary,
     Pairing,
 )
+from tests.plugins.postgres import postgres_session
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "state" / "state.db")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The ledger on each engine: a SQLite file, and a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        ledger = Store(tmp_path / "state" / "state.db")
+    else:
+        ledger = Store(postgres_session(request.getfixturevalue("pg_database")))
+    yield ledger
+    ledger.close()
 
 
 def _submitted(store: Store, job_id: str = "1001") -> int:
@@ -595,3 +605,62 @@ def test_exports_changed_since_returns_only_what_an_event_touched(tmp_path: Path
         (third.export_id, None),
     ]
     assert first.export_id not in {e.export_id for e in changed}
+
+
+def test_a_schedule_decision_on_an_outdated_view_is_refused(store: Store) -> None:
+    """Another daemon inserted the window after this one looked: its insert is refused."""
+    request = ExportRequest("42", "20261001", "20261002")
+    store.create_export(request, NOW, schedule="daily", seen=0)  # the other daemon
+    with pytest.raises(DuplicateSubmission, match="schedule daily already submitted"):
+        store.create_export(request, NOW, schedule="daily", seen=0)  # decided on 0 too
+    again = store.create_export(request, NOW, schedule="daily", seen=1)  # a decided retry
+    assert again.schedule == "daily"
+    assert len(store.exports_for(request)) == 2
+
+
+def _notified(store: Store, uid: int) -> int:
+    export_id = _submitted(store, job_id=str(1000 + uid))
+    store.record_mail(
+        _mail(uid, MailOutcome.MATCHED, export_id), NOW, download_url=f"https://x.example/{uid}"
+    )
+    return export_id
+
+
+def test_claims_take_the_oldest_waiting_export_once_under_a_lease(store: Store) -> None:
+    first, second = _notified(store, 1), _notified(store, 2)
+    lease = timedelta(seconds=30)
+    claimed = store.claim_download("daemon-a", NOW, lease)
+    assert claimed is not None
+    assert (claimed.export_id, claimed.state, claimed.attempts) == (
+        first,
+        ExportState.DOWNLOADING,
+        1,
+    )
+    assert store.lease(first) == ("daemon-a", NOW + lease)
+    other = store.claim_download("daemon-b", NOW, lease)
+    assert other is not None and other.export_id == second
+    assert store.claim_download("daemon-b", NOW, lease) is None  # both are in flight
+    assert store.history(first)[-1][3] == "claimed by daemon-a"
+
+
+def test_a_lease_not_renewed_is_taken_over_and_a_renewed_one_is_not(store: Store) -> None:
+    export_id = _notified(store, 1)
+    lease = timedelta(seconds=30)
+    store.claim_download("daemon-a", NOW, lease)
+    later = NOW + timedelta(seconds=20)
+    assert store.renew_leases("daemon-a", later, lease) == 1  # the heartbeat
+    assert store.claim_download("daemon-b", NOW + timedelta(seconds=40), lease) is None
+    dead = NOW + timedelta(seconds=51)  # daemon-a stopped renewing at +20 s
+    taken = store.claim_download("daemon-b", dead, lease)
+    assert taken is not None and taken.export_id == export_id
+    assert taken.attempts == 2
+    assert store.lease(export_id) == ("daemon-b", dead + lease)
+    reason = store.history(export_id)[-1][3] or ""
+    assert reason.startswith("taken over by daemon-b from daemon-a (lease until ")
+    assert store.renew_leases("daemon-a", dead, lease) == 0  # no longer daemon-a's
+
+
+def test_an_export_in_flight_without_a_lease_is_never_claimed(store: Store) -> None:
+    export_id = _notified(store, 1)
+    store.mark_downloading(export_id, NOW)  # a daemon that does not claim (SQLite's)
+    assert store.claim_download("daemon-b", NOW + timedelta(days=1), timedelta(seconds=30)) is None

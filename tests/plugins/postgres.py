@@ -30,6 +30,7 @@ from tests.plugins.dovecot import running_in_ci
 if TYPE_CHECKING:
     import psycopg
 
+    from inbox_poller.ledger.engine import EngineSession
     from inbox_poller.sandbox.postgres.server import PostgresServer
 
 
@@ -69,6 +70,14 @@ class PgDatabase:
     def connect(self) -> psycopg.Connection[tuple[object, ...]]:
         """Return a new connection of the test role (autocommit)."""
         return self.server.connect(self.name, autocommit=True)
+
+
+def postgres_session(database: PgDatabase, *, read_only: bool = False) -> EngineSession:
+    """Open *database* as a ledger engine (``ledger.postgres``), as ``[state] url`` would."""
+    from inbox_poller.ledger.postgres import open_postgres
+
+    password = database.password_file.read_text(encoding="utf-8").strip()
+    return open_postgres(database.url, password, read_only=read_only)
 
 
 @pytest.fixture(scope="session")

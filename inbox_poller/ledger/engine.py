@@ -1,0 +1,75 @@
+"""What the ledger needs of its database engine, SQLite or PostgreSQL.
+
+The ledger's statements are written once, in a subset of SQL both engines understand
+(``RETURNING``, ``IS NOT DISTINCT FROM``, ``ON CONFLICT``; ``?`` placeholders, which
+the PostgreSQL session rewrites). What differs is here: how a transaction begins, how a
+row is locked for the read-check-update of a transition, and the column that orders
+rows by insertion. The design and why: docs/scale-out-progress-ledger.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class Cursor(Protocol):
+    """The rows of one statement; each row answers ``row["column"]``."""
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Tx(Protocol):
+    """The connection a transaction runs its statements on."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor: ...
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The fragments of SQL that differ between the engines."""
+
+    name: str
+    begin: str
+    """The statement that opens a write transaction."""
+    for_update: str
+    """Appended to a ``SELECT`` of the row a transition reads, checks and updates."""
+    insertion_order: str
+    """The column that orders ``failed_links`` rows as they were inserted."""
+    skip_locked: str
+    """Appended to the ``SELECT`` that claims work: rows another daemon holds are passed."""
+
+
+SQLITE = Dialect(
+    "sqlite", begin="BEGIN IMMEDIATE", for_update="", insertion_order="rowid", skip_locked=""
+)
+"""``BEGIN IMMEDIATE`` takes the file's write lock: no row lock is needed."""
+
+POSTGRES = Dialect(
+    "postgresql",
+    begin="BEGIN",
+    for_update=" FOR UPDATE",
+    insertion_order="seq",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
+)
+"""READ COMMITTED: the row read of a transition is locked (and re-read after a wait)."""
+
+
+@dataclass(frozen=True)
+class EngineSession:
+    """An open connection to a ledger database, and how to talk to it."""
+
+    conn: Tx
+    dialect: Dialect
+    where: str
+    """The ledger named in messages: its file, or its URL (which has no password)."""
+    errors: tuple[type[Exception], ...]
+    """The engine's errors, reported as ``StoreError``."""
+    integrity_errors: tuple[type[Exception], ...]
+    """A unique (or other) constraint refused the statement."""
+    close: Callable[[], None]
