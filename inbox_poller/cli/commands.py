@@ -95,10 +95,22 @@ def _archive_fix(exc: ArchiveError) -> str | None:
     return _ARCHIVE_FIXES[cause.errno].format(uid=os.geteuid())
 
 
+def _refuse_s3_archive(config: Config) -> None:
+    """An S3 archive is configurable but not used by the loop yet (issue 14, in progress):
+    refuse it rather than archive to the default directory unasked."""
+    if config.archive_s3 is not None:
+        raise ConfigError(
+            "an S3 archive (archive.url) is not supported by this version yet; use archive.dir",
+            path=str(config.path),
+            key="archive.url",
+        )
+
+
 def _require_archive(config: Config) -> None:
     """Prove archive.dir usable; an unusable one is a configuration error (exit 78)."""
     from inbox_poller.archive import Archive  # here: status and exports need no archive
 
+    _refuse_s3_archive(config)
     try:
         Archive(config.archive_dir, config.archive_group).ensure_writable()
     except ArchiveError as exc:
@@ -348,6 +360,7 @@ def cmd_exports(config: Config, args: argparse.Namespace) -> int:
 def _check_archive(config: Config) -> str:
     from inbox_poller.archive import Archive
 
+    _refuse_s3_archive(config)
     try:
         Archive(config.archive_dir, config.archive_group).ensure_writable()
     except ArchiveError as exc:
