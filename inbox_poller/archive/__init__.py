@@ -315,22 +315,7 @@ class Archive:
 
     def relative_path(self, export: Export, fmt: str = "json") -> str:
         """Return the final path of *export*'s payload as *fmt*, relative to the archive root."""
-        request = export.request
-        job_id = export.job_id or ""
-        if not JOB_ID_RE.match(job_id):
-            raise ArchiveError(f"export {export.export_id}: job ID {job_id!r} is not archivable")
-        try:
-            named = target(request)
-        except ValueError:
-            named = ""
-        if (request.method == CONTACT_DATA_METHOD and not STAT_ID_RE.match(request.stat)) or not (
-            _METHOD_RE.match(request.method) and _TARGET_RE.match(named)
-        ):
-            raise ArchiveError(f"export {export.export_id}: stat or method is not archivable")
-        if fmt not in FORMATS:
-            raise ArchiveError(f"export {export.export_id}: format {fmt!r} is not archivable")
-        when = export.submitted_at or export.created_at
-        return f"{request.method}/{when:%Y}/{when:%m}/{named}_job-{job_id}.{fmt}"
+        return relative_path(export, fmt)
 
     def _final(self, relative: str) -> Path:
         final = (self.root / relative).resolve()
@@ -491,6 +476,27 @@ class Archive:
             for path in self.root.rglob(f".*{PART_SUFFIX}")
             if path.is_file() and path.resolve() not in keep
         ]
+
+
+def relative_path(export: Export, fmt: str = "json") -> str:
+    """Return the final path of *export*'s payload as *fmt*, relative to the archive's top
+    (a directory, or an S3 prefix): ``<method>/<YYYY>/<MM>/<target>_job-<job_id>.<fmt>``."""
+    request = export.request
+    job_id = export.job_id or ""
+    if not JOB_ID_RE.match(job_id):
+        raise ArchiveError(f"export {export.export_id}: job ID {job_id!r} is not archivable")
+    try:
+        named = target(request)
+    except ValueError:
+        named = ""
+    if (request.method == CONTACT_DATA_METHOD and not STAT_ID_RE.match(request.stat)) or not (
+        _METHOD_RE.match(request.method) and _TARGET_RE.match(named)
+    ):
+        raise ArchiveError(f"export {export.export_id}: stat or method is not archivable")
+    if fmt not in FORMATS:
+        raise ArchiveError(f"export {export.export_id}: format {fmt!r} is not archivable")
+    when = export.submitted_at or export.created_at
+    return f"{request.method}/{when:%Y}/{when:%m}/{named}_job-{job_id}.{fmt}"
 
 
 def manifest_json(line: ManifestLine) -> str:
