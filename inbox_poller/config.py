@@ -846,6 +846,13 @@ class Config:
             path_style=archive.path_style,
         )
 
+    def archive_location(self, relative: str) -> str:
+        """Where the archive's *relative* path is: a file under ``archive.dir``, or
+        ``s3://bucket/prefix/<relative>``."""
+        if self.archive_s3 is not None:
+            return f"{self.archive_s3.url}/{relative}"
+        return str(self.archive_dir / relative)
+
     @property
     def imap_secrets(self) -> tuple[Secret, ...]:
         """The secrets the IMAP login reads: the password, or those OAuth2 needs."""

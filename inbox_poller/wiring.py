@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from inbox_poller.ports import Downloader, Metrics, NoMetrics, PayloadSink
+from inbox_poller.ports import ArchiveStore, Downloader, Metrics, NoMetrics, PayloadSink
 
 if TYPE_CHECKING:
     from inbox_poller.config import Config
@@ -125,7 +125,6 @@ def build_loop(
 
     *stop*, when set, makes a download under way park itself (the daemon's shutdown).
     """
-    from inbox_poller.archive import Archive
     from inbox_poller.download.fetcher import SafeDownloader
     from inbox_poller.ledger.store import Store
     from inbox_poller.loop.archiver import ExportArchiver
@@ -139,7 +138,7 @@ def build_loop(
     hooks = hook_settings(config)
     archiver = ExportArchiver(
         store,
-        Archive(config.archive_dir, config.archive_group),
+        build_archive(config),
         DownloaderPerThread(
             lambda: SafeDownloader(config.download, ca_file=config.download_ca, stop=stop)
         ),
@@ -152,6 +151,18 @@ def build_loop(
     poller = Poller(store, archiver, reader_settings(config), metrics=metrics)
     dispatcher = HookDispatcher(store, config.archive_dir, hooks)
     return LoopParts(store, mailbox, archiver, poller, dispatcher)
+
+
+def build_archive(config: Config) -> ArchiveStore:
+    """The archive the configuration names: ``archive.dir``, or the bucket of ``archive.url``
+    (boto3 is imported only then)."""
+    if config.archive_s3 is not None:
+        from inbox_poller.archive.s3 import S3Archive
+
+        return S3Archive.from_settings(config.archive_s3)
+    from inbox_poller.archive import Archive
+
+    return Archive(config.archive_dir, config.archive_group)
 
 
 def build_submitter(config: Config, store: Store, *, metrics: Metrics | None = None) -> Submitter:

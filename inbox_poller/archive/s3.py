@@ -164,6 +164,11 @@ class S3Part:
         self._complete = False
 
     @property
+    def location(self) -> str:
+        """The temporary key, as the ledger records it."""
+        return self.path
+
+    @property
     def upload_id(self) -> str | None:
         """The multipart upload under way, if one was started."""
         return self._upload_id
@@ -196,6 +201,8 @@ class S3Part:
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise _failed(f"upload a part of {self.path}", exc) from exc
         self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+        if number == 1:
+            crashpoints.crash_point("archive:mid-upload")
 
     def restart(self) -> None:
         """Discard everything written so far (a retry starts from byte zero)."""
@@ -338,6 +345,13 @@ class S3Archive:
             logger.info("archive: removing %s left by an interrupted upload", key)
         return cleared
 
+    def remove_leftovers(self, keep: set[str]) -> list[str]:
+        """Remove nothing: what a dead attempt left under ``.parts/<job_id>/`` is cleared
+        by :meth:`begin` when the export is next attempted, by whichever daemon claimed
+        it; a sweep here would abort the uploads of other daemons under way."""
+        del keep
+        return []
+
     def describe(self, export: Export, result: DownloadResult) -> ArchivedFile:
         return ArchivedFile(
             path=self.relative_path(export, result.format),
@@ -376,6 +390,14 @@ class S3Archive:
             self.client.delete_object(Bucket=self.bucket, Key=part_key)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise _failed(f"delete {part_key}", exc) from exc
+
+    def drop_part(self, part: str) -> None:
+        """Delete the temporary object *part* (a crash came between the copy and its
+        delete); never raises."""
+        with contextlib.suppress(
+            botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError
+        ):
+            self.client.delete_object(Bucket=self.bucket, Key=part)
 
     def verify(self, archived: ArchivedFile, candidate: str | None = None) -> bool:
         """Return whether *candidate* (default: the final key) holds exactly *archived*."""

@@ -267,3 +267,72 @@ def test_the_part_size_bounds_what_is_held(s3_bucket: S3Bucket) -> None:
     assert len(part._buffer) < MIN_PART  # the memory bound itself
     part.discard()
     assert PART_BYTES >= MIN_PART
+
+
+_CHILD = """
+import sys
+from pathlib import Path
+from inbox_poller.archive.s3 import S3Archive
+from inbox_poller.config import S3ArchiveSettings, Secret
+from tests.archive.test_s3 import _archived, _export, _payload
+
+bucket, endpoint, region, key_id, secret, ca = sys.argv[1:]
+settings = S3ArchiveSettings(
+    bucket=bucket, prefix="arch/prod", endpoint_url=endpoint, region=region,
+    access_key_id=Secret("k", file=key_id, env=None, base_dir=Path("/")),
+    secret_access_key=Secret("s", file=secret, env=None, base_dir=Path("/")),
+    ca_file=Path(ca), path_style=True,
+)
+archive = S3Archive.from_settings(settings)
+archive.part_bytes = 5 * 1024 * 1024
+part = archive.begin(_export())
+part.write(_payload(12 * 1024 * 1024))
+part.seal()
+archive.publish(part.location, _archived(b""))
+"""
+
+
+def test_a_process_killed_mid_upload_leaves_only_an_upload_the_next_attempt_aborts(
+    s3_bucket: S3Bucket,
+) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from inbox_poller.crashpoints import CRASH_ENV, CRASH_EXIT_STATUS
+
+    env = {**os.environ, CRASH_ENV: "archive:mid-upload"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _CHILD,
+            s3_bucket.name,
+            s3_bucket.endpoint_url,
+            s3_bucket.region,
+            str(s3_bucket.access_key_id_file),
+            str(s3_bucket.secret_access_key_file),
+            str(s3_bucket.ca_file),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == CRASH_EXIT_STATUS, child.stderr
+    client = s3_bucket.client()
+    [left] = _uploads(client, s3_bucket.name)  # the first part was sent, then the kill
+    assert left.startswith("arch/prod/.parts/123/")
+    assert _keys(client, s3_bucket.name) == []  # nothing under the final key, or any key
+
+    archive = _archive(s3_bucket)  # the restart
+    payload = _payload(12 * 1024 * 1024)
+    part = archive.begin(_export())
+    _stream(part, payload)
+    part.seal()
+    archive.publish(part.location, _archived(payload))
+    assert _uploads(client, s3_bucket.name) == []
+    assert _keys(client, s3_bucket.name) == [f"arch/prod/{FINAL}"]
