@@ -2,8 +2,10 @@
 
 ``loop/`` and ``service/`` see the mailbox, the Pinpointe API, the downloader and the
 metrics only through these; ``imap/``, ``pinpointe/``, ``download/`` and ``metrics/``
-implement them, and the tests' fakes implement the same ones. The ledger and the
-archive are used as concrete types: they are local files, tested for real.
+implement them, and the tests' fakes implement the same ones. The ledger is used as
+a concrete type. The archive is ``ArchiveStore`` (issue 14): a directory
+(``archive.Archive``) or an S3 bucket (``archive.s3.S3Archive``), both tested for real,
+never faked.
 ``AccessTokens`` is the seam between two edges: ``imap/`` logs in with the tokens
 ``oauth/`` gets, without importing it.
 """

@@ -51,7 +51,7 @@ from inbox_poller import crashpoints
 from inbox_poller.archive import manifest_json, manifest_line, relative_path
 from inbox_poller.archive_reader import PART_SUFFIX
 from inbox_poller.config import S3ArchiveSettings
-from inbox_poller.errors import ArchiveError
+from inbox_poller.errors import ArchiveError, ArchiveUnavailable
 from inbox_poller.models import ArchivedFile, DownloadResult, Export
 
 S3Client: TypeAlias = Any
@@ -76,13 +76,36 @@ def _status(exc: botocore.exceptions.ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
 
+_TRANSIENT_CODES = frozenset(
+    {"SlowDown", "RequestTimeout", "Throttling", "ServiceUnavailable", "InternalError"}
+)
+_TRANSIENT_ERRORS = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ConnectTimeoutError,
+)
+
+
+def _transient(exc: Exception) -> bool:
+    """Whether *exc* is the endpoint failing for a moment, not a refusal or a bad setting
+    (a certificate that does not verify, missing credentials, access denied)."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return _status(exc) >= 500 or _code(exc) in _TRANSIENT_CODES
+    if isinstance(exc, botocore.exceptions.SSLError):
+        return False
+    return isinstance(exc, _TRANSIENT_ERRORS)
+
+
 def _failed(what: str, exc: Exception) -> ArchiveError:
-    """One message for a failed S3 request: what was tried, and the service's own code."""
+    """One message for a failed S3 request: what was tried, and the service's own code;
+    an :class:`ArchiveUnavailable` (tried again) when the endpoint failed for a moment."""
     if isinstance(exc, botocore.exceptions.ClientError):
         detail = f"{_code(exc) or _status(exc)}: {exc.response.get('Error', {}).get('Message', '')}"
     else:
         detail = str(exc) or type(exc).__name__
-    return ArchiveError(f"S3: cannot {what}: {detail.strip().rstrip(':')}")
+    kind = ArchiveUnavailable if _transient(exc) else ArchiveError
+    return kind(f"S3: cannot {what}: {detail.strip().rstrip(':')}")
 
 
 def _not_found(exc: botocore.exceptions.ClientError) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -336,3 +337,47 @@ def test_a_process_killed_mid_upload_leaves_only_an_upload_the_next_attempt_abor
     archive.publish(part.location, _archived(payload))
     assert _uploads(client, s3_bucket.name) == []
     assert _keys(client, s3_bucket.name) == [f"arch/prod/{FINAL}"]
+
+
+def test_an_outage_mid_upload_is_a_retryable_failure_and_a_refusal_is_not(
+    s3_bucket: S3Bucket,
+) -> None:
+    from inbox_poller.errors import ArchiveUnavailable
+
+    archive = S3Archive(
+        s3_bucket.server.client(attempts=1), s3_bucket.name, "p", part_bytes=MIN_PART
+    )
+    part = archive.begin(_export())
+    _stream(part, _payload(MIN_PART - 1))
+    s3_bucket.server.stop()
+    try:
+        with pytest.raises(ArchiveUnavailable, match="S3: cannot upload a part") as caught:
+            part.write(b"xx")  # the first part is due: the endpoint is down
+        assert caught.value.retryable  # the loop tries the download again later
+    finally:
+        s3_bucket.server.start()
+    part.discard()
+
+
+def test_a_refused_request_is_not_retryable(s3_bucket: S3Bucket, tmp_path: Path) -> None:
+    from inbox_poller.errors import ArchiveUnavailable
+
+    (tmp_path / "wrong-secret").write_text("not-the-secret-key\n", encoding="utf-8")
+    settings = S3ArchiveSettings(
+        bucket=s3_bucket.name,
+        prefix="p",
+        endpoint_url=s3_bucket.endpoint_url,
+        region=s3_bucket.region,
+        access_key_id=Secret(
+            "k", file=str(s3_bucket.access_key_id_file), env=None, base_dir=tmp_path
+        ),
+        secret_access_key=Secret("s", file="wrong-secret", env=None, base_dir=tmp_path),
+        ca_file=s3_bucket.ca_file,
+        path_style=True,
+    )
+    part = S3Archive.from_settings(settings).begin  # listing the leftovers is refused
+    with pytest.raises(ArchiveError) as refused:
+        part(_export())
+    assert not isinstance(refused.value, ArchiveUnavailable)
+    assert not refused.value.retryable
+    assert "not-the-secret-key" not in str(refused.value)
