@@ -31,10 +31,13 @@ layout under the prefix is the directory's::
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import hashlib
 import json
 import logging
+import os
 import secrets
 import ssl
 import tempfile
@@ -119,9 +122,15 @@ def _precondition_failed(exc: botocore.exceptions.ClientError) -> bool:
 def trust_bundle(ca_file: Path | None) -> str | bool:
     """Return botocore's ``verify``: True (the system's CAs), or a private bundle file
     holding the system's CAs and *ca_file* (botocore takes one file, which replaces the
-    defaults; the extra anchor must add to them, as ``net.client_context`` does)."""
+    defaults; the extra anchor must add to them, as ``net.client_context`` does). The
+    file is made once per process and CA, and deleted at exit."""
     if ca_file is None:
         return True
+    return _bundle_file(ca_file)
+
+
+@functools.cache
+def _bundle_file(ca_file: Path) -> str:
     paths = ssl.get_default_verify_paths()
     parts: list[bytes] = []
     for name in (paths.cafile, paths.openssl_cafile):
@@ -137,7 +146,13 @@ def trust_bundle(ca_file: Path | None) -> str | bool:
     )
     with handle:
         handle.write(b"\n".join(parts))
+    atexit.register(_remove, handle.name)
     return handle.name
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def make_client(
