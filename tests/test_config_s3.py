@@ -147,3 +147,17 @@ def test_what_does_not_work_on_s3_yet_is_refused_before_any_request(
     assert main(["--config", str(path), "archive", "verify"]) == 78
     error = capsys.readouterr().err
     assert "inbox-poller archive (without --dir) is not supported with an S3 archive" in error
+
+
+def test_without_boto3_an_s3_archive_is_a_clear_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "inbox_poller.archive.s3", None)  # import fails
+    path = tmp_path / "config.toml"
+    path.write_text(MINIMAL + '\n[archive]\nurl = "s3://bucket/p"\n', encoding="utf-8")
+    assert main(["--config", str(path), "run", "--once"]) == 78
+    error = capsys.readouterr().err
+    assert "archive.url: an S3 archive needs boto3, which is not installed" in error
+    assert "pip install 'inbox-poller[s3]'" in error

@@ -108,12 +108,12 @@ def _refuse_s3_archive(config: Config, what: str) -> None:
 
 def _require_s3_archive(config: Config) -> str:
     """Prove the bucket of archive.url reachable and writable; return its URL."""
-    from inbox_poller.archive.s3 import S3Archive
+    from inbox_poller.wiring import build_s3_archive
 
     assert config.archive_s3 is not None
     if config.hooks.on_archived:
         _refuse_s3_archive(config, "hooks.on_archived")
-    S3Archive.from_settings(config.archive_s3).ensure_writable()
+    build_s3_archive(config).ensure_writable()
     return config.archive_s3.url
 
 
