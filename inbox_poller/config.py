@@ -17,7 +17,7 @@ import stat
 import tomllib
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -565,10 +565,137 @@ class MetricsConfig(_Section):
         return (found.group("host") or "127.0.0.1").strip("[]"), int(found.group("port"))
 
 
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
+_PREFIX_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._=-]{1,200}\Z")
+_REGION_RE = re.compile(r"^[a-z0-9-]{1,40}\Z")
+_S3_ONLY_KEYS = (
+    "endpoint_url",
+    "region",
+    "access_key_id_file",
+    "access_key_id_env",
+    "secret_access_key_file",
+    "secret_access_key_env",
+    "ca_file",
+    "addressing_style",
+)
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """Return (bucket, prefix) of ``s3://bucket/prefix``; the prefix has no slash at either
+    end and may be empty. Raise ``ValueError`` saying what is expected."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"expected s3://bucket/prefix, got {url!r}")
+    bucket = parts.netloc
+    if not _BUCKET_RE.match(bucket) or ".." in bucket:
+        raise ValueError(
+            f"{bucket!r} is not an S3 bucket name (3-63 lower-case letters, digits, dots "
+            "and hyphens)"
+        )
+    prefix = parts.path.strip("/")
+    segments = prefix.split("/") if prefix else []
+    for segment in segments:
+        if segment in (".", "..") or not _PREFIX_SEGMENT_RE.match(segment):
+            raise ValueError(
+                f"the prefix {prefix!r} has a bad segment {segment!r} (letters, digits and "
+                "._=- only, no empty, '.' or '..' segment)"
+            )
+    return bucket, prefix
+
+
 class ArchiveConfig(_Section):
     dir: str = "/var/lib/inbox-poller/archive"
     group: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
     """Readers' group: payloads 0640 and directories 0750 owned by it (default: private)."""
+    url: str | None = None
+    """``s3://bucket/prefix``: archive to an S3 bucket instead of ``dir`` (issue 14)."""
+    endpoint_url: str | None = None
+    """An S3-compatible endpoint (``https://host:port``); omitted for AWS."""
+    region: str | None = None
+    access_key_id_file: str | None = None
+    access_key_id_env: str | None = None
+    secret_access_key_file: str | None = None
+    secret_access_key_env: str | None = None
+    ca_file: str | None = None
+    """An extra trust anchor for the endpoint, beside the system CAs."""
+    addressing_style: Literal["path", "virtual"] | None = None
+    """Default: ``path`` when ``endpoint_url`` names an IP address, else boto3's choice."""
+
+    @field_validator("url")
+    @classmethod
+    def _s3_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_s3_url(value)
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme != "https":
+            raise ValueError(
+                f"expected an https:// URL, got {value!r} (credentials and payloads travel over it)"
+            )
+        if not parts.hostname or parts.path.strip("/") or parts.query or parts.fragment:
+            raise ValueError(f"expected https://host[:port] and nothing else, got {value!r}")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("put no credentials in endpoint_url: use access_key_id_file/_env")
+        try:
+            parts.port  # noqa: B018 (parsing it raises on a bad port)
+        except ValueError:
+            raise ValueError(f"{value!r} has a bad port") from None
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and not _REGION_RE.match(value):
+            raise ValueError(f"{value!r} is not a region name such as 'eu-central-1'")
+        return value
+
+    @model_validator(mode="after")
+    def _dir_or_url(self) -> ArchiveConfig:
+        if self.url is None:
+            given = [key for key in _S3_ONLY_KEYS if getattr(self, key) is not None]
+            if given:
+                raise ValueError(f'{", ".join(given)}: only used with url = "s3://…"')
+            return self
+        if "dir" in self.model_fields_set:
+            raise ValueError('give exactly one of dir (a directory) or url ("s3://bucket/prefix")')
+        if self.group is not None:
+            raise ValueError("group is for an archive directory; an S3 archive has no group")
+        named = {
+            name: (getattr(self, f"{name}_file"), getattr(self, f"{name}_env"))
+            for name in ("access_key_id", "secret_access_key")
+        }
+        for name, (file, env) in named.items():
+            if file is not None and env is not None:
+                raise ValueError(f"give one of {name}_file or {name}_env, not both")
+        given = [name for name, pair in named.items() if pair != (None, None)]
+        if len(given) == 1:
+            other = "secret_access_key" if given[0] == "access_key_id" else "access_key_id"
+            raise ValueError(
+                f"{given[0]} is named but not {other}: name both (each by _file or _env), "
+                "or neither for the standard AWS credential chain"
+            )
+        return self
+
+    @property
+    def path_style(self) -> bool:
+        """Whether requests name the bucket in the path (``addressing_style``, else an IP
+        endpoint)."""
+        if self.addressing_style is not None:
+            return self.addressing_style == "path"
+        host = urlsplit(self.endpoint_url).hostname if self.endpoint_url else None
+        if host is None:
+            return False
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return True
 
 
 DEFAULT_STATE_PATH = "/var/lib/inbox-poller/state.db"
@@ -682,6 +809,7 @@ class Config:
         base = path.parent
         self.archive_dir = (base / Path(model.archive.dir).expanduser()).resolve()
         self.archive_group = model.archive.group
+        self.archive_s3 = self._s3_archive(model.archive, base)
         self.state_path = (
             base / Path(model.state.path or DEFAULT_STATE_PATH).expanduser()
         ).resolve()
@@ -723,6 +851,11 @@ class Config:
         self.imap_ca = self._ca(model.imap.ca_file, "imap.ca_file", missing)
         self.oauth2 = self._oauth2(model.imap.oauth2, base, missing)
         self.download_ca = self._ca(model.download.ca_file, "download.ca_file", missing)
+        if self.archive_s3 is not None:
+            self.archive_s3 = replace(
+                self.archive_s3,
+                ca_file=self._ca(model.archive.ca_file, "archive.ca_file", missing),
+            )
         if missing:
             raise ConfigError.listing(missing, path=str(self.path))
 
@@ -756,6 +889,37 @@ class Config:
             ca_file=self._ca(oauth2.ca_file, "imap.oauth2.ca_file", missing),
         )
 
+    def _s3_archive(self, archive: ArchiveConfig, base: Path) -> S3ArchiveSettings | None:
+        if archive.url is None:
+            return None
+        bucket, prefix = parse_s3_url(archive.url)
+        keys: list[Secret] = []
+        for name in ("access_key_id", "secret_access_key"):
+            file, env = getattr(archive, f"{name}_file"), getattr(archive, f"{name}_env")
+            if file is not None or env is not None:
+                keys.append(
+                    Secret(
+                        f"archive.{name}", file=file, env=env, base_dir=base, config_path=self.path
+                    )
+                )
+        return S3ArchiveSettings(
+            bucket=bucket,
+            prefix=prefix,
+            endpoint_url=archive.endpoint_url,
+            region=archive.region,
+            access_key_id=keys[0] if keys else None,
+            secret_access_key=keys[1] if keys else None,
+            ca_file=None,
+            path_style=archive.path_style,
+        )
+
+    def archive_location(self, relative: str) -> str:
+        """Where the archive's *relative* path is: a file under ``archive.dir``, or
+        ``s3://bucket/prefix/<relative>``."""
+        if self.archive_s3 is not None:
+            return f"{self.archive_s3.url}/{relative}"
+        return str(self.archive_dir / relative)
+
     @property
     def imap_secrets(self) -> tuple[Secret, ...]:
         """The secrets the IMAP login reads: the password, or those OAuth2 needs."""
@@ -777,14 +941,20 @@ class Config:
     def secrets(self) -> tuple[Secret, ...]:
         """Every secret the configuration names."""
         state = () if self.state_password is None else (self.state_password,)
-        return (self.usertoken, self.imap_password, *state)
+        s3 = self.archive_s3.secrets() if self.archive_s3 is not None else ()
+        return (self.usertoken, self.imap_password, *state, *s3)
 
     def effective(self) -> dict[str, Any]:
         """Return the configuration as it is used: every key, defaults filled in, paths
         resolved; secrets are named by where they are read from, never by their value,
         and any value under a key that names a secret inline is redacted."""
         data = self._model.model_dump(mode="json")
-        data["archive"]["dir"] = str(self.archive_dir)
+        if self.archive_s3 is None:
+            data["archive"]["dir"] = str(self.archive_dir)
+        else:
+            del data["archive"]["dir"]  # exactly one of dir and url is used
+            if self.archive_s3.ca_file is not None:
+                data["archive"]["ca_file"] = str(self.archive_s3.ca_file)
         if self.state_url is None:
             data["state"]["path"] = str(self.state_path)
         for section, ca in (
@@ -805,7 +975,8 @@ class Config:
             f"{self.imap.folder} as {self.imap.username}"
             f"{self._auth_summary()}; "
             f"downloads from {', '.join(self.download.allowed_hosts)}; "
-            f"archive {self.archive_dir}; state {self.state_location}; "
+            f"archive {self.archive_s3.url if self.archive_s3 else self.archive_dir}; "
+            f"state {self.state_location}; "
             f"{len(self.schedules)} scheduled export(s)"
             + (f"; hook on_archived {self.hooks.on_archived[0]}" if self.hooks.on_archived else "")
         )
@@ -825,6 +996,30 @@ class Config:
     def state_dir(self) -> Path:
         """The directory of the ledger, where the daemon keeps its other state too."""
         return self.state_path.parent
+
+
+@dataclass(frozen=True)
+class S3ArchiveSettings:
+    """``[archive] url`` and what an S3 client needs; the keys are read only when used."""
+
+    bucket: str
+    prefix: str
+    """No slash at either end; empty for the bucket's top."""
+    endpoint_url: str | None
+    region: str | None
+    access_key_id: Secret | None
+    """With :attr:`secret_access_key`, or both None: the standard AWS credential chain."""
+    secret_access_key: Secret | None
+    ca_file: Path | None
+    """Trusted beside the system CAs."""
+    path_style: bool
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def secrets(self) -> tuple[Secret, ...]:
+        return tuple(s for s in (self.access_key_id, self.secret_access_key) if s is not None)
 
 
 @dataclass(frozen=True)

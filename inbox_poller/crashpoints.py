@@ -31,6 +31,10 @@ POINTS = (
 )
 """Every crash point, in the order a normal export passes them."""
 
+S3_POINTS = ("archive:mid-upload",)
+"""Points only the S3 archive passes (issue 14): after the first part of a multipart
+upload is sent, so a crash leaves an incomplete upload behind."""
+
 
 def armed(name: str) -> bool:
     """Whether ``INBOX_POLLER_CRASH_AT`` names *name*: for a step that must do part of its

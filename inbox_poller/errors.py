@@ -192,6 +192,14 @@ class ArchiveError(InboxPollerError):
     """Raised when the archive directory cannot be written safely."""
 
 
+class ArchiveUnavailable(ArchiveError):
+    """Raised when the archive's store failed for a moment (an S3 endpoint unreachable,
+    timing out, or answering 5xx/SlowDown): the download is tried again, as a transient
+    download failure is."""
+
+    retryable = True
+
+
 class ArchiveReadError(ArchiveError):
     """Raised by ``archive_reader`` when a manifest line or a payload cannot be read."""
 

@@ -2,8 +2,10 @@
 
 ``loop/`` and ``service/`` see the mailbox, the Pinpointe API, the downloader and the
 metrics only through these; ``imap/``, ``pinpointe/``, ``download/`` and ``metrics/``
-implement them, and the tests' fakes implement the same ones. The ledger and the
-archive are used as concrete types: they are local files, tested for real.
+implement them, and the tests' fakes implement the same ones. The ledger is used as
+a concrete type. The archive is ``ArchiveStore`` (issue 14): a directory
+(``archive.Archive``) or an S3 bucket (``archive.s3.S3Archive``), both tested for real,
+never faked.
 ``AccessTokens`` is the seam between two edges: ``imap/`` logs in with the tokens
 ``oauth/`` gets, without importing it.
 """
@@ -16,7 +18,9 @@ from datetime import date, datetime
 from typing import BinaryIO, Protocol
 
 from inbox_poller.models import (
+    ArchivedFile,
     DownloadResult,
+    Export,
     ExportRequest,
     FetchedMail,
     MailboxStatus,
@@ -109,6 +113,70 @@ class PayloadSink(Protocol):
 
         :raises ArchiveError:
         """
+        ...
+
+
+class ArchivePart(PayloadSink, Protocol):
+    """One payload on its way into the archive: a part file (``archive.PartFile``) or a
+    temporary S3 object (``archive.s3.S3Part``)."""
+
+    @property
+    def location(self) -> str:
+        """Where the part is (a path, an object key): the ledger records it with
+        ``verified``, and :meth:`ArchiveStore.publish` takes it."""
+        ...
+
+    def seal(self) -> None:
+        """Make every byte written durable where the part is. :raises ArchiveError:"""
+        ...
+
+    def discard(self) -> None:
+        """Remove the part and anything it left; never raises."""
+        ...
+
+
+class ArchiveStore(Protocol):
+    """Where payloads and the manifest go (``archive.Archive``, a directory, or
+    ``archive.s3.S3Archive``, a bucket); docs/reliability.md §3.6."""
+
+    def begin(self, export: Export) -> ArchivePart:
+        """Start the part *export*'s payload is streamed into. :raises ArchiveError:"""
+        ...
+
+    def describe(self, export: Export, result: DownloadResult) -> ArchivedFile:
+        """What *export*'s downloaded payload becomes in the archive (its final path)."""
+        ...
+
+    def publish(self, part: str, archived: ArchivedFile) -> None:
+        """Put the sealed part at *location* under its final name, atomically, never over
+        another payload. :raises ArchiveError:"""
+        ...
+
+    def drop_part(self, part: str) -> None:
+        """Remove the part at *part* if it is still there (its payload is already under
+        its final name: a crash came between the two); never raises."""
+        ...
+
+    def verify(self, archived: ArchivedFile, candidate: str | None = None) -> bool:
+        """Whether *candidate* (a part's location; default: the final name) holds exactly
+        *archived* (size and SHA-256)."""
+        ...
+
+    def append_manifest(
+        self,
+        export: Export,
+        archived: ArchivedFile,
+        now: datetime,
+        record: Callable[[int], None],
+    ) -> None:
+        """Add *export*'s manifest entry once, even across crashes; *record* is called
+        with the offset of an appended line, before it is written, when the archive has
+        one. :raises ArchiveError:"""
+        ...
+
+    def remove_leftovers(self, keep: set[str]) -> list[str]:
+        """Remove the parts a previous process did not finish, except those at the
+        locations in *keep*; return the locations removed."""
         ...
 
 

@@ -14,9 +14,11 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
-from inbox_poller.ports import Downloader, Metrics, NoMetrics, PayloadSink
+from inbox_poller.errors import ConfigError
+from inbox_poller.ports import ArchiveStore, Downloader, Metrics, NoMetrics, PayloadSink
 
 if TYPE_CHECKING:
+    from inbox_poller.archive.s3 import S3Archive
     from inbox_poller.config import Config
     from inbox_poller.imap.mailbox import ImapMailbox
     from inbox_poller.ledger.store import Store
@@ -126,7 +128,6 @@ def build_loop(
 
     *stop*, when set, makes a download under way park itself (the daemon's shutdown).
     """
-    from inbox_poller.archive import Archive
     from inbox_poller.download.fetcher import SafeDownloader
     from inbox_poller.loop.archiver import ExportArchiver
     from inbox_poller.loop.hooks import HookDispatcher
@@ -139,7 +140,7 @@ def build_loop(
     hooks = hook_settings(config)
     archiver = ExportArchiver(
         store,
-        Archive(config.archive_dir, config.archive_group),
+        build_archive(config),
         DownloaderPerThread(
             lambda: SafeDownloader(config.download, ca_file=config.download_ca, stop=stop)
         ),
@@ -152,6 +153,32 @@ def build_loop(
     poller = Poller(store, archiver, reader_settings(config), metrics=metrics)
     dispatcher = HookDispatcher(store, config.archive_dir, hooks)
     return LoopParts(store, mailbox, archiver, poller, dispatcher)
+
+
+def build_archive(config: Config) -> ArchiveStore:
+    """The archive the configuration names: ``archive.dir``, or the bucket of ``archive.url``
+    (boto3 is imported only then)."""
+    if config.archive_s3 is not None:
+        return build_s3_archive(config)
+    from inbox_poller.archive import Archive
+
+    return Archive(config.archive_dir, config.archive_group)
+
+
+def build_s3_archive(config: Config) -> S3Archive:
+    """The S3 archive of ``archive.url``; a clear error when boto3 (the ``[s3]`` extra) is
+    not installed."""
+    assert config.archive_s3 is not None
+    try:
+        from inbox_poller.archive.s3 import S3Archive
+    except ImportError as exc:
+        raise ConfigError(
+            f"an S3 archive needs boto3, which is not installed ({exc}): "
+            "pip install 'inbox-poller[s3]'",
+            path=str(config.path),
+            key="archive.url",
+        ) from None
+    return S3Archive.from_settings(config.archive_s3)
 
 
 def build_submitter(config: Config, store: Store, *, metrics: Metrics | None = None) -> Submitter:

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from pathlib import Path
+from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 from inbox_poller.archive import manifest_json, manifest_line
@@ -26,11 +26,10 @@ from inbox_poller.errors import (
 )
 from inbox_poller.logcontext import log_context
 from inbox_poller.models import ArchivedFile, CycleReport, Export, ExportState, utc_now
-from inbox_poller.ports import Downloader, Metrics, NoMetrics
+from inbox_poller.ports import ArchiveStore, Downloader, Metrics, NoMetrics
 from inbox_poller.urlpolicy import redact_url
 
 if TYPE_CHECKING:
-    from inbox_poller.archive import Archive
     from inbox_poller.ledger.store import Store
 
 logger = logging.getLogger("inbox_poller.loop")
@@ -42,7 +41,7 @@ class ExportArchiver:
     def __init__(
         self,
         store: Store,
-        archive: Archive,
+        archive: ArchiveStore,
         downloader: Downloader,
         *,
         max_attempts: int,
@@ -79,13 +78,14 @@ class ExportArchiver:
         a crash interrupted, and are finished without downloading again.
         """
         keep = {
-            Path(path).resolve()
+            path
             for export in self.store.list_exports([ExportState.VERIFIED])
             if (path := self.store.part_path(export.export_id))
         }
-        for stale in self.archive.stale_parts(keep):
-            logger.info("archive: removing %s left by an interrupted download", stale.name)
-            stale.unlink(missing_ok=True)
+        for stale in self.archive.remove_leftovers(keep):
+            logger.info(
+                "archive: removing %s left by an interrupted download", PurePath(stale).name
+            )
 
     def process_downloads(self, report: CycleReport) -> None:
         """Finish verified exports, then download every notified one, ``workers`` at a time.
@@ -239,9 +239,11 @@ class ExportArchiver:
             part.discard()
             raise
         archived = self.archive.describe(export, result)
-        self.store.mark_verified(export.export_id, str(part.path), archived, self.clock())
+        self.store.mark_verified(export.export_id, part.location, archived, self.clock())
         crash_point("download:after-verified")
-        self._publish(export.export_id, part.path, archived, report, download_s=result.elapsed_s)
+        self._publish(
+            export.export_id, part.location, archived, report, download_s=result.elapsed_s
+        )
 
     def _give_up(self, export: Export) -> None:
         """Fail an export whose attempts are used up, before starting another one.
@@ -303,9 +305,11 @@ class ExportArchiver:
         assert archived is not None
         part = self.store.part_path(export.export_id)
         if self.archive.verify(archived):
+            if part:
+                self.archive.drop_part(part)  # on S3 a copy, not a rename: the part stays
             self._publish(export.export_id, None, archived, report)
-        elif part and self.archive.verify(archived, Path(part)):
-            self._publish(export.export_id, Path(part), archived, report)
+        elif part and self.archive.verify(archived, part):
+            self._publish(export.export_id, part, archived, report)
         else:
             self.store.mark_redownload(
                 export.export_id, "the verified payload is gone; downloading again", self.clock()
@@ -314,7 +318,7 @@ class ExportArchiver:
     def _publish(
         self,
         export_id: int,
-        part: Path | None,
+        part: str | None,
         archived: ArchivedFile,
         report: CycleReport,
         *,

@@ -63,7 +63,7 @@ max_attempts = 2
 {download_extra}
 
 [archive]
-dir = "archive"
+{archive_section}
 
 [state]
 path = "state/state.db"
@@ -84,6 +84,8 @@ class LoopEnv:
     """What the config says (default: ``processed``)."""
     built: list[LoopParts] = field(default_factory=list)
     """Every loop :meth:`loop` built, closed by :meth:`close` (the fixtures call it)."""
+    archive_section: str = 'dir = "archive"'
+    """The keys of ``[archive]`` (issue 14: ``url`` and its keys for an S3 archive)."""
 
     @property
     def dovecot(self) -> DovecotServer:
@@ -117,6 +119,7 @@ class LoopEnv:
                 imap_ca=self.server.ca_file,
                 host_rule=self.sim.host_rule,
                 download_extra=download_extra,
+                archive_section=self.archive_section,
             ),
             encoding="utf-8",
         )

@@ -240,6 +240,11 @@ class PartFile:
         if error is not None:
             raise ArchiveError(f"cannot flush {self.path}: {error.strerror}") from error
 
+    @property
+    def location(self) -> str:
+        """The part file's path, as the ledger records it."""
+        return str(self.path)
+
     def restart(self) -> None:
         if self._fd is None:
             raise ArchiveError(f"{self.path} is already closed")
@@ -315,22 +320,7 @@ class Archive:
 
     def relative_path(self, export: Export, fmt: str = "json") -> str:
         """Return the final path of *export*'s payload as *fmt*, relative to the archive root."""
-        request = export.request
-        job_id = export.job_id or ""
-        if not JOB_ID_RE.match(job_id):
-            raise ArchiveError(f"export {export.export_id}: job ID {job_id!r} is not archivable")
-        try:
-            named = target(request)
-        except ValueError:
-            named = ""
-        if (request.method == CONTACT_DATA_METHOD and not STAT_ID_RE.match(request.stat)) or not (
-            _METHOD_RE.match(request.method) and _TARGET_RE.match(named)
-        ):
-            raise ArchiveError(f"export {export.export_id}: stat or method is not archivable")
-        if fmt not in FORMATS:
-            raise ArchiveError(f"export {export.export_id}: format {fmt!r} is not archivable")
-        when = export.submitted_at or export.created_at
-        return f"{request.method}/{when:%Y}/{when:%m}/{named}_job-{job_id}.{fmt}"
+        return relative_path(export, fmt)
 
     def _final(self, relative: str) -> Path:
         final = (self.root / relative).resolve()
@@ -359,7 +349,7 @@ class Archive:
             source=result.final_url,
         )
 
-    def publish(self, part_path: Path, archived: ArchivedFile) -> None:
+    def publish(self, part_path: Path | str, archived: ArchivedFile) -> None:
         """Rename the sealed part file over its final name and make the rename durable."""
         final = self._final(archived.path)
         try:
@@ -369,9 +359,15 @@ class Archive:
         except OSError as exc:
             raise ArchiveError(f"cannot move the payload into {final}: {exc.strerror}") from exc
 
-    def verify(self, archived: ArchivedFile, candidate: Path | None = None) -> bool:
+    def drop_part(self, part: str) -> None:
+        """Delete the part file at *part* if it is still there (a rename moves it, so it
+        normally is not); never raises."""
+        with contextlib.suppress(OSError):
+            Path(part).unlink(missing_ok=True)
+
+    def verify(self, archived: ArchivedFile, candidate: Path | str | None = None) -> bool:
         """Return whether *candidate* (default: the final file) holds exactly *archived*."""
-        path = candidate or self._final(archived.path)
+        path = Path(candidate) if candidate else self._final(archived.path)
         try:
             if path.is_symlink() or not path.is_file():
                 return False
@@ -502,6 +498,15 @@ class Archive:
             raise ArchiveError(f"cannot read {manifest}: {exc.strerror}") from exc
         return False
 
+    def remove_leftovers(self, keep: set[str]) -> list[str]:
+        """Delete the part files of downloads a previous process did not finish, except
+        those at the paths in *keep*; return the paths deleted."""
+        removed = []
+        for stale in self.stale_parts({Path(path).resolve() for path in keep}):
+            stale.unlink(missing_ok=True)
+            removed.append(str(stale))
+        return removed
+
     def stale_parts(self, keep: set[Path]) -> list[Path]:
         """Return part files left by an interrupted run, except those in *keep*."""
         if not self.root.is_dir():
@@ -511,6 +516,27 @@ class Archive:
             for path in self.root.rglob(f".*{PART_SUFFIX}")
             if path.is_file() and path.resolve() not in keep
         ]
+
+
+def relative_path(export: Export, fmt: str = "json") -> str:
+    """Return the final path of *export*'s payload as *fmt*, relative to the archive's top
+    (a directory, or an S3 prefix): ``<method>/<YYYY>/<MM>/<target>_job-<job_id>.<fmt>``."""
+    request = export.request
+    job_id = export.job_id or ""
+    if not JOB_ID_RE.match(job_id):
+        raise ArchiveError(f"export {export.export_id}: job ID {job_id!r} is not archivable")
+    try:
+        named = target(request)
+    except ValueError:
+        named = ""
+    if (request.method == CONTACT_DATA_METHOD and not STAT_ID_RE.match(request.stat)) or not (
+        _METHOD_RE.match(request.method) and _TARGET_RE.match(named)
+    ):
+        raise ArchiveError(f"export {export.export_id}: stat or method is not archivable")
+    if fmt not in FORMATS:
+        raise ArchiveError(f"export {export.export_id}: format {fmt!r} is not archivable")
+    when = export.submitted_at or export.created_at
+    return f"{request.method}/{when:%Y}/{when:%m}/{named}_job-{job_id}.{fmt}"
 
 
 def manifest_json(line: ManifestLine) -> str:

@@ -1,0 +1,135 @@
+"""The whole loop archiving to S3 (issue 14): real Dovecot, the simulator, real SeaweedFS.
+
+The same guarantees as on a directory (docs/reliability.md §3.6): one object under the
+final key with the served SHA-256, one manifest object, no part and no incomplete
+multipart upload left, the mail acknowledged last; a crash at any step resumes to that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from inbox_poller.crashpoints import CRASH_EXIT_STATUS
+from inbox_poller.ledger.store import Store
+from inbox_poller.models import ExportState
+from tests.plugins.loop import LoopEnv
+from tests.plugins.seaweedfs import S3Bucket
+
+pytestmark = [pytest.mark.dovecot, pytest.mark.seaweedfs]
+
+KEYWORD = b"$ExportArchived"
+PREFIX = "arch/prod"
+
+
+@pytest.fixture
+def s3_env(loop_env: LoopEnv, s3_bucket: S3Bucket) -> tuple[LoopEnv, S3Bucket]:
+    loop_env.archive_section = "\n".join(
+        [
+            f'url = "{s3_bucket.url}/{PREFIX}"',
+            f'endpoint_url = "{s3_bucket.endpoint_url}"',
+            f'region = "{s3_bucket.region}"',
+            f'access_key_id_file = "{s3_bucket.access_key_id_file}"',
+            f'secret_access_key_file = "{s3_bucket.secret_access_key_file}"',
+            f'ca_file = "{s3_bucket.ca_file}"',
+        ]
+    )
+    loop_env.write_config()
+    return loop_env, s3_bucket
+
+
+def _objects(bucket: S3Bucket) -> dict[str, bytes]:
+    client = bucket.client()
+    keys = [i["Key"] for i in client.list_objects_v2(Bucket=bucket.name).get("Contents", [])]
+    return {key: client.get_object(Bucket=bucket.name, Key=key)["Body"].read() for key in keys}
+
+
+def _uploads(bucket: S3Bucket) -> list[Any]:
+    found: list[Any] = bucket.client().list_multipart_uploads(Bucket=bucket.name).get("Uploads", [])
+    return found
+
+
+def _state(env: LoopEnv, job_id: str) -> ExportState:
+    export = Store(env.root / "state" / "state.db").export_by_job_id(job_id)
+    assert export is not None
+    return export.state
+
+
+def _assert_archived_once(env: LoopEnv, bucket: S3Bucket, job_id: str) -> None:
+    served = env.sim.job(job_id)
+    objects = _objects(bucket)
+    manifests = {k: v for k, v in objects.items() if k.startswith(f"{PREFIX}/manifest/")}
+    payloads = {k: v for k, v in objects.items() if k not in manifests}
+    [(key, payload)] = payloads.items()  # no part left under .parts/ either
+    assert hashlib.sha256(payload).hexdigest() == served.sha256
+    [(manifest_key, raw)] = manifests.items()
+    line = json.loads(raw)
+    assert (line["job_id"], line["sha256"], line["bytes"]) == (job_id, served.sha256, served.bytes)
+    assert f"{PREFIX}/{line['path']}" == key  # the path is relative to the prefix
+    assert manifest_key == f"{PREFIX}/manifest/{line['path'].rsplit('.', 1)[0]}.json"
+    assert _uploads(bucket) == []
+    assert env.archived_files() == [] and env.manifest() == []  # nothing local
+    assert env.messages() == {}
+    [flags] = env.messages(env.processed).values()
+    assert KEYWORD in flags
+    assert _state(env, job_id) is ExportState.ACKNOWLEDGED
+
+
+def test_run_once_archives_to_s3(s3_env: tuple[LoopEnv, S3Bucket]) -> None:
+    env, bucket = s3_env
+    job_id = env.submit()
+    first = env.cli("run", "--once")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "archived 1, acknowledged 1" in first.stdout
+    assert f"archived job {job_id}: {bucket.url}/{PREFIX}/" in first.stdout
+    _assert_archived_once(env, bucket, job_id)
+    exports = json.loads(env.cli("exports", "--json").stdout)
+    assert exports[0]["path"].startswith(f"{bucket.url}/{PREFIX}/")
+
+    second = env.cli("run", "--once")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "archived 0, acknowledged 0" in second.stdout
+    assert len(env.sim.job(job_id).requests) == 1
+    _assert_archived_once(env, bucket, job_id)
+
+    check = env.cli("check")
+    assert f"{bucket.url}/{PREFIX} is writable" in check.stdout, check.stdout + check.stderr
+
+
+S3_POINTS = (
+    "download:after-start",
+    "download:mid-body",
+    "download:after-verified",
+    "archive:after-rename",
+    "archive:before-manifest-line",
+    "download:after-manifest",
+    "ack:before-mark",
+    "ack:after-mark",
+)
+"""The crash points on the S3 archive's path (``archive:mid-manifest-line`` is the
+directory's: an S3 object is written whole or not at all)."""
+
+
+@pytest.mark.parametrize("point", S3_POINTS)
+def test_a_crash_at_each_step_resumes_to_exactly_one_object(
+    s3_env: tuple[LoopEnv, S3Bucket], point: str
+) -> None:
+    env, bucket = s3_env
+    job_id = env.submit()
+    crashed = env.cli("run", "--once", crash_at=point)
+    assert crashed.returncode == CRASH_EXIT_STATUS, crashed.stdout + crashed.stderr
+    for _ in range(3):
+        resumed = env.cli("run", "--once")
+        if _state(env, job_id) is ExportState.ACKNOWLEDGED:
+            break
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    _assert_archived_once(env, bucket, job_id)
+    downloads = len(env.sim.job(job_id).requests)
+    assert downloads <= 2
+    idle = env.cli("run", "--once")
+    assert "archived 0, acknowledged 0" in idle.stdout
+    assert len(env.sim.job(job_id).requests) == downloads
+    _assert_archived_once(env, bucket, job_id)
