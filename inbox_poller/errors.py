@@ -63,6 +63,23 @@ class StoreError(InboxPollerError):
     """Raised when the ledger cannot be opened, migrated or written."""
 
 
+class LedgerUnavailable(StoreError):
+    """Raised when a PostgreSQL ledger cannot be reached for now: the server is down or
+    restarting, the connection was lost (a transaction it cut was rolled back by the
+    server, or its commit's outcome is unknown), or a statement or lock wait timed out.
+    Nothing is recorded as failed for it: the work is tried again once the ledger is back
+    (docs/scale-out-progress-ledger.md, "Robustness and migration").
+
+    ``outcome_unknown`` is true when the connection was lost at ``COMMIT``: the change
+    may or may not be in the ledger, so nothing that depends on it may be undone."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
+        self.outcome_unknown = outcome_unknown
+        super().__init__(message)
+
+
 class DuplicateSubmission(StoreError):
     """Raised when a schedule's export already holds its slot in the ledger (a racing fire)."""
 

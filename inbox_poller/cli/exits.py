@@ -6,6 +6,8 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_TEMPFAIL = 75
+"""``EX_TEMPFAIL``: the ledger is unavailable for now (a PostgreSQL restart); try again."""
 EXIT_CONFIG = 78
 """``EX_CONFIG`` from sysexits.h: the unit file does not restart on it."""
 EXIT_TIMEOUT = 124

@@ -22,9 +22,9 @@ from datetime import date
 from typing import TYPE_CHECKING, TypeAlias
 
 from inbox_poller import __version__
-from inbox_poller.cli.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_USAGE
+from inbox_poller.cli.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_TEMPFAIL, EXIT_USAGE
 from inbox_poller.cli.logsetup import configure_logging, report_final_error
-from inbox_poller.errors import ConfigError, InboxPollerError, UsageError
+from inbox_poller.errors import ConfigError, InboxPollerError, LedgerUnavailable, UsageError
 from inbox_poller.methods import ALL_OPTION_KEYS, FORMATS, METHODS
 from inbox_poller.models import CONTACT_DATA_METHOD, JOB_ID_RE, STAT_ID_RE, ExportState
 
@@ -40,6 +40,7 @@ _DATE_FORMS = (
 
 EXIT_CODES_COMMON = (
     ("2", "usage error (an unknown option, a malformed value)"),
+    ("75", "the PostgreSQL ledger is unavailable for now (try again later)"),
     ("78", "configuration error (the file, a key or a secret; nothing was done)"),
 )
 
@@ -545,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Submit Pinpointe async exports and archive the payloads their "
         "notification mails link to, exactly once.",
         epilog=f"`{PROG} COMMAND --help` shows each command's use, an example and its exit "
-        "codes.\nexit status: 0 ok, 1 failure, 2 usage, 78 configuration.",
+        "codes.\nexit status: 0 ok, 1 failure, 2 usage, 75 ledger unavailable, 78 configuration.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -579,6 +580,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         report_final_error(str(exc), EXIT_USAGE, args.log_format)
         return EXIT_USAGE
+    except LedgerUnavailable as exc:
+        report_final_error(
+            f"{exc} (the ledger is unavailable; try again later)", EXIT_TEMPFAIL, args.log_format
+        )
+        return EXIT_TEMPFAIL
     except InboxPollerError as exc:
         report_final_error(str(exc), EXIT_FAILURE, args.log_format)
         return EXIT_FAILURE

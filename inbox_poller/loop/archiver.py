@@ -22,6 +22,7 @@ from inbox_poller.errors import (
     DownloadError,
     DownloadTransient,
     InboxPollerError,
+    LedgerUnavailable,
     LinkExpired,
 )
 from inbox_poller.logcontext import log_context
@@ -183,6 +184,8 @@ class ExportArchiver:
         try:
             with log_context(export_id=export.export_id, job_id=export.job_id):
                 step(export, report)
+        except LedgerUnavailable:
+            raise  # not the export's failure: it resumes from its state once the ledger is back
         except InboxPollerError as exc:
             logger.error(
                 "export %d (job %s): %s",
@@ -239,7 +242,12 @@ class ExportArchiver:
             part.discard()
             raise
         archived = self.archive.describe(export, result)
-        self.store.mark_verified(export.export_id, part.location, archived, self.clock())
+        try:
+            self.store.mark_verified(export.export_id, part.location, archived, self.clock())
+        except LedgerUnavailable as exc:
+            if not exc.outcome_unknown:  # not recorded: the next attempt downloads again
+                part.discard()
+            raise
         crash_point("download:after-verified")
         self._publish(
             export.export_id, part.location, archived, report, download_s=result.elapsed_s

@@ -19,7 +19,13 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from inbox_poller.crashpoints import crash_point
-from inbox_poller.errors import ExtractError, MailboxError, ReaderUnavailable, StoreError
+from inbox_poller.errors import (
+    ExtractError,
+    LedgerUnavailable,
+    MailboxError,
+    ReaderUnavailable,
+    StoreError,
+)
 from inbox_poller.ledger.keys import LAST_POLL_KEY
 from inbox_poller.loop.budget import MailBudget
 from inbox_poller.matching.jobids import ascii_lower, id_key
@@ -295,6 +301,8 @@ class MailReader:
                 for fetched, read in pending:
                     try:
                         self._process_mail(fetched, read, report)
+                    except LedgerUnavailable:
+                        raise  # not this mail's fault: the batch is read again later
                     except StoreError as exc:
                         logger.error(
                             "uid %s: %s", fetched.key, exc, extra={"uid": str(fetched.key)}

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
-from inbox_poller.errors import InboxPollerError
+from inbox_poller.errors import InboxPollerError, LedgerUnavailable
 from inbox_poller.ledger.store import Store
 from inbox_poller.loop.archiver import ExportArchiver
 from inbox_poller.models import CycleReport, ExportState
@@ -79,6 +79,13 @@ class DownloadPool:
             export = self._store.get_export(export_id)
             if export.state in DOWNLOAD_STATES:
                 self._archiver.download_export(export, CycleReport())
+        except LedgerUnavailable as exc:
+            logger.warning(
+                "export %d: the ledger is unavailable; the download resumes when it is back: %s",
+                export_id,
+                exc,
+                extra={"export_id": export_id},
+            )
         except InboxPollerError as exc:
             logger.error("export %d: %s", export_id, exc, extra={"export_id": export_id})
         except Exception:

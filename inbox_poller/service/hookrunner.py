@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
-from inbox_poller.errors import InboxPollerError
+from inbox_poller.errors import InboxPollerError, LedgerUnavailable
 from inbox_poller.loop.hooks import HookDispatcher
 from inbox_poller.models import utc_now
 
@@ -48,6 +48,8 @@ class HookRunner:
             try:
                 self._dispatcher.run_due(self._stop)
                 next_due = self._dispatcher.next_due()
+            except LedgerUnavailable as exc:  # tried again at the next wake
+                logger.warning("hooks: the ledger is unavailable: %s", exc)
             except InboxPollerError as exc:
                 logger.error("hooks: %s", exc)
             except Exception:

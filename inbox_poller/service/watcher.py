@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from inbox_poller.errors import MailboxError, MailboxLoginError, TokenRefused
+from inbox_poller.errors import LedgerUnavailable, MailboxError, MailboxLoginError, TokenRefused
 from inbox_poller.models import MailboxStatus
 from inbox_poller.ports import Mailbox, Metrics, NoMetrics
 
@@ -172,6 +172,9 @@ class MailboxWatcher:
             logger.warning("mailbox watcher: %s", exc)
             self._metrics.failure("mailbox", exc)
             return _short(exc)
+        except LedgerUnavailable as exc:  # not a bug: the pass is made again once it is back
+            logger.warning("mailbox watcher: the ledger is unavailable: %s", exc)
+            return "ledger unavailable"
         except Exception as exc:  # a bug or a failing callback: keep watching, loudly
             logger.exception("mailbox watcher: unexpected error; reconnecting")
             self._metrics.failure("mailbox", exc)
