@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -723,7 +723,33 @@ def _postgres_url_problem(url: str) -> str | None:
         )
     if not parts.path.strip("/"):
         return "url must name a database: postgresql://user@host/DATABASE"
-    return None
+    return _postgres_tls_problem(parts.hostname or "", parse_qs(parts.query))
+
+
+_PG_VERIFYING = ("verify-full", "verify-ca")
+
+
+def _postgres_tls_problem(netloc_host: str, query: dict[str, list[str]]) -> str | None:
+    """Refuse a network ledger whose TLS does not verify the server (secure by default).
+
+    libpq's default, ``sslmode=prefer``, falls back to plain text without a word, and
+    ``require`` encrypts to anyone who answers. As ``[imap] security = "plain"``, an
+    unverified connection is allowed only to this machine: a loopback host or a unix
+    socket (a host that is a directory, ``/run/postgresql``, or none at all).
+    """
+    hosts = [h for value in query.get("host", []) for h in value.split(",")] or [netloc_host]
+    hosts += [h for value in query.get("hostaddr", []) for h in value.split(",")]
+    remote = [h for h in (unquote(h).strip() for h in hosts) if h and not h.startswith(("/", "@"))]
+    remote = [h for h in remote if not is_loopback_host(h)]
+    sslmode = (query.get("sslmode") or [""])[-1]
+    if not remote or sslmode in _PG_VERIFYING:
+        return None
+    given = f"sslmode={sslmode}" if sslmode else "no sslmode (libpq's default, prefer)"
+    return (
+        f"url reaches {remote[0]} over the network with {given}: add "
+        "sslmode=verify-full&sslrootcert=/path/to/ca.pem to its query, so the connection is "
+        "encrypted and the server verified (without, only to a loopback host or a unix socket)"
+    )
 
 
 class StateConfig(_Section):

@@ -462,6 +462,24 @@ def test_run_warns_about_an_exposed_secret_in_its_log(
 
 
 @pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://inbox@db.internal/x?sslmode=verify-full",
+        "postgresql://inbox@db.internal/x?sslmode=verify-ca&sslrootcert=/etc/ca.pem",
+        "postgresql://inbox@127.0.0.1:5432/x",
+        "postgresql://inbox@[::1]/x?sslmode=disable",
+        "postgresql://inbox@localhost/x?sslmode=require",
+        "postgresql:///x",
+        "postgresql://inbox@%2Frun%2Fpostgresql/x",
+        "postgresql://inbox@/x?host=/run/postgresql",
+    ],
+)
+def test_state_url_without_verified_tls_only_to_this_machine(tmp_path: Path, url: str) -> None:
+    config = load_config(_write(tmp_path, MINIMAL + f'\n[state]\nurl = "{url}"\n'))
+    assert config.state_url == url
+
+
+@pytest.mark.parametrize(
     ("lines", "message"),
     [
         ('on_archived = ["load-export"]', "absolute path, got 'load-export'"),
@@ -562,6 +580,18 @@ def test_state_url_with_a_password_env_or_none(
         ('url = "/var/lib/state.db"', "must start with postgresql:// .got no scheme."),
         ('url = "postgresql://inbox@db"', "must name a database"),
         ('url = "postgresql://inbox@db:99999/x"', "not a valid URL"),
+        (
+            'url = "postgresql://inbox@db.internal/x"',
+            "url reaches db.internal over the network with no sslmode .libpq's default, "
+            "prefer.: add sslmode=verify-full&sslrootcert=/path/to/ca.pem",
+        ),
+        ('url = "postgresql://inbox@db.internal/x?sslmode=require"', "with sslmode=require: add"),
+        ('url = "postgresql://inbox@10.0.0.5/x?sslmode=disable"', "reaches 10.0.0.5 "),
+        (
+            'url = "postgresql://inbox@localhost/x?host=db.internal&sslmode=prefer"',
+            "reaches db.internal over",
+        ),
+        ('url = "postgresql://inbox@localhost/x?hostaddr=10.1.1.1"', "reaches 10.1.1.1 over"),
     ],
 )
 def test_state_errors_name_the_key(tmp_path: Path, lines: str, message: str) -> None:
