@@ -20,7 +20,7 @@ import logging
 
 from inbox_poller.errors import StoreError
 from inbox_poller.ledger.engine import Tx
-from inbox_poller.ledger.schema import SCHEMA_VERSION
+from inbox_poller.ledger.schema import ARCHIVE_ONCE_INDEX, SCHEMA_VERSION, check_migration
 
 logger = logging.getLogger("inbox_poller.ledger")
 
@@ -164,6 +164,7 @@ PG_MIGRATIONS: dict[int, str] = {
     ALTER TABLE exports ADD COLUMN lease_until TEXT;
     CREATE INDEX exports_owner ON exports(owner)
     """,
+    9: ARCHIVE_ONCE_INDEX,
 }
 """Statements taking a PostgreSQL ledger from the version before to the key's version."""
 
@@ -223,6 +224,7 @@ def pg_migrate(conn: Tx, where: str) -> None:
         _refuse_newer(version, where)
         start = version
         for target in range(version + 1, SCHEMA_VERSION + 1):
+            check_migration(conn, target, where)
             for statement in _statements(PG_MIGRATIONS[target]):
                 conn.execute(statement)
             conn.execute("UPDATE schema_version SET version = ?", (target,))

@@ -34,7 +34,16 @@ from inbox_poller.models import (
 
 logger = logging.getLogger("inbox_poller.ledger")
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
+
+ARCHIVED_STATES = "('archived', 'acknowledged')"
+"""The states of an export whose payload is in the archive (``models.ExportState``)."""
+
+ARCHIVE_ONCE_INDEX = (
+    "CREATE UNIQUE INDEX exports_archive_path ON exports(archive_path)"
+    " WHERE archive_path IS NOT NULL AND state IN " + ARCHIVED_STATES
+)
+"""Schema version 9 on both engines: one archived export per archive path."""
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -210,7 +219,39 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE exports ADD COLUMN lease_until TEXT;
     CREATE INDEX exports_owner ON exports(owner)
     """,
+    # v9: archive once. The archive path names the job (``archive.relative_path``), and a
+    # job ID is unique, so no two exports should ever be archived at one path; the index
+    # makes it the ledger's rule (two daemons, a layout change, a migrated ledger).
+    # Only exports that reached ``archived`` count: a failed export keeps the path its
+    # last verified download was going to (``archive_path`` is not cleared), and a
+    # resubmission of it has its own job and path. Checked first (``check_migration``).
+    9: ARCHIVE_ONCE_INDEX,
 }
+
+
+def check_migration(conn: Tx, target: int, where: str) -> None:
+    """Refuse to take the ledger at *where* to *target* when its data breaks the new rule.
+
+    :raises StoreError: naming the rows, so they can be looked at before trying again.
+    """
+    if target != 9:
+        return
+    rows = conn.execute(
+        "SELECT archive_path, COUNT(*) AS n, MIN(export_id) AS first, MAX(export_id) AS last"
+        " FROM exports WHERE archive_path IS NOT NULL"
+        " AND state IN ('archived', 'acknowledged')"  # ARCHIVED_STATES
+        " GROUP BY archive_path HAVING COUNT(*) > 1 ORDER BY archive_path"
+    ).fetchall()
+    if rows:
+        found = "; ".join(
+            f"{row['archive_path']} ({row['n']} exports, {row['first']} to {row['last']})"
+            for row in rows[:5]
+        )
+        raise StoreError(
+            f"ledger {where}: cannot add the archive-once rule (schema version 9): "
+            f"{len(rows)} archive path(s) are recorded for several archived exports: {found}."
+            " Check `inbox-poller exports` and the archive, then keep one export per path"
+        )
 
 
 def migration_statements(version: int) -> list[str]:
@@ -253,6 +294,7 @@ def migrate(
         )
     for target in range(version + 1, SCHEMA_VERSION + 1):
         with transaction() as tx:
+            check_migration(tx, target, str(path))
             for statement in migration_statements(target):
                 tx.execute(statement)
             tx.execute(f"PRAGMA user_version = {target}")

@@ -367,15 +367,21 @@ class Store(HookRecords):
         """Record the export as archived; in the same transaction, queue a run of each of
         *hooks* with *event* (its manifest line) as payload, due now."""
         with self._transaction() as conn:
-            self._transition(
-                conn,
-                export_id,
-                ExportState.ARCHIVED,
-                now,
-                None,
-                archived_at=to_iso(now),
-                part_path=None,
-            )
+            try:
+                self._transition(
+                    conn,
+                    export_id,
+                    ExportState.ARCHIVED,
+                    now,
+                    None,
+                    archived_at=to_iso(now),
+                    part_path=None,
+                )
+            except self._integrity_errors as exc:  # schema v9: one archived export per path
+                raise StoreError(
+                    f"export {export_id}: another export is already archived at its archive"
+                    " path; not archived twice"
+                ) from exc
             for hook in hooks:
                 conn.execute(
                     "INSERT INTO hook_runs (export_id, hook, payload, state, next_at, created_at)"
