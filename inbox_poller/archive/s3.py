@@ -507,3 +507,32 @@ class S3Archive:
         except ValueError:
             entry = None
         return entry if isinstance(entry, dict) else {}
+
+    def put_manifest(self, path: str, line: str) -> bool:
+        """Write *line* (one manifest line, JSON) as the manifest object of the payload at
+        *path* unless one is there (``inbox-poller migrate``); return whether it wrote it.
+
+        :raises ArchiveError: the key holds the manifest of another job or SHA-256.
+        """
+        entry = json.loads(line)
+        key = self.manifest_key(path)
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=(line.rstrip("\n") + "\n").encode("utf-8"),
+                ContentType="application/json",
+                IfNoneMatch="*",
+            )
+            return True
+        except botocore.exceptions.ClientError as exc:
+            if not _precondition_failed(exc):
+                raise _failed(f"write {key}", exc) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _failed(f"write {key}", exc) from exc
+        found = self._read_manifest(key)
+        if found.get("job_id") != entry.get("job_id") or found.get("sha256") != entry.get("sha256"):
+            raise ArchiveError(
+                f"S3: {key} already holds the manifest of another payload; it is left as it is"
+            )
+        return False

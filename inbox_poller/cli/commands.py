@@ -658,3 +658,27 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         method_name=args.method,
         fmt=args.format,
     )
+
+
+def cmd_migrate(config: Config, args: argparse.Namespace) -> int:
+    """Move the ledger to PostgreSQL and the archive to S3, as ``--to`` configures them."""
+    from inbox_poller.config import load_config
+    from inbox_poller.migration import plan as planning
+    from inbox_poller.migration import run as migration
+    from inbox_poller.wiring import build_s3_archive
+
+    target = load_config(Path(args.to))
+    plan = planning.plan(
+        config, target, ledger_only=args.ledger_only, archive_only=args.archive_only
+    )
+    report = migration.run(
+        plan,
+        source_url=config.state_url,
+        password=config.state_password.read if config.state_password else None,
+        target_password=target.state_password.read if target.state_password else None,
+        target_archive=build_s3_archive(target) if plan.archive else None,
+        dry_run=args.dry_run,
+    )
+    for line in report.lines():
+        print(line)
+    return exits.EXIT_OK if report.ok else exits.EXIT_FAILURE

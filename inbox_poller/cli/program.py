@@ -363,6 +363,41 @@ def _add_check(commands: SubParsers) -> None:
     )
 
 
+def _add_migrate(commands: SubParsers) -> None:
+    migrate = add_command(
+        commands,
+        "migrate",
+        summary="move a SQLite ledger to PostgreSQL and a local archive to S3",
+        description="Copy the ledger (every table, keeping IDs) and the archive (every "
+        "payload the manifest names, checked by SHA-256, and one manifest object each) from "
+        "the configuration given with -c to the one given with --to. Each half moves only "
+        "when the two differ ([state] path to url, [archive] dir to url). Stop the daemon "
+        "first. Safe to run again: it resumes, and a finished migration changes nothing. "
+        "See docs/migration.md.",
+        examples=[
+            f"{PROG} -c /etc/inbox-poller/config.toml migrate "
+            "--to /etc/inbox-poller/config-new.toml --dry-run"
+        ],
+        exit_codes=[
+            ("0", "everything is in the target"),
+            ("1", "something could not be copied (listed), or the target was refused"),
+        ],
+        handler=_command("cmd_migrate"),
+    )
+    migrate.add_argument(
+        "--to",
+        required=True,
+        metavar="CONFIG",
+        help="the configuration the daemon will run with afterwards (the target)",
+    )
+    migrate.add_argument(
+        "--dry-run", action="store_true", help="say what would be copied; change nothing"
+    )
+    halves = migrate.add_mutually_exclusive_group()
+    halves.add_argument("--ledger-only", action="store_true", help="move the ledger only")
+    halves.add_argument("--archive-only", action="store_true", help="move the archive only")
+
+
 def _add_auth(commands: SubParsers) -> None:
     group = add_command(
         commands,
@@ -536,6 +571,7 @@ SUBCOMMANDS: tuple[Callable[[SubParsers], None], ...] = (
     _add_config,
     _add_inspect,
     _add_archive,
+    _add_migrate,
     _add_sandbox,
 )
 

@@ -1,0 +1,1 @@
+"""``inbox-poller migrate``: a SQLite ledger and a local archive to PostgreSQL and S3."""
