@@ -70,7 +70,7 @@ def _pg_rows(database: PgDatabase, table: str) -> int:
         if not exists or not exists[0]:
             return 0
         row = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()  # noqa: S608
-    return int(row[0]) if row else 0
+    return int(str(row[0])) if row else 0
 
 
 def test_a_real_ledger_and_archive_move_to_postgresql_and_s3(
