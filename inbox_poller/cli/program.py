@@ -374,10 +374,7 @@ def _add_migrate(commands: SubParsers) -> None:
         "when the two differ ([state] path to url, [archive] dir to url). Stop the daemon "
         "first. Safe to run again: it resumes, and a finished migration changes nothing. "
         "See docs/migration.md.",
-        examples=[
-            f"{PROG} -c /etc/inbox-poller/config.toml migrate "
-            "--to /etc/inbox-poller/config-new.toml --dry-run"
-        ],
+        examples=[f"{PROG} migrate --to /etc/inbox-poller/new.toml --dry-run"],
         exit_codes=[
             ("0", "everything is in the target"),
             ("1", "something could not be copied (listed), or the target was refused"),
