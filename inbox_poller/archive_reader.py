@@ -50,6 +50,11 @@ from inbox_poller.payloadformats import FormatError, csv_records, xml_records, x
 MANIFEST_NAME = "manifest.jsonl"
 PART_SUFFIX = ".part"
 """A payload being written (``.<job_id>.<random>.part``); an interrupted download leaves one."""
+MANIFEST_DIR = "manifest"
+"""On a bucket (``[archive] url``), the manifest is one object per export under this
+directory: :func:`manifest_object_path`."""
+PARTS_DIR = ".parts"
+"""On a bucket, uploads under way are under ``.parts/<job_id>/``."""
 MAX_LINE_BYTES = 1 << 20
 """A manifest line longer than this is not one of ours (ours are well under 2 KiB)."""
 READ_BYTES = 1 << 16
@@ -141,6 +146,14 @@ def parse_manifest_line(text: bytes | str) -> ManifestLine:
                 raise ValueError(f"{name!r} is {type(value[name]).__name__}")
             optional[name] = value[name]
     return ManifestLine(**{name: value[name] for name in _FIELD_TYPES}, **optional)
+
+
+def manifest_object_path(relative: str) -> str:
+    """Return where, relative to a bucket archive's prefix, the manifest object of the
+    payload at *relative* is: ``manifest/`` + its path with ``.json`` for its extension
+    (``manifest/<method>/<YYYY>/<MM>/<target>_job-<job_id>.json``)."""
+    stem = relative.rsplit(".", 1)[0] if "." in relative.rsplit("/", 1)[-1] else relative
+    return f"{MANIFEST_DIR}/{stem}.json"
 
 
 def _lines(handle: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:

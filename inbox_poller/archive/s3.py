@@ -52,7 +52,11 @@ from botocore.config import Config as BotoConfig
 
 from inbox_poller import crashpoints
 from inbox_poller.archive import manifest_json, manifest_line, relative_path
-from inbox_poller.archive_reader import PART_SUFFIX
+from inbox_poller.archive_reader import (
+    PART_SUFFIX,
+    PARTS_DIR,
+    manifest_object_path,
+)
 from inbox_poller.config import S3ArchiveSettings
 from inbox_poller.errors import ArchiveError, ArchiveUnavailable
 from inbox_poller.models import ArchivedFile, DownloadResult, Export
@@ -65,8 +69,6 @@ logger = logging.getLogger("inbox_poller.archive")
 PART_BYTES = 8 * 1024 * 1024
 """The size of each part of a multipart upload (S3's minimum is 5 MiB, except the last):
 the most a part holds in memory while a download streams into it."""
-MANIFEST_DIR = "manifest"
-PARTS_DIR = ".parts"
 _HASH_CHUNK_BYTES = 1024 * 1024
 _MAX_MANIFEST_OBJECT_BYTES = 1024 * 1024
 
@@ -326,8 +328,7 @@ class S3Archive:
 
     def manifest_key(self, relative: str) -> str:
         """The key of the manifest object of the payload at *relative*."""
-        stem = relative.rsplit(".", 1)[0]
-        return self.key(f"{MANIFEST_DIR}/{stem}.json")
+        return self.key(manifest_object_path(relative))
 
     def ensure_writable(self) -> None:
         """Prove the bucket reachable and an object writable (and deletable) under the prefix."""

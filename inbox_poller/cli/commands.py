@@ -112,8 +112,6 @@ def _require_s3_archive(config: Config) -> str:
     from inbox_poller.wiring import build_s3_archive
 
     assert config.archive_s3 is not None
-    if config.hooks.on_archived:
-        _refuse_s3_archive(config, "hooks.on_archived")
     build_s3_archive(config).ensure_writable()
     return config.archive_s3.url
 

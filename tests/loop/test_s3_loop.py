@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -133,3 +134,58 @@ def test_a_crash_at_each_step_resumes_to_exactly_one_object(
     assert "archived 0, acknowledged 0" in idle.stdout
     assert len(env.sim.job(job_id).requests) == downloads
     _assert_archived_once(env, bucket, job_id)
+
+
+def test_a_hook_gets_the_payloads_s3_url_and_fetches_the_object(
+    s3_env: tuple[LoopEnv, S3Bucket],
+) -> None:
+    # a real hook program: it reads the object its environment names, with its own
+    # credentials (the daemon hands it none), and checks the SHA-256 it was given
+    env, bucket = s3_env
+    seen = env.root / "hook-seen.json"
+    hook = env.root / "hook"
+    hook.write_text(
+        f"#!{sys.executable}\n"
+        "import hashlib, json, os, sys\n"
+        "import boto3\n"
+        "from botocore.config import Config\n"
+        "env = {k: v for k, v in os.environ.items() if k.startswith('INBOX_POLLER_')}\n"
+        "client = boto3.client('s3', endpoint_url=env['INBOX_POLLER_S3_ENDPOINT_URL'],\n"
+        "    region_name=env['INBOX_POLLER_S3_REGION'],\n"
+        f"    aws_access_key_id=open({str(bucket.access_key_id_file)!r}).read().strip(),\n"
+        f"    aws_secret_access_key=open({str(bucket.secret_access_key_file)!r}).read().strip(),\n"
+        f"    verify={str(bucket.ca_file)!r}, config=Config(s3={{'addressing_style': 'path'}}))\n"
+        "body = client.get_object(Bucket=env['INBOX_POLLER_BUCKET'],\n"
+        "    Key=env['INBOX_POLLER_KEY'])['Body'].read()\n"
+        "manifest = client.get_object(Bucket=env['INBOX_POLLER_BUCKET'],\n"
+        "    Key=env['INBOX_POLLER_MANIFEST_KEY'])['Body'].read()\n"
+        f"with open({str(seen)!r}, 'w') as out:\n"
+        "    json.dump({'env': env, 'stdin': sys.stdin.read(), 'manifest': manifest.decode(),\n"
+        "        'sha256': hashlib.sha256(body).hexdigest()}, out)\n"
+    )
+    hook.chmod(0o755)
+    env.config_path.write_text(
+        env.config_path.read_text() + f'\n[hooks]\non_archived = ["{hook}"]\ntimeout = "1m"\n'
+    )
+    job_id = env.submit()
+    result = env.cli("run", "--once")
+    assert result.returncode == 0, result.stdout + result.stderr
+    _assert_archived_once(env, bucket, job_id)
+    found = json.loads(seen.read_text())
+    hook_env = found["env"]
+    served = env.sim.job(job_id)
+    assert found["sha256"] == served.sha256 == hook_env["INBOX_POLLER_SHA256"]
+    line = json.loads(found["stdin"])
+    assert json.loads(found["manifest"]) == line
+    assert hook_env["INBOX_POLLER_JOB_ID"] == job_id
+    assert hook_env["INBOX_POLLER_KEY"] == f"{PREFIX}/{line['path']}"
+    assert hook_env["INBOX_POLLER_URL"] == f"{bucket.url}/{PREFIX}/{line['path']}"
+    assert hook_env["INBOX_POLLER_ARCHIVE_URL"] == f"{bucket.url}/{PREFIX}"
+    assert hook_env["INBOX_POLLER_BUCKET"] == bucket.name
+    # no local path is named (there is none), and no credential is handed over
+    for local in ("INBOX_POLLER_FILE", "INBOX_POLLER_ARCHIVE_DIR", "INBOX_POLLER_MANIFEST"):
+        assert local not in hook_env
+    secret = bucket.secret_access_key_file.read_text().strip()
+    assert not any(secret in value for value in hook_env.values())
+    exports = json.loads(env.cli("exports", "--json").stdout)
+    assert exports[0]["hooks"][0]["state"] == "done"
