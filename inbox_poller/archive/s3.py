@@ -35,13 +35,14 @@ import atexit
 import contextlib
 import functools
 import hashlib
+import io
 import json
 import logging
 import os
 import secrets
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TypeAlias
@@ -182,6 +183,76 @@ def make_client(
     return client
 
 
+class _Body(io.RawIOBase):
+    """An object's body as a stream whose failures are ``OSError`` (botocore raises its own)."""
+
+    def __init__(self, body: Any, where: str) -> None:
+        self._body = body
+        self._where = where
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data: bytes = self._body.read(None if size is None or size < 0 else size)
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise OSError(f"S3: cannot read {self._where}: {exc}") from exc
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._body.close()
+        super().close()
+
+
+class S3Objects:
+    """A bucket, read only: implements ``archive_reader.BucketObjects`` over boto3, for
+    ``BucketReader`` and ``verify_bucket`` (``inbox-poller archive verify``)."""
+
+    def __init__(self, client: S3Client, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}"
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        try:
+            pages = self.client.get_paginator("list_objects_v2")
+            for page in pages.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield str(item["Key"]), int(item["Size"])
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise OSError(str(_failed(f"list {self.url}/{prefix}", exc))) from exc
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except botocore.exceptions.ClientError as exc:
+            if _not_found(exc):
+                raise FileNotFoundError(f"{self.url}/{key}: no such object") from exc
+            raise OSError(str(_failed(f"read {self.url}/{key}", exc))) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise OSError(str(_failed(f"read {self.url}/{key}", exc))) from exc
+        return io.BufferedReader(_Body(body, f"{self.url}/{key}"), buffer_size=1 << 16)
+
+    def uploads(self, prefix: str) -> Iterator[str]:
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads")
+            for page in pages.paginate(Bucket=self.bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    yield str(upload["Key"])
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise OSError(str(_failed(f"list the uploads under {self.url}/{prefix}", exc))) from exc
+
+
 class S3Part:
     """A payload under way to its temporary key; implements ``ports.PayloadSink``.
 
@@ -318,6 +389,10 @@ class S3Archive:
     @classmethod
     def from_settings(cls, settings: S3ArchiveSettings) -> S3Archive:
         return cls(make_client(settings), settings.bucket, settings.prefix)
+
+    def objects(self) -> S3Objects:
+        """The bucket, read only (``archive verify``, the readers)."""
+        return S3Objects(self.client, self.bucket)
 
     def key(self, relative: str) -> str:
         """The object key of *relative* (a path under the prefix)."""
