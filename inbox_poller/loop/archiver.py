@@ -19,6 +19,7 @@ from inbox_poller.archive import manifest_json, manifest_line
 from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import (
     ArchiveError,
+    ArchiveUnavailable,
     DownloadError,
     DownloadTransient,
     InboxPollerError,
@@ -33,6 +34,18 @@ if TYPE_CHECKING:
     from inbox_poller.ledger.store import Store
 
 logger = logging.getLogger("inbox_poller.loop")
+
+OUTAGE_FIRST_PAUSE_S = 0.5
+OUTAGE_MAX_PAUSE_S = 10.0
+"""After the archive's store failed for a moment (``ArchiveUnavailable``), the next export
+waits 0.5 s, doubling with each failure in a row up to this, before it tries again."""
+
+
+def outage_pause_s(failures: int) -> float:
+    """How long to wait before the next attempt after *failures* outages in a row."""
+    if failures <= 0:
+        return 0.0
+    return float(min(OUTAGE_MAX_PAUSE_S, OUTAGE_FIRST_PAUSE_S * 2 ** (failures - 1)))
 
 
 class ExportArchiver:
@@ -68,6 +81,9 @@ class ExportArchiver:
         self._background_report = CycleReport()
         self._background_error: BaseException | None = None
         self.workers = workers
+        self._outages = 0
+        """Attempts in a row that met the archive's outage (every thread's): the next
+        waits :func:`outage_pause_s` first, so a daemon does not spin while S3 is down."""
         """How many exports :meth:`process_downloads` downloads at once (``run --once``;
         the daemon's pool has its own threads, ``[daemon] download_workers``)."""
 
@@ -180,19 +196,28 @@ class ExportArchiver:
     def download_export(self, export: Export, report: CycleReport) -> None:
         """Bring one export to ``archived``; failures are recorded, logged and reported."""
         step = self._finish_verified if export.state is ExportState.VERIFIED else self._download
+        if self._outages and self.stop.wait(outage_pause_s(self._outages)):
+            return  # stopping: the export stays as it is, for the next start
         try:
             with log_context(export_id=export.export_id, job_id=export.job_id):
                 step(export, report)
+            self._outages = 0
+        except ArchiveUnavailable as exc:
+            self._outages += 1
+            self._failed(export, exc, report)
         except InboxPollerError as exc:
-            logger.error(
-                "export %d (job %s): %s",
-                export.export_id,
-                export.job_id,
-                exc,
-                extra={"export_id": export.export_id, "job_id": export.job_id},
-            )
-            self.metrics.failure("download", exc)
-            report.failed.append(f"job {export.job_id}: {exc}")
+            self._failed(export, exc, report)
+
+    def _failed(self, export: Export, exc: InboxPollerError, report: CycleReport) -> None:
+        logger.error(
+            "export %d (job %s): %s",
+            export.export_id,
+            export.job_id,
+            exc,
+            extra={"export_id": export.export_id, "job_id": export.job_id},
+        )
+        self.metrics.failure("download", exc)
+        report.failed.append(f"job {export.job_id}: {exc}")
 
     def _download(self, export: Export, report: CycleReport) -> None:
         assert export.download_url is not None
@@ -208,7 +233,11 @@ class ExportArchiver:
             export.attempts,
             extra={"export_id": export.export_id, "job_id": export.job_id},
         )
-        part = self.archive.begin(export)
+        try:
+            part = self.archive.begin(export)
+        except ArchiveUnavailable as exc:
+            self._archive_unavailable(export, exc)
+            raise
         try:
             result = self.downloader.download(
                 export.download_url or "", part, expected=export.request.format
@@ -229,6 +258,9 @@ class ExportArchiver:
                     extra={"export_id": export.export_id, "job_id": export.job_id},
                 )
                 return
+            if isinstance(exc, ArchiveUnavailable):
+                self._archive_unavailable(export, exc)
+                raise
             self._download_failed(export, exc)
             raise
         except Exception as exc:  # a bug, or MemoryError: the attempt still counts
@@ -287,6 +319,15 @@ class ExportArchiver:
         reason = f"{exc} (gave up after {export.attempts} attempts)" if exc.retryable else str(exc)
         failed = self.store.mark_failed(export.export_id, reason, self.clock(), link_failed=link)
         self._next_link(failed)
+
+    def _archive_unavailable(self, export: Export, exc: ArchiveUnavailable) -> None:
+        """The archive's store failed for a moment (an S3 outage, after the client's own
+        retries): the export goes back to ``notified`` with the attempt not counted, as on
+        shutdown, so an outage longer than ``download.max_attempts`` passes loses nothing;
+        the link was not at fault. The next pass downloads it again."""
+        self.store.mark_download_parked(
+            export.export_id, self.clock(), f"the archive is unavailable: {exc}"
+        )
 
     def _next_link(self, export: Export) -> None:
         """Say so when another mail's link took over from the one that just failed."""

@@ -10,15 +10,24 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from typing import Any
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from inbox_poller import crashpoints
 from inbox_poller.crashpoints import CRASH_EXIT_STATUS
 from inbox_poller.ledger.store import Store
-from inbox_poller.models import ExportState
+from inbox_poller.loop import archiver as archiver_module
+from inbox_poller.models import Export, ExportState
+from inbox_poller.sandbox.simulator.jobs import Faults
 from tests.plugins.loop import LoopEnv
 from tests.plugins.seaweedfs import S3Bucket
+
+if TYPE_CHECKING:
+    from inbox_poller.sandbox.seaweedfs.server import SeaweedFSServer
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.seaweedfs]
 
@@ -189,3 +198,114 @@ def test_a_hook_gets_the_payloads_s3_url_and_fetches_the_object(
     assert not any(secret in value for value in hook_env.values())
     exports = json.loads(env.cli("exports", "--json").stdout)
     assert exports[0]["hooks"][0]["state"] == "done"
+
+
+# ---- an S3 outage mid-run --------------------------------------------------------------------
+
+
+def _export(env: LoopEnv, job_id: str) -> Export:
+    export = Store(env.root / "state" / "state.db").export_by_job_id(job_id)
+    assert export is not None
+    return export
+
+
+@pytest.mark.parametrize(
+    ("point", "left"),
+    [
+        ("download:after-verified", ExportState.VERIFIED),  # the copy to the final key
+        ("archive:before-manifest-line", ExportState.VERIFIED),  # the manifest object
+        ("download:after-start", ExportState.NOTIFIED),  # begin, before any byte
+    ],
+)
+def test_an_outage_at_a_step_is_finished_by_a_later_pass(
+    s3_env: tuple[LoopEnv, S3Bucket],
+    seaweedfs: SeaweedFSServer,
+    monkeypatch: pytest.MonkeyPatch,
+    point: str,
+    left: ExportState,
+) -> None:
+    # the endpoint goes down at *point* (fault injection at a real step of the loop, in
+    # this process); the client's retries give up; a pass after it is back finishes
+    env, bucket = s3_env
+    job_id = env.submit()
+    stops: list[str] = []
+
+    def outage(name: str) -> None:
+        if name == point and not stops:
+            stops.append(name)
+            seaweedfs.stop()
+
+    monkeypatch.setattr(crashpoints, "crash_point", outage)
+    monkeypatch.setattr(archiver_module, "crash_point", outage)
+    parts = env.loop()
+    first = parts.poller.run_once(parts.mailbox)
+    assert stops == [point]
+    # (a verified export is tried again at the end of the same pass: up to two failures)
+    assert first.archived == [] and first.failed, first
+    assert all("S3: cannot" in failure for failure in first.failed), first
+    export = _export(env, job_id)
+    assert export.state is left
+    assert export.attempts <= 1  # an outage never uses up the download's attempts
+    assert env.messages() != {}  # not acknowledged while it is not archived
+
+    seaweedfs.start()
+    second = parts.poller.run_once(parts.mailbox)
+    assert second.archived == [job_id] and second.failed == [], second
+    _assert_archived_once(env, bucket, job_id)
+    # downloaded once: a verified payload is finished, not fetched again, and an outage
+    # at begin comes before the first byte is asked for
+    assert len(env.sim.job(job_id).requests) == 1
+
+
+def test_an_outage_longer_than_the_download_attempts_loses_nothing(
+    s3_env: tuple[LoopEnv, S3Bucket], seaweedfs: SeaweedFSServer
+) -> None:
+    # download.max_attempts is 2 here: three passes during an outage would have failed
+    # the export for good if the archive's outage counted as the link's failure
+    env, bucket = s3_env
+    job_id = env.submit()
+    parts = env.loop()
+    seaweedfs.stop()
+    try:
+        for _ in range(3):
+            report = parts.poller.run_once(parts.mailbox)
+            assert report.archived == [] and len(report.failed) == 1, report
+            export = _export(env, job_id)
+            assert (export.state, export.attempts) == (ExportState.NOTIFIED, 0)
+            assert export.reason is not None
+            assert export.reason.startswith("the archive is unavailable: S3: cannot")
+    finally:
+        seaweedfs.start()
+    assert env.cli("run", "--once").returncode == 0
+    _assert_archived_once(env, bucket, job_id)
+
+
+def test_an_outage_mid_download_with_run_once_loses_nothing(
+    s3_env: tuple[LoopEnv, S3Bucket], seaweedfs: SeaweedFSServer
+) -> None:
+    # a real `run --once` process: the endpoint goes down while the payload streams
+    # (the simulator stalls mid-body), so the part cannot be stored; the run exits 1,
+    # the next one after the endpoint is back archives it once
+    env, bucket = s3_env
+    env.sim.faults_for_next_job(Faults(stall_first=1, stall_at=200, stall_s=3.0))
+    job_id = env.submit()
+    with ThreadPoolExecutor(1) as pool:
+        run = pool.submit(env.cli, "run", "--once")
+        _until(lambda: len(env.sim.job(job_id).requests) == 1)
+        seaweedfs.stop()
+        first = run.result()
+    seaweedfs.start()
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "S3: cannot" in first.stdout + first.stderr
+    assert _state(env, job_id) is ExportState.NOTIFIED
+    second = env.cli("run", "--once")
+    assert second.returncode == 0, second.stdout + second.stderr
+    _assert_archived_once(env, bucket, job_id)
+    assert len(env.sim.job(job_id).requests) == 2
+
+
+def _until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
