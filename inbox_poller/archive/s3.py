@@ -70,6 +70,12 @@ logger = logging.getLogger("inbox_poller.archive")
 PART_BYTES = 8 * 1024 * 1024
 """The size of each part of a multipart upload (S3's minimum is 5 MiB, except the last):
 the most a part holds in memory while a download streams into it."""
+COPY_LIMIT = 5 * 1024**3
+"""The largest object one ``CopyObject`` copies (S3's limit): a larger payload is
+published by a multipart copy (``UploadPartCopy``), :meth:`S3Archive.publish`."""
+COPY_PART_BYTES = 512 * 1024**2
+"""The range each ``UploadPartCopy`` copies (server-side: no byte passes the daemon)."""
+_MAX_PARTS = 10_000
 _HASH_CHUNK_BYTES = 1024 * 1024
 _MAX_MANIFEST_OBJECT_BYTES = 1024 * 1024
 
@@ -379,12 +385,22 @@ class S3Archive:
     """The archive under ``s3://bucket/prefix``: keys, parts, publishing and the manifest."""
 
     def __init__(
-        self, client: S3Client, bucket: str, prefix: str = "", *, part_bytes: int = PART_BYTES
+        self,
+        client: S3Client,
+        bucket: str,
+        prefix: str = "",
+        *,
+        part_bytes: int = PART_BYTES,
+        copy_limit: int = COPY_LIMIT,
+        copy_part_bytes: int = COPY_PART_BYTES,
     ) -> None:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.part_bytes = part_bytes
+        self.copy_limit = copy_limit
+        """Payloads larger than this are published by a multipart copy."""
+        self.copy_part_bytes = copy_part_bytes
 
     @classmethod
     def from_settings(cls, settings: S3ArchiveSettings) -> S3Archive:
@@ -484,12 +500,15 @@ class S3Archive:
         """
         final = self.key(archived.path)
         try:
-            self.client.copy_object(
-                Bucket=self.bucket,
-                Key=final,
-                CopySource={"Bucket": self.bucket, "Key": part_key},
-                IfNoneMatch="*",
-            )
+            if archived.bytes > self.copy_limit:
+                self._copy_in_parts(part_key, final, archived.bytes)
+            else:
+                self.client.copy_object(
+                    Bucket=self.bucket,
+                    Key=final,
+                    CopySource={"Bucket": self.bucket, "Key": part_key},
+                    IfNoneMatch="*",
+                )
         except botocore.exceptions.ClientError as exc:
             if not _precondition_failed(exc):
                 raise _failed(f"copy {part_key} to {final}", exc) from exc
@@ -504,6 +523,59 @@ class S3Archive:
             self.client.delete_object(Bucket=self.bucket, Key=part_key)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise _failed(f"delete {part_key}", exc) from exc
+
+    def _copy_in_parts(self, source: str, final: str, size: int) -> None:
+        """Copy *source* to *final* by ranges (``UploadPartCopy``), completed with
+        ``If-None-Match: *``: what ``CopyObject`` does, for an object over its 5 GiB limit.
+
+        An upload an earlier attempt left at *final* (it died mid-copy) is aborted first:
+        only the daemon that claimed the export publishes it. A failure aborts this
+        upload (best effort; the next attempt's would anyway) and raises botocore's error.
+        """
+        self._abort_uploads_at(final)
+        step = max(self.copy_part_bytes, -(-size // _MAX_PARTS))
+        upload_id = str(
+            self.client.create_multipart_upload(Bucket=self.bucket, Key=final)["UploadId"]
+        )
+        try:
+            parts = []
+            for number, start in enumerate(range(0, size, step), start=1):
+                copied = self.client.upload_part_copy(
+                    Bucket=self.bucket,
+                    Key=final,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource={"Bucket": self.bucket, "Key": source},
+                    CopySourceRange=f"bytes={start}-{min(start + step, size) - 1}",
+                )
+                parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
+                if number == 1:
+                    crashpoints.crash_point("archive:mid-copy")
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=final,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                IfNoneMatch="*",
+            )
+        except BaseException:
+            with contextlib.suppress(
+                botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError
+            ):
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=final, UploadId=upload_id
+                )
+            raise
+
+    def _abort_uploads_at(self, key: str) -> None:
+        pages = self.client.get_paginator("list_multipart_uploads")
+        for page in pages.paginate(Bucket=self.bucket, Prefix=key):
+            for upload in page.get("Uploads", []):
+                if upload["Key"] == key:
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=key, UploadId=upload["UploadId"]
+                    )
+                    logger.info("archive: removing an unfinished copy to %s", key)
 
     def drop_part(self, part: str) -> None:
         """Delete the temporary object *part* (a crash came between the copy and its
