@@ -450,15 +450,24 @@ class S3Archive:
         key = f"{self._parts_prefix(str(export.job_id))}{secrets.token_hex(6)}{PART_SUFFIX}"
         return S3Part(self.client, self.bucket, key, self.part_bytes)
 
-    def abort_leftovers(self, job_id: str, keep: str | None = None) -> list[str]:
+    def abort_leftovers(
+        self, job_id: str, keep: str | None = None, before: datetime | None = None
+    ) -> list[str]:
         """Abort the incomplete uploads and delete the objects under *job_id*'s parts
-        prefix (except the key *keep*); return the keys cleared."""
+        prefix (except the key *keep*, and, with *before*, anything started since);
+        return the keys cleared."""
         prefix = self._parts_prefix(job_id)
         cleared: list[str] = []
+
+        def old(started: datetime | None) -> bool:
+            return before is None or (started is not None and started < before)
+
         try:
             pages = self.client.get_paginator("list_multipart_uploads")
             for page in pages.paginate(Bucket=self.bucket, Prefix=prefix):
                 for upload in page.get("Uploads", []):
+                    if not old(upload.get("Initiated")):
+                        continue
                     self.client.abort_multipart_upload(
                         Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                     )
@@ -466,7 +475,7 @@ class S3Archive:
             listing = self.client.get_paginator("list_objects_v2")
             for page in listing.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
-                    if item["Key"] != keep:
+                    if item["Key"] != keep and old(item.get("LastModified")):
                         self.client.delete_object(Bucket=self.bucket, Key=item["Key"])
                         cleared.append(item["Key"])
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
@@ -481,6 +490,30 @@ class S3Archive:
         it; a sweep here would abort the uploads of other daemons under way."""
         del keep
         return []
+
+    def leftover_jobs(self) -> list[str]:
+        """The job IDs with an object or an incomplete upload under ``.parts/``."""
+        root = self.key(f"{PARTS_DIR}/")
+        jobs: set[str] = set()
+        try:
+            listing = self.client.get_paginator("list_objects_v2")
+            for page in listing.paginate(Bucket=self.bucket, Prefix=root, Delimiter="/"):
+                for common in page.get("CommonPrefixes", []):
+                    jobs.add(str(common["Prefix"])[len(root) :].rstrip("/"))
+            uploads = self.client.get_paginator("list_multipart_uploads")
+            for page in uploads.paginate(Bucket=self.bucket, Prefix=root):
+                for upload in page.get("Uploads", []):
+                    job, _, rest = str(upload["Key"])[len(root) :].partition("/")
+                    if rest:
+                        jobs.add(job)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise _failed(f"list {root}", exc) from exc
+        return sorted(jobs)
+
+    def clear_leftovers(self, job_id: str, before: datetime) -> list[str]:
+        """Clear what is under ``.parts/<job_id>/`` and was started before *before* (an
+        upload started since, after the export was tried again, is left alone)."""
+        return self.abort_leftovers(job_id, before=before)
 
     def describe(self, export: Export, result: DownloadResult) -> ArchivedFile:
         return ArchivedFile(

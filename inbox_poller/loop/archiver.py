@@ -26,7 +26,14 @@ from inbox_poller.errors import (
     LinkExpired,
 )
 from inbox_poller.logcontext import log_context
-from inbox_poller.models import ArchivedFile, CycleReport, Export, ExportState, utc_now
+from inbox_poller.models import (
+    FINAL_STATES,
+    ArchivedFile,
+    CycleReport,
+    Export,
+    ExportState,
+    utc_now,
+)
 from inbox_poller.ports import ArchiveStore, Downloader, Metrics, NoMetrics
 from inbox_poller.urlpolicy import redact_url
 
@@ -34,6 +41,10 @@ if TYPE_CHECKING:
     from inbox_poller.ledger.store import Store
 
 logger = logging.getLogger("inbox_poller.loop")
+
+SETTLED_STATES = FINAL_STATES | {ExportState.ARCHIVED}
+"""Exports that no attempt will upload again (unless a later mail reopens a final one:
+then only what was started after it settled is new)."""
 
 OUTAGE_FIRST_PAUSE_S = 0.5
 OUTAGE_MAX_PAUSE_S = 10.0
@@ -102,6 +113,31 @@ class ExportArchiver:
             logger.info(
                 "archive: removing %s left by an interrupted download", PurePath(stale).name
             )
+        self._clear_settled_leftovers()
+
+    def _clear_settled_leftovers(self) -> None:
+        """Clear what interrupted uploads left for exports that will not be downloaded
+        again (S3: ``.parts/<job_id>/``), which no ``begin`` would ever clear.
+
+        Only exports the ledger says are settled (archived, or in a final state), and only
+        what was started before they settled: an upload under way for an export that was
+        tried again since, by any daemon, is never touched. An outage skips the sweep; the
+        next start sweeps again.
+        """
+        try:
+            jobs = self.archive.leftover_jobs()
+        except ArchiveError as exc:
+            logger.warning("archive: leftovers not swept: %s", exc)
+            return
+        for job_id in jobs:
+            export = self.store.export_by_job_id(job_id)
+            if export is None or export.state not in SETTLED_STATES:
+                continue
+            try:
+                self.archive.clear_leftovers(job_id, export.updated_at)
+            except ArchiveError as exc:
+                logger.warning("archive: leftovers of job %s not swept: %s", job_id, exc)
+                return
 
     def process_downloads(self, report: CycleReport) -> None:
         """Finish verified exports, then download every notified one, ``workers`` at a time.

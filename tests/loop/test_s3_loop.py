@@ -309,3 +309,37 @@ def _until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+# ---- leftovers of exports that are never attempted again -------------------------------------
+
+
+def test_leftovers_of_a_settled_export_are_swept_and_nothing_else(
+    s3_env: tuple[LoopEnv, S3Bucket],
+) -> None:
+    # a daemon died mid-upload (its upload and a sealed part stay under .parts/<job>/),
+    # then the export failed for good without another begin: nothing would ever clear
+    # them but the sweep at start, which touches only settled exports' older leftovers
+    env, bucket = s3_env
+    client = bucket.client()
+    job_id = env.submit()
+    dead = f"{PREFIX}/.parts/{job_id}/dead.part"
+    client.create_multipart_upload(Bucket=bucket.name, Key=dead)
+    client.put_object(Bucket=bucket.name, Key=f"{PREFIX}/.parts/{job_id}/sealed.part", Body=b"x")
+    other = f"{PREFIX}/.parts/777/under-way.part"  # an export this ledger does not settle
+    client.create_multipart_upload(Bucket=bucket.name, Key=other)
+    for _ in range(2):  # max_attempts = 2, each attempt dies before it begins
+        assert env.cli("run", "--once", crash_at="download:after-start").returncode == 100
+    gave_up = env.cli("run", "--once")
+    assert "gave up after 2 attempts" in gave_up.stdout + gave_up.stderr
+    assert _state(env, job_id) is ExportState.FAILED
+    assert {u["Key"] for u in _uploads(bucket)} == {dead, other}  # not swept yet
+    time.sleep(1.1)  # S3 times have a second's resolution
+    later = f"{PREFIX}/.parts/{job_id}/started-after-it-failed.part"
+    client.create_multipart_upload(Bucket=bucket.name, Key=later)
+
+    swept = env.cli("run", "--once")
+    assert swept.returncode == 0, swept.stdout + swept.stderr
+    assert {u["Key"] for u in _uploads(bucket)} == {other, later}
+    assert not [key for key in _objects(bucket) if "/.parts/" in key]
+    assert f"removing {dead} left by an interrupted upload" in swept.stderr
