@@ -37,7 +37,10 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 for _path in (BENCH_DIR.parent, BENCH_DIR):
-    if str(_path) not in sys.path:
+    # a child run with --root imports inbox_poller from that tree (PYTHONPATH) instead
+    if str(_path) not in sys.path and not (
+        _path == BENCH_DIR.parent and "PYTHONPATH" in os.environ
+    ):
         sys.path.insert(0, str(_path))
 
 from bench_download import MIB, OpensslServer, Run, _sha256, _timed, write_payload
@@ -62,7 +65,10 @@ def child_main(url: str, ca: Path, settings_json: str) -> None:
         path_style=True,
     )
     waited = [0.0]
-    send = s3.S3Part._send
+    # the part's hand-over: _send (one part in flight), or _upload_part in a tree from
+    # before it (--root), where each part was sent on the download's thread
+    handover = "_send" if hasattr(s3.S3Part, "_send") else "_upload_part"
+    send = getattr(s3.S3Part, handover)
     finish = s3.S3Part._finish
 
     def timed_send(self: Any, chunk: bytes) -> None:
@@ -79,7 +85,7 @@ def child_main(url: str, ca: Path, settings_json: str) -> None:
         finally:
             waited[0] += time.perf_counter() - started
 
-    s3.S3Part._send = timed_send  # type: ignore[method-assign]
+    setattr(s3.S3Part, handover, timed_send)
     s3.S3Part._finish = timed_finish  # type: ignore[method-assign]
     host = url.split("/")[2]
     config = DownloadConfig(allowed_hosts=(host,), allow_private_addresses=True, max_bytes=2**40)
@@ -118,7 +124,13 @@ def child_main(url: str, ca: Path, settings_json: str) -> None:
 
 
 def _measure(
-    url: str, ca: Path, payload: Path, work: Path, server: Any, reps: int
+    url: str,
+    ca: Path,
+    payload: Path,
+    work: Path,
+    server: Any,
+    reps: int,
+    before: Path | None = None,
 ) -> dict[str, float]:
     from inbox_poller.sandbox.seaweedfs.server import SeaweedFSServer
 
@@ -163,12 +175,14 @@ def _measure(
             url,
         ],
     }
+    if before is not None:
+        commands["before"] = commands["ours"]
     runs: dict[str, list[Run]] = {name: [] for name in commands}
     order = list(commands)
     for _ in range(reps):
         for name in order:
-            run = _timed(commands[name])
-            if name == "ours":
+            run = _timed(commands[name], root=before if name == "before" else None)
+            if name in ("ours", "before"):
                 if run.report["sha256"] != digest:
                     raise SystemExit("the archived payload differs from the one served")
                 head = client.head_object(Bucket=bucket, Key=run.report["key"])
@@ -191,7 +205,9 @@ def _measure(
             for run in runs[name]
         )
 
+    old = {"before": median("before", "download_s+publish_s")} if before is not None else {}
     return {
+        **old,
         "put": median("curl PUT"),
         "get": median("curl GET"),
         "ours": median("ours"),
@@ -220,6 +236,12 @@ def _print_table(rows: list[tuple[int, dict[str, float]]], reps: int) -> None:
             f"| {m['ours'] / m['put']:.2f}x / {m['work'] / m['put']:.2f}x "
             f"| {m['rss']:.0f} / {m['curl_rss']:.0f} | {m['ours_cpu']:.2f} / {m['put_cpu']:.2f} |"
         )
+    for size, m in rows:
+        if "before" in m:
+            print(
+                f"{size} MiB, download + archive with --root (before): {m['before']:.2f} s, "
+                f"{m['before'] / m['put']:.2f}x curl PUT"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="64,512", help="payload sizes in MiB")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        help="also run the archive path with inbox_poller imported from this directory",
+    )
     parser.add_argument("--child", nargs=3, metavar=("URL", "CA", "S3"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -252,7 +279,18 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{size} MiB: {payload.stat().st_size} bytes", flush=True)
                     url = https.publish(payload)
                     rows.append(
-                        (size, _measure(url, ca.ca_cert, payload, work, seaweedfs, args.reps))
+                        (
+                            size,
+                            _measure(
+                                url,
+                                ca.ca_cert,
+                                payload,
+                                work,
+                                seaweedfs,
+                                args.reps,
+                                args.root.resolve() if args.root else None,
+                            ),
+                        )
                     )
                     payload.unlink()
                     (work / f"{payload.stem}.http").unlink()
