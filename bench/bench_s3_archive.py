@@ -6,14 +6,18 @@ For each payload size (64 and 512 MiB by default), served by a loopback HTTPS se
 * ``curl -T FILE --aws-sigv4 aws:amz:<region>:s3`` uploading the payload, already on
   disk, to the same SeaweedFS in one PUT (the floor: no download, no validation);
 * one child process running the real path: ``SafeDownloader.download`` (TLS, SHA-256,
-  the JSON check) streaming into ``S3Archive``'s part (multipart upload of 8 MiB parts),
+  the JSON check) streaming into ``S3Archive``'s part (multipart upload of 8 MiB parts,
+  each sent on the download's thread),
   then the seal (completing the upload), the publish (a server-side copy to the final
   key) and the manifest object, as the loop does;
 * ``curl -o`` downloading the payload from the HTTPS server (the download alone).
 
-The child reports how long the download's thread waited on the part uploads (handing
-a part over, which waits for the one in flight, and the seal, which sends the last part
-and completes the upload): the time the download stands still while parts are sent.
+The child reports how long the download's thread waited on the part uploads (each
+part's ``upload_part``, and the seal, which sends the last part and completes the
+upload): the time the download stands still while parts are sent. ``--root`` runs the
+same path from another tree beside it (an A/B in one run: this VM's load moves single
+runs by half). Background uploads with one part in flight were measured that way and
+dropped (docs/scale-out-progress-archive.md).
 Peak RSS comes from ``os.wait4`` on each child.
 
 Run: ``python bench/bench_s3_archive.py [--sizes 64,512] [--reps 3]``. Needs the
@@ -65,8 +69,8 @@ def child_main(url: str, ca: Path, settings_json: str) -> None:
         path_style=True,
     )
     waited = [0.0]
-    # the part's hand-over: _send (one part in flight), or _upload_part in a tree from
-    # before it (--root), where each part was sent on the download's thread
+    # the part's hand-over: _upload_part (on the download's thread), or _send in a tree
+    # that uploads in the background with one part in flight (--root)
     handover = "_send" if hasattr(s3.S3Part, "_send") else "_upload_part"
     send = getattr(s3.S3Part, handover)
     finish = s3.S3Part._finish

@@ -10,8 +10,7 @@ layout under the prefix is the directory's::
 
 * **The part.** A download streams into :class:`S3Part` (a ``ports.PayloadSink``): the
   bytes are buffered up to :data:`PART_BYTES` and sent as one part of a multipart upload
-  to the part's temporary key, on a background thread while the next part fills (one
-  part in flight), so memory stays bounded by two parts whatever the payload's size (a
+  to the part's temporary key, so memory stays bounded whatever the payload's size (a
   payload smaller than one part is sent with one ``PutObject`` when sealed). The upload
   is completed when the part is sealed (or read back for validation), under the
   temporary key only: nothing is ever written under the final key by a download.
@@ -43,7 +42,6 @@ import os
 import secrets
 import ssl
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -70,9 +68,8 @@ S3Client: TypeAlias = Any
 logger = logging.getLogger("inbox_poller.archive")
 
 PART_BYTES = 8 * 1024 * 1024
-"""The size of each part of a multipart upload (S3's minimum is 5 MiB, except the last).
-A part in memory fills while the one before it is uploaded in the background: a download
-holds at most two (bench/bench_s3_archive.py)."""
+"""The size of each part of a multipart upload (S3's minimum is 5 MiB, except the last):
+the most a part holds in memory while a download streams into it."""
 COPY_LIMIT = 5 * 1024**3
 """The largest object one ``CopyObject`` copies (S3's limit): a larger payload is
 published by a multipart copy (``UploadPartCopy``), :meth:`S3Archive.publish`."""
@@ -282,9 +279,6 @@ class S3Part:
         self._parts: list[dict[str, Any]] = []
         self._written = 0
         self._complete = False
-        self._sending: threading.Thread | None = None
-        """The part being uploaded in the background (at most one)."""
-        self._send_error: BaseException | None = None
 
     @property
     def location(self) -> str:
@@ -306,46 +300,13 @@ class S3Part:
         while len(self._buffer) >= self.part_bytes:
             chunk = bytes(self._buffer[: self.part_bytes])
             del self._buffer[: self.part_bytes]
-            self._send(chunk)
-
-    def _send(self, chunk: bytes) -> None:
-        """Upload *chunk* as the next part on a background thread, so the download goes
-        on meanwhile; first wait for the part before it (one part in flight: memory
-        stays bounded by two parts). Its failure is raised here or at the seal."""
-        self._wait()
-        self._start_upload()
-        self._sending = threading.Thread(
-            target=self._send_in_background, args=(chunk,), name="s3-part", daemon=True
-        )
-        self._sending.start()
-
-    def _send_in_background(self, chunk: bytes) -> None:
-        try:
             self._upload_part(chunk)
-        except BaseException as exc:  # raised on the download's thread, by _wait
-            self._send_error = exc
-
-    def _wait(self) -> None:
-        """Wait for the part in flight; raise its failure."""
-        if self._sending is not None:
-            self._sending.join()
-            self._sending = None
-        error, self._send_error = self._send_error, None
-        if error is not None:
-            raise error
-
-    def _start_upload(self) -> None:
-        if self._upload_id is not None:
-            return
-        try:
-            started = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.path)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            raise _failed(f"start the upload of {self.path}", exc) from exc
-        self._upload_id = str(started["UploadId"])
 
     def _upload_part(self, chunk: bytes) -> None:
-        self._start_upload()
         try:
+            if self._upload_id is None:
+                started = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.path)
+                self._upload_id = str(started["UploadId"])
             number = len(self._parts) + 1
             sent = self.client.upload_part(
                 Bucket=self.bucket,
@@ -362,8 +323,6 @@ class S3Part:
 
     def restart(self) -> None:
         """Discard everything written so far (a retry starts from byte zero)."""
-        with contextlib.suppress(ArchiveError):
-            self._wait()
         self._drop()
         self._buffer = bytearray()
         self._parts = []
@@ -374,7 +333,6 @@ class S3Part:
         """Complete the object under the temporary key (once)."""
         if self._complete:
             return
-        self._wait()
         try:
             if self._upload_id is None:
                 self.client.put_object(Bucket=self.bucket, Key=self.path, Body=bytes(self._buffer))
@@ -408,8 +366,6 @@ class S3Part:
 
     def discard(self) -> None:
         """Abort the upload and delete the temporary object; never raises."""
-        with contextlib.suppress(ArchiveError):
-            self._wait()
         self._drop()
 
     def _drop(self) -> None:

@@ -265,7 +265,7 @@ def test_the_part_size_bounds_what_is_held(s3_bucket: S3Bucket) -> None:
     archive = _archive(s3_bucket)
     part = archive.begin(_export())
     _stream(part, _payload(3 * MIN_PART - 1))
-    assert len(part._buffer) < MIN_PART  # the memory bound itself (and one part in flight)
+    assert len(part._buffer) < MIN_PART  # the memory bound itself
     part.discard()
     assert PART_BYTES >= MIN_PART
 
@@ -351,10 +351,8 @@ def test_an_outage_mid_upload_is_a_retryable_failure_and_a_refusal_is_not(
     _stream(part, _payload(MIN_PART - 1))
     s3_bucket.server.stop()
     try:
-        # the first part is due: its upload cannot even start (the parts themselves are
-        # sent in the background; a failure there is raised at the next part or the seal)
-        with pytest.raises(ArchiveUnavailable, match="S3: cannot start the upload") as caught:
-            part.write(b"xx")
+        with pytest.raises(ArchiveUnavailable, match="S3: cannot upload a part") as caught:
+            part.write(b"xx")  # the first part is due: the endpoint is down
         assert caught.value.retryable  # the loop tries the download again later
     finally:
         s3_bucket.server.start()
@@ -498,77 +496,3 @@ def test_a_process_killed_mid_copy_leaves_an_upload_the_next_publish_aborts(
     assert _uploads(client, s3_bucket.name) == []
     assert _keys(client, s3_bucket.name) == [f"arch/prod/{FINAL}"]
     assert _get(client, s3_bucket.name, f"arch/prod/{FINAL}") == payload
-
-
-class _SlowUploads:
-    """The real client, its ``upload_part`` slowed down and watched (which parts overlap)."""
-
-    def __init__(self, client: Any, delay_s: float) -> None:
-        import threading
-
-        self._client = client
-        self._delay_s = delay_s
-        self._lock = threading.Lock()
-        self.in_flight = 0
-        self.most_in_flight = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-    def upload_part(self, **kwargs: Any) -> Any:
-        import time
-
-        with self._lock:
-            self.in_flight += 1
-            self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        try:
-            time.sleep(self._delay_s)
-            return self._client.upload_part(**kwargs)
-        finally:
-            with self._lock:
-                self.in_flight -= 1
-
-
-def test_parts_are_uploaded_in_the_background_one_at_a_time(s3_bucket: S3Bucket) -> None:
-    import time
-
-    slow = _SlowUploads(s3_bucket.client(), delay_s=0.5)
-    archive = S3Archive(slow, s3_bucket.name, "arch/prod", part_bytes=MIN_PART)
-    payload = _payload(4 * MIN_PART + 5)
-    part = archive.begin(_export())
-    started = time.monotonic()
-    _stream(part, payload[: MIN_PART + 1])  # the first part is handed over
-    handed_over_s = time.monotonic() - started
-    assert handed_over_s < 0.4  # the download went on while it was sent
-    _stream(part, payload[MIN_PART + 1 :])
-    part.seal()
-    assert slow.most_in_flight == 1  # never two parts in memory on their way
-    archived = _archived(payload)
-    assert archive.verify(archived, part.path)
-    archive.publish(part.path, archived)
-    assert _get(s3_bucket.client(), s3_bucket.name, f"arch/prod/{FINAL}") == payload
-
-
-class _FailingSecondPart(_SlowUploads):
-    """The second part's upload fails as an unreachable endpoint does (fault injection)."""
-
-    def upload_part(self, **kwargs: Any) -> Any:
-        import botocore.exceptions
-
-        if kwargs["PartNumber"] == 2:
-            raise botocore.exceptions.EndpointConnectionError(endpoint_url="https://s3.test")
-        return super().upload_part(**kwargs)
-
-
-def test_a_part_that_fails_in_the_background_fails_the_part(s3_bucket: S3Bucket) -> None:
-    from inbox_poller.errors import ArchiveUnavailable
-
-    failing = _FailingSecondPart(s3_bucket.client(), delay_s=0.0)
-    archive = S3Archive(failing, s3_bucket.name, "arch/prod", part_bytes=MIN_PART)
-    part = archive.begin(_export())
-    _stream(part, _payload(2 * MIN_PART))  # the second part goes off in the background
-    with pytest.raises(ArchiveUnavailable, match="S3: cannot upload a part of arch/prod/"):
-        part.seal()
-    part.discard()
-    assert _uploads(s3_bucket.client(), s3_bucket.name) == []
-    assert _keys(s3_bucket.client(), s3_bucket.name) == []
