@@ -720,8 +720,8 @@ def verify_bucket(
     named: set[str] = set()
     jobs: dict[str, str] = {}
     for where in manifests:
+        report.lines += 1  # every object under manifest/, as every line of the file
         line = _bucket_manifest_line(reader, where, problem)
-        report.lines += line is not None
         if line is None:
             continue
         if line.job_id in jobs:

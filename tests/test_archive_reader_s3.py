@@ -108,6 +108,7 @@ def test_a_manifest_object_at_the_wrong_key_or_a_repeated_job_is_reported(
     client.put_object(Bucket=s3_bucket.name, Key=f"{PREFIX}/manifest/copy.json", Body=line)
     report = verify_bucket(archive.objects(), PREFIX)
     [problem] = report.problems
+    assert report.lines == 3  # the misplaced object is counted, as a bad line is
     assert (problem.kind, problem.where) == ("bad-line", "manifest/copy.json")
     assert "whose manifest object is elsewhere" in problem.detail
 
