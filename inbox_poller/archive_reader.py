@@ -22,6 +22,9 @@ archive")::
   manifest) has no records.
 * :func:`verify` checks the whole archive against its manifest, streaming (``inbox-poller
   archive verify``).
+* On an S3 archive (``[archive] url``), :class:`BucketReader` reads the same way from one
+  manifest object per export, and :func:`verify_bucket` checks it; both read the bucket
+  through :class:`BucketObjects` (``inbox_poller.archive.s3.S3Objects`` over boto3).
 
 This module only reads. It is the layout's public contract: ``archive.py``, which writes
 the archive, takes the manifest's name and line format from here.
@@ -38,8 +41,8 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
-from pathlib import Path
-from typing import IO, Any
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, BinaryIO, Protocol
 
 import ijson
 
@@ -50,6 +53,11 @@ from inbox_poller.payloadformats import FormatError, csv_records, xml_records, x
 MANIFEST_NAME = "manifest.jsonl"
 PART_SUFFIX = ".part"
 """A payload being written (``.<job_id>.<random>.part``); an interrupted download leaves one."""
+MANIFEST_DIR = "manifest"
+"""On a bucket (``[archive] url``), the manifest is one object per export under this
+directory: :func:`manifest_object_path`."""
+PARTS_DIR = ".parts"
+"""On a bucket, uploads under way are under ``.parts/<job_id>/``."""
 MAX_LINE_BYTES = 1 << 20
 """A manifest line longer than this is not one of ours (ours are well under 2 KiB)."""
 READ_BYTES = 1 << 16
@@ -143,6 +151,14 @@ def parse_manifest_line(text: bytes | str) -> ManifestLine:
     return ManifestLine(**{name: value[name] for name in _FIELD_TYPES}, **optional)
 
 
+def manifest_object_path(relative: str) -> str:
+    """Return where, relative to a bucket archive's prefix, the manifest object of the
+    payload at *relative* is: ``manifest/`` + its path with ``.json`` for its extension
+    (``manifest/<method>/<YYYY>/<MM>/<target>_job-<job_id>.json``)."""
+    stem = relative.rsplit(".", 1)[0] if "." in relative.rsplit("/", 1)[-1] else relative
+    return f"{MANIFEST_DIR}/{stem}.json"
+
+
 def _lines(handle: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
     """Yield ``(number, line)`` for each line, ``None`` for one over ``MAX_LINE_BYTES``."""
     number = 0
@@ -213,56 +229,160 @@ class ArchiveReader:
         return read_records(self.path(entry), fmt)
 
 
+class BucketObjects(Protocol):
+    """A bucket, read only, as the readers of an S3 archive need it
+    (``inbox_poller.archive.s3.S3Objects`` is the one over boto3)."""
+
+    @property
+    def url(self) -> str:
+        """``s3://bucket``."""
+        ...
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """Yield ``(key, size)`` of each object whose key starts with *prefix*, in key order."""
+        ...
+
+    def open(self, key: str) -> BinaryIO:
+        """Return the object's body as a stream (the caller closes it); reading it raises
+        ``OSError`` when the request fails, ``FileNotFoundError`` when there is no such key."""
+        ...
+
+    def uploads(self, prefix: str) -> Iterator[str]:
+        """Yield the key of each incomplete multipart upload under *prefix*."""
+        ...
+
+
+class BucketReader:
+    """An S3 archive (``[archive] url``), read only: its manifest objects and payloads.
+
+    The same reading as :class:`ArchiveReader`, from the objects under *prefix*::
+
+        import boto3
+        from inbox_poller.archive.s3 import S3Objects
+
+        objects = S3Objects(boto3.client("s3", endpoint_url=...), "bucket")
+        archive = BucketReader(objects, "prefix")
+        for entry in archive.manifest():
+            for record in archive.records(entry):
+                ...
+    """
+
+    def __init__(self, objects: BucketObjects, prefix: str = "") -> None:
+        self.objects = objects
+        self.prefix = prefix.strip("/")
+
+    def key(self, relative: str) -> str:
+        """The key of *relative* (a path under the prefix)."""
+        return f"{self.prefix}/{relative}" if self.prefix else relative
+
+    @property
+    def url(self) -> str:
+        return f"{self.objects.url}/{self.prefix}".rstrip("/")
+
+    def manifest(self) -> Iterator[ManifestLine]:
+        """Yield each manifest object's line, in key order (method, year, month, target).
+
+        :raises ArchiveReadError: an object cannot be read or is not a manifest line.
+        """
+        for key, _size in self.objects.list(self.key(f"{MANIFEST_DIR}/")):
+            if not key.endswith(".json"):
+                continue
+            raw = _read_small(self.objects, key)
+            try:
+                yield parse_manifest_line(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ArchiveReadError(f"{self.objects.url}/{key}: {exc}") from None
+
+    def payload_key(self, entry: ManifestLine | str) -> str:
+        """Return the key of *entry*'s payload (a manifest line or its ``path``).
+
+        :raises ArchiveReadError: the path would leave the prefix.
+        """
+        relative = entry.path if isinstance(entry, ManifestLine) else entry
+        parts = PurePosixPath(relative).parts
+        if not parts or relative.startswith("/") or ".." in parts:
+            raise ArchiveReadError(f"{relative!r} is not a path inside the archive")
+        return self.key(relative)
+
+    def records(self, entry: ManifestLine | str) -> Iterator[Any]:
+        """Yield the records of *entry*'s payload, streaming (as :meth:`ArchiveReader.records`)."""
+        key = self.payload_key(entry)
+        fmt = entry.format if isinstance(entry, ManifestLine) else None
+        return stream_records(lambda: self.objects.open(key), f"{self.objects.url}/{key}", fmt)
+
+
+def _read_small(objects: BucketObjects, key: str) -> bytes:
+    """Read a manifest object, refusing one larger than :data:`MAX_LINE_BYTES`."""
+    try:
+        with objects.open(key) as body:
+            raw = body.read(MAX_LINE_BYTES + 1)
+    except OSError as exc:
+        raise ArchiveReadError(f"cannot read {objects.url}/{key}: {exc}") from exc
+    if len(raw) > MAX_LINE_BYTES:
+        raise ArchiveReadError(f"{objects.url}/{key}: longer than {MAX_LINE_BYTES} bytes")
+    return raw
+
+
 def read_records(path: str | os.PathLike[str], fmt: str | None = None) -> Iterator[Any]:
     """Yield the records of the payload at *path*, streaming; *fmt* defaults to its
     extension (``.csv``, ``.xml``, else JSON).
 
     :raises ArchiveReadError: while iterating: the file cannot be read or is not valid.
     """
-    fmt = fmt or {".csv": "csv", ".xml": "xml"}.get(Path(path).suffix, "json")
+    return stream_records(lambda: Path(path).open("rb"), str(path), fmt)
+
+
+def stream_records(
+    open_payload: Callable[[], BinaryIO], name: str, fmt: str | None = None
+) -> Iterator[Any]:
+    """Yield the records of the payload *open_payload* opens (a file, an object's body),
+    streaming; it may be called more than once (each call reads from the start), and each
+    stream it returns is closed. *name* names the payload in errors; *fmt* defaults to its
+    extension."""
+    fmt = fmt or {".csv": "csv", ".xml": "xml"}.get(PurePosixPath(name).suffix, "json")
     if fmt == "json":
-        return _json_records(path)
-    return _table_records(path, fmt)
+        return _json_records(open_payload, name)
+    return _table_records(open_payload, name, fmt)
 
 
-def _table_records(path: str | os.PathLike[str], fmt: str) -> Iterator[dict[str, str]]:
-    name = str(path)
+def _table_records(
+    open_payload: Callable[[], BinaryIO], name: str, fmt: str
+) -> Iterator[dict[str, str]]:
     try:
         if fmt == "csv":
-            with Path(path).open("rb") as handle:
+            with open_payload() as handle:
                 yield from csv_records(handle)
             return
-        with Path(path).open("rb") as handle:
+        with open_payload() as handle:
             record_path = xml_shape(handle).record_path
         if record_path is None:
             return
-        with Path(path).open("rb") as handle:
+        with open_payload() as handle:
             yield from xml_records(handle, record_path)
     except OSError as exc:
-        raise ArchiveReadError(f"cannot read {name}: {exc.strerror}") from exc
+        raise ArchiveReadError(f"cannot read {name}: {exc.strerror or exc}") from exc
     except FormatError as exc:
         raise ArchiveReadError(f"{name}: {exc}") from None
 
 
-def _json_records(path: str | os.PathLike[str]) -> Iterator[Any]:
-    """Yield the items of the main array of the JSON file at *path*, streaming.
+def _json_records(open_payload: Callable[[], BinaryIO], name: str) -> Iterator[Any]:
+    """Yield the items of the main array of the JSON payload, streaming.
 
-    :raises ArchiveReadError: while iterating: the file cannot be read, is not valid
+    :raises ArchiveReadError: while iterating: the payload cannot be read, is not valid
         JSON, or holds a number Python cannot convert (at the record where it happens).
     """
-    name = str(path)
     try:
-        with Path(path).open("rb") as handle:
+        with open_payload() as handle:
             source = _DigitGuard(handle, name)
             _, prefix = main_array(_events(source.read_head(HEAD_BYTES)))
-            if prefix is None:
-                return
-            handle.seek(0)
-            source.restart()
+        if prefix is None:
+            return
+        with open_payload() as handle:
+            source = _DigitGuard(handle, name)
             for item in _BACKEND.items(source, prefix, buf_size=READ_BYTES):
                 yield _plain(item)
     except OSError as exc:
-        raise ArchiveReadError(f"cannot read {name}: {exc.strerror}") from exc
+        raise ArchiveReadError(f"cannot read {name}: {exc.strerror or exc}") from exc
     except ArithmeticError:
         raise ArchiveReadError(f"{name}: a number whose exponent is out of range") from None
     except (ijson.JSONError, ValueError) as exc:
@@ -378,7 +498,8 @@ class Problem:
 
     kind: str
     """``torn-line``, ``bad-line``, ``duplicate``, ``missing``, ``not-a-file``, ``size``,
-    ``sha256``, ``unreadable``, ``partial``, ``stray`` or ``no-archive``."""
+    ``sha256``, ``unreadable``, ``partial``, ``stray`` or ``no-archive``; on a bucket also
+    ``upload`` (an incomplete multipart upload)."""
     where: str
     detail: str
 
@@ -390,7 +511,8 @@ class Problem:
 class Verification:
     """What :func:`verify` checked, and every problem it found."""
 
-    root: Path
+    root: Path | str
+    """The directory, or the ``s3://bucket/prefix`` of an S3 archive."""
     lines: int = 0
     payloads: int = 0
     """Payload files whose size and SHA-256 were checked."""
@@ -401,6 +523,12 @@ class Verification:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def directory(self) -> Path:
+        """The archive directory (:func:`verify`; not for a bucket's report)."""
+        assert isinstance(self.root, Path)
+        return self.root
 
 
 def verify(
@@ -424,8 +552,8 @@ def verify(
         if on_problem is not None:
             on_problem(found)
 
-    if not report.root.is_dir():
-        problem("no-archive", str(report.root), "not a directory")
+    if not report.directory.is_dir():
+        problem("no-archive", str(report.directory), "not a directory")
         return report
     paths = _verify_manifest(report, problem)
     _verify_tree(report, paths, problem)
@@ -434,7 +562,7 @@ def verify(
 
 def _verify_manifest(report: Verification, problem: Callable[[str, str, str], None]) -> set[str]:
     """Check each manifest line and its file; return the paths the manifest names."""
-    manifest = report.root / MANIFEST_NAME
+    manifest = report.directory / MANIFEST_NAME
     jobs: dict[str, int] = {}
     paths: dict[str, int] = {}
     try:
@@ -444,7 +572,7 @@ def _verify_manifest(report: Verification, problem: Callable[[str, str, str], No
     except OSError as exc:
         problem("unreadable", MANIFEST_NAME, exc.strerror or str(exc))
         return set()
-    reader = ArchiveReader(report.root)
+    reader = ArchiveReader(report.directory)
     with handle:
         for number, raw in _lines(handle):
             report.lines += 1
@@ -490,7 +618,7 @@ def _verify_payload(
         return
     try:
         info = os.lstat(path)
-        if not stat.S_ISREG(info.st_mode) or not _inside(report.root, path):
+        if not stat.S_ISREG(info.st_mode) or not _inside(report.directory, path):
             problem("not-a-file", line.path, f"not a regular file in the archive ({where})")
             return
         if info.st_size != line.bytes:
@@ -521,11 +649,11 @@ def _verify_tree(
     """Walk *root* as a stream: every file must be the manifest or named by a line."""
 
     def walk_error(exc: OSError) -> None:
-        where = os.path.relpath(exc.filename, report.root) if exc.filename else "."
+        where = os.path.relpath(exc.filename, report.directory) if exc.filename else "."
         problem("unreadable", where, exc.strerror or str(exc))
 
-    for directory, dirnames, filenames, dir_fd in os.fwalk(report.root, onerror=walk_error):
-        relative_dir = os.path.relpath(directory, report.root)
+    for directory, dirnames, filenames, dir_fd in os.fwalk(report.directory, onerror=walk_error):
+        relative_dir = os.path.relpath(directory, report.directory)
         for name in sorted(dirnames):
             if stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode):
                 problem("stray", _join(relative_dir, name), "a symbolic link")
@@ -542,3 +670,122 @@ def _verify_tree(
 
 def _join(directory: str, name: str) -> str:
     return name if directory == "." else f"{directory}/{name}"
+
+
+# ---- verify an S3 archive -------------------------------------------------------------------
+
+
+def verify_bucket(
+    objects: BucketObjects,
+    prefix: str = "",
+    on_problem: Callable[[Problem], None] | None = None,
+) -> Verification:
+    """Check the S3 archive under *prefix* against its manifest objects, like :func:`verify`.
+
+    Every object under ``manifest/`` must be a manifest line, at the key its ``path``
+    gives (:func:`manifest_object_path`), naming a job ID no other names; its payload must
+    exist with the recorded size and SHA-256 (each read once, as a stream). Every other
+    object must be a payload a manifest object names: one under ``.parts/`` is reported as
+    ``partial`` (an upload under way, or left by a daemon that died: the next attempt at
+    that export clears it), any other as ``stray``; each incomplete multipart upload is an
+    ``upload``. The keys are listed once; memory grows with the number of objects. The
+    ``where`` of each problem is the key relative to the prefix.
+    """
+    reader = BucketReader(objects, prefix)
+    report = Verification(reader.url)
+
+    def problem(kind: str, where: str, detail: str) -> None:
+        found = Problem(kind, where, detail)
+        report.problems.append(found)
+        if on_problem is not None:
+            on_problem(found)
+
+    start = reader.key("")
+    manifests: list[str] = []
+    payloads: dict[str, int] = {}
+    try:
+        for key, size in objects.list(start):
+            relative = key[len(start) :]
+            if relative.startswith(f"{MANIFEST_DIR}/"):
+                manifests.append(relative)
+            elif relative.startswith(f"{PARTS_DIR}/"):
+                problem("partial", relative, "an upload in progress, or interrupted")
+            else:
+                payloads[relative] = size
+        for key in objects.uploads(start):
+            problem("upload", key[len(start) :], "an incomplete multipart upload")
+    except OSError as exc:
+        problem("unreadable", ".", str(exc))
+        return report
+    named: set[str] = set()
+    jobs: dict[str, str] = {}
+    for where in manifests:
+        report.lines += 1  # every object under manifest/, as every line of the file
+        line = _bucket_manifest_line(reader, where, problem)
+        if line is None:
+            continue
+        if line.job_id in jobs:
+            problem("duplicate", where, f"job {line.job_id} is also in {jobs[line.job_id]}")
+            continue
+        jobs[line.job_id] = where
+        named.add(line.path)
+        _verify_object(report, reader, line, where, payloads, problem)
+    for relative in payloads:
+        if relative not in named:
+            problem("stray", relative, "not named by a manifest object")
+    return report
+
+
+def _bucket_manifest_line(
+    reader: BucketReader, where: str, problem: Callable[[str, str, str], None]
+) -> ManifestLine | None:
+    if not where.endswith(".json"):
+        problem("stray", where, "not a manifest object (.json)")
+        return None
+    try:
+        line = parse_manifest_line(_read_small(reader.objects, reader.key(where)))
+        reader.payload_key(line)
+    except ArchiveReadError as exc:
+        problem("unreadable", where, str(exc))
+        return None
+    except (ValueError, UnicodeDecodeError) as exc:
+        problem("bad-line", where, str(exc))
+        return None
+    if manifest_object_path(line.path) != where:
+        problem("bad-line", where, f"names {line.path}, whose manifest object is elsewhere")
+        return None
+    return line
+
+
+def _verify_object(
+    report: Verification,
+    reader: BucketReader,
+    line: ManifestLine,
+    where: str,
+    payloads: dict[str, int],
+    problem: Callable[[str, str, str], None],
+) -> None:
+    size = payloads.get(line.path)
+    if size is None:
+        problem("missing", line.path, f"named by {where}")
+        return
+    if size != line.bytes:
+        problem("size", line.path, f"{size} bytes, the manifest says {line.bytes}")
+        return
+    try:
+        with reader.objects.open(reader.key(line.path)) as body:
+            digest = hashlib.sha256()
+            while chunk := body.read(READ_BYTES * 16):
+                digest.update(chunk)
+    except FileNotFoundError:
+        problem("missing", line.path, f"named by {where}")
+        return
+    except OSError as exc:
+        problem("unreadable", line.path, str(exc))
+        return
+    report.payloads += 1
+    report.bytes += size
+    if digest.hexdigest() != line.sha256:
+        problem(
+            "sha256", line.path, f"SHA-256 {digest.hexdigest()}, the manifest says {line.sha256}"
+        )

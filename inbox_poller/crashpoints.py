@@ -31,9 +31,10 @@ POINTS = (
 )
 """Every crash point, in the order a normal export passes them."""
 
-S3_POINTS = ("archive:mid-upload",)
+S3_POINTS = ("archive:mid-upload", "archive:mid-copy")
 """Points only the S3 archive passes (issue 14): after the first part of a multipart
-upload is sent, so a crash leaves an incomplete upload behind."""
+upload is sent, so a crash leaves an incomplete upload behind; after the first range of
+a multipart copy to the final key (a payload over 5 GiB) is copied."""
 
 
 def armed(name: str) -> bool:

@@ -179,6 +179,17 @@ class ArchiveStore(Protocol):
         locations in *keep*; return the locations removed."""
         ...
 
+    def leftover_jobs(self) -> list[str]:
+        """The job IDs that have something left in the archive's own area for uploads
+        under way (S3: ``.parts/<job_id>/``), which :meth:`remove_leftovers` may not sweep
+        (another daemon's upload may be under way); a directory has none."""
+        ...
+
+    def clear_leftovers(self, job_id: str, before: datetime) -> list[str]:
+        """Remove what is left for *job_id* that was started before *before* (the ledger
+        says its export is settled since then); return the locations removed."""
+        ...
+
 
 class Downloader(Protocol):
     """The safe HTTPS fetcher (``download.fetcher.SafeDownloader``)."""

@@ -20,6 +20,7 @@ from inbox_poller.ports import ArchiveStore, Downloader, Metrics, NoMetrics, Pay
 if TYPE_CHECKING:
     from inbox_poller.archive.s3 import S3Archive
     from inbox_poller.config import Config
+    from inbox_poller.hooks.environment import BucketArchive
     from inbox_poller.imap.mailbox import ImapMailbox
     from inbox_poller.ledger.store import Store
     from inbox_poller.loop.hooks import HookSettings
@@ -151,8 +152,18 @@ def build_loop(
         workers=config.daemon.download_workers,
     )
     poller = Poller(store, archiver, reader_settings(config), metrics=metrics)
-    dispatcher = HookDispatcher(store, config.archive_dir, hooks)
+    dispatcher = HookDispatcher(store, config.archive_dir, hooks, bucket=hook_bucket(config))
     return LoopParts(store, mailbox, archiver, poller, dispatcher)
+
+
+def hook_bucket(config: Config) -> BucketArchive | None:
+    """Where an S3 archive is, as hooks are told (None for a directory)."""
+    from inbox_poller.hooks.environment import BucketArchive
+
+    s3 = config.archive_s3
+    if s3 is None:
+        return None
+    return BucketArchive(s3.bucket, s3.prefix, s3.endpoint_url, s3.region)
 
 
 def build_archive(config: Config) -> ArchiveStore:

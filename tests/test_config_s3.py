@@ -132,23 +132,6 @@ def test_config_show_names_where_the_keys_are_never_their_values(
     assert "AKIDSECRETVALUE" not in shown and "topsecretvalue" not in shown
 
 
-def test_what_does_not_work_on_s3_yet_is_refused_before_any_request(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # never silently the default directory instead (hooks get a local file's path today)
-    path = tmp_path / "config.toml"
-    path.write_text(
-        MINIMAL + '\n[archive]\nurl = "s3://bucket/p"\n\n[hooks]\non_archived = ["/bin/true"]\n',
-        encoding="utf-8",
-    )
-    assert main(["--config", str(path), "run", "--once"]) == 78
-    error = capsys.readouterr().err
-    assert "hooks.on_archived is not supported with an S3 archive (archive.url)" in error
-    assert main(["--config", str(path), "archive", "verify"]) == 78
-    error = capsys.readouterr().err
-    assert "inbox-poller archive (without --dir) is not supported with an S3 archive" in error
-
-
 def test_without_boto3_an_s3_archive_is_a_clear_configuration_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -507,6 +507,15 @@ class Archive:
             removed.append(str(stale))
         return removed
 
+    def leftover_jobs(self) -> list[str]:
+        """None: :meth:`remove_leftovers` sweeps the directory's part files (one process
+        per directory)."""
+        return []
+
+    def clear_leftovers(self, job_id: str, before: datetime) -> list[str]:
+        del job_id, before
+        return []
+
     def stale_parts(self, keep: set[Path]) -> list[Path]:
         """Return part files left by an interrupted run, except those in *keep*."""
         if not self.root.is_dir():

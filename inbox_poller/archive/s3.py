@@ -35,13 +35,14 @@ import atexit
 import contextlib
 import functools
 import hashlib
+import io
 import json
 import logging
 import os
 import secrets
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TypeAlias
@@ -52,7 +53,11 @@ from botocore.config import Config as BotoConfig
 
 from inbox_poller import crashpoints
 from inbox_poller.archive import manifest_json, manifest_line, relative_path
-from inbox_poller.archive_reader import PART_SUFFIX
+from inbox_poller.archive_reader import (
+    PART_SUFFIX,
+    PARTS_DIR,
+    manifest_object_path,
+)
 from inbox_poller.config import S3ArchiveSettings
 from inbox_poller.errors import ArchiveError, ArchiveUnavailable
 from inbox_poller.models import ArchivedFile, DownloadResult, Export
@@ -65,8 +70,12 @@ logger = logging.getLogger("inbox_poller.archive")
 PART_BYTES = 8 * 1024 * 1024
 """The size of each part of a multipart upload (S3's minimum is 5 MiB, except the last):
 the most a part holds in memory while a download streams into it."""
-MANIFEST_DIR = "manifest"
-PARTS_DIR = ".parts"
+COPY_LIMIT = 5 * 1024**3
+"""The largest object one ``CopyObject`` copies (S3's limit): a larger payload is
+published by a multipart copy (``UploadPartCopy``), :meth:`S3Archive.publish`."""
+COPY_PART_BYTES = 512 * 1024**2
+"""The range each ``UploadPartCopy`` copies (server-side: no byte passes the daemon)."""
+_MAX_PARTS = 10_000
 _HASH_CHUNK_BYTES = 1024 * 1024
 _MAX_MANIFEST_OBJECT_BYTES = 1024 * 1024
 
@@ -178,6 +187,76 @@ def make_client(
         ),
     )
     return client
+
+
+class _Body(io.RawIOBase):
+    """An object's body as a stream whose failures are ``OSError`` (botocore raises its own)."""
+
+    def __init__(self, body: Any, where: str) -> None:
+        self._body = body
+        self._where = where
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data: bytes = self._body.read(None if size is None or size < 0 else size)
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise OSError(f"S3: cannot read {self._where}: {exc}") from exc
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._body.close()
+        super().close()
+
+
+class S3Objects:
+    """A bucket, read only: implements ``archive_reader.BucketObjects`` over boto3, for
+    ``BucketReader`` and ``verify_bucket`` (``inbox-poller archive verify``)."""
+
+    def __init__(self, client: S3Client, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}"
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        try:
+            pages = self.client.get_paginator("list_objects_v2")
+            for page in pages.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield str(item["Key"]), int(item["Size"])
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise OSError(str(_failed(f"list {self.url}/{prefix}", exc))) from exc
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except botocore.exceptions.ClientError as exc:
+            if _not_found(exc):
+                raise FileNotFoundError(f"{self.url}/{key}: no such object") from exc
+            raise OSError(str(_failed(f"read {self.url}/{key}", exc))) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise OSError(str(_failed(f"read {self.url}/{key}", exc))) from exc
+        return io.BufferedReader(_Body(body, f"{self.url}/{key}"), buffer_size=1 << 16)
+
+    def uploads(self, prefix: str) -> Iterator[str]:
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads")
+            for page in pages.paginate(Bucket=self.bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    yield str(upload["Key"])
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise OSError(str(_failed(f"list the uploads under {self.url}/{prefix}", exc))) from exc
 
 
 class S3Part:
@@ -306,16 +385,30 @@ class S3Archive:
     """The archive under ``s3://bucket/prefix``: keys, parts, publishing and the manifest."""
 
     def __init__(
-        self, client: S3Client, bucket: str, prefix: str = "", *, part_bytes: int = PART_BYTES
+        self,
+        client: S3Client,
+        bucket: str,
+        prefix: str = "",
+        *,
+        part_bytes: int = PART_BYTES,
+        copy_limit: int = COPY_LIMIT,
+        copy_part_bytes: int = COPY_PART_BYTES,
     ) -> None:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.part_bytes = part_bytes
+        self.copy_limit = copy_limit
+        """Payloads larger than this are published by a multipart copy."""
+        self.copy_part_bytes = copy_part_bytes
 
     @classmethod
     def from_settings(cls, settings: S3ArchiveSettings) -> S3Archive:
         return cls(make_client(settings), settings.bucket, settings.prefix)
+
+    def objects(self) -> S3Objects:
+        """The bucket, read only (``archive verify``, the readers)."""
+        return S3Objects(self.client, self.bucket)
 
     def key(self, relative: str) -> str:
         """The object key of *relative* (a path under the prefix)."""
@@ -326,8 +419,7 @@ class S3Archive:
 
     def manifest_key(self, relative: str) -> str:
         """The key of the manifest object of the payload at *relative*."""
-        stem = relative.rsplit(".", 1)[0]
-        return self.key(f"{MANIFEST_DIR}/{stem}.json")
+        return self.key(manifest_object_path(relative))
 
     def ensure_writable(self) -> None:
         """Prove the bucket reachable and an object writable (and deletable) under the prefix."""
@@ -358,15 +450,24 @@ class S3Archive:
         key = f"{self._parts_prefix(str(export.job_id))}{secrets.token_hex(6)}{PART_SUFFIX}"
         return S3Part(self.client, self.bucket, key, self.part_bytes)
 
-    def abort_leftovers(self, job_id: str, keep: str | None = None) -> list[str]:
+    def abort_leftovers(
+        self, job_id: str, keep: str | None = None, before: datetime | None = None
+    ) -> list[str]:
         """Abort the incomplete uploads and delete the objects under *job_id*'s parts
-        prefix (except the key *keep*); return the keys cleared."""
+        prefix (except the key *keep*, and, with *before*, anything started since);
+        return the keys cleared."""
         prefix = self._parts_prefix(job_id)
         cleared: list[str] = []
+
+        def old(started: datetime | None) -> bool:
+            return before is None or (started is not None and started < before)
+
         try:
             pages = self.client.get_paginator("list_multipart_uploads")
             for page in pages.paginate(Bucket=self.bucket, Prefix=prefix):
                 for upload in page.get("Uploads", []):
+                    if not old(upload.get("Initiated")):
+                        continue
                     self.client.abort_multipart_upload(
                         Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                     )
@@ -374,7 +475,7 @@ class S3Archive:
             listing = self.client.get_paginator("list_objects_v2")
             for page in listing.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
-                    if item["Key"] != keep:
+                    if item["Key"] != keep and old(item.get("LastModified")):
                         self.client.delete_object(Bucket=self.bucket, Key=item["Key"])
                         cleared.append(item["Key"])
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
@@ -389,6 +490,30 @@ class S3Archive:
         it; a sweep here would abort the uploads of other daemons under way."""
         del keep
         return []
+
+    def leftover_jobs(self) -> list[str]:
+        """The job IDs with an object or an incomplete upload under ``.parts/``."""
+        root = self.key(f"{PARTS_DIR}/")
+        jobs: set[str] = set()
+        try:
+            listing = self.client.get_paginator("list_objects_v2")
+            for page in listing.paginate(Bucket=self.bucket, Prefix=root, Delimiter="/"):
+                for common in page.get("CommonPrefixes", []):
+                    jobs.add(str(common["Prefix"])[len(root) :].rstrip("/"))
+            uploads = self.client.get_paginator("list_multipart_uploads")
+            for page in uploads.paginate(Bucket=self.bucket, Prefix=root):
+                for upload in page.get("Uploads", []):
+                    job, _, rest = str(upload["Key"])[len(root) :].partition("/")
+                    if rest:
+                        jobs.add(job)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise _failed(f"list {root}", exc) from exc
+        return sorted(jobs)
+
+    def clear_leftovers(self, job_id: str, before: datetime) -> list[str]:
+        """Clear what is under ``.parts/<job_id>/`` and was started before *before* (an
+        upload started since, after the export was tried again, is left alone)."""
+        return self.abort_leftovers(job_id, before=before)
 
     def describe(self, export: Export, result: DownloadResult) -> ArchivedFile:
         return ArchivedFile(
@@ -408,12 +533,15 @@ class S3Archive:
         """
         final = self.key(archived.path)
         try:
-            self.client.copy_object(
-                Bucket=self.bucket,
-                Key=final,
-                CopySource={"Bucket": self.bucket, "Key": part_key},
-                IfNoneMatch="*",
-            )
+            if archived.bytes > self.copy_limit:
+                self._copy_in_parts(part_key, final, archived.bytes)
+            else:
+                self.client.copy_object(
+                    Bucket=self.bucket,
+                    Key=final,
+                    CopySource={"Bucket": self.bucket, "Key": part_key},
+                    IfNoneMatch="*",
+                )
         except botocore.exceptions.ClientError as exc:
             if not _precondition_failed(exc):
                 raise _failed(f"copy {part_key} to {final}", exc) from exc
@@ -428,6 +556,59 @@ class S3Archive:
             self.client.delete_object(Bucket=self.bucket, Key=part_key)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise _failed(f"delete {part_key}", exc) from exc
+
+    def _copy_in_parts(self, source: str, final: str, size: int) -> None:
+        """Copy *source* to *final* by ranges (``UploadPartCopy``), completed with
+        ``If-None-Match: *``: what ``CopyObject`` does, for an object over its 5 GiB limit.
+
+        An upload an earlier attempt left at *final* (it died mid-copy) is aborted first:
+        only the daemon that claimed the export publishes it. A failure aborts this
+        upload (best effort; the next attempt's would anyway) and raises botocore's error.
+        """
+        self._abort_uploads_at(final)
+        step = max(self.copy_part_bytes, -(-size // _MAX_PARTS))
+        upload_id = str(
+            self.client.create_multipart_upload(Bucket=self.bucket, Key=final)["UploadId"]
+        )
+        try:
+            parts = []
+            for number, start in enumerate(range(0, size, step), start=1):
+                copied = self.client.upload_part_copy(
+                    Bucket=self.bucket,
+                    Key=final,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource={"Bucket": self.bucket, "Key": source},
+                    CopySourceRange=f"bytes={start}-{min(start + step, size) - 1}",
+                )
+                parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
+                if number == 1:
+                    crashpoints.crash_point("archive:mid-copy")
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=final,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                IfNoneMatch="*",
+            )
+        except BaseException:
+            with contextlib.suppress(
+                botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError
+            ):
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=final, UploadId=upload_id
+                )
+            raise
+
+    def _abort_uploads_at(self, key: str) -> None:
+        pages = self.client.get_paginator("list_multipart_uploads")
+        for page in pages.paginate(Bucket=self.bucket, Prefix=key):
+            for upload in page.get("Uploads", []):
+                if upload["Key"] == key:
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=key, UploadId=upload["UploadId"]
+                    )
+                    logger.info("archive: removing an unfinished copy to %s", key)
 
     def drop_part(self, part: str) -> None:
         """Delete the temporary object *part* (a crash came between the copy and its

@@ -60,6 +60,7 @@ from inbox_poller.wiring import (
 )
 
 if TYPE_CHECKING:
+    from inbox_poller.archive_reader import Problem, Verification
     from inbox_poller.oauth.tokens import TokenSource
 
 logger = logging.getLogger("inbox_poller.cli")
@@ -96,24 +97,11 @@ def _archive_fix(exc: ArchiveError) -> str | None:
     return _ARCHIVE_FIXES[cause.errno].format(uid=os.geteuid())
 
 
-def _refuse_s3_archive(config: Config, what: str) -> None:
-    """Refuse *what*, which does not work on an S3 archive yet (issue 14, in progress),
-    rather than use the default directory unasked."""
-    if config.archive_s3 is not None:
-        raise ConfigError(
-            f"{what} is not supported with an S3 archive (archive.url) by this version yet",
-            path=str(config.path),
-            key="archive.url",
-        )
-
-
 def _require_s3_archive(config: Config) -> str:
     """Prove the bucket of archive.url reachable and writable; return its URL."""
     from inbox_poller.wiring import build_s3_archive
 
     assert config.archive_s3 is not None
-    if config.hooks.on_archived:
-        _refuse_s3_archive(config, "hooks.on_archived")
     build_s3_archive(config).ensure_writable()
     return config.archive_s3.url
 
@@ -613,19 +601,33 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _configured_archive(args: argparse.Namespace) -> Path:
-    config = load_config(resolve_config_path(args.config))
-    _refuse_s3_archive(config, "inbox-poller archive (without --dir)")
-    return config.archive_dir
+def _verify_configured_s3(
+    config: Config, on_problem: Callable[[Problem], None] | None
+) -> Verification:
+    """``archive verify`` of the bucket of archive.url."""
+    from inbox_poller.archive_reader import verify_bucket
+    from inbox_poller.wiring import build_s3_archive
+
+    assert config.archive_s3 is not None
+    archive = build_s3_archive(config)
+    return verify_bucket(archive.objects(), archive.prefix, on_problem)
 
 
 def cmd_archive(args: argparse.Namespace) -> int:
     """``archive verify``: the archive against its manifest; exit 1 on any problem."""
     from inbox_poller.archive_reader import verify
 
-    root = Path(args.dir) if args.dir else _configured_archive(args)
+    on_problem = None if args.json else lambda problem: print(problem, flush=True)
     started = time.monotonic()
-    report = verify(root, None if args.json else lambda problem: print(problem, flush=True))
+    if args.dir:
+        report = verify(Path(args.dir), on_problem)
+    else:
+        config = load_config(resolve_config_path(args.config))
+        if config.archive_s3 is not None:
+            report = _verify_configured_s3(config, on_problem)
+        else:
+            report = verify(config.archive_dir, on_problem)
+    root = report.root
     took_s = time.monotonic() - started
     if args.json:
         summary: dict[str, Any] = {

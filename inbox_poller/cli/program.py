@@ -500,7 +500,7 @@ def _add_archive(commands: SubParsers) -> None:
         commands,
         "archive",
         summary="check the archive",
-        description="Work with the archive directory (archive.dir).",
+        description="Work with the archive (archive.dir, or the bucket of archive.url).",
         examples=[f"{PROG} archive verify"],
         exit_codes=[("0", "done")],
         handler=None,
@@ -514,7 +514,9 @@ def _add_archive(commands: SubParsers) -> None:
         description="Check the archive against manifest.jsonl, like `restic check`: every "
         "line names its own job ID and file, every file has the recorded size and SHA-256, "
         "and no other file (stray or partial) lies in the archive. Reads each file once, "
-        "as a stream; run it as a member of archive.group, or as the service's user.",
+        "as a stream; run it as a member of archive.group, or as the service's user. On an "
+        "S3 archive (archive.url) the manifest is one object per export under manifest/, "
+        "and leftover .parts/ objects and incomplete multipart uploads are reported too.",
         examples=[f"{PROG} archive verify --json", f"{PROG} archive verify --dir /srv/archive"],
         exit_codes=[("0", "no problem"), ("1", "a problem (each one is printed)")],
         handler=_command("cmd_archive"),
@@ -522,7 +524,9 @@ def _add_archive(commands: SubParsers) -> None:
     )
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.add_argument(
-        "--dir", metavar="DIR", help="the archive to check (default: archive.dir of the config)"
+        "--dir",
+        metavar="DIR",
+        help="the archive directory to check (default: archive.dir or archive.url of the config)",
     )
 
 

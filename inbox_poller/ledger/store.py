@@ -320,13 +320,16 @@ class Store(HookRecords):
             part_path=None,
         )
 
-    def mark_download_parked(self, export_id: int, now: datetime) -> Export:
-        """A download interrupted by shutdown: back to ``notified``, the attempt not counted."""
+    def mark_download_parked(
+        self, export_id: int, now: datetime, reason: str = "interrupted by shutdown"
+    ) -> Export:
+        """A download interrupted by shutdown (or by the archive's outage, *reason*): back
+        to ``notified``, the attempt not counted."""
         return self._change(
             export_id,
             ExportState.NOTIFIED,
             now,
-            "interrupted by shutdown",
+            reason,
             attempts_delta=-1,
             part_path=None,
         )

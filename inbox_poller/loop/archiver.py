@@ -19,6 +19,7 @@ from inbox_poller.archive import manifest_json, manifest_line
 from inbox_poller.crashpoints import crash_point
 from inbox_poller.errors import (
     ArchiveError,
+    ArchiveUnavailable,
     DownloadError,
     DownloadTransient,
     InboxPollerError,
@@ -26,7 +27,14 @@ from inbox_poller.errors import (
     LinkExpired,
 )
 from inbox_poller.logcontext import log_context
-from inbox_poller.models import ArchivedFile, CycleReport, Export, ExportState, utc_now
+from inbox_poller.models import (
+    FINAL_STATES,
+    ArchivedFile,
+    CycleReport,
+    Export,
+    ExportState,
+    utc_now,
+)
 from inbox_poller.ports import ArchiveStore, Downloader, Metrics, NoMetrics
 from inbox_poller.urlpolicy import redact_url
 
@@ -34,6 +42,22 @@ if TYPE_CHECKING:
     from inbox_poller.ledger.store import Store
 
 logger = logging.getLogger("inbox_poller.loop")
+
+SETTLED_STATES = FINAL_STATES | {ExportState.ARCHIVED}
+"""Exports that no attempt will upload again (unless a later mail reopens a final one:
+then only what was started after it settled is new)."""
+
+OUTAGE_FIRST_PAUSE_S = 0.5
+OUTAGE_MAX_PAUSE_S = 10.0
+"""After the archive's store failed for a moment (``ArchiveUnavailable``), the next export
+waits 0.5 s, doubling with each failure in a row up to this, before it tries again."""
+
+
+def outage_pause_s(failures: int) -> float:
+    """How long to wait before the next attempt after *failures* outages in a row."""
+    if failures <= 0:
+        return 0.0
+    return float(min(OUTAGE_MAX_PAUSE_S, OUTAGE_FIRST_PAUSE_S * 2 ** (failures - 1)))
 
 
 class ExportArchiver:
@@ -69,6 +93,9 @@ class ExportArchiver:
         self._background_report = CycleReport()
         self._background_error: BaseException | None = None
         self.workers = workers
+        self._outages = 0
+        """Attempts in a row that met the archive's outage (every thread's): the next
+        waits :func:`outage_pause_s` first, so a daemon does not spin while S3 is down."""
         """How many exports :meth:`process_downloads` downloads at once (``run --once``;
         the daemon's pool has its own threads, ``[daemon] download_workers``)."""
 
@@ -87,6 +114,31 @@ class ExportArchiver:
             logger.info(
                 "archive: removing %s left by an interrupted download", PurePath(stale).name
             )
+        self._clear_settled_leftovers()
+
+    def _clear_settled_leftovers(self) -> None:
+        """Clear what interrupted uploads left for exports that will not be downloaded
+        again (S3: ``.parts/<job_id>/``), which no ``begin`` would ever clear.
+
+        Only exports the ledger says are settled (archived, or in a final state), and only
+        what was started before they settled: an upload under way for an export that was
+        tried again since, by any daemon, is never touched. An outage skips the sweep; the
+        next start sweeps again.
+        """
+        try:
+            jobs = self.archive.leftover_jobs()
+        except ArchiveError as exc:
+            logger.warning("archive: leftovers not swept: %s", exc)
+            return
+        for job_id in jobs:
+            export = self.store.export_by_job_id(job_id)
+            if export is None or export.state not in SETTLED_STATES:
+                continue
+            try:
+                self.archive.clear_leftovers(job_id, export.updated_at)
+            except ArchiveError as exc:
+                logger.warning("archive: leftovers of job %s not swept: %s", job_id, exc)
+                return
 
     def process_downloads(self, report: CycleReport) -> None:
         """Finish verified exports, then download every notified one, ``workers`` at a time.
@@ -181,21 +233,30 @@ class ExportArchiver:
     def download_export(self, export: Export, report: CycleReport) -> None:
         """Bring one export to ``archived``; failures are recorded, logged and reported."""
         step = self._finish_verified if export.state is ExportState.VERIFIED else self._download
+        if self._outages and self.stop.wait(outage_pause_s(self._outages)):
+            return  # stopping: the export stays as it is, for the next start
         try:
             with log_context(export_id=export.export_id, job_id=export.job_id):
                 step(export, report)
+            self._outages = 0
         except LedgerUnavailable:
             raise  # not the export's failure: it resumes from its state once the ledger is back
+        except ArchiveUnavailable as exc:
+            self._outages += 1
+            self._failed(export, exc, report)
         except InboxPollerError as exc:
-            logger.error(
-                "export %d (job %s): %s",
-                export.export_id,
-                export.job_id,
-                exc,
-                extra={"export_id": export.export_id, "job_id": export.job_id},
-            )
-            self.metrics.failure("download", exc)
-            report.failed.append(f"job {export.job_id}: {exc}")
+            self._failed(export, exc, report)
+
+    def _failed(self, export: Export, exc: InboxPollerError, report: CycleReport) -> None:
+        logger.error(
+            "export %d (job %s): %s",
+            export.export_id,
+            export.job_id,
+            exc,
+            extra={"export_id": export.export_id, "job_id": export.job_id},
+        )
+        self.metrics.failure("download", exc)
+        report.failed.append(f"job {export.job_id}: {exc}")
 
     def _download(self, export: Export, report: CycleReport) -> None:
         assert export.download_url is not None
@@ -211,7 +272,11 @@ class ExportArchiver:
             export.attempts,
             extra={"export_id": export.export_id, "job_id": export.job_id},
         )
-        part = self.archive.begin(export)
+        try:
+            part = self.archive.begin(export)
+        except ArchiveUnavailable as exc:
+            self._archive_unavailable(export, exc)
+            raise
         try:
             result = self.downloader.download(
                 export.download_url or "", part, expected=export.request.format
@@ -232,6 +297,9 @@ class ExportArchiver:
                     extra={"export_id": export.export_id, "job_id": export.job_id},
                 )
                 return
+            if isinstance(exc, ArchiveUnavailable):
+                self._archive_unavailable(export, exc)
+                raise
             self._download_failed(export, exc)
             raise
         except Exception as exc:  # a bug, or MemoryError: the attempt still counts
@@ -295,6 +363,15 @@ class ExportArchiver:
         reason = f"{exc} (gave up after {export.attempts} attempts)" if exc.retryable else str(exc)
         failed = self.store.mark_failed(export.export_id, reason, self.clock(), link_failed=link)
         self._next_link(failed)
+
+    def _archive_unavailable(self, export: Export, exc: ArchiveUnavailable) -> None:
+        """The archive's store failed for a moment (an S3 outage, after the client's own
+        retries): the export goes back to ``notified`` with the attempt not counted, as on
+        shutdown, so an outage longer than ``download.max_attempts`` passes loses nothing;
+        the link was not at fault. The next pass downloads it again."""
+        self.store.mark_download_parked(
+            export.export_id, self.clock(), f"the archive is unavailable: {exc}"
+        )
 
     def _next_link(self, export: Export) -> None:
         """Say so when another mail's link took over from the one that just failed."""

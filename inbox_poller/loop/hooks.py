@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from inbox_poller.archive_reader import MANIFEST_NAME
-from inbox_poller.hooks.environment import hook_environment
+from inbox_poller.hooks.environment import BucketArchive, hook_environment
 from inbox_poller.hooks.process import HookResult, run_hook
 from inbox_poller.models import HookRun, utc_now
 
@@ -62,10 +62,13 @@ class HookDispatcher:
         archive_dir: Path,
         settings: HookSettings,
         *,
+        bucket: BucketArchive | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.store = store
         self.archive_dir = archive_dir
+        self.bucket = bucket
+        """The S3 archive (``[archive] url``): hooks get the payload's URL, not a path."""
         self.settings = settings
         self.clock = clock
 
@@ -158,8 +161,9 @@ class HookDispatcher:
         env = hook_environment(
             run.hook,
             manifest if isinstance(manifest, dict) else {},
-            archive_dir=self.archive_dir,
-            manifest_path=self.archive_dir / MANIFEST_NAME,
+            archive_dir=None if self.bucket else self.archive_dir,
+            manifest_path=None if self.bucket else self.archive_dir / MANIFEST_NAME,
+            bucket=self.bucket,
             attempt=run.attempts + 1,
         )
         return run_hook(

@@ -381,3 +381,118 @@ def test_a_refused_request_is_not_retryable(s3_bucket: S3Bucket, tmp_path: Path)
     assert not isinstance(refused.value, ArchiveUnavailable)
     assert not refused.value.retryable
     assert "not-the-secret-key" not in str(refused.value)
+
+
+# ---- payloads over CopyObject's 5 GiB: a multipart copy (the limit lowered for the tests) ----
+
+BIG = 12 * 1024 * 1024 + 123
+"""Three ranges of MIN_PART, the last a short one."""
+
+
+def _big_archive(bucket: S3Bucket) -> S3Archive:
+    return S3Archive(
+        bucket.client(),
+        bucket.name,
+        "arch/prod",
+        part_bytes=MIN_PART,
+        copy_limit=MIN_PART + 1,
+        copy_part_bytes=MIN_PART,
+    )
+
+
+def _sealed(archive: S3Archive, payload: bytes) -> str:
+    part = archive.begin(_export())
+    _stream(part, payload)
+    part.seal()
+    return part.path
+
+
+def test_a_payload_over_the_copy_limit_is_published_by_a_multipart_copy(
+    s3_bucket: S3Bucket,
+) -> None:
+    archive, client = _big_archive(s3_bucket), s3_bucket.client()
+    payload = _payload(BIG)
+    archive.publish(_sealed(archive, payload), _archived(payload))
+    assert _keys(client, s3_bucket.name) == [f"arch/prod/{FINAL}"]
+    assert _get(client, s3_bucket.name, f"arch/prod/{FINAL}") == payload
+    head = client.head_object(Bucket=s3_bucket.name, Key=f"arch/prod/{FINAL}")
+    assert head["ETag"].strip('"').endswith("-3")  # made of three copied ranges
+    assert _uploads(client, s3_bucket.name) == []
+    assert archive.verify(_archived(payload))
+
+
+def test_a_multipart_copy_never_overwrites_and_accepts_its_own_earlier_copy(
+    s3_bucket: S3Bucket,
+) -> None:
+    archive, client = _big_archive(s3_bucket), s3_bucket.client()
+    payload = _payload(BIG)
+    final = f"arch/prod/{FINAL}"
+    client.put_object(Bucket=s3_bucket.name, Key=final, Body=b"someone else's")
+    part = _sealed(archive, payload)
+    with pytest.raises(ArchiveError, match="already holds another object"):
+        archive.publish(part, _archived(payload))
+    assert _get(client, s3_bucket.name, final) == b"someone else's"
+    assert _uploads(client, s3_bucket.name) == []  # the refused copy was aborted
+
+    client.put_object(Bucket=s3_bucket.name, Key=final, Body=payload)  # "an earlier attempt"
+    archive.publish(part, _archived(payload))
+    assert _keys(client, s3_bucket.name) == [final]
+    assert _uploads(client, s3_bucket.name) == []
+
+
+_COPY_CHILD = (
+    _CHILD.rsplit("archive.part_bytes", 1)[0]
+    + """
+archive.part_bytes = archive.copy_part_bytes = 5 * 1024 * 1024
+archive.copy_limit = 5 * 1024 * 1024 + 1
+payload = _payload(12 * 1024 * 1024 + 123)
+part = archive.begin(_export())
+part.write(payload)
+part.seal()
+archive.publish(part.location, _archived(payload))
+"""
+)
+
+
+def test_a_process_killed_mid_copy_leaves_an_upload_the_next_publish_aborts(
+    s3_bucket: S3Bucket,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from inbox_poller.crashpoints import CRASH_ENV, CRASH_EXIT_STATUS
+
+    env = {**os.environ, CRASH_ENV: "archive:mid-copy"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _COPY_CHILD,
+            s3_bucket.name,
+            s3_bucket.endpoint_url,
+            s3_bucket.region,
+            str(s3_bucket.access_key_id_file),
+            str(s3_bucket.secret_access_key_file),
+            str(s3_bucket.ca_file),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == CRASH_EXIT_STATUS, child.stderr
+    client = s3_bucket.client()
+    assert _uploads(client, s3_bucket.name) == [f"arch/prod/{FINAL}"]  # one range copied
+    [part] = _keys(client, s3_bucket.name)  # the sealed part only: no final object
+    assert part.startswith("arch/prod/.parts/123/")
+
+    archive = _big_archive(s3_bucket)  # the restart: the export is verified, its part kept
+    payload = _payload(BIG)
+    assert archive.verify(_archived(payload), part)
+    archive.publish(part, _archived(payload))
+    assert _uploads(client, s3_bucket.name) == []
+    assert _keys(client, s3_bucket.name) == [f"arch/prod/{FINAL}"]
+    assert _get(client, s3_bucket.name, f"arch/prod/{FINAL}") == payload

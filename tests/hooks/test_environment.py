@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from inbox_poller.hooks.environment import hook_environment
+from inbox_poller.hooks.environment import BucketArchive, hook_environment
 
 LINE = {
     "job_id": "987654",
@@ -68,3 +68,33 @@ def test_the_daemons_secrets_and_credentials_are_not_inherited() -> None:
     assert "secret" not in env.values()
     assert not {"CREDENTIALS_DIRECTORY", "INBOX_POLLER_CONFIG", "NOTIFY_SOCKET"} & set(env)
     assert env["PATH"] == "/usr/local/bin:/usr/bin:/bin"
+
+
+def test_on_a_bucket_the_payloads_url_bucket_and_key_are_given_and_no_local_path() -> None:
+    env = hook_environment(
+        "on_archived",
+        LINE,
+        bucket=BucketArchive("exports", "arch/prod", "https://s3.internal:9000", "eu-central-1"),
+        attempt=1,
+        inherited={"PATH": "/opt/bin"},
+    )
+    key = f"arch/prod/{LINE['path']}"
+    assert env["INBOX_POLLER_URL"] == f"s3://exports/{key}"
+    assert env["INBOX_POLLER_BUCKET"] == "exports"
+    assert env["INBOX_POLLER_KEY"] == key
+    assert env["INBOX_POLLER_ARCHIVE_URL"] == "s3://exports/arch/prod"
+    assert env["INBOX_POLLER_MANIFEST_KEY"] == (
+        "arch/prod/manifest/GetNewsletterContactDataSummaryAsync/2026/11/stat-12345_job-987654.json"
+    )
+    assert env["INBOX_POLLER_S3_ENDPOINT_URL"] == "https://s3.internal:9000"
+    assert env["INBOX_POLLER_S3_REGION"] == "eu-central-1"
+    assert not {"INBOX_POLLER_FILE", "INBOX_POLLER_ARCHIVE_DIR", "INBOX_POLLER_MANIFEST"} & set(env)
+
+
+def test_a_bucket_without_prefix_endpoint_or_region() -> None:
+    env = hook_environment(
+        "on_archived", LINE, bucket=BucketArchive("exports", ""), attempt=1, inherited={}
+    )
+    assert env["INBOX_POLLER_KEY"] == LINE["path"]
+    assert env["INBOX_POLLER_ARCHIVE_URL"] == "s3://exports"
+    assert "INBOX_POLLER_S3_ENDPOINT_URL" not in env and "INBOX_POLLER_S3_REGION" not in env

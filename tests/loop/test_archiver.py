@@ -288,3 +288,10 @@ def test_run_once_starts_downloading_while_it_still_reads_mail(
     assert mailbox.overlapped == [True, True]  # the first download began before mail 2
     assert report.archived == jobs and report.failed == []
     assert {e.state for e in store.list_exports()} == {ExportState.ACKNOWLEDGED}
+
+
+def test_the_pause_after_an_archive_outage_doubles_up_to_its_bound() -> None:
+    from inbox_poller.loop.archiver import OUTAGE_MAX_PAUSE_S, outage_pause_s
+
+    assert [outage_pause_s(n) for n in range(6)] == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0]
+    assert outage_pause_s(7) == outage_pause_s(50) == OUTAGE_MAX_PAUSE_S
