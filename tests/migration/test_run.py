@@ -114,14 +114,15 @@ def test_a_real_ledger_and_archive_move_to_postgresql_and_s3(
     assert _objects(s3_bucket) == {}
 
     # the archive alone; a payload changed since it was archived is reported, not copied
-    changed = env.archive_dir / json.loads(manifest[1])["path"]
+    changed_line = json.loads(manifest[1])  # lines are in archiving order, not submission order
+    changed = env.archive_dir / changed_line["path"]
     original = changed.read_bytes()
     changed.write_bytes(original.replace(b"1", b"2", 1))
     first = env.cli("migrate", "--to", str(target), "--archive-only")
     assert first.returncode == 1, first.stderr
     assert "payloads copied 1 (" in first.stdout
     assert "not copied (1):" in first.stdout
-    assert f"{json.loads(manifest[1])['path']} (job {jobs[1]}): the file has" in first.stdout
+    assert f"{changed_line['path']} (job {changed_line['job_id']}): the file has" in first.stdout
     changed.write_bytes(original)
     resumed = env.cli("migrate", "--to", str(target), "--archive-only")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
