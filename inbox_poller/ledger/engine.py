@@ -43,6 +43,12 @@ class Dialect:
     """The column that orders ``failed_links`` rows as they were inserted."""
     skip_locked: str
     """Appended to the ``SELECT`` that claims work: rows another daemon holds are passed."""
+    shared: bool = False
+    """Several processes may work on the ledger at once (no run lock keeps one)."""
+    clock: str | None = None
+    """The query of the database's clock (one row, column ``now``) that leases are taken
+    and compared on, so that clock skew between the daemons' machines cannot shorten a
+    lease; None: the caller's clock (SQLite: one machine)."""
 
 
 SQLITE = Dialect(
@@ -56,6 +62,8 @@ POSTGRES = Dialect(
     for_update=" FOR UPDATE",
     insertion_order="seq",
     skip_locked=" FOR UPDATE SKIP LOCKED",
+    shared=True,
+    clock="SELECT clock_timestamp() AS now",
 )
 """READ COMMITTED: the row read of a transition is locked (and re-read after a wait)."""
 

@@ -44,6 +44,7 @@ from inbox_poller.config import Config, load_config
 from inbox_poller.errors import ConfigError, InboxPollerError
 from inbox_poller.ledger.keys import LOGIN_PROBLEM_KEY
 from inbox_poller.ledger.store import Store
+from inbox_poller.loop.leases import Heartbeat
 from inbox_poller.loop.parts import LoopParts
 from inbox_poller.loop.submitter import Submitter
 from inbox_poller.models import CycleReport, MailboxStatus, utc_now
@@ -82,6 +83,7 @@ class _Session:
     watcher_thread: threading.Thread
     hook_wake: threading.Event
     hook_thread: threading.Thread
+    heartbeat_thread: threading.Thread
 
 
 class Daemon:
@@ -237,11 +239,18 @@ class Daemon:
             threading.Thread(target=watcher.run, name="mailbox-watcher", daemon=True),
             hook_wake,
             threading.Thread(target=hooks.run, name="hooks", daemon=True),
+            threading.Thread(
+                target=Heartbeat(parts.store, parts.archiver.owner, parts.archiver.lease).run,
+                args=(stop,),
+                name="heartbeat",
+                daemon=True,
+            ),
         )
         self._schedule(session)
         scheduler.start()
         session.watcher_thread.start()
         session.hook_thread.start()
+        session.heartbeat_thread.start()
         # exports left in flight by a previous run (crash, SIGKILL, SIGTERM) resume now
         downloads.dispatch()
         return session
