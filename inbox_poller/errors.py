@@ -97,9 +97,9 @@ class LeaseLost(StoreError):
         self.export_id = export_id
         self.owner = owner
         self.holder = holder
+        where = f"now held by {holder}" if holder else "no longer in flight"
         super().__init__(
-            f"export {export_id}: {owner} lost its lease"
-            f" ({'now held by ' + holder if holder else 'no longer in flight'}); its work is dropped"
+            f"export {export_id}: {owner} lost its lease ({where}); its work is dropped"
         )
 
 

@@ -167,26 +167,28 @@ class ExportArchiver:
         writes. On an interruption (Ctrl-C) ``stop`` is set, so the downloads under way
         park themselves (``notified``, the attempt not counted) before it is raised.
         """
+        done: list[tuple[int, CycleReport]] = []
         with Heartbeat(self.store, self.owner, self.lease, clock=self.clock).running():
             if self.workers <= 1:
-                self._claim_all(report)
-                return
-            reports = [CycleReport() for _ in range(self.workers)]
-            with ThreadPoolExecutor(
-                max_workers=self.workers, thread_name_prefix="download"
-            ) as pool:
-                try:
-                    list(pool.map(self._claim_all, reports))
-                except BaseException:
-                    self.stop.set()
-                    raise
-            for each in reports:
-                report.archived += each.archived
-                report.failed += each.failed
+                self._claim_all(done)
+            else:
+                with ThreadPoolExecutor(
+                    max_workers=self.workers, thread_name_prefix="download"
+                ) as pool:
+                    try:
+                        list(pool.map(self._claim_all, [done] * self.workers))
+                    except BaseException:
+                        self.stop.set()
+                        raise
+        for _, each in sorted(done, key=lambda pair: pair[0]):  # in the exports' order
+            report.archived += each.archived
+            report.failed += each.failed
 
-    def _claim_all(self, report: CycleReport) -> None:
+    def _claim_all(self, done: list[tuple[int, CycleReport]]) -> None:
         while not self.stop.is_set() and (export := self.claim()) is not None:
-            self.download_export(export, report)
+            each = CycleReport()
+            done.append((export.export_id, each))
+            self.download_export(export, each)
             self.tried(export)
 
     def claim(self) -> Export | None:
