@@ -56,6 +56,7 @@ from inbox_poller.wiring import (
     build_token_source,
     ledger_lock,
     ledger_running,
+    mailbox_lock,
     open_store,
 )
 
@@ -155,12 +156,22 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
                     lambda cfg, stop: build_loop(cfg, stop=stop, metrics=metrics),
                     lambda cfg, store: build_submitter(cfg, store, metrics=metrics),
                     metrics=metrics,
+                    mailbox_lock=mailbox_lock,
                 )
                 return daemon.run()
             logger.info("%s", config.summary())
             parts = build_loop(config, metrics=metrics)
+            # never read the mailbox while a daemon watches it (several daemons on one
+            # PostgreSQL ledger): then this pass only downloads what is ready
+            turn = mailbox_lock(config)
             try:
-                report = parts.poller.run_once(parts.mailbox)
+                read_mail = turn.try_acquire()
+                if not read_mail:
+                    logger.warning(
+                        "mailbox: another inbox-poller watches %s; this pass only downloads",
+                        config.imap.folder,
+                    )
+                report = parts.poller.run_once(parts.mailbox, read_mail=read_mail)
                 archived = [parts.store.export_by_job_id(job) for job in report.archived]
                 # after the pass: a hook never holds up reading, archiving or acknowledging
                 report.failed.extend(parts.hooks.run_due())
@@ -168,6 +179,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
                     metrics.run_ended(report.ok)
                     metrics.observe_health(ledger_health(parts.store, config, utc_now()).sample())
             finally:
+                turn.release()
                 parts.close()
         finally:
             if metrics is not None:

@@ -10,14 +10,13 @@ here and in the sandbox (an import-linter contract).
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
-from inbox_poller.errors import InboxPollerError, StoreError
+from inbox_poller.errors import StoreError
 from inbox_poller.ledger.engine import POSTGRES, EngineSession
 from inbox_poller.ledger.pgschema import pg_check_version, pg_migrate
 
@@ -94,45 +93,4 @@ def _reason(exc: psycopg.Error) -> str:
 
 
 DAEMON_LOCK = 0x1B0C_5C4E_0002
-"""The session advisory lock ``run`` holds: one daemon per PostgreSQL ledger, for now."""
-
-
-def _connect(url: str, password: str | None) -> psycopg.Connection[tuple[Any, ...]]:
-    try:
-        return psycopg.connect(
-            url,
-            password=password,
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT_S,
-            application_name="inbox-poller",
-        )
-    except psycopg.Error as exc:
-        raise StoreError(f"cannot connect to the ledger {url}: {_reason(exc)}") from None
-
-
-@contextmanager
-def daemon_lock(url: str, password: str | None) -> Iterator[None]:
-    """Hold the ledger's daemon lock on a connection of its own while the block runs.
-
-    :raises InboxPollerError: another daemon (on any machine) holds it.
-    """
-    conn = _connect(url, password)
-    try:
-        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (DAEMON_LOCK,)).fetchone()
-        if row is None or not row[0]:
-            raise InboxPollerError(f"another inbox-poller is already running on {url}")
-        yield
-    finally:
-        conn.close()  # the session's lock goes with it
-
-
-def daemon_lock_held(url: str, password: str | None) -> bool:
-    """Return whether a session holds the ledger's daemon lock."""
-    with _connect(url, password) as conn:
-        row = conn.execute(
-            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            " AND ((classid::bigint << 32) | objid::bigint) = %s",
-            (DAEMON_LOCK,),
-        ).fetchone()
-    return bool(row and row[0])
+"""The session advisory lock every ``run`` holds shared (``ledger.pglocks``)."""
