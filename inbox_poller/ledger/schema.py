@@ -34,7 +34,7 @@ from inbox_poller.models import (
 
 logger = logging.getLogger("inbox_poller.ledger")
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -209,7 +209,9 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE exports ADD COLUMN owner TEXT;
     ALTER TABLE exports ADD COLUMN lease_until TEXT;
     CREATE INDEX exports_owner ON exports(owner)
-    """,
+    """,  # PostgreSQL's events get the writing transaction's ID (several writers, see
+    # pgschema); SQLite has one writer at a time, and its event IDs are in commit order
+    9: "",
 }
 
 

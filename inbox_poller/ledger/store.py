@@ -203,22 +203,32 @@ class Store(HookRecords):
         return self._exports(rows)
 
     def last_event_id(self) -> int:
-        """Return the newest ``events`` row's ID (0 for none): a mark for
-        :meth:`exports_changed_since`."""
-        rows = self._query("SELECT COALESCE(MAX(event_id), 0) AS last FROM events")
+        """Return a mark for :meth:`exports_changed_since`: every event below it is settled.
+
+        On SQLite the newest event's ID (0 for none): one writer at a time, so IDs
+        become visible in order. On PostgreSQL several daemons write, and an event ID
+        taken by a transaction that commits late becomes visible after higher ones; the
+        mark is then a transaction ID below which every transaction has ended
+        (``Dialect.events_mark``), and events are followed by the transaction that wrote
+        them. Either way, an event committed after the mark is above it.
+        """
+        rows = self._query(self._dialect.events_mark)
         return int(rows[0]["last"])
 
     def exports_changed_since(self, event_id: int) -> tuple[int, list[Export]]:
-        """Return the newest event's ID and the exports with an event after *event_id*.
+        """Return a new mark and the exports with an event after the mark *event_id*.
 
         Every change of an export that matching reads (its state, job ID, link, failed
         links, its creation) writes an ``events`` row in the same transaction, so a caller
-        holding the exports of an earlier mark stays current by reading only these.
+        holding the exports of an earlier mark stays current by reading only these. An
+        export may come back once more than needed (PostgreSQL: its event was committed
+        before the mark moved past it), never once less.
         """
         last = self.last_event_id()
+        column = self._dialect.events_order
         rows = self._query(
-            "SELECT * FROM exports WHERE export_id IN"
-            " (SELECT DISTINCT export_id FROM events WHERE event_id > ? AND event_id <= ?)"
+            "SELECT * FROM exports WHERE export_id IN"  # noqa: S608
+            f" (SELECT DISTINCT export_id FROM events WHERE {column} > ? AND {column} <= ?)"
             " ORDER BY export_id",
             (event_id, last),
         )
