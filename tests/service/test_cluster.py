@@ -10,6 +10,7 @@ mailbox watched again within seconds.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections import Counter
@@ -17,14 +18,17 @@ from collections.abc import Callable
 
 import pytest
 
+from inbox_poller.archive.s3 import PART_BYTES
 from inbox_poller.crashpoints import CRASH_EXIT_STATUS
 from inbox_poller.ledger.opening import Daemons, cluster
 from inbox_poller.ledger.postgres import open_postgres
 from inbox_poller.ledger.store import Store
 from inbox_poller.models import ExportState
+from tests.loop.test_s3_loop import PREFIX, _objects, _uploads
 from tests.plugins.daemon import DaemonProcess
 from tests.plugins.loop import LoopEnv
 from tests.plugins.postgres import PgDatabase
+from tests.plugins.seaweedfs import S3Bucket
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.postgres]
 
@@ -162,3 +166,49 @@ def test_three_daemons_archive_each_export_once_through_a_crash_and_a_takeover(
     assert len(env.archived_files()) == len(jobs) and env.part_files() == []
     _assert_every_mail_acknowledged(env, len(jobs))
     assert sum(1 for job in env.sim.jobs.values() if job.stat == "7001") == len(scheduled)
+
+
+@pytest.mark.seaweedfs
+def test_two_daemons_on_s3_finish_an_upload_a_dead_daemon_left_once(
+    loop_env: LoopEnv, pg_database: PgDatabase, s3_bucket: S3Bucket, daemons: list[DaemonProcess]
+) -> None:
+    env = loop_env
+    env.archive_section = "\n".join(
+        [
+            f'url = "{s3_bucket.url}/{PREFIX}"',
+            f'endpoint_url = "{s3_bucket.endpoint_url}"',
+            f'region = "{s3_bucket.region}"',
+            f'access_key_id_file = "{s3_bucket.access_key_id_file}"',
+            f'secret_access_key_file = "{s3_bucket.secret_access_key_file}"',
+            f'ca_file = "{s3_bucket.ca_file}"',
+        ]
+    )
+    env.write_config()
+    _on_postgres(env, pg_database)
+    # payloads of two parts; the first daemon dies with the first part of its upload sent
+    env.sim.payload_bytes = PART_BYTES + 1024 * 1024
+    doomed = _daemon(env, daemons, crash_at="archive:mid-upload")
+    _wait("a daemon watches", lambda: _cluster(env, pg_database).watching is not None, 20)
+    jobs = [env.submit("9101")]
+    assert doomed.wait(30) == CRASH_EXIT_STATUS
+    assert _uploads(s3_bucket)  # what it left: an incomplete upload
+    _daemon(env, daemons)
+    _daemon(env, daemons)
+    jobs += [env.submit(str(9100 + n)) for n in range(2, 5)]
+    with _store(pg_database) as store:
+        _wait(
+            "every export acknowledged",
+            lambda: all(
+                (e := store.export_by_job_id(j)) is not None and e.state is ExportState.ACKNOWLEDGED
+                for j in jobs
+            ),
+            45,
+        )
+        _assert_each_archived_once(store, jobs)
+    objects = _objects(s3_bucket)
+    manifests = [k for k in objects if k.startswith(f"{PREFIX}/manifest/")]
+    payloads = [k for k in objects if k not in manifests]
+    assert len(manifests) == len(payloads) == len(jobs)  # nothing under .parts/ either
+    assert sorted(json.loads(objects[k])["job_id"] for k in manifests) == sorted(jobs)
+    assert _uploads(s3_bucket) == []  # the dead attempt's upload aborted
+    _assert_every_mail_acknowledged(env, len(jobs))
