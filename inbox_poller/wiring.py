@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from inbox_poller.archive.s3 import S3Archive
     from inbox_poller.config import Config
     from inbox_poller.imap.mailbox import ImapMailbox
-    from inbox_poller.ledger.opening import MailboxGuard
+    from inbox_poller.ledger.opening import Daemons, MailboxGuard
     from inbox_poller.ledger.store import Store
     from inbox_poller.loop.hooks import HookSettings
     from inbox_poller.loop.parts import LoopParts
@@ -212,6 +212,16 @@ def ledger_lock(config: Config) -> AbstractContextManager[None]:
     from inbox_poller.loop.leases import process_owner
 
     return run_lock(config.state_path, config.state_url, _state_password(config), process_owner())
+
+
+def ledger_cluster(config: Config) -> Daemons | None:
+    """Who runs on the configured PostgreSQL ledger and who watches the mailbox (``status``);
+    None for a SQLite ledger (one process, which watches)."""
+    if config.state_url is None:
+        return None
+    from inbox_poller.ledger.opening import cluster
+
+    return cluster(config.state_url, _state_password(config), mailbox_identity(config))
 
 
 def mailbox_identity(config: Config) -> tuple[str, str, str]:

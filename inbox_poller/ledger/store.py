@@ -629,6 +629,15 @@ class Store(HookRecords):
             )
             return len(cursor.fetchall())
 
+    def in_flight_by_owner(self) -> dict[str, int]:
+        """How many exports each daemon holds in flight (``status``: who is working)."""
+        rows = self._query(
+            "SELECT owner, COUNT(*) AS n FROM exports WHERE state IN (?, ?)"
+            " AND owner IS NOT NULL GROUP BY owner",
+            (ExportState.DOWNLOADING.value, ExportState.VERIFIED.value),
+        )
+        return {row["owner"]: int(row["n"]) for row in rows}
+
     def lease(self, export_id: int) -> tuple[str | None, datetime | None]:
         """Return who holds *export_id* and until when (None, None: nobody)."""
         rows = self._query(

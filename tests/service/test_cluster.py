@@ -124,6 +124,11 @@ def test_three_daemons_archive_each_export_once_through_a_crash_and_a_takeover(
     # two more share the ledger; the schedule is due at each start: submitted once
     others = [_daemon(env, daemons), _daemon(env, daemons)]
     _wait("two daemons run", lambda: len(_cluster(env, pg_database).running) == 2, 20)
+    _wait("one of them watches", lambda: _cluster(env, pg_database).watching is not None, 20)
+    status = env.cli("status")  # which daemon holds the mailbox, and which are working
+    assert "daemons: 2 running" in status.stdout, status.stdout + status.stderr
+    watcher = _cluster(env, pg_database).watching
+    assert f"  {watcher}: " in status.stdout and ", watches the mailbox" in status.stdout
     for n in range(2, 6):  # a stream of notifications, one holder killed in the middle
         jobs.append(env.submit(str(9000 + n)))
         if n == 3:
