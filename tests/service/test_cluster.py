@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,13 +25,13 @@ from inbox_poller.ledger.opening import Daemons, cluster
 from inbox_poller.ledger.postgres import open_postgres
 from inbox_poller.ledger.store import Store
 from inbox_poller.models import ExportState
+from inbox_poller.service.cluster import MailboxTurn
+from inbox_poller.service.watcher import MailboxWatcher
 from tests.loop.test_s3_loop import PREFIX, _objects, _uploads
 from tests.plugins.daemon import DaemonProcess
 from tests.plugins.loop import LoopEnv
 from tests.plugins.postgres import PgDatabase
 from tests.plugins.seaweedfs import S3Bucket
-
-pytestmark = [pytest.mark.dovecot, pytest.mark.postgres]
 
 KEYWORD = b"$ExportArchived"
 TAKEOVER_BOUND_S = 10.0
@@ -110,6 +111,8 @@ def _assert_every_mail_acknowledged(env: LoopEnv, count: int) -> None:
     assert all(KEYWORD in flags for flags in done.values())
 
 
+@pytest.mark.dovecot
+@pytest.mark.postgres
 def test_three_daemons_archive_each_export_once_through_a_crash_and_a_takeover(
     loop_env: LoopEnv, pg_database: PgDatabase, daemons: list[DaemonProcess]
 ) -> None:
@@ -173,6 +176,8 @@ def test_three_daemons_archive_each_export_once_through_a_crash_and_a_takeover(
     assert sum(1 for job in env.sim.jobs.values() if job.stat == "7001") == len(scheduled)
 
 
+@pytest.mark.dovecot
+@pytest.mark.postgres
 @pytest.mark.seaweedfs
 def test_two_daemons_on_s3_finish_an_upload_a_dead_daemon_left_once(
     loop_env: LoopEnv, pg_database: PgDatabase, s3_bucket: S3Bucket, daemons: list[DaemonProcess]
@@ -217,3 +222,69 @@ def test_two_daemons_on_s3_finish_an_upload_a_dead_daemon_left_once(
     assert sorted(json.loads(objects[k])["job_id"] for k in manifests) == sorted(jobs)
     assert _uploads(s3_bucket) == []  # the dead attempt's upload aborted
     _assert_every_mail_acknowledged(env, len(jobs))
+
+
+class _Guard:
+    """A mailbox lock the test hands out and takes away (fault injection)."""
+
+    def __init__(self, free: bool) -> None:
+        self.free = free
+        self.held = False
+        self.connected = True
+        self.released = 0
+
+    def try_acquire(self) -> bool:
+        self.held = self.held or self.free
+        return self.held
+
+    def still_held(self) -> bool:
+        if not self.connected:
+            self.held = False
+        return self.held
+
+    def release(self) -> None:
+        self.held = False
+        self.released += 1
+
+
+class _Watcher:
+    """Stands in for ``MailboxWatcher``: runs until its stop event is set."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.state = "idle"
+        self.ended = threading.Event()
+
+    def run(self) -> None:
+        self.stop.wait()
+        self.ended.set()
+
+
+def test_a_daemon_without_the_mailbox_dispatches_and_one_that_loses_it_stops_watching() -> None:
+    guard = _Guard(free=False)
+    watchers: list[_Watcher] = []
+    dispatched = threading.Semaphore(0)
+    stop = threading.Event()
+
+    def new_watcher(watch_stop: threading.Event) -> MailboxWatcher:
+        watchers.append(_Watcher(watch_stop))
+        return watchers[-1]  # type: ignore[return-value]
+
+    turn = MailboxTurn(guard, new_watcher, dispatched.release, stop=stop, every_s=0.05)
+    thread = threading.Thread(target=turn.run)
+    thread.start()
+    try:
+        assert dispatched.acquire(timeout=5)  # not watching: it looks for downloads itself
+        assert turn.state == "watched by another daemon" and watchers == []
+        guard.free = True  # the holder died
+        _wait("it watches", lambda: turn.watcher is not None, 5)
+        assert turn.state == "idle"
+        guard.connected, guard.free = False, False  # the lock's connection is lost
+        _wait("the watcher stopped", lambda: watchers[0].ended.is_set(), 5)
+        assert turn.watcher is None
+        guard.connected, guard.free = True, True  # and it tries again
+        _wait("it watches again", lambda: len(watchers) == 2 and turn.watcher is not None, 5)
+    finally:
+        stop.set()
+        thread.join(5)
+    assert watchers[1].ended.is_set() and guard.released == 1
