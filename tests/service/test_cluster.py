@@ -222,6 +222,11 @@ def test_two_daemons_on_s3_finish_an_upload_a_dead_daemon_left_once(
     assert sorted(json.loads(objects[k])["job_id"] for k in manifests) == sorted(jobs)
     assert _uploads(s3_bucket) == []  # the dead attempt's upload aborted
     _assert_every_mail_acknowledged(env, len(jobs))
+    # run --once never reads the mailbox a daemon watches: it only downloads
+    once = env.cli("run", "--once")
+    assert once.returncode == 0, once.stdout + once.stderr
+    assert "another inbox-poller watches" in once.stderr
+    assert "read 0 mail(s)" in once.stdout
 
 
 class _Guard:
