@@ -138,12 +138,25 @@ class Store(HookRecords):
         return schedule_slot(schedule, request, int(row["n"]))
 
     def _check_replaceable(self, conn: Tx, export_id: int) -> None:
-        """Refuse to resubmit an export that a later mail brought back to ``notified``."""
+        """Refuse to resubmit an export that a later mail brought back to ``notified``, or
+        that is resubmitted already.
+
+        The row is locked first (PostgreSQL), so of two daemons resubmitting it at once
+        the second reads the successor the first committed and is refused
+        (``DuplicateSubmission``): one new Pinpointe job, whoever decided first.
+        """
         row = self._export_row(conn, "state", export_id)
         if row is None:
             raise StoreError(f"no export {export_id} in the ledger")
         if ExportState(row["state"]) not in FINAL_STATES:
             raise StoreError(f"export {export_id} is {row['state']} again: not resubmitted")
+        later = conn.execute(
+            "SELECT export_id FROM exports WHERE replaces = ?", (export_id,)
+        ).fetchone()
+        if later is not None:
+            raise DuplicateSubmission(
+                f"export {export_id} is resubmitted already (as export {later['export_id']})"
+            )
 
     def successor(self, export_id: int) -> Export | None:
         """Return the export that resubmitted *export_id*, if any."""

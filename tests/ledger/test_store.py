@@ -299,6 +299,12 @@ def test_resubmission_chain_and_checks(store: Store) -> None:
     assert (second.replaces, second.resubmits) == (first_id, 1)
     assert store.successor(first_id) == second
     assert store.successor(second.export_id) is None
+    # a second daemon deciding on the same failure is refused (one new job, not two)
+    with pytest.raises(
+        DuplicateSubmission, match=f"resubmitted already .as export {second.export_id}"
+    ):
+        store.create_export(first.request, NOW, replaces=store.get_export(first_id))
+    assert store.successor(first_id) == second
     store.set_daemon_value("last_poll_at", NOW.isoformat())
     assert store.daemon_values() == {"last_poll_at": NOW.isoformat()}
 
