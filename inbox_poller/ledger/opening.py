@@ -58,10 +58,16 @@ def open_ledger(
 
 @contextmanager
 def run_lock(
-    path: Path, url: str | None, password: Callable[[], str] | None, owner: str = "run"
+    path: Path,
+    url: str | None,
+    password: Callable[[], str] | None,
+    owner: str = "run",
+    *,
+    exclusive: bool = False,
 ) -> Iterator[None]:
     """Hold the ledger's run lock while the block runs (``run``): the one-process lock of a
-    SQLite file, or a share of a PostgreSQL ledger's daemon lock, named *owner*."""
+    SQLite file, or a share of a PostgreSQL ledger's daemon lock, named *owner*; all of
+    it with *exclusive* (no daemon may run meanwhile: ``migrate``)."""
     if url is None:
         with lock.run_lock(path):
             yield
@@ -69,7 +75,7 @@ def run_lock(
     _postgres(url)
     from inbox_poller.ledger import pglocks
 
-    with pglocks.daemon_lock(url, password() if password else None, owner):
+    with pglocks.daemon_lock(url, password() if password else None, owner, exclusive=exclusive):
         yield
 
 

@@ -70,15 +70,26 @@ def _connect(url: str, password: str | None, owner: str) -> psycopg.Connection[t
 
 
 @contextmanager
-def daemon_lock(url: str, password: str | None, owner: str) -> Iterator[None]:
-    """Hold the ledger's daemon lock, shared, on a connection of its own while the block
-    runs (``run``: any number of daemons, each seen by ``status``)."""
+def daemon_lock(
+    url: str, password: str | None, owner: str, *, exclusive: bool = False
+) -> Iterator[None]:
+    """Hold the ledger's daemon lock on a connection of its own while the block runs.
+
+    Shared (``run``: any number of daemons, each seen by ``status``), or *exclusive*
+    (a command that needs the ledger to itself, such as ``migrate``: refused while any
+    daemon runs, and no daemon starts meanwhile).
+
+    :raises InboxPollerError: the lock is held the other way.
+    """
     conn = _connect(url, password, owner)
     try:
-        row = conn.execute("SELECT pg_try_advisory_lock_shared(%s)", (DAEMON_LOCK,)).fetchone()
-        if row is None or not row[0]:  # held exclusively: a daemon of before claims
+        take = "pg_try_advisory_lock" if exclusive else "pg_try_advisory_lock_shared"
+        row = conn.execute(f"SELECT {take}(%s)", (DAEMON_LOCK,)).fetchone()
+        if row is None or not row[0]:
             raise InboxPollerError(
-                f"an inbox-poller that does not share the ledger is running on {url}"
+                f"another inbox-poller is already running on {url}"
+                if exclusive
+                else f"an inbox-poller that needs the ledger to itself is running on {url}"
             )
         yield
     finally:

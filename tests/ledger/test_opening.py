@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -67,6 +68,18 @@ def test_any_number_of_daemons_share_a_postgresql_ledger_and_status_sees_each(
         with run_lock(path, url, password, "host-b:2:bb"):
             assert running_daemons(url, password) == ["host-a:1:aa", "host-b:2:bb"]
         assert running_daemons(url, password) == ["host-a:1:aa"]
+        # a command that needs the ledger to itself is refused while one runs
+        with (
+            pytest.raises(InboxPollerError, match=re.escape(f"already running on {url}")),
+            run_lock(path, url, password, "migrate", exclusive=True),
+        ):
+            pass
+    with (
+        run_lock(path, url, password, "migrate", exclusive=True),
+        pytest.raises(InboxPollerError, match="needs the ledger to itself"),
+        run_lock(path, url, password, "host-c:3:cc"),
+    ):
+        pass
     # released with its connection (as when the process dies)
     assert not daemon_running(path, url, password)
     assert not path.with_name("state.db.lock").exists()
