@@ -72,7 +72,10 @@ class ExportArchiver:
         self._done: set[tuple[int, str | None]] = set()
         """(export, link) pairs this pass has tried: each is tried once per pass."""
         self._skip: set[int] = set()
-        """Exports whose current link this pass has tried: not claimed again."""
+        """Exports back in ``notified`` whose current link this pass has tried: not
+        claimed again."""
+        self._in_flight: set[int] = set()
+        """Exports claimed by this archiver whose attempt has not ended."""
         self._claiming = threading.Lock()
         self._background: threading.Thread | None = None
         self._background_report = CycleReport()
@@ -115,8 +118,8 @@ class ExportArchiver:
             self._join_background(report)
             self._download_ready(report)
         finally:
-            self._done = set()  # the next pass may try each link again
-            self._skip = set()
+            with self._claiming:  # the next pass may try each link again
+                self._skip, self._done, self._in_flight = set(), set(), set()
 
     def start_downloads(self) -> None:
         """Start downloading what is ready on a background thread, unless one is running.
@@ -200,25 +203,28 @@ class ExportArchiver:
         if export is not None:
             with self._claiming:
                 self._skip.add(export.export_id)
+                self._in_flight.add(export.export_id)
                 self._done.add((export.export_id, export.download_url))
         return export
 
     def tried(self, export: Export) -> None:
-        """After an attempt: an export another mail's link took over may be claimed again
-        in this pass (a link is never tried twice)."""
+        """After an attempt: an export back in ``notified`` with the link just tried stays
+        skipped for the rest of the pass; any other is dropped from the skip list (one
+        another mail's link took over may be claimed again: a link is never tried twice),
+        so the list stays as short as the exports waiting for their next pass."""
         after = self.store.get_export(export.export_id)
         with self._claiming:
-            if (
-                after.state is ExportState.NOTIFIED
-                and (after.export_id, after.download_url) not in self._done
-            ):
+            self._in_flight.discard(export.export_id)
+            again = (after.export_id, after.download_url) in self._done
+            if after.state is not ExportState.NOTIFIED or not again:
                 self._skip.discard(after.export_id)
 
     def forget_tried(self) -> None:
-        """Start a new round: every ready export may be claimed again (the daemon's pool)."""
+        """Start a new round: every ready export may be claimed again (the daemon's pool);
+        the attempts still under way keep their marks until they end."""
         with self._claiming:
-            self._skip = set()
-            self._done = set()
+            self._skip = set(self._in_flight)
+            self._done = {(i, link) for i, link in self._done if i in self._in_flight}
 
     def download_export(self, export: Export, report: CycleReport) -> None:
         """Bring one export to ``archived``; failures are recorded, logged and reported."""

@@ -46,21 +46,27 @@ class DownloadPool:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download")
         self._running: list[Future[None]] = []
         """The claimers under way."""
+        self._pass: CycleReport | None = None
+        """The report of the pass that dispatched last: its dispatches are one round."""
         self._requests = 0
         """How many dispatches were asked for: a claimer that found nothing stops only if
         none came since it looked."""
         self._lock = threading.Lock()
 
-    def dispatch(self, _report: CycleReport | None = None) -> None:
-        """Start claimers up to ``workers`` (a pass's download step); each export ready is
-        tried again, once, from now on.
+    def dispatch(self, report: CycleReport | None = None) -> None:
+        """Start claimers up to ``workers`` (a pass's download step).
 
-        The pass's report is not written: each download reports through the ledger and
-        the log, after the pass has ended.
+        A new pass (another *report*, or none: the daemon's start, a daemon not watching
+        the mailbox) starts a new round: each export ready is tried again, once. The
+        dispatches of one pass (after each batch read, and at its end) are one round,
+        so an export that failed in it waits for the next pass, as before claims. The
+        report is not written: each download reports through the ledger and the log.
         """
         with self._lock:
             self._requests += 1
-            self._archiver.forget_tried()
+            if report is None or report is not self._pass:
+                self._archiver.forget_tried()
+            self._pass = report
             self._running = [f for f in self._running if not f.done()]
             while len(self._running) < self._workers and not self._stop.is_set():
                 try:
