@@ -102,6 +102,24 @@ class IllegalTransition(StoreError):
         super().__init__(f"export {export_id}: cannot go from {current} to {wanted}")
 
 
+class LeaseLost(StoreError):
+    """A daemon's lease on an export ran out and another daemon took the export over.
+
+    Raised by a transition made for an *owner* that no longer holds the export (several
+    daemons on one ledger, docs/scale-out-progress-ledger.md): the change is refused, so
+    the late daemon cannot write over the new owner's work; it drops its own.
+    """
+
+    def __init__(self, export_id: int, owner: str, holder: str | None) -> None:
+        self.export_id = export_id
+        self.owner = owner
+        self.holder = holder
+        where = f"now held by {holder}" if holder else "no longer in flight"
+        super().__init__(
+            f"export {export_id}: {owner} lost its lease ({where}); its work is dropped"
+        )
+
+
 class MailboxError(InboxPollerError):
     """Raised when the IMAP server cannot be reached, refuses us, or misbehaves."""
 

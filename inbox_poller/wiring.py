@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from inbox_poller.config import Config
     from inbox_poller.hooks.environment import BucketArchive
     from inbox_poller.imap.mailbox import ImapMailbox
+    from inbox_poller.ledger.opening import Daemons, MailboxGuard
     from inbox_poller.ledger.store import Store
     from inbox_poller.loop.hooks import HookSettings
     from inbox_poller.loop.parts import LoopParts
@@ -216,10 +217,37 @@ def open_store(config: Config, *, read_only: bool = False) -> Store:
 
 
 def ledger_lock(config: Config) -> AbstractContextManager[None]:
-    """The one-daemon-per-ledger lock ``run`` holds (``ledger.opening.run_lock``)."""
+    """The ledger's run lock ``run`` holds (``ledger.opening.run_lock``): SQLite's one
+    process, or this process's share of a PostgreSQL ledger, named by its owner."""
     from inbox_poller.ledger.opening import run_lock
+    from inbox_poller.loop.leases import process_owner
 
-    return run_lock(config.state_path, config.state_url, _state_password(config))
+    return run_lock(config.state_path, config.state_url, _state_password(config), process_owner())
+
+
+def ledger_cluster(config: Config) -> Daemons | None:
+    """Who runs on the configured PostgreSQL ledger and who watches the mailbox (``status``);
+    None for a SQLite ledger (one process, which watches)."""
+    if config.state_url is None:
+        return None
+    from inbox_poller.ledger.opening import cluster
+
+    return cluster(config.state_url, _state_password(config), mailbox_identity(config))
+
+
+def mailbox_identity(config: Config) -> tuple[str, str, str]:
+    """The mailbox a daemon watches: server, user, folder (the key of its lock)."""
+    return (config.imap.host, config.imap.username, config.imap.folder)
+
+
+def mailbox_lock(config: Config) -> MailboxGuard:
+    """The lock this process must hold to read the mailbox (``ledger.opening.mailbox_lock``)."""
+    from inbox_poller.ledger.opening import mailbox_lock as lock
+    from inbox_poller.loop.leases import process_owner
+
+    return lock(
+        config.state_url, _state_password(config), mailbox_identity(config), process_owner()
+    )
 
 
 def ledger_running(config: Config) -> bool:

@@ -32,6 +32,7 @@ import errno
 import grp
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -56,6 +57,8 @@ from inbox_poller.models import (
     DownloadResult,
     Export,
 )
+
+logger = logging.getLogger("inbox_poller.archive")
 
 WRITE_BEHIND_BYTES = 64 * 1024 * 1024
 """Flush a part file to disk every this many bytes while it is written, so the final
@@ -329,12 +332,20 @@ class Archive:
         return final
 
     def begin(self, export: Export) -> PartFile:
-        """Create the private temporary file the download is streamed into."""
+        """Create the private temporary file the download is streamed into.
+
+        A part an earlier attempt at the same export left (a daemon that died, whose
+        export another daemon on a shared ledger took over) is removed first: only one
+        attempt at an export runs at a time (its claim), so it is nobody's any more.
+        """
         final = self._final(self.relative_path(export))
         try:
             self.access.make_dirs(final.parent)
         except OSError as exc:
             raise ArchiveError(f"cannot create {final.parent}: {exc.strerror}") from exc
+        for earlier in final.parent.glob(f".{export.job_id}.*{PART_SUFFIX}"):
+            logger.info("archive: removing %s left by an interrupted download", earlier.name)
+            earlier.unlink(missing_ok=True)
         name = f".{export.job_id}.{secrets.token_hex(6)}{PART_SUFFIX}"
         return PartFile(final.parent / name, self.access)
 

@@ -54,8 +54,10 @@ from inbox_poller.wiring import (
     build_metrics,
     build_submitter,
     build_token_source,
+    ledger_cluster,
     ledger_lock,
     ledger_running,
+    mailbox_lock,
     open_store,
 )
 
@@ -143,12 +145,22 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
                     lambda cfg, stop: build_loop(cfg, stop=stop, metrics=metrics),
                     lambda cfg, store: build_submitter(cfg, store, metrics=metrics),
                     metrics=metrics,
+                    mailbox_lock=mailbox_lock,
                 )
                 return daemon.run()
             logger.info("%s", config.summary())
             parts = build_loop(config, metrics=metrics)
+            # never read the mailbox while a daemon watches it (several daemons on one
+            # PostgreSQL ledger): then this pass only downloads what is ready
+            turn = mailbox_lock(config)
             try:
-                report = parts.poller.run_once(parts.mailbox)
+                read_mail = turn.try_acquire()
+                if not read_mail:
+                    logger.warning(
+                        "mailbox: another inbox-poller watches %s; this pass only downloads",
+                        config.imap.folder,
+                    )
+                report = parts.poller.run_once(parts.mailbox, read_mail=read_mail)
                 archived = [parts.store.export_by_job_id(job) for job in report.archived]
                 # after the pass: a hook never holds up reading, archiving or acknowledging
                 report.failed.extend(parts.hooks.run_due())
@@ -156,6 +168,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
                     metrics.run_ended(report.ok)
                     metrics.observe_health(ledger_health(parts.store, config, utc_now()).sample())
             finally:
+                turn.release()
                 parts.close()
         finally:
             if metrics is not None:
@@ -266,19 +279,34 @@ def _export_dict(
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     with open_store(config, read_only=True) as store:
         health = ledger_health(store, config, utc_now())
+        working = store.in_flight_by_owner() if config.state_url is not None else {}
     running = ledger_running(config)
     mode = "daemon" if running else health.mode
     problems = list(health.problems)
     if mode == "daemon" and not running:
         problems.insert(0, "the daemon is not running")
+    daemons = ledger_cluster(config) if running else None
+    if daemons is not None and daemons.watching is None:
+        problems.insert(0, "no daemon watches the mailbox")
     if args.json:
-        print(json.dumps(_status_dict(health, running, mode, problems), indent=2))
+        shown = _status_dict(health, running, mode, problems)
+        if daemons is not None:
+            shown["daemons"] = [
+                {"name": name, "in_flight": working.get(name, 0)} for name in daemons.running
+            ]
+            shown["mailbox_watched_by"] = daemons.watching
+        print(json.dumps(shown, indent=2))
     else:
         print(health.status_line())
         if mode == "once":
             print(f"run --once: last run {_ago(health.last_run_at, health)}")
-        else:
+        elif daemons is None:
             print(f"daemon: {'running' if running else 'not running'}")
+        else:  # several daemons on one PostgreSQL ledger
+            print(f"daemons: {len(daemons.running)} running")
+            for name in daemons.running:
+                role = ", watches the mailbox" if name == daemons.watching else ""
+                print(f"  {name}: {working.get(name, 0)} export(s) in flight{role}")
         for state in ExportState:
             if health.counts.get(state.value):
                 print(f"  {state.value:<15} {health.counts[state.value]}")

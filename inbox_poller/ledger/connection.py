@@ -27,10 +27,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
 
-from inbox_poller.errors import IllegalTransition, LedgerMissing, StoreError
+from inbox_poller.errors import IllegalTransition, LeaseLost, LedgerMissing, StoreError
 from inbox_poller.ledger.engine import SQLITE, EngineSession, Tx
 from inbox_poller.ledger.schema import check_version, migrate, to_iso
 from inbox_poller.models import ExportState, can_transition
+
+LEASED_STATES = (ExportState.DOWNLOADING, ExportState.VERIFIED)
+"""The states in which an export is held by one daemon under a lease (its ``owner``)."""
 
 
 class LedgerConnection:
@@ -240,14 +243,27 @@ class LedgerConnection:
         wanted: ExportState,
         now: datetime,
         reason: str | None,
+        *,
+        owner: str | None = None,
         **fields: Any,
     ) -> None:
-        row = self._export_row(conn, "state", export_id)
+        """Move *export_id* to *wanted*, checked against the state machine, with its event.
+
+        With *owner* (a daemon that claimed the export), the move is refused with
+        :class:`LeaseLost` unless *owner* still holds it: checked on the locked row, so a
+        daemon whose lease ran out cannot write over the work of the one that took over.
+        Leaving ``downloading``/``verified`` clears the owner and the lease.
+        """
+        row = self._export_row(conn, "state, owner", export_id)
         if row is None:
             raise StoreError(f"no export {export_id} in the ledger")
         current = ExportState(row["state"])
+        if owner is not None and (row["owner"] != owner or current not in LEASED_STATES):
+            raise LeaseLost(export_id, owner, row["owner"] if current in LEASED_STATES else None)
         if not can_transition(current, wanted):
             raise IllegalTransition(export_id, current.value, wanted.value)
+        if wanted not in LEASED_STATES:
+            fields = {"owner": None, "lease_until": None, **fields}
         fields = {"state": wanted.value, "updated_at": to_iso(now), "reason": reason, **fields}
         assignments = ", ".join(f"{name} = ?" for name in fields)
         conn.execute(

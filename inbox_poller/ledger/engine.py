@@ -43,6 +43,17 @@ class Dialect:
     """The column that orders ``failed_links`` rows as they were inserted."""
     skip_locked: str
     """Appended to the ``SELECT`` that claims work: rows another daemon holds are passed."""
+    events_mark: str = "SELECT COALESCE(MAX(event_id), 0) AS last FROM events"
+    """The query (column ``last``) of a mark below which every event is settled: no
+    transaction still in flight can add one there."""
+    events_order: str = "event_id"
+    """The ``events`` column that :attr:`events_mark` is a value of."""
+    shared: bool = False
+    """Several processes may work on the ledger at once (no run lock keeps one)."""
+    clock: str | None = None
+    """The query of the database's clock (one row, column ``now``) that leases are taken
+    and compared on, so that clock skew between the daemons' machines cannot shorten a
+    lease; None: the caller's clock (SQLite: one machine)."""
 
 
 SQLITE = Dialect(
@@ -56,6 +67,12 @@ POSTGRES = Dialect(
     for_update=" FOR UPDATE",
     insertion_order="seq",
     skip_locked=" FOR UPDATE SKIP LOCKED",
+    # an event ID is taken at insert and seen at commit, so IDs do not become visible in
+    # order; transaction IDs below the snapshot's xmin all ended (committed or not)
+    events_mark="SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint - 1 AS last",
+    events_order="tx",
+    shared=True,
+    clock="SELECT clock_timestamp() AS now",
 )
 """READ COMMITTED: the row read of a transition is locked (and re-read after a wait)."""
 

@@ -165,6 +165,14 @@ PG_MIGRATIONS: dict[int, str] = {
     CREATE INDEX exports_owner ON exports(owner)
     """,
     9: ARCHIVE_ONCE_INDEX,
+    # the ID of the transaction that wrote each event: with several writers an event ID
+    # taken by a transaction that commits late becomes visible after higher ones, so
+    # readers follow events by transaction (Dialect.events_since), not by ID
+    10: """
+    ALTER TABLE events ADD COLUMN tx BIGINT NOT NULL
+        DEFAULT (pg_current_xact_id()::text::bigint);
+    CREATE INDEX events_tx ON events(tx)
+    """,
 }
 """Statements taking a PostgreSQL ledger from the version before to the key's version."""
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
-from inbox_poller.errors import InboxPollerError, LedgerUnavailable, StoreError
+from inbox_poller.errors import LedgerUnavailable, StoreError
 from inbox_poller.ledger.engine import POSTGRES, EngineSession
 from inbox_poller.ledger.pgschema import pg_check_version, pg_migrate
 
@@ -56,21 +55,27 @@ def _server_options() -> str:
     return f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS}"
 
 
-def _dial(url: str, password: str | None, **extra: Any) -> psycopg.Connection[Any]:
-    """Connect with the ledger's bounds; :raises LedgerUnavailable: naming libpq's reason."""
+def dial(
+    url: str, password: str | None, *, name: str = "inbox-poller", **extra: Any
+) -> psycopg.Connection[Any]:
+    """Connect with the ledger's bounds, as ``application_name`` *name* (the lock
+    connections name their daemon, ``ledger.pglocks``).
+
+    :raises LedgerUnavailable: naming libpq's reason.
+    """
     try:
         return psycopg.connect(
             url,
             password=password,
             autocommit=True,
             connect_timeout=CONNECT_TIMEOUT_S,
-            application_name="inbox-poller",
+            application_name=name[:63],
             options=_server_options(),
             **KEEPALIVES,
             **extra,
         )
     except psycopg.Error as exc:
-        raise LedgerUnavailable(f"cannot connect to the ledger {url}: {_reason(exc)}") from None
+        raise LedgerUnavailable(f"cannot connect to the ledger {url}: {reason(exc)}") from None
 
 
 class _NoRows:
@@ -135,7 +140,7 @@ class PgTx:
                 return _NoRows()  # the server ended the transaction with the session
             if not _lost(self._conn, exc):
                 if isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
-                    raise LedgerUnavailable(f"ledger {self._where}: {_reason(exc)}") from exc
+                    raise LedgerUnavailable(f"ledger {self._where}: {reason(exc)}") from exc
                 raise
             if self._in_tx or not (sql == "BEGIN" or sql.startswith("SELECT")):
                 # a transaction stays open (and every statement of it refused) until the
@@ -146,7 +151,7 @@ class PgTx:
                     else "the server rolled the transaction back"
                 )
                 raise LedgerUnavailable(
-                    f"ledger {self._where}: the connection was lost ({_reason(exc)}); {outcome}",
+                    f"ledger {self._where}: the connection was lost ({reason(exc)}); {outcome}",
                     outcome_unknown=sql == "COMMIT",
                 ) from exc
             self._replace()  # nothing had happened: say it again on a new connection
@@ -179,13 +184,13 @@ def open_postgres(url: str, password: str | None, *, read_only: bool = False) ->
     """
 
     def connect() -> psycopg.Connection[dict[str, Any]]:
-        conn: psycopg.Connection[dict[str, Any]] = _dial(url, password, row_factory=dict_row)
+        conn: psycopg.Connection[dict[str, Any]] = dial(url, password, row_factory=dict_row)
         if read_only:
             try:
                 conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
             except psycopg.Error as exc:
                 conn.close()
-                raise LedgerUnavailable(f"cannot open the ledger {url}: {_reason(exc)}") from exc
+                raise LedgerUnavailable(f"cannot open the ledger {url}: {reason(exc)}") from exc
         return conn
 
     tx = PgTx(connect(), connect, url)
@@ -196,7 +201,7 @@ def open_postgres(url: str, password: str | None, *, read_only: bool = False) ->
             pg_migrate(tx, url)
     except psycopg.Error as exc:
         tx.close()
-        raise StoreError(f"cannot open the ledger {url}: {_reason(exc)}") from exc
+        raise StoreError(f"cannot open the ledger {url}: {reason(exc)}") from exc
     except BaseException:
         tx.close()
         raise
@@ -210,43 +215,10 @@ def open_postgres(url: str, password: str | None, *, read_only: bool = False) ->
     )
 
 
-def _reason(exc: psycopg.Error) -> str:
+def reason(exc: psycopg.Error) -> str:
     """libpq's message, on one line."""
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
 DAEMON_LOCK = 0x1B0C_5C4E_0002
-"""The session advisory lock ``run`` holds: one daemon per PostgreSQL ledger, for now."""
-
-
-def _connect(url: str, password: str | None) -> psycopg.Connection[tuple[Any, ...]]:
-    conn: psycopg.Connection[tuple[Any, ...]] = _dial(url, password)
-    return conn
-
-
-@contextmanager
-def daemon_lock(url: str, password: str | None) -> Iterator[None]:
-    """Hold the ledger's daemon lock on a connection of its own while the block runs.
-
-    :raises InboxPollerError: another daemon (on any machine) holds it.
-    """
-    conn = _connect(url, password)
-    try:
-        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (DAEMON_LOCK,)).fetchone()
-        if row is None or not row[0]:
-            raise InboxPollerError(f"another inbox-poller is already running on {url}")
-        yield
-    finally:
-        conn.close()  # the session's lock goes with it
-
-
-def daemon_lock_held(url: str, password: str | None) -> bool:
-    """Return whether a session holds the ledger's daemon lock."""
-    with _connect(url, password) as conn:
-        row = conn.execute(
-            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            " AND ((classid::bigint << 32) | objid::bigint) = %s",
-            (DAEMON_LOCK,),
-        ).fetchone()
-    return bool(row and row[0])
+"""The session advisory lock every ``run`` holds shared (``ledger.pglocks``)."""

@@ -34,7 +34,7 @@ from inbox_poller.models import (
 
 logger = logging.getLogger("inbox_poller.ledger")
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 ARCHIVED_STATES = "('archived', 'acknowledged')"
 """The states of an export whose payload is in the archive (``models.ExportState``)."""
@@ -226,6 +226,9 @@ MIGRATIONS: dict[int, str] = {
     # last verified download was going to (``archive_path`` is not cleared), and a
     # resubmission of it has its own job and path. Checked first (``check_migration``).
     9: ARCHIVE_ONCE_INDEX,
+    # v10: PostgreSQL's events get the writing transaction's ID (several writers, see
+    # pgschema); SQLite has one writer at a time, and its event IDs are in commit order
+    10: "",
 }
 
 

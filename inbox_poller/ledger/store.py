@@ -10,11 +10,12 @@ and recorded in ``events``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Collection, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from inbox_poller.errors import DuplicateSubmission, StoreError
+from inbox_poller.errors import DuplicateSubmission, LeaseLost, StoreError
+from inbox_poller.ledger.connection import LEASED_STATES
 from inbox_poller.ledger.engine import Tx
 from inbox_poller.ledger.hookruns import HookRecords
 from inbox_poller.ledger.schema import from_iso, row_to_export, to_iso
@@ -137,12 +138,25 @@ class Store(HookRecords):
         return schedule_slot(schedule, request, int(row["n"]))
 
     def _check_replaceable(self, conn: Tx, export_id: int) -> None:
-        """Refuse to resubmit an export that a later mail brought back to ``notified``."""
+        """Refuse to resubmit an export that a later mail brought back to ``notified``, or
+        that is resubmitted already.
+
+        The row is locked first (PostgreSQL), so of two daemons resubmitting it at once
+        the second reads the successor the first committed and is refused
+        (``DuplicateSubmission``): one new Pinpointe job, whoever decided first.
+        """
         row = self._export_row(conn, "state", export_id)
         if row is None:
             raise StoreError(f"no export {export_id} in the ledger")
         if ExportState(row["state"]) not in FINAL_STATES:
             raise StoreError(f"export {export_id} is {row['state']} again: not resubmitted")
+        later = conn.execute(
+            "SELECT export_id FROM exports WHERE replaces = ?", (export_id,)
+        ).fetchone()
+        if later is not None:
+            raise DuplicateSubmission(
+                f"export {export_id} is resubmitted already (as export {later['export_id']})"
+            )
 
     def successor(self, export_id: int) -> Export | None:
         """Return the export that resubmitted *export_id*, if any."""
@@ -202,22 +216,32 @@ class Store(HookRecords):
         return self._exports(rows)
 
     def last_event_id(self) -> int:
-        """Return the newest ``events`` row's ID (0 for none): a mark for
-        :meth:`exports_changed_since`."""
-        rows = self._query("SELECT COALESCE(MAX(event_id), 0) AS last FROM events")
+        """Return a mark for :meth:`exports_changed_since`: every event below it is settled.
+
+        On SQLite the newest event's ID (0 for none): one writer at a time, so IDs
+        become visible in order. On PostgreSQL several daemons write, and an event ID
+        taken by a transaction that commits late becomes visible after higher ones; the
+        mark is then a transaction ID below which every transaction has ended
+        (``Dialect.events_mark``), and events are followed by the transaction that wrote
+        them. Either way, an event committed after the mark is above it.
+        """
+        rows = self._query(self._dialect.events_mark)
         return int(rows[0]["last"])
 
     def exports_changed_since(self, event_id: int) -> tuple[int, list[Export]]:
-        """Return the newest event's ID and the exports with an event after *event_id*.
+        """Return a new mark and the exports with an event after the mark *event_id*.
 
         Every change of an export that matching reads (its state, job ID, link, failed
         links, its creation) writes an ``events`` row in the same transaction, so a caller
-        holding the exports of an earlier mark stays current by reading only these.
+        holding the exports of an earlier mark stays current by reading only these. An
+        export may come back once more than needed (PostgreSQL: its event was committed
+        before the mark moved past it), never once less.
         """
         last = self.last_event_id()
+        column = self._dialect.events_order
         rows = self._query(
-            "SELECT * FROM exports WHERE export_id IN"
-            " (SELECT DISTINCT export_id FROM events WHERE event_id > ? AND event_id <= ?)"
+            "SELECT * FROM exports WHERE export_id IN"  # noqa: S608
+            f" (SELECT DISTINCT export_id FROM events WHERE {column} > ? AND {column} <= ?)"
             " ORDER BY export_id",
             (event_id, last),
         )
@@ -265,10 +289,11 @@ class Store(HookRecords):
         reason: str | None,
         *,
         attempts_delta: int = 0,
+        owner: str | None = None,
         **fields: Any,
     ) -> Export:
         with self._transaction() as conn:
-            self._transition(conn, export_id, wanted, now, reason, **fields)
+            self._transition(conn, export_id, wanted, now, reason, owner=owner, **fields)
             if attempts_delta:
                 conn.execute(
                     "UPDATE exports SET attempts = CASE WHEN attempts + ? < 0 THEN 0"
@@ -309,19 +334,31 @@ class Store(HookRecords):
     def mark_submit_unknown(self, export_id: int, reason: str, now: datetime) -> Export:
         return self._change(export_id, ExportState.SUBMIT_UNKNOWN, now, reason)
 
-    def mark_downloading(self, export_id: int, now: datetime) -> Export:
-        """Start (or restart) a download; counts one attempt."""
+    def mark_downloading(
+        self, export_id: int, now: datetime, *, owner: str | None = None
+    ) -> Export:
+        """Start (or restart) a download; counts one attempt. (A claim does both at once;
+        this restarts one the *owner* holds, after its verified payload vanished.)"""
         return self._change(
             export_id,
             ExportState.DOWNLOADING,
             now,
             None,
             attempts_delta=1,
+            owner=owner,
             part_path=None,
         )
 
+    # Every change below of an export in flight takes the *owner* that claimed it
+    # (``claim_download``): made for a daemon that lost its lease, it raises ``LeaseLost``.
+
     def mark_download_parked(
-        self, export_id: int, now: datetime, reason: str = "interrupted by shutdown"
+        self,
+        export_id: int,
+        now: datetime,
+        reason: str = "interrupted by shutdown",
+        *,
+        owner: str | None = None,
     ) -> Export:
         """A download interrupted by shutdown (or by the archive's outage, *reason*): back
         to ``notified``, the attempt not counted."""
@@ -331,15 +368,26 @@ class Store(HookRecords):
             now,
             reason,
             attempts_delta=-1,
+            owner=owner,
             part_path=None,
         )
 
-    def mark_download_retry(self, export_id: int, reason: str, now: datetime) -> Export:
+    def mark_download_retry(
+        self, export_id: int, reason: str, now: datetime, *, owner: str | None = None
+    ) -> Export:
         """A transient failure: back to ``notified`` so a later pass tries again."""
-        return self._change(export_id, ExportState.NOTIFIED, now, reason, part_path=None)
+        return self._change(
+            export_id, ExportState.NOTIFIED, now, reason, owner=owner, part_path=None
+        )
 
     def mark_verified(
-        self, export_id: int, part_path: str, archived: ArchivedFile, now: datetime
+        self,
+        export_id: int,
+        part_path: str,
+        archived: ArchivedFile,
+        now: datetime,
+        *,
+        owner: str | None = None,
     ) -> Export:
         """The complete, valid payload is fsynced at *part_path*; record what it will become."""
         return self._change(
@@ -347,6 +395,7 @@ class Store(HookRecords):
             ExportState.VERIFIED,
             now,
             None,
+            owner=owner,
             part_path=part_path,
             archive_path=archived.path,
             bytes=archived.bytes,
@@ -357,15 +406,25 @@ class Store(HookRecords):
             payload_format=archived.format,
         )
 
-    def record_manifest_offset(self, export_id: int, offset: int) -> None:
+    def record_manifest_offset(
+        self, export_id: int, offset: int, *, owner: str | None = None
+    ) -> None:
         """Record where *export_id*'s manifest line is about to start (before it is written)."""
         with self._transaction() as conn:
+            if owner is not None:
+                self._check_owner(conn, export_id, owner)
             conn.execute(
                 "UPDATE exports SET manifest_offset = ? WHERE export_id = ?", (offset, export_id)
             )
 
     def mark_archived(
-        self, export_id: int, now: datetime, *, hooks: Sequence[str] = (), event: str = ""
+        self,
+        export_id: int,
+        now: datetime,
+        *,
+        hooks: Sequence[str] = (),
+        event: str = "",
+        owner: str | None = None,
     ) -> Export:
         """Record the export as archived; in the same transaction, queue a run of each of
         *hooks* with *event* (its manifest line) as payload, due now."""
@@ -377,6 +436,7 @@ class Store(HookRecords):
                     ExportState.ARCHIVED,
                     now,
                     None,
+                    owner=owner,
                     archived_at=to_iso(now),
                     part_path=None,
                 )
@@ -393,31 +453,58 @@ class Store(HookRecords):
                 )
         return self.get_export(export_id)
 
-    def mark_redownload(self, export_id: int, reason: str, now: datetime) -> Export:
+    def mark_redownload(
+        self, export_id: int, reason: str, now: datetime, *, owner: str | None = None
+    ) -> Export:
         """A verified file vanished before it was archived: download again."""
-        return self._change(export_id, ExportState.DOWNLOADING, now, reason, part_path=None)
+        return self._change(
+            export_id, ExportState.DOWNLOADING, now, reason, owner=owner, part_path=None
+        )
 
-    def mark_link_expired(self, export_id: int, reason: str, now: datetime) -> Export:
+    def mark_link_expired(
+        self, export_id: int, reason: str, now: datetime, *, owner: str | None = None
+    ) -> Export:
         """The link answered 403/404/410; another mail's link, if one is kept, is next."""
-        return self._link_failed(export_id, ExportState.LINK_EXPIRED, reason, now)
+        return self._link_failed(export_id, ExportState.LINK_EXPIRED, reason, now, owner)
 
     def mark_failed(
-        self, export_id: int, reason: str, now: datetime, *, link_failed: bool = False
+        self,
+        export_id: int,
+        reason: str,
+        now: datetime,
+        *,
+        link_failed: bool = False,
+        owner: str | None = None,
+        unstarted: bool = False,
     ) -> Export:
         """The export failed for good; with *link_failed*, its link did (another may work).
 
         A link failure is remembered (never tried again), and the oldest link of the
         export's other mails not yet tried takes its place at once (``notified``).
+        *unstarted*: the attempt its claim counted was never started (given up first).
         """
         if link_failed:
-            return self._link_failed(export_id, ExportState.FAILED, reason, now)
-        return self._change(export_id, ExportState.FAILED, now, reason, part_path=None)
+            return self._link_failed(export_id, ExportState.FAILED, reason, now, owner)
+        return self._change(
+            export_id,
+            ExportState.FAILED,
+            now,
+            reason,
+            owner=owner,
+            attempts_delta=-1 if unstarted else 0,
+            part_path=None,
+        )
 
     def _link_failed(
-        self, export_id: int, wanted: ExportState, reason: str, now: datetime
+        self,
+        export_id: int,
+        wanted: ExportState,
+        reason: str,
+        now: datetime,
+        owner: str | None = None,
     ) -> Export:
         with self._transaction() as conn:
-            self._transition(conn, export_id, wanted, now, reason, part_path=None)
+            self._transition(conn, export_id, wanted, now, reason, owner=owner, part_path=None)
             self._record_failed_link(conn, export_id, reason, now)
             self._next_link(conn, export_id, now)
         return self.get_export(export_id)
@@ -428,53 +515,88 @@ class Store(HookRecords):
 
     # ---- claims and leases (several daemons on one ledger) ---------------------
 
-    def claim_download(self, owner: str, now: datetime, lease: timedelta) -> Export | None:
+    @property
+    def shared(self) -> bool:
+        """Whether other daemons may work on this ledger at the same time (PostgreSQL);
+        a SQLite ledger has one process at a time, under its run lock."""
+        return self._dialect.shared
+
+    def claim_download(
+        self, owner: str, now: datetime, lease: timedelta, *, skip: Collection[int] = ()
+    ) -> Export | None:
         """Take the oldest export waiting for its download, for *owner*, until *lease* ends.
 
         Waiting: ``notified``, or ``downloading``/``verified`` under a lease that ran out
-        (its daemon died or lost the database): that one is taken over and downloaded
-        again (the dead daemon's partial file is on its own machine), and its event says
-        from whom. An export in flight without a lease (a daemon that does not claim) is
-        never taken. The row is read ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so daemons
-        claiming at once each get another export and none waits for the other; the
-        move to ``downloading`` (one attempt counted) is in the same transaction.
-        Returns None when nothing waits.
+        (its daemon died or lost the database) or without one (a daemon that did not
+        claim, or :meth:`expire_leases`): that one is taken over, and its event says from
+        whom. A ``downloading`` one is downloaded again (the dead daemon's partial file
+        may be on its own machine); a ``verified`` one stays ``verified``, so that the
+        new owner finishes it from the checked part if it can see it, and downloads again
+        only if it cannot (``ExportArchiver``). The row is read ``FOR UPDATE SKIP
+        LOCKED`` on PostgreSQL, so daemons claiming at once each get another export and
+        none waits for the other; the move (one attempt counted for a download) is in the
+        same transaction. Leases are taken and compared on the database's clock when it
+        has one (PostgreSQL), *now* otherwise. Exports in *skip* (tried already in this
+        pass) are not taken. Returns None when nothing waits.
         """
         with self._transaction() as conn:
+            now = self._clock(conn, now)
+            skipped = ""
+            if skip:
+                skipped = f" AND export_id NOT IN ({','.join('?' * len(skip))})"
             row = conn.execute(
                 "SELECT export_id, state, owner, lease_until FROM exports"  # noqa: S608
-                " WHERE state = ? OR (state IN (?, ?) AND lease_until < ?)"
-                f" ORDER BY export_id LIMIT 1{self._dialect.skip_locked}",
+                " WHERE (state = ?"
+                " OR (state IN (?, ?) AND (lease_until IS NULL OR lease_until < ?)))"
+                f"{skipped} ORDER BY export_id LIMIT 1{self._dialect.skip_locked}",
                 (
                     ExportState.NOTIFIED.value,
                     ExportState.DOWNLOADING.value,
                     ExportState.VERIFIED.value,
                     to_iso(now),
+                    *skip,
                 ),
             ).fetchone()
             if row is None:
                 return None
             export_id = int(row["export_id"])
+            state = ExportState(row["state"])
             reason = f"claimed by {owner}"
-            if row["state"] != ExportState.NOTIFIED.value:
+            if state is not ExportState.NOTIFIED:
                 reason = (
                     f"taken over by {owner} from {row['owner'] or 'a daemon without a lease'}"
                     f" (lease until {row['lease_until'] or '-'})"
                 )
-            self._transition(
-                conn,
-                export_id,
-                ExportState.DOWNLOADING,
-                now,
-                reason,
-                part_path=None,
-                owner=owner,
-                lease_until=to_iso(now + lease),
-            )
-            conn.execute(
-                "UPDATE exports SET attempts = attempts + 1 WHERE export_id = ?", (export_id,)
-            )
+            if state is ExportState.VERIFIED:
+                conn.execute(
+                    "UPDATE exports SET owner = ?, lease_until = ?, reason = ?, updated_at = ?"
+                    " WHERE export_id = ?",
+                    (owner, to_iso(now + lease), reason, to_iso(now), export_id),
+                )
+                self._event(conn, export_id, state, state, reason, now)
+            else:
+                self._transition(
+                    conn,
+                    export_id,
+                    ExportState.DOWNLOADING,
+                    now,
+                    reason,
+                    part_path=None,
+                    owner=None,  # not a check: the claim is what makes *owner* the holder
+                    lease_until=to_iso(now + lease),
+                )
+                conn.execute(
+                    "UPDATE exports SET owner = ?, attempts = attempts + 1 WHERE export_id = ?",
+                    (owner, export_id),
+                )
         return self.get_export(export_id)
+
+    def _clock(self, conn: Tx, now: datetime) -> datetime:
+        """The time leases are taken and compared on: the database's, else *now*."""
+        if self._dialect.clock is None:
+            return now
+        value: datetime = conn.execute(self._dialect.clock).fetchone()["now"]
+        return value.astimezone(UTC)
 
     def renew_leases(self, owner: str, now: datetime, lease: timedelta) -> int:
         """The heartbeat: extend the leases of *owner*'s exports in flight; return how many.
@@ -482,6 +604,7 @@ class Store(HookRecords):
         An export another daemon took over is no longer *owner*'s and is not renewed.
         """
         with self._transaction() as conn:
+            now = self._clock(conn, now)
             cursor = conn.execute(
                 "UPDATE exports SET lease_until = ? WHERE owner = ? AND state IN (?, ?)"
                 " RETURNING export_id",
@@ -493,6 +616,52 @@ class Store(HookRecords):
                 ),
             )
             return len(cursor.fetchall())
+
+    def hold(self, export_id: int, owner: str, now: datetime, lease: timedelta) -> None:
+        """Renew *owner*'s lease on *export_id* now, or raise ``LeaseLost``.
+
+        Called before a step that cannot be undone (publishing the payload, appending
+        its manifest line): a daemon whose lease ran out stops there, and one that holds
+        it has a whole *lease* to finish before anyone may take the export over.
+        """
+        with self._transaction() as conn:
+            self._check_owner(conn, export_id, owner)
+            now = self._clock(conn, now)
+            conn.execute(
+                "UPDATE exports SET lease_until = ? WHERE export_id = ?",
+                (to_iso(now + lease), export_id),
+            )
+
+    def _check_owner(self, conn: Tx, export_id: int, owner: str) -> None:
+        row = self._export_row(conn, "state, owner", export_id)
+        if row is None:
+            raise StoreError(f"no export {export_id} in the ledger")
+        in_flight = ExportState(row["state"]) in LEASED_STATES
+        if not in_flight or row["owner"] != owner:
+            raise LeaseLost(export_id, owner, row["owner"] if in_flight else None)
+
+    def expire_leases(self) -> int:
+        """End every lease at once; return how many exports in flight it freed.
+
+        Only for a process that knows no other works on the ledger (SQLite, under its
+        run lock): what the previous process left in flight is claimed again at once,
+        as before leases, instead of a lease later.
+        """
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE exports SET lease_until = NULL WHERE state IN (?, ?) RETURNING export_id",
+                (ExportState.DOWNLOADING.value, ExportState.VERIFIED.value),
+            )
+            return len(cursor.fetchall())
+
+    def in_flight_by_owner(self) -> dict[str, int]:
+        """How many exports each daemon holds in flight (``status``: who is working)."""
+        rows = self._query(
+            "SELECT owner, COUNT(*) AS n FROM exports WHERE state IN (?, ?)"
+            " AND owner IS NOT NULL GROUP BY owner",
+            (ExportState.DOWNLOADING.value, ExportState.VERIFIED.value),
+        )
+        return {row["owner"]: int(row["n"]) for row in rows}
 
     def lease(self, export_id: int) -> tuple[str | None, datetime | None]:
         """Return who holds *export_id* and until when (None, None: nobody)."""

@@ -23,7 +23,7 @@ from psycopg.rows import dict_row
 
 from inbox_poller.errors import StoreError
 from inbox_poller.ledger.pgschema import pg_version
-from inbox_poller.ledger.postgres import _dial, _reason, open_postgres
+from inbox_poller.ledger.postgres import dial, open_postgres, reason
 
 TABLES = (
     "exports",
@@ -117,7 +117,7 @@ def copy_ledger(
             tx.execute("COMMIT")
         except psycopg.Error as exc:
             tx.execute("ROLLBACK")
-            raise StoreError(f"cannot copy the ledger into {url}: {_reason(exc)}") from exc
+            raise StoreError(f"cannot copy the ledger into {url}: {reason(exc)}") from exc
         except BaseException:
             tx.execute("ROLLBACK")
             raise
@@ -130,7 +130,7 @@ def copy_ledger(
 
 def _look(report: LedgerCopy, url: str, password: str | None, fingerprint: str) -> None:
     """A dry run: say what the target holds, changing nothing (no tables are created)."""
-    conn: psycopg.Connection[Any] = _dial(url, password, row_factory=dict_row)
+    conn: psycopg.Connection[Any] = dial(url, password, row_factory=dict_row)
     try:
         tx = _Plain(conn)
         if pg_version(tx) is None:
@@ -142,7 +142,7 @@ def _look(report: LedgerCopy, url: str, password: str | None, fingerprint: str) 
         else:
             report.target_state = "empty"
     except psycopg.Error as exc:
-        raise StoreError(f"cannot read the ledger {url}: {_reason(exc)}") from exc
+        raise StoreError(f"cannot read the ledger {url}: {reason(exc)}") from exc
     finally:
         conn.close()
 

@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import PurePath
 from typing import TYPE_CHECKING
 
@@ -23,10 +23,12 @@ from inbox_poller.errors import (
     DownloadError,
     DownloadTransient,
     InboxPollerError,
+    LeaseLost,
     LedgerUnavailable,
     LinkExpired,
 )
 from inbox_poller.logcontext import log_context
+from inbox_poller.loop.leases import LEASE, Heartbeat, process_owner
 from inbox_poller.models import (
     FINAL_STATES,
     ArchivedFile,
@@ -75,6 +77,8 @@ class ExportArchiver:
         metrics: Metrics | None = None,
         hooks: Sequence[str] = (),
         workers: int = 1,
+        owner: str | None = None,
+        lease: timedelta = LEASE,
     ) -> None:
         self.store = store
         self.archive = archive
@@ -87,8 +91,17 @@ class ExportArchiver:
         self.hooks = tuple(hooks)
         """The hooks queued with each archived export (``loop.hooks``), with its manifest
         line."""
+        self.owner = owner or process_owner()
+        """Who this process is in the ledger: every export it downloads is claimed for it."""
+        self.lease = lease
         self._done: set[tuple[int, str | None]] = set()
         """(export, link) pairs this pass has tried: each is tried once per pass."""
+        self._skip: set[int] = set()
+        """Exports back in ``notified`` whose current link this pass has tried: not
+        claimed again."""
+        self._in_flight: set[int] = set()
+        """Exports claimed by this archiver whose attempt has not ended."""
+        self._claiming = threading.Lock()
         self._background: threading.Thread | None = None
         self._background_report = CycleReport()
         self._background_error: BaseException | None = None
@@ -103,8 +116,16 @@ class ExportArchiver:
         """Delete part files of downloads a previous process did not finish.
 
         Parts of ``verified`` exports are kept: they hold a checked payload whose rename
-        a crash interrupted, and are finished without downloading again.
+        a crash interrupted, and are finished without downloading again. On a ledger
+        only this process works on (SQLite, under its run lock), what the previous one
+        left in flight is its own and is claimed again at once (its leases end now). On
+        a shared one (PostgreSQL), nothing is swept while another daemon may be writing a
+        part (an export is ``downloading``): its leases and parts are its own.
         """
+        if not self.store.shared:
+            self.store.expire_leases()
+        elif self.store.list_exports([ExportState.DOWNLOADING]):
+            return
         keep = {
             path
             for export in self.store.list_exports([ExportState.VERIFIED])
@@ -150,7 +171,8 @@ class ExportArchiver:
             self._join_background(report)
             self._download_ready(report)
         finally:
-            self._done = set()  # the next pass may try each link again
+            with self._claiming:  # the next pass may try each link again
+                self._skip, self._done, self._in_flight = set(), set(), set()
 
     def start_downloads(self) -> None:
         """Start downloading what is ready on a background thread, unless one is running.
@@ -193,42 +215,69 @@ class ExportArchiver:
             raise error
 
     def _download_ready(self, report: CycleReport) -> None:
-        for export in self.store.list_exports([ExportState.VERIFIED]):
-            self.download_export(export, report)
-        wanted = [ExportState.NOTIFIED, ExportState.DOWNLOADING]
-        while ready := [
-            e
-            for e in self.store.list_exports(wanted)
-            if (e.export_id, e.download_url) not in self._done
-        ]:
-            self._done.update((export.export_id, export.download_url) for export in ready)
-            self._download_all(ready, report)
-            wanted = [ExportState.NOTIFIED]
+        """Claim and download ready exports until none is left, on up to ``workers``
+        threads, the leases renewed meanwhile.
 
-    def _download_all(self, exports: Sequence[Export], report: CycleReport) -> None:
-        """Download *exports* on up to ``workers`` threads; report them in their order.
-
-        Each export is on one thread only, and every step of each is recorded as when
-        they run one after another: the ledger and the manifest serialise their writes.
-        On an interruption (Ctrl-C) ``stop`` is set, so the downloads under way park
-        themselves (``notified``, the attempt not counted) before it is raised.
+        Each claimed export is on one thread only, and every step of each is recorded as
+        when they run one after another: the ledger and the manifest serialise their
+        writes. On an interruption (Ctrl-C) ``stop`` is set, so the downloads under way
+        park themselves (``notified``, the attempt not counted) before it is raised.
         """
-        if self.workers <= 1 or len(exports) <= 1:
-            for export in exports:
-                self.download_export(export, report)
-            return
-        reports = [CycleReport() for _ in exports]
-        with ThreadPoolExecutor(
-            max_workers=min(self.workers, len(exports)), thread_name_prefix="download"
-        ) as pool:
-            try:
-                list(pool.map(self.download_export, exports, reports))
-            except BaseException:
-                self.stop.set()
-                raise
-        for each in reports:
+        done: list[tuple[int, CycleReport]] = []
+        with Heartbeat(self.store, self.owner, self.lease, clock=self.clock).running():
+            if self.workers <= 1:
+                self._claim_all(done)
+            else:
+                with ThreadPoolExecutor(
+                    max_workers=self.workers, thread_name_prefix="download"
+                ) as pool:
+                    try:
+                        list(pool.map(self._claim_all, [done] * self.workers))
+                    except BaseException:
+                        self.stop.set()
+                        raise
+        for _, each in sorted(done, key=lambda pair: pair[0]):  # in the exports' order
             report.archived += each.archived
             report.failed += each.failed
+
+    def _claim_all(self, done: list[tuple[int, CycleReport]]) -> None:
+        while not self.stop.is_set() and (export := self.claim()) is not None:
+            each = CycleReport()
+            done.append((export.export_id, each))
+            self.download_export(export, each)
+            self.tried(export)
+
+    def claim(self) -> Export | None:
+        """Claim the next export to download for this process, one this pass has not
+        tried with its current link; None when nothing is ready."""
+        with self._claiming:
+            skip = set(self._skip)
+        export = self.store.claim_download(self.owner, self.clock(), self.lease, skip=skip)
+        if export is not None:
+            with self._claiming:
+                self._skip.add(export.export_id)
+                self._in_flight.add(export.export_id)
+                self._done.add((export.export_id, export.download_url))
+        return export
+
+    def tried(self, export: Export) -> None:
+        """After an attempt: an export back in ``notified`` with the link just tried stays
+        skipped for the rest of the pass; any other is dropped from the skip list (one
+        another mail's link took over may be claimed again: a link is never tried twice),
+        so the list stays as short as the exports waiting for their next pass."""
+        after = self.store.get_export(export.export_id)
+        with self._claiming:
+            self._in_flight.discard(export.export_id)
+            again = (after.export_id, after.download_url) in self._done
+            if after.state is not ExportState.NOTIFIED or not again:
+                self._skip.discard(after.export_id)
+
+    def forget_tried(self) -> None:
+        """Start a new round: every ready export may be claimed again (the daemon's pool);
+        the attempts still under way keep their marks until they end."""
+        with self._claiming:
+            self._skip = set(self._in_flight)
+            self._done = {(i, link) for i, link in self._done if i in self._in_flight}
 
     def download_export(self, export: Export, report: CycleReport) -> None:
         """Bring one export to ``archived``; failures are recorded, logged and reported."""
@@ -241,6 +290,15 @@ class ExportArchiver:
             self._outages = 0
         except LedgerUnavailable:
             raise  # not the export's failure: it resumes from its state once the ledger is back
+        except LeaseLost as exc:  # another daemon owns the export now: not a failure of it
+            logger.error(
+                "export %d (job %s): %s",
+                export.export_id,
+                export.job_id,
+                exc,
+                extra={"export_id": export.export_id, "job_id": export.job_id},
+            )
+            self.metrics.failure("download", exc)
         except ArchiveUnavailable as exc:
             self._outages += 1
             self._failed(export, exc, report)
@@ -259,10 +317,10 @@ class ExportArchiver:
         report.failed.append(f"job {export.job_id}: {exc}")
 
     def _download(self, export: Export, report: CycleReport) -> None:
+        """Download an export claimed for this process (its attempt counted by the claim)."""
         assert export.download_url is not None
-        if export.attempts >= self.max_attempts:
+        if export.attempts > self.max_attempts:
             self._give_up(export)
-        export = self.store.mark_downloading(export.export_id, self.clock())
         crash_point("download:after-start")
         logger.info(
             "export %d (job %s): downloading %s (attempt %d)",
@@ -284,12 +342,16 @@ class ExportArchiver:
             part.seal()
         except LinkExpired as exc:
             part.discard()
-            self._next_link(self.store.mark_link_expired(export.export_id, str(exc), self.clock()))
+            self._next_link(
+                self.store.mark_link_expired(
+                    export.export_id, str(exc), self.clock(), owner=self.owner
+                )
+            )
             raise
         except (DownloadError, ArchiveError) as exc:
             part.discard()
             if self.stop.is_set():
-                self.store.mark_download_parked(export.export_id, self.clock())
+                self.store.mark_download_parked(export.export_id, self.clock(), owner=self.owner)
                 logger.info(
                     "export %d (job %s): download interrupted by shutdown; resumes at next start",
                     export.export_id,
@@ -311,7 +373,12 @@ class ExportArchiver:
             raise
         archived = self.archive.describe(export, result)
         try:
-            self.store.mark_verified(export.export_id, part.location, archived, self.clock())
+            self.store.mark_verified(
+                export.export_id, part.location, archived, self.clock(), owner=self.owner
+            )
+        except LeaseLost:
+            part.discard()  # the new owner downloads its own
+            raise
         except LedgerUnavailable as exc:
             if not exc.outcome_unknown:  # not recorded: the next attempt downloads again
                 part.discard()
@@ -324,17 +391,20 @@ class ExportArchiver:
     def _give_up(self, export: Export) -> None:
         """Fail an export whose attempts are used up, before starting another one.
 
-        Every attempt is counted when it starts (``mark_downloading``), so an attempt that
-        ended without an outcome (the process killed, out of memory) counts too, and no
-        failure mode retries forever (docs/reliability.md §3.2).
+        Every attempt is counted when it starts (its claim), so an attempt that ended
+        without an outcome (the process killed, out of memory) counts too, and no failure
+        mode retries forever (docs/reliability.md §3.2). The claim that finds them used
+        up counted one more, which was never started: it is taken back.
         """
-        unfinished = export.state is ExportState.DOWNLOADING
+        unfinished = (export.reason or "").startswith("taken over by")
         reason = (
-            f"gave up after {export.attempts} attempts (download.max_attempts = "
+            f"gave up after {export.attempts - 1} attempts (download.max_attempts = "
             f"{self.max_attempts})"
             + ("; the last one ended without an outcome" if unfinished else "")
         )
-        self.store.mark_failed(export.export_id, reason, self.clock())
+        self.store.mark_failed(
+            export.export_id, reason, self.clock(), owner=self.owner, unstarted=True
+        )
         raise DownloadError(reason)
 
     def _unexpected_failure(self, export: Export, exc: Exception, report: CycleReport) -> None:
@@ -358,10 +428,14 @@ class ExportArchiver:
         # disk (ArchiveError) is not, and no other link is tried for it
         link = isinstance(exc, DownloadError)
         if exc.retryable and attempts_left:
-            self.store.mark_download_retry(export.export_id, str(exc), self.clock())
+            self.store.mark_download_retry(
+                export.export_id, str(exc), self.clock(), owner=self.owner
+            )
             return
         reason = f"{exc} (gave up after {export.attempts} attempts)" if exc.retryable else str(exc)
-        failed = self.store.mark_failed(export.export_id, reason, self.clock(), link_failed=link)
+        failed = self.store.mark_failed(
+            export.export_id, reason, self.clock(), link_failed=link, owner=self.owner
+        )
         self._next_link(failed)
 
     def _archive_unavailable(self, export: Export, exc: ArchiveUnavailable) -> None:
@@ -370,7 +444,7 @@ class ExportArchiver:
         shutdown, so an outage longer than ``download.max_attempts`` passes loses nothing;
         the link was not at fault. The next pass downloads it again."""
         self.store.mark_download_parked(
-            export.export_id, self.clock(), f"the archive is unavailable: {exc}"
+            export.export_id, self.clock(), f"the archive is unavailable: {exc}", owner=self.owner
         )
 
     def _next_link(self, export: Export) -> None:
@@ -385,7 +459,9 @@ class ExportArchiver:
             )
 
     def _finish_verified(self, export: Export, report: CycleReport) -> None:
-        """Resume an export that crashed between verification and the ledger's ``archived``."""
+        """Resume an export that crashed between verification and the ledger's ``archived``
+        (this process's, or a dead daemon's taken over: its part may not be visible here,
+        and then the payload is downloaded again)."""
         archived = export.archived
         assert archived is not None
         part = self.store.part_path(export.export_id)
@@ -397,8 +473,15 @@ class ExportArchiver:
             self._publish(export.export_id, part, archived, report)
         else:
             self.store.mark_redownload(
-                export.export_id, "the verified payload is gone; downloading again", self.clock()
+                export.export_id,
+                "the verified payload is gone; downloading again",
+                self.clock(),
+                owner=self.owner,
             )
+            again = self.store.mark_downloading(export.export_id, self.clock(), owner=self.owner)
+            if again.attempts > self.max_attempts:
+                self._give_up(again)
+            self._download(again, report)
 
     def _publish(
         self,
@@ -414,6 +497,9 @@ class ExportArchiver:
         *download_s* is how long the download took; None when a restart only finishes a
         verified payload.
         """
+        # a whole lease to publish in: a daemon that lost its lease stops before
+        # anything it cannot undo, and nobody takes the export over meanwhile
+        self.store.hold(export_id, self.owner, self.clock(), self.lease)
         if part is not None:
             self.archive.publish(part, archived)
         export = self.store.get_export(export_id)
@@ -422,11 +508,13 @@ class ExportArchiver:
             export,
             archived,
             now,
-            lambda offset: self.store.record_manifest_offset(export_id, offset),
+            lambda offset: self.store.record_manifest_offset(export_id, offset, owner=self.owner),
         )
         crash_point("download:after-manifest")
         event = manifest_json(manifest_line(export, archived, now)) if self.hooks else ""
-        export = self.store.mark_archived(export_id, now, hooks=self.hooks, event=event)
+        export = self.store.mark_archived(
+            export_id, now, hooks=self.hooks, event=event, owner=self.owner
+        )
         report.archived.append(str(export.job_id))
         since = export.submitted_at or export.created_at
         waited_s = (export.archived_at - since).total_seconds() if export.archived_at else None

@@ -87,15 +87,20 @@ class Poller:
             (downloads or self.archiver.process_downloads)(report)
         self.acknowledge(mailbox, report, progress=progress)
 
-    def run_once(self, mailbox: Mailbox) -> CycleReport:
+    def run_once(self, mailbox: Mailbox, *, read_mail: bool = True) -> CycleReport:
         """Open a session, make one pass that downloads itself, close; return the report.
 
         Parts left by an interrupted download are removed first. When the mailbox cannot
         be opened or read, the downloads still run and the failure is in the report. The
-        outcome is kept in the ledger (``LAST_RUN_KEY``) for ``status``.
+        outcome is kept in the ledger (``LAST_RUN_KEY``) for ``status``. Without
+        *read_mail* (another daemon watches the mailbox) the pass only downloads.
         """
         report = CycleReport()
         self.archiver.remove_stale_parts()
+        if not read_mail:
+            self.archiver.process_downloads(report)
+            self._record_run(report)
+            return report
         try:
             status = mailbox.open()
         except MailboxError as exc:

@@ -1,9 +1,11 @@
 """Run a migration: hold the source ledger, copy the halves the plan names, report.
 
-The source ledger is held with the daemon's own lock for the whole run, so a migration
-never copies a ledger or an archive a daemon is still writing; a running daemon makes
-it refuse at once. The report counts what was copied, what the target held already,
-and lists what could not be copied and why. docs/migration.md.
+The source ledger is held with the daemon's own lock for the whole run (all of it, on
+PostgreSQL), so a migration never copies a ledger or an archive a daemon is still
+writing; a running daemon makes it refuse at once. A PostgreSQL target ledger is held
+the same way while it is filled, so no daemon starts on a half-copied ledger. The
+report counts what was copied, what the target held already, and lists what could not
+be copied and why. docs/migration.md.
 """
 
 from __future__ import annotations
@@ -75,7 +77,16 @@ def run(
     report = MigrationReport(dry_run)
     with ExitStack() as held:
         try:
-            held.enter_context(opening.run_lock(plan.source_ledger, source_url, password))
+            held.enter_context(
+                opening.run_lock(plan.source_ledger, source_url, password, exclusive=True)
+            )
+            if plan.ledger and not dry_run:  # no daemon may start on the target meanwhile
+                assert plan.target_url is not None
+                held.enter_context(
+                    opening.run_lock(
+                        plan.source_ledger, plan.target_url, target_password, exclusive=True
+                    )
+                )
         except InboxPollerError as exc:
             raise InboxPollerError(
                 f"{exc}: stop it first (systemctl stop inbox-poller); migrate needs the "

@@ -43,12 +43,15 @@ from apscheduler.triggers.interval import IntervalTrigger
 from inbox_poller.config import Config, load_config
 from inbox_poller.errors import ConfigError, InboxPollerError
 from inbox_poller.ledger.keys import LOGIN_PROBLEM_KEY
+from inbox_poller.ledger.opening import MailboxGuard, OnlyProcess
 from inbox_poller.ledger.store import Store
+from inbox_poller.loop.leases import Heartbeat
 from inbox_poller.loop.parts import LoopParts
 from inbox_poller.loop.submitter import Submitter
 from inbox_poller.models import CycleReport, MailboxStatus, utc_now
 from inbox_poller.ports import Mailbox, Metrics, NoMetrics
 from inbox_poller.schedules.jobs import scheduler_entries
+from inbox_poller.service.cluster import MailboxTurn
 from inbox_poller.service.downloads import DownloadPool
 from inbox_poller.service.health import DAEMON_STARTED_KEY, ledger_health
 from inbox_poller.service.hookrunner import HookRunner
@@ -76,12 +79,13 @@ class _Session:
     parts: LoopParts
     submitter: Submitter
     downloads: DownloadPool
-    watcher: MailboxWatcher
+    watcher: MailboxTurn
     scheduler: BackgroundScheduler
     stop: threading.Event
     watcher_thread: threading.Thread
     hook_wake: threading.Event
     hook_thread: threading.Thread
+    heartbeat_thread: threading.Thread
 
 
 class Daemon:
@@ -97,6 +101,7 @@ class Daemon:
         notifier: Notifier | None = None,
         clock: Callable[[], datetime] = utc_now,
         metrics: Metrics | None = None,
+        mailbox_lock: Callable[[Config], MailboxGuard] | None = None,
     ) -> None:
         """*metrics* gets every health judgement (every ``STATUS_EVERY_S``) and the
         watcher's failures; the loop and the submitter the factories build report to it
@@ -108,6 +113,11 @@ class Daemon:
         self._notifier = notifier or Notifier()
         self._clock = clock
         self._metrics: Metrics = metrics or NoMetrics()
+        self._mailbox_lock: Callable[[Config], MailboxGuard] = mailbox_lock or (
+            lambda _config: OnlyProcess()
+        )
+        """The lock to hold to watch the mailbox (``wiring.mailbox_lock``); by default the
+        daemon is the only one (SQLite's run lock)."""
         self._terminate = threading.Event()
         self._reload = threading.Event()
         self._status_now = threading.Event()
@@ -210,17 +220,20 @@ class Daemon:
                 progress=lambda: self._progress("mail"),
             )
 
-        watcher = MailboxWatcher(
-            parts.mailbox,
-            on_pass,
-            poll_interval_s=config.imap.poll_interval,
-            stop=stop,
-            wake=wake,
-            idle_timeout_s=self._renew_every_s(),
-            on_progress=self._progress,
-            on_login_problem=lambda problem: self._record_login_problem(parts.store, problem),
-            metrics=self._metrics,
-        )
+        def new_watcher(watch_stop: threading.Event) -> MailboxWatcher:
+            return MailboxWatcher(
+                parts.mailbox,
+                on_pass,
+                poll_interval_s=config.imap.poll_interval,
+                stop=watch_stop,
+                wake=wake,
+                idle_timeout_s=self._renew_every_s(),
+                on_progress=self._progress,
+                on_login_problem=lambda problem: self._record_login_problem(parts.store, problem),
+                metrics=self._metrics,
+            )
+
+        turn = MailboxTurn(self._mailbox_lock(config), new_watcher, downloads.dispatch, stop=stop)
         scheduler = BackgroundScheduler(
             timezone="UTC",
             executors={"default": SchedulerPool(max_workers=2)},
@@ -231,17 +244,24 @@ class Daemon:
             parts,
             self._build_submitter(config, parts.store),
             downloads,
-            watcher,
+            turn,
             scheduler,
             stop,
-            threading.Thread(target=watcher.run, name="mailbox-watcher", daemon=True),
+            threading.Thread(target=turn.run, name="mailbox-turn", daemon=True),
             hook_wake,
             threading.Thread(target=hooks.run, name="hooks", daemon=True),
+            threading.Thread(
+                target=Heartbeat(parts.store, parts.archiver.owner, parts.archiver.lease).run,
+                args=(stop,),
+                name="heartbeat",
+                daemon=True,
+            ),
         )
         self._schedule(session)
         scheduler.start()
         session.watcher_thread.start()
         session.hook_thread.start()
+        session.heartbeat_thread.start()
         # exports left in flight by a previous run (crash, SIGKILL, SIGTERM) resume now
         downloads.dispatch()
         return session

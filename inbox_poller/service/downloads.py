@@ -1,10 +1,13 @@
 """The daemon's download pool: a few workers, so one large payload does not hold up the mail.
 
-The mailbox pass only *dispatches*: every export ready to download that is not already
-in flight goes to a worker, which brings it to ``archived`` with the same
-``ExportArchiver.download_export`` that ``run --once`` uses on its own threads, then
-wakes the watcher so that its mail is acknowledged promptly. The ledger decides what is
-ready, so dispatching twice, or after a restart, never downloads an export twice at once.
+The mailbox pass only *dispatches*; so does the daemon's cluster thread every few
+seconds on a daemon that does not watch the mailbox. A dispatch makes sure
+``workers`` claimers run: each claims the next ready export from the ledger
+(``ExportArchiver.claim``: this process becomes its owner, under a lease), brings it to
+``archived`` with the same ``ExportArchiver.download_export`` that ``run --once`` uses,
+wakes the watcher so that its mail is acknowledged promptly, and claims the next until
+none is ready. The ledger's claim decides who downloads what, so dispatching twice,
+after a restart, or from several daemons never downloads an export twice at once.
 """
 
 from __future__ import annotations
@@ -18,16 +21,13 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from inbox_poller.errors import InboxPollerError, LedgerUnavailable
 from inbox_poller.ledger.store import Store
 from inbox_poller.loop.archiver import ExportArchiver
-from inbox_poller.models import CycleReport, ExportState
+from inbox_poller.models import CycleReport, Export
 
 logger = logging.getLogger("inbox_poller.service")
 
-DOWNLOAD_STATES = (ExportState.NOTIFIED, ExportState.DOWNLOADING, ExportState.VERIFIED)
-"""States in which an export is ready for (or in the middle of) its download."""
-
 
 class DownloadPool:
-    """Download ready exports on *workers* threads, each export on one thread at a time."""
+    """Claim and download ready exports on *workers* threads."""
 
     def __init__(
         self,
@@ -42,26 +42,37 @@ class DownloadPool:
         self._archiver = archiver
         self._stop = stop
         self._on_done = on_done
+        self._workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download")
-        self._in_flight: dict[int, Future[None]] = {}
-        """The download of each export handed to the pool, until it finishes."""
+        self._running: list[Future[None]] = []
+        """The claimers under way."""
+        self._pass: CycleReport | None = None
+        """The report of the pass that dispatched last: its dispatches are one round."""
+        self._requests = 0
+        """How many dispatches were asked for: a claimer that found nothing stops only if
+        none came since it looked."""
         self._lock = threading.Lock()
 
-    def dispatch(self, _report: CycleReport | None = None) -> None:
-        """Hand every ready export that is not in flight to a worker (a pass's download step).
+    def dispatch(self, report: CycleReport | None = None) -> None:
+        """Start claimers up to ``workers`` (a pass's download step).
 
-        The pass's report is not written: each download reports through the ledger and
-        the log, after the pass has ended.
+        A new pass (another *report*, or none: the daemon's start, a daemon not watching
+        the mailbox) starts a new round: each export ready is tried again, once. The
+        dispatches of one pass (after each batch read, and at its end) are one round,
+        so an export that failed in it waits for the next pass, as before claims. The
+        report is not written: each download reports through the ledger and the log.
         """
-        for export in self._store.list_exports(DOWNLOAD_STATES):
-            with self._lock:
-                if export.export_id in self._in_flight or self._stop.is_set():
-                    continue
+        with self._lock:
+            self._requests += 1
+            if report is None or report is not self._pass:
+                self._archiver.forget_tried()
+            self._pass = report
+            self._running = [f for f in self._running if not f.done()]
+            while len(self._running) < self._workers and not self._stop.is_set():
                 try:
-                    future = self._pool.submit(self._download, export.export_id)
+                    self._running.append(self._pool.submit(self._claimer))
                 except RuntimeError:  # the pool is shutting down
-                    continue
-                self._in_flight[export.export_id] = future
+                    return
 
     def shutdown(self, deadline: float) -> None:
         """Cancel what has not started; wait for what runs until *deadline* (monotonic).
@@ -71,14 +82,30 @@ class DownloadPool:
         """
         self._pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:
-            running = list(self._in_flight.values())
+            running = list(self._running)
         wait(running, timeout=max(0.1, deadline - time.monotonic()))
 
-    def _download(self, export_id: int) -> None:
+    def _claimer(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                seen = self._requests
+            try:
+                export = self._archiver.claim()
+            except InboxPollerError as exc:
+                logger.error("downloads: cannot claim an export: %s", exc)
+                return
+            if export is None:
+                with self._lock:
+                    if self._requests == seen:
+                        return
+                continue
+            self._download(export)
+
+    def _download(self, export: Export) -> None:
+        export_id = export.export_id
         try:
-            export = self._store.get_export(export_id)
-            if export.state in DOWNLOAD_STATES:
-                self._archiver.download_export(export, CycleReport())
+            self._archiver.download_export(export, CycleReport())
+            self._archiver.tried(export)
         except LedgerUnavailable as exc:
             logger.warning(
                 "export %d: the ledger is unavailable; the download resumes when it is back: %s",
@@ -95,6 +122,4 @@ class DownloadPool:
                 extra={"export_id": export_id},
             )
         finally:
-            with self._lock:
-                self._in_flight.pop(export_id, None)
             self._on_done()

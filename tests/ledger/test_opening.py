@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from inbox_poller.errors import InboxPollerError, StoreError
-from inbox_poller.ledger.opening import daemon_running, open_ledger, run_lock
+from inbox_poller.ledger.opening import daemon_running, open_ledger, run_lock, running_daemons
 from inbox_poller.models import ExportRequest
 from tests.ledger.test_store import NOW
 from tests.plugins.postgres import PgDatabase
@@ -53,7 +53,7 @@ def test_with_a_url_the_ledger_is_postgresql_and_the_sqlite_file_is_never_made(
 
 
 @pytest.mark.postgres
-def test_one_daemon_per_postgresql_ledger_and_a_dead_ones_lock_goes_with_it(
+def test_any_number_of_daemons_share_a_postgresql_ledger_and_status_sees_each(
     tmp_path: Path, pg_database: PgDatabase
 ) -> None:
     path = tmp_path / "state.db"
@@ -63,17 +63,25 @@ def test_one_daemon_per_postgresql_ledger_and_a_dead_ones_lock_goes_with_it(
         return _password(pg_database)
 
     assert not daemon_running(path, url, password)
-    with run_lock(path, url, password):
+    with run_lock(path, url, password, "host-a:1:aa"):
         assert daemon_running(path, url, password)
+        with run_lock(path, url, password, "host-b:2:bb"):
+            assert running_daemons(url, password) == ["host-a:1:aa", "host-b:2:bb"]
+        assert running_daemons(url, password) == ["host-a:1:aa"]
+        # a command that needs the ledger to itself is refused while one runs
         with (
             pytest.raises(InboxPollerError, match=re.escape(f"already running on {url}")),
-            run_lock(path, url, password),
+            run_lock(path, url, password, "migrate", exclusive=True),
         ):
             pass
-    # released with its connection (as when the process dies): the next one takes it
+    with (
+        run_lock(path, url, password, "migrate", exclusive=True),
+        pytest.raises(InboxPollerError, match="needs the ledger to itself"),
+        run_lock(path, url, password, "host-c:3:cc"),
+    ):
+        pass
+    # released with its connection (as when the process dies)
     assert not daemon_running(path, url, password)
-    with run_lock(path, url, password):
-        assert daemon_running(path, url, password)
     assert not path.with_name("state.db.lock").exists()
 
 

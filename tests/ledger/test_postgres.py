@@ -268,3 +268,28 @@ def test_daemons_claiming_at_once_each_get_other_exports_and_none_twice(
     assert every == ids  # each once
     for name, claimed in claims.items():
         assert all(first.lease(i)[0] == name for i in claimed)
+
+
+@pytestmark_pg
+def test_an_event_committed_late_by_another_daemon_is_not_skipped(
+    two_daemons: tuple[Store, Store], pg_database: PgDatabase
+) -> None:
+    writer, reader = two_daemons
+    slow_one = writer.create_export(ExportRequest("1"), NOW).export_id
+    fast_one = writer.create_export(ExportRequest("2"), NOW).export_id
+    mark = reader.last_event_id()
+    with pg_database.connect() as slow:  # a daemon whose transaction commits late
+        slow.execute("BEGIN")
+        slow.execute(
+            "INSERT INTO events (at, export_id, from_state, to_state, reason)"
+            " VALUES (%s, %s, 'submitting', 'submitting', 'slow')",
+            (NOW.isoformat(), slow_one),
+        )  # takes the lower event ID ...
+        writer.mark_checked(fast_one, "running", NOW)  # ... this one a higher, seen first
+        mark, changed = reader.exports_changed_since(mark)
+        assert slow_one not in [e.export_id for e in changed]  # not committed yet
+        slow.execute("COMMIT")
+    mark, changed = reader.exports_changed_since(mark)
+    assert slow_one in [e.export_id for e in changed]
+    _, changed = reader.exports_changed_since(mark)
+    assert changed == []  # and nothing twice once settled

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import stat
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from inbox_poller.errors import DuplicateSubmission, IllegalTransition, StoreError
+from inbox_poller.errors import DuplicateSubmission, IllegalTransition, LeaseLost, StoreError
 from inbox_poller.ledger.schema import (
     SCHEMA_VERSION,
     migration_statements,
@@ -34,6 +35,7 @@ from inbox_poller.models import (
     MailRecord,
     MailSummary,
     Pairing,
+    utc_now,
 )
 from tests.plugins.postgres import postgres_session
 
@@ -297,6 +299,12 @@ def test_resubmission_chain_and_checks(store: Store) -> None:
     assert (second.replaces, second.resubmits) == (first_id, 1)
     assert store.successor(first_id) == second
     assert store.successor(second.export_id) is None
+    # a second daemon deciding on the same failure is refused (one new job, not two)
+    with pytest.raises(
+        DuplicateSubmission, match=f"resubmitted already .as export {second.export_id}"
+    ):
+        store.create_export(first.request, NOW, replaces=store.get_export(first_id))
+    assert store.successor(first_id) == second
     store.set_daemon_value("last_poll_at", NOW.isoformat())
     assert store.daemon_values() == {"last_poll_at": NOW.isoformat()}
 
@@ -629,38 +637,90 @@ def _notified(store: Store, uid: int) -> int:
 def test_claims_take_the_oldest_waiting_export_once_under_a_lease(store: Store) -> None:
     first, second = _notified(store, 1), _notified(store, 2)
     lease = timedelta(seconds=30)
-    claimed = store.claim_download("daemon-a", NOW, lease)
+    before = utc_now()
+    claimed = store.claim_download("daemon-a", before, lease)
     assert claimed is not None
     assert (claimed.export_id, claimed.state, claimed.attempts) == (
         first,
         ExportState.DOWNLOADING,
         1,
     )
-    assert store.lease(first) == ("daemon-a", NOW + lease)
-    other = store.claim_download("daemon-b", NOW, lease)
+    owner, until = store.lease(first)
+    assert owner == "daemon-a" and until is not None
+    # on the database's clock on PostgreSQL (the machines' clocks may differ), *now* on SQLite
+    assert before + lease <= until <= utc_now() + lease
+    other = store.claim_download("daemon-b", utc_now(), lease)
     assert other is not None and other.export_id == second
-    assert store.claim_download("daemon-b", NOW, lease) is None  # both are in flight
+    assert store.claim_download("daemon-b", utc_now(), lease) is None  # both are in flight
     assert store.history(first)[-1][3] == "claimed by daemon-a"
 
 
 def test_a_lease_not_renewed_is_taken_over_and_a_renewed_one_is_not(store: Store) -> None:
     export_id = _notified(store, 1)
-    lease = timedelta(seconds=30)
-    store.claim_download("daemon-a", NOW, lease)
-    later = NOW + timedelta(seconds=20)
-    assert store.renew_leases("daemon-a", later, lease) == 1  # the heartbeat
-    assert store.claim_download("daemon-b", NOW + timedelta(seconds=40), lease) is None
-    dead = NOW + timedelta(seconds=51)  # daemon-a stopped renewing at +20 s
+    lease = timedelta(seconds=0.6)
+    store.claim_download("daemon-a", utc_now(), lease)
+    time.sleep(0.4)
+    assert store.renew_leases("daemon-a", utc_now(), lease) == 1  # the heartbeat
+    time.sleep(0.4)  # past the first lease, inside the renewed one
+    assert store.claim_download("daemon-b", utc_now(), lease) is None
+    time.sleep(0.4)  # daemon-a stopped renewing
+    dead = utc_now()
     taken = store.claim_download("daemon-b", dead, lease)
     assert taken is not None and taken.export_id == export_id
     assert taken.attempts == 2
-    assert store.lease(export_id) == ("daemon-b", dead + lease)
+    assert store.lease(export_id)[0] == "daemon-b"
     reason = store.history(export_id)[-1][3] or ""
     assert reason.startswith("taken over by daemon-b from daemon-a (lease until ")
-    assert store.renew_leases("daemon-a", dead, lease) == 0  # no longer daemon-a's
+    assert store.renew_leases("daemon-a", utc_now(), lease) == 0  # no longer daemon-a's
 
 
-def test_an_export_in_flight_without_a_lease_is_never_claimed(store: Store) -> None:
+def test_a_daemon_that_lost_its_lease_cannot_write_over_the_new_owner(store: Store) -> None:
     export_id = _notified(store, 1)
-    store.mark_downloading(export_id, NOW)  # a daemon that does not claim (SQLite's)
-    assert store.claim_download("daemon-b", NOW + timedelta(days=1), timedelta(seconds=30)) is None
+    store.claim_download("daemon-a", utc_now(), timedelta(seconds=0.2))
+    time.sleep(0.3)
+    assert store.claim_download("daemon-b", utc_now(), timedelta(seconds=30)) is not None
+    for late in (
+        lambda: store.mark_download_retry(export_id, "timeout", NOW, owner="daemon-a"),
+        lambda: store.mark_verified(export_id, "p", _archived(), NOW, owner="daemon-a"),
+        lambda: store.mark_failed(export_id, "no", NOW, owner="daemon-a", link_failed=True),
+        lambda: store.record_manifest_offset(export_id, 0, owner="daemon-a"),
+        lambda: store.hold(export_id, "daemon-a", utc_now(), timedelta(seconds=30)),
+    ):
+        with pytest.raises(LeaseLost, match=r"daemon-a lost its lease \(now held by daemon-b"):
+            late()
+    assert store.get_export(export_id).state is ExportState.DOWNLOADING
+    store.mark_verified(export_id, "p", _archived(), NOW, owner="daemon-b")
+    store.mark_archived(export_id, NOW, owner="daemon-b")
+    assert store.lease(export_id) == (None, None)  # cleared on leaving verified
+    with pytest.raises(LeaseLost, match="no longer in flight"):
+        store.mark_archived(export_id, NOW, owner="daemon-a")
+
+
+def test_a_verified_export_taken_over_stays_verified(store: Store) -> None:
+    export_id = _notified(store, 1)
+    store.claim_download("daemon-a", utc_now(), timedelta(seconds=0.2))
+    store.mark_verified(export_id, "p", _archived(), NOW, owner="daemon-a")
+    time.sleep(0.3)
+    taken = store.claim_download("daemon-b", utc_now(), timedelta(seconds=30))
+    assert taken is not None and taken.state is ExportState.VERIFIED
+    assert taken.attempts == 1  # finishing a checked payload is not another download
+    assert store.lease(export_id)[0] == "daemon-b"
+
+
+def test_expired_leases_and_exports_in_flight_without_one_are_claimed_at_once(
+    store: Store,
+) -> None:
+    old = _notified(store, 1)
+    store.mark_downloading(old, NOW)  # left by a daemon that did not claim
+    held = _notified(store, 2)
+    store.claim_download("daemon-a", utc_now(), timedelta(seconds=30))  # old
+    assert store.claim_download("daemon-a", utc_now(), timedelta(seconds=30)) is not None
+    assert store.claim_download("daemon-b", utc_now(), timedelta(seconds=30)) is None
+    assert store.expire_leases() == 2  # a restart under SQLite's run lock
+    again = store.claim_download("daemon-b", utc_now(), timedelta(seconds=30))
+    assert again is not None and again.export_id == old
+    assert store.claim_download("daemon-b", utc_now(), timedelta(seconds=30)).export_id == held  # type: ignore[union-attr]
+
+
+def _archived() -> ArchivedFile:
+    return ArchivedFile("p", 1, "00" * 32, None)
