@@ -17,6 +17,8 @@ watching at once (``service/cluster.py``). The design: docs/scale-out-progress-l
 from __future__ import annotations
 
 import hashlib
+import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -26,6 +28,8 @@ import psycopg
 
 from inbox_poller.errors import InboxPollerError, StoreError
 from inbox_poller.ledger.postgres import DAEMON_LOCK, dial, reason
+
+logger = logging.getLogger("inbox_poller.ledger")
 
 APPLICATION_PREFIX = "inbox-poller "
 """Every lock connection's ``application_name`` starts so; the daemon's owner follows."""
@@ -52,6 +56,23 @@ def _connect(url: str, password: str | None, owner: str) -> psycopg.Connection[t
     return conn
 
 
+KEEP_EVERY_S = 5.0
+"""How often a daemon checks the connection of its share of the daemon lock, and takes
+it again once the connection is gone (a PostgreSQL restart): until then ``status`` does
+not see the daemon, and an exclusive command (``migrate``) could start."""
+
+
+def _take(conn: psycopg.Connection[tuple[Any, ...]], url: str, exclusive: bool) -> None:
+    take = "pg_try_advisory_lock" if exclusive else "pg_try_advisory_lock_shared"
+    row = conn.execute(f"SELECT {take}(%s)", (DAEMON_LOCK,)).fetchone()
+    if row is None or not row[0]:
+        raise InboxPollerError(
+            f"another inbox-poller is already running on {url}"
+            if exclusive
+            else f"an inbox-poller that needs the ledger to itself is running on {url}"
+        )
+
+
 @contextmanager
 def daemon_lock(
     url: str, password: str | None, owner: str, *, exclusive: bool = False
@@ -60,23 +81,80 @@ def daemon_lock(
 
     Shared (``run``: any number of daemons, each seen by ``status``), or *exclusive*
     (a command that needs the ledger to itself, such as ``migrate``: refused while any
-    daemon runs, and no daemon starts meanwhile).
+    daemon runs, and no daemon starts meanwhile). A shared lock is kept: when its
+    connection is lost it is taken again on a new one (:class:`_Keeper`).
 
     :raises InboxPollerError: the lock is held the other way.
     """
     conn = _connect(url, password, owner)
     try:
-        take = "pg_try_advisory_lock" if exclusive else "pg_try_advisory_lock_shared"
-        row = conn.execute(f"SELECT {take}(%s)", (DAEMON_LOCK,)).fetchone()
-        if row is None or not row[0]:
-            raise InboxPollerError(
-                f"another inbox-poller is already running on {url}"
-                if exclusive
-                else f"an inbox-poller that needs the ledger to itself is running on {url}"
-            )
+        _take(conn, url, exclusive)
+    except BaseException:
+        conn.close()
+        raise
+    if exclusive:
+        try:
+            yield
+        finally:
+            conn.close()  # the session's lock goes with it
+        return
+    keeper = _Keeper(url, password, owner, conn)
+    keeper.start()
+    try:
         yield
     finally:
-        conn.close()  # the session's lock goes with it
+        keeper.stop()
+
+
+class _Keeper(threading.Thread):
+    """Keep a daemon's share of the daemon lock across lost connections."""
+
+    def __init__(
+        self, url: str, password: str | None, owner: str, conn: psycopg.Connection[Any]
+    ) -> None:
+        super().__init__(name="ledger-lock", daemon=True)
+        self._url, self._password, self._owner = url, password, owner
+        self._conn: psycopg.Connection[Any] | None = conn
+        self._stopping = threading.Event()
+        self._lost_logged = False
+
+    def run(self) -> None:
+        while not self._stopping.wait(KEEP_EVERY_S):
+            try:
+                if self._conn is None:
+                    self._retake()
+                else:
+                    self._conn.execute("SELECT 1").fetchone()
+            except (psycopg.Error, InboxPollerError) as exc:
+                self._drop()
+                if not self._lost_logged:
+                    logger.warning(
+                        "ledger %s: the daemon lock is lost (%s); taking it again", self._url, exc
+                    )
+                    self._lost_logged = True
+
+    def _retake(self) -> None:
+        conn = _connect(self._url, self._password, self._owner)
+        try:
+            _take(conn, self._url, exclusive=False)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        if self._lost_logged:
+            logger.info("ledger %s: the daemon lock is held again", self._url)
+            self._lost_logged = False
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(timeout=KEEP_EVERY_S + 1)
+        self._drop()
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 import pytest
 
+from inbox_poller.errors import InboxPollerError
+from inbox_poller.ledger import pglocks
 from inbox_poller.ledger.opening import OnlyProcess, cluster, mailbox_lock
 from inbox_poller.ledger.pglocks import MailboxLock, mailbox_key
 from tests.plugins.postgres import PgDatabase
@@ -57,3 +62,35 @@ def test_one_daemon_holds_the_mailbox_and_another_takes_it_when_its_connection_g
         for lock in (first, second, other_mailbox):
             lock.release()
     assert cluster(url, lambda: secret, MAILBOX).watching is None
+
+
+@pytest.mark.postgres
+def test_a_daemons_share_of_the_daemon_lock_is_taken_again_after_its_connection_is_lost(
+    pg_database: PgDatabase, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(pglocks, "KEEP_EVERY_S", 0.2)
+    caplog.set_level(logging.INFO, "inbox_poller.ledger")
+    url, secret = pg_database.url, _password(pg_database)
+
+    def names() -> list[str]:
+        return [holder.name for holder in pglocks.holders(url, secret)]
+
+    with pglocks.daemon_lock(url, secret, "host-a:1:aa"):
+        assert names() == ["host-a:1:aa"]
+        with pg_database.connect() as admin:  # as a PostgreSQL restart ends every session
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'inbox-poller host-a:1:aa'"
+            )
+        deadline = time.monotonic() + 10
+        while names() != ["host-a:1:aa"] or "held again" not in caplog.text:
+            assert time.monotonic() < deadline, (names(), caplog.text)
+            time.sleep(0.1)
+        assert "the daemon lock is lost" in caplog.text
+        # while it is held again, a command that needs the ledger to itself is refused
+        with (
+            pytest.raises(InboxPollerError, match="already running"),
+            pglocks.daemon_lock(url, secret, "migrate", exclusive=True),
+        ):
+            pass
+    assert names() == []
