@@ -33,6 +33,30 @@ class HookRecords(MailRecords):
             row_to_hook_run(row) for row in rows if wanted is None or row["export_id"] in wanted
         ]
 
+    def claim_hook_run(self, export_id: int, hook: str, now: datetime, until: datetime) -> bool:
+        """Take a due run for this process until *until*; False if another daemon took it.
+
+        Its ``next_at`` moves to *until* in the same statement that checks it is due, so
+        no other daemon on a shared ledger sees it due while it runs; if this process dies
+        meanwhile, the run is due again at *until* (at least once, as on one machine).
+        """
+        with self._transaction() as conn:
+            row = conn.execute(
+                "UPDATE hook_runs SET next_at = ?"
+                " WHERE export_id = ? AND hook = ? AND state = ? AND next_at <= ?"
+                " RETURNING export_id",
+                (to_iso(until), export_id, hook, HookState.PENDING.value, to_iso(now)),
+            ).fetchone()
+        return row is not None
+
+    def release_hook_run(self, export_id: int, hook: str, now: datetime) -> None:
+        """Make a claimed run due *now* again (this process stops before finishing it)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE hook_runs SET next_at = ? WHERE export_id = ? AND hook = ? AND state = ?",
+                (to_iso(now), export_id, hook, HookState.PENDING.value),
+            )
+
     def mark_hook_done(self, export_id: int, hook: str, now: datetime) -> None:
         self._finish_hook(export_id, hook, HookState.DONE, None, now)
 

@@ -32,6 +32,9 @@ logger = logging.getLogger("inbox_poller.loop")
 ON_ARCHIVED = "on_archived"
 FIRST_RETRY_S = 10.0
 MAX_RETRY_S = 300.0
+CLAIM_MARGIN_S = 60.0
+"""On a shared ledger a run is claimed for the hook's timeout and this much more: a
+daemon that dies mid-run leaves it to another once that time has passed."""
 
 
 def retry_delay_s(failures: int) -> float:
@@ -87,8 +90,16 @@ class HookDispatcher:
         for run in self.store.pending_hook_runs():
             if stop is not None and stop.is_set():
                 break
-            if run.next_at > self.clock():
+            now = self.clock()
+            if run.next_at > now:
                 break  # sorted by next_at: nothing after it is due either
+            if self.store.shared and not self.store.claim_hook_run(
+                run.export_id,
+                run.hook,
+                now,
+                now + timedelta(seconds=self.settings.timeout_s + CLAIM_MARGIN_S),
+            ):
+                continue  # another daemon runs it
             failure = self._run(run, stop)
             if failure:
                 failures.append(failure)
@@ -114,6 +125,8 @@ class HookDispatcher:
             return ""
         result = self._execute(run, command, stop)
         if result.interrupted:
+            if self.store.shared:  # due again at once, for whichever daemon runs next
+                self.store.release_hook_run(run.export_id, run.hook, self.clock())
             logger.info(
                 "export %d (job %s): hook %s stopped by shutdown; it runs again at next start",
                 run.export_id,

@@ -4,6 +4,7 @@ retried with back-off across restarts, and visible while they fail."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from inbox_poller.models import (
 )
 from inbox_poller.service.health import ledger_health
 from tests.plugins.loop import LoopEnv
+from tests.plugins.postgres import PgDatabase, postgres_session
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -283,3 +285,38 @@ def test_a_crash_between_the_manifest_and_the_ledger_still_runs_the_hook_once(
     assert not log.exists()
     assert env.cli("run", "--once").returncode == 0
     assert len(log.read_text().splitlines()) == 1
+
+
+@pytest.mark.postgres
+def test_two_daemons_on_one_postgresql_ledger_run_a_hook_once_and_take_over_a_dead_ones(
+    tmp_path: Path, pg_database: PgDatabase
+) -> None:
+    stores = [Store(postgres_session(pg_database)) for _ in range(2)]
+    try:
+        first_export = _archived(stores[0], "601")
+        clock = Clock()
+        command = _hook(tmp_path, f"cat > /dev/null\necho $$ >> {tmp_path}/runs\nsleep 1\n")
+        daemons = [_dispatcher(store, tmp_path, command, clock) for store in stores]
+        # both find the run due at once; the claim lets one of them run it
+        with ThreadPoolExecutor(2) as pool:
+            failures = list(pool.map(lambda hooks: hooks.run_due(), daemons))
+        assert failures == [[], []]
+        assert len((tmp_path / "runs").read_text().splitlines()) == 1
+        assert [(r.export_id, r.state) for r in stores[1].hook_runs()] == [
+            (first_export, HookState.DONE)
+        ]
+
+        # a daemon that claimed a run and died: the run is due again once its claim ends
+        _archived(stores[0], "602")
+        assert stores[0].claim_hook_run(
+            stores[0].hook_runs()[-1].export_id, ON_ARCHIVED, T0, T0 + timedelta(seconds=70)
+        )
+        assert daemons[1].run_due() == []
+        assert len((tmp_path / "runs").read_text().splitlines()) == 1
+        clock.advance(70)
+        assert daemons[1].run_due() == []
+        assert len((tmp_path / "runs").read_text().splitlines()) == 2
+        assert {r.state for r in stores[1].hook_runs()} == {HookState.DONE}
+    finally:
+        for store in stores:
+            store.close()
