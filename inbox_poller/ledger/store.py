@@ -640,6 +640,21 @@ class Store(HookRecords):
         if not in_flight or row["owner"] != owner:
             raise LeaseLost(export_id, owner, row["owner"] if in_flight else None)
 
+    def release_claim(self, export_id: int, owner: str) -> bool:
+        """Hand *owner*'s export in flight back, in its state, for the next claim (this
+        process's or another's) to take over at once; False if it is no longer *owner*'s.
+
+        For work abandoned without an outcome (the ledger was unavailable when it ended):
+        the heartbeat would otherwise renew its lease for as long as the process lives.
+        """
+        with self._transaction() as conn:
+            row = conn.execute(
+                "UPDATE exports SET owner = NULL, lease_until = NULL"
+                " WHERE export_id = ? AND owner = ? AND state IN (?, ?) RETURNING export_id",
+                (export_id, owner, ExportState.DOWNLOADING.value, ExportState.VERIFIED.value),
+            ).fetchone()
+        return row is not None
+
     def expire_leases(self) -> int:
         """End every lease at once; return how many exports in flight it freed.
 

@@ -272,6 +272,14 @@ class ExportArchiver:
             if after.state is not ExportState.NOTIFIED or not again:
                 self._skip.discard(after.export_id)
 
+    def abandoned(self, export: Export) -> None:
+        """After an attempt cut off without an outcome (the ledger was unavailable): the
+        export is no longer in flight here, and may be claimed again once it is handed
+        back (``Store.release_claim``); nothing is read from the ledger."""
+        with self._claiming:
+            self._in_flight.discard(export.export_id)
+            self._skip.discard(export.export_id)
+
     def forget_tried(self) -> None:
         """Start a new round: every ready export may be claimed again (the daemon's pool);
         the attempts still under way keep their marks until they end."""

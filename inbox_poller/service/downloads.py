@@ -51,6 +51,11 @@ class DownloadPool:
         self._requests = 0
         """How many dispatches were asked for: a claimer that found nothing stops only if
         none came since it looked."""
+        self._ledger_down = False
+        self._abandoned: set[int] = set()
+        """Exports this process claimed whose download ended while the ledger was
+        unavailable: handed back (``Store.release_claim``) once it is reachable again."""
+        """Whether the last claim found the ledger unavailable (said once per outage)."""
         self._lock = threading.Lock()
 
     def dispatch(self, report: CycleReport | None = None) -> None:
@@ -90,10 +95,22 @@ class DownloadPool:
             with self._lock:
                 seen = self._requests
             try:
+                self._release_abandoned()
                 export = self._archiver.claim()
+            except LedgerUnavailable as exc:
+                with self._lock:  # one line per outage, not one per claimer and dispatch
+                    first, self._ledger_down = not self._ledger_down, True
+                if first:
+                    logger.warning(
+                        "downloads: the ledger is unavailable; claims resume when it is back: %s",
+                        exc,
+                    )
+                return
             except InboxPollerError as exc:
                 logger.error("downloads: cannot claim an export: %s", exc)
                 return
+            with self._lock:
+                self._ledger_down = False
             if export is None:
                 with self._lock:
                     if self._requests == seen:
@@ -101,12 +118,32 @@ class DownloadPool:
                 continue
             self._download(export)
 
+    def _release_abandoned(self) -> None:
+        """Hand back what a ledger outage cut off, so that it is claimed again at once.
+
+        :raises LedgerUnavailable: still unavailable (what is left is tried next time).
+        """
+        with self._lock:
+            abandoned = sorted(self._abandoned)
+        for export_id in abandoned:
+            if self._store.release_claim(export_id, self._archiver.owner):
+                logger.info(
+                    "export %d: handed back after the ledger outage, to be claimed again",
+                    export_id,
+                    extra={"export_id": export_id},
+                )
+            with self._lock:
+                self._abandoned.discard(export_id)
+
     def _download(self, export: Export) -> None:
         export_id = export.export_id
         try:
             self._archiver.download_export(export, CycleReport())
             self._archiver.tried(export)
         except LedgerUnavailable as exc:
+            self._archiver.abandoned(export)
+            with self._lock:
+                self._abandoned.add(export_id)
             logger.warning(
                 "export %d: the ledger is unavailable; the download resumes when it is back: %s",
                 export_id,
