@@ -50,9 +50,26 @@ def to_pyformat(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+SERVER_KEEPALIVES = {
+    "tcp_keepalives_idle": 10,
+    "tcp_keepalives_interval": 5,
+    "tcp_keepalives_count": 3,
+}
+"""The same keepalives on the server's end of each session: when a daemon's machine
+vanishes (no FIN, no RST), the server drops its sessions after about 25 s and with them
+its mailbox lock, so another daemon watches the mailbox within the issue's 30 s
+(docs/scale-out.md). The server's own default is the system's: two hours."""
+
+
 def _server_options() -> str:
-    """The ``options`` connection parameter: the session's timeouts, set at connect."""
-    return f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS}"
+    """The ``options`` connection parameter: the session's timeouts and the server's
+    keepalives, set at connect."""
+    settings = {
+        "statement_timeout": STATEMENT_TIMEOUT_MS,
+        "lock_timeout": LOCK_TIMEOUT_MS,
+        **SERVER_KEEPALIVES,
+    }
+    return " ".join(f"-c {name}={value}" for name, value in settings.items())
 
 
 def dial(

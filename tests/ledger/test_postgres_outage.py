@@ -86,11 +86,17 @@ def test_while_the_server_is_down_each_call_fails_fast_and_then_recovers(
 
 def test_the_session_carries_its_timeouts_and_keepalives(store: Store) -> None:
     rows = store._query(
-        "SELECT name, setting FROM pg_settings WHERE name IN ('statement_timeout', 'lock_timeout')"
+        "SELECT name, setting FROM pg_settings WHERE name IN ('statement_timeout',"
+        " 'lock_timeout', 'tcp_keepalives_idle', 'tcp_keepalives_interval',"
+        " 'tcp_keepalives_count')"
     )
     assert {row["name"]: int(row["setting"]) for row in rows} == {
         "statement_timeout": pg.STATEMENT_TIMEOUT_MS,
         "lock_timeout": pg.LOCK_TIMEOUT_MS,
+        # the server's end: a vanished daemon's sessions (and locks) end in about 25 s
+        "tcp_keepalives_idle": 10,
+        "tcp_keepalives_interval": 5,
+        "tcp_keepalives_count": 3,
     }
     conn = store._conn._conn  # type: ignore[attr-defined]
     assert conn.info.get_parameters()["keepalives_idle"] == "10"
