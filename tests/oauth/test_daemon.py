@@ -120,6 +120,7 @@ def test_the_daemon_archives_with_each_grant_and_mechanism(
     assert tokens_in(logs, oauth.server, oauth.secret) == []
 
 
+@pytest.mark.timeout(300)  # five 20 s token lifetimes (about 100 s alone): a hang guard
 def test_many_token_lifetimes_with_rotation_and_a_restart(
     oauth_loop_env: LoopEnv,
     oauth: OAuthSetup,
