@@ -350,15 +350,7 @@ class Archive:
         return PartFile(final.parent / name, self.access)
 
     def describe(self, export: Export, result: DownloadResult) -> ArchivedFile:
-        return ArchivedFile(
-            path=self.relative_path(export, result.format),
-            format=result.format,
-            bytes=result.bytes,
-            sha256=result.sha256,
-            records=result.records,
-            top_level=result.top_level,
-            source=result.final_url,
-        )
+        return describe(export, result)
 
     def publish(self, part_path: Path | str, archived: ArchivedFile) -> None:
         """Rename the sealed part file over its final name and make the rename durable."""
@@ -536,6 +528,20 @@ class Archive:
             for path in self.root.rglob(f".*{PART_SUFFIX}")
             if path.is_file() and path.resolve() not in keep
         ]
+
+
+def describe(export: Export, result: DownloadResult) -> ArchivedFile:
+    """What the archive records of *export*'s downloaded payload (either archive: the
+    same relative path, the same fields)."""
+    return ArchivedFile(
+        path=relative_path(export, result.format),
+        format=result.format,
+        bytes=result.bytes,
+        sha256=result.sha256,
+        records=result.records,
+        top_level=result.top_level,
+        source=result.final_url,
+    )
 
 
 def relative_path(export: Export, fmt: str = "json") -> str:

@@ -52,7 +52,7 @@ import botocore.exceptions
 from botocore.config import Config as BotoConfig
 
 from inbox_poller import crashpoints
-from inbox_poller.archive import manifest_json, manifest_line, relative_path
+from inbox_poller.archive import describe, manifest_json, manifest_line, relative_path
 from inbox_poller.archive_reader import (
     PART_SUFFIX,
     PARTS_DIR,
@@ -516,15 +516,7 @@ class S3Archive:
         return self.abort_leftovers(job_id, before=before)
 
     def describe(self, export: Export, result: DownloadResult) -> ArchivedFile:
-        return ArchivedFile(
-            path=self.relative_path(export, result.format),
-            format=result.format,
-            bytes=result.bytes,
-            sha256=result.sha256,
-            records=result.records,
-            top_level=result.top_level,
-            source=result.final_url,
-        )
+        return describe(export, result)
 
     def publish(self, part_key: str, archived: ArchivedFile) -> None:
         """Copy the sealed part to its final key unless an object is there; delete the part.
@@ -652,29 +644,9 @@ class S3Archive:
         directory's manifest offset) has nothing to record here and is not called.
         """
         del record
-        line = manifest_line(export, archived, now)
-        key = self.manifest_key(archived.path)
-        body = (manifest_json(line) + "\n").encode("utf-8")
+        line = manifest_json(manifest_line(export, archived, now))
         crashpoints.crash_point("archive:before-manifest-line")
-        try:
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=body,
-                ContentType="application/json",
-                IfNoneMatch="*",
-            )
-            return
-        except botocore.exceptions.ClientError as exc:
-            if not _precondition_failed(exc):
-                raise _failed(f"write {key}", exc) from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _failed(f"write {key}", exc) from exc
-        found = self._read_manifest(key)
-        if found.get("job_id") != line.job_id or found.get("sha256") != line.sha256:
-            raise ArchiveError(
-                f"S3: {key} already holds the manifest of another payload; it is left as it is"
-            )
+        self.put_manifest(archived.path, line)
 
     def _read_manifest(self, key: str) -> dict[str, Any]:
         try:
@@ -691,7 +663,8 @@ class S3Archive:
 
     def put_manifest(self, path: str, line: str) -> bool:
         """Write *line* (one manifest line, JSON) as the manifest object of the payload at
-        *path* unless one is there (``inbox-poller migrate``); return whether it wrote it.
+        *path* unless one is there (the loop's :meth:`append_manifest`, and ``inbox-poller
+        migrate``); return whether it wrote it.
 
         :raises ArchiveError: the key holds the manifest of another job or SHA-256.
         """

@@ -299,21 +299,15 @@ class ExportArchiver:
         except LedgerUnavailable:
             raise  # not the export's failure: it resumes from its state once the ledger is back
         except LeaseLost as exc:  # another daemon owns the export now: not a failure of it
-            logger.error(
-                "export %d (job %s): %s",
-                export.export_id,
-                export.job_id,
-                exc,
-                extra={"export_id": export.export_id, "job_id": export.job_id},
-            )
-            self.metrics.failure("download", exc)
+            self._failed(export, exc, None)
         except ArchiveUnavailable as exc:
             self._outages += 1
             self._failed(export, exc, report)
         except InboxPollerError as exc:
             self._failed(export, exc, report)
 
-    def _failed(self, export: Export, exc: InboxPollerError, report: CycleReport) -> None:
+    def _failed(self, export: Export, exc: InboxPollerError, report: CycleReport | None) -> None:
+        """Log and count a failed attempt; *report* it unless it was not the export's."""
         logger.error(
             "export %d (job %s): %s",
             export.export_id,
@@ -322,7 +316,8 @@ class ExportArchiver:
             extra={"export_id": export.export_id, "job_id": export.job_id},
         )
         self.metrics.failure("download", exc)
-        report.failed.append(f"job {export.job_id}: {exc}")
+        if report is not None:
+            report.failed.append(f"job {export.job_id}: {exc}")
 
     def _download(self, export: Export, report: CycleReport) -> None:
         """Download an export claimed for this process (its attempt counted by the claim)."""
