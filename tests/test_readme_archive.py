@@ -32,7 +32,8 @@ FORMAT_BLOCKS = re.findall(r"```(python|sql)\n(.*?)```", FORMATS_SECTION, re.DOT
 PYTHON_FORMATS = [code for language, code in FORMAT_BLOCKS if language == "python"]
 SQL_FORMATS = [code for language, code in FORMAT_BLOCKS if language == "sql"]
 PYTHON = [code for language, code in BLOCKS if language == "python"]
-SQL = [code for language, code in BLOCKS if language == "sql"]
+SQL = [code for language, code in BLOCKS if language == "sql" and "s3://" not in code]
+"""The local examples; the S3 one runs in tests/archive/test_duckdb_s3.py."""
 RECORDS = (120, 75, 3)
 """Records in each payload of the archive (one export each)."""
 
