@@ -17,7 +17,7 @@ part's ``upload_part``, and the seal, which sends the last part and completes th
 upload): the time the download stands still while parts are sent. ``--root`` runs the
 same path from another tree beside it (an A/B in one run: this VM's load moves single
 runs by half). Background uploads with one part in flight were measured that way and
-dropped (docs/scale-out-progress-archive.md).
+dropped (docs/scale-out-archive.md).
 Peak RSS comes from ``os.wait4`` on each child.
 
 Run: ``python bench/bench_s3_archive.py [--sizes 64,512] [--reps 3]``. Needs the

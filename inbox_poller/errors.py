@@ -68,7 +68,7 @@ class LedgerUnavailable(StoreError):
     restarting, the connection was lost (a transaction it cut was rolled back by the
     server, or its commit's outcome is unknown), or a statement or lock wait timed out.
     Nothing is recorded as failed for it: the work is tried again once the ledger is back
-    (docs/scale-out-progress-ledger.md, "Robustness and migration").
+    (docs/scale-out-ledger.md, "Robustness and migration").
 
     ``outcome_unknown`` is true when the connection was lost at ``COMMIT``: the change
     may or may not be in the ledger, so nothing that depends on it may be undone."""
@@ -106,7 +106,7 @@ class LeaseLost(StoreError):
     """A daemon's lease on an export ran out and another daemon took the export over.
 
     Raised by a transition made for an *owner* that no longer holds the export (several
-    daemons on one ledger, docs/scale-out-progress-ledger.md): the change is refused, so
+    daemons on one ledger, docs/scale-out-ledger.md): the change is refused, so
     the late daemon cannot write over the new owner's work; it drops its own.
     """
 

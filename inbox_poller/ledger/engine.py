@@ -4,7 +4,7 @@ The ledger's statements are written once, in a subset of SQL both engines unders
 (``RETURNING``, ``IS NOT DISTINCT FROM``, ``ON CONFLICT``; ``?`` placeholders, which
 the PostgreSQL session rewrites). What differs is here: how a transaction begins, how a
 row is locked for the read-check-update of a transition, and the column that orders
-rows by insertion. The design and why: docs/scale-out-progress-ledger.md.
+rows by insertion. The design and why: docs/scale-out-ledger.md.
 """
 
 from __future__ import annotations

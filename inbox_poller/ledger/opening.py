@@ -2,7 +2,7 @@
 
 The rest of the program holds a :class:`~.store.Store` either way. One process runs
 per SQLite file (the lock file of ``ledger.lock``), and it watches the mailbox. Any
-number run on one PostgreSQL ledger (docs/scale-out-progress-ledger.md, "Several
+number run on one PostgreSQL ledger (docs/scale-out-ledger.md, "Several
 daemons"), each holding the ledger's daemon lock *shared* so that ``status`` sees them;
 of those, the one holding the mailbox's own lock watches the mailbox (``ledger.pglocks``).
 Both are session advisory locks on connections of their own, released when the process

@@ -11,7 +11,7 @@
 
 A session lock lives exactly as long as its connection, so a crash never leaves one
 stale; and a daemon that loses the connection may no longer hold it, so it stops
-watching at once (``service/cluster.py``). The design: docs/scale-out-progress-ledger.md.
+watching at once (``service/cluster.py``). The design: docs/scale-out-ledger.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A PostgreSQL ledger: open a psycopg 3 connection as an :class:`~.engine.EngineSession`.
 
-The :class:`~.store.Store` on top is the same as for SQLite (docs/scale-out-progress-ledger.md):
+The :class:`~.store.Store` on top is the same as for SQLite (docs/scale-out-ledger.md):
 its statements use ``?`` placeholders, rewritten here to psycopg's ``%s``. The password
 is passed to psycopg as a keyword, never inside the URL, which is logged and shown; the
 URL carries libpq's TLS options (``sslmode``, ``sslrootcert``). psycopg is imported only

@@ -213,7 +213,7 @@ MIGRATIONS: dict[int, str] = {
     """,
     # v8: several daemons on one (PostgreSQL) ledger: the daemon working on an export and
     # until when its lease runs; a lease not renewed (its daemon died) lets another take
-    # the export over (Store.claim_download, docs/scale-out-progress-ledger.md)
+    # the export over (Store.claim_download, docs/scale-out-ledger.md)
     8: """
     ALTER TABLE exports ADD COLUMN owner TEXT;
     ALTER TABLE exports ADD COLUMN lease_until TEXT;

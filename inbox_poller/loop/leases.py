@@ -3,7 +3,7 @@
 Every download starts with a claim (``Store.claim_download``): the export becomes this
 process's, under a lease of ``LEASE``, which the heartbeat renews every third of it while
 the process lives. A daemon that dies stops renewing, and another takes its exports over
-once their leases end (docs/scale-out-progress-ledger.md, "Several daemons").
+once their leases end (docs/scale-out-ledger.md, "Several daemons").
 """
 
 from __future__ import annotations
