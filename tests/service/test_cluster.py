@@ -11,6 +11,7 @@ mailbox watched again within seconds.
 from __future__ import annotations
 
 import json
+import random
 import signal
 import threading
 import time
@@ -293,3 +294,75 @@ def test_a_daemon_without_the_mailbox_dispatches_and_one_that_loses_it_stops_wat
         stop.set()
         thread.join(5)
     assert watchers[1].ended.is_set() and guard.released == 1
+
+
+@pytest.mark.dovecot
+@pytest.mark.postgres
+@pytest.mark.seaweedfs
+@pytest.mark.timeout(300)
+def test_three_daemons_killed_at_random_times_archive_every_export_once(
+    loop_env: LoopEnv, pg_database: PgDatabase, s3_bucket: S3Bucket, daemons: list[DaemonProcess]
+) -> None:
+    """Chaos: three daemons on PostgreSQL and S3 while notifications stream in; every
+    1–3.5 s one of them, chosen at random, is SIGKILLed wherever it is (reading mail,
+    downloading, mid-upload, publishing, acknowledging) and a new one started in its
+    place. Every export ends archived exactly once, every mail acknowledged, nothing left
+    in the bucket but payloads and their manifest objects."""
+    env = loop_env
+    env.archive_section = "\n".join(
+        [
+            f'url = "{s3_bucket.url}/{PREFIX}"',
+            f'endpoint_url = "{s3_bucket.endpoint_url}"',
+            f'region = "{s3_bucket.region}"',
+            f'access_key_id_file = "{s3_bucket.access_key_id_file}"',
+            f'secret_access_key_file = "{s3_bucket.secret_access_key_file}"',
+            f'ca_file = "{s3_bucket.ca_file}"',
+        ]
+    )
+    env.write_config()
+    _on_postgres(env, pg_database)
+    env.sim.payload_bytes = PART_BYTES + 512 * 1024  # a multipart upload each
+    seed = int(time.time())
+    rng = random.Random(seed)
+    print(f"chaos seed {seed}")
+    alive = [_daemon(env, daemons) for _ in range(3)]
+    _wait("a daemon watches", lambda: _cluster(env, pg_database).watching is not None, 20)
+
+    jobs: list[str] = []
+    kills = 0
+    next_kill = time.monotonic() + rng.uniform(1.0, 3.5)
+    for n in range(12):
+        jobs.append(env.submit(str(9200 + n)))
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            if time.monotonic() >= next_kill:
+                victim = alive.pop(rng.randrange(len(alive)))
+                victim.process.send_signal(signal.SIGKILL)
+                victim.wait(10)
+                kills += 1
+                alive.append(_daemon(env, daemons))
+                next_kill = time.monotonic() + rng.uniform(1.0, 3.5)
+            time.sleep(0.05)
+    print(f"chaos: {kills} daemons killed")
+    assert kills >= 3
+
+    with _store(pg_database) as store:
+        # a killed daemon's export comes back after its lease (30 s), possibly more than once
+        _wait(
+            "every export acknowledged",
+            lambda: all(
+                (e := store.export_by_job_id(j)) is not None and e.state is ExportState.ACKNOWLEDGED
+                for j in jobs
+            ),
+            150,
+        )
+        _assert_each_archived_once(store, jobs)
+    objects = _objects(s3_bucket)
+    manifests = [k for k in objects if k.startswith(f"{PREFIX}/manifest/")]
+    payloads = [k for k in objects if k not in manifests]
+    assert len(manifests) == len(payloads) == len(jobs), sorted(objects)  # nothing in .parts/
+    assert sorted(json.loads(objects[k])["job_id"] for k in manifests) == sorted(jobs)
+    # the uploads killed daemons left are aborted by whoever took their exports over
+    assert _uploads(s3_bucket) == []
+    _assert_every_mail_acknowledged(env, len(jobs))
+    assert _cluster(env, pg_database).watching is not None
