@@ -123,17 +123,22 @@ class DownloadPool:
 
         :raises LedgerUnavailable: still unavailable (what is left is tried next time).
         """
-        with self._lock:
+        with self._lock:  # each export handed back by one claimer, once
             abandoned = sorted(self._abandoned)
-        for export_id in abandoned:
-            if self._store.release_claim(export_id, self._archiver.owner):
+            self._abandoned.clear()
+        for number, export_id in enumerate(abandoned):
+            try:
+                released = self._store.release_claim(export_id, self._archiver.owner)
+            except LedgerUnavailable:
+                with self._lock:
+                    self._abandoned.update(abandoned[number:])
+                raise
+            if released:
                 logger.info(
                     "export %d: handed back after the ledger outage, to be claimed again",
                     export_id,
                     extra={"export_id": export_id},
                 )
-            with self._lock:
-                self._abandoned.discard(export_id)
 
     def _download(self, export: Export) -> None:
         export_id = export.export_id
