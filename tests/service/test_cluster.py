@@ -60,6 +60,22 @@ def _on_postgres(env: LoopEnv, database: PgDatabase, extra: str = "") -> None:
     env.config_path.write_text(text + extra, encoding="utf-8")
 
 
+def _on_postgres_and_s3(env: LoopEnv, database: PgDatabase, bucket: S3Bucket) -> None:
+    """Point *env*'s configuration at *database* and at an S3 archive in *bucket*."""
+    env.archive_section = "\n".join(
+        [
+            f'url = "{bucket.url}/{PREFIX}"',
+            f'endpoint_url = "{bucket.endpoint_url}"',
+            f'region = "{bucket.region}"',
+            f'access_key_id_file = "{bucket.access_key_id_file}"',
+            f'secret_access_key_file = "{bucket.secret_access_key_file}"',
+            f'ca_file = "{bucket.ca_file}"',
+        ]
+    )
+    env.write_config()
+    _on_postgres(env, database)
+
+
 def _password(database: PgDatabase) -> str:
     return database.password_file.read_text(encoding="utf-8").strip()
 
@@ -184,18 +200,7 @@ def test_two_daemons_on_s3_finish_an_upload_a_dead_daemon_left_once(
     loop_env: LoopEnv, pg_database: PgDatabase, s3_bucket: S3Bucket, daemons: list[DaemonProcess]
 ) -> None:
     env = loop_env
-    env.archive_section = "\n".join(
-        [
-            f'url = "{s3_bucket.url}/{PREFIX}"',
-            f'endpoint_url = "{s3_bucket.endpoint_url}"',
-            f'region = "{s3_bucket.region}"',
-            f'access_key_id_file = "{s3_bucket.access_key_id_file}"',
-            f'secret_access_key_file = "{s3_bucket.secret_access_key_file}"',
-            f'ca_file = "{s3_bucket.ca_file}"',
-        ]
-    )
-    env.write_config()
-    _on_postgres(env, pg_database)
+    _on_postgres_and_s3(env, pg_database, s3_bucket)
     # payloads of two parts; the first daemon dies with the first part of its upload sent
     env.sim.payload_bytes = PART_BYTES + 1024 * 1024
     doomed = _daemon(env, daemons, crash_at="archive:mid-upload")
@@ -309,18 +314,7 @@ def test_three_daemons_killed_at_random_times_archive_every_export_once(
     place. Every export ends archived exactly once, every mail acknowledged, nothing left
     in the bucket but payloads and their manifest objects."""
     env = loop_env
-    env.archive_section = "\n".join(
-        [
-            f'url = "{s3_bucket.url}/{PREFIX}"',
-            f'endpoint_url = "{s3_bucket.endpoint_url}"',
-            f'region = "{s3_bucket.region}"',
-            f'access_key_id_file = "{s3_bucket.access_key_id_file}"',
-            f'secret_access_key_file = "{s3_bucket.secret_access_key_file}"',
-            f'ca_file = "{s3_bucket.ca_file}"',
-        ]
-    )
-    env.write_config()
-    _on_postgres(env, pg_database)
+    _on_postgres_and_s3(env, pg_database, s3_bucket)
     env.sim.payload_bytes = PART_BYTES + 512 * 1024  # a multipart upload each
     seed = int(time.time())
     rng = random.Random(seed)
