@@ -293,30 +293,19 @@ archive.publish(part.location, _archived(b""))
 """
 
 
-def test_a_process_killed_mid_upload_leaves_only_an_upload_the_next_attempt_aborts(
-    s3_bucket: S3Bucket,
-) -> None:
+def _crash_in_child(script: str, point: str, bucket: S3Bucket) -> None:
+    """Run *script* against *bucket* in a child process that dies at crash *point*."""
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
     from inbox_poller.crashpoints import CRASH_ENV, CRASH_EXIT_STATUS
 
-    env = {**os.environ, CRASH_ENV: "archive:mid-upload"}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, CRASH_ENV: point, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    files = [bucket.access_key_id_file, bucket.secret_access_key_file, bucket.ca_file]
+    arguments = [bucket.name, bucket.endpoint_url, bucket.region, *map(str, files)]
     child = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _CHILD,
-            s3_bucket.name,
-            s3_bucket.endpoint_url,
-            s3_bucket.region,
-            str(s3_bucket.access_key_id_file),
-            str(s3_bucket.secret_access_key_file),
-            str(s3_bucket.ca_file),
-        ],
+        [sys.executable, "-c", script, *arguments],
         env=env,
         capture_output=True,
         text=True,
@@ -324,6 +313,12 @@ def test_a_process_killed_mid_upload_leaves_only_an_upload_the_next_attempt_abor
         check=False,
     )
     assert child.returncode == CRASH_EXIT_STATUS, child.stderr
+
+
+def test_a_process_killed_mid_upload_leaves_only_an_upload_the_next_attempt_aborts(
+    s3_bucket: S3Bucket,
+) -> None:
+    _crash_in_child(_CHILD, "archive:mid-upload", s3_bucket)
     client = s3_bucket.client()
     [left] = _uploads(client, s3_bucket.name)  # the first part was sent, then the kill
     assert left.startswith("arch/prod/.parts/123/")
@@ -457,33 +452,7 @@ archive.publish(part.location, _archived(payload))
 def test_a_process_killed_mid_copy_leaves_an_upload_the_next_publish_aborts(
     s3_bucket: S3Bucket,
 ) -> None:
-    import os
-    import subprocess
-    import sys
-
-    from inbox_poller.crashpoints import CRASH_ENV, CRASH_EXIT_STATUS
-
-    env = {**os.environ, CRASH_ENV: "archive:mid-copy"}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    child = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _COPY_CHILD,
-            s3_bucket.name,
-            s3_bucket.endpoint_url,
-            s3_bucket.region,
-            str(s3_bucket.access_key_id_file),
-            str(s3_bucket.secret_access_key_file),
-            str(s3_bucket.ca_file),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert child.returncode == CRASH_EXIT_STATUS, child.stderr
+    _crash_in_child(_COPY_CHILD, "archive:mid-copy", s3_bucket)
     client = s3_bucket.client()
     assert _uploads(client, s3_bucket.name) == [f"arch/prod/{FINAL}"]  # one range copied
     [part] = _keys(client, s3_bucket.name)  # the sealed part only: no final object

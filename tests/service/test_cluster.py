@@ -121,6 +121,24 @@ def _assert_each_archived_once(store: Store, jobs: list[str]) -> None:
         assert store.lease(export.export_id) == (None, None)
 
 
+def _wait_acknowledged(store: Store, jobs: list[str], timeout_s: float) -> None:
+    def done() -> bool:
+        exports = [store.export_by_job_id(job) for job in jobs]
+        return all(e is not None and e.state is ExportState.ACKNOWLEDGED for e in exports)
+
+    _wait("every export acknowledged", done, timeout_s)
+
+
+def _assert_bucket_holds_each_once(bucket: S3Bucket, jobs: list[str]) -> None:
+    """One payload and one manifest object per job; nothing under .parts/, no upload."""
+    objects = _objects(bucket)
+    manifests = [k for k in objects if k.startswith(f"{PREFIX}/manifest/")]
+    payloads = [k for k in objects if k not in manifests]
+    assert len(manifests) == len(payloads) == len(jobs), sorted(objects)
+    assert sorted(json.loads(objects[k])["job_id"] for k in manifests) == sorted(jobs)
+    assert _uploads(bucket) == []
+
+
 def _assert_every_mail_acknowledged(env: LoopEnv, count: int) -> None:
     assert env.messages() == {}
     done = env.messages(env.processed)
@@ -168,14 +186,7 @@ def test_three_daemons_archive_each_export_once_through_a_crash_and_a_takeover(
         assert len(scheduled) <= 1  # whoever fired first; the others were refused
         jobs += [e.job_id for e in scheduled if e.job_id]
         # the crashed daemon's export comes back after its lease (30 s) at most
-        _wait(
-            "every export acknowledged",
-            lambda: all(
-                (e := store.export_by_job_id(j)) is not None and e.state is ExportState.ACKNOWLEDGED
-                for j in jobs
-            ),
-            45,
-        )
+        _wait_acknowledged(store, jobs, 45)
         _assert_each_archived_once(store, jobs)
         # the crashed daemon's download (of the first mail, or of the schedule's export
         # it submitted at its start) was taken over by another daemon; so was the
@@ -212,21 +223,9 @@ def test_two_daemons_on_s3_finish_an_upload_a_dead_daemon_left_once(
     _daemon(env, daemons)
     jobs += [env.submit(str(9100 + n)) for n in range(2, 5)]
     with _store(pg_database) as store:
-        _wait(
-            "every export acknowledged",
-            lambda: all(
-                (e := store.export_by_job_id(j)) is not None and e.state is ExportState.ACKNOWLEDGED
-                for j in jobs
-            ),
-            45,
-        )
+        _wait_acknowledged(store, jobs, 45)
         _assert_each_archived_once(store, jobs)
-    objects = _objects(s3_bucket)
-    manifests = [k for k in objects if k.startswith(f"{PREFIX}/manifest/")]
-    payloads = [k for k in objects if k not in manifests]
-    assert len(manifests) == len(payloads) == len(jobs)  # nothing under .parts/ either
-    assert sorted(json.loads(objects[k])["job_id"] for k in manifests) == sorted(jobs)
-    assert _uploads(s3_bucket) == []  # the dead attempt's upload aborted
+    _assert_bucket_holds_each_once(s3_bucket, jobs)  # the dead attempt's upload aborted
     _assert_every_mail_acknowledged(env, len(jobs))
     # run --once never reads the mailbox a daemon watches: it only downloads
     once = env.cli("run", "--once")
@@ -342,21 +341,9 @@ def test_three_daemons_killed_at_random_times_archive_every_export_once(
 
     with _store(pg_database) as store:
         # a killed daemon's export comes back after its lease (30 s), possibly more than once
-        _wait(
-            "every export acknowledged",
-            lambda: all(
-                (e := store.export_by_job_id(j)) is not None and e.state is ExportState.ACKNOWLEDGED
-                for j in jobs
-            ),
-            150,
-        )
+        _wait_acknowledged(store, jobs, 150)
         _assert_each_archived_once(store, jobs)
-    objects = _objects(s3_bucket)
-    manifests = [k for k in objects if k.startswith(f"{PREFIX}/manifest/")]
-    payloads = [k for k in objects if k not in manifests]
-    assert len(manifests) == len(payloads) == len(jobs), sorted(objects)  # nothing in .parts/
-    assert sorted(json.loads(objects[k])["job_id"] for k in manifests) == sorted(jobs)
     # the uploads killed daemons left are aborted by whoever took their exports over
-    assert _uploads(s3_bucket) == []
+    _assert_bucket_holds_each_once(s3_bucket, jobs)
     _assert_every_mail_acknowledged(env, len(jobs))
     assert _cluster(env, pg_database).watching is not None
