@@ -1,10 +1,10 @@
 """The one TOML file, turned into frozen, validated settings.
 
-Validation happens once, at load, with pydantic; every error names the file,
-the key and what was expected. Secrets are never inline: a ``*_file`` key names
-a file (relative names are looked up in ``$CREDENTIALS_DIRECTORY`` when systemd
-provides one, else next to the config file) and a ``*_env`` key names an
-environment variable. They are read only when needed, and never printed.
+Validation happens once, at load (``tomlschema``: frozen dataclasses, every problem
+listed); every error names the file, the key and what was expected. Secrets are never
+inline: a ``*_file`` key names a file (relative names are looked up in
+``$CREDENTIALS_DIRECTORY`` when systemd provides one, else next to the config file) and a
+``*_env`` key names an environment variable. They are read only when needed, and never printed.
 """
 
 from __future__ import annotations
@@ -16,27 +16,15 @@ import re
 import stat
 import tomllib
 import typing
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ModelWrapValidatorHandler,
-    StrictBool,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
-from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
-
 from inbox_poller.errors import ConfigError
 from inbox_poller.schedules.table import ExportSchedule, ExportSchedules
+from inbox_poller.tomlschema import STRICT, After, Before, Limit, Problem, Table, TableError, dump
 from inbox_poller.urlpolicy import HostRule, parse_host_rule
 
 if typing.TYPE_CHECKING:
@@ -172,13 +160,8 @@ class Secret:
         return f"Secret({self.key}: {self.source()})"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-
-def _secret_problem(values: object, name: str) -> str | None:
-    if not isinstance(values, dict):
-        return None
+def _secret_problem(values: Mapping[str, object], name: str) -> str | None:
+    """The rule of a section that names one secret by exactly one of ``*_file`` or ``*_env``."""
     has_file = values.get(f"{name}_file") is not None
     has_env = values.get(f"{name}_env") is not None
     if has_file == has_env:
@@ -186,45 +169,7 @@ def _secret_problem(values: object, name: str) -> str | None:
     return None
 
 
-def _with_problem(exc: ValidationError, problem: str, values: object) -> ValidationError:
-    """Return *exc* with one more error for the section itself (every problem is listed)."""
-    details: list[InitErrorDetails] = []
-    for error in exc.errors():
-        detail = InitErrorDetails(type=error["type"], loc=error["loc"], input=error["input"])
-        if "ctx" in error:
-            detail["ctx"] = error["ctx"]
-        details.append(detail)
-    details.append(
-        InitErrorDetails(type=PydanticCustomError("value_error", problem), loc=(), input=values)
-    )
-    try:
-        return ValidationError.from_exception_data(exc.title, details)
-    except (TypeError, ValueError, KeyError):
-        return exc  # an error type that cannot be rebuilt: its own errors still show
-
-
-_Model = typing.TypeVar("_Model", bound=BaseModel)
-
-
-def _one_secret(values: object, handler: ModelWrapValidatorHandler[_Model], name: str) -> _Model:
-    """Validate a section that names one secret by exactly one of ``*_file`` or ``*_env``.
-
-    The rule is checked beside the section's other keys, so that a file with several
-    problems gets all of them at once.
-    """
-    problem = _secret_problem(values, name)
-    try:
-        model = handler(values)
-    except ValidationError as exc:
-        if problem is None:
-            raise
-        raise _with_problem(exc, problem, values) from None
-    if problem is not None:
-        raise ValueError(problem)
-    return model
-
-
-PositiveSeconds = Annotated[float, Field(gt=0, le=86400)]
+PositiveSeconds = Annotated[float, Limit(gt=0, le=86400)]
 
 _DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*$")
 _DURATION_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -244,34 +189,31 @@ def _duration(value: object) -> object:
     return parse_duration(value) if isinstance(value, str) else value
 
 
-Duration = Annotated[float, BeforeValidator(_duration), Field(gt=0, le=366 * 86400)]
+Duration = Annotated[float, Before(_duration), Limit(gt=0, le=366 * 86400)]
 
 
-class PinpointeConfig(_Section):
-    api_url: str = "https://na01.mypinpointe.com/apijson.php"
-    username: str = Field(min_length=1)
+def _https_api(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme == "https" and parts.hostname:
+        return value
+    if parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname):
+        return value
+    raise ValueError("expected an https:// URL (http only to a loopback host)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PinpointeConfig(Table):
+    api_url: Annotated[str, After(_https_api)] = "https://na01.mypinpointe.com/apijson.php"
+    username: Annotated[str, Limit(min_length=1)]
     usertoken_file: str | None = None
     usertoken_env: str | None = None
-    notify_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    notify_email: Annotated[str, Limit(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
     ca_file: str | None = None
     timeout_s: PositiveSeconds = 60.0
 
-    @model_validator(mode="wrap")
     @classmethod
-    def _exactly_one_token(
-        cls, values: object, handler: ModelWrapValidatorHandler[PinpointeConfig]
-    ) -> PinpointeConfig:
-        return _one_secret(values, handler, "usertoken")
-
-    @field_validator("api_url")
-    @classmethod
-    def _https_api(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme == "https" and parts.hostname:
-            return value
-        if parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname):
-            return value
-        raise ValueError("expected an https:// URL (http only to a loopback host)")
+    def precheck(cls, raw: Mapping[str, object]) -> str | None:
+        return _secret_problem(raw, "usertoken")
 
 
 OAUTH2_DEFAULT_SCOPES = {
@@ -304,20 +246,21 @@ def _https_url(value: str | None) -> str | None:
     return value
 
 
-class OAuth2Config(_Section):
+@dataclass(frozen=True, kw_only=True)
+class OAuth2Config(Table):
     """``[imap.oauth2]``: how the IMAP login gets its access tokens (docs/providers.md)."""
 
     provider: Literal["microsoft", "google", "generic"]
     grant: Literal["refresh_token", "client_credentials", "service_account"] = "refresh_token"
-    client_id: str | None = Field(default=None, min_length=1)
+    client_id: Annotated[str | None, Limit(min_length=1)] = None
     client_secret_file: str | None = None
     client_secret_env: str | None = None
     refresh_token_file: str | None = None
     refresh_token_env: str | None = None
-    tenant: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]{1,253}$")
+    tenant: Annotated[str | None, Limit(pattern=r"^[A-Za-z0-9.-]{1,253}$")] = None
     service_account_file: str | None = None
-    token_url: str | None = None
-    authorization_url: str | None = None
+    token_url: Annotated[str | None, After(_https_url)] = None
+    authorization_url: Annotated[str | None, After(_https_url)] = None
     """Where ``inbox-poller auth login`` sends the person (google: derived; generic: required
     for ``auth login``)."""
     scope: str | None = None
@@ -326,10 +269,7 @@ class OAuth2Config(_Section):
     timeout_s: PositiveSeconds = 30.0
     """The read timeout of each token request (the connect timeout is at most 10 s)."""
 
-    _urls = field_validator("token_url", "authorization_url")(_https_url)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> OAuth2Config:
+    def check(self) -> None:
         provider, grant = self.provider, self.grant
         if grant not in OAUTH2_GRANTS[provider]:
             allowed = " or ".join(f'"{g}"' for g in OAUTH2_GRANTS[provider])
@@ -371,7 +311,6 @@ class OAuth2Config(_Section):
             raise ValueError('tenant is only used with provider = "microsoft"')
         if provider == "generic" and self.token_url is None:
             raise ValueError('provider = "generic" needs token_url')
-        return self
 
     @property
     def effective_scope(self) -> str:
@@ -399,48 +338,44 @@ class OAuth2Config(_Section):
         return GOOGLE_AUTHORIZATION_URL if self.provider == "google" else None
 
 
-class ImapConfig(_Section):
-    host: str = Field(min_length=1)
-    port: int | None = Field(default=None, ge=1, le=65535)
+@dataclass(frozen=True, kw_only=True)
+class ImapConfig(Table):
+    host: Annotated[str, Limit(min_length=1)]
+    port: Annotated[int | None, Limit(ge=1, le=65535)] = None
     security: Literal["tls", "starttls", "plain"] = "tls"
-    username: str = Field(min_length=1)
+    username: Annotated[str, Limit(min_length=1)]
     auth: Literal["password", "oauth2"] = "password"
     password_file: str | None = None
     password_env: str | None = None
     oauth2: OAuth2Config | None = None
-    folder: str = Field(default="INBOX", min_length=1)
+    folder: Annotated[str, Limit(min_length=1)] = "INBOX"
     processed_folder: str | None = None
     ca_file: str | None = None
-    keyword: str = Field(default="$ExportArchived", pattern=r"^\$?[A-Za-z0-9_.-]{1,64}$")
-    max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=1024)
+    keyword: Annotated[str, Limit(pattern=r"^\$?[A-Za-z0-9_.-]{1,64}$")] = "$ExportArchived"
+    max_message_bytes: Annotated[int, Limit(ge=1024)] = DEFAULT_MAX_MESSAGE_BYTES
     timeout_s: PositiveSeconds = 30.0
-    poll_interval: Duration = Field(default=60.0, ge=5)
+    poll_interval: Annotated[Duration, Limit(ge=5)] = 60.0
     """Seconds between scheduled polls, which run even when IDLE pushes new mail."""
 
-    @model_validator(mode="wrap")
     @classmethod
-    def _exactly_one_password(
-        cls, values: object, handler: ModelWrapValidatorHandler[ImapConfig]
-    ) -> ImapConfig:
-        if isinstance(values, dict) and values.get("auth") == "oauth2":
-            if values.get("password_file") is not None or values.get("password_env") is not None:
-                raise ValueError('auth = "oauth2" takes no password_file or password_env')
-            if not isinstance(values.get("oauth2"), dict):
-                raise ValueError('auth = "oauth2" needs an [imap.oauth2] table')
-            return handler(values)
-        if isinstance(values, dict) and values.get("oauth2") is not None:
-            raise ValueError('[imap.oauth2] is used only with auth = "oauth2"')
-        return _one_secret(values, handler, "password")
+    def precheck(cls, raw: Mapping[str, object]) -> str | None:
+        if raw.get("auth") == "oauth2":
+            if raw.get("password_file") is not None or raw.get("password_env") is not None:
+                return 'auth = "oauth2" takes no password_file or password_env'
+            if not isinstance(raw.get("oauth2"), Mapping):
+                return 'auth = "oauth2" needs an [imap.oauth2] table'
+            return None
+        if raw.get("oauth2") is not None:
+            return '[imap.oauth2] is used only with auth = "oauth2"'
+        return _secret_problem(raw, "password")
 
-    @model_validator(mode="after")
-    def _plain_only_on_loopback(self) -> ImapConfig:
+    def check(self) -> None:
         if self.security == "plain" and not is_loopback_host(self.host):
             raise ValueError(
                 'security = "plain" is only allowed to a loopback host; use "tls" or "starttls"'
             )
         if self.processed_folder is not None and self.processed_folder == self.folder:
             raise ValueError("processed_folder must differ from folder")
-        return self
 
     @property
     def effective_port(self) -> int:
@@ -449,48 +384,47 @@ class ImapConfig(_Section):
         return 993 if self.security == "tls" else 143
 
 
-class DownloadConfig(_Section):
-    allowed_hosts: tuple[str, ...] = (".mypinpointe.com",)
-    max_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1)
+def _host_rules(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value:
+        raise ValueError("expected at least one host")
+    for entry in value:
+        parse_host_rule(entry)
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class DownloadConfig(Table):
+    allowed_hosts: Annotated[tuple[str, ...], After(_host_rules)] = (".mypinpointe.com",)
+    max_bytes: Annotated[int, Limit(ge=1)] = DEFAULT_MAX_PAYLOAD_BYTES
     allow_private_addresses: bool = False
     ca_file: str | None = None
     connect_timeout_s: PositiveSeconds = 10.0
     read_timeout_s: PositiveSeconds = 60.0
     deadline_s: PositiveSeconds = 3600.0
-    retries: int = Field(default=3, ge=0, le=10)
+    retries: Annotated[int, Limit(ge=0, le=10)] = 3
     """Extra tries within one attempt on 5xx, 429, resets, timeouts and truncated bodies."""
-    backoff_s: float = Field(default=1.0, ge=0, le=60)
-    max_attempts: int = Field(default=5, ge=1, le=100)
+    backoff_s: Annotated[float, Limit(ge=0, le=60)] = 1.0
+    max_attempts: Annotated[int, Limit(ge=1, le=100)] = 5
     """Attempts (passes) before a transiently failing download is marked failed."""
-
-    @field_validator("allowed_hosts")
-    @classmethod
-    def _parse_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("expected at least one host")
-        for entry in value:
-            parse_host_rule(entry)
-        return value
 
     @property
     def host_rules(self) -> tuple[HostRule, ...]:
         return tuple(parse_host_rule(entry) for entry in self.allowed_hosts)
 
 
-class SenderConfig(_Section):
+@dataclass(frozen=True, kw_only=True)
+class SenderConfig(Table):
     authserv_ids: tuple[str, ...] = ()
     """authserv-ids of *your* receiving system's Authentication-Results headers (or
     "microsoft365"); empty turns sender authentication off."""
     domains: tuple[str, ...] = ()
     """Domains (and their subdomains) notifications may come from."""
 
-    @model_validator(mode="after")
-    def _both_or_neither(self) -> SenderConfig:
+    def check(self) -> None:
         if bool(self.authserv_ids) != bool(self.domains):
             raise ValueError("give both authserv_ids and domains, or neither (check off)")
         if self.authserv_ids:
             self._build_policy()
-        return self
 
     @property
     def policy(self) -> SenderPolicy | None:
@@ -503,21 +437,24 @@ class SenderConfig(_Section):
         return SenderPolicy(self.authserv_ids, self.domains)
 
 
-class MatchingConfig(_Section):
-    by_elimination: StrictBool = True
+@dataclass(frozen=True, kw_only=True)
+class MatchingConfig(Table):
+    by_elimination: Annotated[bool, STRICT] = True
     """A mail with no job ID may be matched to the only export waiting for one (weaker:
     see docs/matching.md §6); false leaves such mail unmatched."""
 
 
-class ExportsConfig(_Section):
+@dataclass(frozen=True, kw_only=True)
+class ExportsConfig(Table):
     notify_deadline: Duration = 7200.0
     """An export with no notification after this long is checked with AsyncJobStatus."""
-    max_resubmits: int = Field(default=2, ge=0, le=10)
+    max_resubmits: Annotated[int, Limit(ge=0, le=10)] = 2
     """New requests made for one export whose job failed, vanished or whose link expired."""
 
 
-class DaemonConfig(_Section):
-    download_workers: int = Field(default=2, ge=1, le=8)
+@dataclass(frozen=True, kw_only=True)
+class DaemonConfig(Table):
+    download_workers: Annotated[int, Limit(ge=1, le=8)] = 2
     """Downloads at once: the daemon's pool, and ``run --once`` for a backlog."""
 
 
@@ -525,36 +462,34 @@ _LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _LISTEN_RE = re.compile(r"^(?:(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):)?(?P<port>[0-9]{1,5})\Z")
 
 
-class MetricsConfig(_Section):
-    listen: str | None = None
+def _host_port(value: str) -> str:
+    found = _LISTEN_RE.match(value)
+    if not found or not 0 < int(found.group("port")) <= 65535:
+        raise ValueError("expected host:port such as '127.0.0.1:9464', or a port")
+    return value
+
+
+def _prom_suffix(value: str) -> str:
+    if not value.endswith(".prom"):
+        raise ValueError("node_exporter reads only files ending in .prom")
+    return value
+
+
+def _label_names(value: dict[str, str]) -> dict[str, str]:
+    for name in value:
+        if not _LABEL_NAME_RE.match(name) or name.startswith("__"):
+            raise ValueError(f"{name!r} is not a Prometheus label name")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricsConfig(Table):
+    listen: Annotated[str | None, After(_host_port)] = None
     """``host:port`` (or a bare port, on 127.0.0.1) to serve ``/metrics`` on; off when unset."""
-    textfile: str | None = None
+    textfile: Annotated[str | None, After(_prom_suffix)] = None
     """A ``*.prom`` file for node_exporter's textfile collector, replaced atomically."""
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: Annotated[dict[str, str], After(_label_names)] = field(default_factory=dict)
     """Labels added to every sample (tell several instances apart in one textfile directory)."""
-
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str | None) -> str | None:
-        found = _LISTEN_RE.match(value) if value is not None else None
-        if value is not None and (not found or not 0 < int(found.group("port")) <= 65535):
-            raise ValueError("expected host:port such as '127.0.0.1:9464', or a port")
-        return value
-
-    @field_validator("textfile")
-    @classmethod
-    def _prom_suffix(cls, value: str | None) -> str | None:
-        if value is not None and not value.endswith(".prom"):
-            raise ValueError("node_exporter reads only files ending in .prom")
-        return value
-
-    @field_validator("labels")
-    @classmethod
-    def _label_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            if not _LABEL_NAME_RE.match(name) or name.startswith("__"):
-                raise ValueError(f"{name!r} is not a Prometheus label name")
-        return value
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -603,15 +538,44 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-class ArchiveConfig(_Section):
+def _s3_url(value: str) -> str:
+    parse_s3_url(value)
+    return value
+
+
+def _endpoint(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme != "https":
+        raise ValueError(
+            f"expected an https:// URL, got {value!r} (credentials and payloads travel over it)"
+        )
+    if not parts.hostname or parts.path.strip("/") or parts.query or parts.fragment:
+        raise ValueError(f"expected https://host[:port] and nothing else, got {value!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("put no credentials in endpoint_url: use access_key_id_file/_env")
+    try:
+        parts.port  # noqa: B018 (parsing it raises on a bad port)
+    except ValueError:
+        raise ValueError(f"{value!r} has a bad port") from None
+    return value
+
+
+def _region(value: str) -> str:
+    if not _REGION_RE.match(value):
+        raise ValueError(f"{value!r} is not a region name such as 'eu-central-1'")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArchiveConfig(Table):
     dir: str = "/var/lib/inbox-poller/archive"
-    group: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+    group: Annotated[str | None, Limit(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")] = None
     """Readers' group: payloads 0640 and directories 0750 owned by it (default: private)."""
-    url: str | None = None
+    url: Annotated[str | None, After(_s3_url)] = None
     """``s3://bucket/prefix``: archive to an S3 bucket instead of ``dir`` (issue 14)."""
-    endpoint_url: str | None = None
+    endpoint_url: Annotated[str | None, After(_endpoint)] = None
     """An S3-compatible endpoint (``https://host:port``); omitted for AWS."""
-    region: str | None = None
+    region: Annotated[str | None, After(_region)] = None
     access_key_id_file: str | None = None
     access_key_id_env: str | None = None
     secret_access_key_file: str | None = None
@@ -621,49 +585,18 @@ class ArchiveConfig(_Section):
     addressing_style: Literal["path", "virtual"] | None = None
     """Default: ``path`` when ``endpoint_url`` names an IP address, else boto3's choice."""
 
-    @field_validator("url")
     @classmethod
-    def _s3_url(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_s3_url(value)
-        return value
+    def precheck(cls, raw: Mapping[str, object]) -> str | None:
+        if "dir" in raw and raw.get("url") is not None:
+            return 'give exactly one of dir (a directory) or url ("s3://bucket/prefix")'
+        return None
 
-    @field_validator("endpoint_url")
-    @classmethod
-    def _endpoint(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        parts = urlsplit(value)
-        if parts.scheme != "https":
-            raise ValueError(
-                f"expected an https:// URL, got {value!r} (credentials and payloads travel over it)"
-            )
-        if not parts.hostname or parts.path.strip("/") or parts.query or parts.fragment:
-            raise ValueError(f"expected https://host[:port] and nothing else, got {value!r}")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError("put no credentials in endpoint_url: use access_key_id_file/_env")
-        try:
-            parts.port  # noqa: B018 (parsing it raises on a bad port)
-        except ValueError:
-            raise ValueError(f"{value!r} has a bad port") from None
-        return value
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, value: str | None) -> str | None:
-        if value is not None and not _REGION_RE.match(value):
-            raise ValueError(f"{value!r} is not a region name such as 'eu-central-1'")
-        return value
-
-    @model_validator(mode="after")
-    def _dir_or_url(self) -> ArchiveConfig:
+    def check(self) -> None:
         if self.url is None:
             given = [key for key in _S3_ONLY_KEYS if getattr(self, key) is not None]
             if given:
                 raise ValueError(f'{", ".join(given)}: only used with url = "s3://…"')
-            return self
-        if "dir" in self.model_fields_set:
-            raise ValueError('give exactly one of dir (a directory) or url ("s3://bucket/prefix")')
+            return
         if self.group is not None:
             raise ValueError("group is for an archive directory; an S3 archive has no group")
         named = {
@@ -680,7 +613,6 @@ class ArchiveConfig(_Section):
                 f"{given[0]} is named but not {other}: name both (each by _file or _env), "
                 "or neither for the standard AWS credential chain"
             )
-        return self
 
     @property
     def path_style(self) -> bool:
@@ -752,7 +684,8 @@ def _postgres_tls_problem(netloc_host: str, query: dict[str, list[str]]) -> str 
     )
 
 
-class StateConfig(_Section):
+@dataclass(frozen=True, kw_only=True)
+class StateConfig(Table):
     """The ledger: a SQLite file (``path``, the default) or PostgreSQL (``url``)."""
 
     path: str | None = None
@@ -761,14 +694,13 @@ class StateConfig(_Section):
     password_file: str | None = None
     password_env: str | None = None
 
-    @model_validator(mode="after")
-    def _path_or_url(self) -> StateConfig:
+    def check(self) -> None:
         if self.path is not None and self.url is not None:
             raise ValueError("give exactly one of path (a SQLite file) or url (PostgreSQL)")
         if self.url is None:
             if self.password_file is not None or self.password_env is not None:
                 raise ValueError("password_file and password_env are used only with url")
-            return self
+            return
         if self.password_file is not None and self.password_env is not None:
             raise ValueError(
                 "give at most one of password_file or password_env "
@@ -777,32 +709,32 @@ class StateConfig(_Section):
         problem = _postgres_url_problem(self.url)
         if problem is not None:
             raise ValueError(problem)
-        return self
 
 
-class HooksConfig(_Section):
-    on_archived: tuple[str, ...] = ()
+def _program(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value:
+        return value
+    if any(not part or "\0" in part for part in value):
+        raise ValueError("expected a program and its arguments, none of them empty")
+    if not Path(value[0]).is_absolute():
+        raise ValueError(
+            f"expected the program as an absolute path, got {value[0]!r} "
+            "(hooks run without a shell and without $PATH)"
+        )
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class HooksConfig(Table):
+    on_archived: Annotated[tuple[str, ...], After(_program)] = ()
     """A program and its arguments (no shell), run after each export is archived with its
     manifest line on stdin (docs/hooks.md); empty for none."""
-    timeout: Duration = Field(default=300.0, le=86400)
+    timeout: Annotated[Duration, Limit(le=86400)] = 300.0
     """How long one run of a hook may take before it is killed (and retried)."""
 
-    @field_validator("on_archived")
-    @classmethod
-    def _program(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            return value
-        if any(not part or "\0" in part for part in value):
-            raise ValueError("expected a program and its arguments, none of them empty")
-        if not Path(value[0]).is_absolute():
-            raise ValueError(
-                f"expected the program as an absolute path, got {value[0]!r} "
-                "(hooks run without a shell and without $PATH)"
-            )
-        return value
 
-
-class _ConfigModel(_Section):
+@dataclass(frozen=True, kw_only=True)
+class _ConfigModel(Table):
     pinpointe: PinpointeConfig
     imap: ImapConfig
     download: DownloadConfig = DownloadConfig()
@@ -974,7 +906,7 @@ class Config:
         """Return the configuration as it is used: every key, defaults filled in, paths
         resolved; secrets are named by where they are read from, never by their value,
         and any value under a key that names a secret inline is redacted."""
-        data = self._model.model_dump(mode="json")
+        data = dump(self._model)
         if self.archive_s3 is None:
             data["archive"]["dir"] = str(self.archive_dir)
         else:
@@ -1099,55 +1031,27 @@ def resolve_config_path(cli_path: str | None) -> Path:
     return Path(cli_path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
 
 
-def _model_of(annotation: object) -> type[BaseModel] | None:
-    """Return the model a field holds: itself, or inside ``tuple[...]``/``Annotated[...]``."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        if (found := _model_of(arg)) is not None:
-            return found
-    return None
-
-
-def _names_at(loc: Sequence[int | str]) -> tuple[type[BaseModel] | None, list[str]]:
-    """Return the model at *loc* (a key's location without the key) and its key names."""
-    model: type[BaseModel] | None = _ConfigModel
-    for part in loc:
-        if model is None:
-            break
-        if isinstance(part, int):
-            continue  # the n-th [[export]] table: same model
-        field = model.model_fields.get(part)
-        model = _model_of(field.annotation) if field is not None else None
-    return model, list(model.model_fields) if model is not None else []
-
-
-def _suggestion(name: str, known: Sequence[str], *, section: bool) -> str:
+def _suggestion(name: str, known: tuple[str, ...], *, section: bool) -> str:
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     if not close:
         return ""
     return f"; did you mean [{close[0]}]?" if section else f"; did you mean {close[0]}?"
 
 
-def _describe(error: ErrorDetails) -> tuple[str, str]:
-    loc = error["loc"]
-    key = ".".join(str(part) for part in loc)
-    message = str(error["msg"])
-    if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    if error["type"] == "extra_forbidden":
-        _, known = _names_at(loc[:-1])
-        is_section = len(loc) == 1 and isinstance(error.get("input"), dict)
+def _describe(problem: Problem) -> tuple[str, str]:
+    key = ".".join(str(part) for part in problem.loc)
+    message = problem.message
+    if problem.kind == "unknown":
+        is_section = len(problem.loc) == 1 and isinstance(problem.value, Mapping)
         message = "unknown section" if is_section else "unknown key"
         if is_section:
             key = f"[{key}]"
-        hint = _suggestion(str(loc[-1]), known, section=is_section)
+        hint = _suggestion(str(problem.loc[-1]), problem.known, section=is_section)
         message += hint or " (check the spelling against config.example.toml)"
-    elif error["type"] == "missing":
-        model, _ = _names_at(loc)
-        message = "this section is required" if model is not None else "this key is required"
-    elif "input" in error and not isinstance(error["input"], dict):
-        message = f"{message}, got {error['input']!r}"
+    elif problem.kind == "missing":
+        message = "this section is required" if problem.table else "this key is required"
+    elif not isinstance(problem.value, Mapping):
+        message = f"{message}, got {problem.value!r}"
     return key, message
 
 
@@ -1168,9 +1072,9 @@ def load_config(path: Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", path=str(path)) from None
     try:
-        model = _ConfigModel.model_validate(data)
-    except ValidationError as exc:
-        problems = [_describe(e) for e in exc.errors(include_url=False)]
+        model = _ConfigModel.parse(data)
+    except TableError as exc:
+        problems = [_describe(problem) for problem in exc.problems]
         raise ConfigError.listing(
             [(key or None, message) for key, message in problems], path=str(path)
         ) from None

@@ -1,6 +1,6 @@
 """One ``[[export]]`` table: its keys, their validation, and the trigger it defines.
 
-The config model validates the ``export`` field with :data:`ExportSchedules`, so every
+The config validates the ``export`` field with :data:`ExportSchedules`, so every
 error names its key (``export.1.cron``). The rules are in docs/schedules.md §1.
 """
 
@@ -8,21 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
-
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    field_validator,
-    model_validator,
-)
 
 from inbox_poller.methods import describe, make_request
 from inbox_poller.methods import method as method_named
 from inbox_poller.models import CONTACT_DATA_METHOD, STAT_ID_RE, ExportRequest
+from inbox_poller.tomlschema import After, Before, Table
 
 INTERVAL_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 """Every ``every`` schedule fires at INTERVAL_EPOCH + k * interval, whenever the daemon started."""
@@ -52,147 +45,125 @@ def _yyyymmdd(value: object) -> str:
     return text
 
 
-class ExportSchedule(BaseModel):
+def _name(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError("expected 1 to 64 of a-z, 0-9, '_' and '-'")
+    return value
+
+
+def _id_list(value: object) -> object:
+    items = list(value) if isinstance(value, list | tuple) else [value]
+    return tuple(
+        str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+        for item in items
+    )
+
+
+def _custom_fields(value: object) -> object:
+    if isinstance(value, list):
+        return tuple(
+            str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+            for item in value
+        )
+    return value
+
+
+def _sends(value: str) -> str:
+    found = _SENDS_RE.match(value)
+    if found is None or not 1 <= int(found[1]) <= MAX_WINDOW_DAYS:
+        raise ValueError(f'expected "last-N-days" with N from 1 to {MAX_WINDOW_DAYS}')
+    return value
+
+
+def _stat_ids(value: object) -> tuple[str, ...]:
+    items = list(value) if isinstance(value, list | tuple) else [value]
+    if not items:
+        raise ValueError("expected a stat ID or a non-empty list of them")
+    ids: list[str] = []
+    for item in items:
+        usable = isinstance(item, str | int) and not isinstance(item, bool)
+        text = str(item).strip() if usable else ""
+        if not STAT_ID_RE.match(text):
+            raise ValueError(f"{item!r} is not a stat ID (1 to 18 digits)")
+        if text in ids:
+            raise ValueError(f"stat ID {text} is listed twice")
+        ids.append(text)
+    return tuple(ids)
+
+
+def _crontab(value: str) -> str:
+    fields = value.split()
+    if len(fields) != 5:
+        raise ValueError(
+            f"expected 5 crontab fields (minute hour day month weekday), got {len(fields)}"
+        )
+    # APScheduler 3.x numbers weekdays from Monday = 0, crontab from Sunday = 0: a
+    # numeric weekday would silently fire on the wrong day, so only names are accepted.
+    if any(char.isdigit() for char in fields[4]):
+        raise ValueError(
+            "write the weekday field with names (mon-fri, sun): APScheduler 3.x counts"
+            " 0 as Monday where crontab counts 0 as Sunday"
+        )
+    # imported here, not at the top: a config without [[export]] tables (every
+    # command but the daemon's) need not load APScheduler (bench/bench_cli_startup.py)
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        trigger = CronTrigger.from_crontab(" ".join(fields), timezone=UTC)
+    except ValueError as exc:
+        raise ValueError(f"not a valid crontab expression: {exc}") from None
+    if trigger.get_next_fire_time(None, INTERVAL_EPOCH) is None:
+        raise ValueError("this crontab expression never fires")
+    return " ".join(fields)
+
+
+def _interval(value: str) -> str:
+    found = _EVERY_RE.match(value)
+    if found is None:
+        raise ValueError('expected a number and a unit s, m, h or d, such as "6h" or "90m"')
+    seconds = int(found[1]) * _UNIT_S[found[2]]
+    if not MIN_INTERVAL_S <= seconds <= MAX_INTERVAL_S:
+        raise ValueError(f"expected an interval from {MIN_INTERVAL_S}s to 366d")
+    return f"{found[1]}{found[2]}"
+
+
+def _window(value: str) -> str:
+    found = _WINDOW_RE.match(value)
+    if found is None:
+        raise ValueError('expected "previous-day", "last-N-days", "fixed" or "none"')
+    if found[1] is not None and not 1 <= int(found[1]) <= MAX_WINDOW_DAYS:
+        raise ValueError(f"N in last-N-days must be from 1 to {MAX_WINDOW_DAYS}")
+    return value
+
+
+IdList = Annotated[tuple[str, ...] | None, Before(_id_list)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportSchedule(Table):
     """One ``[[export]]`` table: what to export, when, and for which date window."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-    name: str
-    stat: tuple[str, ...] | None = None
+    name: Annotated[str, After(_name)]
+    stat: Annotated[tuple[str, ...] | None, Before(_stat_ids)] = None
     """None for a ``sends`` table and the other methods (``config show`` leaves it out)."""
     method: str = CONTACT_DATA_METHOD
     """The Pinpointe method (``inbox_poller.methods``); its own keys follow."""
-    list: tuple[str, ...] | None = None
-    segment: tuple[str, ...] | None = None
-    tag: tuple[str, ...] | None = None
+    list: IdList = None
+    segment: IdList = None
+    tag: IdList = None
     status: str | None = None
     include_membership: bool | None = None
-    custom_fields: str | tuple[str, ...] | None = None
+    custom_fields: Annotated[str | tuple[str, ...] | None, Before(_custom_fields)] = None
     format: str | None = None
-    sends: str | None = None
+    sends: Annotated[str | None, After(_sends)] = None
     """``last-N-days``: every newsletter send of the last N days (GetNewslettersSent)."""
-    cron: str | None = None
-    every: str | None = None
-    window: str = "previous-day"
-    start: str | None = None
-    end: str | None = None
+    cron: Annotated[str | None, After(_crontab)] = None
+    every: Annotated[str | None, After(_interval)] = None
+    window: Annotated[str, After(_window)] = "previous-day"
+    start: Annotated[str | None, Before(_yyyymmdd)] = None
+    end: Annotated[str | None, Before(_yyyymmdd)] = None
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _NAME_RE.match(value):
-            raise ValueError("expected 1 to 64 of a-z, 0-9, '_' and '-'")
-        return value
-
-    @field_validator("list", "segment", "tag", mode="before")
-    @classmethod
-    def _id_list(cls, value: object) -> object:
-        if value is None:
-            return None
-        items = list(value) if isinstance(value, (list, tuple)) else [value]
-        return tuple(
-            str(item) if isinstance(item, int) and not isinstance(item, bool) else item
-            for item in items
-        )
-
-    @field_validator("custom_fields", mode="before")
-    @classmethod
-    def _custom_fields(cls, value: object) -> object:
-        if isinstance(value, list):
-            return tuple(
-                str(item) if isinstance(item, int) and not isinstance(item, bool) else item
-                for item in value
-            )
-        return value
-
-    @field_validator("sends")
-    @classmethod
-    def _sends(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        found = _SENDS_RE.match(value)
-        if found is None or not 1 <= int(found[1]) <= MAX_WINDOW_DAYS:
-            raise ValueError(f'expected "last-N-days" with N from 1 to {MAX_WINDOW_DAYS}')
-        return value
-
-    @field_validator("stat", mode="before")
-    @classmethod
-    def _stat_ids(cls, value: object) -> tuple[str, ...] | None:
-        if value is None:
-            return None
-        items = list(value) if isinstance(value, (list, tuple)) else [value]
-        if not items:
-            raise ValueError("expected a stat ID or a non-empty list of them")
-        ids: list[str] = []
-        for item in items:
-            usable = isinstance(item, (str, int)) and not isinstance(item, bool)
-            text = str(item).strip() if usable else ""
-            if not STAT_ID_RE.match(text):
-                raise ValueError(f"{item!r} is not a stat ID (1 to 18 digits)")
-            if text in ids:
-                raise ValueError(f"stat ID {text} is listed twice")
-            ids.append(text)
-        return tuple(ids)
-
-    @field_validator("cron")
-    @classmethod
-    def _crontab(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        fields = value.split()
-        if len(fields) != 5:
-            raise ValueError(
-                f"expected 5 crontab fields (minute hour day month weekday), got {len(fields)}"
-            )
-        # APScheduler 3.x numbers weekdays from Monday = 0, crontab from Sunday = 0: a
-        # numeric weekday would silently fire on the wrong day, so only names are accepted.
-        if any(char.isdigit() for char in fields[4]):
-            raise ValueError(
-                "write the weekday field with names (mon-fri, sun): APScheduler 3.x counts"
-                " 0 as Monday where crontab counts 0 as Sunday"
-            )
-        # imported here, not at the top: a config without [[export]] tables (every
-        # command but the daemon's) need not load APScheduler (bench/bench_cli_startup.py)
-        from apscheduler.triggers.cron import CronTrigger
-
-        try:
-            trigger = CronTrigger.from_crontab(" ".join(fields), timezone=UTC)
-        except ValueError as exc:
-            raise ValueError(f"not a valid crontab expression: {exc}") from None
-        if trigger.get_next_fire_time(None, INTERVAL_EPOCH) is None:
-            raise ValueError("this crontab expression never fires")
-        return " ".join(fields)
-
-    @field_validator("every")
-    @classmethod
-    def _interval(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        found = _EVERY_RE.match(value)
-        if found is None:
-            raise ValueError('expected a number and a unit s, m, h or d, such as "6h" or "90m"')
-        seconds = int(found[1]) * _UNIT_S[found[2]]
-        if not MIN_INTERVAL_S <= seconds <= MAX_INTERVAL_S:
-            raise ValueError(f"expected an interval from {MIN_INTERVAL_S}s to 366d")
-        return f"{found[1]}{found[2]}"
-
-    @field_validator("window")
-    @classmethod
-    def _window(cls, value: str) -> str:
-        found = _WINDOW_RE.match(value)
-        if found is None:
-            raise ValueError('expected "previous-day", "last-N-days", "fixed" or "none"')
-        if found[1] is not None and not 1 <= int(found[1]) <= MAX_WINDOW_DAYS:
-            raise ValueError(f"N in last-N-days must be from 1 to {MAX_WINDOW_DAYS}")
-        return value
-
-    @field_validator("start", "end", mode="before")
-    @classmethod
-    def _date(cls, value: object) -> str | None:
-        return None if value is None else _yyyymmdd(value)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ExportSchedule:
+    def check(self) -> None:
         self._check_method()
         if (self.cron is None) == (self.every is None):
             raise ValueError(
@@ -205,7 +176,6 @@ class ExportSchedule(BaseModel):
                 raise ValueError("end must be after start (end is exclusive)")
         elif self.start is not None or self.end is not None:
             raise ValueError('start and end are only used with window = "fixed"')
-        return self
 
     def _check_method(self) -> None:
         try:
@@ -324,6 +294,6 @@ def _array_of_tables(value: object) -> object:
 
 
 ExportSchedules = Annotated[
-    tuple[ExportSchedule, ...], BeforeValidator(_array_of_tables), AfterValidator(_unique_names)
+    tuple[ExportSchedule, ...], Before(_array_of_tables), After(_unique_names)
 ]
 """The type of the config field ``export``: the tables, with unique names."""

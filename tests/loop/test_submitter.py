@@ -48,7 +48,7 @@ def submitter(tmp_path: Path, api: FakeApi, clock: Clock) -> Submitter:
 
 
 DAILY = (
-    ExportSchedule.model_validate(
+    ExportSchedule.parse(
         {"name": "daily", "stat": "42", "cron": "0 3 * * *", "window": "previous-day"}
     ),
 )
@@ -176,7 +176,7 @@ def test_api_outage_during_reconcile_changes_nothing(
 
 
 SENDS = (
-    ExportSchedule.model_validate(
+    ExportSchedule.parse(
         {
             "name": "recent-sends-daily",
             "sends": "last-7-days",

@@ -34,7 +34,7 @@ def pinpointe_sim_config(sim: PinpointeSimulator, **overrides: Any) -> Pinpointe
         "timeout_s": 10.0,
     }
     values.update(overrides)
-    return PinpointeConfig.model_validate(values)
+    return PinpointeConfig.parse(values)
 
 
 @pytest.fixture(scope="session")

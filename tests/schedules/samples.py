@@ -22,7 +22,7 @@ def make_schedule(**fields: Any) -> ExportSchedule:
     """Return the daily 03:00 schedule "daily" of stat 4711, with *fields* changed (None drops)."""
     raw: dict[str, Any] = {"name": "daily", "stat": "4711", "cron": "0 3 * * *"}
     raw.update(fields)
-    return ExportSchedule.model_validate({k: v for k, v in raw.items() if v is not None})
+    return ExportSchedule.parse({k: v for k, v in raw.items() if v is not None})
 
 
 def make_export(
