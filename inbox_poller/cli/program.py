@@ -561,23 +561,51 @@ def _add_sandbox(commands: SubParsers) -> None:
     )
 
 
-SUBCOMMANDS: tuple[Callable[[SubParsers], None], ...] = (
-    _add_run,
-    _add_submit,
-    _add_wait,
-    _add_status,
-    _add_exports,
-    _add_check,
-    _add_auth,
-    _add_config,
-    _add_inspect,
-    _add_archive,
-    _add_migrate,
-    _add_sandbox,
-)
+SUBCOMMANDS: dict[str, Callable[[SubParsers], None]] = {
+    "run": _add_run,
+    "submit": _add_submit,
+    "wait": _add_wait,
+    "status": _add_status,
+    "exports": _add_exports,
+    "check": _add_check,
+    "auth": _add_auth,
+    "config": _add_config,
+    "inspect": _add_inspect,
+    "archive": _add_archive,
+    "migrate": _add_migrate,
+    "sandbox": _add_sandbox,
+}
+_VALUED_OPTIONS = ("--config", "--log-format")
+"""The global options that take a value (``-c`` is ``--config``'s short form)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def named_command(argv: Sequence[str]) -> str | None:
+    """Return the subcommand *argv* runs, if it names a known one before any doubt.
+
+    The first word that is neither an option nor an option's value is the command. An
+    abbreviated long option (argparse takes ``--conf`` for ``--config``) counts as one
+    that takes a value when it abbreviates one that does.
+    """
+    words = iter(argv)
+    for word in words:
+        if word == "-c" or (
+            word.startswith("--")
+            and "=" not in word
+            and any(o.startswith(word) for o in _VALUED_OPTIONS)
+        ):
+            next(words, None)
+        elif not word.startswith("-"):
+            return word if word in SUBCOMMANDS else None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Return the command line's parser; with *command*, with that subcommand only.
+
+    Building all twelve subcommands' parsers costs about 15 ms, a tenth of a command's
+    start-up (bench/bench_cli_startup.py), so ``main`` builds the one it will run; an
+    unknown or missing command gets them all, for the list of choices and the help.
+    """
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Submit Pinpointe async exports and archive the payloads their "
@@ -589,14 +617,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _global_options(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in SUBCOMMANDS:
-        add(commands)
+    for name, add in SUBCOMMANDS.items():
+        if command is None or name == command:
+            add(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit code."""
-    parser = build_parser()
+    parser = build_parser(named_command(sys.argv[1:] if argv is None else argv))
     try:
         args = parser.parse_args(argv)
         if args.verbose and args.quiet:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from inbox_poller.cli import main
-from inbox_poller.cli.program import build_parser
+from inbox_poller.cli.program import build_parser, named_command
 from tests.samples import MINIMAL
 
 
@@ -217,3 +217,50 @@ def test_an_option_or_format_the_method_does_not_take_is_a_usage_error(
     err = capsys.readouterr().err
     assert why in err
     assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["status"], "status"),
+        (["-c", "C.toml", "-q", "exports", "--json"], "exports"),
+        (["--config", "status", "exports"], "exports"),  # a value that looks like a command
+        (["--conf", "status", "exports"], "exports"),  # argparse's abbreviation of --config
+        (["--config=C.toml", "--log-format", "json", "config", "show"], "config"),
+        (["-v", "run", "--once"], "run"),
+        (["statsu"], None),
+        (["--help"], None),
+        (["-c"], None),
+        ([], None),
+    ],
+)
+def test_the_command_to_run_is_found_before_parsing(argv: list[str], command: str | None) -> None:
+    assert named_command(argv) == command
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-c", "C.toml", "-q", "--log-format", "json", "exports", "--json"],
+        ["-q", "exports", "-c", "C.toml", "--json", "--log-format=json"],
+        ["config", "show", "--config", "C.toml"],
+        ["submit", "--stat", "4711", "--start", "20260101", "--end", "20260102"],
+        ["run", "--once"],
+        ["archive", "verify"],
+    ],
+)
+def test_the_one_command_parser_parses_as_the_whole_one(argv: list[str]) -> None:
+    def parsed(parser: argparse.ArgumentParser) -> dict[str, object]:
+        found = vars(parser.parse_args(argv))
+        return {**found, "handler": found["handler"].__name__}  # a new closure per parser
+
+    assert parsed(build_parser(named_command(argv))) == parsed(build_parser())
+
+
+def test_an_unknown_command_is_refused_with_the_list_of_commands(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["statsu"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'statsu'" in err
+    assert "'status'" in err
