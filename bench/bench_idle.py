@@ -210,6 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.poll_interval < 5:
         print("bench_idle: error: --poll-interval must be at least 5", file=sys.stderr)
         return 2
+    # the daemon's environment as under the shipped unit: this VM's shell names the CA
+    # bundle in $SSL_CERT_FILE, which keeps net.client_context parsing it into each context
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+        os.environ.pop(name, None)
     root = Path(tempfile.mkdtemp(prefix="ip-bench-idle-", dir=args.workdir))
     try:
         run = measure(args, root)
