@@ -6,6 +6,11 @@ never retried (the submit is not idempotent, docs/pinpointe-api.md gap 4), on a 
 connection, verified by our own TLS context, with the answer read under a size cap
 and a deadline. Transport failures become ``ApiError`` (or ``ApiUnavailable`` when
 nothing was sent). The API token never appears in a message or a log line.
+
+urllib3 is used directly, as the download room does: one POST needs nothing requests adds
+(sessions, cookies, ``.netrc`` and proxy variables, which would have to be turned off), and
+requests' import cost every ``submit`` 40 ms and the daemon 4.3 MiB (issue 13;
+bench/README.md). No proxy variable and no ``.netrc`` is ever read.
 """
 
 from __future__ import annotations
@@ -20,10 +25,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NewConnectionError
-from urllib3.util.retry import Retry
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ReadTimeoutError,
+    SSLError,
+)
 
 from inbox_poller import __version__, net
 from inbox_poller.config import PinpointeConfig
@@ -64,28 +73,6 @@ MAX_SEND_PAGES = 100
 """Pages read at most: 50,000 sends, far beyond any N-day range."""
 
 
-class _VerifyingAdapter(HTTPAdapter):
-    """An adapter that uses our TLS context and never retries (the submit is not idempotent)."""
-
-    def __init__(self, context: ssl.SSLContext) -> None:
-        self._context = context
-        # total=0: no retry of any kind; read=False: re-raise read errors as they are
-        super().__init__(max_retries=Retry(total=0, read=False, redirect=False))
-
-    def init_poolmanager(
-        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
-    ) -> None:
-        pool_kwargs["ssl_context"] = self._context
-        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        # Verification comes from our context alone: requests would otherwise add
-        # certifi's bundle to it (and turn verification off if a caller passed verify=False).
-        conn.cert_reqs = "CERT_REQUIRED"
-        conn.ca_certs = None
-        conn.ca_cert_dir = None
-
-
 class PinpointeApi:
     """Pinpointe's JSON API over HTTPS (implements ``ports.ExportApi``)."""
 
@@ -95,17 +82,20 @@ class PinpointeApi:
         token: str,
         *,
         ca_file: Path | None = None,
-        session: requests.Session | None = None,
     ) -> None:
         self._config = config
         self._token = token
-        self._timeout = (min(CONNECT_TIMEOUT_S, config.timeout_s), config.timeout_s)
         self._where = redact_url(config.api_url)
-        self._session = session if session is not None else requests.Session()
-        self._session.trust_env = False  # no ~/.netrc, no proxy variables
-        adapter = _VerifyingAdapter(net.client_context(ca_file))
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
+        # verification from our context alone (no certifi bundle, no switch to turn it off);
+        # retries=False: no retry of any kind, and each error raised as it is
+        self._pool = urllib3.PoolManager(
+            num_pools=1,
+            ssl_context=net.client_context(ca_file),
+            retries=False,
+            timeout=urllib3.Timeout(
+                connect=min(CONNECT_TIMEOUT_S, config.timeout_s), read=config.timeout_s
+            ),
+        )
         self.last_response: str | None = None
         """The last answer's body, redacted and cut short, for the ledger and diagnosis."""
 
@@ -176,7 +166,7 @@ class PinpointeApi:
 
     def close(self) -> None:
         """Close pooled connections."""
-        self._session.close()
+        self._pool.clear()
 
     # ---- I/O -------------------------------------------------------------------------------
 
@@ -197,18 +187,21 @@ class PinpointeApi:
             "Connection": "close",
         }
         try:
-            with self._session.post(
+            response = self._pool.request(
+                "POST",
                 self._config.api_url,
-                data=json.dumps(envelope).encode("utf-8"),
+                body=json.dumps(envelope).encode("utf-8"),
                 headers=headers,
-                timeout=self._timeout,
-                allow_redirects=False,  # a redirected POST would be re-sent elsewhere
-                stream=True,
-            ) as response:
+                redirect=False,  # a redirected POST would be re-sent elsewhere
+                preload_content=False,
+            )
+            try:
                 content = self._read_body(response)
-                status, content_type = response.status_code, response.headers.get("Content-Type")
-                retry_after = response.headers.get("Retry-After")
-        except requests.RequestException as exc:
+            finally:
+                response.release_conn()
+            status, content_type = response.status, response.headers.get("Content-Type")
+            retry_after = response.headers.get("Retry-After")
+        except HTTPError as exc:
             raise self._transport_error(exc) from exc
         secrets = (self._token,)
         self.last_response = redact(content.decode("utf-8", "replace"), secrets)[
@@ -223,44 +216,42 @@ class PinpointeApi:
             raise
         return dataclasses.replace(reply, retry_after_s=wait_s)
 
-    def _read_body(self, response: requests.Response) -> bytes:
+    def _read_body(self, response: urllib3.BaseHTTPResponse) -> bytes:
         """Read the answer within the size cap and a wall-clock deadline."""
         deadline = time.monotonic() + 2 * self._config.timeout_s
         chunks: list[bytes] = []
         total = 0
-        for chunk in response.iter_content(64 * 1024):
+        for chunk in response.stream(64 * 1024):
             total += len(chunk)
             chunks.append(chunk)
             if total > MAX_RESPONSE_BYTES:
                 raise ApiError(
                     f"Pinpointe's answer exceeds {MAX_RESPONSE_BYTES} bytes; the request may "
                     "have been processed",
-                    status=response.status_code,
+                    status=response.status,
                     definitive=False,
                 )
             if time.monotonic() > deadline:
                 raise ApiError(
                     f"Pinpointe's answer took longer than {2 * self._config.timeout_s:.0f}s; "
                     "the request may have been processed",
-                    status=response.status_code,
+                    status=response.status,
                     definitive=False,
                 )
         return b"".join(chunks)
 
-    def _transport_error(self, exc: requests.RequestException) -> ApiError:
+    def _transport_error(self, exc: HTTPError) -> ApiError:
         reason = redact(_root_reason(exc), (self._token,))
-        if isinstance(exc, requests.exceptions.SSLError):
+        if isinstance(exc, SSLError):
             if _caused_by(exc, ssl.SSLCertVerificationError):
                 return ApiError(
                     f"TLS certificate verification failed for {self._where} ({reason}); "
                     "if the server uses a private CA, name it in pinpointe.ca_file"
                 )
             return ApiError(f"the TLS handshake with {self._where} failed ({reason})")
-        if isinstance(exc, requests.exceptions.ConnectTimeout) or _caused_by(
-            exc, NewConnectionError
-        ):
+        if isinstance(exc, ConnectTimeoutError | NewConnectionError):
             return ApiUnavailable(f"cannot connect to {self._where} ({reason}); nothing was sent")
-        if isinstance(exc, requests.exceptions.Timeout):
+        if isinstance(exc, ReadTimeoutError):
             return ApiError(
                 f"no answer from {self._where} within {self._config.timeout_s:g}s; "
                 "the request may have been processed",
@@ -275,7 +266,7 @@ class PinpointeApi:
 
 def _causes(exc: BaseException) -> Iterator[tuple[int, BaseException]]:
     """Walk an exception's causes with their depth, including urllib3's ``reason`` and the
-    exceptions requests wraps in its first argument."""
+    exceptions urllib3 wraps in its arguments."""
     seen: set[int] = set()
     queue: list[tuple[int, BaseException]] = [(0, exc)]
     while queue:
