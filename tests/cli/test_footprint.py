@@ -92,7 +92,8 @@ def test_read_only_commands_import_no_network_library_and_no_loop(
 def test_the_daemon_builds_its_loop_without_the_sandbox(tmp_path: Path, config: Path) -> None:
     """What ``run`` has imported once its loop and submitter are built: nothing below the
     command line imports the sandbox (the simulator, the throwaway servers), and with a
-    password login neither requests nor pydantic (4.3 and 15 MiB, bench/README.md)."""
+    password login neither requests nor pydantic (4.3 and 15 MiB, bench/README.md), nor expat
+    before an XML payload arrives."""
     code = (
         "import json, sys\n"
         "import inbox_poller.cli.commands, inbox_poller.service.daemon\n"
@@ -117,4 +118,4 @@ def test_the_daemon_builds_its_loop_without_the_sandbox(tmp_path: Path, config: 
     assert {"inbox_poller.service.daemon", "inbox_poller.loop.poller"} <= modules
     assert _loaded(modules, ("inbox_poller.sandbox",)) == []
     assert "urllib3" in modules  # the API client and the downloader were built
-    assert _loaded(modules, ("requests", "pydantic")) == []
+    assert _loaded(modules, ("requests", "pydantic", "defusedxml.expatreader")) == []
