@@ -299,7 +299,7 @@ def _observe(samples: Sequence[Sample], store: Store, now: float) -> None:
             sample.archived_at = now
 
 
-def _wait_archived(
+def wait_archived(
     samples: Sequence[Sample], store: Store, timeout_s: float, log: Callable[[], str]
 ) -> None:
     deadline = time.monotonic() + timeout_s
@@ -311,7 +311,7 @@ def _wait_archived(
         time.sleep(WATCH_STEP_S)
 
 
-def _wait_state(store: Store, job_id: str, wanted: ExportState, timeout_s: float) -> None:
+def wait_state(store: Store, job_id: str, wanted: ExportState, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         export = store.export_by_job_id(job_id)
@@ -337,9 +337,9 @@ def daemon_samples(
                 time.sleep(rng.uniform(0.2, 0.2 + IDLE_RENEW_S))
                 env.sim.deliver_notification(sample.job_id)
                 sample.appended_at = appender.returned_at
-                _wait_archived([sample], store, SAMPLE_TIMEOUT_S, daemon.log)
+                wait_archived([sample], store, SAMPLE_TIMEOUT_S, daemon.log)
                 # the next sample starts from a quiet daemon: mail acknowledged, pass over
-                _wait_state(store, sample.job_id, ExportState.ACKNOWLEDGED, SAMPLE_TIMEOUT_S)
+                wait_state(store, sample.job_id, ExportState.ACKNOWLEDGED, SAMPLE_TIMEOUT_S)
                 samples.append(sample)
                 progress(f"  {number}/{count}: {sample.latency_s:.3f}s")
         log = daemon.log()
