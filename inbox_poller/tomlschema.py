@@ -267,15 +267,25 @@ def _annotated(base: object, extras: list[object]) -> _Convert:
     limits = [extra for extra in extras if isinstance(extra, Limit)]
     afters = [extra.check for extra in extras if isinstance(extra, After)]
 
-    def convert(raw: object, loc: Location, problems: list[Problem]) -> object:
-        value = raw
+    def steps(
+        each: list[Callable[[Any], object]],
+        value: object,
+        raw: object,
+        loc: Location,
+        problems: list[Problem],
+    ) -> object:
         try:
-            for before in befores:
-                value = before(value)
+            for step in each:
+                value = step(value)
         except ValueError as exc:
             problems.append(Problem(loc, str(exc), value=raw))
             return _INVALID
-        value = inner(value, loc, problems)
+        return value
+
+    def convert(raw: object, loc: Location, problems: list[Problem]) -> object:
+        value = steps(befores, raw, raw, loc, problems)
+        if value is not _INVALID:
+            value = inner(value, loc, problems)
         if value is _INVALID or value is None:
             return value
         for limit in limits:
@@ -283,13 +293,7 @@ def _annotated(base: object, extras: list[object]) -> _Convert:
             if problem is not None:
                 problems.append(Problem(loc, problem, value=raw))
                 return _INVALID
-        try:
-            for after in afters:
-                value = after(value)
-        except ValueError as exc:
-            problems.append(Problem(loc, str(exc), value=raw))
-            return _INVALID
-        return value
+        return steps(afters, value, raw, loc, problems)
 
     return convert
 
