@@ -102,6 +102,8 @@ class ExportArchiver:
         self._in_flight: set[int] = set()
         """Exports claimed by this archiver whose attempt has not ended."""
         self._claiming = threading.Lock()
+        self._one_claim = threading.Lock()
+        """Held across a whole claim (see :meth:`claim`); ``_claiming`` guards the sets."""
         self._background: threading.Thread | None = None
         self._background_report = CycleReport()
         self._background_error: BaseException | None = None
@@ -249,15 +251,21 @@ class ExportArchiver:
 
     def claim(self) -> Export | None:
         """Claim the next export to download for this process, one this pass has not
-        tried with its current link; None when nothing is ready."""
-        with self._claiming:
-            skip = set(self._skip)
-        export = self.store.claim_download(self.owner, self.clock(), self.lease, skip=skip)
-        if export is not None:
+        tried with its current link; None when nothing is ready.
+
+        The claims of this process's threads run one at a time: a skip list copied while
+        another thread's claim was under way could miss the export that claim takes, and
+        let this one take it again once its attempt ended, a second attempt in one pass.
+        """
+        with self._one_claim:
             with self._claiming:
-                self._skip.add(export.export_id)
-                self._in_flight.add(export.export_id)
-                self._done.add((export.export_id, export.download_url))
+                skip = set(self._skip)
+            export = self.store.claim_download(self.owner, self.clock(), self.lease, skip=skip)
+            if export is not None:
+                with self._claiming:
+                    self._skip.add(export.export_id)
+                    self._in_flight.add(export.export_id)
+                    self._done.add((export.export_id, export.download_url))
         return export
 
     def tried(self, export: Export) -> None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -168,6 +169,51 @@ def test_the_daemon_pool_counts_unexpected_errors_and_stops_at_max_attempts(
     finally:
         stop.set()
         pool.shutdown(time.monotonic() + 10)
+
+
+def test_two_threads_claiming_at_once_never_try_an_export_twice_in_one_pass(
+    tmp_path: Path,
+) -> None:
+    """Thread B copies the skip list while thread A's claim is under way, and its own
+    claim reaches the ledger once A's attempt has failed and put the export back: B must
+    not take it again (it did, one time in ten, in the pool test above)."""
+    world = World(tmp_path, MemoryError())
+    status = world.mailbox.open()
+    world.poller.run_pass(world.mailbox, status, CycleReport(), downloads=lambda report: None)
+    archiver, claim_download = world.archiver, world.store.claim_download
+    b_claiming, a_attempt_over = threading.Event(), threading.Event()
+
+    def claim_download_in_step(*args: Any, **kwargs: Any) -> Export | None:
+        if threading.current_thread().name == "A":
+            b_claiming.wait(5)
+            time.sleep(0.2)  # B copies its skip list now, unless claims take turns
+        else:
+            a_attempt_over.wait(5)
+        return claim_download(*args, **kwargs)
+
+    world.store.claim_download = claim_download_in_step  # type: ignore[method-assign]
+    claimed: dict[str, Export | None] = {}
+
+    def a() -> None:
+        claimed["A"] = export = archiver.claim()
+        assert export is not None
+        archiver.download_export(export, CycleReport())
+        archiver.tried(export)
+        a_attempt_over.set()
+
+    def b() -> None:
+        b_claiming.set()
+        claimed["B"] = archiver.claim()
+
+    threads = [threading.Thread(target=a, name="A"), threading.Thread(target=b, name="B")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert claimed["A"] is not None
+    assert claimed["B"] is None
+    assert (world.export().state, world.export().attempts) == (ExportState.NOTIFIED, 1)
+    assert world.downloader.calls == 1
 
 
 class MeetingDownloader(FakeDownloader):
