@@ -22,7 +22,6 @@ A bare urllib3 pool has none of them.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import logging
 import random
@@ -36,6 +35,7 @@ from urllib.parse import urljoin
 
 from urllib3 import BaseHTTPResponse, Timeout
 from urllib3.exceptions import HTTPError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util import parse_url
 
 from inbox_poller import __version__
@@ -147,6 +147,14 @@ def _stream_body(response: BaseHTTPResponse, spool: Spool, max_bytes: int, clock
     return decoded
 
 
+def _keeps_alive(response: BaseHTTPResponse) -> bool:
+    """Whether the connection of *response*, whose body was read without a failure, may
+    carry another request: the body was read to its end (``http.client`` closes the
+    response then) and the server did not announce that it closes the connection."""
+    raw = getattr(response, "_fp", None)
+    return isinstance(raw, http.client.HTTPResponse) and raw.isclosed() and not raw.will_close
+
+
 @dataclass(frozen=True)
 class _Fetched:
     shape: Shape
@@ -194,16 +202,19 @@ class SafeDownloader:
         # the archiver logs the start at INFO, with the export and its attempt
         logger.debug("download %s: starting", shown)
         tries = failures = 0
-        with self._connections.stop_watch(self._stop), contextlib.closing(self._connections):
-            while True:
-                tries += 1
-                try:
-                    fetched = self._try(url, sink, clock, shown, expected)
-                    return self._result(fetched, shown, tries, clock)
-                except RetryableFailure as exc:
-                    failures += 1
-                    self._before_retry(exc, shown, failures, clock)
-                sink.restart()
+        with self._connections.stop_watch(self._stop):
+            try:
+                while True:
+                    tries += 1
+                    try:
+                        fetched = self._try(url, sink, clock, shown, expected)
+                        return self._result(fetched, shown, tries, clock)
+                    except RetryableFailure as exc:
+                        failures += 1
+                        self._before_retry(exc, shown, failures, clock)
+                    sink.restart()
+            finally:
+                self._connections.finish()
 
     def close(self) -> None:
         """Close idle connections; never raises."""
@@ -284,15 +295,20 @@ class SafeDownloader:
         response, final_url = self._open(url, clock)
         check = FormatCheck(expected)
         spool = Spool(sink.write, check, chunk_bytes=CHUNK_BYTES)
+        reusable = False
         try:
             size = _stream_body(response, spool, self._config.max_bytes, clock)
             digest = spool.finish()
+            reusable = _keeps_alive(response)
         except (HTTPError, OSError, http.client.HTTPException) as exc:
             clock.check()  # a read cut short by a stop request
             raise RetryableFailure(describe(exc)) from exc
         finally:
             spool.close()
-            response.close()
+            if reusable:
+                response.release_conn()  # back to its pool, for the next request
+            else:
+                response.close()  # and its connection
         arrived = check.arrived()
         if arrived != "json":
             shape = formats.validate_stored(arrived, sink.read_back)
@@ -347,29 +363,38 @@ class SafeDownloader:
         raise DownloadError(f"more than {MAX_REDIRECTS} redirects")
 
     def _request(self, url: str, clock: _Clock) -> BaseHTTPResponse:
+        """Send the GET; a request that fails on a reused idle connection (the server
+        may have ended it as the request left) is sent once more, at once, on a new one."""
         clock.check()
         pool = self._connections.pool_for(url)
-        remaining = max(clock.remaining(), 0.001)
-        timeout = Timeout(
-            connect=min(self._config.connect_timeout_s, remaining),
-            read=min(self._config.read_timeout_s, remaining),
-        )
-        try:
-            return pool.urlopen(
-                "GET",
-                parse_url(url).request_uri,
-                headers=_HEADERS,
-                redirect=False,
-                retries=False,
-                preload_content=False,
-                decode_content=True,
-                timeout=timeout,
+        sent_again = False
+        while True:
+            remaining = max(clock.remaining(), 0.001)
+            timeout = Timeout(
+                connect=min(self._config.connect_timeout_s, remaining),
+                read=min(self._config.read_timeout_s, remaining),
             )
-        except (HTTPError, OSError, http.client.HTTPException) as exc:
-            clock.check()
-            if is_certificate_failure(exc):
-                raise DownloadError(f"{pool.host}: {describe(exc)}") from exc  # not transient
-            raise RetryableFailure(describe(exc)) from exc
+            try:
+                return pool.urlopen(
+                    "GET",
+                    parse_url(url).request_uri,
+                    headers=_HEADERS,
+                    redirect=False,
+                    retries=False,
+                    preload_content=False,
+                    decode_content=True,
+                    timeout=timeout,
+                )
+            except (HTTPError, OSError, http.client.HTTPException) as exc:
+                clock.check()
+                if is_certificate_failure(exc):
+                    raise DownloadError(f"{pool.host}: {describe(exc)}") from exc  # not transient
+                stale = pool.reused and not isinstance(exc, TimeoutError | Urllib3Timeout)
+                if stale and not sent_again:
+                    logger.debug("download %s: a kept connection had ended; a new one", pool.host)
+                    sent_again = True
+                    continue
+                raise RetryableFailure(describe(exc)) from exc
 
     def _accept(self, response: BaseHTTPResponse) -> BaseHTTPResponse:
         """Return a 200 response whose headers allow reading; close it and raise otherwise."""
