@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -432,3 +433,30 @@ def test_a_new_connection_that_fails_is_an_ordinary_failed_try(
     result = downloader.download(https_server.url("/p"), RecordingSink())
     assert result.attempts == 2
     assert sleeps  # backed off before the second try
+
+
+def test_a_stop_request_cuts_a_stalled_read_on_a_kept_connection_short(
+    https_server: HttpsServer, sleeps: list[float]
+) -> None:
+    # the kept connection's socket is handed to the stop watch of the download reusing it
+    https_server.route("/p", Reply(body=PAYLOAD), Reply(body=PAYLOAD, stall_after=1000, stall_s=30))
+    stop = threading.Event()
+    downloader = SafeDownloader(
+        make_config(https_server, read_timeout_s=20),
+        ca_file=https_server.ca_file,
+        resolver=localhost_resolver(),
+        sleep=sleeps.append,
+        stop=stop,
+    )
+    timer = threading.Timer(0.3, stop.set)
+    try:
+        downloader.download(https_server.url("/p"), RecordingSink())
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(DownloadTransient, match="stopped"):
+            downloader.download(https_server.url("/p"), RecordingSink())
+        assert time.monotonic() - started < 1.5
+    finally:
+        timer.cancel()
+        downloader.close()
+    assert https_server.accepted == 1
