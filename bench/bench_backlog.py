@@ -150,11 +150,12 @@ class Result:
 def run_once(config_path: Path, cwd: Path, profile: Path | None = None) -> float:
     """Run ``inbox-poller -c CONFIG run --once`` as a child; return its wall time.
 
-    With *profile*, the child runs under cProfile and writes its statistics there.
+    With *profile*, the child runs under cProfile in every thread (``profile_threads.py``)
+    and writes their merged statistics there.
     """
     environ = {k: v for k, v in os.environ.items() if not k.startswith("INBOX_POLLER")}
     environ["PYTHONPATH"] = str(REPO_ROOT)
-    profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
+    profiler = [str(BENCH_DIR / "profile_threads.py"), str(profile)] if profile else []
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, *profiler, "-m", "inbox_poller", "-c", str(config_path), "run", "--once"],
@@ -296,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--payload-bytes", type=int, default=100_000)
     parser.add_argument("--workdir", type=Path, help="parent of the temporary directory")
-    parser.add_argument("--profile", type=Path, help="run the child under cProfile, to FILE")
+    parser.add_argument(
+        "--profile", type=Path, help="run the child under cProfile (every thread), to FILE"
+    )
     parser.add_argument(
         "--workers", type=int, help="[daemon] download_workers (default: the config's, 2)"
     )

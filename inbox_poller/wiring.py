@@ -15,11 +15,12 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from inbox_poller.errors import ConfigError
-from inbox_poller.ports import ArchiveStore, Downloader, Metrics, NoMetrics, PayloadSink
+from inbox_poller.ports import ArchiveStore, Metrics, NoMetrics, PayloadSink
 
 if TYPE_CHECKING:
     from inbox_poller.archive.s3 import S3Archive
     from inbox_poller.config import Config
+    from inbox_poller.download.fetcher import SafeDownloader
     from inbox_poller.hooks.environment import BucketArchive
     from inbox_poller.imap.mailbox import ImapMailbox
     from inbox_poller.ledger.opening import Daemons, MailboxGuard
@@ -104,23 +105,39 @@ def hook_settings(config: Config) -> HookSettings:
     return HookSettings(on_archived=config.hooks.on_archived, timeout_s=config.hooks.timeout)
 
 
-class DownloaderPerThread:
-    """A ``ports.Downloader`` that gives each thread its own downloader, made on first use.
+class DownloaderPool:
+    """A ``ports.Downloader`` that lends each download a ``SafeDownloader`` of its own.
 
-    A ``SafeDownloader`` serves one download at a time (its pinned connections are closed
-    when each download ends), and the daemon's pool and ``run --once`` download on
-    several threads.
+    A ``SafeDownloader`` serves one download at a time and keeps its idle keep-alive
+    connections for the next one (``download/addresses.py``). The daemon's pool and
+    ``run --once`` download on several threads, and ``run --once`` starts new threads for
+    each batch, so a download takes the downloader that finished last (its connections
+    are the warmest) rather than one tied to its thread: there are never more downloaders
+    than downloads at once. ``close`` closes the idle ones and their connections.
     """
 
-    def __init__(self, make: Callable[[], Downloader]) -> None:
+    def __init__(self, make: Callable[[], SafeDownloader]) -> None:
         self._make = make
-        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._idle: list[SafeDownloader] = []
 
     def download(self, url: str, sink: PayloadSink, *, expected: str = "json") -> DownloadResult:
-        downloader: Downloader | None = getattr(self._local, "downloader", None)
+        with self._lock:
+            downloader = self._idle.pop() if self._idle else None
         if downloader is None:
-            downloader = self._local.downloader = self._make()
-        return downloader.download(url, sink, expected=expected)
+            downloader = self._make()
+        try:
+            return downloader.download(url, sink, expected=expected)
+        finally:
+            with self._lock:
+                self._idle.append(downloader)
+
+    def close(self) -> None:
+        """Close the idle downloaders' connections; never raises."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for downloader in idle:
+            downloader.close()
 
 
 def build_loop(
@@ -140,12 +157,13 @@ def build_loop(
     mailbox = build_mailbox(config, metrics=metrics)
     store = open_store(config)
     hooks = hook_settings(config)
+    downloaders = DownloaderPool(
+        lambda: SafeDownloader(config.download, ca_file=config.download_ca, stop=stop)
+    )
     archiver = ExportArchiver(
         store,
         build_archive(config),
-        DownloaderPerThread(
-            lambda: SafeDownloader(config.download, ca_file=config.download_ca, stop=stop)
-        ),
+        downloaders,
         max_attempts=config.download.max_attempts,
         stop=stop,
         metrics=metrics,
@@ -154,7 +172,7 @@ def build_loop(
     )
     poller = Poller(store, archiver, reader_settings(config), metrics=metrics)
     dispatcher = HookDispatcher(store, config.archive_dir, hooks, bucket=hook_bucket(config))
-    return LoopParts(store, mailbox, archiver, poller, dispatcher)
+    return LoopParts(store, mailbox, archiver, poller, dispatcher, downloaders.close)
 
 
 def hook_bucket(config: Config) -> BucketArchive | None:

@@ -89,6 +89,28 @@ def test_layout_and_private_atomic_publish(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(archive.root / "manifest.jsonl").st_mode) == 0o600
 
 
+def test_a_part_an_earlier_attempt_left_is_removed_and_a_first_attempt_lists_nothing(
+    tmp_path: Path,
+) -> None:
+    archive = Archive(tmp_path / "archive")
+    first = dataclasses.replace(_export("314159"), attempts=1)
+    part = archive.begin(first)
+    month = part.path.parent
+    part.discard()
+    left = month / ".314159.0badc0ffee00.part"  # as a daemon that died would leave it
+    left.write_bytes(b"half")
+    other = month / ".2718.0badc0ffee00.part"  # another export's, under way
+    other.write_bytes(b"x")
+    # the first attempt: no attempt before it could have left a part; no listing
+    archive.begin(first).discard()
+    assert left.exists()
+    for attempts in (2, 0):  # a later attempt, or one the ledger did not count
+        archive.begin(dataclasses.replace(first, attempts=attempts)).discard()
+        assert not left.exists()
+        left.write_bytes(b"half")
+    assert other.exists()
+
+
 def test_part_files_refuse_to_follow_or_reuse_a_name(tmp_path: Path) -> None:
     target = tmp_path / "elsewhere"
     target.write_text("keep")

@@ -337,15 +337,22 @@ class Archive:
         A part an earlier attempt at the same export left (a daemon that died, whose
         export another daemon on a shared ledger took over) is removed first: only one
         attempt at an export runs at a time (its claim), so it is nobody's any more.
+        The first attempt (``attempts`` 1: each attempt is counted by its claim before
+        its part is made) has no earlier one and skips the search, which lists the
+        directory holding the month's payloads: once per export, a backlog cost O(n²).
+        A part left by an attempt whose count was taken back (parked by an outage
+        before its part could be removed) is removed at the next start
+        (``remove_leftovers``).
         """
         final = self._final(self.relative_path(export))
         try:
             self.access.make_dirs(final.parent)
         except OSError as exc:
             raise ArchiveError(f"cannot create {final.parent}: {exc.strerror}") from exc
-        for earlier in final.parent.glob(f".{export.job_id}.*{PART_SUFFIX}"):
-            logger.info("archive: removing %s left by an interrupted download", earlier.name)
-            earlier.unlink(missing_ok=True)
+        if export.attempts != 1:
+            for earlier in final.parent.glob(f".{export.job_id}.*{PART_SUFFIX}"):
+                logger.info("archive: removing %s left by an interrupted download", earlier.name)
+                earlier.unlink(missing_ok=True)
         name = f".{export.job_id}.{secrets.token_hex(6)}{PART_SUFFIX}"
         return PartFile(final.parent / name, self.access)
 

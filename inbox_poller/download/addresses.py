@@ -5,6 +5,11 @@ resolved once, and every address it resolves to must pass :func:`address_refusal
 TCP connection goes to those validated addresses only, while SNI, the Host header and
 the certificate check keep using the host name, so a second, rebinding DNS answer is
 never used (docs/reliability.md §4.1). All of it happens before any connection to the host.
+
+A connection whose response was read to its end is kept for the next request to the same
+host and port (keep-alive, docs/reliability.md §3.1), and reused only after that request's
+URL passed the same checks, and only if the address it is connected to is one of the
+addresses just checked for it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import ipaddress
 import socket
 import ssl
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -47,6 +54,13 @@ METADATA_ADDRESSES = frozenset(
 """The cloud metadata endpoints: never connected to, whatever ``allow_private_addresses``
 says (docs/reliability.md §4.1). The one list; the docs and config.example.toml point here."""
 _STOP_POLL_S = 0.1
+MAX_IDLE_S = 15.0
+"""An idle connection kept longer than this is closed, not reused: servers end idle
+keep-alive connections after 5 to 75 s, and one that has already ended it is noticed
+before use anyway (urllib3's ``is_connection_dropped``)."""
+MAX_HOSTS = 4
+"""Hosts (host, port) a downloader keeps an idle connection to; the least recently used
+beyond these is closed. Enough for a download host and the hosts it redirects to."""
 
 Resolver = Callable[[str, int], Sequence[str]]
 """``(host, port) -> IP address strings``; the default is :func:`system_resolver`."""
@@ -113,7 +127,8 @@ class OpenSockets:
             self._opened.append(sock)
 
     def forget(self) -> None:
-        """Drop the list at the end of a download (the sockets are closed by then)."""
+        """Drop the list at the end of a download (its sockets are closed by then, or
+        idle and kept for the next request, which adds its socket again)."""
         with self._lock:
             self._opened.clear()
 
@@ -127,25 +142,35 @@ class OpenSockets:
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
+class _Pins:
+    """The addresses a pool's connections may go to: those checked for the request under
+    way (``PinnedConnections.pool_for`` sets them before each request)."""
+
+    def __init__(self) -> None:
+        self.addresses: tuple[str, ...] = ()
+
+
 class _PinnedHTTPSConnection(HTTPSConnection):
     """An HTTPS connection whose TCP socket goes only to addresses validated beforehand.
 
     Everything else (Host header, SNI, certificate and host name check) uses the URL's
-    host name, exactly as for an ordinary connection.
+    host name, exactly as for an ordinary connection. ``peer`` is the address it is
+    connected to; ``idle_since`` when its last response was read to the end.
     """
 
-    def __init__(
-        self, *args: Any, pinned: tuple[str, ...], sockets: OpenSockets, **kwargs: Any
-    ) -> None:
+    def __init__(self, *args: Any, pins: _Pins, sockets: OpenSockets, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._pinned = pinned
+        self._pins = pins
         self._sockets = sockets
+        self.peer: str | None = None
+        self.idle_since = 0.0
 
     def _new_conn(self) -> socket.socket:
         failure: OSError | None = None
-        for address in self._pinned:
+        self.peer = None
+        for address in self._pins.addresses:
             try:
-                return create_connection(
+                sock = create_connection(
                     (address, self.port),
                     self.timeout,
                     source_address=self.source_address,
@@ -153,6 +178,9 @@ class _PinnedHTTPSConnection(HTTPSConnection):
                 )
             except OSError as exc:
                 failure = exc
+                continue
+            self.peer = address
+            return sock
         if isinstance(failure, TimeoutError):
             raise ConnectTimeoutError(self, f"connecting to {self.host} timed out") from failure
         raise NewConnectionError(self, f"cannot connect to {self.host}: {failure}") from failure
@@ -164,16 +192,50 @@ class _PinnedHTTPSConnection(HTTPSConnection):
 
 
 class PinnedPool(HTTPSConnectionPool):
-    """An HTTPS pool whose connections go only to ``pinned`` (keyword arguments
-    ``pinned: tuple[str, ...]`` and ``sockets: OpenSockets``)."""
+    """An HTTPS pool to one host and port whose connections go only to the addresses
+    last checked for it (``pin``), holding at most one idle connection.
+
+    An idle connection is reused only when the address it is connected to is among the
+    addresses pinned for the new request and it has been idle less than ``MAX_IDLE_S``;
+    otherwise it is closed and a new one opened. ``reused`` says which the last request
+    got.
+    """
 
     ConnectionCls = _PinnedHTTPSConnection
+
+    def __init__(self, host: str, port: int, *, sockets: OpenSockets, **kwargs: Any) -> None:
+        self._pins = _Pins()
+        self._sockets = sockets
+        self.reused = False
+        super().__init__(host, port, pins=self._pins, sockets=sockets, **kwargs)
+
+    def pin(self, addresses: tuple[str, ...]) -> None:
+        """Allow the next request's connection to go to *addresses* only."""
+        self._pins.addresses = addresses
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)  # an idle connection the server ended is closed
+        self.reused = False
+        if isinstance(conn, _PinnedHTTPSConnection) and conn.sock is not None:
+            fresh = time.monotonic() - conn.idle_since < MAX_IDLE_S
+            if fresh and conn.peer in self._pins.addresses:
+                self.reused = True
+                self._sockets.add(conn.sock)  # the stop watch of this download
+            else:
+                conn.close()  # connects again, to the addresses pinned now
+        return conn
+
+    def _put_conn(self, conn: Any) -> None:
+        if isinstance(conn, _PinnedHTTPSConnection):
+            conn.idle_since = time.monotonic()
+        super()._put_conn(conn)
 
 
 class PinnedConnections:
     """HTTPS pools to allow-listed hosts, each pinned to the addresses checked for it.
 
-    One instance serves one download at a time; ``close`` ends its connections.
+    One instance serves one download at a time; between downloads it keeps an idle
+    connection to each of the last ``MAX_HOSTS`` hosts; ``close`` ends its connections.
     """
 
     def __init__(
@@ -189,10 +251,10 @@ class PinnedConnections:
         self._context = context
         self._resolver = resolver
         self._sockets = OpenSockets()
-        self._pools: dict[tuple[str, int, tuple[str, ...]], PinnedPool] = {}
+        self._pools: OrderedDict[tuple[str, int], PinnedPool] = OrderedDict()
 
     def pool_for(self, url: str) -> PinnedPool:
-        """Check *url* and resolve its host; return a pool pinned to the addresses.
+        """Check *url* and resolve its host; return its host's pool, pinned to the addresses.
 
         :raises DownloadRefused: the URL or one of the addresses is not allowed.
         :raises RetryableFailure: the host cannot be resolved now.
@@ -218,8 +280,8 @@ class PinnedConnections:
         return addresses
 
     def _pool(self, host: str, port: int, addresses: tuple[str, ...]) -> PinnedPool:
-        key = (host, port, addresses)
-        pool = self._pools.get(key)
+        key = (host, port)
+        pool = self._pools.pop(key, None)
         if pool is None:
             pool = PinnedPool(
                 host,
@@ -228,10 +290,14 @@ class PinnedConnections:
                 block=False,
                 retries=False,
                 ssl_context=self._context,
-                pinned=addresses,
                 sockets=self._sockets,
             )
-            self._pools[key] = pool
+        self._pools[key] = pool  # the most recently used last
+        while len(self._pools) > MAX_HOSTS:
+            _, oldest = self._pools.popitem(last=False)
+            with contextlib.suppress(Exception):
+                oldest.close()
+        pool.pin(addresses)
         return pool
 
     @contextlib.contextmanager
@@ -255,6 +321,11 @@ class PinnedConnections:
         finally:
             done.set()
             watcher.join()
+
+    def finish(self) -> None:
+        """End a download: its sockets are no longer the stop watch's (an idle one kept
+        for the next download is handed to that download's watch when reused)."""
+        self._sockets.forget()
 
     def close(self) -> None:
         """Close every pool; never raises."""

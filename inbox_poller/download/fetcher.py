@@ -22,7 +22,6 @@ A bare urllib3 pool has none of them.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import logging
 import random
@@ -36,6 +35,7 @@ from urllib.parse import urljoin
 
 from urllib3 import BaseHTTPResponse, Timeout
 from urllib3.exceptions import HTTPError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util import parse_url
 
 from inbox_poller import __version__
@@ -71,6 +71,7 @@ logger = logging.getLogger("inbox_poller.download")
 MAX_REDIRECTS = 3
 CHUNK_BYTES = 1 << 20
 """Bytes per network read: large, so the per-read Python overhead stays negligible."""
+_MIN_PIECE_BYTES = 1 << 12
 MAX_RETRY_AFTER_S = 300.0
 MAX_BACKOFF_S = 60.0
 _PAUSE_SLICE_S = 0.25
@@ -123,6 +124,17 @@ def _reader(response: BaseHTTPResponse) -> tuple[Callable[[memoryview], int], bo
     return read_decoded, False
 
 
+def _piece_bytes(response: BaseHTTPResponse) -> int:
+    """The size of the spool's buffers: ``CHUNK_BYTES``, or less for a body sent as it is
+    whose declared length is less (a fresh buffer is zeroed for each download: 1 MiB for
+    a 100 KB payload cost more than reading it)."""
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    declared = response.length_remaining
+    if declared is None or encoding not in ("", "identity"):
+        return CHUNK_BYTES
+    return min(max(declared, _MIN_PIECE_BYTES), CHUNK_BYTES)
+
+
 def _stream_body(response: BaseHTTPResponse, spool: Spool, max_bytes: int, clock: _Clock) -> int:
     """Read the decoded body into the spool, checking the size cap, the deadline and the
     stop request before each read; return its size. Raise RetryableFailure if it ends short
@@ -145,6 +157,14 @@ def _stream_body(response: BaseHTTPResponse, spool: Spool, max_bytes: int, clock
     if declared is not None and received != declared:
         raise RetryableFailure(f"the body ended after {received} of {declared} bytes")
     return decoded
+
+
+def _keeps_alive(response: BaseHTTPResponse) -> bool:
+    """Whether the connection of *response*, whose body was read without a failure, may
+    carry another request: the body was read to its end (``http.client`` closes the
+    response then) and the server did not announce that it closes the connection."""
+    raw = getattr(response, "_fp", None)
+    return isinstance(raw, http.client.HTTPResponse) and raw.isclosed() and not raw.will_close
 
 
 @dataclass(frozen=True)
@@ -194,16 +214,19 @@ class SafeDownloader:
         # the archiver logs the start at INFO, with the export and its attempt
         logger.debug("download %s: starting", shown)
         tries = failures = 0
-        with self._connections.stop_watch(self._stop), contextlib.closing(self._connections):
-            while True:
-                tries += 1
-                try:
-                    fetched = self._try(url, sink, clock, shown, expected)
-                    return self._result(fetched, shown, tries, clock)
-                except RetryableFailure as exc:
-                    failures += 1
-                    self._before_retry(exc, shown, failures, clock)
-                sink.restart()
+        with self._connections.stop_watch(self._stop):
+            try:
+                while True:
+                    tries += 1
+                    try:
+                        fetched = self._try(url, sink, clock, shown, expected)
+                        return self._result(fetched, shown, tries, clock)
+                    except RetryableFailure as exc:
+                        failures += 1
+                        self._before_retry(exc, shown, failures, clock)
+                    sink.restart()
+            finally:
+                self._connections.finish()
 
     def close(self) -> None:
         """Close idle connections; never raises."""
@@ -283,16 +306,21 @@ class SafeDownloader:
         """One try: follow redirects, then stream, store and validate the body."""
         response, final_url = self._open(url, clock)
         check = FormatCheck(expected)
-        spool = Spool(sink.write, check, chunk_bytes=CHUNK_BYTES)
+        spool = Spool(sink.write, check, chunk_bytes=_piece_bytes(response))
+        reusable = False
         try:
             size = _stream_body(response, spool, self._config.max_bytes, clock)
             digest = spool.finish()
+            reusable = _keeps_alive(response)
         except (HTTPError, OSError, http.client.HTTPException) as exc:
             clock.check()  # a read cut short by a stop request
             raise RetryableFailure(describe(exc)) from exc
         finally:
             spool.close()
-            response.close()
+            if reusable:
+                response.release_conn()  # back to its pool, for the next request
+            else:
+                response.close()  # and its connection
         arrived = check.arrived()
         if arrived != "json":
             shape = formats.validate_stored(arrived, sink.read_back)
@@ -347,29 +375,38 @@ class SafeDownloader:
         raise DownloadError(f"more than {MAX_REDIRECTS} redirects")
 
     def _request(self, url: str, clock: _Clock) -> BaseHTTPResponse:
+        """Send the GET; a request that fails on a reused idle connection (the server
+        may have ended it as the request left) is sent once more, at once, on a new one."""
         clock.check()
         pool = self._connections.pool_for(url)
-        remaining = max(clock.remaining(), 0.001)
-        timeout = Timeout(
-            connect=min(self._config.connect_timeout_s, remaining),
-            read=min(self._config.read_timeout_s, remaining),
-        )
-        try:
-            return pool.urlopen(
-                "GET",
-                parse_url(url).request_uri,
-                headers=_HEADERS,
-                redirect=False,
-                retries=False,
-                preload_content=False,
-                decode_content=True,
-                timeout=timeout,
+        sent_again = False
+        while True:
+            remaining = max(clock.remaining(), 0.001)
+            timeout = Timeout(
+                connect=min(self._config.connect_timeout_s, remaining),
+                read=min(self._config.read_timeout_s, remaining),
             )
-        except (HTTPError, OSError, http.client.HTTPException) as exc:
-            clock.check()
-            if is_certificate_failure(exc):
-                raise DownloadError(f"{pool.host}: {describe(exc)}") from exc  # not transient
-            raise RetryableFailure(describe(exc)) from exc
+            try:
+                return pool.urlopen(
+                    "GET",
+                    parse_url(url).request_uri,
+                    headers=_HEADERS,
+                    redirect=False,
+                    retries=False,
+                    preload_content=False,
+                    decode_content=True,
+                    timeout=timeout,
+                )
+            except (HTTPError, OSError, http.client.HTTPException) as exc:
+                clock.check()
+                if is_certificate_failure(exc):
+                    raise DownloadError(f"{pool.host}: {describe(exc)}") from exc  # not transient
+                stale = pool.reused and not isinstance(exc, TimeoutError | Urllib3Timeout)
+                if stale and not sent_again:
+                    logger.debug("download %s: a kept connection had ended; a new one", pool.host)
+                    sent_again = True
+                    continue
+                raise RetryableFailure(describe(exc)) from exc
 
     def _accept(self, response: BaseHTTPResponse) -> BaseHTTPResponse:
         """Return a 200 response whose headers allow reading; close it and raise otherwise."""

@@ -376,9 +376,12 @@ class MailRecords(LedgerConnection):
             " AND uidvalidity = ? AND uid = ?",
             (to_iso(now), result, key.mailbox, key.uidvalidity, key.uid),
         )
+        # CROSS JOIN: SQLite then starts from the mail's rows (its primary key), not from
+        # every archived export (the state index, which also gives the order): that made
+        # acknowledging a backlog of n mails cost O(n^2). PostgreSQL reads it as a join.
         archived = conn.execute(
-            "SELECT e.export_id FROM mail_exports p JOIN exports e"
-            " ON e.export_id = p.export_id WHERE p.mailbox = ? AND p.uidvalidity = ?"
+            "SELECT e.export_id FROM mail_exports p CROSS JOIN exports e"
+            " WHERE e.export_id = p.export_id AND p.mailbox = ? AND p.uidvalidity = ?"
             " AND p.uid = ? AND e.state = ? ORDER BY e.export_id",
             (key.mailbox, key.uidvalidity, key.uid, ExportState.ARCHIVED.value),
         ).fetchall()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,9 +26,13 @@ class LoopParts:
     hooks: HookDispatcher
     """Runs the hooks of archived exports: the daemon on its own thread, ``run --once``
     after its pass."""
+    close_downloads: Callable[[], None] = lambda: None
+    """Closes the downloaders' idle keep-alive connections (``wiring.DownloaderPool``)."""
 
     def close(self) -> None:
-        """Log out of the mailbox, stop the mail reader's worker and close the ledger."""
+        """Log out of the mailbox, stop the mail reader's worker, close the downloaders'
+        idle connections and the ledger."""
         self.mailbox.close()
         self.poller.reader.close()
+        self.close_downloads()
         self.store.close()

@@ -65,6 +65,7 @@ _JOB_HEADER_RE = re.compile(r"(?i)^x-(?:[a-z0-9]+-){0,3}(?:async-)?(?:job|export
 TOKEN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,63}")
 """A word that could be a job ID: what matching searches for, and what re-matching keeps."""
 _PIECE_RE = re.compile(r"[a-z0-9]+")
+_PIECE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
@@ -232,11 +233,21 @@ def find_known_ids(texts: Iterable[str], job_ids: Iterable[str]) -> set[str]:
         return found
     for text in texts:
         lower = ascii_lower(text)
-        for piece in _PIECE_RE.finditer(lower):
-            for job_id in by_first.get(piece.group(0), ()):
-                if _whole_token_at(lower, piece.start(), job_id):
-                    found.add(job_id)
+        # the runs are listed in one pass in C; only the runs that start a job ID are
+        # then looked for, each occurrence that is a whole run of its own
+        for key in by_first.keys() & set(_PIECE_RE.findall(lower)):
+            start = lower.find(key)
+            while start >= 0:
+                if _run_at(lower, start, start + len(key)):
+                    found.update(j for j in by_first[key] if _whole_token_at(lower, start, j))
+                start = lower.find(key, start + 1)
     return found
+
+
+def _run_at(lower: str, start: int, end: int) -> bool:
+    """Whether ``lower[start:end]`` is a whole alphanumeric run (a match of ``_PIECE_RE``)."""
+    before = start > 0 and lower[start - 1] in _PIECE_CHARS
+    return not before and (end == len(lower) or lower[end] not in _PIECE_CHARS)
 
 
 def _whole_token_at(lower: str, start: int, job_id: str) -> bool:

@@ -9,8 +9,11 @@ and the suite's guard both check).
 
 from __future__ import annotations
 
+import contextlib
 import socket
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +22,7 @@ from inbox_poller.download.addresses import METADATA_ADDRESSES, address_refusal
 from inbox_poller.download.fetcher import SafeDownloader
 from inbox_poller.errors import DownloadError, DownloadRefused, DownloadTransient
 from tests.download.harness import (
+    BIG,
     PAYLOAD,
     PAYLOAD_SHA,
     FakeResolver,
@@ -274,3 +278,185 @@ def test_the_system_resolver_is_used_by_default(
     https_server.route("/p", Reply(body=PAYLOAD))
     result, _ = fetch("/p")
     assert result.sha256 == PAYLOAD_SHA
+
+
+# --- connections kept between downloads (docs/reliability.md §3.1) ------------------------
+
+
+@pytest.fixture
+def downloader(https_server: HttpsServer, sleeps: list[float]) -> Iterator[SafeDownloader]:
+    """One downloader for several downloads, as each download thread of the loop has."""
+    made = SafeDownloader(
+        make_config(
+            https_server, extra_hosts=[f"127.0.0.1:{https_server.port}"], retries=1, backoff_s=1.0
+        ),
+        ca_file=https_server.ca_file,
+        resolver=localhost_resolver(),
+        sleep=sleeps.append,
+    )
+    yield made
+    made.close()
+
+
+def test_the_next_download_to_the_same_host_reuses_the_connection(
+    https_server: HttpsServer, downloader: SafeDownloader
+) -> None:
+    https_server.route("/p", Reply(body=PAYLOAD))
+    https_server.route("/q", Reply(body=PAYLOAD, chunked=True))
+    for path in ("/p", "/q", "/p"):
+        assert downloader.download(https_server.url(path), RecordingSink()).sha256 == PAYLOAD_SHA
+    assert https_server.hits("/p") + https_server.hits("/q") == 3
+    assert https_server.accepted == 1  # one TCP connection and TLS handshake for all three
+    downloader.close()
+    downloader.download(https_server.url("/p"), RecordingSink())
+    assert https_server.accepted == 2
+
+
+def test_a_connection_is_kept_per_host_never_shared_between_hosts(
+    https_server: HttpsServer, downloader: SafeDownloader
+) -> None:
+    # localhost and 127.0.0.1 are the same server: a connection to one is still never
+    # used for the other (another name is another TLS identity to check)
+    https_server.route("/p", Reply(body=PAYLOAD))
+    for host in ("localhost", "127.0.0.1", "localhost", "127.0.0.1"):
+        downloader.download(https_server.url("/p", host=host), RecordingSink())
+    assert https_server.accepted == 2
+    assert https_server.server_names.count("localhost") == 1
+
+
+def test_a_kept_connection_is_not_used_once_its_address_is_no_longer_the_checked_one(
+    https_server: HttpsServer, sleeps: list[float], connects: list[Any]
+) -> None:
+    https_server.route("/p", Reply(body=PAYLOAD))
+    # the name now resolves elsewhere (127.0.0.2: nothing listens there): the connection
+    # kept to 127.0.0.1 must not carry the request, though it would succeed
+    resolver = FakeResolver({"localhost": [["127.0.0.1"], ["127.0.0.2"], ["127.0.0.1"]]})
+    downloader = SafeDownloader(
+        make_config(https_server, retries=0),
+        ca_file=https_server.ca_file,
+        resolver=resolver,
+        sleep=sleeps.append,
+    )
+    try:
+        downloader.download(https_server.url("/p"), RecordingSink())
+        with pytest.raises(DownloadTransient):
+            downloader.download(https_server.url("/p"), RecordingSink())
+        assert [address[0] for address in connects] == ["127.0.0.1", "127.0.0.2"]
+        assert https_server.hits("/p") == 1
+        downloader.download(https_server.url("/p"), RecordingSink())
+    finally:
+        downloader.close()
+    assert https_server.accepted == 2  # the first connection was closed, not kept
+
+
+@pytest.mark.parametrize(
+    ("first", "config"),
+    [
+        (Reply(status=503), {}),
+        (Reply(status=404), {}),
+        (Reply(body=PAYLOAD, headers={"Connection": "close"}), {}),
+        (Reply(body=BIG, chunked=True), {"max_bytes": 100_000}),
+        (Reply(body=PAYLOAD, truncate_after=100), {}),
+        (Reply(body=PAYLOAD, stall_after=100, stall_s=0.6), {"read_timeout_s": 0.3}),
+        (
+            Reply(body=PAYLOAD, stall_after=100, stall_s=0.6, close_after_cut=False),
+            {"read_timeout_s": 0.3},
+        ),
+    ],
+    ids=[
+        "503",
+        "404",
+        "connection-close",
+        "over-the-cap",
+        "truncated",
+        "stalled",
+        "stalled-on-a-kept-connection",
+    ],
+)
+def test_a_connection_is_not_kept_after_an_error_a_partial_body_or_connection_close(
+    https_server: HttpsServer,
+    sleeps: list[float],
+    first: Reply,
+    config: dict[str, Any],
+) -> None:
+    https_server.route("/first", first)
+    https_server.route("/p", Reply(body=PAYLOAD))
+    downloader = SafeDownloader(
+        make_config(https_server, retries=0, **config),
+        ca_file=https_server.ca_file,
+        resolver=localhost_resolver(),
+        sleep=sleeps.append,
+    )
+    try:
+        with contextlib.suppress(DownloadError):
+            downloader.download(https_server.url("/first"), RecordingSink())
+        result = downloader.download(https_server.url("/p"), RecordingSink())
+    finally:
+        downloader.close()
+    if first.stall_after is not None:
+        time.sleep(first.stall_s + 0.2)  # the stalled reply ends: then it reads what came
+    assert result.sha256 == PAYLOAD_SHA
+    assert https_server.accepted == 2
+    assert https_server.hits("/p") == 1  # never sent down the first connection
+
+
+def test_an_invalid_payload_read_to_its_end_leaves_the_connection_usable(
+    https_server: HttpsServer, downloader: SafeDownloader
+) -> None:
+    # the HTTP exchange ended cleanly; only the payload was refused
+    https_server.route("/bad", Reply(body=b'{"a": 1} trailing'))
+    https_server.route("/html", Reply(body=b"<html>not json</html>", chunked=True))
+    https_server.route("/p", Reply(body=PAYLOAD))
+    for refused in ("/bad", "/html"):
+        with pytest.raises(DownloadError):
+            downloader.download(https_server.url(refused), RecordingSink())
+    assert downloader.download(https_server.url("/p"), RecordingSink()).sha256 == PAYLOAD_SHA
+    assert https_server.accepted == 1
+
+
+def test_a_kept_connection_the_server_ended_is_replaced_at_once_without_a_retry(
+    https_server: HttpsServer, downloader: SafeDownloader, sleeps: list[float]
+) -> None:
+    # the server closes the kept connection as the next request arrives: the request is
+    # sent again on a new connection, not counted as a failed try, no back-off
+    https_server.route("/p", Reply(body=PAYLOAD), Reply(drop=True), Reply(body=PAYLOAD))
+    downloader.download(https_server.url("/p"), RecordingSink())
+    result = downloader.download(https_server.url("/p"), RecordingSink())
+    assert (result.sha256, result.attempts, sleeps) == (PAYLOAD_SHA, 1, [])
+    assert https_server.accepted == 2
+
+
+def test_a_new_connection_that_fails_is_an_ordinary_failed_try(
+    https_server: HttpsServer, downloader: SafeDownloader, sleeps: list[float]
+) -> None:
+    https_server.route("/p", Reply(drop=True), Reply(body=PAYLOAD))
+    result = downloader.download(https_server.url("/p"), RecordingSink())
+    assert result.attempts == 2
+    assert sleeps  # backed off before the second try
+
+
+def test_a_stop_request_cuts_a_stalled_read_on_a_kept_connection_short(
+    https_server: HttpsServer, sleeps: list[float]
+) -> None:
+    # the kept connection's socket is handed to the stop watch of the download reusing it
+    https_server.route("/p", Reply(body=PAYLOAD), Reply(body=PAYLOAD, stall_after=1000, stall_s=30))
+    stop = threading.Event()
+    downloader = SafeDownloader(
+        make_config(https_server, read_timeout_s=20),
+        ca_file=https_server.ca_file,
+        resolver=localhost_resolver(),
+        sleep=sleeps.append,
+        stop=stop,
+    )
+    timer = threading.Timer(0.3, stop.set)
+    try:
+        downloader.download(https_server.url("/p"), RecordingSink())
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(DownloadTransient, match="stopped"):
+            downloader.download(https_server.url("/p"), RecordingSink())
+        assert time.monotonic() - started < 1.5
+    finally:
+        timer.cancel()
+        downloader.close()
+    assert https_server.accepted == 1

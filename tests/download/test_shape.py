@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from inbox_poller import mainarray
+from inbox_poller.download import shape
 from inbox_poller.download.shape import sniff_shape
 from tests.download.harness import RecordingSink
 from tests.plugins.https_servers import HttpsServer, Reply
@@ -61,3 +62,22 @@ def test_an_array_beyond_the_head_is_not_the_main_array() -> None:
 def test_sniff_shape_does_not_crash_on_long_digit_runs_in_the_head() -> None:
     head = b'{"note": "' + b"1" * 100 + b'", "rows": [[1]]}'
     assert sniff_shape(head) == ("object", "rows.item")
+
+
+def test_the_main_array_is_found_across_the_pieces_ijson_parses_the_head_in() -> None:
+    # the head is parsed SNIFF_READ_BYTES at a time: what lies across the pieces decides
+    # as it did when the whole head was parsed at once
+    meta = b'"' + b"m" * (3 * shape.SNIFF_READ_BYTES) + b'"'
+    head = b'{"meta": {"fields": ["a"], "note": ' + meta + b'}, "rows": [{"a": 1}'
+    assert len(head) > 3 * shape.SNIFF_READ_BYTES
+    assert sniff_shape(head) == ("object", "rows.item")
+    scalars_then_records = b'{"tags": ["x"], "pad": ' + meta + b', "rows": [[1], [2]]}'
+    assert sniff_shape(scalars_then_records) == ("object", "rows.item")
+
+
+def test_a_head_that_breaks_after_its_first_piece_keeps_what_came_before() -> None:
+    # ijson stops at the error, in the second piece: the array already found stands
+    head = b'{"rows": [' + b'{"a": 1},' * shape.SNIFF_READ_BYTES + b"}}}"
+    assert sniff_shape(head) == ("object", "rows.item")
+    late = b'{"tags": ["x"], "pad": "' + b"p" * shape.SNIFF_READ_BYTES + b'", } "rows": [[1]]}'
+    assert sniff_shape(late) == ("object", "tags.item")

@@ -724,3 +724,35 @@ def test_expired_leases_and_exports_in_flight_without_one_are_claimed_at_once(
 
 def _archived() -> ArchivedFile:
     return ArchivedFile("p", 1, "00" * 32, None)
+
+
+def _steps_to_acknowledge_one_of(archived: int, tmp_path: Path) -> int:
+    """SQLite VM steps to acknowledge one mail while *archived* exports wait for theirs."""
+    store = Store(tmp_path / f"ack-{archived}" / "state.db")
+    try:
+        for uid in range(1, archived + 1):
+            _archive(store, _notified(store, uid))
+        conn = store._conn
+        assert isinstance(conn, sqlite3.Connection)
+        steps = [0]
+
+        def count() -> int:
+            steps[0] += 1
+            return 0
+
+        conn.set_progress_handler(count, 1)
+        store.mark_mail_acknowledged(MailKey("INBOX", 7, archived), "keyword", NOW)
+        conn.set_progress_handler(None, 1)
+        return steps[0]
+    finally:
+        store.close()
+
+
+def test_acknowledging_a_mail_costs_the_same_however_many_exports_wait(tmp_path: Path) -> None:
+    # a backlog acknowledges n mails: a cost that grew with the archived exports made it
+    # O(n^2) (the lookup started from every archived export; bench/README.md, backlog)
+    few, many = (
+        _steps_to_acknowledge_one_of(10, tmp_path),
+        _steps_to_acknowledge_one_of(200, tmp_path),
+    )
+    assert many < few * 1.5, (few, many)

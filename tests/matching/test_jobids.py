@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import string
+
 import pytest
 
 from inbox_poller.matching.jobids import (
@@ -108,3 +111,37 @@ def test_known_job_ids_are_whole_tokens(text: str, found: bool) -> None:
 
 def test_known_job_ids_ignore_ascii_case_and_keep_non_ascii_text_aligned() -> None:
     assert find_known_ids(["İİİ Job ab-12X done"], ["AB-12x"]) == {"ab-12x"}
+
+
+def _whole_tokens(texts: list[str], job_ids: list[str]) -> set[str]:
+    """The rule, written plainly: a job ID at a position where no alphanumeric ASCII
+    character precedes it and, if it ends with one, none follows."""
+    found = set()
+    for job_id in {j.lower() for j in job_ids if j}:
+        if not job_id[0].isascii() or not job_id[0].isalnum():
+            continue  # never found bare: it does not start with an alphanumeric run
+        for text in texts:
+            lower = text.translate(str.maketrans(string.ascii_uppercase, string.ascii_lowercase))
+            for start in range(len(lower)):
+                before = lower[start - 1] if start else ""
+                end = start + len(job_id)
+                after = lower[end] if end < len(lower) else ""
+                if (
+                    lower.startswith(job_id, start)
+                    and not (before.isascii() and before.isalnum())
+                    and not (after.isascii() and after.isalnum() and job_id[-1].isalnum())
+                ):
+                    found.add(job_id)
+    return found
+
+
+def test_known_job_ids_are_found_as_the_plain_rule_finds_them() -> None:
+    # find_known_ids looks up only the runs that start a job ID; it must find what
+    # scanning every position finds, on texts dense with near misses
+    rnd = random.Random(13)
+    alphabet = "ab1-_.X0 9Z/é?=%"
+    for _ in range(3000):
+        texts = ["".join(rnd.choices(alphabet, k=rnd.randint(0, 40))) for _ in range(3)]
+        ids = ["".join(rnd.choices("ab1-_.X09", k=rnd.randint(1, 6))) for _ in range(4)]
+        ids += [t[i : i + rnd.randint(1, 6)] for t in texts if t for i in [rnd.randrange(len(t))]]
+        assert find_known_ids(texts, ids) == _whole_tokens(texts, ids), (texts, ids)

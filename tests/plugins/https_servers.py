@@ -4,8 +4,10 @@
 certificate from ``localca.make_local_ca`` (SAN localhost, 127.0.0.1, ::1). Each path
 gets a script: a list of :class:`Reply` values used in order, the last one repeating.
 A reply can serve bytes or a file, with or without Content-Length, chunked or gzip
-encoded, redirect, fail with a status, cut the body short, or stall mid-body. Every
-request is recorded (path with query, headers, TLS server name).
+encoded, redirect, fail with a status, cut the body short, stall mid-body, or close the
+connection without answering. Every request is recorded (path with query, headers, TLS
+server name), and so is every connection accepted (``accepted``: a kept-alive
+connection serves several requests).
 
 Fixtures: ``https_ca`` (session-wide CA) and ``https_server`` (one server per test).
 """
@@ -52,6 +54,12 @@ class Reply:
     stall_after: int | None = None
     """Send this many body bytes, then go silent for ``stall_s`` (or until shutdown)."""
     stall_s: float = 30.0
+    close_after_cut: bool = True
+    """Say ``Connection: close`` with a body cut short or stalled, as a server that cuts
+    it means to; False: a server that stalls on a connection it would keep."""
+    drop: bool = False
+    """Close the connection without answering (as a server ending an idle keep-alive
+    connection just as a request arrives)."""
 
 
 def redirect(location: str, status: int = 302, **kwargs: Any) -> Reply:
@@ -78,6 +86,9 @@ class _Handler(BaseHTTPRequestHandler):
         reply = owner.take(urlsplit(self.path).path)
         headers = {name.lower(): value for name, value in self.headers.items()}
         owner.record(Seen(self.path, headers, owner.server_name_of(self.connection)))
+        if reply.drop:
+            self.close_connection = True
+            return
         body = gzip.compress(reply.body) if reply.gzip else reply.body
         size = reply.file.stat().st_size if reply.file is not None else len(body)
         self._send_head(reply, size)
@@ -98,7 +109,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(size))
         elif reply.length != "none":
             self.send_header("Content-Length", str(reply.length))
-        if reply.length == "none" or cut:
+        if reply.length == "none" or (cut and reply.close_after_cut):
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
@@ -153,6 +164,7 @@ class _Server(ThreadingHTTPServer):
 
     def get_request(self) -> tuple[socket.socket, Any]:
         raw, address = super().get_request()
+        self.owner.count_connection()
         # the handshake happens in the handler thread, so a client that never finishes
         # it cannot block the accept loop
         return self.context.wrap_socket(
@@ -170,6 +182,8 @@ class HttpsServer:
         self.ca_file = ca.ca_cert
         self.requests: list[Seen] = []
         self.server_names: list[str | None] = []
+        self.accepted = 0
+        """TCP connections accepted so far."""
         self._sni: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
         self._scripts: dict[str, list[Reply]] = {}
         self._lock = threading.Lock()
@@ -212,6 +226,10 @@ class HttpsServer:
     def record(self, seen: Seen) -> None:
         with self._lock:
             self.requests.append(seen)
+
+    def count_connection(self) -> None:
+        with self._lock:
+            self.accepted += 1
 
     def server_name_of(self, sock: Any) -> str | None:
         with self._lock:

@@ -23,6 +23,8 @@ PADDING_BLOCK_BYTES = 1024**2
 GARBAGE = b'\n"trailing garbage"\n'
 """What an ``invalid_json`` fault appends after the JSON document."""
 _RECORD_BATCH = 10_000
+_MAX_RECORD_BYTES = 256
+"""More than one record of ``_RECORD`` takes, with its separator."""
 _EPOCH_2025 = 1_735_689_600
 _RECORD = (
     '{"subscriberid":"%d","emailaddress":"contact%07d@example.com","event":"%s",'
@@ -85,8 +87,14 @@ def write_payload(
 
         emit(head)
         while count < records or (min_bytes is not None and size + len(tail) < min_bytes):
-            # honour *records* exactly first; beyond it, whole batches until min_bytes
-            end = min(count + _RECORD_BATCH, records) if count < records else count + _RECORD_BATCH
+            # honour *records* exactly first; beyond it, only as many records as the bytes
+            # still missing need (each is under _MAX_RECORD_BYTES), so a payload ends
+            # within one record of min_bytes
+            if count < records:
+                end = min(count + _RECORD_BATCH, records)
+            else:
+                missing = (min_bytes or 0) - size - len(tail)
+                end = count + min(max(missing // _MAX_RECORD_BYTES, 1), _RECORD_BATCH)
             emit((",\n" if count else "").encode() + _records_text(count, end, stat).encode())
             count = end
         emit(tail)

@@ -143,6 +143,7 @@ class PinpointeSimulator:
         self.authserv_id = DEFAULT_AUTHSERV_ID
         self.sender = DEFAULT_SENDER
         self.jobs: dict[str, SimJob] = {}
+        self._by_token: dict[str, SimJob] = {}  # each job's link token: a lookup per request
         self.sends: list[dict[str, str]] = []
         """What GetNewslettersSent lists (items as Pinpointe's page shows them; the tests
         set it); only sends whose ``starttime`` falls in the asked interval are listed."""
@@ -388,6 +389,7 @@ class PinpointeSimulator:
         )
         with self._lock:
             self.jobs[job_id] = job
+            self._by_token[job.token] = job
         return job
 
     def _job_status(self, details: dict[str, Any]) -> Answer:
@@ -513,7 +515,7 @@ class PinpointeSimulator:
     def authorise_link(self, token: str, expires: str, sig: str) -> tuple[SimJob | None, int]:
         """Return the job a signed link names, or None and the status refusing it."""
         with self._lock:
-            job = next((job for job in self.jobs.values() if job.token == token), None)
+            job = self._by_token.get(token)
         if job is None or not job.ready.is_set():
             return None, 404
         refusal = self._links.refusal(token, expires, sig)

@@ -46,3 +46,6 @@ def test_payloads_are_deterministic_and_sized_on_request(tmp_path: Path) -> None
     assert big.bytes >= 3 * 1024**2
     assert big.bytes == (tmp_path / "d.json").stat().st_size
     assert len(json.loads((tmp_path / "d.json").read_bytes())["data"]["item"]) == big.records
+    small = write_payload(tmp_path / "e.json", stat="9", records=100, min_bytes=100_000)
+    assert 100_000 <= small.bytes < 100_000 + 256  # within one record: the bench's size
+    assert len(json.loads((tmp_path / "e.json").read_bytes())["data"]["item"]) == small.records
