@@ -116,14 +116,7 @@ def test_a_manifest_object_at_the_wrong_key_or_a_repeated_job_is_reported(
 def _config(tmp_path: Path, bucket: S3Bucket, endpoint: str | None = None) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(
-        MINIMAL
-        + "\n[archive]\n"
-        + f'url = "{bucket.url}/{PREFIX}"\n'
-        + f'endpoint_url = "{endpoint or bucket.endpoint_url}"\n'
-        + f'region = "{bucket.region}"\n'
-        + f'access_key_id_file = "{bucket.access_key_id_file}"\n'
-        + f'secret_access_key_file = "{bucket.secret_access_key_file}"\n'
-        + f'ca_file = "{bucket.ca_file}"\n',
+        MINIMAL + f"\n[archive]\n{bucket.archive_keys(PREFIX, endpoint_url=endpoint)}\n",
         encoding="utf-8",
     )
     return path

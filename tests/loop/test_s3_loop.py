@@ -37,16 +37,7 @@ PREFIX = "arch/prod"
 
 @pytest.fixture
 def s3_env(loop_env: LoopEnv, s3_bucket: S3Bucket) -> tuple[LoopEnv, S3Bucket]:
-    loop_env.archive_section = "\n".join(
-        [
-            f'url = "{s3_bucket.url}/{PREFIX}"',
-            f'endpoint_url = "{s3_bucket.endpoint_url}"',
-            f'region = "{s3_bucket.region}"',
-            f'access_key_id_file = "{s3_bucket.access_key_id_file}"',
-            f'secret_access_key_file = "{s3_bucket.secret_access_key_file}"',
-            f'ca_file = "{s3_bucket.ca_file}"',
-        ]
-    )
+    loop_env.archive_section = s3_bucket.archive_keys(PREFIX)
     loop_env.write_config()
     return loop_env, s3_bucket
 

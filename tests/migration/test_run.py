@@ -35,20 +35,11 @@ PREFIX = "arch"
 
 def _target_config(env: LoopEnv, database: PgDatabase, bucket: S3Bucket) -> Path:
     text = env.config_path.read_text(encoding="utf-8")
-    s3 = "\n".join(
-        [
-            f'url = "{bucket.url}/{PREFIX}"',
-            f'endpoint_url = "{bucket.endpoint_url}"',
-            f'region = "{bucket.region}"',
-            f'access_key_id_file = "{bucket.access_key_id_file}"',
-            f'secret_access_key_file = "{bucket.secret_access_key_file}"',
-            f'ca_file = "{bucket.ca_file}"',
-        ]
-    )
+    s3 = bucket.archive_keys(PREFIX)
     text = text.replace(f"[archive]\n{env.archive_section}\n", f"[archive]\n{s3}\n")
     text = text.replace(
         '[state]\npath = "state/state.db"\n',
-        f'[state]\nurl = "{database.url}"\npassword_file = "{database.password_file}"\n',
+        f"[state]\n{database.state_keys()}\n",
     )
     target = env.root / "target.toml"
     target.write_text(text, encoding="utf-8")

@@ -67,6 +67,10 @@ class PgDatabase:
     def ca_file(self) -> Path:
         return self.server.ca_file
 
+    def state_keys(self) -> str:
+        """The ``[state]`` keys of a ledger in this database (TOML lines)."""
+        return f'url = "{self.url}"\npassword_file = "{self.password_file}"'
+
     def connect(self) -> psycopg.Connection[tuple[object, ...]]:
         """Return a new connection of the test role (autocommit)."""
         return self.server.connect(self.name, autocommit=True)

@@ -74,6 +74,19 @@ class S3Bucket:
     def secret_access_key_file(self) -> Path:
         return self.server.secret_access_key_file
 
+    def archive_keys(self, prefix: str, *, endpoint_url: str | None = None) -> str:
+        """The ``[archive]`` keys of an S3 archive under *prefix* in this bucket (TOML lines)."""
+        return "\n".join(
+            [
+                f'url = "{self.url}/{prefix}"',
+                f'endpoint_url = "{endpoint_url or self.endpoint_url}"',
+                f'region = "{self.region}"',
+                f'access_key_id_file = "{self.access_key_id_file}"',
+                f'secret_access_key_file = "{self.secret_access_key_file}"',
+                f'ca_file = "{self.ca_file}"',
+            ]
+        )
+
     def client(self) -> Any:
         """Return a boto3 S3 client (path-style, verified TLS, three attempts)."""
         return self.server.client(attempts=3)

@@ -52,7 +52,7 @@ def _on_postgres(env: LoopEnv, database: PgDatabase, extra: str = "") -> None:
     text = env.config_path.read_text(encoding="utf-8")
     text = text.replace(
         '[state]\npath = "state/state.db"',
-        f'[state]\nurl = "{database.url}"\npassword_file = "{database.password_file}"',
+        f"[state]\n{database.state_keys()}",
     )
     text = text.replace(
         "timeout_s = 10\n\n[download]", "timeout_s = 5\npoll_interval = 5\n\n[download]"
@@ -62,16 +62,7 @@ def _on_postgres(env: LoopEnv, database: PgDatabase, extra: str = "") -> None:
 
 def _on_postgres_and_s3(env: LoopEnv, database: PgDatabase, bucket: S3Bucket) -> None:
     """Point *env*'s configuration at *database* and at an S3 archive in *bucket*."""
-    env.archive_section = "\n".join(
-        [
-            f'url = "{bucket.url}/{PREFIX}"',
-            f'endpoint_url = "{bucket.endpoint_url}"',
-            f'region = "{bucket.region}"',
-            f'access_key_id_file = "{bucket.access_key_id_file}"',
-            f'secret_access_key_file = "{bucket.secret_access_key_file}"',
-            f'ca_file = "{bucket.ca_file}"',
-        ]
-    )
+    env.archive_section = bucket.archive_keys(PREFIX)
     env.write_config()
     _on_postgres(env, database)
 

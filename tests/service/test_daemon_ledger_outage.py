@@ -29,7 +29,7 @@ def _on_postgres(env: LoopEnv, database: PgDatabase) -> None:
     text = env.config_path.read_text(encoding="utf-8")
     text = text.replace(
         '[state]\npath = "state/state.db"\n',
-        f'[state]\nurl = "{database.url}"\npassword_file = "{database.password_file}"\n',
+        f"[state]\n{database.state_keys()}\n",
     )
     text = text.replace(
         "timeout_s = 10\n\n[download]", "timeout_s = 5\npoll_interval = 5\n\n[download]"

@@ -28,16 +28,7 @@ WORKERS = 3
 
 
 def _s3_daemon_config(env: LoopEnv, bucket: S3Bucket) -> None:
-    env.archive_section = "\n".join(
-        [
-            f'url = "{bucket.url}/{PREFIX}"',
-            f'endpoint_url = "{bucket.endpoint_url}"',
-            f'region = "{bucket.region}"',
-            f'access_key_id_file = "{bucket.access_key_id_file}"',
-            f'secret_access_key_file = "{bucket.secret_access_key_file}"',
-            f'ca_file = "{bucket.ca_file}"',
-        ]
-    )
+    env.archive_section = bucket.archive_keys(PREFIX)
     env.write_config()
     text = env.config_path.read_text(encoding="utf-8").replace(
         "timeout_s = 10\n\n[download]", "timeout_s = 5\npoll_interval = 5\n\n[download]"
