@@ -264,3 +264,16 @@ def test_an_unknown_command_is_refused_with_the_list_of_commands(
     err = capsys.readouterr().err
     assert "invalid choice: 'statsu'" in err
     assert "'status'" in err
+
+
+def test_the_global_options_that_take_a_value_are_the_ones_named_command_skips() -> None:
+    from inbox_poller.cli.program import _VALUED_OPTIONS
+
+    valued = {
+        option
+        for action in build_parser("status")._actions
+        if action.nargs is None and action.option_strings and action.dest != "help"
+        for option in action.option_strings
+        if option.startswith("--") and not isinstance(action, argparse._VersionAction)
+    }
+    assert valued == set(_VALUED_OPTIONS)
