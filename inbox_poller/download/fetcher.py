@@ -152,6 +152,8 @@ def _stream_body(response: BaseHTTPResponse, spool: Spool, max_bytes: int, clock
         if decoded > max_bytes:
             raise PayloadTooLarge(f"the payload exceeds download.max_bytes ({max_bytes})")
         spool.put(size)
+        if as_sent and decoded == declared:
+            break  # all of it: a further read would only take a buffer to learn so
     clock.check()  # a read cut short by a stop request is not the end
     received = decoded if as_sent else response.tell()
     if declared is not None and received != declared:

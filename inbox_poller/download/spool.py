@@ -12,6 +12,11 @@ by ``BUFFERS`` pieces whatever the payload's size, and no piece is copied on its
 (the sink copies it into the page cache, the check into its window). Reusing the
 buffers also spares the allocator: a fresh megabyte per piece, freed on another thread,
 made glibc map and fault in fresh pages (measured: 40,000 minor faults for 512 MiB).
+
+The helpers start with the second piece: a body read in one piece (most notifications'
+payloads are well under a megabyte) is hashed, written and checked by the downloading
+thread in :meth:`Spool.finish`, where two threads started and joined per download cost
+more than the work they would overlap (bench/README.md, "backlog").
 Measured layouts are in bench/README.md.
 """
 
@@ -64,12 +69,8 @@ class Spool:
         self._to_checker: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self._current: int | None = None
-        self._threads = [
-            threading.Thread(target=self._writer, name="download-write", daemon=True),
-            threading.Thread(target=self._checker, name="download-check", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._held: tuple[int, int] | None = None  # the first piece, until a second comes
+        self._threads: list[threading.Thread] = []  # started by the second piece
         self._open = True
 
     # --- the downloading thread ------------------------------------------------------------
@@ -94,13 +95,26 @@ class Spool:
         index = self._current
         assert index is not None, "put() without buffer()"
         self._current = None
-        with self._lock:
-            self._users[index] = 2
-        self._to_writer.put((index, size))
-        self._to_checker.put((index, size))
+        if not self._threads:
+            if self._held is None:
+                self._held = (index, size)
+                return
+            self._start_helpers()
+            self._hand_on(*self._held)
+            self._held = None
+        self._hand_on(index, size)
 
     def finish(self) -> str:
-        """Wait until every piece is written and checked; return the SHA-256 hex digest."""
+        """Wait until every piece is written and checked; return the SHA-256 hex digest.
+
+        A body of one piece is written and checked here, by the calling thread.
+        """
+        if self._open and self._held is not None:
+            index, size = self._held
+            self._held = None
+            with self._views[index][:size] as piece:
+                self._store(piece)
+                self._feed(piece)
         self.close()
         self._raise_error()
         return self._sha.hexdigest()
@@ -109,10 +123,26 @@ class Spool:
         """Stop both helpers after the pieces already put; idempotent."""
         if self._open:
             self._open = False
-            self._to_writer.put(None)
-            self._to_checker.put(None)
-            for thread in self._threads:
-                thread.join()
+            self._held = None
+            if self._threads:
+                self._to_writer.put(None)
+                self._to_checker.put(None)
+                for thread in self._threads:
+                    thread.join()
+
+    def _start_helpers(self) -> None:
+        self._threads = [
+            threading.Thread(target=self._writer, name="download-write", daemon=True),
+            threading.Thread(target=self._checker, name="download-check", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _hand_on(self, index: int, size: int) -> None:
+        with self._lock:
+            self._users[index] = 2
+        self._to_writer.put((index, size))
+        self._to_checker.put((index, size))
 
     # --- the helpers ----------------------------------------------------------------------
 
@@ -120,23 +150,29 @@ class Spool:
         while (item := self._to_writer.get()) is not None:
             index, size = item
             if self._error is None:  # after a failure, keep draining so buffer() never waits
-                try:
-                    with self._views[index][:size] as piece:
-                        self._sha.update(piece)
-                        self._write(piece)
-                except BaseException as exc:  # re-raised in the downloading thread
-                    self._error = exc
+                with self._views[index][:size] as piece:
+                    self._store(piece)
             self._release(index)
 
     def _checker(self) -> None:
         while (item := self._to_checker.get()) is not None:
             index, size = item
-            try:
-                with self._views[index][:size] as piece:
-                    self._check.feed(piece)
-            except BaseException as exc:  # the check never raises; a bug is not hidden
-                self._error = self._error or exc
+            with self._views[index][:size] as piece:
+                self._feed(piece)
             self._release(index)
+
+    def _store(self, piece: memoryview) -> None:
+        try:
+            self._sha.update(piece)
+            self._write(piece)
+        except BaseException as exc:  # re-raised in the downloading thread
+            self._error = exc
+
+    def _feed(self, piece: memoryview) -> None:
+        try:
+            self._check.feed(piece)
+        except BaseException as exc:  # the check never raises; a bug is not hidden
+            self._error = self._error or exc
 
     def _release(self, index: int) -> None:
         with self._lock:
