@@ -7,13 +7,18 @@ tests/test_mainarray.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import io
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import ijson
 import pytest
 
 from inbox_poller import mainarray
 from inbox_poller.download import shape
+from inbox_poller.download.ijsonbackend import BACKEND, DigitRuns
+from inbox_poller.download.outline import cleared_prefix
 from inbox_poller.download.shape import sniff_shape
 from tests.download.harness import RecordingSink
 from tests.plugins.https_servers import HttpsServer, Reply
@@ -81,3 +86,46 @@ def test_a_head_that_breaks_after_its_first_piece_keeps_what_came_before() -> No
     assert sniff_shape(head) == ("object", "rows.item")
     late = b'{"tags": ["x"], "pad": "' + b"p" * shape.SNIFF_READ_BYTES + b'", } "rows": [[1]]}'
     assert sniff_shape(late) == ("object", "tags.item")
+
+
+def _whole_head_shape(head: bytes) -> tuple[str, str | None]:
+    """The rule over the whole head cleared and shortened at once: what sniff_shape
+    answered before it read the head piece by piece, only as far as the rule asks."""
+    cleared = DigitRuns().shorten(cleared_prefix(head))
+
+    def events() -> Iterator[tuple[str, str]]:
+        with contextlib.suppress(ijson.JSONError, ValueError, ArithmeticError):
+            for prefix, event, _ in BACKEND.parse(io.BytesIO(cleared)):
+                yield prefix, event
+
+    return mainarray.main_array(events())
+
+
+def _heads() -> Iterator[bytes]:
+    """Valid payloads and their cuts at and around the piece boundaries, and heads that
+    break the outline (deep nesting, lone surrogates, long digit runs) early and late."""
+    record = b'{"id": 12, "email": "a\\"b@example.com", "tags": ["x", "]"], "n": 1.5e3}'
+    pad = b'"' + b"p" * 700 + b'"'
+    bodies = [body for body, _, _ in SHAPES] + [
+        b'{"data": {"item": [' + b",".join([record] * 200) + b"]}}",
+        b'{"meta": ' + pad + b', "rows": [' + b",".join([record] * 50) + b"]}",
+        b'{"n": ' + b"7" * 600 + b', "tags": ["a"], "rows": [[1], [2]]}',
+        b'{"x": 1e-9999999999999999999, "rows": [[1]]}',  # ijson needs it shortened
+        b'{"s": "\\ud800", "rows": [[1]]}',
+        b'{"s": "' + b"q" * 495 + b'\\ud83d\\ude00", "rows": [{"a": 1}]}',
+        b'{"deep": ' + b"[" * 600 + b"]" * 600 + b', "rows": [{"a": 1}]}',
+        b'{"x": ' + b"[" * 300 + b'{"rows": [[1]]}' + b"]" * 300 + b"}",
+        b'{"tags": ["x"], "pad": ' + pad + b', } "rows": [[1]]}',
+        b' \n {"a" : [ ] , "b" : [ {"c": [1]} ] }',
+    ]
+    for body in bodies:
+        yield body
+        for cut in (1, 7, 500, 501, 511, 512, 513, 523, 4096 + 501, len(body) - 1):
+            yield body[:cut]
+
+
+def test_reading_the_head_piece_by_piece_finds_what_reading_it_whole_finds() -> None:
+    heads = list(_heads())
+    assert len(heads) > 200
+    for head in heads:
+        assert sniff_shape(head) == _whole_head_shape(head), head[:80]
