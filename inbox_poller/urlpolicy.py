@@ -27,6 +27,7 @@ differ, and show user info as present (``https://<userinfo>@host/path``), never 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -185,8 +186,14 @@ def _client_host(host: str) -> str:
         return host
 
 
+@functools.lru_cache(maxsize=64)
 def view_url(url: str) -> UrlView | None:
-    """Split *url* as a client would (module docstring); None unless http(s), ws(s) or ftp."""
+    """Split *url* as a client would (module docstring); None unless http(s), ws(s) or ftp.
+
+    Cached: an export's link is checked and shown about nine times on its way (matching,
+    the ledger, the download, the logs); the answer depends on the text alone and is
+    frozen.
+    """
     text = url.strip(_EDGE_SPACE).translate(_TAB_OR_NEWLINE)
     scheme_match = _SCHEME.match(text)
     if scheme_match is None:
