@@ -127,8 +127,24 @@ def test_a_symlinked_directory_cannot_lead_outside(tmp_path: Path) -> None:
     root = tmp_path / "archive"
     root.mkdir()
     (root / "GetNewsletterContactDataSummaryAsync").symlink_to(outside, target_is_directory=True)
-    with pytest.raises(ArchiveError):
+    with pytest.raises(ArchiveError, match="would leave the archive directory"):
         Archive(root).begin(_export("123"))
+    assert list(outside.iterdir()) == []
+
+
+def test_a_symlink_planted_after_the_first_export_cannot_lead_outside(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "archive"
+    archive = Archive(root)
+    archive.begin(_export("123")).discard()  # the root is resolved once, here
+    method_dir = root / "GetNewsletterContactDataSummaryAsync"
+    for path in sorted(method_dir.rglob("*"), reverse=True):
+        path.rmdir()
+    method_dir.rmdir()
+    method_dir.symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ArchiveError, match="would leave the archive directory"):
+        archive.begin(_export("456"))
     assert list(outside.iterdir()) == []
 
 

@@ -300,6 +300,7 @@ class Archive:
         self.root = root
         self.access = PRIVATE if group is None else Access(group)
         self._manifest_lock = threading.Lock()  # the download pool's threads append
+        self._root_real: Path | None = None
 
     def ensure_writable(self) -> None:
         """Create the archive directory and prove a file can be written in it.
@@ -327,9 +328,17 @@ class Archive:
 
     def _final(self, relative: str) -> Path:
         final = (self.root / relative).resolve()
-        if not final.is_relative_to(self.root.resolve()):
+        if not final.is_relative_to(self._resolved_root()):
             raise ArchiveError(f"{relative!r} would leave the archive directory")
         return final
+
+    def _resolved_root(self) -> Path:
+        """The root with its symlinks resolved, once: resolving walks every component
+        with ``lstat``, twice per final path. Were the root moved away later, its paths
+        would resolve elsewhere and be refused, never let out."""
+        if self._root_real is None:
+            self._root_real = self.root.resolve()
+        return self._root_real
 
     def begin(self, export: Export) -> PartFile:
         """Create the private temporary file the download is streamed into.
