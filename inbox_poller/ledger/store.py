@@ -388,23 +388,28 @@ class Store(HookRecords):
         now: datetime,
         *,
         owner: str | None = None,
-    ) -> Export:
-        """The complete, valid payload is fsynced at *part_path*; record what it will become."""
-        return self._change(
-            export_id,
-            ExportState.VERIFIED,
-            now,
-            None,
-            owner=owner,
-            part_path=part_path,
-            archive_path=archived.path,
-            bytes=archived.bytes,
-            sha256=archived.sha256,
-            records=archived.records,
-            top_level=archived.top_level,
-            source=archived.source,
-            payload_format=archived.format,
-        )
+    ) -> None:
+        """The complete, valid payload is fsynced at *part_path*; record what it will become.
+
+        Returns nothing: the caller goes on with what it has, so the row is not read back.
+        """
+        with self._transaction() as conn:
+            self._transition(
+                conn,
+                export_id,
+                ExportState.VERIFIED,
+                now,
+                None,
+                owner=owner,
+                part_path=part_path,
+                archive_path=archived.path,
+                bytes=archived.bytes,
+                sha256=archived.sha256,
+                records=archived.records,
+                top_level=archived.top_level,
+                source=archived.source,
+                payload_format=archived.format,
+            )
 
     def record_manifest_offset(
         self, export_id: int, offset: int, *, owner: str | None = None
