@@ -2,8 +2,15 @@
 
 ``ImapMailbox.fetch_new`` delegates here. New mail is found with ``UID SEARCH UID n:*``
 (its trap handled: the highest UID always answers, even below n), sizes and flags are
-read per chunk of explicit UIDs, and each body is retrieved with ``BODY.PEEK[]`` (so
-``\\Seen`` stays unset) only when it is within the size cap, one message at a time.
+read per chunk of explicit UIDs, and bodies are retrieved with ``BODY.PEEK[]`` (so
+``\\Seen`` stays unset) only when they are within the size cap, a *group* of messages
+per FETCH when the caller asks for the first of them: one round trip per mail made a
+backlog cost its count in round trips, which a mailbox across the internet (tens of
+milliseconds each) turns into minutes. A group holds at most ``BODY_GROUP_MAILS``
+messages and is read with one partial cap, its largest declared size plus one byte,
+chosen so that the group's answer stays within ``BODY_GROUP_BYTES``; a body that fills
+that cap (its server understated its size) is fetched again alone, with the mail's own
+cap, as a message too large for any group is.
 """
 
 from __future__ import annotations
@@ -25,6 +32,11 @@ FETCH_CHUNK_UIDS = 5000
 """Explicit UIDs per FETCH: imapclient 4.x cannot take ``1:*``, and Dovecot refuses
 command lines over 64 KiB (about 10,000 UIDs)."""
 
+
+BODY_GROUP_MAILS = 50
+"""Bodies fetched with one FETCH at most."""
+BODY_GROUP_BYTES = 4 * 1024 * 1024
+"""The most one group's answer may hold: its count times its partial cap."""
 
 _QUOTED_OR_SPACES_RE = re.compile(rb'"|\s+')
 
@@ -81,9 +93,9 @@ def fetch_new(
 
     With *since*, only those the server dates on or after that day (``SEARCH SINCE``:
     the internal date's day, its time and zone disregarded): older mail is skipped by the
-    server, never fetched (docs/reliability.md §2.9). A body is retrieved only when the
-    caller asks for the next message, and only when it is within *max_message_bytes*; a
-    message expunged meanwhile is skipped.
+    server, never fetched (docs/reliability.md §2.9). Bodies are retrieved in groups
+    (module docstring), a group when the caller asks for its first message, and only
+    those within *max_message_bytes*; a message expunged meanwhile is skipped.
     :raises MailboxError: (through *guard*)
     """
     first = max(after_uid + 1, 1)
@@ -102,38 +114,81 @@ def fetch_new(
     for chunk in chunked(uids, chunk_size):
         with guard(f"fetch sizes of UIDs {chunk[0]}-{chunk[-1]}"):
             meta = client.fetch(chunk, ["RFC822.SIZE", "FLAGS"])
-        for uid in chunk:
-            mail = _fetch_one(client, status, uid, meta.get(uid), max_message_bytes, guard)
-            if mail is not None:
-                yield mail
+        yield from _chunk_mails(client, status, chunk, meta, max_message_bytes, guard)
 
 
-def _fetch_one(
+def _chunk_mails(
     client: IMAPClient,
     status: MailboxStatus,
-    uid: int,
-    meta: Mapping[bytes, Any] | None,
+    chunk: Sequence[int],
+    meta: Mapping[int, Any],
     limit: int,
     guard: Guard,
-) -> FetchedMail | None:
-    """Return one message, with its body only when it is within the size cap *limit*."""
-    if meta is None:  # expunged by someone else since the SEARCH
-        return None
-    size = int(fetch_item(meta, b"RFC822.SIZE") or 0)
-    flags = tuple(atom_text(flag) for flag in fetch_item(meta, b"FLAGS") or ())
-    key = MailKey(status.folder, status.uidvalidity, uid)
-    raw = None
-    if size <= limit:
-        # a partial fetch caps what we read even if the server understated the size
-        with guard(f"fetch UID {uid}"):
-            body = client.fetch([uid], [f"BODY.PEEK[]<0.{limit + 1}>"]).get(uid)
-        raw = None if body is None else fetch_item(body, b"BODY[]<0>", b"BODY[]")
+) -> Iterator[FetchedMail]:
+    """Yield the messages of *chunk* (sizes and flags in *meta*), a body only when it is
+    within the size cap *limit*, its group fetched when the caller asks for its first."""
+    sizes = {uid: int(fetch_item(meta[uid], b"RFC822.SIZE") or 0) for uid in chunk if uid in meta}
+    requested: set[int] = set()  # the UIDs of the group last fetched
+    bodies: dict[int, Any] = {}  # its bodies not yet handed on
+    cap = limit + 1
+    for index, uid in enumerate(chunk):
+        if uid not in sizes:  # expunged by someone else since the SEARCH
+            continue
+        size = sizes[uid]
+        key = MailKey(status.folder, status.uidvalidity, uid)
+        flags = tuple(atom_text(flag) for flag in fetch_item(meta[uid], b"FLAGS") or ())
+        if size > limit:  # logged once, as refused, by the reader
+            yield FetchedMail(key=key, size=size, raw=None, flags=flags)
+            continue
+        if uid not in requested:
+            group = _body_group(chunk[index:], sizes, limit)
+            cap = _group_cap(group, sizes, limit)
+            bodies = _fetch_bodies(client, group, cap, guard)
+            requested = set(group)
+        raw = bodies.pop(uid, None)
+        if isinstance(raw, bytes) and len(raw) >= cap and cap <= limit:
+            # the group's cap cut it (its size was understated): alone, with its own
+            raw = _fetch_bodies(client, [uid], limit + 1, guard).get(uid)
         if not isinstance(raw, bytes):
             # expunged by another session since the SEARCH: Dovecot answers NIL
             # with [EXPUNGEISSUED], other servers leave the UID out
             logger.info("uid %s: expunged by someone else before it was read", key)
-            return None
+            continue
         if len(raw) > limit:
             size, raw = max(size, len(raw)), None
-    # an over-size mail (raw None) is logged once, as refused, by the reader
-    return FetchedMail(key=key, size=size, raw=raw, flags=flags)
+        yield FetchedMail(key=key, size=size, raw=raw, flags=flags)
+
+
+def _body_group(uids: Sequence[int], sizes: Mapping[int, int], limit: int) -> list[int]:
+    """The messages whose bodies one FETCH reads, from ``uids[0]`` on: those within the
+    size cap *limit*, while ``BODY_GROUP_MAILS`` and ``BODY_GROUP_BYTES`` allow."""
+    group = [uids[0]]
+    largest = sizes[uids[0]]
+    for uid in uids[1:]:
+        if len(group) == BODY_GROUP_MAILS:
+            break
+        if uid not in sizes or sizes[uid] > limit:
+            continue
+        if (len(group) + 1) * (max(largest, sizes[uid]) + 1) > BODY_GROUP_BYTES:
+            break
+        group.append(uid)
+        largest = max(largest, sizes[uid])
+    return group
+
+
+def _group_cap(group: Sequence[int], sizes: Mapping[int, int], limit: int) -> int:
+    """The partial cap of a group's FETCH: its largest declared size plus one byte (a
+    body that fills it may be longer), or the mail's own cap plus one for one message."""
+    if len(group) == 1:
+        return limit + 1
+    return max(sizes[uid] for uid in group) + 1
+
+
+def _fetch_bodies(client: IMAPClient, uids: list[int], cap: int, guard: Guard) -> dict[int, Any]:
+    """The first *cap* bytes of each message's body, by UID: a partial fetch caps what
+    is read even when the server understated a size. A UID expunged meanwhile is absent
+    or NIL."""
+    where = f"UID {uids[0]}" if len(uids) == 1 else f"UIDs {uids[0]}-{uids[-1]}"
+    with guard(f"fetch {where}"):
+        answer = client.fetch(uids, [f"BODY.PEEK[]<0.{cap}>"])
+    return {uid: fetch_item(item, b"BODY[]<0>", b"BODY[]") for uid, item in answer.items()}
