@@ -41,6 +41,7 @@ for _path in (BENCH_DIR.parent, BENCH_DIR):
         sys.path.insert(0, str(_path))
 
 from bench_latency import STAT, BenchError, make_env, markdown_table, start_dovecot
+from delaylink import DelayedLink
 
 from inbox_poller.errors import InboxPollerError
 from inbox_poller.ledger.store import Store
@@ -147,14 +148,17 @@ class Result:
         return self.count / self.seconds
 
 
-def run_once(config_path: Path, cwd: Path, profile: Path | None = None) -> float:
+def run_once(
+    config_path: Path, cwd: Path, profile: Path | None = None, code: Path = REPO_ROOT
+) -> float:
     """Run ``inbox-poller -c CONFIG run --once`` as a child; return its wall time.
 
     With *profile*, the child runs under cProfile in every thread (``profile_threads.py``)
-    and writes their merged statistics there.
+    and writes their merged statistics there. The child imports ``inbox_poller`` from
+    *code* (``--root``: another tree, for a before/after run).
     """
     environ = {k: v for k, v in os.environ.items() if not k.startswith("INBOX_POLLER")}
-    environ["PYTHONPATH"] = str(REPO_ROOT)
+    environ["PYTHONPATH"] = str(code)
     profiler = [str(BENCH_DIR / "profile_threads.py"), str(profile)] if profile else []
     started = time.perf_counter()
     done = subprocess.run(
@@ -194,14 +198,28 @@ def measure_count(
     payload_bytes: int,
     profile: Path | None,
     workers: int | None = None,
+    imap_rtt_ms: float = 0.0,
+    code: Path = REPO_ROOT,
 ) -> Result:
     folder = f"backlog-{count}"
-    with PinpointeSimulator(root / f"sim-{count}", payload_bytes=payload_bytes) as sim:
+    with ExitStack() as stack:
+        sim = stack.enter_context(
+            PinpointeSimulator(root / f"sim-{count}", payload_bytes=payload_bytes)
+        )
         sim.send_notifications = False
         env = make_env(root / folder, dovecot, sim, folder)
         if workers is not None:
             with env.config_path.open("a", encoding="utf-8") as config_file:
                 config_file.write(f"\n[daemon]\ndownload_workers = {workers}\n")
+        if imap_rtt_ms:
+            link = stack.enter_context(DelayedLink(dovecot.imaps_port, imap_rtt_ms / 2000))
+            text = env.config_path.read_text(encoding="utf-8")
+            port_line = f"\nport = {dovecot.imaps_port}\n"
+            if text.count(port_line) != 1:
+                raise BenchError("cannot find the [imap] port in the config")
+            env.config_path.write_text(
+                text.replace(port_line, f"\nport = {link.port}\n"), encoding="utf-8"
+            )
         config = env.config()
         print(f"backlog of {count}:", file=sys.stderr)
         jobs = seed_exports(env.root, config, count, sim)
@@ -210,7 +228,7 @@ def measure_count(
         search = search_ms(dovecot, folder)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         own = resource.getrusage(resource.RUSAGE_SELF)
-        elapsed = run_once(env.config_path, env.root, profile)
+        elapsed = run_once(env.config_path, env.root, profile, code)
         children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         own_after = resource.getrusage(resource.RUSAGE_SELF)
         child_cpu = (children_after.ru_utime - children.ru_utime) + (
@@ -303,6 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers", type=int, help="[daemon] download_workers (default: the config's, 2)"
     )
+    parser.add_argument(
+        "--imap-rtt-ms",
+        type=float,
+        default=0.0,
+        help="put this round trip between run --once and Dovecot (delaylink.DelayedLink)",
+    )
+    parser.add_argument(
+        "--root", type=Path, help="run run --once with inbox_poller imported from this tree"
+    )
     return parser
 
 
@@ -315,7 +342,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             stack.callback(dovecot.cleanup)
             fsyncs = fsync_rate(root / "probe")
             results = [
-                measure_count(root, dovecot, n, args.payload_bytes, args.profile, args.workers)
+                measure_count(
+                    root,
+                    dovecot,
+                    n,
+                    args.payload_bytes,
+                    args.profile,
+                    args.workers,
+                    args.imap_rtt_ms,
+                    args.root.resolve() if args.root else REPO_ROOT,
+                )
                 for n in args.counts
             ]
     except (BenchError, InboxPollerError) as exc:
