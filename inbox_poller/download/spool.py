@@ -46,7 +46,8 @@ _Item = tuple[int, int] | None
 
 
 class Spool:
-    """Hash and write every piece put, and feed it to *check*, in order, on two threads.
+    """Hash and write every piece put, and feed it to *check*, in order (on two threads
+    once there is a second piece).
 
     :param write: the sink's ``write``; it gets a memoryview valid only during the call.
         A failure stops writing and is raised by the next ``buffer``/``put`` or by
