@@ -289,9 +289,3 @@ def check_outline(data: bytes, *, depth: int = 0, end_of_text: bool = True) -> O
     if outline.error is not None:
         raise outline.error
     return outline
-
-
-def cleared_prefix(data: bytes) -> bytes:
-    """The longest prefix of *data*, a text that may go on, that keeps the outline's rules."""
-    outline = Outline()
-    return outline.feed(data) + outline.finish(end_of_text=False)

@@ -18,7 +18,7 @@ import pytest
 from inbox_poller import mainarray
 from inbox_poller.download import shape
 from inbox_poller.download.ijsonbackend import BACKEND, DigitRuns
-from inbox_poller.download.outline import cleared_prefix
+from inbox_poller.download.outline import Outline
 from inbox_poller.download.shape import sniff_shape
 from tests.download.harness import RecordingSink
 from tests.plugins.https_servers import HttpsServer, Reply
@@ -91,7 +91,8 @@ def test_a_head_that_breaks_after_its_first_piece_keeps_what_came_before() -> No
 def _whole_head_shape(head: bytes) -> tuple[str, str | None]:
     """The rule over the whole head cleared and shortened at once: what sniff_shape
     answered before it read the head piece by piece, only as far as the rule asks."""
-    cleared = DigitRuns().shorten(cleared_prefix(head))
+    outline = Outline()
+    cleared = DigitRuns().shorten(outline.feed(head) + outline.finish(end_of_text=False))
 
     def events() -> Iterator[tuple[str, str]]:
         with contextlib.suppress(ijson.JSONError, ValueError, ArithmeticError):
