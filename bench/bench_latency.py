@@ -44,7 +44,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -170,24 +169,16 @@ def loop_bed(
 
 
 class _NotifyDrain:
-    """Read the daemon's sd_notify datagrams in a thread, so its sends never wait."""
+    """The daemon's sd_notify socket; ``NotifySocket`` reads it as it comes, so the
+    daemon's sends never wait."""
 
     def __init__(self, path: Path) -> None:
         self.socket = NotifySocket(path)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="notify-drain", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.socket.drain()
 
     def seen(self, text: str) -> bool:
         return any(text in message for message in list(self.socket.messages))
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
         self.socket.close()
 
 

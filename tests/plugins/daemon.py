@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +22,13 @@ from tests.plugins.loop import REPO_ROOT, LoopEnv
 
 
 class NotifySocket:
-    """A datagram socket standing in for systemd's notify socket."""
+    """A datagram socket standing in for systemd's notify socket.
+
+    Like systemd, it reads every datagram as it comes (a thread of its own): a socket left
+    unread fills up after ``net.unix.max_dgram_qlen`` datagrams (10 on a machine without
+    systemd's sysctl defaults), and the daemon's next send then waits and times out.
+    ``arrivals`` holds each datagram with the monotonic time it was read.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -30,22 +37,32 @@ class NotifySocket:
         self.sock.settimeout(0.2)
         self.messages: list[str] = []
         self.arrivals: list[tuple[float, str]] = []
-        """Each datagram with the monotonic time it was read (while a caller drains)."""
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="notify-socket", daemon=True)
+        self._reader.start()
 
-    def drain(self) -> list[str]:
-        while True:
+    def _read(self) -> None:
+        while not self._closing.is_set():
             try:
                 message = self.sock.recv(4096).decode()
             except TimeoutError:
-                return self.messages
-            self.messages.append(message)
+                continue
+            except OSError:  # closed
+                return
             self.arrivals.append((time.monotonic(), message))
+            self.messages.append(message)
+
+    def drain(self) -> list[str]:
+        """The messages read so far, once none has come for 0.2 s (a burst is over)."""
+        seen = -1
+        while seen != len(self.messages):
+            seen = len(self.messages)
+            time.sleep(0.2)
+        return self.messages
 
     def listen(self, seconds: float) -> None:
-        """Read every datagram for *seconds*, so that ``arrivals`` holds true times."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.drain()
+        """Let *seconds* pass while the datagrams are read (``arrivals``)."""
+        time.sleep(seconds)
 
     def pings_since(self, start: float) -> list[float]:
         """The arrival times of ``WATCHDOG=1`` at or after *start*."""
@@ -55,14 +72,17 @@ class NotifySocket:
         deadline = time.monotonic() + timeout_s
         seen = 0
         while time.monotonic() < deadline:
-            self.drain()
-            for message in self.messages[seen:]:
+            messages = list(self.messages)
+            for message in messages[seen:]:
                 if predicate(message):
                     return message
-            seen = len(self.messages)
+            seen = len(messages)
+            time.sleep(0.02)
         raise AssertionError(f"no matching notification in {self.messages!r}")
 
     def close(self) -> None:
+        self._closing.set()
+        self._reader.join(timeout=5)
         self.sock.close()
 
 
