@@ -102,6 +102,11 @@ class _Clock:
             raise DownloadTransient(f"the download deadline ({self.deadline_s:g} s) passed")
 
 
+def _encoding(response: BaseHTTPResponse) -> str:
+    """The response's ``Content-Encoding``, trimmed and lower-cased ("" when absent)."""
+    return str(response.headers.get("Content-Encoding", "")).strip().lower()
+
+
 def _reader(response: BaseHTTPResponse) -> tuple[Callable[[memoryview], int], bool]:
     """``readinto`` for the decoded body, into the caller's buffer; and whether it reads
     the body as sent (then the bytes read are the bytes received).
@@ -110,7 +115,7 @@ def _reader(response: BaseHTTPResponse) -> tuple[Callable[[memoryview], int], bo
     would allocate a fresh ``bytes`` per read and copy it once more; a compressed one
     goes through urllib3's decoder and is copied into the buffer.
     """
-    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    encoding = _encoding(response)
     raw = getattr(response, "_fp", None)
     if encoding in ("", "identity") and isinstance(raw, http.client.HTTPResponse):
         return raw.readinto, True
@@ -128,7 +133,7 @@ def _piece_bytes(response: BaseHTTPResponse) -> int:
     """The size of the spool's buffers: ``CHUNK_BYTES``, or less for a body sent as it is
     whose declared length is less (a fresh buffer is zeroed for each download: 1 MiB for
     a 100 KB payload cost more than reading it)."""
-    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    encoding = _encoding(response)
     declared = response.length_remaining
     if declared is None or encoding not in ("", "identity"):
         return CHUNK_BYTES
@@ -420,7 +425,7 @@ class SafeDownloader:
         return response
 
     def _header_problem(self, response: BaseHTTPResponse) -> Exception | None:
-        encoding = response.headers.get("Content-Encoding", "").strip().lower()
+        encoding = _encoding(response)
         if encoding not in _ENCODINGS:
             return PayloadInvalid(f"unsupported Content-Encoding {encoding!r}")
         declared = response.length_remaining
