@@ -11,7 +11,9 @@ payload archived once, one manifest line each, every mail moved out of the folde
 
 The anchors, measured in the same run: the disk's fsync rate (a 100-byte write and
 ``fsync`` of a small file in the archive's directory, repeated) and one IMAP ``UID
-SEARCH`` on the full folder.
+SEARCH`` on the full folder. Beside them, the CPU every process of the machine used during
+the run (``/proc/stat``: the run and its mail reader, the simulator, Dovecot) and how busy
+that kept the machine's CPUs: what is left idle is what one process's design leaves unused.
 
 Run from the repository root: ``python3 bench/bench_backlog.py`` (see bench/README.md).
 """
@@ -142,6 +144,9 @@ class Result:
     """CPU (user + system) of the ``run --once`` process."""
     server_cpu_s: float = 0.0
     """CPU of this process meanwhile: the simulator serving the payloads."""
+    machine: tuple[float, float] = (0.0, 0.0)
+    """CPU seconds every process of the machine used meanwhile (the run, its mail reader,
+    the simulator, Dovecot), and the share of the machine's CPUs that is (busy %)."""
 
     @property
     def rate(self) -> float:
@@ -228,7 +233,9 @@ def measure_count(
         search = search_ms(dovecot, folder)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         own = resource.getrusage(resource.RUSAGE_SELF)
+        ticks = machine_ticks()
         elapsed = run_once(env.config_path, env.root, profile, code)
+        machine = machine_busy(ticks, machine_ticks())
         children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         own_after = resource.getrusage(resource.RUSAGE_SELF)
         child_cpu = (children_after.ru_utime - children.ru_utime) + (
@@ -256,6 +263,7 @@ def measure_count(
             halves(env.root / "run-once.err", elapsed),
             child_cpu,
             server_cpu,
+            machine,
         )
         if result.archived != count or lines != count or result.left_in_folder:
             raise BenchError(f"the run did not archive exactly once: {result}")
@@ -264,6 +272,21 @@ def measure_count(
         dovecot.delete_folder(folder)
         dovecot.delete_folder(env.processed)
         return result
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, all) clock ticks of every CPU so far, from ``/proc/stat``."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(field) for field in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    everything = sum(fields[:8])  # guest time is already counted in user
+    return everything - idle, everything
+
+
+def machine_busy(before: tuple[int, int], after: tuple[int, int]) -> tuple[float, float]:
+    """CPU seconds every process used between two ``machine_ticks``, and the busy share."""
+    busy, everything = after[0] - before[0], after[1] - before[1]
+    return busy / os.sysconf("SC_CLK_TCK"), 100 * busy / max(everything, 1)
 
 
 def report(results: Sequence[Result], fsyncs: float) -> str:
@@ -276,6 +299,8 @@ def report(results: Sequence[Result], fsyncs: float) -> str:
             f"{r.halves_s[0]:.1f} / {r.halves_s[1]:.1f}",
             f"{r.child_cpu_s / r.count * 1000:.1f}",
             f"{r.server_cpu_s / r.count * 1000:.1f}",
+            f"{r.machine[0] / r.count * 1000:.1f}",
+            f"{r.machine[1]:.0f} %",
             f"{r.search_ms:.1f}",
         ]
         for r in results
@@ -288,6 +313,8 @@ def report(results: Sequence[Result], fsyncs: float) -> str:
         "first / second half s",
         "CPU ms per export (run --once)",
         "CPU ms per export (simulator)",
+        "CPU ms per export (every process)",
+        "machine busy",
         "one UID SEARCH ALL ms",
     ]
     lines = [markdown_table(headers, rows), "", f"anchor: {fsyncs:.0f} fsyncs/s of a small file"]
