@@ -278,9 +278,9 @@ def machine_ticks() -> tuple[int, int]:
     """(busy, all) clock ticks of every CPU so far, from ``/proc/stat``."""
     with open("/proc/stat", encoding="ascii") as stat:
         fields = [int(field) for field in stat.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    everything = sum(fields[:8])  # guest time is already counted in user
-    return everything - idle, everything
+    user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]  # guest is in user
+    busy = user + nice + system + irq + softirq
+    return busy, busy + idle + iowait + steal
 
 
 def machine_busy(before: tuple[int, int], after: tuple[int, int]) -> tuple[float, float]:
