@@ -97,11 +97,11 @@ class FirstCall:
         self.at: float | None = None
         original = sim.receive_api_call
 
-        def receive(raw: bytes, content_type: str) -> Any:
+        def receive(raw: bytes, content_type: str, peer: str = "") -> Any:
             with self._lock:
                 if self.at is None:
                     self.at = time.monotonic()
-            return original(raw, content_type)
+            return original(raw, content_type, peer)
 
         sim.receive_api_call = receive  # type: ignore[method-assign]
 

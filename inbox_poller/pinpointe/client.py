@@ -199,6 +199,13 @@ class PinpointeApi:
                 content = self._read_body(response)
             finally:
                 response.release_conn()
+                # "Connection: close" asks the server to close after its answer, but it need
+                # not say so (RFC 9112 §9.6: SHOULD), and urllib3 hands a connection whose
+                # answer was read back to the pool open: the next call would go out on it
+                # while the server closes it, and end "may have been processed". The pool
+                # is emptied instead (a connection another thread has out is closed when
+                # it comes back).
+                self._pool.clear()
             status, content_type = response.status, response.headers.get("Content-Type")
             retry_after = response.headers.get("Retry-After")
         except HTTPError as exc:

@@ -176,6 +176,21 @@ def test_newsletters_sent_reads_every_page(pinpointe_sim: PinpointeSimulator) ->
     assert pinpointe_sim.sent_calls == 1 + 3
 
 
+def test_every_call_goes_on_a_fresh_connection(
+    pinpointe_sim: PinpointeSimulator, pinpointe_sim_api: PinpointeApi
+) -> None:
+    # the simulator closes each connection after its answer, as the client asks, without
+    # saying so in the answer (RFC 9112 allows it): a connection kept open in the pool
+    # would be taken for the next call while it closes, and that submit would end "may
+    # have been processed"
+    calls = 60
+    for _ in range(calls):
+        pinpointe_sim_api.submit(ExportRequest(stat="42"))
+    peers = [call.peer for call in pinpointe_sim.api_calls]
+    assert len(peers) == calls
+    assert len(set(peers)) == calls
+
+
 def test_a_connection_closed_after_the_request_is_unknown_and_not_retried(
     pinpointe_sim: PinpointeSimulator, pinpointe_sim_api: PinpointeApi
 ) -> None:

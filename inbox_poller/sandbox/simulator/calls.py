@@ -35,3 +35,5 @@ class ApiCall:
     details: Any
     content_type: str
     fault: ApiFault | None
+    peer: str = ""
+    """The client's address and port: which connection the request came on."""

@@ -43,8 +43,9 @@ class Simulator(Protocol):
         """Set when the simulator stops; stalls and delays wait on it, so they end too."""
         ...
 
-    def receive_api_call(self, raw: bytes, content_type: str) -> ApiFault | None:
-        """Record one API request and return the fault queued for it, if any."""
+    def receive_api_call(self, raw: bytes, content_type: str, peer: str = "") -> ApiFault | None:
+        """Record one API request (from *peer*, ``host:port``) and return the fault queued
+        for it, if any."""
         ...
 
     def handle_api(self, raw: bytes) -> Answer:
@@ -99,7 +100,8 @@ class _Handler(LoopbackHandler):
             self._send_text(413 if length.isdigit() else 411, b"bad length\n")
             return
         raw = self.rfile.read(int(length))
-        fault = sim.receive_api_call(raw, self.headers.get("Content-Type", ""))
+        host, port = self.client_address[:2]
+        fault = sim.receive_api_call(raw, self.headers.get("Content-Type", ""), f"{host}:{port}")
         if fault is not None and fault.delay_s:
             sim.stopping.wait(fault.delay_s)
         if sim.stopping.is_set() or (fault is not None and fault.close):

@@ -413,17 +413,20 @@ class PinpointeSimulator:
             return 400, failed("Jobs not found")
         return 200, success({"item": items})
 
-    def receive_api_call(self, raw: bytes, content_type: str) -> ApiFault | None:
-        """Record one API request and return the fault queued for it, if any."""
+    def receive_api_call(self, raw: bytes, content_type: str, peer: str = "") -> ApiFault | None:
+        """Record one API request (from *peer*, ``host:port``) and return the fault queued
+        for it, if any."""
         fault = self._take_api_fault()
-        self._record_api_call(raw, content_type, fault)
+        self._record_api_call(raw, content_type, fault, peer)
         return fault
 
     def _take_api_fault(self) -> ApiFault | None:
         with self._lock:
             return self._api_faults.popleft() if self._api_faults else None
 
-    def _record_api_call(self, raw: bytes, content_type: str, fault: ApiFault | None) -> None:
+    def _record_api_call(
+        self, raw: bytes, content_type: str, fault: ApiFault | None, peer: str
+    ) -> None:
         try:
             envelope = json.loads(raw)
         except ValueError:
@@ -436,6 +439,7 @@ class PinpointeSimulator:
             details=envelope.get("details"),
             content_type=content_type,
             fault=fault,
+            peer=peer,
         )
         with self._lock:
             self.api_calls.append(call)
