@@ -7,6 +7,7 @@ the part they share. Nothing here is used in production.
 from __future__ import annotations
 
 import logging
+import socket
 import socketserver
 import ssl
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +42,12 @@ class LoopbackTlsServer(ThreadingHTTPServer):
     def finish_request(self: Self, request: Any, client_address: Any) -> None:
         request.settimeout(SOCKET_TIMEOUT_S)
         try:
+            # An answer is written as its head, then its body. With Nagle's algorithm on,
+            # the body's last short segment waited for the client's delayed ACK: up to
+            # 40 ms per download on a kept-alive connection, which made the backlog
+            # benchmark measure this server (bench/README.md). Servers in production
+            # send at once (nginx's tcp_nodelay is on by default).
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection = self.context.wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError) as exc:
             logger.debug("%s: TLS handshake failed: %s", self.name, exc)
