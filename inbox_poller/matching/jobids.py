@@ -72,6 +72,8 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 def ascii_lower(text: str) -> str:
     """Lower-case ASCII letters only, so every character keeps its index (``"İ".lower()``
     is two characters)."""
+    if text.isascii():  # a flag CPython keeps: free; lower() of ASCII text is the same
+        return text.lower()  # and 3x faster than translate (matching calls this per mail)
     return text.translate(_ASCII_LOWER)
 
 

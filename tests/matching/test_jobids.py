@@ -8,6 +8,7 @@ import string
 import pytest
 
 from inbox_poller.matching.jobids import (
+    ascii_lower,
     find_candidate_job_ids,
     find_known_ids,
     header_job_ids,
@@ -111,6 +112,22 @@ def test_known_job_ids_are_whole_tokens(text: str, found: bool) -> None:
 
 def test_known_job_ids_ignore_ascii_case_and_keep_non_ascii_text_aligned() -> None:
     assert find_known_ids(["İİİ Job ab-12X done"], ["AB-12x"]) == {"ab-12x"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "Job ID: AB-12x",
+        "already lower 123",
+        "İstanbul JOB 42",
+        "ÀÉÎ ẞ ß KELVIN \u212a",
+        "\x00Z\x7f",
+    ],
+)
+def test_ascii_lower_changes_ascii_letters_only_and_keeps_every_index(text: str) -> None:
+    table = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+    assert ascii_lower(text) == text.translate(table)
 
 
 def _whole_tokens(texts: list[str], job_ids: list[str]) -> set[str]:
