@@ -2,8 +2,11 @@
 
 Durability rules (docs/reliability.md §6): WAL, ``synchronous=FULL``, a busy timeout,
 ``foreign_keys=ON``, ``quick_check`` at open, and every change inside one
-``BEGIN IMMEDIATE`` ... ``COMMIT``. Every state change of an export goes through
-:meth:`LedgerConnection._transition`, which checks the state machine in
+``BEGIN IMMEDIATE`` ... ``COMMIT``. Three steps of a download are committed *relaxed*
+(``_transaction(durable=False)``: without their fsync; a crash of the machine may lose
+them, which the next start repairs), and :meth:`LedgerConnection.sync` makes them durable
+before anything outside the machine relies on them (§6.1). Every state change of an
+export goes through :meth:`LedgerConnection._transition`, which checks the state machine in
 ``models.ALLOWED_TRANSITIONS`` and appends a row to ``events``, so the history of
 every export can be replayed.
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -48,6 +51,9 @@ class LedgerConnection:
         self._lock = threading.RLock()
         self._batching = False
         """A :meth:`batch` is open (on the thread holding ``_lock``)."""
+        self._changes: Callable[[], int] = lambda: 0
+        """Rows changed so far (SQLite's ``total_changes``): a commit that changed none
+        wrote nothing to the log, and synced nothing."""
         if isinstance(path, EngineSession):
             self.path: Path | None = None
             self.where = path.where
@@ -86,6 +92,8 @@ class LedgerConnection:
                 raise StoreError(f"ledger {path} failed its integrity check: {check}")
             migrate(conn, self._transaction, path)
             os.chmod(path, 0o600)
+            self._changes = lambda: conn.total_changes
+            self._durable_point()  # what is on disk at open
         except self._errors as exc:
             raise StoreError(f"cannot open the ledger {path}: {exc}") from exc
 
@@ -152,28 +160,82 @@ class LedgerConnection:
                     self._batching = False
 
     @contextmanager
-    def _transaction(self) -> Iterator[Tx]:
+    def _transaction(self, *, durable: bool = True) -> Iterator[Tx]:
+        """One write transaction (a savepoint inside a :meth:`batch`).
+
+        *durable* False: committed without its fsync (SQLite; a PostgreSQL commit is always
+        durable). A crash of the process loses nothing, but a crash of the machine may lose
+        the commit until the next durable one or :meth:`sync` (the log is written in
+        order, so each fsync of it covers every commit before). Only for steps the next
+        start repeats, from the state before them, with the same outcome
+        (docs/reliability.md §6.1).
+        """
         if self._batching and self._owns_lock():
             with self._savepoint() as conn:
                 yield conn
             return
         with self._lock:
+            relaxed = None if durable else self._dialect.relaxed
+            changes = self._changes()
+            if relaxed is not None:
+                self._conn.execute(relaxed[0])
             try:
-                self._conn.execute(self._dialect.begin)
-            except self._errors as exc:
-                raise StoreError(f"ledger {self.where}: cannot start a transaction: {exc}") from exc
+                with self._committed() as conn:
+                    yield conn
+            finally:
+                if relaxed is not None:
+                    self._conn.execute(relaxed[1])
+            if relaxed is None and self._changes() != changes:
+                self._durable_point()  # the commit wrote to the log, and synced it
+
+    @contextmanager
+    def _committed(self) -> Iterator[Tx]:
+        """``BEGIN`` … ``COMMIT``, or ``ROLLBACK`` when the body fails."""
+        try:
+            self._conn.execute(self._dialect.begin)
+        except self._errors as exc:
+            raise StoreError(f"ledger {self.where}: cannot start a transaction: {exc}") from exc
+        try:
+            yield self._conn
+        except self._errors as exc:
+            self._conn.execute("ROLLBACK")
+            raise StoreError(f"ledger {self.where}: {exc}") from exc
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        try:
+            self._conn.execute("COMMIT")
+        except self._errors as exc:
+            raise StoreError(f"ledger {self.where}: commit failed: {exc}") from exc
+
+    def sync(self) -> None:
+        """Make every commit so far durable, the relaxed ones too: before an effect outside
+        this machine that relies on them (an IMAP acknowledgement, a hook run).
+
+        SQLite: one fsync of the write-ahead log, which holds every commit since the last
+        checkpoint (a checkpoint syncs the log before it copies it into the database);
+        without a log file there is nothing unsynced. PostgreSQL: every commit is durable.
+        """
+        if self._dialect.relaxed is None or self.path is None or self.read_only:
+            return
+        with self._lock:
             try:
-                yield self._conn
-            except self._errors as exc:
-                self._conn.execute("ROLLBACK")
-                raise StoreError(f"ledger {self.where}: {exc}") from exc
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+                fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                raise StoreError(f"ledger {self.where}: cannot sync: {exc.strerror}") from exc
             try:
-                self._conn.execute("COMMIT")
-            except self._errors as exc:
-                raise StoreError(f"ledger {self.where}: commit failed: {exc}") from exc
+                os.fsync(fd)
+            except OSError as exc:
+                raise StoreError(f"ledger {self.where}: cannot sync: {exc.strerror}") from exc
+            finally:
+                os.close(fd)
+            self._durable_point()
+
+    def _durable_point(self) -> None:
+        """Everything committed so far is durable now. Nothing to do; the power-loss tests
+        (``tests/plugins/powerloss.py``) record the ledger at each of these points."""
 
     def _owns_lock(self) -> bool:
         """Whether this thread holds the connection's lock (it runs the open batch)."""

@@ -50,6 +50,9 @@ class Dialect:
     """The ``events`` column that :attr:`events_mark` is a value of."""
     shared: bool = False
     """Several processes may work on the ledger at once (no run lock keeps one)."""
+    relaxed: tuple[str, str] | None = None
+    """The statements run before and after a transaction that need not be durable at once
+    (``LedgerConnection._transaction(durable=False)``); None: every commit is."""
     clock: str | None = None
     """The query of the database's clock (one row, column ``now``) that leases are taken
     and compared on, so that clock skew between the daemons' machines cannot shorten a
@@ -57,9 +60,15 @@ class Dialect:
 
 
 SQLITE = Dialect(
-    "sqlite", begin="BEGIN IMMEDIATE", for_update="", insertion_order="rowid", skip_locked=""
+    "sqlite",
+    begin="BEGIN IMMEDIATE",
+    for_update="",
+    insertion_order="rowid",
+    skip_locked="",
+    relaxed=("PRAGMA synchronous=NORMAL", "PRAGMA synchronous=FULL"),
 )
-"""``BEGIN IMMEDIATE`` takes the file's write lock: no row lock is needed."""
+"""``BEGIN IMMEDIATE`` takes the file's write lock: no row lock is needed. A relaxed commit
+is written to the log without its fsync (``synchronous=NORMAL``)."""
 
 POSTGRES = Dialect(
     "postgresql",

@@ -392,8 +392,10 @@ class Store(HookRecords):
         """The complete, valid payload is fsynced at *part_path*; record what it will become.
 
         Returns nothing: the caller goes on with what it has, so the row is not read back.
+        Relaxed (docs/reliability.md §6.1): lost with the machine, the export is
+        downloaded again, and its payload replaces a file published meanwhile.
         """
-        with self._transaction() as conn:
+        with self._transaction(durable=False) as conn:
             self._transition(
                 conn,
                 export_id,
@@ -432,8 +434,14 @@ class Store(HookRecords):
         owner: str | None = None,
     ) -> Export:
         """Record the export as archived; in the same transaction, queue a run of each of
-        *hooks* with *event* (its manifest line) as payload, due now."""
-        with self._transaction() as conn:
+        *hooks* with *event* (its manifest line) as payload, due now.
+
+        Relaxed (docs/reliability.md §6.1): lost with the machine, the export is finished
+        again from ``verified`` and its recorded manifest offset, as after a crash at
+        ``download:after-manifest``; its mail is acknowledged and its hooks run only
+        after a :meth:`sync`.
+        """
+        with self._transaction(durable=False) as conn:
             try:
                 self._transition(
                     conn,
@@ -628,8 +636,9 @@ class Store(HookRecords):
         Called before a step that cannot be undone (publishing the payload, appending
         its manifest line): a daemon whose lease ran out stops there, and one that holds
         it has a whole *lease* to finish before anyone may take the export over.
+        Relaxed (docs/reliability.md §6.1): it changes the lease alone.
         """
-        with self._transaction() as conn:
+        with self._transaction(durable=False) as conn:
             self._check_owner(conn, export_id, owner)
             now = self._clock(conn, now)
             conn.execute(

@@ -87,6 +87,7 @@ class HookDispatcher:
         counted as a failure.
         """
         failures: list[str] = []
+        synced = False
         for run in self.store.pending_hook_runs():
             if stop is not None and stop.is_set():
                 break
@@ -100,6 +101,9 @@ class HookDispatcher:
                 now + timedelta(seconds=self.settings.timeout_s + CLAIM_MARGIN_S),
             ):
                 continue  # another daemon runs it
+            if not synced:  # a run is queued by a relaxed commit (docs/reliability.md §6.1)
+                self.store.sync()
+                synced = True
             failure = self._run(run, stop)
             if failure:
                 failures.append(failure)

@@ -142,6 +142,8 @@ class Poller:
         that ``status`` is unhealthy meanwhile; the mail stays to be acknowledged.
         """
         mails = self.store.mails_to_acknowledge()
+        if mails:
+            self.store.sync()  # an archived export may be a relaxed commit (reliability §6.1)
         for start in range(0, len(mails), ACK_BATCH):
             batch = mails[start : start + ACK_BATCH]
             try:

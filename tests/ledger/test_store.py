@@ -5,10 +5,11 @@ Transitions, durability settings, mail records."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -72,6 +73,67 @@ def test_pragmas_and_private_file(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def _statements(store: Store, step: Callable[[], object]) -> list[str]:
+    """The SQL statements *step* runs on *store*'s SQLite connection, in order."""
+    seen: list[str] = []
+    conn = store._conn
+    assert isinstance(conn, sqlite3.Connection)
+    conn.set_trace_callback(seen.append)
+    try:
+        step()
+    finally:
+        conn.set_trace_callback(None)
+    return seen
+
+
+def test_three_steps_of_a_download_commit_relaxed_and_every_other_durably(
+    tmp_path: Path,
+) -> None:
+    # reliability.md §6.1: verified, the lease renewed before publishing, and archived are
+    # committed without their fsync; the rest keep synchronous=FULL
+    store = Store(tmp_path / "state.db")
+    export_id = _submitted(store)
+    store.record_mail(
+        _mail(5, MailOutcome.MATCHED, export_id), NOW, download_url="https://x.example/f.json"
+    )
+    archived = ArchivedFile("a/b.json", 10, "ab" * 32, 3, "array", "https://x.example/f.json")
+    relaxed = ["PRAGMA synchronous=NORMAL", "BEGIN IMMEDIATE"]
+    claim = _statements(store, lambda: store.claim_download("me", NOW, timedelta(minutes=5)))
+    assert claim[0] == "BEGIN IMMEDIATE" and "PRAGMA synchronous" not in " ".join(claim)
+    steps = [
+        lambda: store.mark_verified(export_id, "/tmp/part", archived, NOW, owner="me"),
+        lambda: store.hold(export_id, "me", NOW, timedelta(minutes=5)),
+    ]
+    for step in steps:
+        seen = _statements(store, step)
+        assert seen[:2] == relaxed and seen[-2:] == ["COMMIT", "PRAGMA synchronous=FULL"]
+    offset = _statements(store, lambda: store.record_manifest_offset(export_id, 0, owner="me"))
+    assert offset[0] == "BEGIN IMMEDIATE" and offset[-1] == "COMMIT"
+    seen = _statements(store, lambda: store.mark_archived(export_id, NOW, owner="me"))
+    assert seen[:2] == relaxed and "PRAGMA synchronous=FULL" in seen
+    ack = _statements(
+        store, lambda: store.mark_mail_acknowledged(MailKey("INBOX", 7, 5), "keyword", NOW)
+    )
+    assert ack[0] == "BEGIN IMMEDIATE" and "PRAGMA synchronous" not in " ".join(ack)
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+    assert store.get_export(export_id).state is ExportState.ACKNOWLEDGED
+
+
+def test_sync_fsyncs_the_write_ahead_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path / "state.db")
+    _submitted(store)
+    synced: list[str] = []
+    fsync = os.fsync
+
+    def recorded(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recorded)
+    store.sync()
+    assert synced == [str(tmp_path / "state.db-wal")]
 
 
 def test_reopen_keeps_data_and_does_not_migrate_twice(tmp_path: Path) -> None:

@@ -105,6 +105,29 @@ def test_a_hook_runs_once_with_the_manifest_line_and_its_variables(tmp_path: Pat
     assert hooks.next_due() is None
 
 
+def test_the_ledger_is_synced_before_the_first_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a run is queued with "archived", a relaxed commit (reliability.md §6.1)
+    store = Store(tmp_path / "state.db")
+    clock = Clock()
+    _archived(store, "503")
+    _archived(store, "504")
+    steps: list[str] = []
+    sync = store.sync
+
+    def synced() -> None:
+        steps.append("sync")
+        sync()
+
+    monkeypatch.setattr(store, "sync", synced)
+    hooks = _dispatcher(store, tmp_path, _hook(tmp_path, f"echo run >> {tmp_path}/runs\n"), clock)
+    assert hooks.run_due() == []
+    assert steps == ["sync"]  # once, before the first of the two runs
+    assert (tmp_path / "runs").read_text() == "run\nrun\n"
+    assert hooks.run_due() == [] and steps == ["sync"]  # nothing due: no sync
+
+
 def test_an_export_archived_without_hooks_queues_none(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
     _archived(store, "502", hooks=())

@@ -19,6 +19,7 @@ from inbox_poller.sandbox.simulator.jobs import Faults
 from inbox_poller.wiring import build_submitter
 from tests.costly_mails import COSTLY_MAILS
 from tests.plugins.loop import LoopEnv
+from tests.plugins.powerloss import export_states, lose_unsynced
 from tests.plugins.promtool import parse, value
 
 pytestmark = pytest.mark.dovecot
@@ -318,6 +319,53 @@ def test_crash_at_every_step_resumes_to_exactly_one_archive(loop_env: LoopEnv, p
     assert "archived 0, acknowledged 0" in idle.stdout
     assert len(served.requests) == downloads
     assert len(env.manifest()) == 1
+
+
+POWER_LOSS_POINTS = {
+    # point: whether the ledger's durable image is behind the file the crash left
+    "download:after-verified": True,  # "verified" is relaxed: the export is downloading
+    "archive:after-rename": True,  # the file is published, the ledger still downloading
+    "archive:before-manifest-line": False,  # the offset's durable commit covers the rest
+    "download:after-manifest": False,
+    "ack:before-mark": False,  # "archived" (relaxed) was synced before acknowledging
+}
+
+
+@pytest.mark.parametrize("point", POWER_LOSS_POINTS)
+def test_a_power_failure_at_any_step_of_a_download_resumes_to_exactly_one_archive(
+    loop_env: LoopEnv, point: str
+) -> None:
+    """The process crashes at *point* and the ledger loses every commit since its last
+    durable point, as a power failure would (reliability.md §6.1: three steps of a
+    download are committed without their fsync). Two exports downloaded at once; after
+    the restarts, one archive, one manifest line and one acknowledgement each."""
+    env = loop_env
+    jobs = [env.submit(stat) for stat in ("4242", "4343")]
+    image = env.root / "durable-ledger.db"
+    crashed = env.cli("run", "--once", crash_at=point, ledger_image=image)
+    assert crashed.returncode == CRASH_EXIT_STATUS, crashed.stdout + crashed.stderr
+    ledger = env.root / "state" / "state.db"
+    behind = export_states(image) != export_states(ledger)
+    assert behind is POWER_LOSS_POINTS[point], (export_states(image), export_states(ledger))
+    lose_unsynced(ledger, image)
+
+    for _ in range(3):
+        resumed = env.cli("run", "--once")
+        if all(_state(env, job) is ExportState.ACKNOWLEDGED for job in jobs):
+            break
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert [_state(env, job) for job in jobs] == [ExportState.ACKNOWLEDGED] * 2
+    assert sorted(line["job_id"] for line in env.manifest()) == sorted(jobs)
+    served = {env.sim.job(job).sha256 for job in jobs}
+    assert {hashlib.sha256(p.read_bytes()).hexdigest() for p in env.archived_files()} == served
+    assert len(env.archived_files()) == 2
+    assert env.part_files() == []
+    assert env.messages() == {}
+    moved = env.messages(env.processed)
+    assert len(moved) == 2 and all(KEYWORD in flags for flags in moved.values())
+    idle = env.cli("run", "--once")
+    assert "archived 0, acknowledged 0" in idle.stdout
+    assert len(env.manifest()) == 2
 
 
 BATCH_POINTS = (

@@ -186,6 +186,33 @@ def test_mail_is_not_acknowledged_before_the_archive(world: World) -> None:
     assert len(world.mailbox.acknowledged) == 1
 
 
+def test_the_ledger_is_synced_before_any_mail_is_acknowledged(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "archived" is a relaxed commit (reliability.md §6.1): the mail may leave the folder
+    # only once it is durable
+    steps: list[str] = []
+    sync, acknowledge_many = world.store.sync, world.mailbox.acknowledge_many
+
+    def synced() -> None:
+        steps.append("sync")
+        sync()
+
+    def acknowledged(mails: Any) -> list[str]:
+        steps.append("acknowledge")
+        return acknowledge_many(mails)
+
+    monkeypatch.setattr(world.store, "sync", synced)
+    monkeypatch.setattr(world.mailbox, "acknowledge_many", acknowledged)
+    world.notify(world.submit())
+    report = world.run_once()
+    assert report.acknowledged == 1
+    assert steps == ["sync", "acknowledge"]
+    steps.clear()
+    world.run_once()  # nothing to acknowledge: no sync either
+    assert steps == []
+
+
 def test_transient_failures_give_up_after_max_attempts(world: World) -> None:
     job = world.submit()
     world.notify(job)

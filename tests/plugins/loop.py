@@ -29,6 +29,7 @@ from inbox_poller.sandbox.dovecot.server import DovecotServer
 from inbox_poller.sandbox.imapaccount import TestAccount
 from inbox_poller.sandbox.simulator.server import PinpointeSimulator
 from inbox_poller.wiring import build_loop
+from tests.plugins import powerloss
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -137,14 +138,24 @@ class LoopEnv:
         for parts in self.built:
             parts.close()
 
-    def cli(self, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
-        """Run ``inbox-poller -c CONFIG ARGS`` as a separate process."""
+    def cli(
+        self, *args: str, crash_at: str | None = None, ledger_image: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``inbox-poller -c CONFIG ARGS`` as a separate process.
+
+        *ledger_image*: the ledger is copied there at each of its durable points
+        (``powerloss.py``: what a power failure would leave of it).
+        """
         env = {k: v for k, v in os.environ.items() if not k.startswith("INBOX_POLLER")}
         env["PYTHONPATH"] = str(REPO_ROOT)
         if crash_at is not None:
             env["INBOX_POLLER_CRASH_AT"] = crash_at
+        program = ["-m", "inbox_poller"]
+        if ledger_image is not None:
+            env[powerloss.IMAGE_ENV] = str(ledger_image)
+            program = ["-c", powerloss.BOOT]
         return subprocess.run(
-            [sys.executable, "-m", "inbox_poller", "-c", str(self.config_path), *args],
+            [sys.executable, *program, "-c", str(self.config_path), *args],
             cwd=self.root,
             env=env,
             capture_output=True,
