@@ -192,6 +192,7 @@ def test_notify_sequence_and_the_loop_running_on_its_own(
     # an invalid new config keeps the old one and logs one error
     good = env.config_path.read_text(encoding="utf-8")
     env.config_path.write_text(good.replace("poll_interval = 5", "poll_interval = 'x'"))
+    notify.messages.clear()  # wait_for looks at every message kept: not the last READY=1
     daemon.signal(signal.SIGHUP)
     notify.wait_for(lambda m: "READY=1" in m and "RELOADING" not in m)
     time.sleep(0.5)
