@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -51,9 +51,6 @@ class LedgerConnection:
         self._lock = threading.RLock()
         self._batching = False
         """A :meth:`batch` is open (on the thread holding ``_lock``)."""
-        self._changes: Callable[[], int] = lambda: 0
-        """Rows changed so far (SQLite's ``total_changes``): a commit that changed none
-        wrote nothing to the log, and synced nothing."""
         if isinstance(path, EngineSession):
             self.path: Path | None = None
             self.where = path.where
@@ -92,8 +89,6 @@ class LedgerConnection:
                 raise StoreError(f"ledger {path} failed its integrity check: {check}")
             migrate(conn, self._transaction, path)
             os.chmod(path, 0o600)
-            self._changes = lambda: conn.total_changes
-            self._durable_point()  # what is on disk at open
         except self._errors as exc:
             raise StoreError(f"cannot open the ledger {path}: {exc}") from exc
 
@@ -176,7 +171,6 @@ class LedgerConnection:
             return
         with self._lock:
             relaxed = None if durable else self._dialect.relaxed
-            changes = self._changes()
             if relaxed is not None:
                 self._conn.execute(relaxed[0])
             try:
@@ -185,8 +179,6 @@ class LedgerConnection:
             finally:
                 if relaxed is not None:
                     self._conn.execute(relaxed[1])
-            if relaxed is None and self._changes() != changes:
-                self._durable_point()  # the commit wrote to the log, and synced it
 
     @contextmanager
     def _committed(self) -> Iterator[Tx]:
@@ -231,11 +223,6 @@ class LedgerConnection:
                 raise StoreError(f"ledger {self.where}: cannot sync: {exc.strerror}") from exc
             finally:
                 os.close(fd)
-            self._durable_point()
-
-    def _durable_point(self) -> None:
-        """Everything committed so far is durable now. Nothing to do; the power-loss tests
-        (``tests/plugins/powerloss.py``) record the ledger at each of these points."""
 
     def _owns_lock(self) -> bool:
         """Whether this thread holds the connection's lock (it runs the open batch)."""
