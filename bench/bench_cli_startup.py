@@ -97,7 +97,7 @@ class FirstCall:
         self.at: float | None = None
         original = sim.receive_api_call
 
-        def receive(raw: bytes, content_type: str, peer: str = "") -> Any:
+        def receive(raw: bytes, content_type: str, peer: str) -> Any:
             with self._lock:
                 if self.at is None:
                     self.at = time.monotonic()

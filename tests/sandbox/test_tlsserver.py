@@ -6,12 +6,11 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
-from inbox_poller.sandbox.localca import LocalCA, make_local_ca
+from inbox_poller.sandbox.localca import LocalCA
 from inbox_poller.sandbox.tlsserver import LoopbackHandler, LoopbackTlsServer
 
 
@@ -27,14 +26,9 @@ class _SocketOptions(LoopbackHandler):
 
 
 @pytest.fixture
-def local_ca(tmp_path: Path) -> LocalCA:
-    return make_local_ca(tmp_path / "ca")
-
-
-@pytest.fixture
-def server(local_ca: LocalCA) -> Iterator[LoopbackTlsServer]:
+def server(https_ca: LocalCA) -> Iterator[LoopbackTlsServer]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(local_ca.server_cert, local_ca.server_key)
+    context.load_cert_chain(https_ca.server_cert, https_ca.server_key)
     httpd = LoopbackTlsServer(context, _SocketOptions, "socket options")
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -45,7 +39,7 @@ def server(local_ca: LocalCA) -> Iterator[LoopbackTlsServer]:
 
 
 def test_answers_are_sent_without_waiting_for_the_clients_ack(
-    server: LoopbackTlsServer, local_ca: LocalCA
+    server: LoopbackTlsServer, https_ca: LocalCA
 ) -> None:
     # with Nagle's algorithm on, a body's last short segment waits for the client's
     # delayed ACK on a kept-alive connection: the server must not measure that
@@ -53,6 +47,6 @@ def test_answers_are_sent_without_waiting_for_the_clients_ack(
         session.trust_env = False
         url = f"https://127.0.0.1:{server.server_port}/"
         for _ in range(2):  # the first connection, then the same one kept alive
-            answer = session.get(url, verify=str(local_ca.ca_cert), timeout=10)
+            answer = session.get(url, verify=str(https_ca.ca_cert), timeout=10)
             assert answer.status_code == 200
             assert int(answer.text) != 0

@@ -43,7 +43,7 @@ class Simulator(Protocol):
         """Set when the simulator stops; stalls and delays wait on it, so they end too."""
         ...
 
-    def receive_api_call(self, raw: bytes, content_type: str, peer: str = "") -> ApiFault | None:
+    def receive_api_call(self, raw: bytes, content_type: str, peer: str) -> ApiFault | None:
         """Record one API request (from *peer*, ``host:port``) and return the fault queued
         for it, if any."""
         ...

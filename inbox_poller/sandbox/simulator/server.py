@@ -413,7 +413,7 @@ class PinpointeSimulator:
             return 400, failed("Jobs not found")
         return 200, success({"item": items})
 
-    def receive_api_call(self, raw: bytes, content_type: str, peer: str = "") -> ApiFault | None:
+    def receive_api_call(self, raw: bytes, content_type: str, peer: str) -> ApiFault | None:
         """Record one API request (from *peer*, ``host:port``) and return the fault queued
         for it, if any."""
         fault = self._take_api_fault()
