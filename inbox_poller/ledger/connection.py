@@ -213,16 +213,14 @@ class LedgerConnection:
         with self._lock:
             try:
                 fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             except FileNotFoundError:
                 return
             except OSError as exc:
                 raise StoreError(f"ledger {self.where}: cannot sync: {exc.strerror}") from exc
-            try:
-                os.fsync(fd)
-            except OSError as exc:
-                raise StoreError(f"ledger {self.where}: cannot sync: {exc.strerror}") from exc
-            finally:
-                os.close(fd)
 
     def _owns_lock(self) -> bool:
         """Whether this thread holds the connection's lock (it runs the open batch)."""
