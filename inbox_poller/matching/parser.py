@@ -71,6 +71,9 @@ class ParseBudget:
     """The depth of the message being parsed (an attached mail sits below its part)."""
     unparsed: list[str] = field(default_factory=list)
     """Header fields read as written because they were too long to parse (names, in order)."""
+    parsed: dict[tuple[str, str], Any] = field(default_factory=dict)
+    """Each field parsed so far, by (lower-cased name, text): a field read twice (``From``,
+    for the sender and for its domain) is parsed and counted once."""
 
 
 class _CappedPolicy(email.policy.EmailPolicy):
@@ -98,13 +101,18 @@ class _CappedPolicy(email.policy.EmailPolicy):
         if key in _RAW_FIELDS:
             return "".join(_LINE_BREAK_RE.split(value))
         budget = self.budget if self.budget is not None else ParseBudget()
+        parsed = budget.parsed.get((key, value))
+        if parsed is not None:
+            return parsed
         limit = MAX_PARSED_ADDRESS_BYTES if key in _ADDRESS_FIELDS else MAX_PARSED_FIELD_BYTES
         if len(value) > limit or budget.parsed_bytes + len(value) > MAX_PARSED_HEADER_BYTES:
             if name not in budget.unparsed:
                 budget.unparsed.append(name)
             return " ".join(_LINE_BREAK_RE.split(value))
         budget.parsed_bytes += len(value)
-        return super().header_fetch_parse(name, value)
+        parsed = super().header_fetch_parse(name, value)
+        budget.parsed[(key, value)] = parsed
+        return parsed
 
 
 class CappedMessage(EmailMessage):

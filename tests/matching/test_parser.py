@@ -80,6 +80,17 @@ def test_a_long_from_is_read_as_written_and_gives_no_domain() -> None:
     assert "header From too long to parse: read as written" in notification.defects
 
 
+def test_a_field_read_twice_is_parsed_and_counted_once() -> None:
+    budget = ParseBudget()
+    msg = parse_mail(mail("x"), budget)
+    first = msg.get("From")  # the sender, then its domain: extract reads From twice
+    counted = budget.parsed_bytes
+    assert msg.get("From") is first
+    assert budget.parsed_bytes == counted > 0
+    assert str(msg.get("Subject")) == "Export ready"  # another field: parsed, counted
+    assert budget.parsed_bytes > counted
+
+
 def test_two_from_fields_are_counted_before_either_is_parsed() -> None:
     raw = b"From: a@one.example\r\n" + mail("x")
     assert extract(raw).from_domain is None
