@@ -357,13 +357,16 @@ class MailReader:
             return
         self.known.refresh()
         named = self.known.named_by(mention_keys(notification))
-        if named and mentioned_exports(notification, named)[0]:
+        mentions = mentioned_exports(notification, named) if named else None
+        if mentions and mentions[0]:
             # it names exports of ours: they, and which exports were resubmitted, are all
             # the decision reads (match.match_notification), the same as with every export
             options = self.settings.options(
                 authenticated=authenticated, resubmitted=self.known.replaced
             )
-            match = match_notification(notification, named, self.settings.rules, options)
+            match = match_notification(
+                notification, named, self.settings.rules, options, mentions=mentions
+            )
         else:
             options = self.settings.options(authenticated=authenticated)
             match = match_notification(notification, self.known.all(), self.settings.rules, options)

@@ -145,10 +145,16 @@ def match_notification(
     exports: Sequence[Export],
     rules: tuple[HostRule, ...],
     options: MatchOptions = MatchOptions(),
+    *,
+    mentions: tuple[list[Export], tuple[str, ...]] | None = None,
 ) -> Match:
-    """Decide what *notification* is, given every export the ledger knows (any state)."""
+    """Decide what *notification* is, given every export the ledger knows (any state).
+
+    *mentions* is ``mentioned_exports(notification, exports)`` when the caller has it
+    already (the reader asks it first, to choose *exports*): it is not worked out twice.
+    """
     verdicts = judge_links(notification.links, rules)
-    mentioned, job_ids = mentioned_exports(notification, exports)
+    mentioned, job_ids = mentions or mentioned_exports(notification, exports)
     base = Match(outcome=MailOutcome.UNMATCHED, reason="", job_ids=job_ids, links=verdicts)
     replaced = _replaced(exports, options.resubmitted)
     if len(mentioned) > 1:

@@ -12,7 +12,12 @@ import pytest
 
 from inbox_poller.ledger.schema import summary_from_json, summary_to_json
 from inbox_poller.matching.extract import extract
-from inbox_poller.matching.match import MatchOptions, awaiting_link, match_notification
+from inbox_poller.matching.match import (
+    MatchOptions,
+    awaiting_link,
+    match_notification,
+    mentioned_exports,
+)
 from inbox_poller.matching.summary import notification_from_summary, summarize
 from inbox_poller.matching.verdicts import judge_links
 from inbox_poller.models import (
@@ -83,8 +88,12 @@ def _note(
 )
 def test_corpus(case: dict[str, Any]) -> None:
     notification = extract((EML_DIR / case["file"]).read_bytes())
-    match = match_notification(notification, _case_exports(case), RULES)
+    exports = _case_exports(case)
+    match = match_notification(notification, exports, RULES)
     assert match.outcome.value == case["outcome"], match.reason
+    # the reader hands over the mentions it worked out already: the same decision
+    mentions = mentioned_exports(notification, exports)
+    assert match_notification(notification, exports, RULES, mentions=mentions) == match
     expected_url = case["download_url"] if case["outcome"] == "matched" else None
     assert match.download_url == expected_url
     assert match.reason
