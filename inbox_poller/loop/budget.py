@@ -124,6 +124,25 @@ class MailBudget:
             if self._worker is None:
                 self._start(progress)
 
+    def start_soon(self) -> threading.Thread:
+        """Start the worker on a thread of its own, and return that thread.
+
+        ``run --once`` starts it while the mailbox connects, so that the first mail does
+        not wait for an interpreter to start (about 60 ms). The first :meth:`read` waits
+        for the start under way (the lock); a worker that could not start is started
+        again by that read, which reports the failure (the mail is read later).
+        """
+
+        def start() -> None:
+            try:
+                self.start()
+            except ReaderUnavailable as exc:
+                logger.debug("mail reader: early start failed: %s", exc)
+
+        thread = threading.Thread(target=start, name="mail-reader-start", daemon=True)
+        thread.start()
+        return thread
+
     def close(self) -> None:
         """Stop the worker (it also ends by itself when the daemon's end of its pipe closes).
 

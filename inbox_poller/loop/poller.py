@@ -96,6 +96,8 @@ class Poller:
         *read_mail* (another daemon watches the mailbox) the pass only downloads.
         """
         report = CycleReport()
+        if read_mail:  # the mail reader's process starts while the mailbox connects
+            self.reader.budget.start_soon()
         self.archiver.remove_stale_parts()
         if not read_mail:
             self.archiver.process_downloads(report)

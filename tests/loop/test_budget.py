@@ -21,6 +21,7 @@ from inbox_poller.errors import ExtractError, MailTooCostly, ReaderUnavailable
 from inbox_poller.loop.budget import (
     PROGRESS_EVERY_S,
     READ_MEMORY_LIMIT,
+    START_TIMEOUT_S,
     MailBudget,
     notification_from_json,
     notification_to_json,
@@ -252,6 +253,36 @@ def test_an_unreadable_mail_is_an_extract_error_as_in_process(budget: MailBudget
 def test_a_worker_that_cannot_start_blames_no_mail(budgets: list[MailBudget]) -> None:
     budget = _make(target="tests.loop.no_such_module:read")
     budgets.append(budget)
+    with pytest.raises(ReaderUnavailable, match="did not start"):
+        budget.read(costly_mails.notification())
+
+
+def test_a_worker_started_early_serves_the_first_mail(budgets: list[MailBudget]) -> None:
+    budget = _make()
+    budgets.append(budget)
+    budget.start_soon().join(START_TIMEOUT_S)
+    assert budget._worker is not None and budget._worker.poll() is None
+    assert budget.read(costly_mails.notification()).candidate_job_ids == (JOB,)
+    assert budget.workers_started == 1
+
+
+def test_an_early_start_and_the_first_read_start_one_worker_between_them(
+    budgets: list[MailBudget],
+) -> None:
+    budget = _make()
+    budgets.append(budget)
+    budget.start_soon()  # not joined: whichever takes the lock first starts it
+    assert budget.read(costly_mails.notification()).candidate_job_ids == (JOB,)
+    assert budget.workers_started == 1
+
+
+def test_an_early_start_that_fails_is_reported_by_the_first_read(
+    budgets: list[MailBudget],
+) -> None:
+    budget = _make(target="tests.loop.no_such_module:read")
+    budgets.append(budget)
+    budget.start_soon().join(START_TIMEOUT_S)  # fails on its thread: nothing raised there
+    assert budget.workers_started == 0
     with pytest.raises(ReaderUnavailable, match="did not start"):
         budget.read(costly_mails.notification())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -24,12 +25,19 @@ from inbox_poller.errors import (
 from inbox_poller.ledger.keys import LAST_RUN_KEY
 from inbox_poller.ledger.store import Store
 from inbox_poller.loop.archiver import ExportArchiver
-from inbox_poller.loop.budget import MailBudget
+from inbox_poller.loop.budget import START_TIMEOUT_S, MailBudget
 from inbox_poller.loop.poller import Poller
 from inbox_poller.loop.reader import ReaderSettings
 from inbox_poller.loop.submitter import Submitter
 from inbox_poller.matching.sender import SenderPolicy
-from inbox_poller.models import CycleReport, ExportRequest, ExportState, MailKey, MailOutcome
+from inbox_poller.models import (
+    CycleReport,
+    ExportRequest,
+    ExportState,
+    MailboxStatus,
+    MailKey,
+    MailOutcome,
+)
 from inbox_poller.urlpolicy import parse_host_rule
 from tests.costly_mails import COSTLY_MAILS
 from tests.fakes import FakeApi, FakeDownloader, FakeMailbox, RecordingMetrics
@@ -656,6 +664,24 @@ def test_a_mail_over_the_budget_is_refused_and_the_pass_goes_on(
     assert len(pings) >= 4  # fed while the worker was waited for, not only after each mail
     refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert refusals == [f"uid INBOX/1000/{costly_uid}: refused (job -): {stopped}"]
+
+
+def test_run_once_starts_the_mail_reader_while_the_mailbox_connects(world: World) -> None:
+    job_id = world.submit()
+    world.notify(job_id)
+    budget = world.poller.reader.budget
+    connect = world.mailbox.open
+
+    def open_once_the_reader_runs() -> MailboxStatus:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while budget._worker is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # the worker starts on its own thread, before any mail
+        assert budget._worker is not None, "the reader was not started before the mailbox"
+        return connect()
+
+    world.mailbox.open = open_once_the_reader_runs  # type: ignore[method-assign]
+    assert world.run_once().archived == [job_id]
+    assert budget.workers_started == 1  # the first mail used it: no second start
 
 
 def test_a_reader_that_cannot_start_records_nothing_and_stops_the_pass(world: World) -> None:
