@@ -115,9 +115,11 @@ class _Window:
     def __init__(self, start: bytes | bytearray | memoryview, pad: int) -> None:
         self.pad = pad
         self.first = pad + 1
-        self.data = bytearray(b"[" * self.first) + bytearray(self.first)
-        self.size = self.first
-        self.append(start)
+        self.size = self.first + len(start)
+        # made at its size in one piece: the contents are copied once, into fresh memory
+        self.data = bytearray(self.size + self.first)
+        self.data[: self.first] = b"[" * self.first
+        self.data[self.first : self.size] = start
 
     @property
     def used(self) -> int:
@@ -180,9 +182,12 @@ class FastCheck:
         self._seen += len(data)
         try:
             if self._window is None:
-                self._head += data
-                if len(self._head) >= mainarray.HEAD_BYTES:
-                    self._start()
+                if not self._head and len(data) >= mainarray.HEAD_BYTES:
+                    self._start(data)  # the head is in this piece (a body in one piece)
+                else:
+                    self._head += data
+                    if len(self._head) >= mainarray.HEAD_BYTES:
+                        self._start(self._head)
             else:
                 self._window.append(data)
                 self._cut()
@@ -194,7 +199,7 @@ class FastCheck:
         found = None
         try:
             if self.reason is None and self._window is None:
-                self._start()
+                self._start(self._head)
             if self.reason is None:
                 found = self._close()
         except Exception as exc:  # the fast path may only ever fall back to ijson
@@ -208,26 +213,32 @@ class FastCheck:
         self._head = bytearray()
         self._window = None
 
-    def _start(self) -> None:
+    def _start(self, source: bytes | bytearray | memoryview) -> None:
+        """Sniff the head at the start of *source* (all that was fed so far) and open the
+        window on the rest. A body fed in one piece is *source* itself, read here only:
+        no copy of it is kept but the head's and the window's (page faults on fresh
+        copies were most of what checking a 100 KB payload cost, issue 13)."""
         head_bytes = mainarray.HEAD_BYTES
-        head = bytes(self._head[:head_bytes])
-        self._top, prefix = sniff_shape(head)
-        offset = main_array_offset(head)
-        if prefix is None or offset is None:
-            self._give_up(f"no main array in the first {head_bytes} bytes")
-            return
-        self._prefix = prefix
-        self._skeleton_head = bytes(self._head[: offset + 1])
-        try:
-            before = check_outline(self._skeleton_head, end_of_text=False)
-        except OutlineError as exc:
-            self._give_up(f"before the main array: {exc.reason}")
-            return
-        if before.in_string or not 0 < before.depth <= MAX_DEPTH:
-            self._give_up("the main array's offset is not where a value may start")
-            return
-        self._depth = before.depth
-        self._window = _Window(self._head[offset + 1 :], pad=_pad(before.depth))
+        with memoryview(source) as whole:
+            head = bytes(whole[:head_bytes])
+            self._top, prefix = sniff_shape(head)
+            offset = main_array_offset(head)
+            if prefix is None or offset is None:
+                self._give_up(f"no main array in the first {head_bytes} bytes")
+                return
+            self._prefix = prefix
+            self._skeleton_head = head[: offset + 1]
+            try:
+                before = check_outline(self._skeleton_head, end_of_text=False)
+            except OutlineError as exc:
+                self._give_up(f"before the main array: {exc.reason}")
+                return
+            if before.in_string or not 0 < before.depth <= MAX_DEPTH:
+                self._give_up("the main array's offset is not where a value may start")
+                return
+            self._depth = before.depth
+            with whole[offset + 1 :] as rest:
+                self._window = _Window(rest, pad=_pad(before.depth))
         self._head = bytearray()
         self._next_try = self._chunk_bytes
         self._cut()

@@ -156,6 +156,23 @@ def test_big_documents_are_cut_into_many_chunks_and_counted() -> None:
         assert check._chunks > 10  # really cut, not validated in one piece
 
 
+def test_a_body_in_one_piece_is_checked_as_the_same_body_in_pieces() -> None:
+    rows = [{"id": i, "email": f"user{i}@example.com"} for i in range(5_000)]
+    late = {"meta": "x" * (mainarray.HEAD_BYTES + 10), "rows": rows}  # no array in the head
+    for doc, expected in (
+        (json.dumps({"data": {"item": rows}}).encode(), Shape("object", 5_000)),
+        (json.dumps(rows).encode(), Shape("array", 5_000)),
+        (json.dumps(late).encode(), None),
+    ):
+        assert len(doc) > mainarray.HEAD_BYTES  # the head is in the first piece
+        whole, pieces = FastCheck(), FastCheck()
+        whole.feed(memoryview(doc))  # as the spool feeds it: a view valid for the call
+        for start in range(0, len(doc), 4096):
+            pieces.feed(doc[start : start + 4096])
+        assert whole.finish() == pieces.finish() == expected
+        assert whole.reason == pieces.reason
+
+
 def test_an_item_longer_than_max_item_bytes_is_left_to_ijson(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
