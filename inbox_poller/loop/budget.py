@@ -3,7 +3,8 @@
 The extractor's own caps (``matching/parser.py``, ``charsets.py``, ``markup.py``) bound
 every costly input found so far; this is the backstop for the next one nobody has found
 (docs/reliability.md §4.3). :class:`MailBudget` keeps one worker process, started on first
-use and again after a refusal, and sends it one mail at a time:
+use (or earlier, :meth:`MailBudget.start_soon`) and again after a refusal, and sends it one
+mail at a time:
 
 * the worker limits its own address space (``RLIMIT_AS``, :data:`READ_MEMORY_LIMIT`), its
   CPU time per mail (``RLIMIT_CPU``: it ends itself if the daemon dies mid-mail), and has
