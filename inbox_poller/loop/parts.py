@@ -33,6 +33,6 @@ class LoopParts:
         """Log out of the mailbox, stop the mail reader's worker, close the downloaders'
         idle connections and the ledger."""
         self.mailbox.close()
-        self.poller.reader.close()
+        self.poller.close()
         self.close_downloads()
         self.store.close()

@@ -58,6 +58,11 @@ class Poller:
         self.clock = clock
         self.metrics: Metrics = metrics or NoMetrics()
 
+    def close(self) -> None:
+        """Stop the mail reader's worker process (the ledger and the mailbox are the
+        caller's)."""
+        self.reader.close()
+
     def run_pass(
         self,
         mailbox: Mailbox,

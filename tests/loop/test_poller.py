@@ -70,6 +70,8 @@ def notification(job_id: str | None, url: str, message_id: str = "<n1@example.te
 
 
 class World:
+    poller: Poller
+
     def __init__(self, tmp_path: Path) -> None:
         self.store = Store(tmp_path / "state.db")
         self.archive = Archive(tmp_path / "archive")
@@ -93,6 +95,8 @@ class World:
         )
         rules = (parse_host_rule(".mypinpointe.com"),)
         reader = ReaderSettings(rules=rules, keyword=KEYWORD, **settings)
+        if hasattr(self, "poller"):
+            self.poller.close()  # as the daemon's reload stops the old session's reader
         self.poller = Poller(self.store, archiver, reader, clock=self.clock, metrics=self.metrics)
 
     def run_once(self) -> CycleReport:
@@ -126,7 +130,7 @@ class World:
 def world(tmp_path: Path) -> Iterator[World]:
     made = World(tmp_path)
     yield made
-    made.poller.reader.close()
+    made.poller.close()
 
 
 def test_full_loop_archives_once_and_acknowledges_last(world: World) -> None:

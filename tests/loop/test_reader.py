@@ -8,6 +8,7 @@ differs; user info is shown as present, the query never (docs/reliability.md §4
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -32,6 +33,15 @@ class Clock:
     def __call__(self) -> datetime:
         self.now += timedelta(seconds=1)
         return self.now
+
+
+@pytest.fixture
+def pollers() -> Iterator[list[Poller]]:
+    """The pollers a test makes, closed after it (each may have started a reader's worker)."""
+    made: list[Poller] = []
+    yield made
+    for poller in made:
+        poller.close()
 
 
 def html_notification(job_id: str, url: str) -> bytes:
@@ -61,7 +71,11 @@ def html_notification(job_id: str, url: str) -> bytes:
     ],
 )
 def test_a_refused_link_is_recorded_with_the_host_a_client_would_reach(
-    tmp_path: Path, url: str, recorded: str, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    url: str,
+    recorded: str,
+    caplog: pytest.LogCaptureFixture,
+    pollers: list[Poller],
 ) -> None:
     clock = Clock()
     store = Store(tmp_path / "state.db")
@@ -72,6 +86,7 @@ def test_a_refused_link_is_recorded_with_the_host_a_client_would_reach(
         rules=(parse_host_rule(".mypinpointe.com"),), keyword="$ExportArchived"
     )
     poller = Poller(store, archiver, settings, clock=clock)
+    pollers.append(poller)
     export = Submitter(store, FakeApi(), clock=clock).submit(ExportRequest("42"))
     assert export.job_id is not None
     mailbox = FakeMailbox()
@@ -90,7 +105,7 @@ def test_a_refused_link_is_recorded_with_the_host_a_client_would_reach(
 
 
 def test_a_first_pass_skips_on_the_server_mail_older_than_the_oldest_waiting_export(
-    tmp_path: Path,
+    tmp_path: Path, pollers: list[Poller]
 ) -> None:
     clock = Clock()
     store = Store(tmp_path / "state.db")
@@ -104,6 +119,7 @@ def test_a_first_pass_skips_on_the_server_mail_older_than_the_oldest_waiting_exp
         rules=(parse_host_rule(".mypinpointe.com"),), keyword="$ExportArchived"
     )
     poller = Poller(store, archiver, settings, clock=clock)
+    pollers.append(poller)
     export = Submitter(store, FakeApi(), clock=clock).submit(ExportRequest("42"))
     assert export.job_id is not None
     mailbox = FakeMailbox()
@@ -139,7 +155,9 @@ def test_a_first_pass_skips_on_the_server_mail_older_than_the_oldest_waiting_exp
     assert mailbox.bodies_fetched[-1] == late
 
 
-def test_a_first_pass_with_no_export_waiting_reads_only_recent_mail(tmp_path: Path) -> None:
+def test_a_first_pass_with_no_export_waiting_reads_only_recent_mail(
+    tmp_path: Path, pollers: list[Poller]
+) -> None:
     clock = Clock()
     store = Store(tmp_path / "state.db")
     archiver = ExportArchiver(
@@ -147,6 +165,7 @@ def test_a_first_pass_with_no_export_waiting_reads_only_recent_mail(tmp_path: Pa
     )
     settings = ReaderSettings(rules=(), keyword="$ExportArchived")
     poller = Poller(store, archiver, settings, clock=clock)
+    pollers.append(poller)
     mailbox = FakeMailbox()
     mailbox.deliver(b"Subject: old\r\n\r\nhi\r\n", internal_date=clock.now - timedelta(days=3))
     recent = mailbox.deliver(b"Subject: new\r\n\r\nhi\r\n", internal_date=clock.now)
@@ -158,7 +177,7 @@ def test_a_first_pass_with_no_export_waiting_reads_only_recent_mail(tmp_path: Pa
 
 
 def test_the_reader_sees_exports_another_process_submitted_between_passes(
-    tmp_path: Path,
+    tmp_path: Path, pollers: list[Poller]
 ) -> None:
     clock = Clock()
     store = Store(tmp_path / "state.db")
@@ -170,6 +189,7 @@ def test_the_reader_sees_exports_another_process_submitted_between_passes(
         rules=(parse_host_rule(".mypinpointe.com"),), keyword="$ExportArchived"
     )
     poller = Poller(store, archiver, settings, clock=clock)
+    pollers.append(poller)
     api = FakeApi()
     mailbox = FakeMailbox()
     jobs = []
