@@ -66,7 +66,7 @@ class MemoryHungryDownloader:
 class World:
     """One export, submitted and notified, downloaded by a faulty downloader."""
 
-    def __init__(self, tmp_path: Path, error: BaseException) -> None:
+    def __init__(self, tmp_path: Path, error: BaseException, pollers: list[Poller]) -> None:
         self.tmp_path = tmp_path
         self.clock = Clock()
         self.store = Store(tmp_path / "state.db")
@@ -78,6 +78,7 @@ class World:
             rules=(parse_host_rule(".mypinpointe.com"),), keyword="$ExportArchived"
         )
         self.poller = Poller(self.store, self.archiver, settings, clock=self.clock)
+        pollers.append(self.poller)
         export = Submitter(self.store, FakeApi(), clock=self.clock).submit(
             ExportRequest("42", "20261001", "20261002")
         )
@@ -103,9 +104,9 @@ class World:
 
 
 def test_an_unexpected_error_counts_its_attempt_and_gives_up_at_max_attempts(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, pollers: list[Poller]
 ) -> None:
-    world = World(tmp_path, MemoryError())
+    world = World(tmp_path, MemoryError(), pollers)
     first = world.poller.run_once(world.mailbox)  # run --once
     export = world.export()
     assert (export.state, export.attempts) == (ExportState.NOTIFIED, 1)
@@ -125,9 +126,9 @@ def test_an_unexpected_error_counts_its_attempt_and_gives_up_at_max_attempts(
 
 
 def test_a_download_that_never_ended_counts_and_is_not_started_past_max_attempts(
-    tmp_path: Path,
+    tmp_path: Path, pollers: list[Poller]
 ) -> None:
-    world = World(tmp_path, SystemExit(137))  # stands in for the OOM killer
+    world = World(tmp_path, SystemExit(137), pollers)  # stands in for the OOM killer
     for attempt in range(1, MAX_ATTEMPTS + 1):
         with pytest.raises(SystemExit):
             world.poller.run_once(world.mailbox)
@@ -146,9 +147,9 @@ def test_a_download_that_never_ended_counts_and_is_not_started_past_max_attempts
 
 
 def test_the_daemon_pool_counts_unexpected_errors_and_stops_at_max_attempts(
-    tmp_path: Path,
+    tmp_path: Path, pollers: list[Poller]
 ) -> None:
-    world = World(tmp_path, MemoryError())
+    world = World(tmp_path, MemoryError(), pollers)
     stop = threading.Event()
     finished = threading.Semaphore(0)
     pool = DownloadPool(world.store, world.archiver, workers=2, stop=stop, on_done=finished.release)
@@ -172,12 +173,12 @@ def test_the_daemon_pool_counts_unexpected_errors_and_stops_at_max_attempts(
 
 
 def test_two_threads_claiming_at_once_never_try_an_export_twice_in_one_pass(
-    tmp_path: Path,
+    tmp_path: Path, pollers: list[Poller]
 ) -> None:
     """Thread B copies the skip list while thread A's claim is under way, and its own
     claim reaches the ledger once A's attempt has failed and put the export back: B must
     not take it again (it did, one time in ten, in the pool test above)."""
-    world = World(tmp_path, MemoryError())
+    world = World(tmp_path, MemoryError(), pollers)
     status = world.mailbox.open()
     world.poller.run_pass(world.mailbox, status, CycleReport(), downloads=lambda report: None)
     archiver, claim_download = world.archiver, world.store.claim_download
@@ -232,7 +233,7 @@ class MeetingDownloader(FakeDownloader):
 
 
 def test_run_once_downloads_a_backlog_several_at_a_time_and_reports_it_in_order(
-    tmp_path: Path,
+    tmp_path: Path, pollers: list[Poller]
 ) -> None:
     clock = Clock()
     store = Store(tmp_path / "state.db")
@@ -244,6 +245,7 @@ def test_run_once_downloads_a_backlog_several_at_a_time_and_reports_it_in_order(
         rules=(parse_host_rule(".mypinpointe.com"),), keyword="$ExportArchived"
     )
     poller = Poller(store, archiver, settings, clock=clock)
+    pollers.append(poller)
     submitter = Submitter(store, FakeApi(), clock=clock)
     mailbox = FakeMailbox()
     jobs = []
@@ -297,7 +299,7 @@ class SignallingDownloader(FakeDownloader):
 
 
 def test_run_once_starts_downloading_while_it_still_reads_mail(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pollers: list[Poller]
 ) -> None:
     monkeypatch.setattr(reader, "RECORD_BATCH", 1)  # each mail its own batch
     clock = Clock()
@@ -315,6 +317,7 @@ def test_run_once_starts_downloading_while_it_still_reads_mail(
         rules=(parse_host_rule(".mypinpointe.com"),), keyword="$ExportArchived"
     )
     poller = Poller(store, archiver, settings, clock=clock)
+    pollers.append(poller)
     submitter = Submitter(store, FakeApi(), clock=clock)
     mailbox = SlowMailbox(started)
     jobs = []

@@ -8,7 +8,6 @@ differs; user info is shown as present, the query never (docs/reliability.md §4
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -33,15 +32,6 @@ class Clock:
     def __call__(self) -> datetime:
         self.now += timedelta(seconds=1)
         return self.now
-
-
-@pytest.fixture
-def pollers() -> Iterator[list[Poller]]:
-    """The pollers a test makes, closed after it (each may have started a reader's worker)."""
-    made: list[Poller] = []
-    yield made
-    for poller in made:
-        poller.close()
 
 
 def html_notification(job_id: str, url: str) -> bytes:
