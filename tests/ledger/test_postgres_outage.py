@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -27,8 +28,10 @@ NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(pg_database: PgDatabase) -> Store:
-    return Store(postgres_session(pg_database))
+def store(pg_database: PgDatabase) -> Iterator[Store]:
+    ledger = Store(postgres_session(pg_database))
+    yield ledger
+    ledger.close()
 
 
 def test_the_store_reconnects_between_transactions_after_a_restart(
@@ -104,10 +107,11 @@ def test_the_session_carries_its_timeouts_and_keepalives(store: Store) -> None:
 
 
 def test_a_row_held_too_long_by_another_daemon_is_unavailable_not_a_hang(
-    pg_database: PgDatabase, monkeypatch: pytest.MonkeyPatch
+    pg_database: PgDatabase, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     monkeypatch.setattr(pg, "LOCK_TIMEOUT_MS", 300)
-    store = Store(postgres_session(pg_database))
+    store = Store(postgres_session(pg_database))  # made after the patch: not the fixture
+    request.addfinalizer(store.close)
     export = store.create_export(ExportRequest("1"), NOW)
     held = threading.Event()
     release = threading.Event()

@@ -27,6 +27,7 @@ def test_only_metrics_is_served_and_nothing_is_logged(caplog: pytest.LogCaptureF
         metrics.close()
     assert "inbox_poller_up" in types
     assert refused.value.code == 404
+    refused.value.close()  # an HTTPError holds the answer's connection
     assert caplog.records == []  # a scrape every 15 s must not fill the journal
 
 
