@@ -70,8 +70,6 @@ def notification(job_id: str | None, url: str, message_id: str = "<n1@example.te
 
 
 class World:
-    poller: Poller
-
     def __init__(self, tmp_path: Path) -> None:
         self.store = Store(tmp_path / "state.db")
         self.archive = Archive(tmp_path / "archive")
@@ -80,11 +78,16 @@ class World:
         self.downloader = FakeDownloader()
         self.clock = Clock()
         self.metrics = RecordingMetrics()
-        self.configure()
+        self.poller = self._poller()
         self.submitter = Submitter(self.store, self.api, clock=self.clock, metrics=self.metrics)
 
     def configure(self, **settings: Any) -> None:
-        """(Re)build the poller with these ``ReaderSettings`` (a reloaded configuration)."""
+        """Rebuild the poller with these ``ReaderSettings`` (a reloaded configuration); the
+        old one's reader is stopped, as the daemon's reload stops the old session's."""
+        self.poller.close()
+        self.poller = self._poller(**settings)
+
+    def _poller(self, **settings: Any) -> Poller:
         archiver = ExportArchiver(
             self.store,
             self.archive,
@@ -95,9 +98,7 @@ class World:
         )
         rules = (parse_host_rule(".mypinpointe.com"),)
         reader = ReaderSettings(rules=rules, keyword=KEYWORD, **settings)
-        if hasattr(self, "poller"):
-            self.poller.close()  # as the daemon's reload stops the old session's reader
-        self.poller = Poller(self.store, archiver, reader, clock=self.clock, metrics=self.metrics)
+        return Poller(self.store, archiver, reader, clock=self.clock, metrics=self.metrics)
 
     def run_once(self) -> CycleReport:
         return self.poller.run_once(self.mailbox)
