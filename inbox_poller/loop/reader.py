@@ -65,11 +65,15 @@ logger = logging.getLogger("inbox_poller.loop")
 
 DEFAULT_REMATCH_WINDOW = timedelta(days=7)
 """How long an unmatched mail is kept for re-matching (its export may not be known yet)."""
+FIRST_RECORD_BATCH = 8
 RECORD_BATCH = 200
 RECORD_BATCH_S = 0.25
 """Mails read are recorded in one ledger transaction, up to ``RECORD_BATCH`` of them or
 what was read within ``RECORD_BATCH_S`` of the first (so a quiet pass records its one mail
-at once, and a backlog pays one fsync per batch, not per mail)."""
+at once, and a backlog pays one fsync per batch, not per mail). A pass's first batch
+holds at most ``FIRST_RECORD_BATCH`` mails and each next one at most twice the last: a
+backlog's downloads start after its first few mails are read, not after the first
+quarter of a second."""
 FIRST_PASS_MARGIN = timedelta(days=1)
 """On a folder's first pass (no watermark for its UIDVALIDITY), mail the server dates more
 than this before the oldest export that can still take a notification is skipped by the
@@ -223,14 +227,16 @@ class MailReader:
             since = self._first_pass_since() if after == 0 else None
             pending: list[tuple[FetchedMail, Notification | MailRecord]] = []
             opened = 0.0
+            limit = FIRST_RECORD_BATCH
             try:
                 for fetched in mailbox.fetch_new(after, since):
                     report.mails_seen += 1
                     pending.append((fetched, self._read_one(fetched, progress)))
                     if len(pending) == 1:
                         opened = time.monotonic()
-                    if len(pending) >= RECORD_BATCH or time.monotonic() - opened >= RECORD_BATCH_S:
+                    if len(pending) >= limit or time.monotonic() - opened >= RECORD_BATCH_S:
                         batch, pending = pending, []
+                        limit = min(2 * limit, RECORD_BATCH)
                         self._record_batch(batch, report, progress)
                         on_recorded()
                     progress()

@@ -301,7 +301,8 @@ class SignallingDownloader(FakeDownloader):
 def test_run_once_starts_downloading_while_it_still_reads_mail(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pollers: list[Poller]
 ) -> None:
-    monkeypatch.setattr(reader, "RECORD_BATCH", 1)  # each mail its own batch
+    monkeypatch.setattr(reader, "FIRST_RECORD_BATCH", 1)  # each mail its own batch
+    monkeypatch.setattr(reader, "RECORD_BATCH", 1)
     clock = Clock()
     started = threading.Event()
     store = Store(tmp_path / "state.db")

@@ -1,4 +1,5 @@
-"""What the reader records and logs for a refused link: the host a client would reach.
+"""What the mail reader records: a refused link with the host a client would reach, a
+first pass's mail from the server's SEARCH, a backlog in growing batches.
 
 A refused link is recorded in the ledger's reason and logged with the host a client
 (browsers, urllib3) would have connected to, and what ``urllib.parse`` sees when that
@@ -16,11 +17,12 @@ import pytest
 
 from inbox_poller.archive import Archive
 from inbox_poller.ledger.store import Store
+from inbox_poller.loop import reader
 from inbox_poller.loop.archiver import ExportArchiver
 from inbox_poller.loop.poller import Poller
-from inbox_poller.loop.reader import ReaderSettings
+from inbox_poller.loop.reader import MailReader, ReaderSettings
 from inbox_poller.loop.submitter import Submitter
-from inbox_poller.models import ExportRequest, MailKey, MailOutcome
+from inbox_poller.models import CycleReport, ExportRequest, MailKey, MailOutcome
 from inbox_poller.urlpolicy import parse_host_rule
 from tests.fakes import FakeApi, FakeDownloader, FakeMailbox
 
@@ -198,3 +200,35 @@ def test_the_reader_sees_exports_another_process_submitted_between_passes(
         report = poller.run_once(mailbox)
         assert report.archived == [export.job_id], report.failed
     assert [e.state.value for e in store.list_exports()] == ["acknowledged"] * 2
+
+
+def test_a_backlog_is_recorded_in_batches_that_start_small_and_double(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first batch is small so that a backlog's downloads start after a few mails;
+    each next batch doubles, up to ``RECORD_BATCH``; what is left is recorded at the end."""
+    monkeypatch.setattr(reader, "FIRST_RECORD_BATCH", 4)
+    monkeypatch.setattr(reader, "RECORD_BATCH", 20)
+    monkeypatch.setattr(reader, "RECORD_BATCH_S", 3600.0)  # only the counts close a batch
+    mailbox = FakeMailbox()
+    for _ in range(60):
+        mailbox.deliver(
+            b"From: someone@example.test\r\nSubject: hello\r\n\r\nnot a notification\r\n"
+        )
+    with Store(tmp_path / "state.db") as store:
+        settings = ReaderSettings(rules=(parse_host_rule(".mypinpointe.com"),), keyword="$K")
+        mail_reader = MailReader(store, settings, clock=Clock())
+        status = mailbox.open()
+        recorded: list[int] = []
+        try:
+            mail_reader.read(
+                mailbox,
+                status,
+                CycleReport(),
+                on_recorded=lambda: recorded.append(
+                    store.watermark(status.folder, status.uidvalidity)
+                ),
+            )
+        finally:
+            mail_reader.close()
+    assert recorded == [4, 12, 28, 48, 60]  # batches of 4, 8, 16, 20 (the cap), the 12 left
