@@ -262,9 +262,11 @@ class MailReader:
         written before the POST), so mail older than the oldest export that can still take
         one, less the margin, is no export's notification; with no such export, none is.
         Mail of exports already done needs nothing: a copy of it is handled through the
-        ledger's record of the first one (by Message-ID).
+        ledger's record of the first one (by Message-ID). The exports are read into
+        ``known``, which matching reads next (not read twice before the first mail).
         """
-        exports = self.store.list_exports()
+        self.known.refresh()
+        exports = self.known.all()
         open_ = [e for e in exports if e.state not in FINAL_STATES] + awaiting_link(exports)
         oldest = min((e.created_at for e in open_), default=self.clock())
         return (min(oldest, self.clock()) - FIRST_PASS_MARGIN).date()
