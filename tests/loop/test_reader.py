@@ -12,6 +12,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ from inbox_poller.loop.archiver import ExportArchiver
 from inbox_poller.loop.poller import Poller
 from inbox_poller.loop.reader import MailReader, ReaderSettings
 from inbox_poller.loop.submitter import Submitter
-from inbox_poller.models import CycleReport, ExportRequest, MailKey, MailOutcome
+from inbox_poller.models import CycleReport, Export, ExportRequest, MailKey, MailOutcome
 from inbox_poller.urlpolicy import parse_host_rule
 from tests.fakes import FakeApi, FakeDownloader, FakeMailbox
 
@@ -232,3 +233,30 @@ def test_a_backlog_is_recorded_in_batches_that_start_small_and_double(
         finally:
             mail_reader.close()
     assert recorded == [4, 12, 28, 48, 60]  # batches of 4, 8, 16, 20 (the cap), the 12 left
+
+
+def test_a_first_pass_reads_the_exports_table_once(tmp_path: Path) -> None:
+    """The first pass's SEARCH SINCE and the matching's index share one read of every
+    export (a backlog's first mail waited for two). No export waits for a link, so that
+    re-matching the unmatched mail reads nothing more."""
+    mailbox = FakeMailbox()
+    mailbox.deliver(b"From: someone@example.test\r\nSubject: hello\r\n\r\nnot a notification\r\n")
+    with Store(tmp_path / "state.db") as store:
+        full_reads: list[int] = []
+        list_exports = store.list_exports
+
+        def counting(states: Any = None) -> list[Export]:
+            if states is None:
+                full_reads.append(1)
+            return list_exports(states)
+
+        store.list_exports = counting  # type: ignore[method-assign]
+        settings = ReaderSettings(rules=(parse_host_rule(".mypinpointe.com"),), keyword="$K")
+        mail_reader = MailReader(store, settings, clock=Clock())
+        status = mailbox.open()
+        try:
+            mail_reader.read(mailbox, status, CycleReport())
+        finally:
+            mail_reader.close()
+        assert mailbox.since != [None]  # a first pass: SEARCH SINCE the oldest export
+        assert len(full_reads) == 1
