@@ -554,22 +554,7 @@ class Store(HookRecords):
         """
         with self._transaction() as conn:
             now = self._clock(conn, now)
-            skipped = ""
-            if skip:
-                skipped = f" AND export_id NOT IN ({','.join('?' * len(skip))})"
-            row = conn.execute(
-                "SELECT export_id, state, owner, lease_until FROM exports"  # noqa: S608
-                " WHERE (state = ?"
-                " OR (state IN (?, ?) AND (lease_until IS NULL OR lease_until < ?)))"
-                f"{skipped} ORDER BY export_id LIMIT 1{self._dialect.skip_locked}",
-                (
-                    ExportState.NOTIFIED.value,
-                    ExportState.DOWNLOADING.value,
-                    ExportState.VERIFIED.value,
-                    to_iso(now),
-                    *skip,
-                ),
-            ).fetchone()
+            row = self._next_to_claim(conn, now, skip)
             if row is None:
                 return None
             export_id = int(row["export_id"])
@@ -603,6 +588,29 @@ class Store(HookRecords):
                     (owner, export_id),
                 )
         return self.get_export(export_id)
+
+    def _next_to_claim(self, conn: Tx, now: datetime, skip: Collection[int]) -> Any:
+        """The row of the oldest export :meth:`claim_download` may take, or None.
+
+        Two searches, each along the ``state`` index in export order, not one with
+        ``OR``: SQLite answers that one by collecting and sorting every waiting export,
+        so each claim of a backlog cost O(backlog), 0.8 ms with 6,000 waiting, under the
+        ledger's lock. The lapsed leases (few) are looked for first; a ``notified``
+        export is then taken only if it is older.
+        """
+        columns = "SELECT export_id, state, owner, lease_until FROM exports"
+        skipped = f" AND export_id NOT IN ({','.join('?' * len(skip))})" if skip else ""
+        tail = f"{skipped} ORDER BY export_id LIMIT 1{self._dialect.skip_locked}"
+        lapsed = conn.execute(
+            f"{columns} WHERE state IN (?, ?) AND (lease_until IS NULL OR lease_until < ?){tail}",
+            (ExportState.DOWNLOADING.value, ExportState.VERIFIED.value, to_iso(now), *skip),
+        ).fetchone()
+        older = () if lapsed is None else (int(lapsed["export_id"]),)
+        notified = conn.execute(
+            f"{columns} WHERE state = ?{' AND export_id < ?' if older else ''}{tail}",
+            (ExportState.NOTIFIED.value, *older, *skip),
+        ).fetchone()
+        return lapsed if notified is None else notified
 
     def _clock(self, conn: Tx, now: datetime) -> datetime:
         """The time leases are taken and compared on: the database's, else *now*."""
