@@ -70,11 +70,16 @@ def fetch_item(item: Mapping[Any, Any], *keys: bytes) -> Any:
     return None
 
 
-def chunked(uids: Sequence[int], size: int = FETCH_CHUNK_UIDS) -> Iterator[list[int]]:
-    """Yield *uids* in order, in lists of at most *size*."""
-    if size < 1:
+def chunked(
+    uids: Sequence[int], size: int = FETCH_CHUNK_UIDS, *, first: int | None = None
+) -> Iterator[list[int]]:
+    """Yield *uids* in order, in lists of at most *size*, the first of at most *first*."""
+    if size < 1 or (first is not None and first < 1):
         raise ValueError("chunk size must be at least 1")
-    for start in range(0, len(uids), size):
+    head = 0 if first is None else min(first, size)
+    if head and uids:
+        yield list(uids[:head])
+    for start in range(head, len(uids), size):
         yield list(uids[start : start + size])
 
 
@@ -111,7 +116,9 @@ def fetch_new(
     uids = sorted(uid for uid in found if uid > after_uid)
     if uids:
         logger.debug("%s: %s new message(s) after UID %s", where, len(uids), after_uid)
-    for chunk in chunked(uids, chunk_size):
+    # the first chunk is one body group: a backlog's first mail is read after one group's
+    # sizes are, not after those of the first FETCH_CHUNK_UIDS
+    for chunk in chunked(uids, chunk_size, first=BODY_GROUP_MAILS):
         with guard(f"fetch sizes of UIDs {chunk[0]}-{chunk[-1]}"):
             meta = client.fetch(chunk, ["RFC822.SIZE", "FLAGS"])
         yield from _chunk_mails(client, status, chunk, meta, max_message_bytes, guard)

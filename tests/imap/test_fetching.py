@@ -30,6 +30,16 @@ def test_chunked_splits_in_order() -> None:
         list(chunked([1], 0))
 
 
+def test_chunked_can_make_the_first_chunk_smaller() -> None:
+    # fetch_new's first chunk is one body group, so that the first mail is read sooner
+    assert list(chunked(list(range(1, 9)), 3, first=2)) == [[1, 2], [3, 4, 5], [6, 7, 8]]
+    assert list(chunked([1, 2], 3, first=5)) == [[1, 2]]
+    assert list(chunked([1, 2, 3, 4], 2, first=5)) == [[1, 2], [3, 4]]  # never over size
+    assert list(chunked([], 3, first=2)) == []
+    with pytest.raises(ValueError, match="at least 1"):
+        list(chunked([1], 3, first=0))
+
+
 @pytest.mark.parametrize(
     "answered",
     [
