@@ -161,7 +161,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
                         config.imap.folder,
                     )
                 report = parts.poller.run_once(parts.mailbox, read_mail=read_mail)
-                archived = [parts.store.export_by_job_id(job) for job in report.archived]
+                archived = parts.store.archive_paths(report.archived)
                 # after the pass: a hook never holds up reading, archiving or acknowledging
                 report.failed.extend(parts.hooks.run_due())
                 if metrics is not None:
@@ -179,9 +179,9 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
         f"archived {len(report.archived)}, acknowledged {report.acknowledged}, "
         f"failed {len(report.failed)}"
     )
-    for export in archived:
-        if export is not None and export.archived is not None:
-            print(f"archived job {export.job_id}: {config.archive_location(export.archived.path)}")
+    for job_id in report.archived:
+        if job_id in archived:
+            print(f"archived job {job_id}: {config.archive_location(archived[job_id])}")
     for line in report.refused:
         print(f"refused mail {line}")
     for line in report.failed:

@@ -30,6 +30,8 @@ from inbox_poller.models import (
 
 FEW_ROWS = 500
 """Up to this many exports, their failed links are read by ID rather than all at once."""
+PATHS_PER_QUERY = 500
+"""Job IDs per query of :meth:`Store.archive_paths` (well under SQLite's 32,766 variables)."""
 
 
 def schedule_slot(schedule: str, request: ExportRequest, made_before: int) -> str:
@@ -201,6 +203,22 @@ class Store(HookRecords):
     def export_by_job_id(self, job_id: str) -> Export | None:
         rows = self._query("SELECT * FROM exports WHERE job_id = ?", (job_id,))
         return self._exports(rows)[0] if rows else None
+
+    def archive_paths(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """The archive path of each export of *job_ids* whose payload is checked, by job
+        ID: ``run --once`` lists what it archived with one query per ``PATHS_PER_QUERY``,
+        not one per export."""
+        paths: dict[str, str] = {}
+        for start in range(0, len(job_ids), PATHS_PER_QUERY):
+            chunk = job_ids[start : start + PATHS_PER_QUERY]
+            rows = self._query(
+                "SELECT job_id, archive_path FROM exports"  # noqa: S608
+                f" WHERE job_id IN ({','.join('?' * len(chunk))})"
+                " AND sha256 IS NOT NULL AND archive_path IS NOT NULL",
+                chunk,
+            )
+            paths.update((row["job_id"], row["archive_path"]) for row in rows)
+        return paths
 
     def list_exports(self, states: Iterable[ExportState] | None = None) -> list[Export]:
         """Return exports (optionally only those in *states*), oldest first."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from inbox_poller.errors import DuplicateSubmission, IllegalTransition, LeaseLost, StoreError
+from inbox_poller.ledger import store as store_module
 from inbox_poller.ledger.schema import (
     SCHEMA_VERSION,
     migration_statements,
@@ -861,3 +862,20 @@ def test_a_claim_costs_the_same_however_many_exports_wait(tmp_path: Path) -> Non
     # export, O(n) per claim and O(n^2) for the backlog (0.8 ms a claim with 6,000 waiting)
     few, many = _steps_to_claim_one_of(10, tmp_path), _steps_to_claim_one_of(400, tmp_path)
     assert many < few * 1.5, (few, many)
+
+
+def test_archive_paths_lists_the_archived_exports_of_many_job_ids_by_the_chunk(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "PATHS_PER_QUERY", 2)  # three queries for five IDs
+    archived = [_notified(store, uid) for uid in (1, 2, 3)]
+    for export_id in archived:
+        _archive(store, export_id)
+    waiting = _notified(store, 4)
+    jobs = [store.get_export(i).job_id or "" for i in (*archived, waiting)] + ["unknown"]
+    assert store.archive_paths(jobs) == {
+        jobs[0]: f"p{archived[0]}",
+        jobs[1]: f"p{archived[1]}",
+        jobs[2]: f"p{archived[2]}",
+    }
+    assert store.archive_paths([]) == {}
