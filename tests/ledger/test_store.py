@@ -29,6 +29,7 @@ from inbox_poller.models import (
     ALLOWED_TRANSITIONS,
     MANIFEST_OFFSET_UNKNOWN,
     ArchivedFile,
+    Export,
     ExportRequest,
     ExportState,
     Link,
@@ -789,24 +790,34 @@ def _archived() -> ArchivedFile:
     return ArchivedFile("p", 1, "00" * 32, None)
 
 
+def _vm_steps(store: Store, action: Callable[[], object]) -> int:
+    """The SQLite VM steps *action* costs on *store*."""
+    conn = store._conn
+    assert isinstance(conn, sqlite3.Connection)
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_progress_handler(count, 1)
+    try:
+        action()
+    finally:
+        conn.set_progress_handler(None, 1)
+    return steps[0]
+
+
 def _steps_to_acknowledge_one_of(archived: int, tmp_path: Path) -> int:
     """SQLite VM steps to acknowledge one mail while *archived* exports wait for theirs."""
     store = Store(tmp_path / f"ack-{archived}" / "state.db")
     try:
         for uid in range(1, archived + 1):
             _archive(store, _notified(store, uid))
-        conn = store._conn
-        assert isinstance(conn, sqlite3.Connection)
-        steps = [0]
-
-        def count() -> int:
-            steps[0] += 1
-            return 0
-
-        conn.set_progress_handler(count, 1)
-        store.mark_mail_acknowledged(MailKey("INBOX", 7, archived), "keyword", NOW)
-        conn.set_progress_handler(None, 1)
-        return steps[0]
+        return _vm_steps(
+            store,
+            lambda: store.mark_mail_acknowledged(MailKey("INBOX", 7, archived), "keyword", NOW),
+        )
     finally:
         store.close()
 
@@ -840,19 +851,13 @@ def _steps_to_claim_one_of(waiting: int, tmp_path: Path) -> int:
     try:
         for uid in range(1, waiting + 1):
             _notified(store, uid)
-        conn = store._conn
-        assert isinstance(conn, sqlite3.Connection)
-        steps = [0]
-
-        def count() -> int:
-            steps[0] += 1
-            return 0
-
-        conn.set_progress_handler(count, 1)
-        claimed = store.claim_download("daemon-a", utc_now(), timedelta(seconds=30), skip={1})
-        conn.set_progress_handler(None, 1)
-        assert claimed is not None and claimed.export_id == 2
-        return steps[0]
+        claimed: list[Export | None] = []
+        lease = timedelta(seconds=30)
+        steps = _vm_steps(
+            store, lambda: claimed.append(store.claim_download("a", utc_now(), lease, skip={1}))
+        )
+        assert [e.export_id if e else None for e in claimed] == [2]
+        return steps
     finally:
         store.close()
 
