@@ -161,7 +161,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
                         config.imap.folder,
                     )
                 report = parts.poller.run_once(parts.mailbox, read_mail=read_mail)
-                archived = parts.store.archive_paths(report.archived)
+                paths = parts.store.archive_paths(report.archived)
                 # after the pass: a hook never holds up reading, archiving or acknowledging
                 report.failed.extend(parts.hooks.run_due())
                 if metrics is not None:
@@ -180,8 +180,8 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
         f"failed {len(report.failed)}"
     )
     for job_id in report.archived:
-        if job_id in archived:
-            print(f"archived job {job_id}: {config.archive_location(archived[job_id])}")
+        if job_id in paths:
+            print(f"archived job {job_id}: {config.archive_location(paths[job_id])}")
     for line in report.refused:
         print(f"refused mail {line}")
     for line in report.failed:
