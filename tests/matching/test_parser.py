@@ -4,6 +4,7 @@ it is parsed; fields too long to parse are read as written."""
 from __future__ import annotations
 
 import base64
+from email.headerregistry import AddressHeader, UniqueUnstructuredHeader
 
 import pytest
 
@@ -89,6 +90,16 @@ def test_a_field_read_twice_is_parsed_and_counted_once() -> None:
     assert budget.parsed_bytes == counted > 0
     assert str(msg.get("Subject")) == "Export ready"  # another field: parsed, counted
     assert budget.parsed_bytes > counted
+
+
+def test_each_fields_class_is_made_once_and_is_the_standard_one() -> None:
+    first = parse_mail(mail("x"), ParseBudget())
+    second = parse_mail(mail("y"), ParseBudget())
+    for name, kind in (("From", AddressHeader), ("Subject", UniqueUnstructuredHeader)):
+        assert type(first.get(name)) is type(second.get(name))
+        assert isinstance(first.get(name), kind)
+    sender = second["From"]
+    assert [a.addr_spec for a in sender.addresses] == ["notifications@na01.mypinpointe.com"]
 
 
 def test_two_from_fields_are_counted_before_either_is_parsed() -> None:
