@@ -9,6 +9,7 @@ differs; user info is shown as present, the query never (docs/reliability.md §4
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -23,7 +24,14 @@ from inbox_poller.loop.archiver import ExportArchiver
 from inbox_poller.loop.poller import Poller
 from inbox_poller.loop.reader import MailReader, ReaderSettings
 from inbox_poller.loop.submitter import Submitter
-from inbox_poller.models import CycleReport, Export, ExportRequest, MailKey, MailOutcome
+from inbox_poller.models import (
+    CycleReport,
+    Export,
+    ExportRequest,
+    MailboxStatus,
+    MailKey,
+    MailOutcome,
+)
 from inbox_poller.urlpolicy import parse_host_rule
 from tests.fakes import FakeApi, FakeDownloader, FakeMailbox
 
@@ -203,6 +211,24 @@ def test_the_reader_sees_exports_another_process_submitted_between_passes(
     assert [e.state.value for e in store.list_exports()] == ["acknowledged"] * 2
 
 
+UNRELATED_MAIL = b"From: someone@example.test\r\nSubject: hello\r\n\r\nnot a notification\r\n"
+
+
+def _read_pass(
+    store: Store,
+    mailbox: FakeMailbox,
+    status: MailboxStatus,
+    on_recorded: Callable[[], None] = lambda: None,
+) -> None:
+    """One pass of a mail reader of its own over *mailbox*, its worker stopped after it."""
+    settings = ReaderSettings(rules=(parse_host_rule(".mypinpointe.com"),), keyword="$K")
+    mail_reader = MailReader(store, settings, clock=Clock())
+    try:
+        mail_reader.read(mailbox, status, CycleReport(), on_recorded=on_recorded)
+    finally:
+        mail_reader.close()
+
+
 def test_a_backlog_is_recorded_in_batches_that_start_small_and_double(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -213,25 +239,16 @@ def test_a_backlog_is_recorded_in_batches_that_start_small_and_double(
     monkeypatch.setattr(reader, "RECORD_BATCH_S", 3600.0)  # only the counts close a batch
     mailbox = FakeMailbox()
     for _ in range(60):
-        mailbox.deliver(
-            b"From: someone@example.test\r\nSubject: hello\r\n\r\nnot a notification\r\n"
-        )
+        mailbox.deliver(UNRELATED_MAIL)
     with Store(tmp_path / "state.db") as store:
-        settings = ReaderSettings(rules=(parse_host_rule(".mypinpointe.com"),), keyword="$K")
-        mail_reader = MailReader(store, settings, clock=Clock())
         status = mailbox.open()
         recorded: list[int] = []
-        try:
-            mail_reader.read(
-                mailbox,
-                status,
-                CycleReport(),
-                on_recorded=lambda: recorded.append(
-                    store.watermark(status.folder, status.uidvalidity)
-                ),
-            )
-        finally:
-            mail_reader.close()
+        _read_pass(
+            store,
+            mailbox,
+            status,
+            lambda: recorded.append(store.watermark(status.folder, status.uidvalidity)),
+        )
     assert recorded == [4, 12, 28, 48, 60]  # batches of 4, 8, 16, 20 (the cap), the 12 left
 
 
@@ -240,7 +257,7 @@ def test_a_first_pass_reads_the_exports_table_once(tmp_path: Path) -> None:
     export (a backlog's first mail waited for two). No export waits for a link, so that
     re-matching the unmatched mail reads nothing more."""
     mailbox = FakeMailbox()
-    mailbox.deliver(b"From: someone@example.test\r\nSubject: hello\r\n\r\nnot a notification\r\n")
+    mailbox.deliver(UNRELATED_MAIL)
     with Store(tmp_path / "state.db") as store:
         full_reads: list[int] = []
         list_exports = store.list_exports
@@ -251,12 +268,6 @@ def test_a_first_pass_reads_the_exports_table_once(tmp_path: Path) -> None:
             return list_exports(states)
 
         store.list_exports = counting  # type: ignore[method-assign]
-        settings = ReaderSettings(rules=(parse_host_rule(".mypinpointe.com"),), keyword="$K")
-        mail_reader = MailReader(store, settings, clock=Clock())
-        status = mailbox.open()
-        try:
-            mail_reader.read(mailbox, status, CycleReport())
-        finally:
-            mail_reader.close()
+        _read_pass(store, mailbox, mailbox.open())
         assert mailbox.since != [None]  # a first pass: SEARCH SINCE the oldest export
         assert len(full_reads) == 1
