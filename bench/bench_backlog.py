@@ -17,6 +17,13 @@ the full folder. Beside them, the CPU every process of the machine used during
 the run (``/proc/stat``: the run and its mail reader, the simulator, Dovecot) and how busy
 that kept the machine's CPUs: what is left idle is what one process's design leaves unused.
 
+Dovecot and the simulator stand in for the mail provider's and Pinpointe's servers, which
+are other machines, so the bench keeps them off the archive's disk and out of the run's way:
+their files live on a tmpfs (``/dev/shm`` when there is one; ``--servers-dir``), and the
+run's log goes to a file, as under cron, not to a pipe the simulator's process must read
+line by line. The anchors' probe files are made after the runs: ext4 without a journal
+makes every new file skip, one by one, the inodes freed in the last 30 seconds.
+
 Run from the repository root: ``python3 bench/bench_backlog.py`` (see bench/README.md).
 """
 
@@ -59,6 +66,7 @@ MULTIAPPEND_BATCH = 200
 FSYNC_SAMPLES = 300
 TARGET_RATE = 200.0
 TARGET_SCALING = 10.5
+SHARED_MEMORY = Path("/dev/shm")
 
 
 def fsync_rate(directory: Path, samples: int = FSYNC_SAMPLES) -> float:
@@ -189,26 +197,38 @@ def run_once(
 ) -> float:
     """Run ``inbox-poller -c CONFIG run --once`` as a child; return its wall time.
 
-    With *profile*, the child runs under cProfile in every thread (``profile_threads.py``)
-    and writes their merged statistics there. The child imports ``inbox_poller`` from
-    *code* (``--root``: another tree, for a before/after run).
+    Its log goes to ``run-once.err`` in *cwd*. With *profile*, the child runs under
+    cProfile in every thread (``profile_threads.py``) and writes their merged statistics
+    there. The child imports ``inbox_poller`` from *code* (``--root``: another tree, for a
+    before/after run).
     """
     environ = {k: v for k, v in os.environ.items() if not k.startswith("INBOX_POLLER")}
     environ["PYTHONPATH"] = str(code)
     profiler = [str(BENCH_DIR / "profile_threads.py"), str(profile)] if profile else []
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, *profiler, "-m", "inbox_poller", "-c", str(config_path), "run", "--once"],
-        cwd=cwd,
-        env=environ,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    elapsed = time.perf_counter() - started
-    (cwd / "run-once.err").write_text(done.stderr, encoding="utf-8")
+    log = cwd / "run-once.err"
+    with log.open("wb") as stderr:
+        started = time.perf_counter()
+        done = subprocess.run(
+            [
+                sys.executable,
+                *profiler,
+                "-m",
+                "inbox_poller",
+                "-c",
+                str(config_path),
+                "run",
+                "--once",
+            ],
+            cwd=cwd,
+            env=environ,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            check=False,
+        )
+        elapsed = time.perf_counter() - started
     if done.returncode != 0:
-        tail = "\n".join(done.stderr.splitlines()[-15:])
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        tail = "\n".join(lines[-15:])
         raise BenchError(f"run --once exited {done.returncode}:\n{tail}")
     return elapsed
 
@@ -229,6 +249,7 @@ def halves(log: Path, elapsed: float) -> tuple[float, float]:
 
 def measure_count(
     root: Path,
+    servers: Path,
     dovecot: DovecotServer,
     count: int,
     payload_bytes: int,
@@ -240,7 +261,7 @@ def measure_count(
     folder = f"backlog-{count}"
     with ExitStack() as stack:
         sim = stack.enter_context(
-            PinpointeSimulator(root / f"sim-{count}", payload_bytes=payload_bytes)
+            PinpointeSimulator(servers / f"sim-{count}", payload_bytes=payload_bytes)
         )
         sim.send_notifications = False
         env = make_env(root / folder, dovecot, sim, folder)
@@ -379,6 +400,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--payload-bytes", type=int, default=100_000)
     parser.add_argument("--workdir", type=Path, help="parent of the temporary directory")
     parser.add_argument(
+        "--servers-dir",
+        type=Path,
+        default=SHARED_MEMORY if SHARED_MEMORY.is_dir() else None,
+        help="parent of Dovecot's and the simulator's files (default: /dev/shm if there is"
+        " one, else the system's temporary directory)",
+    )
+    parser.add_argument(
         "--profile", type=Path, help="run the child under cProfile (every thread), to FILE"
     )
     parser.add_argument(
@@ -399,15 +427,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="ip-bench-backlog-", dir=args.workdir))
+    servers = Path(tempfile.mkdtemp(prefix="ip-bench-servers-", dir=args.servers_dir))
+    servers.chmod(0o711)  # Dovecot's mail user passes through it (mkdtemp makes 0700)
     try:
         with ExitStack() as stack:
-            dovecot = start_dovecot()
+            dovecot = start_dovecot(directory=servers / "dovecot")
             stack.callback(dovecot.cleanup)
-            fsyncs = fsync_rate(root / "probe")
-            payloads = payload_rate(root / "payload-probe", args.payload_bytes)
             results = [
                 measure_count(
                     root,
+                    servers,
                     dovecot,
                     n,
                     args.payload_bytes,
@@ -418,6 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 for n in args.counts
             ]
+            fsyncs = fsync_rate(root / "probe")
+            payloads = payload_rate(root / "payload-probe", args.payload_bytes)
     except (BenchError, InboxPollerError) as exc:
         print(f"bench_backlog: error: {exc}", file=sys.stderr)
         return 1
@@ -425,6 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench_backlog: interrupted", file=sys.stderr)
         return 130
     finally:
+        shutil.rmtree(servers, ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
     print(report(results, fsyncs, payloads))
     return 0

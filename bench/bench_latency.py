@@ -117,16 +117,17 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     return "\n".join([line(headers), "| " + " | ".join(align) + " |", *map(line, rows)])
 
 
-def start_dovecot(*, hide_idle: bool = False) -> DovecotServer:
-    """Start a private Dovecot; with *hide_idle*, IDLE is left out of CAPABILITY."""
+def start_dovecot(*, hide_idle: bool = False, directory: Path | None = None) -> DovecotServer:
+    """Start a private Dovecot (in *directory*, an empty one, if given; else in the system's
+    temporary directory); with *hide_idle*, IDLE is left out of CAPABILITY."""
     if not hide_idle:
-        server = DovecotServer()
+        server = DovecotServer(directory)
         server.start()
         return server
     # imap_capability replaces the whole list: read the default one from a first server
     with DovecotServer() as probe:
         shown = " ".join(cap for cap in probe.capabilities() if cap.upper() != "IDLE")
-    server = DovecotServer(capability=shown)
+    server = DovecotServer(directory, capability=shown)
     server.start()
     if "IDLE" in server.capabilities():
         server.cleanup()
