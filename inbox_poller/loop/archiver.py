@@ -533,13 +533,14 @@ class ExportArchiver:
             export.request.method, archived.bytes, download_s=download_s, waited_s=waited_s
         )
         logger.info(
-            "export %d (job %s): archived %s (%d bytes, %s records, sha256 %s)",
+            "export %d (job %s): archived %s (%d bytes, %s records, sha256 %s%s)",
             export_id,
             export.job_id,
             archived.path,
             archived.bytes,
             "?" if archived.records is None else archived.records,
             archived.sha256,
+            "" if download_s is None else f", downloaded in {download_s:.2f} s",
             extra={
                 "export_id": export_id,
                 "job_id": export.job_id,

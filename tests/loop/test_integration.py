@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import pytest
 
@@ -553,3 +554,19 @@ def test_every_line_about_an_export_carries_its_ids_and_the_payloads_facts(
         assert (entry["bytes"], entry["sha256"]) == (line["bytes"], line["sha256"])
         assert isinstance(entry["duration_s"], float)
     assert downloaded and archived
+
+
+def test_a_download_is_reported_once_at_info_by_its_archived_line(loop_env: LoopEnv) -> None:
+    # the fetcher's own line of size and checksum is DEBUG: at INFO it only repeated them
+    env = loop_env
+    env.submit()
+    result = env.cli("run", "--once")
+    assert result.returncode == 0, result.stderr
+    [line] = env.manifest()
+    about_payload = [text for text in result.stderr.splitlines() if line["sha256"] in text]
+    [archived] = about_payload
+    assert "inbox_poller.loop" in archived
+    assert (
+        f"({line['bytes']} bytes, {line['records']} records, sha256 {line['sha256']}," in archived
+    )
+    assert re.search(r", downloaded in \d+\.\d\d s\)$", archived), archived
