@@ -427,10 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="ip-bench-backlog-", dir=args.workdir))
-    servers = Path(tempfile.mkdtemp(prefix="ip-bench-servers-", dir=args.servers_dir))
-    servers.chmod(0o711)  # Dovecot's mail user passes through it (mkdtemp makes 0700)
     try:
         with ExitStack() as stack:
+            servers = Path(tempfile.mkdtemp(prefix="ip-bench-servers-", dir=args.servers_dir))
+            stack.callback(shutil.rmtree, servers, ignore_errors=True)
+            servers.chmod(0o711)  # Dovecot's mail user passes through it (mkdtemp makes 0700)
             dovecot = start_dovecot(directory=servers / "dovecot")
             stack.callback(dovecot.cleanup)
             results = [
@@ -456,7 +457,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench_backlog: interrupted", file=sys.stderr)
         return 130
     finally:
-        shutil.rmtree(servers, ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
     print(report(results, fsyncs, payloads))
     return 0
