@@ -51,6 +51,7 @@ for _path in (BENCH_DIR.parent, BENCH_DIR):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from bench_cli_startup import compile_tree, environment
 from bench_latency import STAT, BenchError, make_env, markdown_table, start_dovecot
 from delaylink import DelayedLink
 
@@ -200,10 +201,13 @@ def run_once(
     Its log goes to ``run-once.err`` in *cwd*. With *profile*, the child runs under
     cProfile in every thread (``profile_threads.py``) and writes their merged statistics
     there. The child imports ``inbox_poller`` from *code* (``--root``: another tree, for a
-    before/after run).
+    before/after run), from the bytecode ``main`` compiled (``compile_tree``), in the
+    environment ``bench_cli_startup.environment`` makes: a tree unpacked by ``git archive``
+    has no bytecode, and this VM's shell forbids writing it and names a CA bundle
+    (``$SSL_CERT_FILE``) that each TLS context would parse, which an installed daemon on a
+    stock machine does neither.
     """
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("INBOX_POLLER")}
-    environ["PYTHONPATH"] = str(code)
+    environ = environment(code)
     profiler = [str(BENCH_DIR / "profile_threads.py"), str(profile)] if profile else []
     log = cwd / "run-once.err"
     with log.open("wb") as stderr:
@@ -434,6 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             servers.chmod(0o711)  # Dovecot's mail user passes through it (mkdtemp makes 0700)
             dovecot = start_dovecot(directory=servers / "dovecot")
             stack.callback(dovecot.cleanup)
+            code = args.root.resolve() if args.root else REPO_ROOT
+            compile_tree(code)
             results = [
                 measure_count(
                     root,
@@ -444,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.profile,
                     args.workers,
                     args.imap_rtt_ms,
-                    args.root.resolve() if args.root else REPO_ROOT,
+                    code,
                 )
                 for n in args.counts
             ]
