@@ -202,10 +202,10 @@ def run_once(
     cProfile in every thread (``profile_threads.py``) and writes their merged statistics
     there. The child imports ``inbox_poller`` from *code* (``--root``: another tree, for a
     before/after run), from the bytecode ``main`` compiled (``compile_tree``), in the
-    environment ``bench_cli_startup.environment`` makes: a tree unpacked by ``git archive``
+    environment ``bench_cli_startup.environment`` makes. A tree unpacked by ``git archive``
     has no bytecode, and this VM's shell forbids writing it and names a CA bundle
-    (``$SSL_CERT_FILE``) that each TLS context would parse, which an installed daemon on a
-    stock machine does neither.
+    (``$SSL_CERT_FILE``) that each TLS context would parse; an installed daemon on a stock
+    machine has its bytecode and no such variable.
     """
     environ = environment(code)
     profiler = [str(BENCH_DIR / "profile_threads.py"), str(profile)] if profile else []
