@@ -280,8 +280,8 @@ class SafeDownloader:
 
     def _result(self, fetched: _Fetched, shown: str, tries: int, clock: _Clock) -> DownloadResult:
         elapsed = time.monotonic() - clock.started
-        # debug: the archived line (inbox_poller.loop) gives the same facts at INFO, and a
-        # line costs a backlog's download threads ~0.1 ms of CPU (bench/README, stop 23)
+        # debug: the archived line (inbox_poller.loop) gives the same facts at INFO, so a
+        # download is reported once there (one line per step)
         logger.debug(
             "download %s: %d bytes, sha256 %s, top level %s, %s records, %d tries, %.1f s",
             shown,
