@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import random
 import shutil
 import signal
@@ -54,6 +53,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench_cli_startup import compile_tree, environment
 from imapclient import IMAPClient
 
 from inbox_poller.archive import Archive
@@ -64,10 +64,10 @@ from inbox_poller.sandbox.dovecot.server import DovecotServer
 from inbox_poller.sandbox.simulator.server import PinpointeSimulator
 from inbox_poller.service.watcher import IDLE_RENEW_S
 from tests.plugins.daemon import DaemonProcess, NotifySocket
+from tests.plugins.loop import LoopEnv, prepare_loop_env
 
 UNIT_WATCHDOG_USEC = 120_000_000
 """WatchdogSec=120s, as the shipped unit: the benchmarks measure the daemon as installed."""
-from tests.plugins.loop import LoopEnv, prepare_loop_env
 
 FOLDER = "Notifications"
 FLOOR_FOLDER = "floor"
@@ -388,8 +388,7 @@ class _Run:
     """One ``inbox-poller -c CONFIG run --once`` started in the background (as by a timer)."""
 
     def __init__(self, env: LoopEnv, number: int) -> None:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("INBOX_POLLER")}
-        environ["PYTHONPATH"] = str(REPO_ROOT)
+        environ = environment(REPO_ROOT)  # as installed: see bench_cli_startup
         self._out = env.root / f"run-once-{number}.out"
         self._err = env.root / f"run-once-{number}.err"
         self.started = time.monotonic()
@@ -613,6 +612,7 @@ def measure(args: argparse.Namespace, root: Path) -> Results:
                 progress(f"idle: {args.samples} notifications to the daemon")
                 results.idle, results.idle_log = daemon_samples(env, args.samples, rng, progress)
             if "timer" in args.modes:
+                compile_tree(REPO_ROOT)  # the runs read their bytecode, as installed
                 progress(f"timer: {args.poll_samples} mails over one {args.poll_interval} s tick")
                 results.timer, results.timer_runs = timer_samples(
                     env, args.poll_samples, args.poll_interval, progress
