@@ -25,6 +25,7 @@ Run from the repository root: ``python3 bench/bench_cli_startup.py [--reps 15]``
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import statistics
@@ -166,8 +167,10 @@ def environment(root: Path) -> dict[str, str]:
     return env
 
 
+@functools.cache
 def compile_tree(root: Path) -> None:
-    """Write the bytecode cache of *root*'s ``inbox_poller``, as installing it does."""
+    """Write the bytecode cache of *root*'s ``inbox_poller``, as installing it does (once
+    per tree in a run: a bench may call it before each child it times)."""
     subprocess.run(
         [sys.executable, "-m", "compileall", "-q", str(root / "inbox_poller")],
         check=True,
