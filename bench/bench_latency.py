@@ -29,8 +29,9 @@ Run from the repository root: ``python3 bench/bench_latency.py`` (see bench/READ
 """
 
 # ruff: noqa: E402
-# (the repository root goes on sys.path before the project imports, so the script runs
-# as ``python3 bench/bench_latency.py`` without PYTHONPATH)
+# (bench/ and the repository root go on sys.path before the project imports, so the
+# script runs as ``python3 bench/bench_latency.py`` or ``python -m bench.bench_latency``
+# without PYTHONPATH)
 
 from __future__ import annotations
 
@@ -49,9 +50,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+for _path in (REPO_ROOT, BENCH_DIR):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 from bench_cli_startup import compile_tree, environment
 from imapclient import IMAPClient
